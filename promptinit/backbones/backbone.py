@@ -1,0 +1,429 @@
+"""A frozen Hugging Face model plus a shallow soft prompt of L vectors."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from enum import Enum
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from promptinit.assets import resolve_model
+from promptinit.errors import PromptinitError
+from promptinit.tasks.task import Example
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+IGNORE = -100
+
+
+class Family(str, Enum):
+    CAUSAL = "causal"  # decoder-only: Llama, GPT-2, SmolLM, Gemma
+    SEQ2SEQ = "seq2seq"  # encoder-decoder: T5, BART
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """How to load the frozen model and shape its prompt.
+
+    Attributes:
+        model: packaged name, tiny test model, local folder or hub id.
+        prompt_length: number of soft-prompt vectors L.
+        dtype: weights and activations: float32, bfloat16 or float64 (tests).
+        attn_implementation: ``eager`` supports double backward on CPU (second-order MAML);
+            ``sdpa`` is faster for first-order work on a GPU.
+        max_input_tokens: inputs are cut to their last this-many tokens.
+        max_target_tokens: targets and options are cut to this many tokens (eos included).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:n]``.
+    """
+
+    model: str
+    prompt_length: int = 20  # vectors
+    dtype: str = "float32"
+    attn_implementation: str = "eager"
+    max_input_tokens: int = 256  # tokens
+    max_target_tokens: int = 32  # tokens
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise PromptinitError(f"field 'dtype': {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.prompt_length < 1:
+            raise PromptinitError(f"field 'prompt_length': {self.prompt_length} must be >= 1")
+        if self.attn_implementation not in ("eager", "sdpa"):
+            raise PromptinitError(
+                f"field 'attn_implementation': {self.attn_implementation!r} is not eager or sdpa"
+            )
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class Batch:
+    """Token ids of a batch of examples, right-padded.
+
+    Causal: ``input_ids`` is input + target, ``labels`` holds the target ids at their
+    positions and ``IGNORE`` elsewhere. Seq2seq: ``input_ids`` is the encoder input and
+    ``labels`` the decoder targets.
+    """
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    labels: torch.Tensor  # causal [B, T]; seq2seq [B, S]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels)))
+
+    @staticmethod
+    def cat(batches: Sequence["Batch"], pad_id: int) -> "Batch":
+        """Stack batches of different lengths (task-batched meta-steps)."""
+        T = max(b.input_ids.shape[1] for b in batches)
+        S = max(b.labels.shape[1] for b in batches)
+
+        def pad(t: torch.Tensor, width: int, value: int) -> torch.Tensor:
+            return F.pad(t, (0, width - t.shape[1]), value=value)
+
+        return Batch(
+            torch.cat([pad(b.input_ids, T, pad_id) for b in batches]),
+            torch.cat([pad(b.attention_mask, T, 0) for b in batches]),
+            # causal labels are as wide as the inputs, so S == T there
+            torch.cat([pad(b.labels, S, IGNORE) for b in batches]),
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _load(model: str, dtype: str, attn: str, device: str):
+    # One frozen copy per process: trials, evaluation and baselines share it.
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-load bar of 272 tensors is noise in our progress output
+    path = resolve_model(model)
+    config = AutoConfig.from_pretrained(path)
+    family = Family.SEQ2SEQ if getattr(config, "is_encoder_decoder", False) else Family.CAUSAL
+    cls = AutoModelForSeq2SeqLM if family is Family.SEQ2SEQ else AutoModelForCausalLM
+    lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn)
+    lm.to(torch.device(device)).eval()
+    lm.requires_grad_(False)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return lm, tok, family
+
+
+class Backbone:
+    """A frozen language model that takes a soft prompt as an input.
+
+    Args:
+        config: a ``BackboneConfig``.
+
+    Example:
+        >>> bb = Backbone(BackboneConfig("tiny-llama", prompt_length=4))
+        >>> prompt = bb.init_prompt("vocab", seed=0).requires_grad_()
+        >>> loss = bb.loss(prompt, bb.encode(examples))
+    """
+
+    def __init__(self, config: BackboneConfig):
+        self.config = config
+        self.device = config.resolved_device()
+        self.model, self.tokenizer, self.family = _load(
+            config.model, config.dtype, config.attn_implementation, str(self.device)
+        )
+        self.dtype = config.torch_dtype
+        self.hidden_size = self.model.get_input_embeddings().weight.shape[1]
+        self.pad_id = self.tokenizer.pad_token_id
+        self.eos_id = self.tokenizer.eos_token_id
+
+    # ----------------------------------------------------------------- tokenisation
+    def _input_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        return ids[-self.config.max_input_tokens :]
+
+    def _target_ids(self, input_text: str, target: str) -> list[int]:
+        # Causal models continue the input, so the answer needs its separating space.
+        if self.family is Family.CAUSAL and input_text and not input_text[-1].isspace():
+            target = " " + target
+        ids = self.tokenizer(target, add_special_tokens=False).input_ids
+        return ids[: self.config.max_target_tokens - 1] + [self.eos_id]
+
+    def encode(self, examples: Sequence[Example]) -> Batch:
+        """Tokenise examples (input and gold target) into a right-padded ``Batch`` on the device."""
+        rows_in, rows_lab = [], []
+        for ex in examples:
+            inp = self._input_ids(ex.input)
+            tgt = self._target_ids(ex.input, ex.target)
+            if self.family is Family.CAUSAL:
+                rows_in.append(inp + tgt)
+                rows_lab.append([IGNORE] * len(inp) + tgt)
+            else:
+                rows_in.append(inp)
+                rows_lab.append(tgt)
+        ids, mask = self._pad(rows_in, self.pad_id)
+        labels, _ = self._pad(rows_lab, IGNORE)
+        return Batch(ids, mask, labels).to(self.device)
+
+    @staticmethod
+    def _pad(rows: list[list[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        T = max(1, max(len(r) for r in rows))
+        ids = torch.full((len(rows), T), value, dtype=torch.long)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for i, r in enumerate(rows):
+            sl = slice(T - len(r), T) if left else slice(0, len(r))
+            ids[i, sl] = torch.tensor(r, dtype=torch.long)
+            mask[i, sl] = 1
+        return ids, mask
+
+    # ----------------------------------------------------------------- forward pieces
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+    def _prepend(self, prompt: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+        """``[P; embed(ids)]`` and its mask; ``prompt`` is [L, d] or per example [B, L, d]."""
+        B = ids.shape[0]
+        P = prompt.to(self.device, self.dtype)
+        if P.dim() == 2:
+            P = P.unsqueeze(0).expand(B, -1, -1)
+        if P.shape[0] != B or P.shape[-1] != self.hidden_size:
+            raise ValueError(f"prompt shape {tuple(prompt.shape)} does not fit batch {B} x d {self.hidden_size}")
+        emb = torch.cat([P, self.embed(ids)], dim=1)
+        mask = torch.cat([torch.ones(B, P.shape[1], dtype=mask.dtype, device=mask.device), mask], dim=1)
+        return emb, mask
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states -> vocabulary logits, as the model's own forward computes them."""
+        cfg = self.model.config
+        if self.family is Family.SEQ2SEQ and getattr(cfg, "scale_decoder_outputs", False):
+            h = h * (cfg.d_model**-0.5)  # T5 with tied embeddings
+        logits = self.model.get_output_embeddings()(h)
+        if hasattr(self.model, "final_logits_bias"):  # BART
+            logits = logits + self.model.final_logits_bias.to(logits.dtype)
+        cap = getattr(cfg, "final_logit_softcapping", None)  # Gemma
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def target_hidden(self, prompt: torch.Tensor, batch: Batch):
+        """Final hidden states at the positions that predict target tokens.
+
+        Returns:
+            ``(h [N, d], labels [N], rows [N])``: one row per target token, the token it
+            predicts and the example it belongs to. Logits are never formed for the other
+            positions (most of a sequence is input).
+        """
+        L = prompt.shape[-2]
+        if self.family is Family.CAUSAL:
+            emb, mask = self._prepend(prompt, batch.input_ids, batch.attention_mask)
+            h = self.model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+            rows, cols = (batch.labels != IGNORE).nonzero(as_tuple=True)
+            return h[rows, L + cols - 1], batch.labels[rows, cols], rows
+        emb, mask = self._prepend(prompt, batch.input_ids, batch.attention_mask)
+        enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+        dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=batch.labels)
+        h = self.model.get_decoder()(
+            input_ids=dec_in, encoder_hidden_states=enc, encoder_attention_mask=mask
+        ).last_hidden_state
+        rows, cols = (batch.labels != IGNORE).nonzero(as_tuple=True)
+        return h[rows, cols], batch.labels[rows, cols], rows
+
+    def token_logprobs(self, prompt: torch.Tensor, batch: Batch):
+        """Log-probability of every target token: ``(logp [N], rows [N])``."""
+        h, labels, rows = self.target_hidden(prompt, batch)
+        logp = torch.log_softmax(self.project(h).float(), dim=-1)
+        return logp.gather(1, labels[:, None]).squeeze(1), rows
+
+    def loss(self, prompt: torch.Tensor, batch: Batch, per_example: bool = False) -> torch.Tensor:
+        """Mean target-token negative log-likelihood, differentiable in ``prompt``.
+
+        Args:
+            prompt: [L, d] shared by the batch, or [B, L, d], one per example.
+            batch: from ``encode``.
+            per_example: return [B] losses (each the mean over its own target tokens).
+
+        Returns:
+            A scalar (mean over examples) or a [B] tensor.
+        """
+        logp, rows = self.token_logprobs(prompt, batch)
+        B = len(batch)
+        nll = torch.zeros(B, dtype=logp.dtype, device=logp.device).index_add(0, rows, -logp)
+        count = torch.zeros(B, dtype=logp.dtype, device=logp.device).index_add(0, rows, torch.ones_like(logp))
+        per = nll / count.clamp(min=1)
+        return per if per_example else per.mean()
+
+    # ----------------------------------------------------------------- scoring
+    def _prefix(self, prompt: torch.Tensor, examples: Sequence[Example]):
+        """Run ``[P; input]`` once, left-padded, and keep its key/value cache (causal)."""
+        ids, mask = self._pad([self._input_ids(e.input) for e in examples], self.pad_id, left=True)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        emb, mask = self._prepend(prompt, ids, mask)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model.base_model(
+            inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True
+        )
+        return out.last_hidden_state[:, -1], out.past_key_values, mask, pos[:, -1]
+
+    @torch.no_grad()
+    def score_options(
+        self, prompt: torch.Tensor, examples: Sequence[Example], batch_size: int = 16
+    ) -> list[torch.Tensor]:
+        """Log-likelihood of each option of each example (rank classification).
+
+        Args:
+            prompt: [L, d].
+            examples: each with its ``options``.
+            batch_size: examples per forward pass.
+
+        Returns:
+            One float tensor per example with the summed log-probability of each option
+            (its tokens and the closing eos).
+        """
+        out: list[torch.Tensor] = []
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i : i + batch_size]
+            if self.family is Family.CAUSAL:
+                out += self._score_causal(prompt, chunk)
+            else:
+                out += self._score_seq2seq(prompt, chunk)
+        return out
+
+    def _pairs(self, chunk: Sequence[Example]):
+        pair_ex, opt_rows = [], []
+        for j, ex in enumerate(chunk):
+            if not ex.options:
+                raise ValueError(f"example {ex.uid} has no options to score")
+            for opt in ex.options:
+                pair_ex.append(j)
+                opt_rows.append(self._target_ids(ex.input, opt))
+        return torch.tensor(pair_ex, device=self.device), opt_rows
+
+    def _split_scores(self, chunk: Sequence[Example], scores: torch.Tensor) -> list[torch.Tensor]:
+        return list(scores.float().cpu().split([len(ex.options) for ex in chunk]))
+
+    def _score_causal(self, prompt, chunk):
+        h_last, cache, mask, last_pos = self._prefix(prompt, chunk)
+        pair_ex, opt_rows = self._pairs(chunk)
+        opt_ids, opt_mask = (t.to(self.device) for t in self._pad(opt_rows, self.pad_id))
+        first = torch.log_softmax(self.project(h_last).float(), dim=-1)  # [B, V]
+        scores = first[pair_ex, opt_ids[:, 0]]
+        if opt_ids.shape[1] > 1:
+            # Options share their example's prefix cache; only option tokens are computed.
+            for layer in cache.layers:
+                layer.batch_select_indices(pair_ex)
+            feed = opt_ids[:, :-1]
+            full_mask = torch.cat([mask[pair_ex], opt_mask[:, :-1]], dim=1)
+            pos = last_pos[pair_ex, None] + 1 + torch.arange(feed.shape[1], device=self.device)
+            h = self.model.base_model(
+                input_ids=feed, attention_mask=full_mask, position_ids=pos, past_key_values=cache
+            ).last_hidden_state
+            rows, cols = opt_mask[:, 1:].nonzero(as_tuple=True)
+            logp = torch.log_softmax(self.project(h[rows, cols]).float(), dim=-1)
+            tok = logp.gather(1, opt_ids[rows, cols + 1][:, None]).squeeze(1)
+            scores = scores.index_add(0, rows, tok)
+        return self._split_scores(chunk, scores)
+
+    def _score_seq2seq(self, prompt, chunk):
+        ids, mask = self._pad([self._input_ids(e.input) for e in chunk], self.pad_id)
+        emb, mask = self._prepend(prompt, ids.to(self.device), mask.to(self.device))
+        enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+        pair_ex, opt_rows = self._pairs(chunk)
+        labels, _ = self._pad(opt_rows, IGNORE)
+        labels = labels.to(self.device)
+        # The encoder ran once per example; each option only runs the (short) decoder.
+        h = self.model.get_decoder()(
+            input_ids=self.model.prepare_decoder_input_ids_from_labels(labels=labels),
+            encoder_hidden_states=enc[pair_ex],
+            encoder_attention_mask=mask[pair_ex],
+        ).last_hidden_state
+        rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
+        logp = torch.log_softmax(self.project(h[rows, cols]).float(), dim=-1)
+        tok = logp.gather(1, labels[rows, cols][:, None]).squeeze(1)
+        scores = torch.zeros(len(opt_rows), device=self.device).index_add(0, rows, tok)
+        return self._split_scores(chunk, scores)
+
+    # ----------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self, prompt: torch.Tensor, examples: Sequence[Example], max_new_tokens: int | None = None,
+        batch_size: int = 16,
+    ) -> list[str]:
+        """Greedy decoding until eos or ``max_new_tokens`` (default ``max_target_tokens``)."""
+        n_new = max_new_tokens or self.config.max_target_tokens
+        out: list[str] = []
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i : i + batch_size]
+            steps = self._greedy_causal(prompt, chunk, n_new) if self.family is Family.CAUSAL else self._greedy_seq2seq(prompt, chunk, n_new)
+            for row in steps.tolist():
+                row = row[: row.index(self.eos_id)] if self.eos_id in row else row
+                out.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return out
+
+    def _greedy_causal(self, prompt, chunk, n_new: int) -> torch.Tensor:
+        h_last, cache, mask, pos = self._prefix(prompt, chunk)
+        tokens = []
+        done = torch.zeros(len(chunk), dtype=torch.bool, device=self.device)
+        for _ in range(n_new):
+            nxt = self.project(h_last).argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.eos_id), nxt)
+            tokens.append(nxt)
+            done |= nxt == self.eos_id
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos + 1
+            h_last = self.model.base_model(
+                input_ids=nxt[:, None], attention_mask=mask, position_ids=pos[:, None],
+                past_key_values=cache, use_cache=True,
+            ).last_hidden_state[:, -1]
+        return torch.stack(tokens, dim=1)
+
+    def _greedy_seq2seq(self, prompt, chunk, n_new: int) -> torch.Tensor:
+        ids, mask = self._pad([self._input_ids(e.input) for e in chunk], self.pad_id)
+        emb, mask = self._prepend(prompt, ids.to(self.device), mask.to(self.device))
+        enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+        start = self.model.config.decoder_start_token_id
+        dec = torch.full((len(chunk), 1), start, dtype=torch.long, device=self.device)
+        done = torch.zeros(len(chunk), dtype=torch.bool, device=self.device)
+        for _ in range(n_new):
+            # Decoder outputs are short, so re-running it beats managing a second cache.
+            h = self.model.get_decoder()(
+                input_ids=dec, encoder_hidden_states=enc, encoder_attention_mask=mask
+            ).last_hidden_state[:, -1]
+            nxt = self.project(h).argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.eos_id), nxt)
+            dec = torch.cat([dec, nxt[:, None]], dim=1)
+            done |= nxt == self.eos_id
+            if bool(done.all()):
+                break
+        return dec[:, 1:]
+
+    # ----------------------------------------------------------------- prediction
+    def predict(self, prompt: torch.Tensor, examples: Sequence[Example], batch_size: int = 16) -> list[str]:
+        """Predicted answer text: the best option (rank classification) or greedy generation."""
+        scored = [e for e in examples if e.options]
+        if len(scored) == len(examples):
+            scores = self.score_options(prompt, examples, batch_size)
+            return [ex.options[int(s.argmax())] for ex, s in zip(examples, scores)]
+        if not scored:
+            return self.generate(prompt, examples, batch_size=batch_size)
+        raise ValueError("a batch mixes examples with and without options; predict them separately")
+
+    def init_prompt(self, how: str = "vocab", **kwargs) -> torch.Tensor:
+        """Initial prompt [L, d] (see ``promptinit.backbones.prompts.init_prompt``)."""
+        from promptinit.backbones.prompts import init_prompt
+
+        return init_prompt(self, how, **kwargs)
+
+    @property
+    def fingerprint(self) -> str:
+        """What a cached result of this backbone depends on."""
+        c = self.config
+        return f"{c.model}|{c.dtype}|L{c.prompt_length}|in{c.max_input_tokens}|out{c.max_target_tokens}"
