@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from promptinit.assets.tiny import TINY_MODELS, build_tiny
+from promptinit.assets.tiny import TINY_MODELS, VERSION as TINY_VERSION, build_tiny
 from promptinit.errors import PromptinitError
 from promptinit.paths import cache_dir, package_dir
 
@@ -125,7 +125,7 @@ def _minilm_folder() -> Path:
 
 
 def _tiny_folder(name: str) -> Path:
-    dest = cache_dir("models") / name
+    dest = cache_dir("models") / f"{name}-v{TINY_VERSION}"
     if (dest / ".complete").exists():
         return dest
     return _atomic_save(dest, lambda tmp: build_tiny(name, tmp))

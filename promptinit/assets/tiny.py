@@ -4,6 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 SPECIALS = ["<pad>", "</s>", "<unk>", "<s>"]  # ids 0..3; T5 convention: pad 0, eos 1
+VERSION = "2"  # part of the cache folder name: bump when a config below changes
+# Decoder-only models get a wide init (std 0.3, not 0.02): at 0.02 a 2-layer random model is
+# nearly input-independent and a prompt cannot steer it, so nothing would be learnable.
 
 
 def byte_tokenizer():
@@ -30,6 +33,7 @@ def _llama(vocab: int):
         vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         pad_token_id=0, eos_token_id=1, bos_token_id=3, tie_word_embeddings=False,
+        initializer_range=0.3,
     )
     return LlamaForCausalLM(cfg)
 
@@ -39,7 +43,7 @@ def _gpt2(vocab: int):
 
     cfg = GPT2Config(
         vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=1024,
-        pad_token_id=0, eos_token_id=1, bos_token_id=3,
+        pad_token_id=0, eos_token_id=1, bos_token_id=3, initializer_range=0.3,
     )
     return GPT2LMHeadModel(cfg)
 

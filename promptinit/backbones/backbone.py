@@ -17,6 +17,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch
 IGNORE = -100
 
 
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax in at least float32 (bfloat16 logits lose ranking precision); float64 stays."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 class Family(str, Enum):
     CAUSAL = "causal"  # decoder-only: Llama, GPT-2, SmolLM, Gemma
     SEQ2SEQ = "seq2seq"  # encoder-decoder: T5, BART
@@ -101,6 +106,39 @@ class Batch:
         )
 
 
+def _exact_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Eager attention whose softmax runs in float64 for float64 models (transformers' eager
+    softmax always runs in float32); identical to it for other dtypes."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    key = key.repeat_interleave(groups, dim=1)
+    value = value.repeat_interleave(groups, dim=1)
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = torch.softmax(weights, dim=-1, dtype=torch.promote_types(query.dtype, torch.float32)).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+EXACT_EAGER = "promptinit_exact_eager"
+
+
+def _rms_norm_float64(self, x: torch.Tensor) -> torch.Tensor:
+    return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+def _exact_rms_norms(model: torch.nn.Module) -> None:
+    """Keep Llama/T5 RMS norms in float64.
+
+    Their forward casts to float32 internally, which in a float64 model turns the loss into a
+    step function at the 1e-7 scale and makes finite-difference gradient checks meaningless.
+    float64 exists for those checks, so the norms are computed exactly there.
+    """
+    for module in model.modules():
+        if type(module).__name__ in ("LlamaRMSNorm", "T5LayerNorm"):
+            module.forward = _rms_norm_float64.__get__(module)
+
+
 @functools.lru_cache(maxsize=4)
 def _load(model: str, dtype: str, attn: str, device: str):
     # One frozen copy per process: trials, evaluation and baselines share it.
@@ -112,9 +150,22 @@ def _load(model: str, dtype: str, attn: str, device: str):
     config = AutoConfig.from_pretrained(path)
     family = Family.SEQ2SEQ if getattr(config, "is_encoder_decoder", False) else Family.CAUSAL
     cls = AutoModelForSeq2SeqLM if family is Family.SEQ2SEQ else AutoModelForCausalLM
-    lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn)
+    if dtype == "float64" and attn == "eager":
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+        AttentionInterface.register(EXACT_EAGER, _exact_eager_attention)
+        AttentionMaskInterface.register(EXACT_EAGER, eager_mask)  # additive float masks, as eager
+        try:
+            lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=EXACT_EAGER)
+        except ValueError:  # models without the attention interface (T5, GPT-2) are exact already
+            lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn)
+    else:
+        lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn)
     lm.to(torch.device(device)).eval()
     lm.requires_grad_(False)
+    if dtype == "float64":
+        _exact_rms_norms(lm)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -238,7 +289,7 @@ class Backbone:
     def token_logprobs(self, prompt: torch.Tensor, batch: Batch):
         """Log-probability of every target token: ``(logp [N], rows [N])``."""
         h, labels, rows = self.target_hidden(prompt, batch)
-        logp = torch.log_softmax(self.project(h).float(), dim=-1)
+        logp = torch.log_softmax(_upcast(self.project(h)), dim=-1)
         return logp.gather(1, labels[:, None]).squeeze(1), rows
 
     def loss(self, prompt: torch.Tensor, batch: Batch, per_example: bool = False) -> torch.Tensor:
@@ -306,13 +357,13 @@ class Backbone:
         return torch.tensor(pair_ex, device=self.device), opt_rows
 
     def _split_scores(self, chunk: Sequence[Example], scores: torch.Tensor) -> list[torch.Tensor]:
-        return list(scores.float().cpu().split([len(ex.options) for ex in chunk]))
+        return list(scores.cpu().split([len(ex.options) for ex in chunk]))
 
     def _score_causal(self, prompt, chunk):
         h_last, cache, mask, last_pos = self._prefix(prompt, chunk)
         pair_ex, opt_rows = self._pairs(chunk)
         opt_ids, opt_mask = (t.to(self.device) for t in self._pad(opt_rows, self.pad_id))
-        first = torch.log_softmax(self.project(h_last).float(), dim=-1)  # [B, V]
+        first = torch.log_softmax(_upcast(self.project(h_last)), dim=-1)  # [B, V]
         scores = first[pair_ex, opt_ids[:, 0]]
         if opt_ids.shape[1] > 1:
             # Options share their example's prefix cache; only option tokens are computed.
@@ -325,7 +376,7 @@ class Backbone:
                 input_ids=feed, attention_mask=full_mask, position_ids=pos, past_key_values=cache
             ).last_hidden_state
             rows, cols = opt_mask[:, 1:].nonzero(as_tuple=True)
-            logp = torch.log_softmax(self.project(h[rows, cols]).float(), dim=-1)
+            logp = torch.log_softmax(_upcast(self.project(h[rows, cols])), dim=-1)
             tok = logp.gather(1, opt_ids[rows, cols + 1][:, None]).squeeze(1)
             scores = scores.index_add(0, rows, tok)
         return self._split_scores(chunk, scores)
@@ -344,9 +395,9 @@ class Backbone:
             encoder_attention_mask=mask[pair_ex],
         ).last_hidden_state
         rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
-        logp = torch.log_softmax(self.project(h[rows, cols]).float(), dim=-1)
+        logp = torch.log_softmax(_upcast(self.project(h[rows, cols])), dim=-1)
         tok = logp.gather(1, labels[rows, cols][:, None]).squeeze(1)
-        scores = torch.zeros(len(opt_rows), device=self.device).index_add(0, rows, tok)
+        scores = torch.zeros(len(opt_rows), dtype=tok.dtype, device=self.device).index_add(0, rows, tok)
         return self._split_scores(chunk, scores)
 
     # ----------------------------------------------------------------- generation

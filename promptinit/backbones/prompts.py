@@ -77,7 +77,7 @@ def save_prompt(prompt: torch.Tensor, path: str | Path, metadata: dict[str, str]
 
 def load_prompt(path: str | Path, expected_shape: tuple[int, int] | None = None) -> torch.Tensor:
     """Read a prompt file; a missing key, wrong shape or truncated file is refused."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -87,7 +87,7 @@ def load_prompt(path: str | Path, expected_shape: tuple[int, int] | None = None)
         raise PromptinitError(f"{path}: prompt file not found")
     try:
         tensors = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise PromptinitError(f"{path}: not a readable safetensors file ({err}); re-export it") from None
     if PROMPT_KEY not in tensors:
         raise PromptinitError(f"{path}: no tensor {PROMPT_KEY!r} (found {sorted(tensors)})")

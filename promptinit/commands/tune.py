@@ -1,0 +1,89 @@
+"""``promptinit tune``: tune a prompt on one task and print dev/test metrics."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from promptinit.errors import PromptinitError
+
+
+def add_backbone_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that loads a backbone."""
+    p.add_argument("--model", default="smollm2-135m", help="packaged name, tiny test model, folder or hub id")
+    p.add_argument("--prompt-length", type=int, default=20, help="soft-prompt vectors L (default 20)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--max-input-tokens", type=int, default=256)
+
+
+def add_tuning_args(p: argparse.ArgumentParser) -> None:
+    """Flags of downstream prompt tuning (``TuneConfig``)."""
+    p.add_argument("--lr", type=float, default=0.3)
+    p.add_argument("--optimizer", default="adafactor", choices=["adafactor", "adam", "sgd"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3000, help="tuning steps (paper: 3000)")
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--test-size", type=int, default=200, help="cap on the held-out test set")
+
+
+def backbone_config(args: argparse.Namespace):
+    from promptinit.backbones import BackboneConfig
+
+    return BackboneConfig(
+        args.model, prompt_length=args.prompt_length, dtype=args.dtype, device=args.device,
+        max_input_tokens=args.max_input_tokens,
+    )
+
+
+def tune_config(args: argparse.Namespace):
+    from promptinit.evaluation import TuneConfig
+
+    return TuneConfig(
+        lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size, steps=args.steps,
+        eval_every=args.eval_every, test_size=args.test_size,
+    )
+
+
+def register(sub) -> None:
+    p = sub.add_parser("tune", help="tune a prompt on one task; print dev/test metrics")
+    p.add_argument("--task", required=True, help="catalog task name (see `promptinit tasks`)")
+    p.add_argument("--init", default=None, help="initial prompt file (safetensors / export folder); default: sampled vocabulary")
+    p.add_argument("--init-text", default=None, help="initialise from the embeddings of this text")
+    p.add_argument("--seed", type=int, default=100, help="few-shot seed (paper: 100, 13, 21, 42, 87)")
+    p.add_argument("--out", default=None, help="write the best prompt here (safetensors)")
+    add_backbone_args(p)
+    add_tuning_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from promptinit.backbones import Backbone, save_prompt
+    from promptinit.evaluation import tune_prompt
+    from promptinit.tasks.catalog import load_task
+    from promptinit.tasks.fewshot import sample_few_shot
+
+    cfg = tune_config(args)
+    task = load_task(args.task)
+    fewshot = sample_few_shot(task, args.seed, test_size=cfg.test_size)
+    t0 = time.perf_counter()
+    backbone = Backbone(backbone_config(args))
+    load_s = time.perf_counter() - t0
+    if args.init and args.init_text:
+        raise PromptinitError("give --init or --init-text, not both")
+    how = "file" if args.init else "text" if args.init_text else "vocab"
+    init = backbone.init_prompt(how, seed=args.seed, path=args.init, text=args.init_text)
+    print(
+        f"task {task.name} ({task.kind.value}, {task.metric.value}): train {len(fewshot.train)}, "
+        f"dev {len(fewshot.dev)}, test {len(fewshot.test)}; model {args.model} loaded in {load_s:.1f} s"
+    )
+    from promptinit.evaluation import evaluate
+
+    init_test = evaluate(backbone, init, fewshot.test, task.metric.value, cfg.eval_batch_size)
+    res = tune_prompt(backbone, fewshot, init, cfg)
+    print(f"{'':8}{'dev':>8}{'test':>8}")
+    print(f"{'before':8}{100 * res.init_dev:8.1f}{100 * init_test:8.1f}")
+    print(f"{'after':8}{100 * res.dev:8.1f}{100 * res.test:8.1f}   (best dev at step {res.best_step})")
+    if args.out:
+        path = save_prompt(res.prompt, args.out, {"task": task.name, "model": args.model, "seed": str(args.seed)})
+        print(f"prompt written to {path}")
+    return 0

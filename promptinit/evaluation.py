@@ -1,0 +1,305 @@
+"""Downstream prompt tuning, the PT baseline and Average Relative Gain.
+
+Relative gain RG = (s_method - s_pt) / s_pt per target task and few-shot seed; ARG is the
+mean over target tasks, reported as mean ± std over seeds (Qin et al. 2023).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from promptinit import metrics
+from promptinit.backbones import Backbone
+from promptinit.errors import PromptinitError
+from promptinit.paths import cache_dir
+from promptinit.tasks.fewshot import SEEDS, FewShot, sample_few_shot
+from promptinit.tasks.task import Example, Task
+
+GradTransform = Callable[[torch.Tensor], torch.Tensor]
+MIN_BASELINE = 0.01  # RG denominators are clamped here so a 0-score baseline gives no inf
+CACHE_VERSION = "1"  # bump when tuning or scoring changes what a cached baseline means
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Downstream prompt tuning (Qin et al.: lr 0.3, batch 8, 3000 steps, eval every 50).
+
+    Attributes:
+        lr: learning rate of the prompt.
+        optimizer: ``adafactor`` (the papers'), ``adam`` or ``sgd``.
+        batch_size: training examples per step.
+        steps: optimisation steps.
+        eval_every: steps between dev evaluations (the best-on-dev prompt is kept).
+        eval_batch_size: examples per scoring pass.
+        test_size: cap on the held-out test set.
+        patience: stop after this many evaluations without a dev improvement (None: never).
+    """
+
+    lr: float = 0.3
+    optimizer: str = "adafactor"
+    batch_size: int = 8
+    steps: int = 3000
+    eval_every: int = 50
+    eval_batch_size: int = 32
+    test_size: int = 200
+    patience: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adafactor", "adam", "sgd"):
+            raise PromptinitError(f"field 'optimizer': {self.optimizer!r} is not adafactor, adam or sgd")
+        for name in ("lr", "batch_size", "steps", "eval_every"):
+            if getattr(self, name) <= 0:
+                raise PromptinitError(f"field {name!r}: {getattr(self, name)} must be > 0")
+
+
+@dataclass
+class TuneResult:
+    """Outcome of tuning one task from one initialisation."""
+
+    task: str
+    seed: int
+    metric: str
+    init_dev: float  # dev score of the initial prompt
+    dev: float  # best dev score
+    test: float  # test score of the best-on-dev prompt
+    best_step: int
+    curve: list[dict] = field(default_factory=list)  # {"step", "train_loss", "dev"}
+    prompt: torch.Tensor | None = field(default=None, repr=False)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "prompt"}
+
+
+def make_optimizer(params: Iterable[torch.Tensor], name: str, lr: float) -> torch.optim.Optimizer:
+    """Adafactor with a fixed lr (as in T5 prompt tuning), Adam or SGD."""
+    params = list(params)
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr)
+
+
+def evaluate(backbone: Backbone, prompt: torch.Tensor, examples: Sequence[Example], metric: str,
+             batch_size: int = 32) -> float:
+    """Score a prompt on examples with the task's metric (in [0, 1])."""
+    preds = backbone.predict(prompt.detach(), list(examples), batch_size=batch_size)
+    return metrics.compute(metric, preds, [ex.references for ex in examples])
+
+
+def _batches(examples: Sequence[Example], batch_size: int, seed: int):
+    # Epoch-wise shuffling, seeded: the same run draws the same batches. The ragged tail
+    # of an epoch is dropped so every step sees a full batch.
+    rng = random.Random(seed)
+    while True:
+        order = list(examples)
+        rng.shuffle(order)
+        if len(order) <= batch_size:
+            yield order
+            continue
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            yield order[i : i + batch_size]
+
+
+def tune_prompt(
+    backbone: Backbone,
+    fewshot: FewShot,
+    init: torch.Tensor,
+    config: TuneConfig = TuneConfig(),
+    *,
+    grad_transform: GradTransform | None = None,
+    progress: bool = True,
+) -> TuneResult:
+    """Tune a prompt on a few-shot train set, keep the best-on-dev prompt, score it on test.
+
+    Args:
+        backbone: the frozen model.
+        fewshot: train / dev / test of one task and seed.
+        init: the initial prompt [L, d] (not modified).
+        config: tuning settings.
+        grad_transform: optional map applied to the prompt gradient before each step
+            (SUPMER's meta-gradient regulariser).
+        progress: show a progress bar.
+
+    Returns:
+        A ``TuneResult`` with the best prompt.
+    """
+    task = fewshot.task
+    prompt = init.detach().clone().requires_grad_(True)
+    opt = make_optimizer([prompt], config.optimizer, config.lr)
+    score = lambda p, exs: evaluate(backbone, p, exs, task.metric.value, config.eval_batch_size)  # noqa: E731
+    init_dev = best_dev = score(prompt, fewshot.dev)
+    best, best_step, since_best = prompt.detach().clone(), 0, 0
+    curve = [{"step": 0, "train_loss": float("nan"), "dev": init_dev}]
+    batches = _batches(fewshot.train, config.batch_size, fewshot.seed)
+    bar = tqdm(range(1, config.steps + 1), desc=f"tune {task.name} seed {fewshot.seed}",
+               disable=not progress, leave=False)
+    running = []
+    for step in bar:
+        loss = backbone.loss(prompt, backbone.encode(next(batches)))
+        (grad,) = torch.autograd.grad(loss, prompt)
+        prompt.grad = grad_transform(grad) if grad_transform else grad
+        opt.step()
+        running.append(loss.item())
+        if step % config.eval_every == 0 or step == config.steps:
+            dev = score(prompt, fewshot.dev)
+            curve.append({"step": step, "train_loss": float(np.mean(running)), "dev": dev})
+            running = []
+            if dev > best_dev:
+                best_dev, best, best_step, since_best = dev, prompt.detach().clone(), step, 0
+            else:
+                since_best += 1
+            bar.set_postfix(loss=f"{curve[-1]['train_loss']:.3f}", dev=f"{dev:.3f}", best=f"{best_dev:.3f}")
+            if config.patience is not None and since_best >= config.patience:
+                break
+    test = score(best, fewshot.test)
+    return TuneResult(task.name, fewshot.seed, task.metric.value, init_dev, best_dev, test, best_step, curve, best)
+
+
+def finetune(
+    backbone: Backbone, fewshot: FewShot, config: TuneConfig = TuneConfig(lr=1e-4, optimizer="adam"),
+    *, progress: bool = True,
+) -> TuneResult:
+    """Full fine-tuning baseline (all weights, no prompt) for small models.
+
+    The backbone's own frozen model is untouched: a copy is trained.
+    """
+    tuned = copy.copy(backbone)
+    tuned.model = copy.deepcopy(backbone.model).requires_grad_(True)
+    no_prompt = torch.zeros(0, backbone.hidden_size, dtype=backbone.dtype, device=backbone.device)
+    opt = make_optimizer(tuned.model.parameters(), config.optimizer, config.lr)
+    task = fewshot.task
+    score = lambda exs: evaluate(tuned, no_prompt, exs, task.metric.value, config.eval_batch_size)  # noqa: E731
+    init_dev = best_dev = score(fewshot.dev)
+    best_state, best_step = copy.deepcopy(tuned.model.state_dict()), 0
+    curve = [{"step": 0, "train_loss": float("nan"), "dev": init_dev}]
+    batches = _batches(fewshot.train, config.batch_size, fewshot.seed)
+    tuned.model.train()
+    for step in tqdm(range(1, config.steps + 1), desc=f"finetune {task.name}", disable=not progress, leave=False):
+        opt.zero_grad()
+        loss = tuned.loss(no_prompt, tuned.encode(next(batches)))
+        loss.backward()
+        opt.step()
+        if step % config.eval_every == 0 or step == config.steps:
+            tuned.model.eval()
+            dev = score(fewshot.dev)
+            tuned.model.train()
+            curve.append({"step": step, "train_loss": loss.item(), "dev": dev})
+            if dev > best_dev:
+                best_dev, best_step, best_state = dev, step, copy.deepcopy(tuned.model.state_dict())
+    tuned.model.load_state_dict(best_state)
+    tuned.model.eval()
+    return TuneResult(task.name, fewshot.seed, task.metric.value, init_dev, best_dev, score(fewshot.test), best_step, curve)
+
+
+# ------------------------------------------------------------------------- ARG
+
+
+def relative_gain(score: float, baseline: float) -> float:
+    """RG = (s - s_pt) / s_pt, with the denominator clamped at ``MIN_BASELINE``."""
+    return (score - baseline) / max(baseline, MIN_BASELINE)
+
+
+@dataclass(frozen=True)
+class ARG:
+    """Average Relative Gain over target tasks, mean ± std over seeds."""
+
+    mean: float
+    std: float
+    per_seed: dict[int, float]
+    per_task: dict[str, float]  # RG per task, averaged over seeds
+
+    def __str__(self) -> str:
+        return f"{100 * self.mean:+.1f} ± {100 * self.std:.1f}"
+
+
+def average_relative_gain(scores: dict[tuple[str, int], float], baseline: dict[tuple[str, int], float]) -> ARG:
+    """ARG from test scores keyed by (task, seed); every key needs a baseline score.
+
+    Args:
+        scores: the method's test score per (task, seed).
+        baseline: the PT baseline's test score per (task, seed).
+
+    Returns:
+        ``ARG``: per seed, the mean RG over tasks; mean and (population) std over seeds.
+    """
+    missing = sorted(set(scores) - set(baseline))
+    if missing:
+        raise ValueError(f"no PT baseline for {missing[:3]}")
+    rg = {k: relative_gain(v, baseline[k]) for k, v in scores.items()}
+    seeds = sorted({s for _, s in rg})
+    tasks = sorted({t for t, _ in rg})
+    per_seed = {s: float(np.mean([v for (t, s2), v in rg.items() if s2 == s])) for s in seeds}
+    per_task = {t: float(np.mean([v for (t2, _), v in rg.items() if t2 == t])) for t in tasks}
+    values = np.array(list(per_seed.values()))
+    return ARG(float(values.mean()), float(values.std()), per_seed, per_task)
+
+
+def _cache_key(*parts: object) -> str:
+    blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def pt_baseline(
+    backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int] = SEEDS,
+    config: TuneConfig = TuneConfig(), *, progress: bool = True, use_cache: bool = True,
+) -> dict[tuple[str, int], TuneResult]:
+    """The prompt-tuning baseline (sampled-vocabulary init) per (task, seed), cached on disk.
+
+    The cache key covers the backbone (model, dtype, L, token caps), the task content
+    fingerprint, the seed and every tuning setting, so a result is computed once and reused
+    by every trial and sweep that shares them.
+    """
+    out: dict[tuple[str, int], TuneResult] = {}
+    folder = cache_dir("baselines")
+    for task in tasks:
+        for seed in seeds:
+            key = _cache_key(backbone.fingerprint, task.fingerprint, seed, dataclasses.asdict(config))
+            path = folder / f"{task.name}-{seed}-{key}.json"
+            if use_cache and path.exists():
+                data = json.loads(path.read_text())
+                out[(task.name, seed)] = TuneResult(**data)
+                continue
+            fs = sample_few_shot(task, seed, test_size=config.test_size)
+            init = backbone.init_prompt("vocab", seed=seed)
+            res = tune_prompt(backbone, fs, init, config, progress=progress)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(res.summary()))
+            tmp.replace(path)
+            out[(task.name, seed)] = TuneResult(**res.summary())
+    return out
+
+
+def evaluate_init(
+    backbone: Backbone, init: torch.Tensor, tasks: Sequence[Task], seeds: Sequence[int] = SEEDS,
+    config: TuneConfig = TuneConfig(), *, grad_transform: GradTransform | None = None,
+    progress: bool = True,
+) -> tuple[ARG, dict[tuple[str, int], TuneResult], dict[tuple[str, int], TuneResult]]:
+    """Tune every (task, seed) from ``init`` and compare with the cached PT baseline.
+
+    Returns:
+        ``(arg, results, baseline)``.
+    """
+    baseline = pt_baseline(backbone, tasks, seeds, config, progress=progress)
+    results = {}
+    for task in tasks:
+        for seed in seeds:
+            fs = sample_few_shot(task, seed, test_size=config.test_size)
+            results[(task.name, seed)] = tune_prompt(
+                backbone, fs, init, config, grad_transform=grad_transform, progress=progress
+            )
+    arg = average_relative_gain(
+        {k: r.test for k, r in results.items()}, {k: r.test for k, r in baseline.items()}
+    )
+    return arg, results, baseline
