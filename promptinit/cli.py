@@ -3,6 +3,11 @@
 A module there defines ``register(subparsers)``, which adds its parser and sets
 ``func=run`` where ``run(args) -> int`` is the exit code. ``PromptinitError`` anywhere
 becomes one line on stderr and exit code 2.
+
+Commands that need the platform's libraries (``report``, ``export`` of a sweep: Optuna,
+MLflow) live outside the core library and join through the entry-point group
+``promptinit.commands`` (each entry point is a ``register`` function), so the core never
+imports Ray, Optuna or MLflow.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from importlib.metadata import entry_points
 
 from promptinit.errors import PromptinitError
 
@@ -21,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"promptinit.commands.{info.name}").register(sub)
+    for ep in sorted(entry_points(group="promptinit.commands"), key=lambda e: e.name):
+        ep.load()(sub)
     return parser
 
 

@@ -47,6 +47,7 @@ def tune_config(args: argparse.Namespace):
 def register(sub) -> None:
     p = sub.add_parser("tune", help="tune a prompt on one task; print dev/test metrics")
     p.add_argument("--task", required=True, help="catalog task name (see `promptinit tasks`)")
+    p.add_argument("--catalog", default=None, help="catalog YAML (default configs/tasks.yaml)")
     p.add_argument("--init", default=None, help="initial prompt file (safetensors / export folder); default: sampled vocabulary")
     p.add_argument("--init-text", default=None, help="initialise from the embeddings of this text")
     p.add_argument("--seed", type=int, default=100, help="few-shot seed (paper: 100, 13, 21, 42, 87)")
@@ -62,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
     from promptinit.tasks.catalog import load_task
     from promptinit.tasks.fewshot import sample_few_shot
 
+    from promptinit.assets import resolve_model
+
     cfg = tune_config(args)
-    task = load_task(args.task)
+    resolve_model(args.model)  # a bad model name fails before any data is read
+    task = load_task(args.task, args.catalog)
     fewshot = sample_few_shot(task, args.seed, test_size=cfg.test_size)
     t0 = time.perf_counter()
     backbone = Backbone(backbone_config(args))

