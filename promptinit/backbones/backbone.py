@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from enum import Enum
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -82,16 +82,22 @@ class Batch:
     input_ids: torch.Tensor  # [B, T]
     attention_mask: torch.Tensor  # [B, T]
     labels: torch.Tensor  # causal [B, T]; seq2seq [B, S]
+    # Optional vectors placed at given input positions after embedding (SUPMER's scc cluster
+    # vectors): any object with ``apply(inputs_embeds, offset) -> inputs_embeds``.
+    inject: Any = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels)))
+        ids, mask, labels = (t.to(device) for t in (self.input_ids, self.attention_mask, self.labels))
+        return Batch(ids, mask, labels, self.inject)
 
     @staticmethod
     def cat(batches: Sequence["Batch"], pad_id: int) -> "Batch":
         """Stack batches of different lengths (task-batched meta-steps)."""
+        if any(b.inject is not None for b in batches):
+            raise ValueError("batches with injected vectors cannot be stacked; run them one by one")
         T = max(b.input_ids.shape[1] for b in batches)
         S = max(b.labels.shape[1] for b in batches)
 
@@ -238,7 +244,7 @@ class Backbone:
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
 
-    def _prepend(self, prompt: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
+    def _prepend(self, prompt: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, inject: Any = None):
         """``[P; embed(ids)]`` and its mask; ``prompt`` is [L, d] or per example [B, L, d]."""
         B = ids.shape[0]
         P = prompt.to(self.device, self.dtype)
@@ -247,6 +253,8 @@ class Backbone:
         if P.shape[0] != B or P.shape[-1] != self.hidden_size:
             raise ValueError(f"prompt shape {tuple(prompt.shape)} does not fit batch {B} x d {self.hidden_size}")
         emb = torch.cat([P, self.embed(ids)], dim=1)
+        if inject is not None:
+            emb = inject.apply(emb, offset=P.shape[1])
         mask = torch.cat([torch.ones(B, P.shape[1], dtype=mask.dtype, device=mask.device), mask], dim=1)
         return emb, mask
 
@@ -272,12 +280,11 @@ class Backbone:
             positions (most of a sequence is input).
         """
         L = prompt.shape[-2]
+        emb, mask = self._prepend(prompt, batch.input_ids, batch.attention_mask, batch.inject)
         if self.family is Family.CAUSAL:
-            emb, mask = self._prepend(prompt, batch.input_ids, batch.attention_mask)
             h = self.model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
             rows, cols = (batch.labels != IGNORE).nonzero(as_tuple=True)
             return h[rows, L + cols - 1], batch.labels[rows, cols], rows
-        emb, mask = self._prepend(prompt, batch.input_ids, batch.attention_mask)
         enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask).last_hidden_state
         dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=batch.labels)
         h = self.model.get_decoder()(

@@ -15,7 +15,8 @@ def register(sub) -> None:
                         "or .txt/.jsonl files and folders (default: bbc topical_chat)")
     p.add_argument("--k", type=int, default=50, help="K-means clusters (default 50)")
     p.add_argument("--max-sentences", type=int, default=6000,
-                   help="cap on the corpus size; 0 = no cap (default 6000: ~20 s of encoding on 2 CPU threads)")
+                   help="cap on the corpus size; 0 = no cap (default 6000: 1-3 min of encoding on 2 CPU cores, once)")
+    p.add_argument("--max-doc-sentences", type=int, default=16, help="leading sentences kept per document; 0 = all")
     p.add_argument("--min-words", type=int, default=5)
     p.add_argument("--max-words", type=int, default=40)
     p.add_argument("--encoder", default="all-minilm-l6-v2", help="sentence-transformers model (name, folder or hub id)")
@@ -36,10 +37,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.examples < 0:
         raise PromptinitError(f"option '--examples': {args.examples} must be >= 0")
+    # settings first: a bad flag fails before any text is read
     config = CorpusConfig(
         sources=tuple(args.corpus or DEFAULT_SOURCES), min_words=args.min_words, max_words=args.max_words,
-        max_sentences=args.max_sentences or None, seed=args.seed,
+        max_doc_sentences=args.max_doc_sentences or None, max_sentences=args.max_sentences or None, seed=args.seed,
     )
+    cluster_config = ClusterConfig(k=args.k, encoder=args.encoder, seed=args.seed)
+    formats = args.formats or list(FORMATS)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise PromptinitError(f"option '--formats': {unknown} unknown; choose from {' '.join(FORMATS)}")
     t0 = time.perf_counter()
     corpus = build_corpus(config)
     t_corpus = time.perf_counter() - t0
@@ -48,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     for source, c in corpus.source_counts().items():
         print(f"  {source:<16} {c['documents']:>6} documents {c['sentences']:>7} sentences")
 
-    clusters = cluster_corpus(corpus, ClusterConfig(k=args.k, encoder=args.encoder, seed=args.seed),
-                              progress=not args.no_progress)
+    clusters = cluster_corpus(corpus, cluster_config, progress=not args.no_progress)
     enc, km = clusters.timings["encode"], clusters.timings["kmeans"]
     print(f"clusters {clusters.key}: k={clusters.k}, encoder {args.encoder}: encoding {enc:.1f} s, "
           f"k-means {km:.1f} s (0.0 = cached)")
@@ -58,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"cluster sizes: min {sizes.min()}, median {int(sorted(sizes)[len(sizes) // 2])}, max {sizes.max()}")
     print("  " + "  ".join(f"c{c}:{sizes[c]}" for c in order))
 
-    formats = args.formats or list(FORMATS)
     if args.examples:
         n = max(args.examples, 1)
         for fmt in formats:
