@@ -71,7 +71,7 @@ def bigbench_task_path(name: str) -> Path:
 
 def _download_sdist(dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"bigbench=={VERSION}", "-d", str(dest)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     tarballs = sorted(dest.glob(f"bigbench-{VERSION}.tar.gz"))
     if proc.returncode != 0 or not tarballs:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     if args.partition:
         from promptinit.tasks.partitions import load_partition
 
-        part = load_partition(args.partition)
+        part = load_partition(args.partition, specs)
         groups = [(role, [specs[n] for n in getattr(part, role)]) for role in ("source", "target", "validation")]
     else:
         groups = [("", list(specs.values()))]

