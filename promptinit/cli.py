@@ -23,7 +23,9 @@ from promptinit.errors import PromptinitError
 def build_parser() -> argparse.ArgumentParser:
     import promptinit.commands as commands
 
-    parser = argparse.ArgumentParser(prog="promptinit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="promptinit", description="Search, evaluate and export meta-learned soft-prompt initialisations."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"promptinit.commands.{info.name}").register(sub)

@@ -1,0 +1,224 @@
+"""Export a sweep's best prompt of one method as a PEFT folder (``promptinit export``).
+
+The best prompt is the kept checkpoint with the highest validation ARG among the method's
+trials (the rule ``search/sweep.py`` uses before scoring on the target tasks; on a tie the
+trial the sweep scored on the targets wins, so the exported target metrics belong to it).
+The export carries the validation metrics of that checkpoint, the target metrics the sweep
+measured for it (when it is the one the sweep scored), the sweep config's model and tuning
+settings, and the fingerprints of every task of the partition.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from analysis.results import CHECKPOINT_PROMPT, CHECKPOINT_STATE, EXPORTS, Sweep, load_sweep
+from promptinit.errors import PromptinitError
+
+SUPMER = "supmer"
+PSI_KEY = "psi"  # where a SUPMER method's state dict keeps ψ_φ's tensors (assumed; see ``psi_from_checkpoint``)
+
+
+@dataclass(frozen=True)
+class Best:
+    """A method's best checkpoint in a sweep."""
+
+    method: str
+    trial_id: str
+    checkpoint: Path
+    val_arg: float
+    params: dict
+    report: dict  # the trainable's report saved with the checkpoint
+
+
+def _checkpoints(trial_dir: Path) -> list[tuple[float, Path, dict]]:
+    """(val ARG, folder, report) of every kept checkpoint of a trial, from Tune's result.json."""
+    out = []
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return out
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        name, value = r.get("checkpoint_dir_name"), r.get("val/arg")
+        if name and isinstance(value, (int, float)) and math.isfinite(value) and (trial_dir / name / CHECKPOINT_PROMPT).is_file():
+            out.append((float(value), trial_dir / name, r))
+    return out
+
+
+def best_checkpoint(sweep: Sweep, method: str, trial_id: str | None = None) -> Best:
+    """The checkpoint to export for ``method`` (optionally within one trial).
+
+    Raises:
+        PromptinitError: the method has no trial with a kept checkpoint.
+    """
+    t = sweep.trials
+    methods = sorted(set(t["method"]))
+    if method not in methods:
+        raise PromptinitError(f"{sweep.dir}: no trials of method {method!r}; methods in this sweep: {', '.join(methods) or 'none'}")
+    rows = t[(t["method"] == method) & (t["status"] != "failed")]
+    if trial_id is not None:
+        rows = t[(t["method"] == method) & (t["trial_id"] == trial_id)]
+        if rows.empty:
+            raise PromptinitError(f"{sweep.dir}: no trial {trial_id!r} of method {method!r}")
+    scored = sweep.targets[sweep.targets["method"] == method]
+    evaluated = set(scored["trial_id"])
+    candidates = []
+    for r in rows.itertuples():
+        ckpt = r.best_checkpoint
+        if not ckpt:
+            continue
+        trial_dir = Path(ckpt).parent
+        for value, folder, report in _checkpoints(trial_dir):
+            # Highest val ARG; on a tie the trial the sweep evaluated on the targets, then the earlier checkpoint.
+            candidates.append(((value, r.trial_id in evaluated, -len(candidates)), r, folder, report))
+    if not candidates:
+        raise PromptinitError(
+            f"{sweep.dir}: method {method!r} has no finished trial with a kept checkpoint; "
+            "wait for a trial to report, or resume the sweep"
+        )
+    (value, _, _), row, folder, report = max(candidates, key=lambda c: c[0])
+    state_file = folder / CHECKPOINT_STATE
+    saved = json.loads(state_file.read_text()).get("report", {}) if state_file.is_file() else {}
+    return Best(method, row.trial_id, folder, value, dict(row.params or {}), {**report, **saved})
+
+
+def psi_from_checkpoint(folder: Path) -> dict[str, torch.Tensor] | None:
+    """SUPMER's ψ_φ tensors from a method checkpoint (``state["psi"]``, a dict of tensors), or None."""
+    from promptinit.methods.checkpoint import read_checkpoint
+
+    try:
+        state = read_checkpoint(folder)
+    except PromptinitError:
+        return None
+    psi = state.get(PSI_KEY) if isinstance(state, Mapping) else None
+    if isinstance(psi, Mapping) and psi and all(isinstance(v, torch.Tensor) for v in psi.values()):
+        return {str(k): v for k, v in psi.items()}
+    return None
+
+
+def _task_fingerprints(sweep: Sweep, method: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Task -> content fingerprint for every task of the partition, and partition facts."""
+    # The sweep's own export already computed them (loading tasks can take a while).
+    for meta_path in [sweep.dir / EXPORTS / method / "promptinit.json", *sorted((sweep.dir / EXPORTS).glob("*/promptinit.json"))]:
+        if meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except json.JSONDecodeError:
+                continue
+            if meta.get("task_fingerprints"):
+                facts = {k: meta[k] for k in ("partition", "partition_fingerprint") if k in meta}
+                facts.update({k: v for k, v in (meta.get("extra") or {}).items() if k in ("partition", "partition_fingerprint")})
+                return dict(meta["task_fingerprints"]), facts
+    from promptinit.tasks.catalog import load_task
+    from promptinit.tasks.partitions import load_partition
+
+    cfg = sweep.config
+    partition = load_partition(cfg["partition"], cfg.get("catalog"))
+    tasks = {n: load_task(n, cfg.get("catalog")) for n in partition.tasks}
+    facts = {"partition": partition.name, "partition_fingerprint": partition.fingerprint,
+             "partition_data_fingerprint": partition.data_fingerprint(tasks, cfg.get("catalog"))}
+    return {n: t.fingerprint for n, t in tasks.items()}, facts
+
+
+def export_method(sweep_dir: str | Path, method: str, out: str | Path, *, trial_id: str | None = None,
+                  log_mlflow: bool = True) -> Path:
+    """Export ``method``'s best prompt of a sweep to ``out`` (and log it to the sweep's MLflow run).
+
+    Args:
+        sweep_dir: the sweep directory.
+        method: the upstream method.
+        out: the export folder (replaced as a whole if it exists).
+        trial_id: export this trial's best checkpoint instead of the method's best.
+        log_mlflow: log the folder as artifacts ``exports/<method>`` of the sweep's parent run.
+
+    Returns:
+        The export folder.
+    """
+    from promptinit.backbones import load_prompt
+    from promptinit.export import ModelInfo, export_prompt
+
+    sweep = load_sweep(sweep_dir)
+    cfg = sweep.config
+    if not cfg.get("model"):
+        raise PromptinitError(f"{sweep.dir}: field 'config.model': missing in promptinit-sweep.json; cannot tell the model")
+    best = best_checkpoint(sweep, method, trial_id)
+    info = ModelInfo.from_name(cfg["model"], cfg.get("prompt_length"))
+    shape = (info.prompt_length, info.hidden_size) if info.prompt_length else None
+    prompt = load_prompt(best.checkpoint / CHECKPOINT_PROMPT, expected_shape=shape)
+    fingerprints, facts = _task_fingerprints(sweep, method)
+
+    validation = {"arg": best.val_arg, "arg_std": best.report.get("val/arg_std"), "step": best.report.get("upstream/step"),
+                  "seeds": (cfg.get("validation") or {}).get("seeds"), "tuning": (cfg.get("validation") or {}).get("tuning"),
+                  "report": {k: v for k, v in best.report.items()
+                             if ("/" in k or k in ("training_iteration", "time_total_s")) and isinstance(v, (int, float))}}
+    target = None
+    match = sweep.targets[(sweep.targets["method"] == method) & (sweep.targets["trial_id"] == best.trial_id)]
+    if len(match):
+        t = match.iloc[0]
+        target = {"arg_mean": t["arg_mean"], "arg_std": t["arg_std"], "per_seed": {str(k): v for k, v in t["per_seed"].items()},
+                  "per_task": t["per_task"], "seeds": (cfg.get("target") or {}).get("seeds"),
+                  "tuning": (cfg.get("target") or {}).get("tuning")}
+    metrics = {"validation": validation, "target": target}
+    if target is None:
+        metrics["target_note"] = "the sweep did not score this checkpoint on the target tasks"
+    extra = {
+        "trial_id": best.trial_id, "checkpoint": str(best.checkpoint.relative_to(sweep.dir)),
+        "prompt_length": cfg.get("prompt_length"), "dtype": cfg.get("dtype"), **facts,
+        "sweep": {"name": sweep.name, "dir": str(sweep.dir), "mlflow_parent_run": sweep.parent_run_id,
+                  "tracking_uri": sweep.tracking_uri},
+    }
+    psi = psi_from_checkpoint(best.checkpoint) if method == SUPMER else None
+    folder = export_prompt(prompt, info, out, method=method, hyperparameters=best.params, metrics=metrics,
+                           model_name=cfg["model"], task_fingerprints=fingerprints, psi_state=psi, extra=extra)
+    if log_mlflow and sweep.tracking_uri and sweep.parent_run_id:
+        log_export(sweep.tracking_uri, sweep.parent_run_id, folder, method, best)
+    return folder
+
+
+def log_export(uri: str, parent_run_id: str, folder: Path, method: str, best: Best) -> None:
+    """Log an export folder as artifacts ``exports/<method>`` of the sweep's parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis.results import mlflow_patience
+
+    try:
+        with mlflow_patience():
+            c = MlflowClient(tracking_uri=uri)
+            c.log_artifacts(parent_run_id, str(folder), artifact_path=f"exports/{method}")
+            c.set_tag(parent_run_id, f"promptinit.export.{method}",
+                      f"{folder} (trial {best.trial_id}, val/arg {best.val_arg:.4g})")
+    except Exception as err:  # noqa: BLE001 - any store / network error becomes one line
+        raise PromptinitError(
+            f"exported to {folder}, but logging it to MLflow run {parent_run_id} at {uri} failed "
+            f"({' '.join(str(err).split())[:200]}); rerun with --no-mlflow to skip logging"
+        ) from None
+
+
+def export_best(sweep_dir: str | Path, method: str, prompt: torch.Tensor, info: Mapping[str, Any]) -> Path:
+    """Drop-in for ``search.export.export_best``: the sweep's end-of-run export, PEFT-loadable.
+
+    Writes ``<sweep>/exports/<method>/`` with ``adapter_config.json`` added, from the ``info``
+    dict ``search/sweep.py`` builds (hyperparameters, model, prompt_length, task_fingerprints,
+    validation, target, trial_id, partition, ...).
+
+    Returns:
+        The export folder.
+    """
+    from promptinit.export import ModelInfo, export_prompt
+
+    info = dict(info)
+    model = info.pop("model")
+    hyperparameters = info.pop("hyperparameters", {})
+    fingerprints = info.pop("task_fingerprints", {})
+    metrics = {"validation": info.pop("validation", None), "target": info.pop("target", None)}
+    return export_prompt(prompt, ModelInfo.from_name(model, info.get("prompt_length")),
+                         Path(sweep_dir) / EXPORTS / method, method=method, hyperparameters=hyperparameters,
+                         metrics=metrics, model_name=model, task_fingerprints=fingerprints, extra=info)

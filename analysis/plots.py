@@ -1,0 +1,153 @@
+"""Plots of a sweep (matplotlib, Agg backend, PNG).
+
+Each function draws one figure from the tidy tables, writes it and returns the path. ARG is
+shown in percent.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on clusters and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+DPI = 110
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def arg_bars(table: pd.DataFrame, path: Path, value: str = "arg_mean", error: str = "arg_std",
+             ylabel: str = "target ARG (%)") -> Path:
+    """Bars of ARG per method with ± std error bars, one group of bars per partition.
+
+    Args:
+        table: rows with partition, method, ``value`` and ``error`` (fractions).
+        path: the PNG.
+    """
+    partitions = list(dict.fromkeys(table["partition"]))
+    methods = list(dict.fromkeys(table["method"]))
+    cell = {(r["partition"], r["method"]): (r[value], r[error]) for _, r in table.iterrows()}
+    width = 0.8 / max(len(partitions), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(methods) + 2.5), 3.8))
+    x = np.arange(len(methods))
+    for i, p in enumerate(partitions):
+        means = [100 * cell.get((p, m), (np.nan, np.nan))[0] for m in methods]
+        errs = [100 * np.nan_to_num(cell.get((p, m), (np.nan, 0.0))[1]) for m in methods]
+        ax.bar(x + (i - (len(partitions) - 1) / 2) * width, means, width, yerr=errs, capsize=4, label=p)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, methods)
+    ax.set_ylabel(ylabel)
+    ax.set_title("ARG vs prompt tuning\n(mean ± std over few-shot seeds)", fontsize="medium")
+    if len(partitions) > 1:
+        ax.legend(title="partition", fontsize="small")
+    return _save(fig, path)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def sensitivity(trials: pd.DataFrame, method: str, path: Path) -> Path | None:
+    """Validation ARG against each searched setting of ``method`` (one panel per setting).
+
+    Failed trials are left out. Hollow markers: trials ASHA stopped early. Settings that never varied are left out; None
+    when nothing varied.
+    """
+    g = trials[(trials["method"] == method) & trials["val_arg"].astype(float).map(math.isfinite)
+               & (trials["status"] != "failed")]
+    params = [dict(p or {}) for p in g["params"]]
+    names = [n for n in sorted({k for p in params for k in p}) if len({repr(p.get(n)) for p in params}) > 1]
+    if not names:
+        return None
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    y = 100 * g["val_arg"].astype(float).to_numpy()
+    stopped = g["stopped_early"].fillna(False).astype(bool).to_numpy()
+    for ax, name in zip(axes.flat, names):
+        values = [p.get(name) for p in params]
+        if all(_is_number(v) for v in values):
+            xs = np.array(values, dtype=float)
+            if xs.min() > 0 and xs.max() / xs.min() >= 10:
+                ax.set_xscale("log")
+        else:
+            cats = sorted({str(v) for v in values})
+            xs = np.array([cats.index(str(v)) for v in values], dtype=float)
+            ax.set_xticks(range(len(cats)), cats, rotation=30, fontsize="small")
+        ax.scatter(xs[~stopped], y[~stopped], color="C0", label="finished")
+        if stopped.any():
+            ax.scatter(xs[stopped], y[stopped], facecolors="none", edgecolors="C0", label="stopped early")
+        ax.set_xlabel(name)
+        ax.set_ylabel("val ARG (%)")
+        ax.axhline(0, color="grey", lw=0.6)
+    if stopped.any():
+        axes.flat[0].legend(fontsize="small")
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{method}: sensitivity of validation ARG")
+    return _save(fig, path)
+
+
+def learning_curves(trials: pd.DataFrame, path: Path) -> Path | None:
+    """Validation ARG against upstream steps: one panel per method, one line per trial."""
+    methods = list(dict.fromkeys(trials["method"]))
+    if not methods or not any(len(c or []) for c in trials["curve"]):
+        return None
+    cols = min(3, len(methods))
+    rows = math.ceil(len(methods) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
+    for ax, method in zip(axes.flat, methods):
+        for t in trials[trials["method"] == method].itertuples():
+            pts = [(p["step"], p["val_arg"]) for p in (t.curve or []) if _is_number(p["val_arg"])]
+            if pts:
+                xs, ys = zip(*pts)
+                failed = t.status == "failed"
+                ax.plot(xs, 100 * np.array(ys), marker="x" if failed else "o", ms=4 if failed else 3, lw=1, alpha=0.8,
+                        ls=":" if failed else "--" if t.stopped_early else "-")
+        ax.set_title(method)
+        ax.set_xlabel("upstream step")
+        ax.set_ylabel("val ARG (%)")
+        ax.axhline(0, color="grey", lw=0.6)
+    for ax in list(axes.flat)[len(methods):]:
+        ax.set_visible(False)
+    fig.suptitle("validation ARG during meta-training (dashed: stopped early, dotted/x: failed)")
+    return _save(fig, path)
+
+
+def importances(values: Mapping[str, float], method: str, path: Path) -> Path:
+    """Horizontal bars of Optuna parameter importances (largest on top)."""
+    names = list(values)[::-1]
+    fig, ax = plt.subplots(figsize=(5.0, 0.5 * len(names) + 1.4))
+    ax.barh(names, [values[n] for n in names], color="C2")
+    ax.set_xlabel("importance (fANOVA)")
+    ax.set_xlim(0, 1)
+    ax.set_title(f"{method}: hyperparameter importance for val ARG")
+    return _save(fig, path)
+
+
+def similarity_heatmap(names: Sequence[str], matrix: np.ndarray, path: Path, title: str = "task similarity") -> Path:
+    """Heat map of a task-similarity matrix (values in [0, 1], annotated when small)."""
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.55 * n), max(4.0, 1.2 + 0.5 * n)))
+    im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize="small")
+    ax.set_yticks(range(n), names, fontsize="small")
+    if n <= 15:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if matrix[i, j] < 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(title, fontsize="medium")
+    return _save(fig, path)

@@ -1,0 +1,204 @@
+"""``promptinit report``: every table and plot of one or more sweeps in one folder.
+
+Layout of the report folder::
+
+    index.md                      links everything below (and shows the ARG table)
+    tables/arg_table.{md,csv}     target ARG per method x partition (Qin et al. Table 2 shape)
+    tables/validation.{md,csv}    the search: best validation ARG and its spread per method
+    tables/task_gains.{md,csv}    relative gain per target task
+    tables/cost.{md,csv}          trials, CPU/GPU hours, ARG per accelerator-hour
+    tables/importances.csv        Optuna parameter importances per method
+    tables/trials.csv             the tidy trial table (params as JSON)
+    tables/curves.csv             validation curves, long form
+    plots/arg_bars.png            ARG per method with ± std error bars
+    plots/learning_curves.png     validation ARG against upstream steps
+    plots/sensitivity_<m>.png     validation ARG against each searched setting
+    plots/importance_<m>.png      Optuna importances
+    plots/similarity.png          task similarity (only with task prompts)
+
+The folder is built under a temporary name and renamed into place. When a sweep names an
+MLflow parent run, the folder is logged to it as artifacts ``report/``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from analysis import plots, tables
+from analysis.importance import param_importances
+from analysis.results import Sweep, curves_frame
+from promptinit.errors import PromptinitError
+
+INDEX = "index.md"
+ARTIFACT_PATH = "report"
+
+
+@dataclass
+class Report:
+    """What a report wrote: its folder, every file, and notes on what was skipped."""
+
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    logged_to: list[str] = field(default_factory=list)
+
+
+def _combine(sweeps: Sequence[Sweep]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials = pd.concat([s.trials for s in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
+    targets = pd.concat([s.targets for s in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
+    # Columns of all-NaN frames concatenated lose their dtype; the tables expect floats.
+    for col in ("val_arg", "val_arg_std", "wall_s", "cpu_s", "gpu_s"):
+        if col in trials:
+            trials[col] = trials[col].astype(float)
+    return trials, targets
+
+
+def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torch.Tensor] | None = None,
+          similarity_rank: int = 4, seed: int = 0) -> Report:
+    """Write the tables, plots and ``index.md`` of ``sweeps`` into ``folder`` (created)."""
+    report = Report(folder)
+    tdir, pdir = folder / "tables", folder / "plots"
+    trials, targets = _combine(sweeps)
+
+    arg = tables.arg_table(targets)
+    report.files += tables.write(arg, tables.arg_markdown(arg) if len(arg) else "No target-task results yet.\n", tdir, "arg_table")
+    val = tables.validation_table(trials)
+    report.files += tables.write(val, tables.validation_markdown(val) if len(val) else "No trials.\n", tdir, "validation")
+    gains = tables.task_gains(targets)
+    report.files += tables.write(gains, tables.task_gains_markdown(gains), tdir, "task_gains")
+    cost = tables.cost_table(trials, targets)
+    report.files += tables.write(cost, tables.cost_markdown(cost), tdir, "cost")
+    flat = trials.drop(columns=["curve"]).assign(params=[json.dumps(p, default=str) for p in trials["params"]])
+    flat.to_csv(tdir / "trials.csv", index=False)
+    curves_frame(trials).to_csv(tdir / "curves.csv", index=False)
+    report.files += [tdir / "trials.csv", tdir / "curves.csv"]
+
+    plot_links: list[tuple[str, Path]] = []
+    if len(arg):
+        plot_links.append(("Target ARG per method", plots.arg_bars(arg, pdir / "arg_bars.png")))
+    elif len(val):
+        report.notes.append("no target-task results yet: the ARG bars show the best validation ARG")
+        bars = val.rename(columns={"val_arg_best": "arg_mean", "val_arg_best_std": "arg_std"})
+        plot_links.append(("Best validation ARG per method",
+                           plots.arg_bars(bars, pdir / "arg_bars.png", ylabel="best validation ARG (%)")))
+    curves = plots.learning_curves(trials, pdir / "learning_curves.png") if len(trials) else None
+    if curves:
+        plot_links.append(("Learning curves (validation ARG)", curves))
+    imp_rows = []
+    for method in dict.fromkeys(trials["method"]) if len(trials) else []:
+        path = plots.sensitivity(trials, method, pdir / f"sensitivity_{method}.png")
+        if path:
+            plot_links.append((f"Sensitivity: {method}", path))
+        else:
+            report.notes.append(f"{method}: no sensitivity plot (no searched setting varied between scored trials)")
+        values, note = param_importances(trials, method, seed=seed)
+        if values:
+            plot_links.append((f"Importances: {method}", plots.importances(values, method, pdir / f"importance_{method}.png")))
+            imp_rows += [{"method": method, "param": k, "importance": v} for k, v in values.items()]
+        else:
+            report.notes.append(f"{method}: no importances ({note})")
+    imp = pd.DataFrame(imp_rows, columns=["method", "param", "importance"])
+    imp.to_csv(tdir / "importances.csv", index=False)
+    report.files.append(tdir / "importances.csv")
+
+    if task_prompts:
+        from promptinit.similarity import similarity_matrix
+
+        names, S = similarity_matrix(task_prompts, k=similarity_rank)
+        pd.DataFrame(S, index=names, columns=names).to_csv(tdir / "similarity.csv")
+        report.files.append(tdir / "similarity.csv")
+        plot_links.append(("Task similarity (prompt subspaces)",
+                           plots.similarity_heatmap(names, S, pdir / "similarity.png",
+                                                    f"task similarity (top-{similarity_rank} prompt subspaces)")))
+    report.files += [p for _, p in plot_links]
+    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes))
+    report.files.append(folder / INDEX)
+    return report
+
+
+def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[str]) -> str:
+    lines = ["# promptinit report", ""]
+    lines += ["## Sweeps", ""]
+    rows = [[s.name, s.partition, s.model or "?", len(s.trials), int((s.trials["status"] == "finished").sum()),
+             str(s.dir or "(MLflow)"), s.parent_run_id or "—"] for s in sweeps]
+    lines.append(tables.markdown(["sweep", "partition", "model", "trials", "finished", "directory", "MLflow parent run"], rows))
+    lines += ["## Target ARG (method x partition)", ""]
+    lines.append(tables.arg_markdown(arg) if len(arg) else "No target-task results yet.\n")
+    lines += ["## Tables", ""]
+    for stem, title in [("arg_table", "Target ARG per method x partition"), ("validation", "Search: validation ARG per method"),
+                        ("task_gains", "Relative gain per target task"), ("cost", "Cost and ARG per accelerator-hour")]:
+        lines.append(f"- {title}: [Markdown](tables/{stem}.md), [CSV](tables/{stem}.csv)")
+    lines.append("- Optuna parameter importances: [CSV](tables/importances.csv)")
+    lines.append("- All trials (tidy): [CSV](tables/trials.csv); validation curves: [CSV](tables/curves.csv)")
+    if any(p.name == "similarity.png" for _, p in plot_links):
+        lines.append("- Task similarity matrix: [CSV](tables/similarity.csv)")
+    lines += ["", "## Plots", ""]
+    for title, path in plot_links:
+        rel = f"plots/{path.name}"
+        lines += [f"### {title}", "", f"![{title}]({rel})", ""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def write_report(sweeps: Sequence[Sweep], out: str | Path, *, task_prompts: Mapping[str, torch.Tensor] | None = None,
+                 similarity_rank: int = 4, log_mlflow: bool = True) -> Report:
+    """Build the report folder atomically, then log it to each sweep's MLflow parent run.
+
+    Args:
+        sweeps: loaded sweeps (``analysis.results.load_sweep`` / ``load_mlflow``).
+        out: the report folder (replaced as a whole if it exists).
+        task_prompts: task name -> tuned prompt, for the similarity heat map.
+        similarity_rank: subspace rank of the similarity scores.
+        log_mlflow: log the folder to every sweep that names a tracking URI and parent run.
+
+    Returns:
+        The ``Report`` (paths point into the final folder).
+
+    Raises:
+        PromptinitError: no sweeps; or logging to MLflow failed (the folder is complete by then).
+    """
+    if not sweeps:
+        raise PromptinitError("no sweeps to report on")
+    out = Path(out).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        report = build(sweeps, tmp, task_prompts, similarity_rank)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    report.folder = out
+    report.files = [out / p.relative_to(tmp) for p in report.files]
+    if log_mlflow:
+        for s in sweeps:
+            if s.tracking_uri and s.parent_run_id:
+                log_report(s.tracking_uri, s.parent_run_id, out)
+                report.logged_to.append(f"{s.tracking_uri} run {s.parent_run_id}")
+    return report
+
+
+def log_report(uri: str, parent_run_id: str, folder: Path) -> None:
+    """Log the report folder (plots, tables, index) as artifacts ``report/`` of a parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis.results import mlflow_patience
+
+    try:
+        with mlflow_patience():
+            MlflowClient(tracking_uri=uri).log_artifacts(parent_run_id, str(folder), artifact_path=ARTIFACT_PATH)
+    except Exception as err:  # noqa: BLE001 - any store / network error becomes one line
+        raise PromptinitError(
+            f"report written to {folder}, but logging it to MLflow run {parent_run_id} at {uri} failed "
+            f"({' '.join(str(err).split())[:200]}); rerun with --no-mlflow to skip logging"
+        ) from None

@@ -1,0 +1,521 @@
+"""Load a sweep's results into one tidy table, from its Tune directory or from MLflow.
+
+A sweep directory (written by ``search/sweep.py``) holds:
+
+- Tune's experiment (``experiment_state-*.json``) and one folder per trial with Tune's
+  ``params.json`` (the config) and ``result.json`` (one JSON line per report), and kept
+  ``checkpoint_*`` folders with the prompt (``prompt.safetensors``);
+- ``promptinit-sweep.json``: the validated sweep config, the MLflow tracking URI, experiment id
+  and parent run id;
+- ``arg_table.csv``: per method, the target-task ARG of its best prompt (per seed, per task);
+- ``exports/<method>/``: the exported best prompts.
+
+Trials come from Tune's public ``ExperimentAnalysis`` (status, resources) and the trial folders'
+``result.json`` (the validation curve); when Ray is not importable or the experiment state is
+missing, the folders alone are read. ``load_mlflow`` builds the same table from the sweep's
+MLflow runs (one child run per trial under the sweep's parent run).
+
+One row per trial; columns (``TRIAL_COLUMNS``): sweep, partition, trial_id, method, status
+(finished | failed | running | pending), params (dict of the method's settings), one
+``param/<name>`` column per setting, curve (list of ``{step, iteration, val_arg, time_s}``),
+val_arg (best report), val_arg_std, val_arg_last, best_step, best_checkpoint (folder or None),
+steps_done, total_steps, stopped_early, reports, wall_s, cpu, gpu (per-trial resources),
+cpu_s, gpu_s, source (tune | mlflow), run_id.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from promptinit.errors import PromptinitError
+
+META_FILE = "promptinit-sweep.json"  # search/sweep.py META_FILE
+ARG_TABLE = "arg_table.csv"  # search/report.py TABLE_CSV
+EXPORTS = "exports"  # search/export.py EXPORTS
+CHECKPOINT_PROMPT = "prompt.safetensors"  # trainables/trainable.py PROMPT_FILE
+CHECKPOINT_STATE = "trial.json"  # trainables/trainable.py STATE_FILE
+
+# Metric names reported by the trainable (trainables/metrics.py); read, never imported, so
+# the analysis runs without the platform's packages.
+VAL_ARG = "val/arg"
+VAL_ARG_STD = "val/arg_std"
+STEP = "upstream/step"
+TOTAL_STEPS = "upstream/total_steps"
+TARGET_ARG = "target/arg"
+
+PARENT_TAG = "mlflow.parentRunId"
+TRIAL_TAG = "promptinit.trial_id"
+ROLE_TAG = "promptinit.role"
+STOPPED_TAG = "stopped_early"
+_PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+TRIAL_COLUMNS = [
+    "sweep", "partition", "trial_id", "method", "status", "params", "curve", "val_arg", "val_arg_std",
+    "val_arg_last", "best_step", "best_checkpoint", "steps_done", "total_steps", "stopped_early", "reports",
+    "wall_s", "cpu", "gpu", "cpu_s", "gpu_s", "source", "run_id",
+]
+TARGET_COLUMNS = ["sweep", "partition", "method", "trial_id", "arg_mean", "arg_std", "n_seeds", "per_seed",
+                  "per_task", "val_arg", "trials", "finished"]
+_STATUS = {"TERMINATED": "finished", "ERROR": "failed", "RUNNING": "running", "PAUSED": "running",
+           "PENDING": "pending", "FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
+           "SCHEDULED": "pending"}
+
+
+@dataclass
+class Sweep:
+    """One sweep's results.
+
+    Attributes:
+        dir: the sweep directory (None when loaded from MLflow alone).
+        name: the sweep's name.
+        partition: its partition's name.
+        config: the validated sweep config (plain values), when known.
+        meta: ``promptinit-sweep.json`` (tracking URI, experiment and parent run ids).
+        trials: the tidy trial table (``TRIAL_COLUMNS`` + ``param/<name>``).
+        targets: per method, the target ARG of its best prompt (``TARGET_COLUMNS``).
+    """
+
+    dir: Path | None
+    name: str
+    partition: str
+    config: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    trials: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TRIAL_COLUMNS))
+    targets: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TARGET_COLUMNS))
+
+    @property
+    def tracking_uri(self) -> str | None:
+        return self.meta.get("tracking_uri")
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.meta.get("parent_run_id")
+
+    @property
+    def model(self) -> str | None:
+        return self.config.get("model")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _num(value: Any) -> float:
+    """A float, NaN for missing or non-numeric values."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def parse_value(text: str) -> Any:
+    """An MLflow param string back to a plain value: int, float, bool, None or str."""
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _curve_and_summary(results: list[dict], trial_dir: Path | None) -> dict[str, Any]:
+    """Validation curve and final numbers from a trial's reports (Tune results)."""
+    curve, best, best_ckpt = [], None, None
+    for r in results:
+        v = _num(r.get(VAL_ARG))
+        point = {"step": _num(r.get(STEP, r.get("training_iteration"))), "iteration": _num(r.get("training_iteration")),
+                 "val_arg": v, "time_s": _num(r.get("time_total_s"))}
+        curve.append(point)
+        if math.isfinite(v) and (best is None or v > _num(best.get(VAL_ARG))):
+            best = r
+        name = r.get("checkpoint_dir_name")
+        if name and trial_dir is not None and (trial_dir / name / CHECKPOINT_PROMPT).is_file() and math.isfinite(v):
+            if best_ckpt is None or v > best_ckpt[0]:
+                best_ckpt = (v, trial_dir / name)
+    last = results[-1] if results else {}
+    return {
+        "curve": curve,
+        "val_arg": _num(best.get(VAL_ARG)) if best else math.nan,
+        "val_arg_std": _num(best.get(VAL_ARG_STD)) if best else math.nan,
+        "val_arg_last": _num(last.get(VAL_ARG)),
+        "best_step": _num(best.get(STEP)) if best else math.nan,
+        "best_checkpoint": str(best_ckpt[1]) if best_ckpt else None,
+        "steps_done": _num(last.get(STEP)),
+        "total_steps": _num(last.get(TOTAL_STEPS)),
+        "reports": len(results),
+        "wall_s": _num(last.get("time_total_s")) if last else 0.0,
+    }
+
+
+def _read_results(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now (running sweep)
+            continue
+    return out
+
+
+def _settings(config: Mapping[str, Any]) -> tuple[str, dict]:
+    method = config.get("method", "")
+    return method, dict(config.get(method) or {})
+
+
+def _row(*, sweep: str, partition: str, trial_id: str, config: Mapping[str, Any], status: str,
+         summary: Mapping[str, Any], cpu: float, gpu: float, source: str, run_id: str | None = None,
+         stopped: bool | None = None) -> dict[str, Any]:
+    method, settings = _settings(config)
+    steps, total = summary.get("steps_done", math.nan), summary.get("total_steps", math.nan)
+    if stopped is None:
+        stopped = bool(status == "finished" and math.isfinite(steps) and math.isfinite(total) and steps < total)
+    wall = summary.get("wall_s", math.nan)
+    wall = 0.0 if not math.isfinite(wall) else wall
+    row = {
+        "sweep": sweep, "partition": partition, "trial_id": trial_id, "method": method, "status": status,
+        "params": settings, **summary, "stopped_early": stopped, "cpu": cpu, "gpu": gpu,
+        "cpu_s": cpu * wall if math.isfinite(cpu) else math.nan,
+        "gpu_s": gpu * wall if math.isfinite(gpu) else math.nan,
+        "source": source, "run_id": run_id,
+    }
+    row["wall_s"] = wall
+    return row
+
+
+def trials_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The tidy table: ``TRIAL_COLUMNS`` plus one ``param/<name>`` column per setting."""
+    df = pd.DataFrame(list(rows), columns=TRIAL_COLUMNS)
+    names = sorted({k for p in df["params"] for k in (p or {})})
+    for n in names:
+        df[f"param/{n}"] = [(p or {}).get(n) for p in df["params"]]
+    return df.sort_values(["method", "trial_id"], kind="stable").reset_index(drop=True)
+
+
+def curves_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    """Validation curves in long form: sweep, partition, method, trial_id, step, iteration, val_arg, time_s."""
+    rows = [
+        {"sweep": t.sweep, "partition": t.partition, "method": t.method, "trial_id": t.trial_id, **point}
+        for t in trials.itertuples() for point in (t.curve or [])
+    ]
+    return pd.DataFrame(rows, columns=["sweep", "partition", "method", "trial_id", "step", "iteration", "val_arg", "time_s"])
+
+
+# --------------------------------------------------------------------------- sweep directory
+
+
+def read_meta(sweep_dir: Path) -> dict:
+    """``promptinit-sweep.json`` of a sweep directory."""
+    path = sweep_dir / META_FILE
+    if not path.is_file():
+        raise PromptinitError(
+            f"{sweep_dir}: not a promptinit sweep directory ({META_FILE} missing); "
+            "pass the folder search/sweep.py printed (<storage_path>/<name>)"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PromptinitError(f"{path}: not valid JSON ({err})") from None
+
+
+def _config_resources(config: Mapping[str, Any]) -> tuple[float, float]:
+    res = config.get("resources") or {}
+    cpu = _num(res.get("cpu", 1))
+    gpu = res.get("gpu", 0)
+    return cpu, (math.nan if gpu == "auto" else _num(gpu))  # auto: decided by the cluster, unknown here
+
+
+def _tune_trials(sweep_dir: Path) -> list[dict] | None:
+    """(trial id, status, config, folder, cpu, gpu) from Tune's experiment state, or None."""
+    if not any(sweep_dir.glob("experiment_state-*.json")):
+        return None
+    try:
+        from ray.tune import ExperimentAnalysis
+    except ImportError:
+        return None
+    try:
+        analysis = ExperimentAnalysis(str(sweep_dir))
+    except Exception:  # noqa: BLE001 - a state being written, or from another Ray version
+        return None
+    out = []
+    for t in analysis.trials:
+        resources = {}
+        try:
+            resources = dict(t.placement_group_factory.required_resources)
+        except Exception:  # noqa: BLE001
+            pass
+        # The folder is looked up by name under the given directory, so a moved sweep still loads.
+        folder = sweep_dir / Path(str(t.path)).name if getattr(t, "path", None) else None
+        out.append({"trial_id": t.trial_id, "status": str(t.status), "config": dict(t.config or {}),
+                    "folder": folder, "cpu": resources.get("CPU"), "gpu": resources.get("GPU", 0.0)})
+    return out
+
+
+def _folder_trials(sweep_dir: Path) -> list[dict]:
+    """Trials from the trial folders alone (Tune's ``params.json`` / ``result.json``)."""
+    out = []
+    for params in sorted(sweep_dir.glob("*/params.json")):
+        folder = params.parent
+        try:
+            config = json.loads(params.read_text())
+        except json.JSONDecodeError:
+            continue
+        results = _read_results(folder)
+        trial_id = results[-1].get("trial_id") if results else None
+        if not trial_id:  # no report yet: the id from the folder name (``maml_3f2a1b0c`` or Tune's default)
+            m = re.search(r"(?:^|_)([0-9a-f]{8})(?:_|$)", folder.name)
+            trial_id = m.group(1) if m else folder.name
+        if (folder / "error.txt").exists() or (folder / "error.pkl").exists():
+            status = "ERROR"
+        elif results and results[-1].get("done"):
+            status = "TERMINATED"
+        else:
+            status = "RUNNING" if results else "PENDING"
+        out.append({"trial_id": trial_id, "status": status, "config": config, "folder": folder,
+                    "cpu": None, "gpu": None})
+    return out
+
+
+def _targets_from_table(sweep_dir: Path, sweep: str, partition: str) -> list[dict]:
+    path = sweep_dir / ARG_TABLE
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as f:
+        for r in csv.DictReader(f):
+            if r.get("arg_mean", "") == "":
+                continue  # a method without a finished trial
+            per_seed = {int(k): float(v) for k, v in json.loads(r.get("arg_per_seed") or "{}").items()}
+            per_task = {k[3:]: float(v) for k, v in r.items() if k.startswith("rg/") and v not in ("", None)}
+            rows.append(_target_row(sweep, r.get("partition") or partition, r["method"], r.get("trial_id", ""),
+                                    per_seed, per_task, _num(r.get("arg_mean")), _num(r.get("arg_std")),
+                                    _num(r.get("val_arg")), _num(r.get("trials")), _num(r.get("finished"))))
+    return rows
+
+
+def _targets_from_exports(sweep_dir: Path, sweep: str, partition: str) -> list[dict]:
+    rows = []
+    for meta_path in sorted((sweep_dir / EXPORTS).glob("*/promptinit.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            continue
+        target = meta.get("target") or (meta.get("metrics") or {}).get("target") or {}
+        if not target:
+            continue
+        per_seed = {int(k): float(v) for k, v in (target.get("per_seed") or {}).items()}
+        validation = meta.get("validation") or (meta.get("metrics") or {}).get("validation") or {}
+        rows.append(_target_row(sweep, meta.get("partition") or partition, meta.get("method", meta_path.parent.name),
+                                meta.get("trial_id") or (meta.get("extra") or {}).get("trial_id", ""), per_seed,
+                                dict(target.get("per_task") or {}), _num(target.get("arg_mean")),
+                                _num(target.get("arg_std")), _num(validation.get("arg")), math.nan, math.nan))
+    return rows
+
+
+def _target_row(sweep, partition, method, trial_id, per_seed, per_task, mean, std, val_arg, trials, finished) -> dict:
+    if per_seed:  # recompute from the seeds: mean and population std, as promptinit.evaluation.ARG
+        values = np.array([per_seed[s] for s in sorted(per_seed)])
+        mean, std = float(values.mean()), float(values.std())
+    return {"sweep": sweep, "partition": partition, "method": method, "trial_id": trial_id or "", "arg_mean": mean,
+            "arg_std": std, "n_seeds": len(per_seed), "per_seed": per_seed, "per_task": per_task, "val_arg": val_arg,
+            "trials": trials, "finished": finished}
+
+
+def _partition_name(config: Mapping[str, Any]) -> str:
+    p = str(config.get("partition") or "")
+    return Path(p).stem if p.endswith((".yaml", ".yml")) else p
+
+
+def load_sweep(sweep_dir: str | Path, source: str = "tune") -> Sweep:
+    """Load a sweep directory.
+
+    Args:
+        sweep_dir: the folder ``search/sweep.py`` wrote (``<storage_path>/<name>``).
+        source: ``tune`` reads the trials from the directory; ``mlflow`` from the sweep's MLflow
+            runs (its tracking URI and parent run are in ``promptinit-sweep.json``).
+
+    Returns:
+        The ``Sweep`` (trial table and target results).
+
+    Raises:
+        PromptinitError: not a sweep directory, or MLflow unreachable.
+    """
+    d = Path(sweep_dir).expanduser().resolve()
+    if not d.is_dir():
+        raise PromptinitError(f"{d}: no such sweep directory")
+    meta = read_meta(d)
+    config = dict(meta.get("config") or {})
+    name = config.get("name") or d.name
+    partition = _partition_name(config)
+    targets = _targets_from_table(d, name, partition) or _targets_from_exports(d, name, partition)
+    if targets and not partition:
+        partition = targets[0]["partition"]
+    if source == "mlflow":
+        if not meta.get("tracking_uri") or not meta.get("parent_run_id"):
+            raise PromptinitError(f"{d / META_FILE}: field 'parent_run_id': no MLflow run recorded; use the Tune results")
+        loaded = load_mlflow(meta["tracking_uri"], parent_run_id=meta["parent_run_id"])
+        trials = loaded.trials
+    elif source == "tune":
+        cpu0, gpu0 = _config_resources(config)
+        found = _tune_trials(d)
+        if found is None:
+            found = _folder_trials(d)
+        rows = []
+        for t in found:
+            folder = t["folder"] if t["folder"] is not None and Path(t["folder"]).is_dir() else None
+            summary = _curve_and_summary(_read_results(folder) if folder else [], folder)
+            status = _STATUS.get(t["status"], t["status"].lower())
+            if status == "pending" and summary["reports"]:  # the experiment state lags the trial folders
+                status = "running"
+            cpu = _num(t["cpu"]) if t["cpu"] is not None else cpu0
+            gpu = _num(t["gpu"]) if t["gpu"] is not None else gpu0
+            rows.append(_row(sweep=name, partition=partition, trial_id=t["trial_id"], config=t["config"],
+                             status=status, summary=summary,
+                             cpu=cpu, gpu=gpu, source="tune"))
+        trials = trials_frame(rows)
+    else:
+        raise PromptinitError(f"field 'source': {source!r} is not tune or mlflow")
+    return Sweep(d, name, partition, config, meta, trials, pd.DataFrame(targets, columns=TARGET_COLUMNS))
+
+
+# --------------------------------------------------------------------------- MLflow
+
+# MLflow retries an unreachable server 7 times with exponential backoff (minutes of silence);
+# an analysis command should fail within seconds instead. A user's own settings win.
+_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+@contextmanager
+def mlflow_patience():
+    """Short MLflow HTTP retries and timeout for the duration of the block (unless set by the user)."""
+    added = [k for k in _PATIENCE if k not in os.environ]
+    os.environ.update({k: _PATIENCE[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def load_mlflow(tracking_uri: str, *, parent_run_id: str | None = None, experiment: str | None = None) -> Sweep:
+    """Load a sweep from MLflow: its parent run's child runs (one per trial).
+
+    Args:
+        tracking_uri: the MLflow tracking URI (``sqlite:///.../mlflow.db``, ``http://...``).
+        parent_run_id: the sweep's parent run; or
+        experiment: an experiment name or id whose parent run (tag ``promptinit.role=sweep``,
+            the latest when there are several) is used.
+
+    Returns:
+        A ``Sweep`` with ``dir=None``; its targets come from the parent run's ``arg_table.csv``
+        artifact, else from its ``target/arg/<method>`` metrics.
+    """
+    with mlflow_patience():
+        return _load_mlflow(tracking_uri, parent_run_id, experiment)
+
+
+def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str | None) -> Sweep:
+    from mlflow.exceptions import MlflowException
+
+    if not (parent_run_id or experiment):
+        raise PromptinitError("name the MLflow parent run (--parent) or the experiment (--experiment)")
+    c = _client(tracking_uri)
+    try:
+        if parent_run_id is None:
+            exp = c.get_experiment_by_name(experiment) or (c.get_experiment(experiment) if str(experiment).isdigit() else None)
+            if exp is None:
+                raise PromptinitError(f"MLflow {tracking_uri}: no experiment {experiment!r}")
+            parents = c.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+                                    order_by=["attributes.start_time DESC"], max_results=1)
+            if not parents:
+                raise PromptinitError(f"MLflow {tracking_uri}: experiment {experiment!r} has no sweep (parent) run")
+            parent = parents[0]
+        else:
+            parent = c.get_run(parent_run_id)
+        exp_id = parent.info.experiment_id
+        children = c.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+                                 max_results=10000)
+        params = parent.data.params
+        cpu = _num(params.get("resources/cpu", 1))
+        gpu_param = params.get("resources/gpu", "0")
+        gpu = math.nan if gpu_param == "auto" else _num(gpu_param)
+        name = parent.info.run_name or params.get("name", "")
+        partition = parent.data.tags.get("partition") or _partition_name(params)
+        rows = []
+        for run in children:
+            tags, rp, metrics = run.data.tags, run.data.params, run.data.metrics
+            method = rp.get("method") or tags.get("method", "")
+            config = {"method": method, method: {k.split("/", 1)[1]: parse_value(v) for k, v in rp.items()
+                                                 if k.startswith(method + "/")}}
+            vals = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG)}
+            times = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "time_total_s")}
+            stds = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG_STD)}
+            results = [{STEP: s, VAL_ARG: v, VAL_ARG_STD: stds.get(s), "time_total_s": times.get(s),
+                        "training_iteration": i + 1, TOTAL_STEPS: metrics.get(TOTAL_STEPS)}
+                       for i, (s, v) in enumerate(sorted(vals.items()))]
+            summary = _curve_and_summary(results, None)
+            if not math.isfinite(summary["wall_s"]) and run.info.end_time and run.info.start_time:
+                summary["wall_s"] = (run.info.end_time - run.info.start_time) / 1000
+            stopped = tags.get(STOPPED_TAG)
+            rows.append(_row(sweep=name, partition=partition, trial_id=tags.get(TRIAL_TAG, run.info.run_id),
+                             config=config, status=_STATUS.get(run.info.status, run.info.status.lower()),
+                             summary=summary, cpu=cpu, gpu=gpu, source="mlflow", run_id=run.info.run_id,
+                             stopped=None if stopped is None else stopped == "true"))
+        targets = _mlflow_targets(c, parent, name, partition)
+    except (MlflowException, OSError) as err:
+        raise PromptinitError(f"MLflow {tracking_uri}: {' '.join(str(err).split())[:300]}") from None
+    meta = {"tracking_uri": tracking_uri, "parent_run_id": parent.info.run_id, "experiment_id": parent.info.experiment_id}
+    config = {"name": name, "partition": partition, "model": parent.data.tags.get("model") or params.get("model")}
+    return Sweep(None, name, partition, config, meta, trials_frame(rows), pd.DataFrame(targets, columns=TARGET_COLUMNS))
+
+
+def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:
+    import tempfile
+
+    before = os.environ.get(_PROGRESS_ENV)
+    os.environ[_PROGRESS_ENV] = "false"  # no progress bar for one small file
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = c.download_artifacts(parent.info.run_id, ARG_TABLE, tmp)
+            rows = _targets_from_table(Path(path).parent, name, partition)
+            if rows:
+                return rows
+    except Exception:  # noqa: BLE001 - no such artifact: fall back to the metrics
+        pass
+    finally:
+        if before is None:
+            os.environ.pop(_PROGRESS_ENV, None)
+        else:
+            os.environ[_PROGRESS_ENV] = before
+    m = parent.data.metrics
+    prefix = TARGET_ARG + "/"
+    return [_target_row(name, partition, k[len(prefix):], "", {}, {}, v, _num(m.get(f"{TARGET_ARG}_std/{k[len(prefix):]}")),
+                        _num(m.get(f"{VAL_ARG}/{k[len(prefix):]}")), math.nan, math.nan)
+            for k, v in sorted(m.items()) if k.startswith(prefix)]

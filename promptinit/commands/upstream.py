@@ -1,0 +1,171 @@
+"""``promptinit upstream``: learn a prompt initialisation on a partition's source tasks, save
+it, and report its ARG on the partition's target tasks against the cached PT baseline."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from promptinit.commands.tune import add_backbone_args, backbone_config
+from promptinit.errors import PromptinitError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "upstream", help="meta-learn a prompt init on a partition's source tasks; report ARG on its targets",
+        description=__doc__.splitlines()[0] + " " + " ".join(__doc__.splitlines()[1:]),
+    )
+    p.add_argument("--method", required=True, help="pt, mtl, maml, fomaml or reptile")
+    p.add_argument("--partition", required=True, help="partition name (configs/partitions) or YAML path")
+    p.add_argument("--steps", type=int, default=None, help="outer steps (default: the method's `steps` setting)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="method setting, repeatable (e.g. --set inner_lr=5e-5 --set meta_batch_size=2)")
+    p.add_argument("--seed", type=int, default=0, help="method seed: initial prompt and meta-batches (default 0)")
+    p.add_argument("--out", default=None, help="output folder (default runs/upstream/METHOD-PARTITION-MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps (0: only at the end)")
+    p.add_argument("--no-eval", action="store_true", help="skip the downstream evaluation on the target tasks")
+    p.add_argument("--no-progress", action="store_true")
+    add_backbone_args(p)
+    g = p.add_argument_group("downstream prompt tuning on the targets (method and PT baseline alike)")
+    g.add_argument("--seeds", type=int, nargs="+", default=None, help="few-shot seeds (default 100 13 21 42 87)")
+    g.add_argument("--tune-steps", type=int, default=3000, help="tuning steps per task and seed (paper: 3000)")
+    g.add_argument("--tune-lr", type=float, default=0.3)
+    g.add_argument("--tune-optimizer", default="adafactor", choices=["adafactor", "adam", "sgd"])
+    g.add_argument("--tune-batch-size", type=int, default=8)
+    g.add_argument("--eval-every", type=int, default=50)
+    g.add_argument("--test-size", type=int, default=200, help="cap on each target's held-out test set")
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _coerce(config_cls: type, key: str, text: str) -> Any:
+    """Parse ``text`` as the type of ``config_cls``'s field ``key`` (its default's type)."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    if key not in fields:
+        raise PromptinitError(f"--set {key}=...: unknown setting; known: {', '.join(sorted(fields))}")
+    default = fields[key].default
+    try:
+        if isinstance(default, bool):
+            low = text.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return low in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, tuple):
+            return tuple(int(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        kind = "true/false" if isinstance(default, bool) else type(default).__name__
+        raise PromptinitError(f"--set {key}={text}: not a {kind} (default {default!r})") from None
+    return text
+
+
+def parse_settings(method: str, pairs: list[str]) -> dict[str, Any]:
+    """``["inner_lr=5e-5", "task_batched=false"]`` -> typed settings of ``method``'s config."""
+    from promptinit.methods import REGISTRY
+
+    if method not in REGISTRY:
+        raise PromptinitError(f"option '--method': {method!r} is unknown; known methods: {', '.join(sorted(REGISTRY))}")
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise PromptinitError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set inner_lr=5e-5")
+        out[key.strip()] = _coerce(REGISTRY[method].config_cls, key.strip(), value.strip())
+    return out
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from promptinit.backbones import Backbone, save_prompt
+    from promptinit.evaluation import TuneConfig, evaluate_init
+    from promptinit.methods import build_method, load_checkpoint, make_config, save_checkpoint
+    from promptinit.methods.common import config_dict
+    from promptinit.tasks.fewshot import SEEDS
+    from promptinit.tasks.partitions import load_partition
+
+    # Everything that can be wrong with the command line fails before any model is loaded.
+    settings = parse_settings(args.method, args.settings)
+    if args.steps is not None:
+        settings["steps"] = args.steps
+    config = make_config(args.method, settings)
+    tune_cfg = TuneConfig(lr=args.tune_lr, optimizer=args.tune_optimizer, batch_size=args.tune_batch_size,
+                          steps=args.tune_steps, eval_every=args.eval_every, test_size=args.test_size)
+    seeds = tuple(args.seeds or SEEDS)
+    partition = load_partition(args.partition)
+    out = Path(args.out or f"runs/upstream/{args.method}-{partition.name}-{Path(args.model).name}")
+    ckpt = out / "checkpoint"
+
+    t0 = time.perf_counter()
+    sources = partition.load("source")
+    backbone = Backbone(backbone_config(args))
+    method = build_method(args.method, backbone, sources, dataclasses.asdict(config), seed=args.seed)
+    if args.resume and (ckpt / "state.json").is_file():
+        load_checkpoint(method, ckpt)
+        print(f"resumed from {ckpt} at step {method.state.step}")
+    print(f"{args.method} on {args.model}: {len(sources)} source tasks of partition {partition.name!r} "
+          f"({', '.join(partition.source)}); {config.steps} steps; setup {time.perf_counter() - t0:.1f} s")
+
+    history: list[dict[str, float]] = []
+    t_up = time.perf_counter()
+    bar = tqdm(range(method.state.step, config.steps), desc=f"upstream {args.method}", disable=args.no_progress,
+               initial=method.state.step, total=config.steps)
+    for _ in bar:
+        metrics = method.step()
+        history.append({"step": method.state.step, **metrics})
+        if metrics:
+            bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in metrics.items() if "norm" not in k})
+        if args.checkpoint_every and method.state.step % args.checkpoint_every == 0:
+            save_checkpoint(method, ckpt)
+    upstream_s = time.perf_counter() - t_up
+    save_checkpoint(method, ckpt)
+    meta = {"method": args.method, "model": args.model, "partition": partition.name, "seed": str(args.seed),
+            "steps": str(method.state.step)}
+    prompt_path = save_prompt(method.prompt, out / "prompt.safetensors", meta)
+    print(f"{method.state.step} steps in {upstream_s:.1f} s; prompt written to {prompt_path}")
+
+    report: dict[str, Any] = {
+        **meta, "steps": method.state.step, "config": config_dict(config), "upstream_s": upstream_s,
+        "history": history[-100:], "partition_fingerprint": partition.fingerprint,
+    }
+    if not args.no_eval:
+        targets = partition.load("target")
+        t_eval = time.perf_counter()
+        arg, results, baseline = evaluate_init(backbone, method.prompt, targets, seeds, tune_cfg,
+                                               progress=not args.no_progress)
+        _print_table(args.method, targets, seeds, results, baseline, arg)
+        report.update({
+            "tune": dataclasses.asdict(tune_cfg), "seeds": list(seeds), "eval_s": time.perf_counter() - t_eval,
+            "arg": {"mean": arg.mean, "std": arg.std, "per_seed": arg.per_seed, "per_task": arg.per_task},
+            "results": [r.summary() for r in results.values()],
+            "baseline": [r.summary() for r in baseline.values()],
+        })
+    (out / "upstream.json").write_text(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+def _print_table(method: str, targets, seeds, results, baseline, arg) -> None:
+    """Per target task: mean test score of PT and of the method over seeds, and the RG."""
+    import numpy as np
+
+    width = max(len(t.name) for t in targets)
+    print(f"\n{'target task':<{width}}  {'metric':<10}{'PT':>8}{method:>10}{'RG':>9}")
+    for t in targets:
+        pt = np.mean([baseline[(t.name, s)].test for s in seeds])
+        ours = np.mean([results[(t.name, s)].test for s in seeds])
+        print(f"{t.name:<{width}}  {t.metric.value:<10}{100 * pt:8.1f}{100 * ours:10.1f}"
+              f"{100 * arg.per_task[t.name]:+8.1f}%")
+    per_seed = ", ".join(f"{s}: {100 * v:+.1f}" for s, v in arg.per_seed.items())
+    print(f"ARG (mean ± std over {len(seeds)} seeds): {arg}%   per seed: {per_seed}")

@@ -1,0 +1,275 @@
+"""The sweep YAML: a pydantic model, validated completely before Ray starts.
+
+Every problem becomes one line ``<file>: field '<a.b>': <problem>`` (a ``PromptinitError``,
+exit code 2). Unknown fields are refused, so a typo never silently falls back to a default.
+See ``configs/sweep/demo.yaml`` for an annotated example.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from promptinit.errors import PromptinitError
+
+SWEEP_DIR = Path(__file__).resolve().parents[1] / "configs" / "sweep"
+DEFAULT_CONFIG = SWEEP_DIR / "demo.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _tune_config(values: dict[str, Any]):
+    from promptinit.evaluation import TuneConfig
+
+    known = {f.name for f in dataclasses.fields(TuneConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"field {unknown[0]!r}: unknown tuning setting; known: {', '.join(sorted(known))}")
+    try:
+        return TuneConfig(**values)
+    except PromptinitError as err:
+        raise ValueError(str(err)) from None
+
+
+class Evaluation(_Strict):
+    """Downstream prompt tuning used to score a prompt (validation during the search, target after)."""
+
+    seeds: list[int] = Field(min_length=1, description="few-shot seeds (paper: 100, 13, 21, 42, 87)")
+    tuning: dict[str, Any] = Field(default_factory=dict, description="TuneConfig fields (lr, steps, ...)")
+    tasks: int | None = Field(None, gt=0, description="use only the first N tasks of the partition's list")
+
+    @field_validator("tuning")
+    @classmethod
+    def _tuning(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _tune_config(v)
+        return v
+
+    def tune_config(self):
+        return _tune_config(self.tuning)
+
+
+class Budget(_Strict):
+    num_samples: int = Field(8, gt=0, description="trials in total, all methods together")
+    steps: list[int] | None = Field(
+        None, description="choices of upstream outer steps per trial (default: the paper's 2500/5000/10000)"
+    )
+    steps_per_report: int = Field(50, gt=0, description="outer steps between validation reports (ASHA's unit)")
+    max_concurrent_trials: int | None = Field(None, gt=0)
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("empty search space (an empty list of steps)")
+            if any(s <= 0 for s in v):
+                raise ValueError(f"steps must be > 0, got {v}")
+        return v
+
+
+class Search(_Strict):
+    seed: int = Field(0, description="seed of Optuna's TPE sampler")
+    points_to_evaluate: bool = Field(True, description="start with each method's paper defaults")
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per method: setting -> value | [choices] | {low, high, log}"
+    )
+
+
+class Scheduler(_Strict):
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, gt=0, description="reports a trial runs before ASHA may stop it")
+    reduction_factor: float = Field(2, gt=1)
+
+
+class Resources(_Strict):
+    cpu: float = Field(1, gt=0, description="CPUs per trial")
+    gpu: float | Literal["auto"] = Field(
+        "auto", description="GPUs per trial, a fraction <= 1 shares a GPU; auto: 0.25 when the cluster has GPUs, else 0"
+    )
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu(cls, v: Any) -> float | str:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"expected a GPU fraction between 0 and 1 or `auto`, got {v!r}")
+        if isinstance(v, (int, float)) and not 0 <= v <= 1:
+            raise ValueError(f"GPU fraction per trial must be between 0 and 1, got {v}; use a fraction such as 0.5")
+        return v
+
+
+class Failure(_Strict):
+    max_failures: int = Field(1, ge=0, description="retries of a failed trial from its last checkpoint")
+
+
+class Checkpointing(_Strict):
+    num_to_keep: int = Field(2, gt=0, description="best checkpoints kept per trial (by val/arg)")
+
+
+class LocalRay(_Strict):
+    """Used only when the sweep starts its own local Ray (no RAY_ADDRESS, not a job)."""
+
+    num_cpus: int | None = Field(None, gt=0)
+    num_gpus: int | None = Field(None, ge=0)
+    object_store_memory: int | None = Field(None, gt=0, description="bytes")
+
+
+class SweepConfig(_Strict):
+    """A sweep: which model, partition and methods, how much budget, where results go."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="sweep dir <storage_path>/<name>; MLflow experiment")
+    model: str
+    prompt_length: int = Field(20, gt=0)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    attn_implementation: Literal["eager", "sdpa"] = "eager"
+    max_input_tokens: int = Field(256, gt=0)
+    partition: str = Field(description="a name in configs/partitions or a YAML path")
+    catalog: str | None = Field(None, description="task catalog file (default configs/tasks.yaml)")
+    methods: list[str] | Literal["all"] = "all"
+    seed: int = Field(0, description="the methods' seed (initial prompt, meta-batches)")
+    budget: Budget = Budget()
+    search: Search = Search()
+    scheduler: Scheduler = Scheduler()
+    resources: Resources = Resources()
+    validation: Evaluation
+    target: Evaluation
+    failure: Failure = Failure()
+    checkpoint: Checkpointing = Checkpointing()
+    tracking_uri: str | None = Field(None, description="MLflow; MLFLOW_TRACKING_URI wins; default sqlite in the sweep dir")
+    storage_path: str = Field("runs", description="Tune storage (made absolute); shared storage on a cluster")
+    ray: LocalRay = LocalRay()
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, v: Any) -> list[str]:
+        from spaces import BASELINE, available_methods
+
+        available = available_methods()
+        if v == "all":
+            return available
+        if not isinstance(v, list) or not all(isinstance(m, str) for m in v):
+            raise ValueError(f"expected `all` or a list of method names, got {v!r}")
+        if not v:
+            raise ValueError("empty search space: name at least one method (or `all`)")
+        for m in v:
+            if m == BASELINE:
+                raise ValueError(f"{m!r} is the baseline every ARG is measured against; it has nothing to search")
+            if m not in available:
+                raise ValueError(f"unknown method {m!r}; available: {', '.join(available)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"a method is listed twice: {v}")
+        return list(v)
+
+    @model_validator(mode="after")
+    def _space(self) -> "SweepConfig":
+        from spaces import build_space, check_space
+
+        check_space(build_space(self.methods, self.search.space, self.budget.steps))
+        return self
+
+    def space(self):
+        """The define-by-run ``SweepSpace``."""
+        from spaces import build_space
+
+        return build_space(self.methods, self.search.space, self.budget.steps)
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.storage_path).expanduser().resolve() / self.name
+
+    def smoke(self) -> "SweepConfig":
+        """A minutes-long version: one trial per method, a few steps, one seed, tiny tuning."""
+        def tiny(ev: Evaluation) -> Evaluation:
+            t = dict(ev.tuning)
+            t.update(steps=min(t.get("steps", 3000), 2), eval_every=1, test_size=min(t.get("test_size", 200), 16))
+            return ev.model_copy(update={"seeds": ev.seeds[:1], "tuning": t, "tasks": 1})
+
+        budget = self.budget.model_copy(update={"num_samples": len(self.methods), "steps": [2], "steps_per_report": 1})
+        return self.model_copy(update={
+            "name": f"{self.name}-smoke", "budget": budget,
+            "validation": tiny(self.validation), "target": tiny(self.target),
+        })
+
+
+def _format(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    kind = err["type"]
+    if kind == "missing":
+        msg = "missing (required)"
+    elif kind == "extra_forbidden":
+        msg = f"unknown field (value {err.get('input')!r}); check its spelling"
+    elif not kind.startswith(("value_error", "assertion_error")) and "input" in err:
+        msg = f"{msg} (got {err['input']!r})"
+    if msg.startswith("field '"):  # a nested check named its field: prefix where that sits
+        return msg.replace("field '", f"field '{loc}.", 1) if loc else msg
+    return f"field {loc!r}: {msg}" if loc else msg
+
+
+def load_sweep_config(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep YAML, including its partition file and search space.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        PromptinitError: one line ``<file>: field '<a.b>': <problem>``.
+    """
+    file = Path(path).expanduser()
+    where = str(path)
+    if not file.is_file():
+        raise PromptinitError(f"{where}: no such sweep file (configs in {SWEEP_DIR}: "
+                              f"{', '.join(p.name for p in sorted(SWEEP_DIR.glob('*.yaml')))})")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}: " if mark else ""
+        raise PromptinitError(f"{where}: {at}bad YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise PromptinitError(f"{where}: expected a mapping of sweep settings (name, model, partition, ...)")
+    for key in ("partition", "catalog"):
+        raw[key] = _relative_to(file.parent, raw.get(key))
+    try:
+        config = SweepConfig.model_validate(raw)
+    except ValidationError as e:
+        raise PromptinitError(f"{where}: {_format(e.errors()[0])}") from None
+    except PromptinitError as e:
+        raise PromptinitError(f"{where}: {e}") from None
+    if config.catalog is not None and not Path(config.catalog).expanduser().is_file():
+        raise PromptinitError(f"{where}: field 'catalog': {config.catalog}: no such task catalog file")
+    try:
+        load_partition(config)
+    except PromptinitError as e:
+        raise PromptinitError(f"{where}: field 'partition': {e}") from None
+    return config
+
+
+def _relative_to(folder: Path, value: Any) -> Any:
+    # A relative file path names a file next to the sweep YAML when one is there (so configs
+    # work from any working directory); plain names (`tiny`) stay names.
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")) and not Path(value).is_absolute():
+        candidate = folder / value
+        if candidate.is_file():
+            return str(candidate.resolve())
+    return value
+
+
+def load_partition(config: SweepConfig):
+    """The sweep's partition (names only, checked against the catalog; no task data loaded)."""
+    from promptinit.tasks.partitions import load_partition as load
+
+    return load(config.partition, config.catalog)
+
+
+def config_dict(config: SweepConfig) -> dict[str, Any]:
+    """Plain values (for MLflow params and the sweep's metadata file)."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,442 @@
+#!/usr/bin/env python
+"""Search the hyperparameters of upstream methods with Ray Tune + Optuna, log to MLflow,
+score each method's best prompt on the target tasks and export it.
+
+    python search/sweep.py                                  # configs/sweep/demo.yaml
+    python search/sweep.py --config configs/sweep/x.yaml [--resume] [--smoke-test]
+    ray job submit --working-dir . -- python search/sweep.py --config configs/sweep/x.yaml
+
+Steps: validate the YAML (before Ray starts; errors are one line, exit code 2) -> load the
+partition's tasks -> MLflow parent run -> connect to Ray (``RAY_ADDRESS`` or the job's
+cluster, else a local one) -> PT baseline on the validation tasks, once -> Tune
+(``OptunaSearch`` TPE + ASHA) over trials of ``trainables.train_prompt_init`` -> best
+checkpoint per method -> target ARG (method x partition table, Markdown + CSV) -> exports.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, Python puts search/ first on sys.path, where config.py / export.py would
+# shadow top-level modules of those names; the packages (search, spaces, trainables,
+# analysis) live at the repository root.
+if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "search":
+    sys.path.pop(0)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from promptinit.errors import PromptinitError  # noqa: E402
+from search.config import DEFAULT_CONFIG, SweepConfig, load_partition, load_sweep_config  # noqa: E402
+
+META_FILE = "promptinit-sweep.json"  # parent run id, tracking URI, the validated config
+TUNER_FILE = "tuner.pkl"  # written by Tune when a sweep starts; its presence means "resumable"
+AUTO_GPU_FRACTION = 0.25  # resources.gpu: auto -> this share of a GPU per trial when GPUs exist
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job manager for a submitted driver
+# Every report carries a checkpoint, so Tune snapshots the experiment often; that is what makes
+# --resume lose little, and the experiment state is small, so its warning about it is noise.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="search/sweep.py", description="Search upstream-method hyperparameters with Ray Tune + Optuna; log to MLflow; export the best prompts.")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG.relative_to(ROOT) if Path.cwd() == ROOT else DEFAULT_CONFIG),
+                   help="sweep YAML (default: configs/sweep/demo.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this config")
+    p.add_argument("--smoke-test", action="store_true", help="one trial per method, a few steps, one seed")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def connect_ray(cfg: SweepConfig) -> None:
+    """``ray.init()``: the cluster of ``RAY_ADDRESS`` / the submitted job, else a local Ray.
+
+    Workers must import ``trainables`` and ``spaces``: a job's ``--working-dir`` puts them on
+    the path; otherwise the repository root goes into the workers' ``PYTHONPATH``.
+    """
+    import ray
+
+    if ray.is_initialized():  # a caller (tests, notebooks) connected already
+        return
+    job = json.loads(os.environ.get(JOB_CONFIG_ENV) or "{}").get("runtime_env") or {}
+    runtime_env = None
+    if not job.get("working_dir") and "PYTHONPATH" not in (job.get("env_vars") or {}):
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        runtime_env = {"env_vars": {"PYTHONPATH": path}}
+    kwargs = {}
+    if not os.environ.get("RAY_ADDRESS"):
+        kwargs = {k: v for k, v in cfg.ray.model_dump().items() if v is not None}
+        kwargs["include_dashboard"] = False
+    ray.init(runtime_env=runtime_env, **kwargs)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # ray.init installed its own; ours closes the runs
+
+
+def trial_resources(cfg: SweepConfig) -> tuple[float, float]:
+    """(CPUs, GPUs) per trial; ``gpu: auto`` shares GPUs when the cluster has any."""
+    import ray
+
+    gpu = cfg.resources.gpu
+    if gpu == "auto":
+        gpu = AUTO_GPU_FRACTION if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return cfg.resources.cpu, float(gpu)
+
+
+def score_jobs(jobs: list[dict], cpu: float, gpu: float) -> list[dict]:
+    """Run downstream-tuning jobs (``trainables.scoring.score_job``) as parallel Ray tasks."""
+    import ray
+
+    from trainables.scoring import score_job
+
+    remote = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=1)(score_job)
+    return ray.get([remote.remote(**job) for job in jobs])
+
+
+# --------------------------------------------------------------------------- Tune
+
+
+def tuner_for(cfg: SweepConfig, trainable, callbacks: list):
+    """A fresh ``tune.Tuner``: OptunaSearch (TPE, seeded, paper defaults first) + ASHA."""
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from trainables import metrics as M
+    from trainables.trainable import trial_dirname
+
+    space = cfg.space()
+    searcher = OptunaSearch(
+        space, metric=M.METRIC, mode=M.MODE,
+        points_to_evaluate=space.points_to_evaluate() if cfg.search.points_to_evaluate else None,
+        # The seed goes to the sampler only: OptunaSearch ignores its own seed when given a sampler.
+        sampler=TPESampler(seed=cfg.search.seed),
+    )
+    max_reports = max(-(-s // cfg.budget.steps_per_report) for s in _all_steps(space))
+    if cfg.scheduler.type == "asha":
+        # metric/mode come from TuneConfig (Tune refuses them on both).
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_reports,
+                                  grace_period=min(cfg.scheduler.grace_period, max_reports),
+                                  reduction_factor=cfg.scheduler.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, metric=M.METRIC, mode=M.MODE,
+            num_samples=cfg.budget.num_samples, max_concurrent_trials=cfg.budget.max_concurrent_trials,
+            time_budget_s=cfg.budget.time_budget_s,
+            # One actor runs trial after trial: no process start, imports or model load per trial.
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=cfg.name, storage_path=str(cfg.sweep_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=cfg.checkpoint.num_to_keep, checkpoint_score_attribute=M.VAL_ARG,
+                checkpoint_score_order=M.MODE,
+            ),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def _all_steps(space) -> list[int]:
+    from spaces import Choice, Fixed, Float, Int
+
+    out = []
+    for s in space.spaces:
+        p = s.params.get("steps")
+        if isinstance(p, Fixed):
+            out.append(int(p.value))
+        elif isinstance(p, Choice):
+            out += [int(v) for v in p.options]
+        elif isinstance(p, (Int, Float)):
+            out.append(int(p.high))
+    return out or [1]
+
+
+def trial_states(sweep_dir: Path) -> dict[str, tuple[str, dict | None]]:
+    """Trial id -> (Tune status, last result), from the experiment state on disk."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        analysis = ExperimentAnalysis(str(sweep_dir))
+    except Exception:  # no experiment state was written before the driver died
+        return {}
+    return {t.trial_id: (t.status, dict(t.last_result or {})) for t in analysis.trials}
+
+
+# --------------------------------------------------------------------------- after the search
+
+
+def best_per_method(results, methods: list[str]) -> dict[str, dict]:
+    """For each method, the best checkpoint (by ``val/arg``) of its non-failed trials."""
+    from spaces import trial_settings
+    from trainables import metrics as M
+
+    best: dict[str, dict] = {}
+    counts = {m: [0, 0] for m in methods}
+    for result in results:
+        if not result.config:
+            continue
+        method, settings = trial_settings(result.config)
+        counts[method][0] += 1
+        if result.error is not None:
+            continue
+        counts[method][1] += 1
+        for checkpoint, metrics in result.best_checkpoints or []:
+            value = metrics.get(M.VAL_ARG)
+            if value is None:
+                continue
+            if method not in best or value > best[method]["val_arg"]:
+                best[method] = {"checkpoint": checkpoint, "val_arg": float(value), "metrics": dict(metrics),
+                                "settings": settings, "trial_id": metrics.get("trial_id", ""),
+                                "config": result.config}
+    for m, (n, ok) in counts.items():
+        best.setdefault(m, {})["trials"], best[m]["finished"] = n, ok
+    return best
+
+
+def _load_prompt(checkpoint):
+    from promptinit.backbones import load_prompt
+    from trainables.trainable import PROMPT_FILE
+
+    with checkpoint.as_directory() as folder:
+        return load_prompt(Path(folder) / PROMPT_FILE)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    cfg = load_sweep_config(args.config)
+    if args.smoke_test:
+        cfg = cfg.smoke()
+    sweep_dir = cfg.sweep_dir
+    if args.resume and not (sweep_dir / TUNER_FILE).exists():
+        raise PromptinitError(f"{sweep_dir}: nothing to resume (no {TUNER_FILE}); run without --resume")
+    if not args.resume and (sweep_dir / TUNER_FILE).exists():
+        raise PromptinitError(
+            f"{sweep_dir}: a sweep already ran here; pass --resume to continue it, or change `name` in {args.config}"
+        )
+
+    # Tasks load before Ray starts, so a bad catalog entry is one line too.
+    partition = load_partition(cfg)
+    from promptinit.tasks.catalog import load_task
+
+    def tasks(names, n=None):
+        return tuple(load_task(t, cfg.catalog) for t in list(names)[:n])
+
+    source = tasks(partition.source)
+    validation = tasks(partition.validation, cfg.validation.tasks)
+    target = tasks(partition.target, cfg.target.tasks)
+
+    from search import tracking
+    from search.config import config_dict
+
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    uri = tracking.resolve_tracking_uri(cfg.tracking_uri, sweep_dir)
+    exp = tracking.experiment_id(uri, cfg.name, sweep_dir)
+    mlflow = tracking.client(uri)
+    meta_path = sweep_dir / META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if args.resume:
+        if meta.get("tracking_uri") != uri:
+            raise PromptinitError(
+                f"{sweep_dir}: this sweep logs to MLflow at {meta.get('tracking_uri')!r}, not {uri!r}; "
+                "resume with the same MLFLOW_TRACKING_URI / tracking_uri"
+            )
+        parent = meta["parent_run_id"]
+        mlflow.update_run(parent, status="RUNNING")
+    else:
+        if meta.get("parent_run_id") and meta.get("tracking_uri") == uri:
+            # An earlier attempt died before Tune saved anything: close its parent run.
+            if mlflow.get_run(meta["parent_run_id"]).info.status == "RUNNING":
+                mlflow.set_terminated(meta["parent_run_id"], "FAILED")
+        parent = mlflow.create_run(exp, run_name=cfg.name, tags={
+            tracking.ROLE_TAG: "sweep", tracking.SWEEP_TAG: str(sweep_dir), "partition": partition.name,
+            "model": cfg.model, "config_file": str(args.config),
+        }).info.run_id
+        tracking.log_dict(parent, uri, params=tracking.flat_params(config_dict(cfg)))
+        meta = {"parent_run_id": parent, "tracking_uri": uri, "experiment_id": exp, "config": config_dict(cfg)}
+        meta_path.write_text(json.dumps(meta, indent=1))
+    print(f"sweep {cfg.name}: {sweep_dir}\nMLflow: {uri} (experiment {cfg.name!r}, parent run {parent})", flush=True)
+
+    status = "FAILED"
+    try:
+        rows, seconds = _search(cfg, args, partition, source, validation, target, uri, exp, parent)
+        status = "FINISHED"
+    finally:
+        # No run stays RUNNING: close every child whose trial is over (or never recorded), then the parent.
+        states = trial_states(sweep_dir)
+        tracking.close_open_children(uri, exp, parent, states)
+        mlflow.set_terminated(parent, status)
+    print(f"sweep finished in {time.perf_counter() - t_start:.0f} s (search {seconds:.0f} s)")
+    return 0
+
+
+def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
+    from promptinit.backbones import BackboneConfig
+    from ray import tune
+
+    from search import report, tracking
+    from search.export import export_best
+    from trainables.scoring import arg_against
+    from trainables.trainable import Shared, make_trainable
+
+    connect_ray(cfg)
+    cpu, gpu = trial_resources(cfg)
+    backbone = BackboneConfig(cfg.model, prompt_length=cfg.prompt_length, dtype=cfg.dtype,
+                              attn_implementation=cfg.attn_implementation,
+                              max_input_tokens=cfg.max_input_tokens)
+    backbone = dataclasses.asdict(backbone)
+    val_tuning, tgt_tuning = cfg.validation.tune_config(), cfg.target.tune_config()
+
+    # The PT baseline on the validation tasks: computed (or read from the cache) once, here,
+    # and handed to every trial; never per trial.
+    t0 = time.perf_counter()
+    jobs = [dict(backbone=backbone, tasks=[t], seeds=cfg.validation.seeds, tuning=dataclasses.asdict(val_tuning))
+            for t in validation]
+    baseline = {k: v for part in score_jobs(jobs, cpu, gpu) for k, v in part.items()}
+    print(f"validation PT baseline: {len(baseline)} (task, seed) scores in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+
+    # Methods with expensive on-disk caches (SUPMER's clustered corpus, MetaPT's groups) are
+    # built once here, so the trials read the caches instead of computing them side by side.
+    space = cfg.space()
+    prepare = [s for s in space.spaces if s.prepare]
+    if prepare:
+        import ray
+
+        from trainables.scoring import prepare_job
+
+        remote = ray.remote(num_cpus=cpu, num_gpus=gpu)(prepare_job)
+        defaults = [s.settings(s.default_point()) for s in prepare]
+        seconds = ray.get([remote.remote(backbone, s.method, d, source, cfg.seed) for s, d in zip(prepare, defaults)])
+        print("prepared " + ", ".join(f"{s.method} ({t:.0f} s)" for s, t in zip(prepare, seconds)), flush=True)
+
+    shared = Shared(
+        backbone=backbone, source_tasks=source, validation_tasks=validation,
+        validation_seeds=tuple(cfg.validation.seeds), validation_tuning=dataclasses.asdict(val_tuning),
+        baseline=baseline, steps_per_report=cfg.budget.steps_per_report, seed=cfg.seed,
+    )
+    trainable = make_trainable(shared, cpu, gpu)
+    if args.resume:
+        states = trial_states(cfg.sweep_dir)
+        continuing = [tid for tid, (status, _) in states.items() if status not in ("TERMINATED", "ERROR")]
+        closed = tracking.close_open_children(uri, exp, parent, states, keep_running=continuing)
+        print(f"resume: {len(states)} trials on record, {len(continuing)} to continue, "
+              f"{len(closed)} open MLflow runs closed", flush=True)
+        tuner = tune.Tuner.restore(str(cfg.sweep_dir), trainable=trainable, resume_errored=True)
+    else:
+        callbacks = [tracking.TrialRuns(uri, exp, parent)]
+        tuner = tuner_for(cfg, trainable, callbacks)
+    t0 = time.perf_counter()
+    results = tuner.fit()
+    search_s = time.perf_counter() - t0
+
+    # Best checkpoint per method -> target tasks (all configured seeds) vs the PT baseline.
+    best = best_per_method(results, cfg.methods)
+    chosen = {m: b for m, b in best.items() if "checkpoint" in b}
+    prompts = {m: _load_prompt(b["checkpoint"]) for m, b in chosen.items()}
+    jobs = [dict(backbone=backbone, tasks=[t], seeds=cfg.target.seeds, tuning=dataclasses.asdict(tgt_tuning))
+            for t in target]
+    from trainables.scoring import needs_restore
+
+    def start(m):  # SUPMER's ψ must act on downstream tuning too: restore the method itself
+        if needs_restore(m):
+            b = chosen[m]
+            return {"method": {"name": m, "settings": b["settings"], "checkpoint": b["checkpoint"],
+                               "source_tasks": source, "seed": cfg.seed}}
+        return {"init": prompts[m]}
+
+    jobs += [dict(backbone=backbone, tasks=[t], seeds=cfg.target.seeds, tuning=dataclasses.asdict(tgt_tuning),
+                  **start(m)) for m in chosen for t in target]
+    t0 = time.perf_counter()
+    outs = score_jobs(jobs, cpu, gpu)
+    n = len(target)
+    tgt_baseline = {k: v for part in outs[:n] for k, v in part.items()}
+    rows = []
+    for i, m in enumerate(chosen):
+        scores = {k: v for part in outs[n + i * n: n + (i + 1) * n] for k, v in part.items()}
+        b = best[m]
+        b["target_arg"] = arg_against(scores, tgt_baseline)
+        rows.append(report.Row(m, partition.name, b["target_arg"], b["val_arg"], b["trials"], b["finished"],
+                               b["trial_id"], b["settings"]))
+    for m in cfg.methods:
+        if m not in chosen:
+            rows.append(report.Row(m, partition.name, None, None, best[m]["trials"], best[m]["finished"]))
+    print(f"target evaluation: {len(chosen)} methods x {n} tasks x {len(cfg.target.seeds)} seeds "
+          f"in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    md, csv_path, text = report.write(rows, list(cfg.target.seeds), cfg.sweep_dir)
+    print("\n" + text, flush=True)
+
+    exports = []
+    for m, b in chosen.items():
+        arg = b["target_arg"]
+        info = {
+            "hyperparameters": b["settings"], "trial_id": b["trial_id"], "checkpoint": b["checkpoint"].path,
+            "model": cfg.model,
+            "prompt_length": cfg.prompt_length, "dtype": cfg.dtype, "partition": partition.name,
+            "partition_fingerprint": partition.fingerprint,
+            "task_fingerprints": {t.name: t.fingerprint for t in (*source, *validation, *target)},
+            "validation": {"arg": b["val_arg"], "seeds": cfg.validation.seeds, "tuning": dataclasses.asdict(val_tuning),
+                           "metrics": {k: v for k, v in b["metrics"].items() if isinstance(v, (int, float, str))}},
+            "target": {"arg_mean": arg.mean, "arg_std": arg.std, "per_seed": arg.per_seed,
+                       "per_task": arg.per_task, "seeds": cfg.target.seeds, "tuning": dataclasses.asdict(tgt_tuning)},
+            "sweep": {"name": cfg.name, "dir": str(cfg.sweep_dir), "mlflow_parent_run": parent},
+        }
+        exports.append(export_best(cfg.sweep_dir, m, prompts[m], info))
+        print(f"exported {m}: {exports[-1]}")
+
+    from trainables import metrics as M
+
+    metrics = {}
+    for m, b in chosen.items():
+        metrics[f"{M.TARGET_ARG}/{m}"] = b["target_arg"].mean
+        metrics[f"{M.TARGET_ARG}_std/{m}"] = b["target_arg"].std
+        metrics[f"{M.VAL_ARG}/{m}"] = b["val_arg"]
+    tracking.log_dict(parent, uri, metrics=metrics, tags={"search_seconds": f"{search_s:.0f}"})
+    c = tracking.client(uri)
+    c.log_artifact(parent, str(md))
+    c.log_artifact(parent, str(csv_path))
+    for folder in exports:
+        c.log_artifacts(parent, str(folder), artifact_path=f"exports/{folder.name}")
+    return rows, search_s
+
+
+def _interrupt(signum, frame):
+    # `ray job stop` and schedulers send SIGTERM: unwind through `finally` so the MLflow runs
+    # are closed (FAILED) instead of left RUNNING; `--resume` continues the sweep later.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        return run(args)
+    except PromptinitError as err:
+        print(f"sweep: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Bad sweep YAMLs fail before Ray starts, with one line naming the file and the field, exit 2."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from tests.platform.conftest import PYTHON, ROOT, SWEEP, TINY_TEST, write_sweep
+
+BAD = [
+    ("unknown-method", {"methods": ["fomaml", "nope"]}, "field 'methods'", "unknown method 'nope'"),
+    ("baseline-method", {"methods": ["pt"]}, "field 'methods'", "baseline"),
+    ("wrong-type", {"budget": {"num_samples": "many"}}, "field 'budget.num_samples'", "integer"),
+    ("wrong-type-gpu", {"resources": {"gpu": "lots"}}, "field 'resources.gpu", "lots"),
+    ("empty-methods", {"methods": []}, "field 'methods'", "empty search space"),
+    ("empty-choices", {"search": {"space": {"mtl": {"batch_size": []}}}},
+     "field 'search.space.mtl.batch_size'", "empty search space"),
+    ("empty-range", {"search": {"space": {"fomaml": {"outer_lr": {"low": 0.5, "high": 0.2}}}}},
+     "field 'search.space.fomaml.outer_lr'", "empty search space"),
+    ("empty-steps", {"budget": {"steps": []}}, "field 'budget.steps'", "empty search space"),
+    ("unknown-setting", {"search": {"space": {"mtl": {"inner_lr": [1e-5, 2e-5]}}}},
+     "field 'search.space.mtl.inner_lr'", "no setting 'inner_lr'"),
+    ("space-of-absent-method", {"search": {"space": {"maml": {"inner_lr": 1e-5}}}},
+     "field 'search.space.maml'", "not one of the sweep's methods"),
+    ("missing-partition", {"partition": "/nonexistent/partition.yaml"}, "field 'partition'", "no such partition file"),
+    ("unknown-partition", {"partition": "no_such_partition"}, "field 'partition'", "no such partition file"),
+    ("gpu-fraction", {"resources": {"gpu": 1.5}}, "field 'resources.gpu'", "between 0 and 1"),
+    ("extra-field", {"budgett": {"num_samples": 2}}, "field 'budgett'", "unknown field"),
+    ("bad-tuning", {"target": {"tuning": {"lr": -1}}}, "field 'target.tuning.lr'", "must be > 0"),
+    ("missing-model", {"model": None}, "field 'model'", ""),
+]
+
+
+@pytest.mark.parametrize("name,changes,field,problem", BAD, ids=[b[0] for b in BAD])
+def test_bad_sweep_yaml_is_one_line_naming_the_field(tmp_path, monkeypatch, capsys, name, changes, field, problem):
+    import search.sweep as sweep
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray was started for an invalid sweep YAML")
+
+    monkeypatch.setattr(sweep, "connect_ray", no_ray)
+    path = write_sweep(tmp_path, name, **changes)
+    assert sweep.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err and field in err and problem in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_yaml_exits_2_from_the_command_line_without_starting_ray(tmp_path):
+    path = write_sweep(tmp_path, "cli", resources={"gpu": 2})
+    t0 = time.time()
+    r = subprocess.run([PYTHON, str(SWEEP), "--config", str(path)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()]
+    assert "field 'resources.gpu'" in r.stderr and str(path) in r.stderr
+    assert "Ray" not in r.stdout + r.stderr.replace("resources.gpu", "")
+    assert time.time() - t0 < 60
+
+
+def test_missing_sweep_file_and_resume_without_a_sweep(tmp_path, capsys):
+    import search.sweep as sweep
+
+    assert sweep.main(["--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such sweep file" in capsys.readouterr().err
+    path = write_sweep(tmp_path, "nothing")
+    assert sweep.main(["--config", str(path), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_shipped_sweep_configs_validate():
+    from search.config import load_sweep_config
+
+    for path in sorted((ROOT / "configs" / "sweep").glob("*.yaml")):
+        cfg = load_sweep_config(path)
+        assert cfg.methods, path
+        assert cfg.space().points_to_evaluate(), path
+    demo = load_sweep_config(ROOT / "configs" / "sweep" / "demo.yaml")
+    from spaces import available_methods
+
+    assert demo.methods == available_methods()  # the demo runs every method
+
+
+def test_smoke_test_cuts_the_budget():
+    from search.config import load_sweep_config
+
+    cfg = load_sweep_config(TINY_TEST).smoke()
+    assert cfg.budget.num_samples == len(cfg.methods)
+    assert cfg.budget.steps == [2] and cfg.validation.seeds == [100] and len(cfg.target.seeds) == 1
+    assert cfg.name.endswith("-smoke")
+    raw = yaml.safe_load(TINY_TEST.read_text())
+    assert raw["name"] == "tiny-test"

@@ -1,0 +1,161 @@
+"""End-to-end sweeps on a tiny model, run through ``search/sweep.py`` the way a user runs it:
+a full sweep logged to a real MLflow server, a sweep whose driver is killed and resumed, and a
+sweep with diverging trials."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.platform.conftest import (
+    kill_ray_under, kill_tree, mlflow_runs, results_of, run_sweep, start_sweep, tail, sweep_env, trial_dirs, write_sweep,
+)
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def tune_states(sweep_dir: Path) -> dict[str, tuple[str, dict]]:
+    from ray.tune import ExperimentAnalysis
+
+    return {t.trial_id: (t.status, t.config) for t in ExperimentAnalysis(str(sweep_dir)).trials}
+
+
+def test_sweep_logs_every_trial_to_mlflow_and_exports_best_prompts(tmp_path, ray_tmp, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    from promptinit.backbones import load_prompt
+
+    config = write_sweep(tmp_path, "e2e")
+    log = tmp_path / "sweep.log"
+    rc = run_sweep(config, env=sweep_env(ray_tmp, MLFLOW_TRACKING_URI=mlflow_server), log=log)
+    assert rc == 0, tail(log)
+    sweep = tmp_path / "runs" / "e2e"
+
+    # Tune: 4 trials of both methods, all ended.
+    states = tune_states(sweep)
+    assert len(states) == 4
+    assert {s for s, _ in states.values()} == {"TERMINATED"}
+    assert {c["method"] for _, c in states.values()} == {"fomaml", "mtl"}
+
+    # MLflow (through the server's REST API): one parent, one FINISHED child per trial.
+    parent, children = mlflow_runs(mlflow_server, "e2e")
+    assert parent.info.status == "FINISHED"
+    assert sorted(r.data.tags["promptinit.trial_id"] for r in children) == sorted(states)
+    client = MlflowClient(mlflow_server)
+    for run in children:
+        trial_id = run.data.tags["promptinit.trial_id"]
+        method = states[trial_id][1]["method"]
+        assert run.info.status == "FINISHED"
+        assert run.data.params["method"] == method
+        assert f"{method}/steps" in run.data.params and f"{method}/outer_optimizer" in run.data.params or \
+            f"{method}/optimizer" in run.data.params
+        assert "val/arg" in run.data.metrics and "upstream/step" in run.data.metrics
+        reports = results_of(next(d for d in trial_dirs(sweep) if d.name.endswith(trial_id)))
+        history = client.get_metric_history(run.info.run_id, "val/arg")
+        assert [m.step for m in history] == [r["upstream/step"] for r in reports]
+        stopped = reports[-1]["upstream/step"] < reports[-1]["upstream/total_steps"]
+        assert run.data.tags["stopped_early"] == str(stopped).lower()
+
+    # Table, exports, best checkpoints.
+    table = (sweep / "arg_table.md").read_text()
+    assert "| fomaml |" in table and "| mtl |" in table and "±" in table
+    assert len((sweep / "arg_table.csv").read_text().splitlines()) == 3
+    for method in ("fomaml", "mtl"):
+        folder = sweep / "exports" / method
+        assert load_prompt(folder / "adapter_model.safetensors").shape == (4, 64)
+        info = json.loads((folder / "promptinit.json").read_text())
+        assert info["method"] == method and info["model"] == "tiny-llama"
+        assert set(info["target"]["per_seed"]) == {"100", "13"}
+        checkpoint = Path(info["checkpoint"])
+        assert (checkpoint / "prompt.safetensors").is_file() and (checkpoint / "state.json").is_file()
+        assert states[info["trial_id"]][1]["method"] == method
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"arg_table.md", "arg_table.csv", "exports"} <= artifacts
+    assert {"target/arg/fomaml", "target/arg/mtl"} <= set(parent.data.metrics)
+
+
+def _terminated_on_disk(sweep: Path) -> dict[str, int]:
+    """Trials the experiment state on disk records as TERMINATED -> their number of reports."""
+    try:
+        states = tune_states(sweep)
+    except Exception:  # not written yet, or being rewritten
+        return {}
+    done = {}
+    for tid, (status, _) in states.items():
+        if status == "TERMINATED":
+            folder = next((d for d in trial_dirs(sweep) if d.name.endswith(tid)), None)
+            if folder is not None:
+                done[tid] = len(results_of(folder))
+    return done
+
+
+def test_resume_after_driver_kill_runs_only_the_rest(tmp_path, ray_tmp, mlflow_server):
+    name = "resume"
+    config = write_sweep(tmp_path, name, budget={"num_samples": 6, "steps": [6, 8], "steps_per_report": 2})
+    sweep = tmp_path / "runs" / name
+    env = sweep_env(ray_tmp, MLFLOW_TRACKING_URI=mlflow_server)
+    log = tmp_path / "first.log"
+    proc = start_sweep(config, env=env, log=log)
+    try:
+        deadline = time.time() + 400
+        done: dict[str, int] = {}
+        while time.time() < deadline and proc.poll() is None:
+            done = _terminated_on_disk(sweep) if sweep.exists() else {}
+            if len(done) >= 2:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, f"the sweep ended before it could be interrupted:\n{tail(log)}"
+        assert len(done) >= 2, tail(log)
+    finally:
+        kill_tree(proc)  # the driver and the local Ray it started, no goodbyes
+        kill_ray_under(ray_tmp)  # and any Ray process that outlived it (no stray trial keeps writing)
+    parent_id = json.loads((sweep / "promptinit-sweep.json").read_text())["parent_run_id"]
+    assert len(_terminated_on_disk(sweep)) < 6, "all trials finished before the kill"
+
+    log2 = tmp_path / "resume.log"
+    rc = run_sweep(config, "--resume", env=env, log=log2)
+    assert rc == 0, tail(log2)
+    states = tune_states(sweep)
+    assert len(states) == 6 and {s for s, _ in states.values()} == {"TERMINATED"}
+    for tid, reports in done.items():  # completed before the kill: not run again
+        folder = next(d for d in trial_dirs(sweep) if d.name.endswith(tid))
+        assert len(results_of(folder)) == reports, tid
+    parent, children = mlflow_runs(mlflow_server, name)
+    assert parent.info.run_id == parent_id and parent.info.status == "FINISHED"
+    # A trial started after Tune's last snapshot before the kill is unknown to the resumed
+    # sweep (which runs it again as a new trial): its run is closed FAILED and tagged orphaned.
+    orphans = [r for r in children if r.data.tags.get("orphaned") == "true"]
+    runs = [r for r in children if r not in orphans]
+    assert {r.info.status for r in orphans} <= {"FAILED"}
+    assert sorted(r.data.tags["promptinit.trial_id"] for r in runs) == sorted(states)  # one run per trial
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert (sweep / "arg_table.md").exists()
+
+
+def test_diverging_trials_fail_and_the_others_finish(tmp_path, ray_tmp, mlflow_server):
+    # A NaN learning rate makes every MTL trial's prompt NaN after its first step.
+    name = "fault"
+    config = write_sweep(tmp_path, name, search={"space": {"mtl": {"lr": float("nan")}}})
+    log = tmp_path / "sweep.log"
+    rc = run_sweep(config, env=sweep_env(ray_tmp, MLFLOW_TRACKING_URI=mlflow_server), log=log)
+    assert rc == 0, tail(log)
+    sweep = tmp_path / "runs" / name
+    states = tune_states(sweep)
+    assert len(states) == 4
+    by_method = {m: {s for s, c in states.values() if c["method"] == m} for m in ("fomaml", "mtl")}
+    assert by_method == {"fomaml": {"TERMINATED"}, "mtl": {"ERROR"}}
+    parent, children = mlflow_runs(mlflow_server, name)
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 4
+    for run in children:
+        if run.data.tags["method"] == "mtl":
+            assert run.info.status == "FAILED"
+            assert "diverged" in run.data.tags["error"]
+        else:
+            assert run.info.status == "FINISHED"
+    table = (sweep / "arg_table.md").read_text()
+    assert "| mtl | n/a |" in table
+    assert (sweep / "exports" / "fomaml" / "adapter_model.safetensors").exists()
+    assert not (sweep / "exports" / "mtl").exists()

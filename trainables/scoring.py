@@ -1,0 +1,119 @@
+"""Score a prompt initialisation by downstream prompt tuning: ARG against the PT baseline.
+
+Plain functions over the core library (no Ray): the trainable scores on the validation tasks
+after every chunk of upstream steps, the sweep scores the best prompts on the target tasks.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from promptinit.backbones import Backbone
+from promptinit.evaluation import ARG, TuneConfig, average_relative_gain, pt_baseline, tune_prompt
+from promptinit.tasks.fewshot import sample_few_shot
+from promptinit.tasks.task import Task
+
+Key = tuple[str, int]  # (task name, few-shot seed)
+
+
+def baseline_scores(backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int],
+                    tuning: TuneConfig) -> dict[Key, float]:
+    """PT baseline test score per (task, seed), from the on-disk cache when present.
+
+    Args:
+        backbone: the frozen model.
+        tasks: tasks to tune.
+        seeds: few-shot seeds.
+        tuning: downstream tuning settings (part of the cache key).
+
+    Returns:
+        ``{(task, seed): test score}``.
+    """
+    results = pt_baseline(backbone, tasks, seeds, tuning, progress=False)
+    return {k: r.test for k, r in results.items()}
+
+
+def tuned_scores(backbone: Backbone, init: torch.Tensor, tasks: Sequence[Task], seeds: Sequence[int],
+                 tuning: TuneConfig, grad_transform: Callable | None = None) -> dict[Key, float]:
+    """Test score per (task, seed) after tuning a prompt from ``init`` (best-on-dev prompt)."""
+    init = init.detach()
+    scores = {}
+    for task in tasks:
+        for seed in seeds:
+            fewshot = sample_few_shot(task, seed, test_size=tuning.test_size)
+            res = tune_prompt(backbone, fewshot, init, tuning, grad_transform=grad_transform, progress=False)
+            scores[(task.name, seed)] = res.test
+    return scores
+
+
+def arg_against(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> ARG:
+    """ARG of ``scores`` over the PT ``baseline`` (every key needs a baseline score)."""
+    return average_relative_gain(dict(scores), dict(baseline))
+
+
+def score_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tuning: dict,
+              init: torch.Tensor | None = None, method: dict | None = None) -> dict[Key, float]:
+    """One unit of evaluation work for a Ray task: the PT baseline (no ``init``, no ``method``;
+    cached on disk), or tuning from ``init``, or from a method restored from its checkpoint.
+
+    Args:
+        backbone: ``BackboneConfig`` fields.
+        tasks: tasks to tune.
+        seeds: few-shot seeds.
+        tuning: ``TuneConfig`` fields.
+        init: the prompt to start from.
+        method: ``{"name", "settings", "checkpoint", "source_tasks", "seed"}`` for a method whose
+            downstream tuning also needs its ``grad_transform`` (SUPMER's ψ): it is rebuilt and
+            loaded from the Tune checkpoint, and tuning starts from its prompt.
+
+    Returns:
+        ``{(task, seed): test score}``.
+    """
+    from promptinit.backbones import BackboneConfig
+
+    bb = Backbone(BackboneConfig(**backbone))
+    config = TuneConfig(**tuning)
+    if method is not None:
+        restored = restore_method(bb, method)
+        return tuned_scores(bb, restored.prompt, tasks, seeds, config, grad_transform_of(restored))
+    if init is None:
+        return baseline_scores(bb, tasks, seeds, config)
+    return tuned_scores(bb, init.to(bb.device), tasks, seeds, config)
+
+
+def restore_method(backbone: Backbone, method: dict):
+    """Rebuild a method and load its state from a Tune checkpoint (see ``score_job``)."""
+    from promptinit.methods import build_method
+    from promptinit.methods.checkpoint import load_checkpoint
+
+    m = build_method(method["name"], backbone, list(method["source_tasks"]), method["settings"], seed=method["seed"])
+    with method["checkpoint"].as_directory() as folder:
+        load_checkpoint(m, folder)
+    return m
+
+
+def grad_transform_of(method) -> Callable | None:
+    """The method's downstream gradient transform (SUPMER's ψ), or None."""
+    transform = getattr(method, "grad_transform", None)
+    return transform if callable(transform) else None
+
+
+def needs_restore(name: str) -> bool:
+    """Whether downstream tuning of ``name``'s prompt needs the method itself (a grad_transform)."""
+    from promptinit.methods import REGISTRY
+
+    return hasattr(REGISTRY[name].method_cls, "grad_transform")
+
+
+def prepare_job(backbone: dict, name: str, settings: dict, source_tasks: Sequence[Task], seed: int) -> float:
+    """Build a method once so its on-disk caches (corpus, embeddings, clusters) exist before
+    the trials start and do not compute them concurrently; returns the seconds it took."""
+    import time
+
+    from promptinit.backbones import BackboneConfig
+    from promptinit.methods import build_method
+
+    t0 = time.perf_counter()
+    build_method(name, Backbone(BackboneConfig(**backbone)), list(source_tasks), settings, seed=seed)
+    return time.perf_counter() - t0
