@@ -189,7 +189,7 @@ class SweepConfig(_Strict):
             t.update(steps=min(t.get("steps", 3000), 2), eval_every=1, test_size=min(t.get("test_size", 200), 16))
             return ev.model_copy(update={"seeds": ev.seeds[:1], "tuning": t, "tasks": 1})
 
-        budget = self.budget.model_copy(update={"num_samples": len(self.methods), "steps": [2], "steps_per_report": 1})
+        budget = self.budget.model_copy(update={"num_samples": len(self.methods), "steps": [2], "steps_per_report": 2})
         return self.model_copy(update={
             "name": f"{self.name}-smoke", "budget": budget,
             "validation": tiny(self.validation), "target": tiny(self.target),

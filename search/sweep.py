@@ -91,14 +91,19 @@ def trial_resources(cfg: SweepConfig) -> tuple[float, float]:
     return cfg.resources.cpu, float(gpu)
 
 
-def score_jobs(jobs: list[dict], cpu: float, gpu: float) -> list[dict]:
-    """Run downstream-tuning jobs (``trainables.scoring.score_job``) as parallel Ray tasks."""
+def score_jobs(jobs: list[dict], cpu: float, gpu: float) -> tuple[list[dict], float]:
+    """Run downstream-tuning jobs (``trainables.scoring.score_job``) as parallel Ray tasks.
+
+    Returns:
+        Each job's ``{(task, seed): score}``, and the CPU seconds they used together.
+    """
     import ray
 
-    from trainables.scoring import score_job
+    from trainables.scoring import score_job, timed
 
-    remote = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=1)(score_job)
-    return ray.get([remote.remote(**job) for job in jobs])
+    remote = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=1)(timed)
+    outs = ray.get([remote.remote(score_job, **job) for job in jobs])
+    return [o for o, _ in outs], sum(c for _, c in outs)
 
 
 # --------------------------------------------------------------------------- Tune
@@ -216,6 +221,37 @@ def _load_prompt(checkpoint):
         return load_prompt(Path(folder) / PROMPT_FILE)
 
 
+def evaluate_on_targets(cfg: SweepConfig, backbone: dict, chosen: dict[str, dict], prompts: dict, source, target,
+                        cpu: float, gpu: float):
+    """Tune every target task x seed from each method's best prompt and from the PT init.
+
+    Returns:
+        ``({method: ARG vs PT}, CPU seconds used)``.
+    """
+    from trainables.scoring import arg_against, needs_restore
+
+    tuning = dataclasses.asdict(cfg.target.tune_config())
+
+    def start(m):  # SUPMER's ψ must act on downstream tuning too: restore the method itself
+        if needs_restore(m):
+            b = chosen[m]
+            return {"method": {"name": m, "settings": b["settings"], "checkpoint": b["checkpoint"],
+                               "source_tasks": source, "seed": cfg.seed}}
+        return {"init": prompts[m]}
+
+    jobs = [dict(backbone=backbone, tasks=[t], seeds=cfg.target.seeds, tuning=tuning) for t in target]
+    jobs += [dict(backbone=backbone, tasks=[t], seeds=cfg.target.seeds, tuning=tuning, **start(m))
+             for m in chosen for t in target]
+    outs, cpu_s = score_jobs(jobs, cpu, gpu)
+    n = len(target)
+    pt = {k: v for part in outs[:n] for k, v in part.items()}
+    args = {}
+    for i, m in enumerate(chosen):
+        scores = {k: v for part in outs[n + i * n: n + (i + 1) * n] for k, v in part.items()}
+        args[m] = arg_against(scores, pt)
+    return args, cpu_s
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -293,7 +329,7 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
 
     from search import report, tracking
     from search.export import export_best
-    from trainables.scoring import arg_against
+    from trainables import metrics as M
     from trainables.trainable import Shared, make_trainable
 
     connect_ray(cfg)
@@ -309,9 +345,10 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     t0 = time.perf_counter()
     jobs = [dict(backbone=backbone, tasks=[t], seeds=cfg.validation.seeds, tuning=dataclasses.asdict(val_tuning))
             for t in validation]
-    baseline = {k: v for part in score_jobs(jobs, cpu, gpu) for k, v in part.items()}
-    print(f"validation PT baseline: {len(baseline)} (task, seed) scores in {time.perf_counter() - t0:.0f} s",
-          flush=True)
+    parts, cpu_s = score_jobs(jobs, cpu, gpu)
+    baseline = {k: v for part in parts for k, v in part.items()}
+    print(f"validation PT baseline: {len(baseline)} (task, seed) scores in {time.perf_counter() - t0:.0f} s "
+          f"({cpu_s:.0f} CPU s)", flush=True)
 
     # Methods with expensive on-disk caches (SUPMER's clustered corpus, MetaPT's groups) are
     # built once here, so the trials read the caches instead of computing them side by side.
@@ -351,35 +388,22 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     best = best_per_method(results, cfg.methods)
     chosen = {m: b for m, b in best.items() if "checkpoint" in b}
     prompts = {m: _load_prompt(b["checkpoint"]) for m, b in chosen.items()}
-    jobs = [dict(backbone=backbone, tasks=[t], seeds=cfg.target.seeds, tuning=dataclasses.asdict(tgt_tuning))
-            for t in target]
-    from trainables.scoring import needs_restore
-
-    def start(m):  # SUPMER's ψ must act on downstream tuning too: restore the method itself
-        if needs_restore(m):
-            b = chosen[m]
-            return {"method": {"name": m, "settings": b["settings"], "checkpoint": b["checkpoint"],
-                               "source_tasks": source, "seed": cfg.seed}}
-        return {"init": prompts[m]}
-
-    jobs += [dict(backbone=backbone, tasks=[t], seeds=cfg.target.seeds, tuning=dataclasses.asdict(tgt_tuning),
-                  **start(m)) for m in chosen for t in target]
     t0 = time.perf_counter()
-    outs = score_jobs(jobs, cpu, gpu)
-    n = len(target)
-    tgt_baseline = {k: v for part in outs[:n] for k, v in part.items()}
+    args_by_method, cpu_s = evaluate_on_targets(cfg, backbone, chosen, prompts, source, target, cpu, gpu)
     rows = []
-    for i, m in enumerate(chosen):
-        scores = {k: v for part in outs[n + i * n: n + (i + 1) * n] for k, v in part.items()}
-        b = best[m]
-        b["target_arg"] = arg_against(scores, tgt_baseline)
-        rows.append(report.Row(m, partition.name, b["target_arg"], b["val_arg"], b["trials"], b["finished"],
-                               b["trial_id"], b["settings"]))
     for m in cfg.methods:
-        if m not in chosen:
-            rows.append(report.Row(m, partition.name, None, None, best[m]["trials"], best[m]["finished"]))
-    print(f"target evaluation: {len(chosen)} methods x {n} tasks x {len(cfg.target.seeds)} seeds "
-          f"in {time.perf_counter() - t0:.0f} s", flush=True)
+        b = best[m]
+        if m in chosen:
+            b["target_arg"] = args_by_method[m]
+            rows.append(report.Row(m, partition.name, b["target_arg"], b["val_arg"], b["trials"], b["finished"],
+                                   b["trial_id"], b["settings"]))
+        else:
+            rows.append(report.Row(m, partition.name, None, None, b["trials"], b["finished"]))
+    print(f"target evaluation: {len(chosen)} methods x {len(target)} tasks x {len(cfg.target.seeds)} seeds "
+          f"in {time.perf_counter() - t0:.0f} s ({cpu_s:.0f} CPU s)", flush=True)
+    trial_cpu = sum(r.metrics_dataframe[M.CPU_SECONDS].sum() for r in results
+                    if r.metrics_dataframe is not None and M.CPU_SECONDS in r.metrics_dataframe)
+    print(f"search: {len(results)} trials in {search_s:.0f} s ({trial_cpu:.0f} CPU s in trials)", flush=True)
 
     md, csv_path, text = report.write(rows, list(cfg.target.seeds), cfg.sweep_dir)
     print("\n" + text, flush=True)
@@ -402,14 +426,13 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
         exports.append(export_best(cfg.sweep_dir, m, prompts[m], info))
         print(f"exported {m}: {exports[-1]}")
 
-    from trainables import metrics as M
-
     metrics = {}
     for m, b in chosen.items():
         metrics[f"{M.TARGET_ARG}/{m}"] = b["target_arg"].mean
         metrics[f"{M.TARGET_ARG}_std/{m}"] = b["target_arg"].std
         metrics[f"{M.VAL_ARG}/{m}"] = b["val_arg"]
-    tracking.log_dict(parent, uri, metrics=metrics, tags={"search_seconds": f"{search_s:.0f}"})
+    metrics.update({"time/search_s": search_s, "time/trial_cpu_s": float(trial_cpu), "time/target_cpu_s": cpu_s})
+    tracking.log_dict(parent, uri, metrics=metrics)
     c = tracking.client(uri)
     c.log_artifact(parent, str(md))
     c.log_artifact(parent, str(csv_path))

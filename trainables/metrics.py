@@ -13,6 +13,8 @@ TRAIN_LOSS = "train/loss"  # MTL's training loss, averaged over a report
 STEP = "upstream/step"  # upstream (outer) steps done
 TOTAL_STEPS = "upstream/total_steps"  # the trial's planned steps; less at the end = stopped early
 SECONDS_PER_STEP = "time/s_per_step"
+VALIDATION_SECONDS = "time/val_s"  # wall seconds of this report's validation scoring
+CPU_SECONDS = "time/cpu_s"  # CPU seconds of this report (steps + validation): cost without contention
 NODE_ID = "node_id"  # Ray node the report came from
 
 METRIC = VAL_ARG

@@ -82,6 +82,15 @@ def score_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tunin
     return tuned_scores(bb, init.to(bb.device), tasks, seeds, config)
 
 
+def timed(fn: Callable, **kwargs) -> tuple[object, float]:
+    """``(fn(**kwargs), CPU seconds it took)``: Ray tasks report their cost with their result."""
+    import time
+
+    t0 = time.process_time()
+    out = fn(**kwargs)
+    return out, time.process_time() - t0
+
+
 def restore_method(backbone: Backbone, method: dict):
     """Rebuild a method and load its state from a Tune checkpoint (see ``score_job``)."""
     from promptinit.methods import build_method

@@ -107,7 +107,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     while step < total:
         chunk = min(shared.steps_per_report, total - step)
         sums: dict[str, float] = defaultdict(float)
-        t0 = time.perf_counter()
+        cpu0, t0 = time.process_time(), time.perf_counter()
         for _ in range(chunk):
             out = {k: float(v) for k, v in method.step().items()}
             step += 1
@@ -115,6 +115,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
             for k, v in out.items():
                 sums[k] += v
         seconds = (time.perf_counter() - t0) / chunk
+        t1 = time.perf_counter()
 
         # SUPMER's ψ also acts on downstream tuning, as it will on the target tasks.
         scores = tuned_scores(backbone, method.prompt, shared.validation_tasks, shared.validation_seeds,
@@ -129,6 +130,8 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
             M.STEP: step,
             M.TOTAL_STEPS: total,
             M.SECONDS_PER_STEP: seconds,
+            M.VALIDATION_SECONDS: time.perf_counter() - t1,
+            M.CPU_SECONDS: time.process_time() - cpu0,
             M.NODE_ID: _node_id(),
         }
         _check_finite({M.VAL_ARG: arg.mean}, method.prompt, step)

@@ -29,9 +29,11 @@ Choices made here (DESIGN.md and the paper leave them open):
   query target is longer, its extra positions keep their own hidden state and hard target
   (weight 1); the aug target's extra positions are dropped. Each example's loss is the mean
   over its query-target positions, each task's loss the mean over its examples, exactly as
-  ``promptinit.methods.inner.task_losses`` (so λ = 1 reproduces the plain query loss). All
-  SUPMER formats answer with one word or letter plus end-of-sequence, so in practice both
-  targets have the same length and every position is mixed.
+  ``promptinit.methods.inner.task_losses`` (so λ = 1 reproduces the plain query loss). With a
+  word-piece tokenizer (SmolLM2: " yes", " maybe", " no", " A" ... " F" are one token each)
+  every SUPMER answer is one token plus end-of-sequence, so both targets have the same length
+  and every position is mixed; the rule matters for character-level tokenizers and for
+  other task formats.
 - **Soft targets** are applied to the log-likelihood: the token loss is
   ``-(λ log p(y_q) + (1 - λ) log p(y_aug))``, the cross-entropy with the mixed one-hot target.
 - **One λ per task** (per query batch, as the released code), drawn from the method's

@@ -172,3 +172,14 @@ def test_pt_is_the_sampled_vocabulary_prompt_and_never_moves():
     assert torch.equal(m.prompt, bb.init_prompt("vocab", seed=13))
     assert m.step() == {}
     assert torch.equal(m.prompt, bb.init_prompt("vocab", seed=13))
+
+
+def test_settings_from_yaml_or_search_spaces_get_builtin_types():
+    import json
+
+    import numpy as np
+
+    cfg = make_config("maml", {"outer_lr": 1, "meta_batch_size": np.int64(2), "seeds": [np.int64(100), 13]})
+    assert type(cfg.outer_lr) is float and type(cfg.meta_batch_size) is int
+    assert cfg.seeds == (100, 13) and all(type(s) is int for s in cfg.seeds)
+    json.dumps(cfg.__dict__)
