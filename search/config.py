@@ -41,7 +41,9 @@ class Evaluation(_Strict):
 
     seeds: list[int] = Field(min_length=1, description="few-shot seeds (paper: 100, 13, 21, 42, 87)")
     tuning: dict[str, Any] = Field(default_factory=dict, description="TuneConfig fields (lr, steps, ...)")
-    tasks: int | None = Field(None, gt=0, description="use only the first N tasks of the partition's list")
+    tasks: int | list[str] | None = Field(
+        None, description="use only the first N of the partition's tasks, or these named ones (CPU budgets)"
+    )
 
     @field_validator("tuning")
     @classmethod
@@ -49,8 +51,26 @@ class Evaluation(_Strict):
         _tune_config(v)
         return v
 
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: int | list[str] | None) -> int | list[str] | None:
+        if isinstance(v, int) and v <= 0 or isinstance(v, list) and not v:
+            raise ValueError(f"give a number > 0 or a non-empty list of task names, got {v!r}")
+        return v
+
     def tune_config(self):
         return _tune_config(self.tuning)
+
+    def select(self, names: tuple[str, ...], field: str) -> list[str]:
+        """The partition's task names this evaluation uses (``field`` names them in errors)."""
+        if self.tasks is None:
+            return list(names)
+        if isinstance(self.tasks, int):
+            return list(names)[: self.tasks]
+        unknown = [t for t in self.tasks if t not in names]
+        if unknown:
+            raise PromptinitError(f"field '{field}.tasks': {unknown} not among the partition's {field} tasks {list(names)}")
+        return list(self.tasks)
 
 
 class Budget(_Strict):
@@ -187,7 +207,8 @@ class SweepConfig(_Strict):
         def tiny(ev: Evaluation) -> Evaluation:
             t = dict(ev.tuning)
             t.update(steps=min(t.get("steps", 3000), 2), eval_every=1, test_size=min(t.get("test_size", 200), 16))
-            return ev.model_copy(update={"seeds": ev.seeds[:1], "tuning": t, "tasks": 1})
+            return ev.model_copy(update={"seeds": ev.seeds[:1], "tuning": t,
+                                         "tasks": ev.tasks[:1] if isinstance(ev.tasks, list) else 1})
 
         budget = self.budget.model_copy(update={"num_samples": len(self.methods), "steps": [2], "steps_per_report": 2})
         return self.model_copy(update={
@@ -247,9 +268,14 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     if config.catalog is not None and not Path(config.catalog).expanduser().is_file():
         raise PromptinitError(f"{where}: field 'catalog': {config.catalog}: no such task catalog file")
     try:
-        load_partition(config)
+        partition = load_partition(config)
     except PromptinitError as e:
         raise PromptinitError(f"{where}: field 'partition': {e}") from None
+    try:
+        config.validation.select(partition.validation, "validation")
+        config.target.select(partition.target, "target")
+    except PromptinitError as e:
+        raise PromptinitError(f"{where}: {e}") from None
     return config
 
 

@@ -272,12 +272,12 @@ def run(args: argparse.Namespace) -> int:
     partition = load_partition(cfg)
     from promptinit.tasks.catalog import load_task
 
-    def tasks(names, n=None):
-        return tuple(load_task(t, cfg.catalog) for t in list(names)[:n])
+    def tasks(names):
+        return tuple(load_task(t, cfg.catalog) for t in names)
 
     source = tasks(partition.source)
-    validation = tasks(partition.validation, cfg.validation.tasks)
-    target = tasks(partition.target, cfg.target.tasks)
+    validation = tasks(cfg.validation.select(partition.validation, "validation"))
+    target = tasks(cfg.target.select(partition.target, "target"))
 
     from search import tracking
     from search.config import config_dict

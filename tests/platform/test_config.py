@@ -30,6 +30,8 @@ BAD = [
     ("extra-field", {"budgett": {"num_samples": 2}}, "field 'budgett'", "unknown field"),
     ("bad-tuning", {"target": {"tuning": {"lr": -1}}}, "field 'target.tuning.lr'", "must be > 0"),
     ("missing-model", {"model": None}, "field 'model'", ""),
+    ("task-not-in-partition", {"validation": {"tasks": ["bb_nope"]}}, "field 'validation.tasks'",
+     "not among the partition's validation tasks"),
 ]
 
 
