@@ -6,7 +6,7 @@ method's settings, and returns the fixed settings as constants. ``points_to_eval
 gives each method's paper defaults, so the first trials reproduce the papers.
 
 Methods join when they are registered in ``promptinit.methods``; a space written for a method
-that does not exist yet (SUPMER, MetaPT while in progress) is skipped.
+that is not registered is skipped.
 """
 from __future__ import annotations
 

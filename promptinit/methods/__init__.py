@@ -13,3 +13,5 @@ from promptinit.methods import pt  # noqa: E402,F401
 from promptinit.methods import mtl  # noqa: E402,F401
 from promptinit.methods import maml  # noqa: E402,F401
 from promptinit.methods import reptile  # noqa: E402,F401
+from promptinit.methods import supmer  # noqa: E402,F401
+from promptinit.methods import metapt  # noqa: E402,F401
