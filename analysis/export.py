@@ -203,11 +203,11 @@ def log_export(uri: str, parent_run_id: str, folder: Path, method: str, best: Be
 
 
 def export_best(sweep_dir: str | Path, method: str, prompt: torch.Tensor, info: Mapping[str, Any]) -> Path:
-    """Drop-in for ``search.export.export_best``: the sweep's end-of-run export, PEFT-loadable.
+    """The sweep's end-of-run export of one method's best prompt, PEFT-loadable.
 
-    Writes ``<sweep>/exports/<method>/`` with ``adapter_config.json`` added, from the ``info``
-    dict ``search/sweep.py`` builds (hyperparameters, model, prompt_length, task_fingerprints,
-    validation, target, trial_id, partition, ...).
+    Writes ``<sweep>/exports/<method>/`` from the ``info`` dict ``search/sweep.py`` builds
+    (hyperparameters, model, prompt_length, task_fingerprints, validation, target, trial_id,
+    checkpoint, partition, ...). A SUPMER export also carries ψ_φ, read from the checkpoint.
 
     Returns:
         The export folder.
@@ -219,6 +219,8 @@ def export_best(sweep_dir: str | Path, method: str, prompt: torch.Tensor, info: 
     hyperparameters = info.pop("hyperparameters", {})
     fingerprints = info.pop("task_fingerprints", {})
     metrics = {"validation": info.pop("validation", None), "target": info.pop("target", None)}
+    checkpoint = Path(str(info.get("checkpoint", "")))
+    psi = psi_from_checkpoint(checkpoint) if method == SUPMER and checkpoint.is_dir() else None
     return export_prompt(prompt, ModelInfo.from_name(model, info.get("prompt_length")),
                          Path(sweep_dir) / EXPORTS / method, method=method, hyperparameters=hyperparameters,
-                         metrics=metrics, model_name=model, task_fingerprints=fingerprints, extra=info)
+                         metrics=metrics, model_name=model, task_fingerprints=fingerprints, psi_state=psi, extra=info)

@@ -41,7 +41,7 @@ from promptinit.errors import PromptinitError
 
 META_FILE = "promptinit-sweep.json"  # search/sweep.py META_FILE
 ARG_TABLE = "arg_table.csv"  # search/report.py TABLE_CSV
-EXPORTS = "exports"  # search/export.py EXPORTS
+EXPORTS = "exports"  # <sweep>/exports/<method>/: analysis.export.export_best
 CHECKPOINT_PROMPT = "prompt.safetensors"  # trainables/trainable.py PROMPT_FILE
 CHECKPOINT_STATE = "trial.json"  # trainables/trainable.py STATE_FILE
 

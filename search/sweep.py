@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, Python puts search/ first on sys.path, where config.py / export.py would
+# Run as a script, Python puts search/ first on sys.path, where config.py would
 # shadow top-level modules of those names; the packages (search, spaces, trainables,
 # analysis) live at the repository root.
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "search":
@@ -328,7 +328,7 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     from ray import tune
 
     from search import report, tracking
-    from search.export import export_best
+    from analysis.export import export_best
     from trainables import metrics as M
     from trainables.trainable import Shared, make_trainable
 

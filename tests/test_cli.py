@@ -96,3 +96,36 @@ def test_overlapping_partition_names_file_and_fields(tmp_path):
     part.write_text("source: [bbc_topic, bb_strategyqa]\ntarget: [bbc_topic]\nvalidation: [bb_navigate]\n")
     line = one_error_line(promptinit("tasks", "--partition", str(part)))
     assert "overlap.yaml" in line and "'source'" in line and "'target'" in line and "bbc_topic" in line
+
+
+def test_tune_starts_from_a_supmer_export_and_applies_its_psi(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from promptinit.backbones import Backbone, BackboneConfig
+    from promptinit.export import export_prompt
+    from promptinit.methods.mgr import MetaGradRegulariser
+
+    bb = Backbone(BackboneConfig("tiny-llama", prompt_length=4, device="cpu"))
+    psi = MetaGradRegulariser(bb.hidden_size, rank=4, seed=0)
+    psi.update_reference(torch.randn(3, bb.hidden_size))
+    prompt = bb.init_prompt("vocab", seed=1)
+    folder = export_prompt(prompt, bb, tmp_path / "supmer", method="supmer", hyperparameters={}, metrics={},
+                           model_name="tiny-llama", task_fingerprints={}, psi_state=psi.tensors())
+    cat = write_catalog(tmp_path, KEYWORD_ENTRY, keyword_rows())
+    common = ["tune", "--model", "tiny-llama", "--catalog", str(cat), "--task", "keyword", "--steps", "60",
+              "--eval-every", "20", "--seed", "13", "--test-size", "8", "--init", str(folder)]
+
+    outs = {}
+    for name, extra in {"plain": [], "psi": ["--psi", str(folder)]}.items():
+        outs[name] = tmp_path / f"{name}.safetensors"
+        proc = promptinit(*common, "--prompt-length", "4", "--out", str(outs[name]), *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert ("ψ (rank 4) from" in proc.stdout) == bool(extra), proc.stdout
+    plain, with_psi = (load_file(str(outs[n]))["prompt_embeddings"] for n in ("plain", "psi"))
+    assert not torch.equal(plain, with_psi)  # ψ changed the tuning steps
+    assert not torch.equal(plain, prompt)  # tuning started from the export and moved it
+
+    # An export for another prompt length is refused with the file, the field and the fix.
+    line = one_error_line(promptinit(*common, "--prompt-length", "8"))
+    assert "adapter_config.json: field 'num_virtual_tokens': 4" in line and "--prompt-length" in line

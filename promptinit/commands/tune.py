@@ -48,13 +48,31 @@ def register(sub) -> None:
     p = sub.add_parser("tune", help="tune a prompt on one task; print dev/test metrics")
     p.add_argument("--task", required=True, help="catalog task name (see `promptinit tasks`)")
     p.add_argument("--catalog", default=None, help="catalog YAML (default configs/tasks.yaml)")
-    p.add_argument("--init", default=None, help="initial prompt file (safetensors / export folder); default: sampled vocabulary")
+    p.add_argument("--init", default=None,
+                   help="initial prompt: an export folder (checked against the model) or a safetensors file; "
+                        "default: sampled vocabulary")
+    p.add_argument("--psi", default=None,
+                   help="SUPMER's meta-gradient regulariser ψ (an export folder or psi.safetensors): applied to "
+                        "every prompt gradient during tuning")
     p.add_argument("--init-text", default=None, help="initialise from the embeddings of this text")
     p.add_argument("--seed", type=int, default=100, help="few-shot seed (paper: 100, 13, 21, 42, 87)")
     p.add_argument("--out", default=None, help="write the best prompt here (safetensors)")
     add_backbone_args(p)
     add_tuning_args(p)
     p.set_defaults(func=run)
+
+
+def initial_prompt(backbone, args: argparse.Namespace):
+    """The starting prompt: an export folder (checked against the model), a file, text or vocabulary."""
+    from pathlib import Path
+
+    if args.init and Path(args.init).expanduser().is_dir():
+        from promptinit.export import load_export
+
+        prompt = load_export(args.init, backbone).prompt
+        return prompt.to(device=backbone.device, dtype=backbone.dtype)
+    how = "file" if args.init else "text" if args.init_text else "vocab"
+    return backbone.init_prompt(how, seed=args.seed, path=args.init, text=args.init_text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,8 +92,17 @@ def run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     if args.init and args.init_text:
         raise PromptinitError("give --init or --init-text, not both")
-    how = "file" if args.init else "text" if args.init_text else "vocab"
-    init = backbone.init_prompt(how, seed=args.seed, path=args.init, text=args.init_text)
+    init = initial_prompt(backbone, args)
+    grad_transform = None
+    if args.psi:
+        from promptinit.methods.mgr import load_regulariser
+
+        psi = load_regulariser(args.psi, device=backbone.device)
+        if psi.dim != backbone.hidden_size:
+            raise PromptinitError(f"{args.psi}: ψ is for hidden size {psi.dim}, but {args.model} has "
+                                  f"{backbone.hidden_size}; use the ψ exported with this model's prompt")
+        grad_transform = psi.as_grad_transform()
+        print(f"ψ (rank {psi.V1.shape[0]}) from {args.psi} transforms every prompt gradient")
     print(
         f"task {task.name} ({task.kind.value}, {task.metric.value}): train {len(fewshot.train)}, "
         f"dev {len(fewshot.dev)}, test {len(fewshot.test)}; model {args.model} loaded in {load_s:.1f} s"
@@ -83,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from promptinit.evaluation import evaluate
 
     init_test = evaluate(backbone, init, fewshot.test, task.metric.value, cfg.eval_batch_size)
-    res = tune_prompt(backbone, fewshot, init, cfg)
+    res = tune_prompt(backbone, fewshot, init, cfg, grad_transform=grad_transform)
     print(f"{'':8}{'dev':>8}{'test':>8}")
     print(f"{'before':8}{100 * res.init_dev:8.1f}{100 * init_test:8.1f}")
     print(f"{'after':8}{100 * res.dev:8.1f}{100 * res.test:8.1f}   (best dev at step {res.best_step})")

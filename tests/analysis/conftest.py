@@ -3,7 +3,7 @@
 Trial folders carry Tune's own files (``params.json``, ``result.json`` with one JSON line per
 report, ``checkpoint_*`` folders with ``prompt.safetensors`` and ``trial.json``); the sweep's
 ``arg_table.csv`` and ``exports/<method>/`` are written by the platform's own writers
-(``search.report.write``, ``search.export.export_best``), so a change of their layout shows
+(``search.report.write``, ``analysis.export.export_best``), so a change of their layout shows
 up here.
 
 Known numbers (hand-computed values are in the tests):
@@ -57,7 +57,7 @@ def make_sweep(root: Path, name: str = "fake", partition: str = "fake-part", tra
     """Write a finished fake sweep under ``root/name``; ``scale`` multiplies every target ARG."""
     from promptinit.evaluation import ARG
     from search import report
-    from search.export import export_best
+    from analysis.export import export_best
 
     sweep = root / name
     sweep.mkdir(parents=True)
