@@ -86,7 +86,6 @@ def param_importances(trials: pd.DataFrame, method: str, seed: int = 0) -> tuple
         ``(importances, note)``: importances sum to 1 (largest first); when they cannot be
         computed they are empty and ``note`` says why.
     """
-    import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     study, dists = rebuild_study(trials, method)

@@ -22,8 +22,6 @@ MLflow parent run, the folder is logged to it as artifacts ``report/``.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -35,6 +33,7 @@ from analysis import plots, tables
 from analysis.importance import param_importances
 from analysis.results import Sweep, curves_frame
 from promptinit.errors import PromptinitError
+from promptinit.paths import atomic_folder
 
 INDEX = "index.md"
 ARTIFACT_PATH = "report"
@@ -168,16 +167,8 @@ def write_report(sweeps: Sequence[Sweep], out: str | Path, *, task_prompts: Mapp
     if not sweeps:
         raise PromptinitError("no sweeps to report on")
     out = Path(out).expanduser().resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         report = build(sweeps, tmp, task_prompts, similarity_rank)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     report.folder = out
     report.files = [out / p.relative_to(tmp) for p in report.files]
     if log_mlflow:

@@ -14,3 +14,17 @@ def where(path: object | None, field: str | None = None) -> str:
     """Format ``path: field`` for error messages (either part may be missing)."""
     parts = [str(p) for p in (path, field) if p]
     return ": ".join(parts)
+
+
+def read_yaml(path, where: str):
+    """Parse a YAML file; bad YAML is a ``PromptinitError`` naming ``where`` and the line."""
+    from pathlib import Path
+
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}: " if mark else ""
+        raise PromptinitError(f"{where}: {at}bad YAML ({getattr(e, 'problem', e)})") from None

@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 
 from promptinit.errors import PromptinitError
+from promptinit.paths import atomic_folder
 
 if TYPE_CHECKING:
     from promptinit.backbones import Backbone
@@ -261,9 +260,7 @@ def export_prompt(
     if not bool(prompt.detach().isfinite().all()):
         raise PromptinitError(f"{out}: the prompt holds NaN/inf values; nothing exported")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         _write_tensors(tmp / ADAPTER_WEIGHTS, {PROMPT_KEY: prompt}, {"method": method, "model": model_name})
         files = {ADAPTER_WEIGHTS: _sha256(tmp / ADAPTER_WEIGHTS)}
         if psi_state is not None:
@@ -290,17 +287,6 @@ def export_prompt(
             **({"extra": dict(extra)} if extra else {}),
         }
         _write_json(tmp / METADATA, doc)  # last: names the hashes of the tensor files
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -10,10 +10,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from promptinit.errors import PromptinitError
+from promptinit.errors import PromptinitError, read_yaml
 
 SWEEP_DIR = Path(__file__).resolve().parents[1] / "configs" / "sweep"
 DEFAULT_CONFIG = SWEEP_DIR / "demo.yaml"
@@ -249,12 +248,7 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     if not file.is_file():
         raise PromptinitError(f"{where}: no such sweep file (configs in {SWEEP_DIR}: "
                               f"{', '.join(p.name for p in sorted(SWEEP_DIR.glob('*.yaml')))})")
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"line {mark.line + 1}: " if mark else ""
-        raise PromptinitError(f"{where}: {at}bad YAML ({getattr(e, 'problem', e)})") from None
+    raw = read_yaml(file, where)
     if not isinstance(raw, dict):
         raise PromptinitError(f"{where}: expected a mapping of sweep settings (name, model, partition, ...)")
     for key in ("partition", "catalog"):

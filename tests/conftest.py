@@ -2,15 +2,44 @@
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
 
 from promptinit.backbones import Backbone, BackboneConfig
+from promptinit.paths import CACHE_ENV, cache_dir
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
 CAUSAL = "tiny-llama"
 SEQ2SEQ = "tiny-t5"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(request):
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
+    threads' spin-waiting makes each step ~20x slower. Slow tests (the real model) keep them."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@contextmanager
+def fresh_cache(path: Path):
+    """``PROMPTINIT_CACHE`` at ``path``, with the real cache's BIG-bench files and built models
+    linked in: they are inputs of the tests that use this, not what is tested."""
+    real = cache_dir()
+    for sub in ("bigbench", "models"):
+        if (real / sub).is_dir():
+            (path / sub).symlink_to(real / sub, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(path))
+        yield mp
 
 
 def tiny_backbone(model: str = CAUSAL, dtype: str = "float32", prompt_length: int = 4) -> Backbone:
@@ -23,11 +52,13 @@ def backbone64(request) -> Backbone:
     return tiny_backbone(request.param, "float64")
 
 
+FILLERS = ("the", "a", "movie", "plot", "was", "very", "film", "so", "it", "story", "really")
+
+
 def keyword_task(name: str = "keyword", n: int = 400, seed: int = 0, words=("good", "bad"),
-                 labels=("yes", "no")) -> Task:
+                 labels=("yes", "no"), fillers=FILLERS) -> Task:
     """A learnable classification task: the label is given by the input's last word."""
     rng = random.Random(seed)
-    fillers = ["the", "a", "movie", "plot", "was", "very", "film", "so", "it", "story", "really"]
     examples, seen = [], set()
     while len(examples) < n:
         k = rng.randrange(2)

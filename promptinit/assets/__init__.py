@@ -10,14 +10,12 @@ Names resolve in this order:
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from promptinit.assets.tiny import TINY_MODELS, VERSION as TINY_VERSION, build_tiny
 from promptinit.errors import PromptinitError
-from promptinit.paths import cache_dir, package_dir
+from promptinit.paths import atomic_folder, cache_dir, package_dir
 
 SMOLLM2 = "smollm2-135m"
 MINILM = "all-minilm-l6-v2"
@@ -69,16 +67,9 @@ def resolve_model(name: str) -> str:
 def _atomic_save(dest: Path, save) -> Path:
     # Build in a temp folder next to the destination, then rename: an interrupted
     # conversion never leaves a half-written cache that later loads would trust.
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
-    try:
+    with atomic_folder(dest) as tmp:
         save(tmp)
         (tmp / ".complete").write_text("ok\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

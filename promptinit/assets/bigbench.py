@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from promptinit.errors import PromptinitError
-from promptinit.paths import cache_dir, package_dir
+from promptinit.paths import atomic_folder, cache_dir, package_dir
 
 VERSION = "1.0.0"
 SDIST_ENV = "PROMPTINIT_BIGBENCH_SDIST"
@@ -131,18 +131,11 @@ def ensure_extracted() -> Path:
             sdist = _download_sdist(Path(dl))
         print(f"[promptinit] extracting BIG-bench task.json files from {sdist.name} ...", flush=True)
         # Extract next to the destination and rename: an interrupted run leaves no half cache.
-        tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
-        try:
+        with atomic_folder(dest) as tmp:
             n = extract(sdist, tmp)
             if n == 0:
                 raise PromptinitError(f"{sdist}: no {_PREFIX}**/task.json inside; is it the bigbench {VERSION} sdist?")
             (tmp / MARKER).write_text(f"{n} files\n")
-            if dest.exists():
-                shutil.rmtree(dest)
-            tmp.rename(dest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     print(f"[promptinit] {n} BIG-bench task files in {dest} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return dest
 

@@ -215,9 +215,12 @@ class Backbone:
 
     def encode(self, examples: Sequence[Example]) -> Batch:
         """Tokenise examples (input and gold target) into a right-padded ``Batch`` on the device."""
+        return self.encode_inputs(examples, [self._input_ids(ex.input) for ex in examples])
+
+    def encode_inputs(self, examples: Sequence[Example], input_ids: Sequence[list[int]]) -> Batch:
+        """Like ``encode``, with each example's input already tokenised (and cut) by the caller."""
         rows_in, rows_lab = [], []
-        for ex in examples:
-            inp = self._input_ids(ex.input)
+        for ex, inp in zip(examples, input_ids, strict=True):
             tgt = self._target_ids(ex.input, ex.target)
             if self.family is Family.CAUSAL:
                 rows_in.append(inp + tgt)

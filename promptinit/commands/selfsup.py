@@ -12,7 +12,7 @@ def register(sub) -> None:
     p = sub.add_parser("selfsup", help="inspect the self-supervised corpus, its clusters and the SUPMER task formats")
     p.add_argument("--corpus", nargs="+", default=None, metavar="SOURCE",
                    help="sources: bbc, topical_chat, wordnet, bigbench:TASK, hf:NAME[:CONFIG][@SPLIT][#COLUMN], "
-                        "or .txt/.jsonl files and folders (default: bbc topical_chat)")
+                        "or .txt/.jsonl files and folders (default: topical_chat bigbench:understanding_fables bigbench:play_dialog_same_or_different)")
     p.add_argument("--k", type=int, default=50, help="K-means clusters (default 50)")
     p.add_argument("--max-sentences", type=int, default=6000,
                    help="cap on the corpus size; 0 = no cap (default 6000: 1-3 min of encoding on 2 CPU cores, once)")

@@ -18,7 +18,7 @@ def register(sub) -> None:
         "upstream", help="meta-learn a prompt init on a partition's source tasks; report ARG on its targets",
         description=__doc__.splitlines()[0] + " " + " ".join(__doc__.splitlines()[1:]),
     )
-    p.add_argument("--method", required=True, help="pt, mtl, maml, fomaml or reptile")
+    p.add_argument("--method", required=True, help="pt, mtl, maml, fomaml, reptile, supmer or metapt")
     p.add_argument("--partition", required=True, help="partition name (configs/partitions) or YAML path")
     p.add_argument("--steps", type=int, default=None, help="outer steps (default: the method's `steps` setting)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
@@ -135,16 +135,23 @@ def run(args: argparse.Namespace) -> int:
             "steps": str(method.state.step)}
     prompt_path = save_prompt(method.prompt, out / "prompt.safetensors", meta)
     print(f"{method.state.step} steps in {upstream_s:.1f} s; prompt written to {prompt_path}")
+    psi = getattr(method, "psi", None)
+    if psi is not None:  # SUPMER's ψ, for `promptinit tune --psi`
+        from promptinit.methods.mgr import save_regulariser
+
+        print(f"ψ written to {save_regulariser(psi, out / 'psi.safetensors', meta)}")
+    grad_transform = getattr(method, "grad_transform", None)
 
     report: dict[str, Any] = {
         **meta, "steps": method.state.step, "config": config_dict(config), "upstream_s": upstream_s,
         "history": history[-100:], "partition_fingerprint": partition.fingerprint,
+        "downstream_psi": grad_transform is not None,
     }
     if not args.no_eval:
         targets = partition.load("target")
         t_eval = time.perf_counter()
         arg, results, baseline = evaluate_init(backbone, method.prompt, targets, seeds, tune_cfg,
-                                               progress=not args.no_progress)
+                                               grad_transform=grad_transform, progress=not args.no_progress)
         _print_table(args.method, targets, seeds, results, baseline, arg)
         report.update({
             "tune": dataclasses.asdict(tune_cfg), "seeds": list(seeds), "eval_s": time.perf_counter() - t_eval,

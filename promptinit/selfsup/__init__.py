@@ -2,7 +2,7 @@
 
 Stages, one module each:
 
-- ``corpus``: unlabelled documents of sentences (default: BBC News + BIG-bench topical_chat).
+- ``corpus``: unlabelled documents of sentences (default: BIG-bench topical_chat conversations, fables and play dialogue: text no catalog task uses).
 - ``clustering``: sentence embeddings + K-means, cached on disk.
 - ``formats``: the five SUPMER task formats (nsp, nss, scsp, scss, scc) and a seeded sampler of
   meta-tasks with a support, a query and an "aug" query set.

@@ -170,12 +170,10 @@ def encode_with_markers(backbone, examples: Sequence[Example], option_clusters: 
         ``(Batch, MarkerInjection)``: token ids with placeholders, and the vectors for them.
         Markers cut off by ``max_input_tokens`` (inputs keep their last tokens) are dropped.
     """
-    from promptinit.backbones.backbone import IGNORE, Batch, Family
-
     tok = backbone.tokenizer
     placeholder = tok.unk_token_id if tok.unk_token_id is not None else backbone.pad_id
     max_in = backbone.config.max_input_tokens
-    rows_in, rows_lab, inj_rows, inj_cols, inj_vecs = [], [], [], [], []
+    rows_in, inj_rows, inj_cols, inj_vecs = [], [], [], []
     for r, ex in enumerate(examples):
         ids, slots = _ids_with_markers(tok, ex.input, placeholder)
         cut = max(0, len(ids) - max_in)
@@ -189,16 +187,8 @@ def encode_with_markers(backbone, examples: Sequence[Example], option_clusters: 
             inj_rows.append(r)
             inj_cols.append(pos - cut)
             inj_vecs.append(vectors[shown[slot]])
-        tgt = backbone._target_ids(ex.input, ex.target)
-        if backbone.family is Family.CAUSAL:
-            rows_in.append(ids + tgt)
-            rows_lab.append([IGNORE] * len(ids) + tgt)
-        else:
-            rows_in.append(ids)
-            rows_lab.append(tgt)
-    ids_t, mask = backbone._pad(rows_in, backbone.pad_id)
-    labels, _ = backbone._pad(rows_lab, IGNORE)
-    batch = Batch(ids_t, mask, labels).to(backbone.device)
+        rows_in.append(ids)
+    batch = backbone.encode_inputs(examples, rows_in)
     d = vectors.shape[-1]
     injection = MarkerInjection(
         torch.tensor(inj_rows, dtype=torch.long, device=backbone.device),

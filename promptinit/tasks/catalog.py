@@ -22,7 +22,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from promptinit.errors import PromptinitError
+from promptinit.errors import PromptinitError, read_yaml
 from promptinit.tasks import loaders
 from promptinit.tasks.loaders import Format
 from promptinit.tasks.task import Metric, Task, TaskKind
@@ -289,13 +288,7 @@ def _load_catalog_cached(file: str, mtime_ns: int) -> dict[str, TaskSpec]:
     # mtime in the key: an edited catalog is re-read within the same process.
     path = Path(file)
     where = display_path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"line {mark.line + 1}: " if mark else ""
-        raise PromptinitError(f"{where}: {at}bad YAML ({getattr(e, 'problem', e)})") from None
-    return parse_catalog(raw, where, base_dir=path.parent)
+    return parse_catalog(read_yaml(path, where), where, base_dir=path.parent)
 
 
 def _as_catalog(catalog: dict[str, TaskSpec] | str | Path | None) -> tuple[dict[str, TaskSpec], str]:

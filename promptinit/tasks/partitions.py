@@ -19,10 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from promptinit.errors import PromptinitError
+from promptinit.errors import PromptinitError, read_yaml
 from promptinit.tasks.catalog import (
     TaskSpec,
     configs_dir,
@@ -137,10 +136,7 @@ def load_partition(path_or_name: str | Path, catalog: dict[str, TaskSpec] | str 
     if not file.is_file():
         known = ", ".join(list_partitions()) or "none"
         raise PromptinitError(f"{where}: no such partition file; known partitions: {known}")
-    try:
-        raw: Any = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise PromptinitError(f"{where}: bad YAML ({getattr(e, 'problem', e)})") from None
+    raw: Any = read_yaml(file, where)
     if not isinstance(raw, dict):
         raise PromptinitError(f"{where}: expected a mapping with source, target and validation lists")
     raw.setdefault("name", file.stem)

@@ -126,11 +126,3 @@ def mlflow_store(tmp_path_factory) -> str:
     MlflowClient(tracking_uri=uri).search_experiments()  # creates the schema once
     return uri
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

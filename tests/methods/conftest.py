@@ -4,7 +4,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 
 from promptinit.methods.base import Method
 from tests.conftest import keyword_task
@@ -27,15 +26,6 @@ def source_tasks(n_tasks: int = 3, n: int = 120):
     labels = [("yes", "no"), ("positive", "negative"), ("true", "false"), ("a", "b")]
     return [keyword_task(f"src{i}", n=n, seed=i, words=words[i], labels=labels[i]) for i in range(n_tasks)]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
-    threads' spin-waiting makes each step ~20x slower; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -2,15 +2,14 @@
 targets beat the sampled-vocabulary PT baseline on those targets (positive ARG)."""
 from __future__ import annotations
 
-import random
 
 import pytest
 
 from promptinit.evaluation import TuneConfig, evaluate_init
 from promptinit.methods import build_method
 from promptinit.paths import CACHE_ENV
-from promptinit.tasks.task import Example, Metric, Task, TaskKind
-from tests.conftest import tiny_backbone
+from promptinit.tasks.task import Task
+from tests.conftest import keyword_task, tiny_backbone
 
 # Every task follows one rule (keyword "good" -> "yes", "bad" -> "no") but draws its
 # surrounding words from its own vocabulary, so a prompt that learned the rule on the sources
@@ -26,16 +25,7 @@ VOCABULARIES = [
 
 
 def rule_task(name: str, vocabulary: list[str], seed: int, n: int = 300) -> Task:
-    rng = random.Random(seed)
-    labels = ("yes", "no")
-    examples, seen = [], set()
-    while len(examples) < n:
-        k = rng.randrange(2)
-        text = f"{' '.join(rng.sample(vocabulary, 3))} {('good', 'bad')[k]} ->"
-        if text not in seen:
-            seen.add(text)
-            examples.append(Example(text, labels[k], labels))
-    return Task(name, TaskKind.CLASSIFICATION, Metric.ACCURACY, tuple(examples), labels=labels)
+    return keyword_task(name, n=n, seed=seed, fillers=vocabulary)
 
 
 # A short downstream budget, so the baseline has room to improve on; upstream settings chosen

@@ -23,10 +23,6 @@ def _cache_and_encoder(tmp_path, monkeypatch):
     """A fresh cache per test and a fast sentence encoder (the real one is tested in tests/selfsup)."""
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(clustering, "encode_sentences", lambda texts, *a, **k: hashed_bow(texts))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("grouping", ["kmeans", "lda", "random", "by-label"])

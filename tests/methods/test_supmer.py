@@ -13,12 +13,11 @@ from promptinit.meta import MetaTask as SourceMetaTask
 from promptinit.methods import build_method, load_checkpoint, make_config, save_checkpoint
 from promptinit.methods.common import QUERY_LOSS
 from promptinit.methods.supmer import CURRICULUM_S, GATE, LAMBDA, SUPMER  # noqa: F401 (registers supmer)
-from promptinit.paths import CACHE_ENV, cache_dir
 from promptinit.selfsup import clustering
 from promptinit.selfsup.clustering import ClusterConfig, cluster_corpus
 from promptinit.selfsup.corpus import CorpusConfig, build_corpus
 from promptinit.selfsup.formats import SelfSupTaskSampler
-from tests.conftest import CAUSAL, keyword_task, tiny_backbone
+from tests.conftest import CAUSAL, fresh_cache, keyword_task, tiny_backbone
 
 SLICE = CorpusConfig(sources=("bbc",), max_sentences=480, max_doc_sentences=12, seed=0)
 K = 8
@@ -42,12 +41,7 @@ def supmer_cache(tmp_path_factory):
     """A fresh cache (BIG-bench files and built models linked in); the sentence encoder is
     replaced by ``hashed_bow`` (the real one is tested in tests/selfsup)."""
     path = tmp_path_factory.mktemp("supmer-cache")
-    real = cache_dir()
-    for sub in ("bigbench", "models"):
-        if (real / sub).is_dir():
-            (path / sub).symlink_to(real / sub, target_is_directory=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CACHE_ENV, str(path))
+    with fresh_cache(path) as mp:
         mp.setattr(clustering, "encode_sentences", lambda texts, *a, **k: hashed_bow(texts))
         yield path
 
@@ -61,13 +55,6 @@ def corpus(supmer_cache):
 def clusters(corpus):
     return cluster_corpus(corpus, ClusterConfig(k=K, seed=0), progress=False)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def supmer(bb, corpus, clusters, seed=0, **settings):

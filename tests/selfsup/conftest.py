@@ -10,7 +10,8 @@ import random
 
 import pytest
 
-from promptinit.paths import cache_dir, package_dir
+from promptinit.paths import package_dir
+from tests.conftest import fresh_cache
 from promptinit.selfsup.clustering import ClusterConfig, cluster_corpus
 from promptinit.selfsup.corpus import CorpusConfig, build_corpus
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
@@ -24,12 +25,7 @@ def selfsup_cache(tmp_path_factory):
     """A fresh cache folder for every selfsup test. The BIG-bench files and the built models
     are linked in from the real cache: they are inputs here, not what is being tested."""
     path = tmp_path_factory.mktemp("selfsup-cache")
-    real = cache_dir()
-    for sub in ("bigbench", "models"):
-        if (real / sub).is_dir():
-            (path / sub).symlink_to(real / sub, target_is_directory=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROMPTINIT_CACHE", str(path))
+    with fresh_cache(path):
         yield path
 
 

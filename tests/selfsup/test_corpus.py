@@ -117,3 +117,23 @@ def test_datasets_source_reads_a_column_of_a_local_dataset(tmp_path):
     assert len(corpus) == 3 and corpus.next_sentence(0) == 1
     with pytest.raises(PromptinitError, match="no column 'body'"):
         build_corpus(CorpusConfig(sources=(f"hf:{tmp_path}#body",), max_sentences=None))
+
+
+def test_default_corpus_uses_no_text_a_catalog_task_is_built_from():
+    """SUPMER's unlabelled corpus must not hold the inputs of the tasks promptinit evaluates on."""
+    from promptinit.selfsup.corpus import DEFAULT_SOURCES
+    from promptinit.tasks.catalog import load_catalog
+
+    used = set()
+    for spec in load_catalog().values():
+        src = spec.source
+        if src.type == "bigbench":
+            used.update({f"bigbench:{src.task}", f"bigbench:{src.task.split('/')[0]}"})
+            if src.task.split("/")[0] == "topical_chat":
+                used.add("topical_chat")
+        elif src.type == "bbc_news":
+            used.add("bbc")
+    assert used and not used & set(DEFAULT_SOURCES), used & set(DEFAULT_SOURCES)
+    corpus = build_corpus(CorpusConfig(max_sentences=600))
+    prefixes = {name.split("/")[0] for name in corpus.documents}
+    assert len(corpus.sentences) >= 500 and len(prefixes) >= 2, prefixes
