@@ -23,9 +23,11 @@ def tune_states(sweep_dir: Path) -> dict[str, tuple[str, dict]]:
 
 
 def test_sweep_logs_every_trial_to_mlflow_and_exports_best_prompts(tmp_path, ray_tmp, mlflow_server):
+    import torch
     from mlflow.tracking import MlflowClient
 
     from promptinit.backbones import load_prompt
+    from promptinit.export import ModelInfo, load_export
 
     config = write_sweep(tmp_path, "e2e")
     log = tmp_path / "sweep.log"
@@ -63,14 +65,14 @@ def test_sweep_logs_every_trial_to_mlflow_and_exports_best_prompts(tmp_path, ray
     assert "| fomaml |" in table and "| mtl |" in table and "±" in table
     assert len((sweep / "arg_table.csv").read_text().splitlines()) == 3
     for method in ("fomaml", "mtl"):
-        folder = sweep / "exports" / method
-        assert load_prompt(folder / "adapter_model.safetensors").shape == (4, 64)
-        info = json.loads((folder / "promptinit.json").read_text())
-        assert info["method"] == method and info["model"] == "tiny-llama"
-        assert set(info["target"]["per_seed"]) == {"100", "13"}
-        checkpoint = Path(info["checkpoint"])
+        export = load_export(sweep / "exports" / method, ModelInfo.from_name("tiny-llama", 4))  # PEFT config checked
+        info = export.metadata
+        assert export.prompt.shape == (4, 64) and info["method"] == method and info["model"] == "tiny-llama"
+        assert set(info["metrics"]["target"]["per_seed"]) == {"100", "13"}
+        checkpoint = Path(info["extra"]["checkpoint"])
         assert (checkpoint / "prompt.safetensors").is_file() and (checkpoint / "state.json").is_file()
-        assert states[info["trial_id"]][1]["method"] == method
+        assert torch.equal(load_prompt(checkpoint / "prompt.safetensors"), export.prompt)
+        assert states[info["extra"]["trial_id"]][1]["method"] == method
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"arg_table.md", "arg_table.csv", "exports"} <= artifacts
     assert {"target/arg/fomaml", "target/arg/mtl"} <= set(parent.data.metrics)
