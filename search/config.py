@@ -138,6 +138,30 @@ class LocalRay(_Strict):
     object_store_memory: int | None = Field(None, gt=0, description="bytes")
 
 
+class SourceSelection(_Strict):
+    """Keep the source tasks most similar to the targets (Qin et al. 2023, appendix A.7).
+
+    Similarity is that of tuned per-task prompts (``promptinit.similarity``); a list of k is
+    searched like any hyperparameter, so the choice of sources becomes part of the sweep.
+    """
+
+    prompts: str = Field(description="folder of per-task tuned prompts: <task>.safetensors or export folders")
+    k: int | list[int] = Field(description="keep the k most similar source tasks; a list of k is searched")
+    rank: int = Field(4, gt=0, description="rank of each prompt's subspace")
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v: int | list[int]) -> int | list[int]:
+        ks = v if isinstance(v, list) else [v]
+        if not ks or any(k < 1 for k in ks) or len(set(ks)) != len(ks):
+            raise ValueError(f"give k >= 1 or a list of distinct k >= 1, got {v!r}")
+        return v
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        return tuple(self.k) if isinstance(self.k, list) else (self.k,)
+
+
 class SweepConfig(_Strict):
     """A sweep: which model, partition and methods, how much budget, where results go."""
 
@@ -149,6 +173,7 @@ class SweepConfig(_Strict):
     max_input_tokens: int = Field(256, gt=0)
     partition: str = Field(description="a name in configs/partitions or a YAML path")
     catalog: str | None = Field(None, description="task catalog file (default configs/tasks.yaml)")
+    source_selection: SourceSelection | None = Field(None, description="use only the sources most similar to the targets")
     methods: list[str] | Literal["all"] = "all"
     seed: int = Field(0, description="the methods' seed (initial prompt, meta-batches)")
     budget: Budget = Budget()
@@ -193,9 +218,30 @@ class SweepConfig(_Strict):
 
     def space(self):
         """The define-by-run ``SweepSpace``."""
+        import dataclasses
+
         from spaces import build_space
 
-        return build_space(self.methods, self.search.space, self.budget.steps)
+        space = build_space(self.methods, self.search.space, self.budget.steps)
+        if self.source_selection is None:
+            return space
+        return dataclasses.replace(space, source_counts=self.source_selection.counts)
+
+    def ranked_sources(self, partition) -> list[tuple[str, float]]:
+        """The partition's source tasks, most similar to its targets first, with their scores
+        (all of them, in the partition's order, without ``source_selection``)."""
+        if self.source_selection is None:
+            return [(name, float("nan")) for name in partition.source]
+        from promptinit.similarity import load_task_prompts, rank_sources
+
+        sel = self.source_selection
+        prompts = load_task_prompts(sel.prompts)
+        ranked = rank_sources(partition.target, partition.source, prompts, sel.rank)
+        too_many = [k for k in sel.counts if k > len(ranked)]
+        if too_many:
+            raise PromptinitError(f"field 'source_selection.k': {too_many[0]} sources asked, but the partition has "
+                                  f"{len(ranked)}; use 1..{len(ranked)}")
+        return ranked
 
     @property
     def sweep_dir(self) -> Path:
@@ -253,6 +299,11 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         raise PromptinitError(f"{where}: expected a mapping of sweep settings (name, model, partition, ...)")
     for key in ("partition", "catalog"):
         raw[key] = _relative_to(file.parent, raw.get(key))
+    selection = raw.get("source_selection")
+    if isinstance(selection, dict) and isinstance(selection.get("prompts"), str):
+        prompts = Path(selection["prompts"]).expanduser()
+        if not prompts.is_absolute() and (file.parent / prompts).is_dir():
+            selection["prompts"] = str((file.parent / prompts).resolve())
     try:
         config = SweepConfig.model_validate(raw)
     except ValidationError as e:
@@ -270,6 +321,11 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         config.target.select(partition.target, "target")
     except PromptinitError as e:
         raise PromptinitError(f"{where}: {e}") from None
+    try:
+        config.ranked_sources(partition)
+    except PromptinitError as e:
+        msg = str(e) if str(e).startswith("field") else f"field 'source_selection': {e}"
+        raise PromptinitError(f"{where}: {msg}") from None
     return config
 
 

@@ -228,6 +228,7 @@ def evaluate_on_targets(cfg: SweepConfig, backbone: dict, chosen: dict[str, dict
     Returns:
         ``({method: ARG vs PT}, CPU seconds used)``.
     """
+    from spaces import trial_sources
     from trainables.scoring import arg_against, needs_restore
 
     tuning = dataclasses.asdict(cfg.target.tune_config())
@@ -236,7 +237,7 @@ def evaluate_on_targets(cfg: SweepConfig, backbone: dict, chosen: dict[str, dict
         if needs_restore(m):
             b = chosen[m]
             return {"method": {"name": m, "settings": b["settings"], "checkpoint": b["checkpoint"],
-                               "source_tasks": source, "seed": cfg.seed}}
+                               "source_tasks": trial_sources(b["config"], source), "seed": cfg.seed}}
         return {"init": prompts[m]}
 
     jobs = [dict(backbone=backbone, tasks=[t], seeds=cfg.target.seeds, tuning=tuning) for t in target]
@@ -275,7 +276,11 @@ def run(args: argparse.Namespace) -> int:
     def tasks(names):
         return tuple(load_task(t, cfg.catalog) for t in names)
 
-    source = tasks(partition.source)
+    ranked = cfg.ranked_sources(partition)
+    if cfg.source_selection is not None:
+        print("sources by similarity to the targets: " + ", ".join(f"{n} {s:.3f}" for n, s in ranked)
+              + f"; trials use the first k of {list(cfg.source_selection.counts)}", flush=True)
+    source = tasks([name for name, _ in ranked])  # most similar first: a trial takes the first k
     validation = tasks(cfg.validation.select(partition.validation, "validation"))
     target = tasks(cfg.target.select(partition.target, "target"))
 
@@ -329,6 +334,7 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
 
     from search import report, tracking
     from analysis.export import export_best
+    from spaces import trial_sources
     from trainables import metrics as M
     from trainables.trainable import Shared, make_trainable
 
@@ -417,6 +423,7 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
             "prompt_length": cfg.prompt_length, "dtype": cfg.dtype, "partition": partition.name,
             "partition_fingerprint": partition.fingerprint,
             "task_fingerprints": {t.name: t.fingerprint for t in (*source, *validation, *target)},
+            "source_tasks": [t.name for t in trial_sources(b["config"], source)],
             "validation": {"arg": b["val_arg"], "seeds": cfg.validation.seeds, "tuning": dataclasses.asdict(val_tuning),
                            "metrics": {k: v for k, v in b["metrics"].items() if isinstance(v, (int, float, str))}},
             "target": {"arg_mean": arg.mean, "arg_std": arg.std, "per_seed": arg.per_seed,

@@ -17,16 +17,16 @@ from promptinit.errors import PromptinitError
 from spaces.metapt import SPACES as _METAPT
 from spaces.params import Choice, Fixed, Float, Int, Param, parse_override
 from spaces.qin import SPACES as _QIN
-from spaces.space import METHOD_KEY, MethodSpace, SweepSpace, param_name, trial_settings
+from spaces.space import METHOD_KEY, SOURCES_KEY, MethodSpace, SweepSpace, param_name, trial_settings, trial_sources
 from spaces.supmer import SPACES as _SUPMER
 
 ALL_SPACES: dict[str, MethodSpace] = {**_QIN, **_SUPMER, **_METAPT}
 BASELINE = "pt"  # no upstream learning and nothing to search: every ARG is measured against it
 
 __all__ = [
-    "ALL_SPACES", "BASELINE", "METHOD_KEY", "Choice", "Fixed", "Float", "Int", "MethodSpace", "Param",
+    "ALL_SPACES", "BASELINE", "METHOD_KEY", "SOURCES_KEY", "Choice", "Fixed", "Float", "Int", "MethodSpace", "Param",
     "SweepSpace", "available_methods", "build_space", "check_space", "param_name", "parse_override",
-    "trial_settings",
+    "trial_settings", "trial_sources",
 ]
 
 

@@ -14,6 +14,7 @@ from promptinit.errors import PromptinitError
 from spaces.params import Choice, Fixed, Param, parse_override
 
 METHOD_KEY = "method"  # the first (categorical) choice when a sweep has several methods
+SOURCES_KEY = "sources"  # how many source tasks a trial uses, most similar to the targets first
 
 
 def param_name(method: str, setting: str) -> str:
@@ -98,6 +99,7 @@ class SweepSpace:
     """
 
     spaces: tuple[MethodSpace, ...]
+    source_counts: tuple[int, ...] = ()  # choices of k (top-k similar sources); () = all sources
 
     def __post_init__(self) -> None:
         if not self.spaces:
@@ -118,7 +120,12 @@ class SweepSpace:
             method = trial.suggest_categorical(METHOD_KEY, self.methods)
         else:
             method = self.methods[0]
-        return {METHOD_KEY: method, **self.space(method).sample(trial)}
+        config = {METHOD_KEY: method, **self.space(method).sample(trial)}
+        if len(self.source_counts) > 1:
+            config[SOURCES_KEY] = trial.suggest_categorical(SOURCES_KEY, list(self.source_counts))
+        elif self.source_counts:
+            config[SOURCES_KEY] = self.source_counts[0]
+        return config
 
     def points_to_evaluate(self) -> list[dict[str, Any]]:
         """One point per method: the paper's defaults (Optuna parameter names)."""
@@ -127,6 +134,8 @@ class SweepSpace:
             point = s.default_point()
             if len(self.spaces) > 1:
                 point = {METHOD_KEY: s.method, **point}
+            if len(self.source_counts) > 1:  # the papers use every source task
+                point[SOURCES_KEY] = max(self.source_counts)
             if point:
                 points.append(point)
         return points
@@ -136,3 +145,9 @@ def trial_settings(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """``(method, settings)`` of a trial config produced by ``SweepSpace``."""
     method = config[METHOD_KEY]
     return method, dict(config.get(method) or {})
+
+
+def trial_sources(config: Mapping[str, Any], sources: Sequence[Any]) -> list[Any]:
+    """The source tasks a trial uses: the first ``config["sources"]`` (the sweep orders them
+    most similar to the targets first), or all of them."""
+    return list(sources)[: config.get(SOURCES_KEY) or len(sources)]

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from ray import tune
 
-from spaces.space import trial_settings
+from spaces.space import trial_settings, trial_sources
 from trainables import metrics as M
 
 PROMPT_FILE = "prompt.safetensors"  # the current prompt, in every checkpoint (key prompt_embeddings)
@@ -93,7 +93,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
 
     method_name, settings = trial_settings(config)
     backbone = Backbone(BackboneConfig(**shared.backbone))
-    method = build_method(method_name, backbone, list(shared.source_tasks), settings, seed=shared.seed,
+    method = build_method(method_name, backbone, trial_sources(config, shared.source_tasks), settings, seed=shared.seed,
                           **shared.method_kwargs.get(method_name, {}))
     tuning = TuneConfig(**shared.validation_tuning)
     total = int(settings["steps"])

@@ -95,3 +95,63 @@ def test_smoke_test_cuts_the_budget():
     assert cfg.name.endswith("-smoke")
     raw = yaml.safe_load(TINY_TEST.read_text())
     assert raw["name"] == "tiny-test"
+
+
+def write_task_prompts(folder, subspaces: dict[str, list[int]]):
+    """A prompt [4, 64] per task inside the span of the given rows of one orthonormal basis."""
+    import torch
+
+    from promptinit.backbones import save_prompt
+
+    basis = torch.linalg.qr(torch.randn(64, 8, generator=torch.Generator().manual_seed(0)))[0].T
+    for i, (task, rows) in enumerate(subspaces.items()):
+        coef = torch.randn(4, len(rows), generator=torch.Generator().manual_seed(i + 1))
+        save_prompt(coef @ basis[rows], folder / f"{task}.safetensors")
+    return folder
+
+
+def test_source_selection_ranks_sources_by_prompt_similarity_and_searches_k(tmp_path):
+    import optuna
+
+    from search.config import load_partition, load_sweep_config
+    from spaces import SOURCES_KEY, trial_sources
+
+    prompts = write_task_prompts(tmp_path / "task-prompts", {
+        "bb_sports_understanding": [0, 1, 2, 3],  # the target
+        "bb_valid_parentheses": [0, 1, 2, 3],  # the same subspace: similarity 1
+        "bb_strategyqa": [4, 5, 6, 7],  # orthogonal: similarity 0
+    })
+    cfg = load_sweep_config(write_sweep(tmp_path, "sel", source_selection={"prompts": str(prompts), "k": [1, 2]}))
+    ranked = cfg.ranked_sources(load_partition(cfg))
+    assert [name for name, _ in ranked] == ["bb_valid_parentheses", "bb_strategyqa"]
+    assert ranked[0][1] == pytest.approx(1.0) and ranked[1][1] == pytest.approx(0.0, abs=1e-6)
+
+    space = cfg.space()
+    assert all(p[SOURCES_KEY] == 2 for p in space.points_to_evaluate())  # the papers: every source
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        config = space(study.ask())
+        seen.add(config[SOURCES_KEY])
+        assert trial_sources(config, [n for n, _ in ranked]) == [n for n, _ in ranked][: config[SOURCES_KEY]]
+    assert seen == {1, 2}
+
+
+@pytest.mark.parametrize("selection,field,problem", [
+    ({"k": 3}, "field 'source_selection.k'", "3 sources asked, but the partition has 2"),
+    ({"k": [1, 1]}, "field 'source_selection.k'", "distinct"),
+    ({"k": 1, "prompts": "/nonexistent"}, "field 'source_selection'", "no such folder of task prompts"),
+    ({"k": 1, "only": ["bb_strategyqa"]}, "field 'source_selection'", "bb_"),
+])
+def test_bad_source_selection_is_one_line_naming_the_field(tmp_path, selection, field, problem):
+    from promptinit.errors import PromptinitError
+    from search.config import load_sweep_config
+
+    tasks = {"bb_sports_understanding": [0, 1], "bb_valid_parentheses": [0, 1], "bb_strategyqa": [2, 3]}
+    only = selection.pop("only", list(tasks))
+    prompts = write_task_prompts(tmp_path / "p", {t: rows for t, rows in tasks.items() if t in only})
+    path = write_sweep(tmp_path, "bad-sel", source_selection={"prompts": str(prompts), **selection})
+    with pytest.raises(PromptinitError) as err:
+        load_sweep_config(path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and field in msg and problem in msg, msg
