@@ -80,8 +80,8 @@ def main() -> int:
     for v, r in reports.items():
         arg = r["arg"]
         cells = "".join(f"{100 * arg['per_task'][t]:+16.1f}" for t in tasks)
-        print(f"{v:<22}{r['upstream_s']:11.0f}{r['eval_s']:8.0f}"
-              f"{f'{100 * arg['mean']:+.1f} ± {100 * arg['std']:.1f}':>16}{cells}")
+        mean_std = f"{100 * arg['mean']:+.1f} ± {100 * arg['std']:.1f}"
+        print(f"{v:<22}{r['upstream_s']:11.0f}{r['eval_s']:8.0f}{mean_std:>16}{cells}")
     return 0
 
 
