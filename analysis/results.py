@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from promptinit.errors import PromptinitError
+from spaces.space import SOURCES_KEY
 
 META_FILE = "promptinit-sweep.json"  # search/sweep.py META_FILE
 ARG_TABLE = "arg_table.csv"  # search/report.py TABLE_CSV
@@ -179,8 +180,12 @@ def _read_results(trial_dir: Path) -> list[dict]:
 
 
 def _settings(config: Mapping[str, Any]) -> tuple[str, dict]:
+    """The method and its searched settings; a searched number of source tasks counts as one."""
     method = config.get("method", "")
-    return method, dict(config.get(method) or {})
+    settings = dict(config.get(method) or {})
+    if config.get(SOURCES_KEY) is not None:
+        settings[SOURCES_KEY] = config[SOURCES_KEY]
+    return method, settings
 
 
 def _row(*, sweep: str, partition: str, trial_id: str, config: Mapping[str, Any], status: str,
@@ -474,6 +479,8 @@ def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str |
             method = rp.get("method") or tags.get("method", "")
             config = {"method": method, method: {k.split("/", 1)[1]: parse_value(v) for k, v in rp.items()
                                                  if k.startswith(method + "/")}}
+            if SOURCES_KEY in rp:
+                config[SOURCES_KEY] = parse_value(rp[SOURCES_KEY])
             vals = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG)}
             times = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "time_total_s")}
             stds = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG_STD)}
