@@ -134,7 +134,7 @@ class SweepSpace:
             point = s.default_point()
             if len(self.spaces) > 1:
                 point = {METHOD_KEY: s.method, **point}
-            if len(self.source_counts) > 1:  # the papers use every source task
+            if len(self.source_counts) > 1:  # the largest k: nearest to the papers (every source task)
                 point[SOURCES_KEY] = max(self.source_counts)
             if point:
                 points.append(point)
