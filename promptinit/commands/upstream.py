@@ -50,6 +50,8 @@ def _coerce(config_cls: type, key: str, text: str) -> Any:
     if key not in fields:
         raise PromptinitError(f"--set {key}=...: unknown setting; known: {', '.join(sorted(fields))}")
     default = fields[key].default
+    if text.strip().lower() in ("none", "null") and "None" in str(fields[key].type):
+        return None
     try:
         if isinstance(default, bool):
             low = text.strip().lower()
@@ -60,8 +62,9 @@ def _coerce(config_cls: type, key: str, text: str) -> Any:
             return int(text)
         if isinstance(default, float):
             return float(text)
-        if isinstance(default, tuple):
-            return tuple(int(v) for v in text.replace(",", " ").split())
+        if isinstance(default, tuple):  # comma- or space-separated, elements of the default's type
+            item = type(default[0]) if default else str
+            return tuple(item(v) for v in text.replace(",", " ").split())
     except ValueError:
         kind = "true/false" if isinstance(default, bool) else type(default).__name__
         raise PromptinitError(f"--set {key}={text}: not a {kind} (default {default!r})") from None

@@ -72,8 +72,27 @@ def test_upstream_resume_continues_the_same_run(configs, tmp_path):
     (["--method", "maml", "--set", "innr_lr=1"], "innr_lr"),
     (["--method", "maml", "--set", "inner_lr=-1"], "field 'inner_lr'"),
     (["--method", "maml", "--set", "noequals"], "KEY=VALUE"),
+    (["--method", "maml", "--set", "seeds=13,x"], "seeds=13,x: not a tuple"),
 ])
 def test_upstream_user_errors_are_one_line_exit_2(configs, argv, needle, capsys):
     assert main(BASE + argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err
+
+
+def test_upstream_supmer_saves_psi_and_tunes_the_targets_with_it(configs, tmp_path, monkeypatch):
+    from promptinit.methods.mgr import load_regulariser
+    from promptinit.selfsup import clustering
+    from tests.methods.test_supmer import CHEAP, hashed_bow
+
+    monkeypatch.setattr(clustering, "encode_sentences", lambda texts, *a, **k: hashed_bow(texts))
+    out = tmp_path / "supmer"
+    settings = [f"{k}={v}" for k, v in CHEAP.items() if k != "formats"] + [
+        "formats=nsp,scsp", "corpus_sources=bbc", "max_sentences=300", "cluster_seed=0"]
+    assert main(BASE + ["--method", "supmer", "--steps", "2", "--out", str(out),
+                        *[a for s in settings for a in ("--set", s)]]) == 0
+    report = json.loads((out / "upstream.json").read_text())
+    assert report["downstream_psi"] is True and report["config"]["use_mgr"] is True
+    psi = load_regulariser(out / "psi.safetensors")
+    assert psi.dim == 64 and int(psi.h_count) > 0  # the gate's reference context was collected
+    assert set(report["arg"]) >= {"mean", "std", "per_task"}
