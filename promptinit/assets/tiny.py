@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 SPECIALS = ["<pad>", "</s>", "<unk>", "<s>"]  # ids 0..3; T5 convention: pad 0, eos 1
-VERSION = "2"  # part of the cache folder name: bump when a config below changes
+# The cache folder name carries a hash of this file and of the library versions, so an edit
+# below rebuilds the models (promptinit.assets._tiny_folder).
 # Decoder-only models get a wide init (std 0.3, not 0.02): at 0.02 a 2-layer random model is
 # nearly input-independent and a prompt cannot steer it, so nothing would be learnable.
 

@@ -484,7 +484,28 @@ class Backbone:
         return init_prompt(self, how, **kwargs)
 
     @property
+    def weights_fingerprint(self) -> str:
+        """Hash of every parameter and buffer of the loaded model (computed once per model)."""
+        from promptinit.fingerprints import tensors_fingerprint
+
+        fp = getattr(self.model, "_promptinit_fingerprint", None)
+        if fp is None:
+            named = [*self.model.named_parameters(), *self.model.named_buffers()]
+            fp = tensors_fingerprint(named)
+            self.model._promptinit_fingerprint = fp
+        return fp
+
+    @property
     def fingerprint(self) -> str:
-        """What a cached result of this backbone depends on."""
+        """What a cached result of this backbone depends on: the model's name and weights, the
+        vocabulary size, dtype, device type, attention implementation, prompt length, token caps
+        and the versions of torch and transformers."""
+        from promptinit.fingerprints import library_versions
+
         c = self.config
-        return f"{c.model}|{c.dtype}|L{c.prompt_length}|in{c.max_input_tokens}|out{c.max_target_tokens}"
+        libs = library_versions("torch", "transformers")
+        return "|".join([
+            c.model, f"w{self.weights_fingerprint}", f"V{len(self.tokenizer)}", c.dtype, self.device.type,
+            c.attn_implementation, f"L{c.prompt_length}", f"in{c.max_input_tokens}", f"out{c.max_target_tokens}",
+            *(f"{k}={v}" for k, v in libs.items()),
+        ])

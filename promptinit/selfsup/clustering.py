@@ -3,10 +3,10 @@
 Cache layout under ``cache_dir("selfsup")``:
 
 - ``embeddings/<key>.npy`` (+ ``.json``): float32 [N, D] L2-normalised sentence embeddings,
-  key = sha(texts key, encoder). For a corpus the texts key is its fingerprint, so changing K
-  reuses the embeddings.
+  key = sha(texts key, encoder name, encoder weights, sentence-transformers/transformers/torch
+  versions). For a corpus the texts key is its fingerprint, so changing K reuses the embeddings.
 - ``kmeans/<key>/{labels.npy, centroids.npy, meta.json}``: key = sha(embeddings key, K, seed,
-  n_init).
+  n_init, scikit-learn version).
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a
 cache entry a later run would trust. ``encode_sentences`` is the only function that runs the
@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from promptinit.errors import PromptinitError
+from promptinit.fingerprints import digest, files_fingerprint, library_versions
 from promptinit.paths import cache_dir
 from promptinit.selfsup.corpus import Corpus
 
@@ -83,10 +84,19 @@ def texts_key(texts: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def _encoder_id(name: str) -> str:
+def encoder_id(name: str) -> str:
+    """What decides an encoder's embeddings: its name, its weights (hashed, where they are in a
+    local folder; a hub id stands for its weights) and the versions of the code that runs it."""
     from promptinit.assets import ALIASES
 
-    return ALIASES.get(name, name)
+    where = _local_or_hub(name)
+    weights = files_fingerprint(where) if Path(where).is_dir() else "hub"
+    return digest(ALIASES.get(name, name), weights,
+                  library_versions("sentence-transformers", "transformers", "torch", "tokenizers"))
+
+
+def _embeddings_key(texts_key_: str, encoder: str, n: int) -> str:
+    return _sha("emb", texts_key_, encoder_id(encoder), n)
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -177,7 +187,7 @@ def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, *, key: st
     Returns:
         float32 [N, D] L2-normalised rows.
     """
-    key = _sha("emb", key or texts_key(texts), _encoder_id(encoder), len(texts))
+    key = _embeddings_key(key or texts_key(texts), encoder, len(texts))
     folder = cache_dir("selfsup", "embeddings")
     path = folder / f"{key}.npy"
     if path.exists():
@@ -257,7 +267,8 @@ def cluster_texts(texts: Sequence[str], config: ClusterConfig, *, key: str | Non
     emb = embed_texts(texts, config.encoder, key=tk, batch_size=config.batch_size, progress=progress,
                       encode_fn=encode_fn)
     t_enc = time.perf_counter() - t0
-    ckey = _sha("kmeans", tk, _encoder_id(config.encoder), len(texts), config.k, config.seed, config.n_init)
+    ckey = _sha("kmeans", _embeddings_key(tk, config.encoder, len(texts)), config.k, config.seed, config.n_init,
+                library_versions("scikit-learn"))
     folder = cache_dir("selfsup", "kmeans") / ckey
     if (folder / "meta.json").exists():
         labels, centroids = np.load(folder / "labels.npy"), np.load(folder / "centroids.npy")

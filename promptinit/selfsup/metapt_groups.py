@@ -14,7 +14,8 @@ Groupings (the MetaPT ablation: K-means > LDA > random > by-label):
 Groups are ``Task`` objects (classification when all their examples share one option set,
 else multiple choice), and ``GroupTaskSampler`` draws disjoint support/query sets from them.
 Assignments are cached in ``cache_dir("selfsup", "groups")`` keyed by the data's example
-uids, the grouping, K, the seed and (for kmeans) the encoder.
+uids, the grouping, K, the seed, the scikit-learn and numpy versions and (for kmeans) the
+encoder's name, weights and library versions.
 
 References:
     Huang et al. 2022, "Learning a Better Initialization for Soft Prompts via Meta-Learning"
@@ -32,8 +33,10 @@ from typing import Sequence
 import numpy as np
 
 from promptinit.errors import PromptinitError
+from promptinit.fingerprints import digest, library_versions
 from promptinit.paths import cache_dir
-from promptinit.selfsup.clustering import DEFAULT_ENCODER, Encoder, atomic_save_json, embed_texts, kmeans
+from promptinit.selfsup.clustering import (DEFAULT_ENCODER, Encoder, encoder_id, atomic_save_json, embed_texts,
+                                           kmeans)
 from promptinit.selfsup.metatask import MetaTask, rng_state, set_rng_state
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
@@ -106,9 +109,11 @@ def assign_groups(examples: Sequence[Example], config: GroupConfig, *, progress:
         h.update(ex.uid.encode())
     data_key = h.hexdigest()[:16]
     settings = asdict(config)
-    if config.grouping != Grouping.KMEANS.value:
+    if config.grouping == Grouping.KMEANS.value:
+        settings["encoder"] = encoder_id(config.encoder)  # name, weights, library versions
+    else:
         settings.pop("encoder")
-    key = hashlib.sha256(json.dumps([data_key, settings], sort_keys=True).encode()).hexdigest()[:16]
+    key = digest(data_key, settings, library_versions("scikit-learn", "numpy"))
     path = cache_dir("selfsup", "groups") / f"{key}.json"
     if path.exists():
         return np.asarray(json.loads(path.read_text())["groups"], dtype=np.int64)

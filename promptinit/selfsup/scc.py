@@ -24,11 +24,10 @@ embedding placed at one input position". Our ``Example`` holds text only, so:
    magnitude of an ordinary input token. ``projection`` (ablation) instead maps the encoder
    centroid through a fixed seeded Gaussian matrix, rescaled the same way.
 
-The vectors are computed once per (clusters, backbone model, method) and cached as ``.npy``.
+The vectors are computed once per (clusters, backbone fingerprint, method) and cached as ``.npy``.
 """
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from promptinit.errors import PromptinitError
+from promptinit.fingerprints import digest
 from promptinit.paths import cache_dir
 from promptinit.selfsup.clustering import Clusters, atomic_save_npy
 from promptinit.selfsup.corpus import Corpus
@@ -53,7 +53,7 @@ def cluster_input_vectors(backbone, corpus: Corpus, clusters: Clusters, method: 
 
     Args:
         backbone: a ``promptinit.backbones.Backbone`` (uses its tokenizer, input embeddings
-            and ``config.model`` for the cache key).
+            and ``fingerprint`` for the cache key).
         corpus: the clustered corpus.
         clusters: its clusters.
         method: ``token_mean`` or ``projection``.
@@ -65,7 +65,7 @@ def cluster_input_vectors(backbone, corpus: Corpus, clusters: Clusters, method: 
     """
     if method not in METHODS:
         raise PromptinitError(f"field 'scc_vectors': {method!r} is not one of {', '.join(METHODS)}")
-    key = hashlib.sha256(f"{clusters.key}|{backbone.config.model}|{method}|{max_sentences}|{seed}".encode()).hexdigest()[:16]
+    key = digest(clusters.key, backbone.fingerprint, method, max_sentences, seed)
     path = cache_dir("selfsup", "scc") / f"{key}.npy"
     if path.exists():
         vecs = np.load(path)

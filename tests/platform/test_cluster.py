@@ -93,3 +93,45 @@ def test_ray_job_submit_runs_the_sweep(tmp_path, ray_tmp):
         assert (sweep / "arg_table.md").exists() and (sweep / "mlflow.db").exists()
     finally:
         kill_ray_under(ray_tmp)  # this head's processes only, by pid (never `ray stop`)
+
+
+def _project_setup(config: dict) -> str:
+    return next(c for c in config["setup_commands"] if "git clone" in c)
+
+
+def test_every_node_installs_the_same_pinned_commit(tmp_path):
+    """Nodes the autoscaler starts later check out the pinned commit, never the newest one, and
+    install the locked stack; the placeholder commit stops `ray up` with a one-line error."""
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    setup = _project_setup(config)
+    assert "git pull" not in setup and "./install.sh" in setup
+
+    def git(*args, cwd):
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+    origin, work = tmp_path / "origin.git", tmp_path / "work"
+    git("init", "--quiet", "--bare", str(origin), cwd=tmp_path)
+    git("clone", "--quiet", str(origin), str(work), cwd=tmp_path)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "--allow-empty", "-m", "pinned", cwd=work)
+    git("push", "--quiet", "origin", "HEAD", cwd=work)
+    pinned = git("rev-parse", "HEAD", cwd=work)
+
+    def start_node(name: str, commit: str) -> subprocess.CompletedProcess:
+        cmd = (setup.replace("https://github.com/promptinit/promptinit.git", str(origin))
+               .replace("PYTHON=python3 ./install.sh", "echo installed")
+               .replace("COMMIT=0000000000000000000000000000000000000000;", f"COMMIT={commit};"))
+        home = tmp_path / name
+        home.mkdir()
+        return subprocess.run(["bash", "-c", cmd], env={**os.environ, "HOME": str(home)},
+                              capture_output=True, text=True, timeout=60)
+
+    first = start_node("node1", pinned)
+    assert first.returncode == 0 and "installed" in first.stdout, first.stderr
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "--allow-empty", "-m", "newer", cwd=work)
+    git("push", "--quiet", "origin", "HEAD", cwd=work)  # pushed between the two node starts
+    assert start_node("node2", pinned).returncode == 0
+    for node in ("node1", "node2"):
+        assert git("rev-parse", "HEAD", cwd=tmp_path / node / "promptinit") == pinned
+    unset = start_node("node3", "0000000000000000000000000000000000000000")
+    assert unset.returncode == 2 and unset.stderr.strip().count("\n") == 0
+    assert "COMMIT" in unset.stderr and not (tmp_path / "node3" / "promptinit").exists()
