@@ -12,15 +12,24 @@ A sweep directory (written by ``search/sweep.py``) holds:
 
 Trials come from Tune's public ``ExperimentAnalysis`` (status, resources) and the trial folders'
 ``result.json`` (the validation curve); when Ray is not importable or the experiment state is
-missing, the folders alone are read. ``load_mlflow`` builds the same table from the sweep's
-MLflow runs (one child run per trial under the sweep's parent run).
+missing, the folders alone are read (also when it is unreadable, with a ``FallbackWarning``).
+``load_mlflow`` builds the same table from the sweep's MLflow runs (one child run per trial
+under the sweep's parent run).
 
 One row per trial; columns (``TRIAL_COLUMNS``): sweep, partition, trial_id, method, status
 (finished | failed | running | pending), params (dict of the method's settings), one
 ``param/<name>`` column per setting, curve (list of ``{step, iteration, val_arg, time_s}``),
 val_arg (best report), val_arg_std, val_arg_last, best_step, best_checkpoint (folder or None),
 steps_done, total_steps, stopped_early, reports, wall_s, cpu, gpu (per-trial resources),
-cpu_s, gpu_s, source (tune | mlflow), run_id.
+cpu_s, gpu_s, resources_note, source (tune | mlflow), run_id.
+
+``cpu``/``gpu`` are the trial's own reservation from Tune's experiment state; where that is not
+available they come from the sweep config (``resources``) or the parent run's params, and
+``resources_note`` says so and why (None when they are the trial's own). A GPU share that is
+not known (``resources.gpu: auto`` is decided by the cluster at run time) is NaN, never 0, so
+GPU hours show as unknown instead of as none. When a fallback is forced by a failure (Tune's
+experiment state unreadable, a trial's resources missing from it), ``load_sweep`` also warns
+once (``FallbackWarning``).
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ import json
 import math
 import os
 import re
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,13 +73,18 @@ _PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 TRIAL_COLUMNS = [
     "sweep", "partition", "trial_id", "method", "status", "params", "curve", "val_arg", "val_arg_std",
     "val_arg_last", "best_step", "best_checkpoint", "steps_done", "total_steps", "stopped_early", "reports",
-    "wall_s", "cpu", "gpu", "cpu_s", "gpu_s", "source", "run_id",
+    "wall_s", "cpu", "gpu", "cpu_s", "gpu_s", "resources_note", "source", "run_id",
 ]
 TARGET_COLUMNS = ["sweep", "partition", "method", "trial_id", "arg_mean", "arg_std", "n_seeds", "per_seed",
                   "per_task", "val_arg", "trials", "finished"]
 _STATUS = {"TERMINATED": "finished", "ERROR": "failed", "RUNNING": "running", "PAUSED": "running",
            "PENDING": "pending", "FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
            "SCHEDULED": "pending"}
+
+
+class FallbackWarning(UserWarning):
+    """Results were read from a fallback source because the primary one failed (the reason is
+    also recorded in the table, e.g. column ``resources_note``)."""
 
 
 @dataclass
@@ -168,14 +183,18 @@ def _read_results(trial_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text(errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    lines = [(n, line.strip()) for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1)
+             if line.strip()]
+    for i, (n, line) in enumerate(lines):
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written right now (running sweep)
-            continue
+        except json.JSONDecodeError as err:
+            if i == len(lines) - 1:  # the report being written right now (running sweep)
+                continue
+            raise PromptinitError(
+                f"{path}: line {n}: not valid JSON ({err.msg}); the trial's reports are corrupt: "
+                "restore the file or delete the trial's folder"
+            ) from None
     return out
 
 
@@ -190,7 +209,7 @@ def _settings(config: Mapping[str, Any]) -> tuple[str, dict]:
 
 def _row(*, sweep: str, partition: str, trial_id: str, config: Mapping[str, Any], status: str,
          summary: Mapping[str, Any], cpu: float, gpu: float, source: str, run_id: str | None = None,
-         stopped: bool | None = None) -> dict[str, Any]:
+         stopped: bool | None = None, resources_note: str | None = None) -> dict[str, Any]:
     method, settings = _settings(config)
     steps, total = summary.get("steps_done", math.nan), summary.get("total_steps", math.nan)
     if stopped is None:
@@ -202,7 +221,7 @@ def _row(*, sweep: str, partition: str, trial_id: str, config: Mapping[str, Any]
         "params": settings, **summary, "stopped_early": stopped, "cpu": cpu, "gpu": gpu,
         "cpu_s": cpu * wall if math.isfinite(cpu) else math.nan,
         "gpu_s": gpu * wall if math.isfinite(gpu) else math.nan,
-        "source": source, "run_id": run_id,
+        "resources_note": resources_note, "source": source, "run_id": run_id,
     }
     row["wall_s"] = wall
     return row
@@ -243,37 +262,65 @@ def read_meta(sweep_dir: Path) -> dict:
         raise PromptinitError(f"{path}: not valid JSON ({err})") from None
 
 
+_GPU_UNKNOWN = "resources.gpu is 'auto' (decided by the cluster at run time), so GPU hours are unknown (gpu_s NaN)"
+
+
 def _config_resources(config: Mapping[str, Any]) -> tuple[float, float]:
+    """(CPUs, GPUs) per trial from the sweep config; the config's defaults (1, auto) where missing."""
     res = config.get("resources") or {}
-    cpu = _num(res.get("cpu", 1))
-    gpu = res.get("gpu", 0)
+    cpu = _num(res.get("cpu", 1))  # search.config.Resources defaults
+    gpu = res.get("gpu", "auto")
     return cpu, (math.nan if gpu == "auto" else _num(gpu))  # auto: decided by the cluster, unknown here
+
+
+def _fallback_note(source: str, why: str, gpu: float) -> str:
+    note = f"CPU/GPU per trial from {source} ({why})"
+    return note + ("; " + _GPU_UNKNOWN if not math.isfinite(gpu) else "")
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+
+
+def _read_tune(sweep_dir: Path) -> tuple[list[dict] | None, str | None, bool]:
+    """Trials from Tune's experiment state: ``(trials or None, why not, whether that is a failure)``.
+
+    Each trial: trial id, status, config, folder, cpu, gpu (None: not in the state) and
+    ``resources_missing`` (why its resources could not be read, else None). ``None`` trials
+    with a reason when there is no state, Ray is not importable (both expected: the folders
+    are read instead) or the state is unreadable (a failure: being written, or from another
+    Ray version).
+    """
+    if not any(sweep_dir.glob("experiment_state-*.json")):
+        return None, "no Tune experiment state in the sweep directory", False
+    try:
+        from ray.tune import ExperimentAnalysis
+    except ImportError:
+        return None, "Ray is not importable here, so Tune's experiment state was not read", False
+    try:
+        analysis = ExperimentAnalysis(str(sweep_dir))
+    except Exception as err:  # noqa: BLE001 - Tune raises many types for a state it cannot read; all mean this
+        return None, f"Tune's experiment state is unreadable ({_error_text(err)})", True
+    out = []
+    for t in analysis.trials:
+        cpu = gpu = missing = None
+        try:
+            resources = dict(t.placement_group_factory.required_resources)
+        except AttributeError as err:  # no resource request recorded (a stub, another Ray version)
+            missing = f"Tune's experiment state has no resources for this trial ({_error_text(err)})"
+        else:
+            # A readable request without a key reserved none of it.
+            cpu, gpu = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+        # The folder is looked up by name under the given directory, so a moved sweep still loads.
+        folder = sweep_dir / Path(str(t.path)).name if getattr(t, "path", None) else None
+        out.append({"trial_id": t.trial_id, "status": str(t.status), "config": dict(t.config or {}),
+                    "folder": folder, "cpu": cpu, "gpu": gpu, "resources_missing": missing})
+    return out, None, False
 
 
 def _tune_trials(sweep_dir: Path) -> list[dict] | None:
     """(trial id, status, config, folder, cpu, gpu) from Tune's experiment state, or None."""
-    if not any(sweep_dir.glob("experiment_state-*.json")):
-        return None
-    try:
-        from ray.tune import ExperimentAnalysis
-    except ImportError:
-        return None
-    try:
-        analysis = ExperimentAnalysis(str(sweep_dir))
-    except Exception:  # noqa: BLE001 - a state being written, or from another Ray version
-        return None
-    out = []
-    for t in analysis.trials:
-        resources = {}
-        try:
-            resources = dict(t.placement_group_factory.required_resources)
-        except Exception:  # noqa: BLE001
-            pass
-        # The folder is looked up by name under the given directory, so a moved sweep still loads.
-        folder = sweep_dir / Path(str(t.path)).name if getattr(t, "path", None) else None
-        out.append({"trial_id": t.trial_id, "status": str(t.status), "config": dict(t.config or {}),
-                    "folder": folder, "cpu": resources.get("CPU"), "gpu": resources.get("GPU", 0.0)})
-    return out
+    return _read_tune(sweep_dir)[0]
 
 
 def _folder_trials(sweep_dir: Path) -> list[dict]:
@@ -283,8 +330,11 @@ def _folder_trials(sweep_dir: Path) -> list[dict]:
         folder = params.parent
         try:
             config = json.loads(params.read_text())
-        except json.JSONDecodeError:
-            continue
+        except json.JSONDecodeError as err:
+            raise PromptinitError(
+                f"{params}: not valid JSON ({err.msg}); the trial's config is unknown: restore the file "
+                "or delete the trial's folder"
+            ) from None
         results = _read_results(folder)
         trial_id = results[-1].get("trial_id") if results else None
         if not trial_id:  # no report yet: the id from the folder name (``maml_3f2a1b0c`` or Tune's default)
@@ -297,21 +347,33 @@ def _folder_trials(sweep_dir: Path) -> list[dict]:
         else:
             status = "RUNNING" if results else "PENDING"
         out.append({"trial_id": trial_id, "status": status, "config": config, "folder": folder,
-                    "cpu": None, "gpu": None})
+                    "cpu": None, "gpu": None, "resources_missing": None})
     return out
 
 
-def _targets_from_table(sweep_dir: Path, sweep: str, partition: str) -> list[dict]:
+def _targets_from_table(sweep_dir: Path, sweep: str, partition: str, label: str | None = None) -> list[dict]:
+    """Target rows from ``arg_table.csv`` (``label`` names it in errors, default its path)."""
     path = sweep_dir / ARG_TABLE
     if not path.is_file():
         return []
     rows = []
     with path.open(newline="") as f:
-        for r in csv.DictReader(f):
+        for line, r in enumerate(csv.DictReader(f), start=2):
             if r.get("arg_mean", "") == "":
                 continue  # a method without a finished trial
-            per_seed = {int(k): float(v) for k, v in json.loads(r.get("arg_per_seed") or "{}").items()}
-            per_task = {k[3:]: float(v) for k, v in r.items() if k.startswith("rg/") and v not in ("", None)}
+            field_name = "arg_per_seed"
+            try:
+                per_seed = {int(k): float(v) for k, v in json.loads(r.get("arg_per_seed") or "{}").items()}
+                per_task = {}
+                for k, v in r.items():
+                    if k and k.startswith("rg/") and v not in ("", None):
+                        field_name = k
+                        per_task[k[3:]] = float(v)
+            except (ValueError, TypeError, AttributeError) as err:
+                raise PromptinitError(
+                    f"{label or path}: line {line}: field {field_name!r}: not a number ({err}); the table is corrupt: "
+                    "restore it or rerun the target evaluation"
+                ) from None
             rows.append(_target_row(sweep, r.get("partition") or partition, r["method"], r.get("trial_id", ""),
                                     per_seed, per_task, _num(r.get("arg_mean")), _num(r.get("arg_std")),
                                     _num(r.get("val_arg")), _num(r.get("trials")), _num(r.get("finished"))))
@@ -323,8 +385,8 @@ def _targets_from_exports(sweep_dir: Path, sweep: str, partition: str) -> list[d
     for meta_path in sorted((sweep_dir / EXPORTS).glob("*/promptinit.json")):
         try:
             meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            continue
+        except json.JSONDecodeError as err:
+            raise PromptinitError(f"{meta_path}: not valid JSON ({err.msg}); re-export the method") from None
         target = meta.get("target") or (meta.get("metrics") or {}).get("target") or {}
         if not target:
             continue
@@ -382,9 +444,20 @@ def load_sweep(sweep_dir: str | Path, source: str = "tune") -> Sweep:
         trials = loaded.trials
     elif source == "tune":
         cpu0, gpu0 = _config_resources(config)
-        found = _tune_trials(d)
+        found, why, failed = _read_tune(d)
         if found is None:
             found = _folder_trials(d)
+        fallbacks: dict[str, int] = {}  # failure -> trials it affected
+        if failed:  # statuses from the folders too
+            fallbacks[f"{why}, so the trials were read from their folders"] = len(found)
+        for t in found:
+            if t["resources_missing"]:
+                fallbacks[t["resources_missing"]] = fallbacks.get(t["resources_missing"], 0) + 1
+        if fallbacks:
+            reasons = "; ".join(f"{n} of {len(found)} trials: {w}" for w, n in fallbacks.items())
+            warnings.warn(f"{d}: {reasons}: their CPU/GPU come from the sweep config's resources"
+                          + (" (resources.gpu auto: GPU hours unknown)" if not math.isfinite(gpu0) else "")
+                          + "; see the trials table's column resources_note", FallbackWarning, stacklevel=2)
         rows = []
         for t in found:
             folder = t["folder"] if t["folder"] is not None and Path(t["folder"]).is_dir() else None
@@ -392,11 +465,15 @@ def load_sweep(sweep_dir: str | Path, source: str = "tune") -> Sweep:
             status = _STATUS.get(t["status"], t["status"].lower())
             if status == "pending" and summary["reports"]:  # the experiment state lags the trial folders
                 status = "running"
+            note = None
+            if t["cpu"] is None or t["gpu"] is None:
+                note = _fallback_note(f"the sweep config ({META_FILE}: config.resources)",
+                                      t["resources_missing"] or why or "", gpu0)
             cpu = _num(t["cpu"]) if t["cpu"] is not None else cpu0
             gpu = _num(t["gpu"]) if t["gpu"] is not None else gpu0
             rows.append(_row(sweep=name, partition=partition, trial_id=t["trial_id"], config=t["config"],
                              status=status, summary=summary,
-                             cpu=cpu, gpu=gpu, source="tune"))
+                             cpu=cpu, gpu=gpu, source="tune", resources_note=note))
         trials = trials_frame(rows)
     else:
         raise PromptinitError(f"field 'source': {source!r} is not tune or mlflow")
@@ -468,9 +545,11 @@ def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str |
         children = c.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
                                  max_results=10000)
         params = parent.data.params
-        cpu = _num(params.get("resources/cpu", 1))
-        gpu_param = params.get("resources/gpu", "0")
+        cpu = _num(params.get("resources/cpu", 1))  # search.config.Resources defaults: 1 CPU, GPU auto
+        gpu_param = params.get("resources/gpu", "auto")
         gpu = math.nan if gpu_param == "auto" else _num(gpu_param)
+        resources_note = _fallback_note("the parent run's params resources/cpu, resources/gpu",
+                                        "MLflow does not record a trial's own reservation", gpu)
         name = parent.info.run_name or params.get("name", "")
         partition = parent.data.tags.get("partition") or _partition_name(params)
         rows = []
@@ -494,7 +573,7 @@ def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str |
             rows.append(_row(sweep=name, partition=partition, trial_id=tags.get(TRIAL_TAG, run.info.run_id),
                              config=config, status=_STATUS.get(run.info.status, run.info.status.lower()),
                              summary=summary, cpu=cpu, gpu=gpu, source="mlflow", run_id=run.info.run_id,
-                             stopped=None if stopped is None else stopped == "true"))
+                             stopped=None if stopped is None else stopped == "true", resources_note=resources_note))
         targets = _mlflow_targets(c, parent, name, partition)
     except (MlflowException, OSError) as err:
         raise PromptinitError(f"MLflow {tracking_uri}: {' '.join(str(err).split())[:300]}") from None
@@ -509,13 +588,17 @@ def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:
     before = os.environ.get(_PROGRESS_ENV)
     os.environ[_PROGRESS_ENV] = "false"  # no progress bar for one small file
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = c.download_artifacts(parent.info.run_id, ARG_TABLE, tmp)
-            rows = _targets_from_table(Path(path).parent, name, partition)
-            if rows:
-                return rows
-    except Exception:  # noqa: BLE001 - no such artifact: fall back to the metrics
-        pass
+        # No table (the sweep has not reached its target evaluation): the parent's target metrics
+        # (means only). A table that is there but cannot be fetched or read is an error
+        # (MlflowException / OSError -> PromptinitError in _load_mlflow; a corrupt table in
+        # _targets_from_table), not a silent switch to the coarser metrics.
+        if any(Path(f.path).name == ARG_TABLE for f in c.list_artifacts(parent.info.run_id)):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = c.download_artifacts(parent.info.run_id, ARG_TABLE, tmp)
+                rows = _targets_from_table(Path(path).parent, name, partition,
+                                           label=f"MLflow run {parent.info.run_id} artifact {ARG_TABLE}")
+                if rows:
+                    return rows
     finally:
         if before is None:
             os.environ.pop(_PROGRESS_ENV, None)

@@ -148,3 +148,190 @@ def test_parse_value_restores_plain_types():
     assert parse_value("3e-05") == 3e-05 and parse_value("4") == 4 and isinstance(parse_value("4"), int)
     assert parse_value("adafactor") == "adafactor" and parse_value("True") is True and parse_value("None") is None
     assert math.isnan(parse_value("nan"))
+
+
+# --------------------------------------------------------------------------- no silent fallbacks
+
+
+def tune_state(sweep: Path, monkeypatch, resources: dict) -> None:
+    """Tune's experiment state for the fake sweep, through a stand-in ``ExperimentAnalysis``:
+    trial id -> its resource request (None: none recorded, as for a stub from another Ray)."""
+    from types import SimpleNamespace
+
+    tune = pytest.importorskip("ray.tune")
+    from tests.analysis.conftest import TRIALS
+
+    trials = []
+    for tid, (method, settings, _, _, ended) in TRIALS.items():
+        res = resources.get(tid)
+        trials.append(SimpleNamespace(
+            trial_id=tid, status="ERROR" if ended == "failed" else "TERMINATED", config={"method": method, method: settings},
+            path=str(sweep / f"{method}_{tid}"),
+            placement_group_factory=None if res is None else SimpleNamespace(required_resources=res)))
+
+    class Analysis:
+        def __init__(self, path):
+            self.trials = trials
+
+    (sweep / "experiment_state-2025-01-01_00-00-00.json").write_text("{}")
+    monkeypatch.setattr(tune, "ExperimentAnalysis", Analysis)
+
+
+def set_config_gpu(sweep: Path, gpu) -> None:
+    meta = json.loads((sweep / "promptinit-sweep.json").read_text())
+    meta["config"]["resources"]["gpu"] = gpu
+    (sweep / "promptinit-sweep.json").write_text(json.dumps(meta))
+
+
+def fallback_warnings(record) -> list[str]:
+    from analysis.results import FallbackWarning
+
+    return [str(w.message) for w in record if issubclass(w.category, FallbackWarning)]
+
+
+@pytest.mark.parametrize("config_gpu", [0.5, "auto"])
+def test_trial_resources_missing_from_tune_are_taken_from_the_config_and_said_so(fake_sweep, monkeypatch, config_gpu):
+    """A trial whose resources Tune did not record: CPU/GPU from the sweep config, a note in the
+    table and one warning; with ``gpu: auto`` its GPU hours are unknown (NaN), never 0."""
+    from analysis import tables
+    from analysis.results import FallbackWarning
+
+    set_config_gpu(fake_sweep, config_gpu)
+    # Only t1's request is in the state (2 CPUs, a quarter GPU); every maml trial's is missing.
+    tune_state(fake_sweep, monkeypatch, {"t1": {"CPU": 2.0, "GPU": 0.25}, "t2": {"CPU": 1.0}})
+    with pytest.warns(FallbackWarning) as record:
+        s = load_sweep(fake_sweep)
+    (warning,) = fallback_warnings(record)
+    assert "4 of 6 trials: Tune's experiment state has no resources for this trial" in warning
+    assert "resources_note" in warning and str(fake_sweep) in warning
+    t = s.trials.set_index("trial_id")
+    assert t.loc["t1", "gpu"] == 0.25 and t.loc["t1", "gpu_s"] == 15.0 and t.loc["t1", "cpu_s"] == 120.0
+    assert t.loc["t2", "gpu"] == 0.0 and not isinstance(t.loc["t2", "resources_note"], str)  # its own: no GPU
+    for tid in ("m1", "m2", "m3", "m4"):
+        note = t.loc[tid, "resources_note"]
+        assert "from the sweep config" in note and "no resources for this trial" in note
+        assert t.loc[tid, "cpu"] == 1.0
+    cost = tables.cost_table(s.trials, s.targets).set_index("method")
+    if config_gpu == "auto":
+        assert math.isnan(t.loc["m2", "gpu"]) and math.isnan(t.loc["m2", "gpu_s"])
+        assert "GPU hours are unknown" in t.loc["m2", "resources_note"] and "auto" in warning
+        assert math.isnan(cost.loc["maml", "gpu_h"])  # unknown, not 0 GPU hours
+        md = tables.cost_markdown(cost.reset_index()).splitlines()
+        head, maml = md[0].split("|"), next(line for line in md if "| maml |" in line).split("|")
+        assert maml[head.index(" GPU h ")].strip() == "n/a"  # the report says unknown, not 0
+    else:
+        assert t.loc["m2", "gpu"] == 0.5 and t.loc["m2", "gpu_s"] == 100.0
+        assert "unknown" not in t.loc["m2", "resources_note"]
+        assert cost.loc["maml", "gpu_h"] == pytest.approx(190 / 3600)
+
+
+def test_unreadable_tune_state_falls_back_to_the_folders_and_says_so(fake_sweep):
+    pytest.importorskip("ray.tune")
+    from analysis.results import FallbackWarning
+
+    before = load_sweep(fake_sweep).trials  # the trial folders alone (no experiment state)
+    (fake_sweep / "experiment_state-2025-01-01_00-00-00.json").write_text('{"trial_data": [[{"trial_id": "m1", "st')
+    with pytest.warns(FallbackWarning) as record:
+        s = load_sweep(fake_sweep)
+    (warning,) = fallback_warnings(record)
+    assert "6 of 6 trials: Tune's experiment state is unreadable (" in warning and "read from their folders" in warning
+    assert list(s.trials["status"]) == list(before["status"]) and list(s.trials["gpu_s"]) == list(before["gpu_s"])
+    assert all("experiment state is unreadable" in n for n in s.trials["resources_note"])
+
+
+def test_folder_only_sweeps_note_where_resources_come_from_without_warning(fake_sweep):
+    import warnings
+
+    from analysis.results import FallbackWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        s = load_sweep(fake_sweep)
+    assert all(n.startswith("CPU/GPU per trial from the sweep config") and "no Tune experiment state" in n
+               for n in s.trials["resources_note"])
+
+
+def test_a_corrupt_report_line_is_an_error_but_a_half_written_last_one_is_not(fake_sweep):
+    from promptinit.errors import PromptinitError
+
+    path = fake_sweep / "maml_m2" / "result.json"
+    good = path.read_text()
+    path.write_text(good + '{"val/arg": 0.9, "upstream/st')  # the report being written right now
+    assert load_sweep(fake_sweep).trials.set_index("trial_id").loc["m2", "val_arg"] == 0.30
+    lines = good.splitlines()
+    path.write_text("\n".join([lines[0], '{"val/arg": 0.9, "upstream/st', lines[1]]) + "\n")
+    with pytest.raises(PromptinitError) as e:
+        load_sweep(fake_sweep)
+    assert f"{path}: line 2: not valid JSON" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_corrupt_trial_config_is_an_error_not_a_missing_trial(fake_sweep):
+    from promptinit.errors import PromptinitError
+
+    params = fake_sweep / "mtl_t2" / "params.json"
+    params.write_text('{"method": "mtl", "mtl": {"lr"')
+    with pytest.raises(PromptinitError) as e:
+        load_sweep(fake_sweep)
+    assert str(params) in str(e.value) and "not valid JSON" in str(e.value)
+
+
+def test_corrupt_target_results_are_errors(fake_sweep):
+    from promptinit.errors import PromptinitError
+
+    table = fake_sweep / "arg_table.csv"
+    table.write_text(table.read_text().replace(",0.25,0.15", ",0.25,oops"))
+    with pytest.raises(PromptinitError) as e:
+        load_sweep(fake_sweep)
+    assert f"{table}: line 2: field 'rg/task_b': not a number" in str(e.value)
+    table.unlink()  # the exports are read instead
+    meta = fake_sweep / "exports" / "mtl" / "promptinit.json"
+    meta.write_text(meta.read_text()[:40])
+    with pytest.raises(PromptinitError) as e:
+        load_sweep(fake_sweep)
+    assert f"{meta}: not valid JSON" in str(e.value)
+
+
+def test_mlflow_targets_fall_back_to_metrics_only_without_a_table(mlflow_store, tmp_path):
+    """No ``arg_table.csv`` artifact: the parent's target metrics. One that cannot be read: an
+    error (not a silent switch to the metrics). A missing GPU param: unknown, not 0."""
+    from mlflow.tracking import MlflowClient
+
+    from promptinit.errors import PromptinitError
+
+    c = MlflowClient(tracking_uri=mlflow_store)
+    exp = c.create_experiment(f"targets-{tmp_path.name}", artifact_location=(tmp_path / "art").as_uri())
+    parent = c.create_run(exp, run_name="s", tags={"promptinit.role": "sweep", "partition": "p"}).info.run_id
+    c.log_metric(parent, "target/arg/maml", 0.2)
+    child = c.create_run(exp, tags={"mlflow.parentRunId": parent, "promptinit.trial_id": "m1"}).info.run_id
+    c.log_param(child, "method", "maml")
+    s = load_mlflow(mlflow_store, parent_run_id=parent)
+    assert list(s.targets["method"]) == ["maml"] and s.targets["arg_mean"].iloc[0] == pytest.approx(0.2)
+    (row,) = s.trials.itertuples()
+    assert math.isnan(row.gpu) and "GPU hours are unknown" in row.resources_note and row.cpu == 1.0
+    (tmp_path / "arg_table.csv").write_text("method,partition,arg_mean,arg_std,arg_per_seed\nmaml,p,0.2,0.0,{oops\n")
+    c.log_artifact(parent, str(tmp_path / "arg_table.csv"))
+    with pytest.raises(PromptinitError) as e:
+        load_mlflow(mlflow_store, parent_run_id=parent)
+    assert f"MLflow run {parent} artifact arg_table.csv: line 2: field 'arg_per_seed'" in str(e.value)
+
+
+def test_the_sweep_driver_reads_trial_states_of_a_real_tune_run(real_sweep):
+    """``search.sweep.trial_states`` on Tune's own files (its unreadable-state errors are in
+    tests/platform/test_trial_states.py): every trial with its status and last report."""
+    from search.sweep import trial_states
+
+    states = trial_states(real_sweep)
+    assert len(states) == len(CONFIGS) and {s for s, _ in states.values()} == {"TERMINATED"}
+    assert sorted(last["val/arg"] for _, last in states.values()) == sorted(v[-1] for v in VALUES.values())
+
+
+def test_a_real_tune_run_gives_each_trials_own_resources_without_fallback(real_sweep):
+    import warnings
+
+    from analysis.results import FallbackWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        t = load_sweep(real_sweep).trials
+    assert not t["resources_note"].map(lambda n: isinstance(n, str)).any()  # read from Tune's state
+    assert list(t["cpu"]) == [1.0] * len(CONFIGS) and list(t["gpu"]) == [0.0] * len(CONFIGS)
