@@ -145,8 +145,9 @@ def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (partition, method), g in trials.groupby(["partition", "method"], sort=False):
         wall_h = float(g["wall_s"].astype(float).sum()) / 3600
-        cpu_h = float(g["cpu_s"].astype(float).sum(min_count=1)) / 3600
-        gpu_h = float(g["gpu_s"].astype(float).sum(min_count=1)) / 3600
+        # one trial of unknown reservation (NaN) makes the sum unknown, never an undercount
+        cpu_h = float(g["cpu_s"].astype(float).sum(skipna=False)) / 3600
+        gpu_h = float(g["gpu_s"].astype(float).sum(skipna=False)) / 3600
         accel_h = gpu_h if use_gpu else cpu_h
         val = g["val_arg"].astype(float)
         best = float(val.max()) if val.notna().any() else math.nan

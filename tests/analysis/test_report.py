@@ -210,3 +210,17 @@ def test_drop_in_for_the_sweeps_own_export(tmp_path):
 
     (row,) = _targets_from_exports(tmp_path, "s", "tiny")
     assert row["method"] == "maml" and row["trial_id"] == "abc" and row["per_seed"] == {100: 0.2}
+
+
+def test_cost_table_counts_unknown_gpu_reservations_as_unknown_not_as_zero():
+    import math
+
+    import pandas as pd
+
+    from analysis.tables import cost_table
+
+    trials = pd.DataFrame({"partition": ["p", "p"], "method": ["mtl", "mtl"], "wall_s": [3600.0, 3600.0],
+                           "cpu_s": [3600.0, 7200.0], "gpu_s": [1800.0, math.nan], "val_arg": [0.1, 0.2]})
+    targets = pd.DataFrame(columns=["partition", "method", "arg_mean", "arg_std", "per_seed", "trial_id"])
+    row = cost_table(trials, targets).iloc[0]
+    assert row["cpu_h"] == 3.0 and math.isnan(row["gpu_h"])  # half an hour known + one unknown
