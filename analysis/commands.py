@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from promptinit.errors import PromptinitError
+from promptinit.errors import PromptinitError, check_writable
 
 
 def register_report(subparsers) -> None:
@@ -36,14 +36,19 @@ def run_report(args: argparse.Namespace) -> int:
     from analysis.results import load_sweep
 
     if args.similarity_rank < 1:
-        raise PromptinitError(f"--similarity-rank: {args.similarity_rank} must be >= 1")
-    sweeps = [load_sweep(d, source="mlflow" if args.from_mlflow else "tune") for d in args.sweeps]
+        raise PromptinitError(f"option '--similarity-rank': {args.similarity_rank} must be >= 1")
+    # The flags and the output folder are checked before any sweep is read.
+    out = Path(args.out) if args.out else Path(args.sweeps[0]) / "report"
+    check_writable(out, "option '--out'", folder=True)
     prompts = None
     if args.task_prompts:
         from promptinit.similarity import load_task_prompts
 
-        prompts = load_task_prompts(args.task_prompts)
-    out = Path(args.out) if args.out else Path(args.sweeps[0]) / "report"
+        try:
+            prompts = load_task_prompts(args.task_prompts)
+        except PromptinitError as err:
+            raise PromptinitError(f"option '--task-prompts': {err}") from None
+    sweeps = [load_sweep(d, source="mlflow" if args.from_mlflow else "tune") for d in args.sweeps]
     report = write_report(sweeps, out, task_prompts=prompts, similarity_rank=args.similarity_rank,
                           log_mlflow=not args.no_mlflow)
     print(f"report: {report.folder / 'index.md'} ({len(report.files)} files)")
@@ -72,6 +77,7 @@ def register_export(subparsers) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from analysis.export import export_method
 
+    check_writable(args.out, "option '--out'", folder=True)  # before the sweep is read
     folder = export_method(args.sweep, args.method, args.out, trial_id=args.trial, log_mlflow=not args.no_mlflow)
     print(f"exported {args.method}: {folder}")
     print(f"  load with: PeftModel.from_pretrained(base_model, {str(folder)!r})")

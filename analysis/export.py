@@ -21,7 +21,7 @@ from analysis.results import CHECKPOINT_PROMPT, CHECKPOINT_STATE, EXPORTS, Sweep
 from promptinit.errors import PromptinitError
 
 SUPMER = "supmer"
-PSI_KEY = "psi"  # where a SUPMER method's state dict keeps ψ_φ's tensors (assumed; see ``psi_from_checkpoint``)
+PSI_KEY = "psi"  # where a SUPMER method's state dict keeps ψ_φ's tensors (promptinit.methods.supmer.SUPMER.state_dict)
 
 
 @dataclass(frozen=True)
@@ -91,17 +91,47 @@ def best_checkpoint(sweep: Sweep, method: str, trial_id: str | None = None) -> B
 
 
 def psi_from_checkpoint(folder: Path) -> dict[str, torch.Tensor] | None:
-    """SUPMER's ψ_φ tensors from a method checkpoint (``state["psi"]``, a dict of tensors), or None."""
-    from promptinit.methods.checkpoint import read_checkpoint
+    """SUPMER's ψ_φ tensors from a method checkpoint (``state["psi"]``, a dict of tensors).
 
+    Returns:
+        The tensors, or None when the checkpoint records that the trial trained no ψ
+        (``psi`` is None and the method's config has ``use_mgr: false``); the export then
+        says so in ``extra.psi`` (see ``psi_note``).
+
+    Raises:
+        PromptinitError: the checkpoint is missing or unreadable, it is not a SUPMER checkpoint
+            (no ``psi`` field), or its ψ is missing or malformed although ``use_mgr`` is on: a
+            SUPMER prompt is tuned downstream with its ψ, so exporting it without is refused.
+    """
+    from promptinit.methods.checkpoint import STATE, read_checkpoint
+
+    folder = Path(folder)
+    where = f"{folder / STATE}: field '{PSI_KEY}'"
+    fix = "export another trial's checkpoint (promptinit export --trial ID)"
     try:
         state = read_checkpoint(folder)
-    except PromptinitError:
-        return None
-    psi = state.get(PSI_KEY) if isinstance(state, Mapping) else None
-    if isinstance(psi, Mapping) and psi and all(isinstance(v, torch.Tensor) for v in psi.values()):
-        return {str(k): v for k, v in psi.items()}
-    return None
+    except PromptinitError as err:
+        raise PromptinitError(f"{where}: cannot read SUPMER's ψ_φ for the export ({err}); {fix}") from None
+    if not isinstance(state, Mapping) or PSI_KEY not in state:
+        raise PromptinitError(f"{where}: missing, so this is not a SUPMER checkpoint (method "
+                              f"{state.get('method') if isinstance(state, Mapping) else None!r}); {fix}")
+    psi = state[PSI_KEY]
+    if psi is None:
+        config = state.get("config") if isinstance(state.get("config"), Mapping) else {}
+        if config.get("use_mgr", True) is False:
+            return None  # the trial trained no ψ: nothing to export (recorded by psi_note)
+        raise PromptinitError(f"{where}: empty although the trial's use_mgr is on (a corrupt checkpoint); {fix}")
+    if not (isinstance(psi, Mapping) and psi and all(isinstance(v, torch.Tensor) for v in psi.values())):
+        raise PromptinitError(f"{where}: not a non-empty dict of tensors (a corrupt checkpoint); {fix}")
+    return {str(k): v for k, v in psi.items()}
+
+
+PSI_NOTE = "not exported: the trial ran with use_mgr false, so it trained no ψ_φ (plain inner SGD)"
+
+
+def psi_note(method: str, psi: Mapping[str, torch.Tensor] | None) -> dict[str, str]:
+    """``{"psi": why}`` for a SUPMER export without ψ_φ (goes into the export's ``extra``), else ``{}``."""
+    return {"psi": PSI_NOTE} if method == SUPMER and psi is None else {}
 
 
 def _task_fingerprints(sweep: Sweep, method: str) -> tuple[dict[str, str], dict[str, Any]]:
@@ -176,6 +206,7 @@ def export_method(sweep_dir: str | Path, method: str, out: str | Path, *, trial_
                   "tracking_uri": sweep.tracking_uri},
     }
     psi = psi_from_checkpoint(best.checkpoint) if method == SUPMER else None
+    extra.update(psi_note(method, psi))
     folder = export_prompt(prompt, info, out, method=method, hyperparameters=best.params, metrics=metrics,
                            model_name=cfg["model"], task_fingerprints=fingerprints, psi_state=psi, extra=extra)
     if log_mlflow and sweep.tracking_uri and sweep.parent_run_id:
@@ -219,8 +250,16 @@ def export_best(sweep_dir: str | Path, method: str, prompt: torch.Tensor, info: 
     hyperparameters = info.pop("hyperparameters", {})
     fingerprints = info.pop("task_fingerprints", {})
     metrics = {"validation": info.pop("validation", None), "target": info.pop("target", None)}
-    checkpoint = Path(str(info.get("checkpoint", "")))
-    psi = psi_from_checkpoint(checkpoint) if method == SUPMER and checkpoint.is_dir() else None
+    psi = None
+    if method == SUPMER:
+        if not info.get("checkpoint") or not Path(str(info["checkpoint"])).is_dir():
+            raise PromptinitError(
+                f"{Path(sweep_dir) / EXPORTS / method}: field 'checkpoint': {info.get('checkpoint')!r} is not a local "
+                "checkpoint folder, and a SUPMER export needs the ψ_φ stored there; export it from the sweep "
+                "directory with `promptinit export --method supmer`"
+            )
+        psi = psi_from_checkpoint(Path(str(info["checkpoint"])))
+        info.update(psi_note(method, psi))
     return export_prompt(prompt, ModelInfo.from_name(model, info.get("prompt_length")),
                          Path(sweep_dir) / EXPORTS / method, method=method, hyperparameters=hyperparameters,
                          metrics=metrics, model_name=model, task_fingerprints=fingerprints, psi_state=psi, extra=info)

@@ -47,7 +47,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from promptinit.errors import PromptinitError
+from promptinit.errors import PromptinitError, read_json
 from spaces.space import SOURCES_KEY
 
 META_FILE = "promptinit-sweep.json"  # search/sweep.py META_FILE
@@ -256,10 +256,10 @@ def read_meta(sweep_dir: Path) -> dict:
             f"{sweep_dir}: not a promptinit sweep directory ({META_FILE} missing); "
             "pass the folder search/sweep.py printed (<storage_path>/<name>)"
         )
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise PromptinitError(f"{path}: not valid JSON ({err})") from None
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise PromptinitError(f"{path}: not a sweep record (a JSON object); restore it or rerun the sweep")
+    return meta
 
 
 _GPU_UNKNOWN = "resources.gpu is 'auto' (decided by the cluster at run time), so GPU hours are unknown (gpu_s NaN)"

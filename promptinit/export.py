@@ -6,8 +6,12 @@ An export folder holds:
 - ``adapter_config.json``: a PEFT ``PROMPT_TUNING`` config (``task_type`` ``CAUSAL_LM`` or
   ``SEQ_2_SEQ_LM``). ``num_transformer_submodules`` is 1 for seq2seq models too: promptinit's
   prompt goes to the encoder only, and PEFT's default of 2 would also prepend a second block
-  of L vectors to the decoder input;
+  of L vectors to the decoder input. ``base_model_name_or_path`` travels: the hub id of a
+  packaged model (``HuggingFaceTB/SmolLM2-135M-Instruct`` for ``smollm2-135m``), never a path
+  in one machine's cache; a local folder or tiny test model keeps its path (it has no other name);
 - ``promptinit.json``: method, hyperparameters, validation and target metrics, model name,
+  the model's local path here (``model_path``) and the SHA-256 of its weights files
+  (``weights_sha256``, ``weights_fingerprint``: which weights the prompt was learned on),
   task-set and data fingerprints, package versions and the SHA-256 of every tensor file;
 - ``psi.safetensors`` (SUPMER only): the meta-gradient regulariser ψ_φ as named tensors.
 
@@ -23,6 +27,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -60,8 +65,10 @@ class ModelInfo:
         hidden_size: width d of the input embeddings (PEFT's ``token_dim``).
         num_layers: transformer layers (the encoder's for seq2seq models).
         num_attention_heads: attention heads per layer.
-        base_model_name_or_path: what ``from_pretrained`` loads (a folder or hub id).
+        base_model_name_or_path: what ``from_pretrained`` loads anywhere: the hub id of a packaged
+            model, else the hub id or folder the model was given as.
         prompt_length: the prompt length L the model is used with, when known.
+        local_path: the folder the weights were loaded from on this machine, when local.
     """
 
     name: str
@@ -71,6 +78,7 @@ class ModelInfo:
     num_attention_heads: int
     base_model_name_or_path: str
     prompt_length: int | None = None
+    local_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.family not in TASK_TYPES:
@@ -78,8 +86,13 @@ class ModelInfo:
 
     @classmethod
     def from_hf_config(cls, name: str, config: Any, path: str, prompt_length: int | None = None) -> "ModelInfo":
-        """From a ``transformers`` config (attribute names as PEFT reads them)."""
+        """From a ``transformers`` config (attribute names as PEFT reads them).
+
+        ``path`` is what ``resolve_model(name)`` gave (a local folder or a hub id); a packaged
+        model's ``base_model_name_or_path`` is its hub id instead.
+        """
         family = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+        local = Path(str(path)).expanduser()
 
         def first(*names: str) -> int:
             for n in names:
@@ -93,7 +106,8 @@ class ModelInfo:
             hidden_size=first("hidden_size", "d_model", "n_embd"),
             num_layers=first("num_hidden_layers", "num_layers", "n_layer", "encoder_layers"),
             num_attention_heads=first("num_attention_heads", "num_heads", "n_head", "encoder_attention_heads"),
-            base_model_name_or_path=str(path), prompt_length=prompt_length,
+            base_model_name_or_path=hub_id(name) or str(path), prompt_length=prompt_length,
+            local_path=str(local.resolve()) if local.is_dir() else None,
         )
 
     @classmethod
@@ -108,13 +122,89 @@ class ModelInfo:
 
     @classmethod
     def from_name(cls, name: str, prompt_length: int | None = None) -> "ModelInfo":
-        """From the model's config file only: no weights are loaded."""
-        from transformers import AutoConfig
+        """From the model's config file only: no weights are loaded.
 
+        Raises:
+            PromptinitError: one line: an unknown name, a folder without a readable
+                ``config.json``, a hub id that cannot be reached.
+        """
         from promptinit.assets import resolve_model
 
         path = resolve_model(name)
-        return cls.from_hf_config(name, AutoConfig.from_pretrained(path), path, prompt_length)
+        return cls.from_hf_config(name, model_config(name, path), path, prompt_length)
+
+
+def hub_id(name: str) -> str | None:
+    """The Hugging Face hub id of a packaged model (``smollm2-135m`` or ``smollm2`` ->
+    ``HuggingFaceTB/SmolLM2-135M-Instruct``); None for other names (hub ids, folders and tiny
+    test models are recorded as given)."""
+    from promptinit.assets import ALIASES, PACKAGED
+
+    key = ALIASES.get(name, name)
+    if key in PACKAGED:
+        return next((alias for alias, target in ALIASES.items() if target == key and "/" in alias), None)
+    return None
+
+
+def model_config(name: str, path: str) -> Any:
+    """The ``transformers`` config of a resolved model (``resolve_model(name)`` gave ``path``).
+
+    Raises:
+        PromptinitError: one line naming the model: a folder without ``config.json``, a config
+            that does not load, a hub id that cannot be reached (no retry noise on stderr).
+    """
+    import logging
+
+    from transformers import AutoConfig
+
+    folder = Path(path)
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise PromptinitError(f"model {name!r}: {folder} has no config.json; give a folder written by "
+                              "save_pretrained, a packaged name or a hub id")
+    # huggingface_hub logs every retry of an unreachable hub as a warning: the error below says it once.
+    loggers = [logging.getLogger(n) for n in ("huggingface_hub", "transformers")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        return AutoConfig.from_pretrained(path)
+    except Exception as err:  # noqa: BLE001 - OSError, ValueError, JSON and hub errors all mean "no config"
+        detail = " ".join(str(err).split())
+        detail = detail.split(". ")[0][:240]
+        if folder.is_dir():
+            hint = f"fix {folder / 'config.json'} or save the model again"
+        else:
+            hint = "check the hub id and that the hub is reachable, or give a local folder"
+        raise PromptinitError(f"model {name!r}: cannot load its config ({type(err).__name__}: {detail}); {hint}") from None
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def packaged_source(name: str) -> str | None:
+    """What a packaged model's weights are (e.g. dequantised from a GGUF file); None otherwise."""
+    from promptinit.assets import ALIASES, PACKAGED
+
+    return PACKAGED.get(ALIASES.get(name, name))
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
+
+
+def weights_sha256(folder: str | Path | None) -> dict[str, str]:
+    """SHA-256 of each weights file of a local model folder (``model.safetensors``, shards, ...);
+    empty when ``folder`` is None or holds none (a hub id: the weights are not here)."""
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    files = sorted(p for p in Path(folder).iterdir()
+                   if p.is_file() and p.suffix in WEIGHT_SUFFIXES and not p.name.startswith("."))
+    return {p.name: _sha256_cached(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed by size and mtime: a sweep exports several prompts of one model and hashes its weights once.
+    return _sha256(Path(path))
 
 
 def _replace(info: ModelInfo, **changes: Any) -> ModelInfo:
@@ -270,11 +360,16 @@ def export_prompt(
             files[PSI] = _sha256(tmp / PSI)
         _write_json(tmp / ADAPTER_CONFIG, peft_config(info, L))
         names = dict(task_fingerprints)
+        weights = weights_sha256(info.local_path)
         doc = {
             "format": FORMAT,
             "method": method,
             "model": model_name,
             "base_model_name_or_path": info.base_model_name_or_path,
+            "model_path": info.local_path,
+            "weights_sha256": weights,
+            "weights_fingerprint": fingerprint(weights) if weights else None,
+            **({"model_source": packaged_source(model_name)} if packaged_source(model_name) else {}),
             "family": info.family,
             "prompt_shape": [int(L), int(d)],
             "hyperparameters": dict(hyperparameters),
@@ -312,10 +407,12 @@ class Export:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PromptinitError(f"{path}: missing; an export folder holds {ADAPTER_WEIGHTS}, {ADAPTER_CONFIG} and {METADATA}")
+    from promptinit.errors import read_json
+
     try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise PromptinitError(f"{path}: not valid JSON ({err}); re-export it") from None
+        doc = read_json(path)
+    except PromptinitError as err:
+        raise PromptinitError(f"{err} (or re-export it)") from None
     if not isinstance(doc, dict):
         raise PromptinitError(f"{path}: expected a JSON object")
     return doc

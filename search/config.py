@@ -312,6 +312,12 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         raise PromptinitError(f"{where}: {e}") from None
     if config.catalog is not None and not Path(config.catalog).expanduser().is_file():
         raise PromptinitError(f"{where}: field 'catalog': {config.catalog}: no such task catalog file")
+    from promptinit.tasks.catalog import load_catalog
+
+    try:
+        load_catalog(config.catalog)
+    except PromptinitError as e:
+        raise PromptinitError(f"{where}: field 'catalog': {e}") from None
     try:
         partition = load_partition(config)
     except PromptinitError as e:
@@ -327,6 +333,48 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         msg = str(e) if str(e).startswith("field") else f"field 'source_selection': {e}"
         raise PromptinitError(f"{where}: {msg}") from None
     return config
+
+
+def check_storage(config: SweepConfig, where: str) -> None:
+    """``storage_path`` can hold the sweep folder: no file in the way, the first existing folder
+    on the way writable. Nothing is created here.
+
+    Raises:
+        PromptinitError: ``<file>: field 'storage_path'`` (or ``'name'``): the problem and the fix.
+    """
+    import os
+
+    sweep_dir = config.sweep_dir
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise PromptinitError(f"{where}: field 'name': {sweep_dir} is a file, not a sweep folder; "
+                              "change `name` or move the file")
+    existing = sweep_dir  # the folder the sweep writes into, or the first one that exists on its way
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PromptinitError(f"{where}: field 'storage_path': {existing} is a file, not a folder; "
+                              "point storage_path at a folder (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PromptinitError(f"{where}: field 'storage_path': {existing} is not writable; "
+                              "choose a folder you can write to")
+
+
+def check_model(config: SweepConfig, where: str):
+    """The sweep's model resolves and its config loads (no weights): a bad ``model`` fails here,
+    before Ray starts, not in every trial.
+
+    Returns:
+        The model's ``promptinit.export.ModelInfo``.
+
+    Raises:
+        PromptinitError: ``<file>: field 'model': ...``.
+    """
+    from promptinit.export import ModelInfo
+
+    try:
+        return ModelInfo.from_name(config.model, config.prompt_length)
+    except PromptinitError as e:
+        raise PromptinitError(f"{where}: field 'model': {e}") from None
 
 
 def _relative_to(folder: Path, value: Any) -> Any:

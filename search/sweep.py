@@ -6,11 +6,13 @@ score each method's best prompt on the target tasks and export it.
     python search/sweep.py --config configs/sweep/x.yaml [--resume] [--smoke-test]
     ray job submit --working-dir . -- python search/sweep.py --config configs/sweep/x.yaml
 
-Steps: validate the YAML (before Ray starts; errors are one line, exit code 2) -> load the
-partition's tasks -> MLflow parent run -> connect to Ray (``RAY_ADDRESS`` or the job's
-cluster, else a local one) -> PT baseline on the validation tasks, once -> Tune
-(``OptunaSearch`` TPE + ASHA) over trials of ``trainables.train_prompt_init`` -> best
-checkpoint per method -> target ARG (method x partition table, Markdown + CSV) -> exports.
+Steps: validate the YAML, ``storage_path``, the model (it resolves and its config loads) and,
+with ``--resume``, the sweep folder (before Ray starts and before anything is written; errors
+are one line, exit code 2) -> load the partition's tasks -> MLflow parent run -> connect to
+Ray (``RAY_ADDRESS`` or the job's cluster, else a local one) -> PT baseline on the validation
+tasks, once -> Tune (``OptunaSearch`` TPE + ASHA) over trials of
+``trainables.train_prompt_init`` -> best checkpoint per method -> target ARG (method x
+partition table, Markdown + CSV) -> exports.
 """
 from __future__ import annotations
 
@@ -34,10 +36,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from promptinit.errors import PromptinitError  # noqa: E402
-from search.config import DEFAULT_CONFIG, SweepConfig, load_partition, load_sweep_config  # noqa: E402
+from search.config import (  # noqa: E402
+    DEFAULT_CONFIG,
+    SweepConfig,
+    check_model,
+    check_storage,
+    load_partition,
+    load_sweep_config,
+)
 
 META_FILE = "promptinit-sweep.json"  # parent run id, tracking URI, the validated config
 TUNER_FILE = "tuner.pkl"  # written by Tune when a sweep starts; its presence means "resumable"
+EXPERIMENT_STATE = "experiment_state-*.json"  # Tune's experiment snapshots (TuneController.CKPT_FILE_TMPL)
+RUNS_LEFT_OPEN_TAG = "promptinit.runs_left_open"  # on the parent run: why its child runs were not closed
 AUTO_GPU_FRACTION = 0.25  # resources.gpu: auto -> this share of a GPU per trial when GPUs exist
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job manager for a submitted driver
 # Every report carries a checkpoint, so Tune snapshots the experiment often; that is what makes
@@ -172,14 +183,58 @@ def _all_steps(space) -> list[int]:
 
 
 def trial_states(sweep_dir: Path) -> dict[str, tuple[str, dict | None]]:
-    """Trial id -> (Tune status, last result), from the experiment state on disk."""
+    """Trial id -> (Tune status, last result), from the experiment state on disk.
+
+    Returns ``{}`` only when Tune wrote no experiment state (``experiment_state-*.json``): the
+    driver died before Tune's first snapshot, so no trial is on record.
+
+    Raises:
+        PromptinitError: an experiment state exists but cannot be read (corrupt, or written by
+            another Ray version). Reading it as "no trials" would close every open MLflow run
+            FAILED (and orphaned) although their trials may have finished.
+    """
+    found = sorted(Path(sweep_dir).glob(EXPERIMENT_STATE))
+    if not found:
+        return {}
+    import ray
     from ray.tune import ExperimentAnalysis
 
     try:
         analysis = ExperimentAnalysis(str(sweep_dir))
-    except Exception:  # no experiment state was written before the driver died
-        return {}
-    return {t.trial_id: (t.status, dict(t.last_result or {})) for t in analysis.trials}
+        return {t.trial_id: (t.status, dict(t.last_result or {})) for t in analysis.trials}
+    except Exception as err:  # noqa: BLE001 - Tune raises many types for a state it cannot read; all mean this
+        newest = max(found, key=lambda p: p.stat().st_mtime)
+        raise PromptinitError(
+            f"{newest}: Tune's experiment state is unreadable ({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+            f"the trials' outcomes are unknown. Read it with the Ray version that wrote it (this is Ray {ray.__version__}), "
+            "or start the sweep afresh under a new `name`"
+        ) from None
+
+
+def close_runs(uri: str, experiment: str, parent: str, sweep_dir: Path, status: str) -> str | None:
+    """End the sweep's MLflow runs: every child whose trial is over, then the parent with ``status``.
+
+    When Tune's experiment state cannot be read (``trial_states`` raises), the children are left
+    as they are instead of being guessed FAILED, and the parent gets tag ``RUNS_LEFT_OPEN_TAG``
+    with the reason.
+
+    Returns:
+        That reason (``"<n> child runs left open: <error>"``), or None when the children were closed.
+    """
+    from search import tracking
+
+    c = tracking.client(uri)
+    reason = None
+    try:
+        states = trial_states(sweep_dir)
+    except PromptinitError as err:
+        still_open = [r for r in tracking.child_runs(uri, experiment, parent) if r.info.status in tracking.RUN_STATES]
+        reason = f"{len(still_open)} child runs left open: {err}"
+        c.set_tag(parent, RUNS_LEFT_OPEN_TAG, reason[:4000])
+    else:
+        tracking.close_open_children(uri, experiment, parent, states)
+    c.set_terminated(parent, status)
+    return reason
 
 
 # --------------------------------------------------------------------------- after the search
@@ -262,12 +317,21 @@ def run(args: argparse.Namespace) -> int:
     if args.smoke_test:
         cfg = cfg.smoke()
     sweep_dir = cfg.sweep_dir
+    # Every input is checked before anything is written and before Ray starts: a bad one is one
+    # line (exit code 2) and leaves no folder behind.
+    check_storage(cfg, str(args.config))
     if args.resume and not (sweep_dir / TUNER_FILE).exists():
         raise PromptinitError(f"{sweep_dir}: nothing to resume (no {TUNER_FILE}); run without --resume")
     if not args.resume and (sweep_dir / TUNER_FILE).exists():
         raise PromptinitError(
-            f"{sweep_dir}: a sweep already ran here; pass --resume to continue it, or change `name` in {args.config}"
+            f"{args.config}: field 'name': a sweep already ran in {sweep_dir}; pass --resume to continue it, "
+            "or change `name`"
         )
+    from search import tracking
+
+    uri = tracking.resolve_tracking_uri(cfg.tracking_uri, sweep_dir)
+    resumed = check_resumable(sweep_dir, uri) if args.resume else None
+    check_model(cfg, str(args.config))
 
     # Tasks load before Ray starts, so a bad catalog entry is one line too.
     partition = load_partition(cfg)
@@ -284,27 +348,30 @@ def run(args: argparse.Namespace) -> int:
     validation = tasks(cfg.validation.select(partition.validation, "validation"))
     target = tasks(cfg.target.select(partition.target, "target"))
 
-    from search import tracking
     from search.config import config_dict
 
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    uri = tracking.resolve_tracking_uri(cfg.tracking_uri, sweep_dir)
     exp = tracking.experiment_id(uri, cfg.name, sweep_dir)
     mlflow = tracking.client(uri)
     meta_path = sweep_dir / META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = resumed or _earlier_meta(meta_path)
     if args.resume:
-        if meta.get("tracking_uri") != uri:
-            raise PromptinitError(
-                f"{sweep_dir}: this sweep logs to MLflow at {meta.get('tracking_uri')!r}, not {uri!r}; "
-                "resume with the same MLFLOW_TRACKING_URI / tracking_uri"
-            )
         parent = meta["parent_run_id"]
-        mlflow.update_run(parent, status="RUNNING")
+        try:
+            mlflow.update_run(parent, status="RUNNING")
+        except Exception as err:  # noqa: BLE001 - MLflow raises its own types for an unknown run or store
+            raise PromptinitError(
+                f"{meta_path}: field 'parent_run_id': MLflow run {parent} at {uri} cannot be reopened "
+                f"({' '.join(str(err).split())[:200]}); resume with the tracking store this sweep logged to"
+            ) from None
     else:
         if meta.get("parent_run_id") and meta.get("tracking_uri") == uri:
             # An earlier attempt died before Tune saved anything: close its parent run.
-            if mlflow.get_run(meta["parent_run_id"]).info.status == "RUNNING":
+            try:
+                earlier = mlflow.get_run(meta["parent_run_id"]).info.status
+            except Exception:  # noqa: BLE001 - the run is gone from the store: nothing to close
+                earlier = None
+            if earlier == "RUNNING":
                 mlflow.set_terminated(meta["parent_run_id"], "FAILED")
         parent = mlflow.create_run(exp, run_name=cfg.name, tags={
             tracking.ROLE_TAG: "sweep", tracking.SWEEP_TAG: str(sweep_dir), "partition": partition.name,
@@ -320,12 +387,80 @@ def run(args: argparse.Namespace) -> int:
         rows, seconds = _search(cfg, args, partition, source, validation, target, uri, exp, parent)
         status = "FINISHED"
     finally:
-        # No run stays RUNNING: close every child whose trial is over (or never recorded), then the parent.
-        states = trial_states(sweep_dir)
-        tracking.close_open_children(uri, exp, parent, states)
-        mlflow.set_terminated(parent, status)
+        # No run stays RUNNING: close every child whose trial is over (or never recorded), then the
+        # parent; children whose trials' outcomes are unknown stay open, and the user is told why.
+        left_open = close_runs(uri, exp, parent, sweep_dir, status)
+        if left_open:
+            pending = sys.exc_info()[1]
+            if isinstance(pending, PromptinitError) and left_open.endswith(str(pending)):
+                left_open = left_open[: -len(str(pending))] + "see the error below"  # main prints it next
+            print(f"sweep: warning: MLflow parent run {parent}: {left_open} (recorded in its tag {RUNS_LEFT_OPEN_TAG}; "
+                  "--resume closes them once the experiment state reads)", file=sys.stderr, flush=True)
     print(f"sweep finished in {time.perf_counter() - t_start:.0f} s (search {seconds:.0f} s)")
     return 0
+
+
+def check_resumable(sweep_dir: Path, uri: str) -> dict:
+    """What ``--resume`` needs, read and checked before anything is written or Ray starts: the
+    sweep's record (``promptinit-sweep.json`` with its MLflow parent run and tracking URI, the
+    same URI as now), a Tune state that is a complete pickle, the sqlite store when the sweep
+    logs to one in its folder, and Tune's experiment state (``trial_states``).
+
+    Returns:
+        The sweep's record.
+
+    Raises:
+        PromptinitError: one line naming the file and the field, and the fix.
+    """
+    import pickletools
+
+    from promptinit.errors import read_json
+
+    path = sweep_dir / META_FILE
+    afresh = "start the sweep afresh under a new `name`"
+    if not path.is_file():
+        raise PromptinitError(f"{path}: missing (the sweep's MLflow parent run and tracking URI are recorded there); "
+                              f"this folder cannot be resumed; {afresh}")
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise PromptinitError(f"{path}: expected a JSON object (parent_run_id, tracking_uri, config); {afresh}")
+    for key in ("parent_run_id", "tracking_uri"):
+        if not isinstance(meta.get(key), str) or not meta[key]:
+            raise PromptinitError(f"{path}: field {key!r}: missing or not a string; this folder cannot be resumed; {afresh}")
+    if meta["tracking_uri"] != uri:
+        raise PromptinitError(
+            f"{path}: field 'tracking_uri': this sweep logs to MLflow at {meta['tracking_uri']!r}, not {uri!r}; "
+            "resume with the same MLFLOW_TRACKING_URI / tracking_uri"
+        )
+    tuner = sweep_dir / TUNER_FILE
+    try:
+        data = tuner.read_bytes()
+        for _ in pickletools.genops(data):  # walks the opcodes without unpickling anything
+            pass
+        complete = bool(data)
+    except Exception:  # noqa: BLE001 - unreadable, or any malformed opcode: not a state Tune can restore
+        complete = False
+    if not complete:
+        raise PromptinitError(f"{tuner}: Tune's state is truncated or corrupt (an interrupted write?); "
+                              f"the sweep cannot be resumed; {afresh}")
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))  # sqlite:////abs/path: the default, in the sweep folder
+        if db.is_absolute() and db.is_relative_to(sweep_dir) and not db.is_file():
+            raise PromptinitError(f"{path}: field 'tracking_uri': the MLflow store {db} is missing, so the sweep's "
+                                  f"runs are gone; {afresh}")
+    trial_states(sweep_dir)  # an unreadable experiment state is one line here, not after Ray started
+    return meta
+
+
+def _earlier_meta(path: Path) -> dict:
+    """The record of an earlier attempt that died before Tune saved anything (or ``{}``)."""
+    from promptinit.errors import read_json
+
+    try:
+        meta = read_json(path) if path.is_file() else {}
+    except PromptinitError:  # unreadable: it is replaced below
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
@@ -377,6 +512,7 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     )
     trainable = make_trainable(shared, cpu, gpu)
     if args.resume:
+        # An unreadable experiment state is an error here (Tuner.restore needs it too), not "no trials".
         states = trial_states(cfg.sweep_dir)
         continuing = [tid for tid, (status, _) in states.items() if status not in ("TERMINATED", "ERROR")]
         closed = tracking.close_open_children(uri, exp, parent, states, keep_running=continuing)

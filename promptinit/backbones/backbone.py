@@ -55,6 +55,8 @@ class BackboneConfig:
             raise PromptinitError(f"field 'dtype': {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.prompt_length < 1:
             raise PromptinitError(f"field 'prompt_length': {self.prompt_length} must be >= 1")
+        if self.max_input_tokens < 1:
+            raise PromptinitError(f"field 'max_input_tokens': {self.max_input_tokens} must be >= 1")
         if self.attn_implementation not in ("eager", "sdpa"):
             raise PromptinitError(
                 f"field 'attn_implementation': {self.attn_implementation!r} is not eager or sdpa"

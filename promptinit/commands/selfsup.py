@@ -5,7 +5,11 @@ import argparse
 import textwrap
 import time
 
-from promptinit.errors import PromptinitError
+from promptinit.errors import PromptinitError, check_writable, flag_error
+
+FLAGS = {"sources": "--corpus", "min_words": "--min-words", "max_words": "--max-words",
+         "max_doc_sentences": "--max-doc-sentences", "max_sentences": "--max-sentences", "k": "--k",
+         "encoder": "--encoder", "seed": "--seed"}
 
 
 def register(sub) -> None:
@@ -38,17 +42,27 @@ def run(args: argparse.Namespace) -> int:
     if args.examples < 0:
         raise PromptinitError(f"option '--examples': {args.examples} must be >= 0")
     # settings first: a bad flag fails before any text is read
-    config = CorpusConfig(
-        sources=tuple(args.corpus or DEFAULT_SOURCES), min_words=args.min_words, max_words=args.max_words,
-        max_doc_sentences=args.max_doc_sentences or None, max_sentences=args.max_sentences or None, seed=args.seed,
-    )
-    cluster_config = ClusterConfig(k=args.k, encoder=args.encoder, seed=args.seed)
+    try:
+        config = CorpusConfig(
+            sources=tuple(args.corpus or DEFAULT_SOURCES), min_words=args.min_words, max_words=args.max_words,
+            max_doc_sentences=args.max_doc_sentences or None, max_sentences=args.max_sentences or None,
+            seed=args.seed,
+        )
+        cluster_config = ClusterConfig(k=args.k, encoder=args.encoder, seed=args.seed)
+    except PromptinitError as err:
+        raise flag_error(err, FLAGS) from None
     formats = args.formats or list(FORMATS)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise PromptinitError(f"option '--formats': {unknown} unknown; choose from {' '.join(FORMATS)}")
+    check_writable(args.plot, "option '--plot'")
     t0 = time.perf_counter()
-    corpus = build_corpus(config)
+    try:
+        corpus = build_corpus(config)
+    except PromptinitError as err:
+        if str(err).startswith(("source ", "corpus ")):
+            raise PromptinitError(f"option '--corpus': {err}") from None
+        raise
     t_corpus = time.perf_counter() - t0
     print(f"corpus {corpus.fingerprint}: {len(corpus)} sentences in {len(corpus.documents)} documents "
           f"({t_corpus:.1f} s)")

@@ -4,7 +4,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from promptinit.errors import PromptinitError
+from promptinit.errors import PromptinitError, check_writable, flag_error
+
+BACKBONE_FLAGS = {"prompt_length": "--prompt-length", "dtype": "--dtype", "device": "--device",
+                  "max_input_tokens": "--max-input-tokens"}
+TUNE_FLAGS = {"lr": "--lr", "optimizer": "--optimizer", "batch_size": "--batch-size", "steps": "--steps",
+              "eval_every": "--eval-every", "test_size": "--test-size"}
 
 
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
@@ -27,21 +32,60 @@ def add_tuning_args(p: argparse.ArgumentParser) -> None:
 
 
 def backbone_config(args: argparse.Namespace):
+    """The backbone flags as a ``BackboneConfig``; a bad value names its option."""
     from promptinit.backbones import BackboneConfig
 
-    return BackboneConfig(
-        args.model, prompt_length=args.prompt_length, dtype=args.dtype, device=args.device,
-        max_input_tokens=args.max_input_tokens,
-    )
+    check_device(args.device)
+    try:
+        return BackboneConfig(
+            args.model, prompt_length=args.prompt_length, dtype=args.dtype, device=args.device,
+            max_input_tokens=args.max_input_tokens,
+        )
+    except PromptinitError as err:
+        raise flag_error(err, BACKBONE_FLAGS) from None
+
+
+def check_device(device: str) -> None:
+    """``--device`` names a device torch has here (``auto``, ``cpu``, ``cuda[:N]``, ``mps``)."""
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise PromptinitError(f"option '--device': {device!r} is not a device; use auto, cpu or cuda[:N]") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise PromptinitError(f"option '--device': {device!r}, but torch sees no CUDA device here; use cpu or auto")
+    if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
+        raise PromptinitError(f"option '--device': {device!r}, but there are {torch.cuda.device_count()} CUDA "
+                              f"devices (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise PromptinitError(f"option '--device': {device!r}, but torch sees no MPS device here; use cpu or auto")
+    if d.type not in ("cpu", "cuda", "mps"):
+        raise PromptinitError(f"option '--device': {device!r} is not supported; use auto, cpu or cuda[:N]")
+
+
+def model_info(args: argparse.Namespace):
+    """The ``--model``'s shape from its config file (no weights): a bad model fails before any data is read."""
+    from promptinit.export import ModelInfo
+
+    try:
+        return ModelInfo.from_name(args.model, args.prompt_length)
+    except PromptinitError as err:
+        raise PromptinitError(f"option '--model': {err}") from None
 
 
 def tune_config(args: argparse.Namespace):
     from promptinit.evaluation import TuneConfig
 
-    return TuneConfig(
-        lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size, steps=args.steps,
-        eval_every=args.eval_every, test_size=args.test_size,
-    )
+    try:
+        return TuneConfig(
+            lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size, steps=args.steps,
+            eval_every=args.eval_every, test_size=args.test_size,
+        )
+    except PromptinitError as err:
+        raise flag_error(err, TUNE_FLAGS) from None
 
 
 def register(sub) -> None:
@@ -60,6 +104,35 @@ def register(sub) -> None:
     add_backbone_args(p)
     add_tuning_args(p)
     p.set_defaults(func=run)
+
+
+def check_inputs(args: argparse.Namespace, info) -> None:
+    """``--init``, ``--psi`` and ``--out`` against the model's config, before data or weights load."""
+    from pathlib import Path
+
+    if args.init and args.init_text:
+        raise PromptinitError("options '--init' and '--init-text': give one of them, not both")
+    if args.out:
+        check_writable(args.out, "option '--out'")
+    if args.init:
+        init = Path(args.init).expanduser()
+        if init.is_dir():
+            from promptinit.export import load_export
+
+            load_export(init, info)  # names the file and the field that do not fit
+        elif not init.is_file():
+            raise PromptinitError(f"option '--init': {init}: no such export folder or prompt file")
+        else:
+            from promptinit.backbones import load_prompt
+
+            load_prompt(init, expected_shape=(args.prompt_length, info.hidden_size))
+    if args.psi:
+        from promptinit.methods.mgr import load_regulariser
+
+        psi = load_regulariser(args.psi, device="cpu")
+        if psi.dim != info.hidden_size:
+            raise PromptinitError(f"option '--psi': {args.psi}: ψ is for hidden size {psi.dim}, but {args.model} has "
+                                  f"{info.hidden_size}; use the ψ exported with this model's prompt")
 
 
 def initial_prompt(backbone, args: argparse.Namespace):
@@ -81,17 +154,15 @@ def run(args: argparse.Namespace) -> int:
     from promptinit.tasks.catalog import load_task
     from promptinit.tasks.fewshot import sample_few_shot
 
-    from promptinit.assets import resolve_model
-
+    # Every flag and input file is checked before any data or weights load.
     cfg = tune_config(args)
-    resolve_model(args.model)  # a bad model name fails before any data is read
+    bb_config = backbone_config(args)
+    check_inputs(args, model_info(args))
     task = load_task(args.task, args.catalog)
     fewshot = sample_few_shot(task, args.seed, test_size=cfg.test_size)
     t0 = time.perf_counter()
-    backbone = Backbone(backbone_config(args))
+    backbone = Backbone(bb_config)
     load_s = time.perf_counter() - t0
-    if args.init and args.init_text:
-        raise PromptinitError("give --init or --init-text, not both")
     init = initial_prompt(backbone, args)
     grad_transform = None
     if args.psi:

@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from promptinit.commands.tune import add_backbone_args, backbone_config
-from promptinit.errors import PromptinitError
+from promptinit.commands.tune import add_backbone_args, backbone_config, model_info
+from promptinit.errors import PromptinitError, check_writable, flag_error
+
+TUNE_FLAGS = {"lr": "--tune-lr", "optimizer": "--tune-optimizer", "batch_size": "--tune-batch-size",
+              "steps": "--tune-steps", "eval_every": "--eval-every", "test_size": "--test-size"}
 
 
 def register(sub) -> None:
@@ -94,29 +97,48 @@ def run(args: argparse.Namespace) -> int:
 
     from promptinit.backbones import Backbone, save_prompt
     from promptinit.evaluation import TuneConfig, evaluate_init
-    from promptinit.methods import build_method, load_checkpoint, make_config, save_checkpoint
+    from promptinit.methods import build_method, make_config, save_checkpoint
     from promptinit.methods.common import config_dict
     from promptinit.tasks.fewshot import SEEDS
     from promptinit.tasks.partitions import load_partition
 
-    # Everything that can be wrong with the command line fails before any model is loaded.
+    # Everything that can be wrong with the command line or the files it names fails before any
+    # data or model weights load, and before anything is written.
     settings = parse_settings(args.method, args.settings)
     if args.steps is not None:
         settings["steps"] = args.steps
-    config = make_config(args.method, settings)
-    tune_cfg = TuneConfig(lr=args.tune_lr, optimizer=args.tune_optimizer, batch_size=args.tune_batch_size,
-                          steps=args.tune_steps, eval_every=args.eval_every, test_size=args.test_size)
+    try:
+        config = make_config(args.method, settings)
+    except PromptinitError as err:
+        raise flag_error(err, {"steps": "--steps", **{k: f"--set {k}" for k in settings if k != "steps"}}) from None
+    try:
+        tune_cfg = TuneConfig(lr=args.tune_lr, optimizer=args.tune_optimizer, batch_size=args.tune_batch_size,
+                              steps=args.tune_steps, eval_every=args.eval_every, test_size=args.test_size)
+    except PromptinitError as err:
+        raise flag_error(err, TUNE_FLAGS) from None
+    if args.checkpoint_every < 0:
+        raise PromptinitError(f"option '--checkpoint-every': {args.checkpoint_every} must be >= 0 (0: only at the end)")
     seeds = tuple(args.seeds or SEEDS)
-    partition = load_partition(args.partition)
-    out = Path(args.out or f"runs/upstream/{args.method}-{partition.name}-{Path(args.model).name}")
+    bb_config = backbone_config(args)
+    model_info(args)
+    try:
+        partition = load_partition(args.partition)
+    except PromptinitError as err:
+        raise PromptinitError(f"option '--partition': {err}") from None
+    out = check_writable(args.out or f"runs/upstream/{args.method}-{partition.name}-{Path(args.model).name}",
+                         "option '--out'", folder=True)
     ckpt = out / "checkpoint"
+    state = _resume_state(ckpt, args.method, config) if args.resume else None
 
     t0 = time.perf_counter()
     sources = partition.load("source")
-    backbone = Backbone(backbone_config(args))
+    backbone = Backbone(bb_config)
     method = build_method(args.method, backbone, sources, dataclasses.asdict(config), seed=args.seed)
-    if args.resume and (ckpt / "state.json").is_file():
-        load_checkpoint(method, ckpt)
+    if state is not None:
+        try:
+            method.load_state_dict(state)
+        except PromptinitError as err:
+            raise PromptinitError(f"{ckpt / 'state.json'}: {err}") from None
         print(f"resumed from {ckpt} at step {method.state.step}")
     print(f"{args.method} on {args.model}: {len(sources)} source tasks of partition {partition.name!r} "
           f"({', '.join(partition.source)}); {config.steps} steps; setup {time.perf_counter() - t0:.1f} s")
@@ -164,6 +186,33 @@ def run(args: argparse.Namespace) -> int:
         })
     (out / "upstream.json").write_text(json.dumps(report, indent=1, default=str))
     return 0
+
+
+def _resume_state(ckpt: Path, method: str, config) -> dict[str, Any] | None:
+    """The checkpoint ``--resume`` continues from (None: there is none yet), read and checked
+    against ``--method`` and its settings before anything loads."""
+    from promptinit.methods.checkpoint import STATE, read_checkpoint
+    from promptinit.methods.common import RESUMABLE, config_dict
+
+    if not ckpt.is_dir() or not any(ckpt.iterdir()):
+        return None
+    if not (ckpt / STATE).is_file():
+        raise PromptinitError(f"{ckpt}: field '{STATE}': missing (an interrupted first save?); "
+                              "delete the folder to start afresh, or drop --resume")
+    state = read_checkpoint(ckpt)
+    where = ckpt / STATE
+    if not isinstance(state, dict):
+        raise PromptinitError(f"{where}: field 'state': not a method checkpoint; delete the folder to start afresh")
+    if state.get("method") != method:
+        raise PromptinitError(f"{where}: field 'method': this checkpoint is of {state.get('method')!r}, not {method!r}; "
+                              f"resume with --method {state.get('method')} or choose another --out")
+    mine, theirs = config_dict(config), dict(state.get("config") or {})
+    differ = sorted(k for k in (set(mine) | set(theirs)) - RESUMABLE if mine.get(k) != theirs.get(k))
+    if differ:
+        k = differ[0]
+        raise PromptinitError(f"{where}: field 'config.{k}': {theirs.get(k)!r} there, {mine.get(k)!r} here; "
+                              f"resume with the checkpoint's settings (--set {k}=...)")
+    return state
 
 
 def _print_table(method: str, targets, seeds, results, baseline, arg) -> None:

@@ -90,25 +90,46 @@ def save_checkpoint(method: Any, folder: str | Path) -> Path:
 
 
 def read_checkpoint(folder: str | Path) -> dict[str, Any]:
-    """The state dict stored in ``folder`` (checked against its hash)."""
+    """The state dict stored in ``folder`` (checked against its hash).
+
+    Raises:
+        PromptinitError: one line naming the file (and field): a missing, unreadable or
+            malformed ``state.json``, or a tensor file that is missing, does not match its
+            sha256 there, or does not load.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from promptinit.errors import read_json
 
     folder = Path(folder)
     state_file = folder / STATE
+    afresh = "delete the folder to start afresh"
     if not state_file.is_file():
         raise PromptinitError(f"{folder}: no checkpoint ({STATE} missing)")
-    try:
-        doc = json.loads(state_file.read_text())
-    except json.JSONDecodeError as err:
-        raise PromptinitError(f"{state_file}: unreadable checkpoint ({err}); delete it to start afresh") from None
+    doc = read_json(state_file)  # bytes that are not UTF-8, or bad JSON: the file and the line
+    if not isinstance(doc, dict):
+        raise PromptinitError(f"{state_file}: expected a JSON object (format, tensors, sha256, state); {afresh}")
     if doc.get("format") != FORMAT:
-        raise PromptinitError(f"{state_file}: checkpoint format {doc.get('format')!r}, this version reads {FORMAT}")
+        raise PromptinitError(f"{state_file}: field 'format': checkpoint format {doc.get('format')!r}, "
+                              f"this version reads {FORMAT}")
+    for key in ("tensors", "sha256", "state"):
+        if key not in doc or (key != "state" and not isinstance(doc[key], str)):
+            raise PromptinitError(f"{state_file}: field {key!r}: missing or malformed; {afresh}")
     tensor_file = folder / doc["tensors"]
     if not tensor_file.is_file() or _sha256(tensor_file) != doc["sha256"]:
         raise PromptinitError(
-            f"{tensor_file}: missing or does not match {STATE} (interrupted save?); delete the folder to start afresh"
+            f"{tensor_file}: missing, or its sha256 does not match {STATE} (interrupted save?); {afresh}"
         )
-    return _decode(doc["state"], load_file(str(tensor_file)))
+    try:
+        tensors = load_file(str(tensor_file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise PromptinitError(f"{tensor_file}: not a readable safetensors file ({' '.join(str(err).split())}); "
+                              f"{afresh}") from None
+    try:
+        return _decode(doc["state"], tensors)
+    except (KeyError, TypeError, ValueError) as err:
+        raise PromptinitError(f"{state_file}: field 'state': malformed ({type(err).__name__}: {err}); {afresh}") from None
 
 
 def load_checkpoint(method: Any, folder: str | Path) -> Any:

