@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import torch
 
-from analysis.results import CHECKPOINT_PROMPT, CHECKPOINT_STATE, EXPORTS, Sweep, load_sweep
+from analysis.results import CHECKPOINT_PROMPT, CHECKPOINT_STATE, EXPORTS, Sweep, load_sweep, read_results
 from promptinit.errors import PromptinitError
 
 SUPMER = "supmer"
@@ -39,14 +39,7 @@ class Best:
 def _checkpoints(trial_dir: Path) -> list[tuple[float, Path, dict]]:
     """(val ARG, folder, report) of every kept checkpoint of a trial, from Tune's result.json."""
     out = []
-    path = trial_dir / "result.json"
-    if not path.is_file():
-        return out
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for r in read_results(trial_dir):  # a corrupt report is an error, not a silently dropped checkpoint
         name, value = r.get("checkpoint_dir_name"), r.get("val/arg")
         if name and isinstance(value, (int, float)) and math.isfinite(value) and (trial_dir / name / CHECKPOINT_PROMPT).is_file():
             out.append((float(value), trial_dir / name, r))

@@ -178,7 +178,7 @@ def _curve_and_summary(results: list[dict], trial_dir: Path | None) -> dict[str,
     }
 
 
-def _read_results(trial_dir: Path) -> list[dict]:
+def read_results(trial_dir: Path) -> list[dict]:
     path = trial_dir / "result.json"
     if not path.is_file():
         return []
@@ -335,7 +335,7 @@ def _folder_trials(sweep_dir: Path) -> list[dict]:
                 f"{params}: not valid JSON ({err.msg}); the trial's config is unknown: restore the file "
                 "or delete the trial's folder"
             ) from None
-        results = _read_results(folder)
+        results = read_results(folder)
         trial_id = results[-1].get("trial_id") if results else None
         if not trial_id:  # no report yet: the id from the folder name (``maml_3f2a1b0c`` or Tune's default)
             m = re.search(r"(?:^|_)([0-9a-f]{8})(?:_|$)", folder.name)
@@ -461,7 +461,7 @@ def load_sweep(sweep_dir: str | Path, source: str = "tune") -> Sweep:
         rows = []
         for t in found:
             folder = t["folder"] if t["folder"] is not None and Path(t["folder"]).is_dir() else None
-            summary = _curve_and_summary(_read_results(folder) if folder else [], folder)
+            summary = _curve_and_summary(read_results(folder) if folder else [], folder)
             status = _STATUS.get(t["status"], t["status"].lower())
             if status == "pending" and summary["reports"]:  # the experiment state lags the trial folders
                 status = "running"

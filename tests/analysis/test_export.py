@@ -416,3 +416,18 @@ def test_real_smollm2_export_names_the_hub_id_and_hashes_the_converted_weights(t
     local = Path(resolve_model("smollm2-135m"))
     assert meta["model_path"] == str(local.resolve())
     assert meta["weights_sha256"]["model.safetensors"] == _sha256_file(local / "model.safetensors")
+
+
+def test_a_corrupt_report_line_is_an_error_not_a_dropped_checkpoint(fake_sweep):
+    """Choosing the best checkpoint reads every report; a garbled one in the middle (not the
+    last, which may be being written) must stop the export rather than skip that checkpoint."""
+    from analysis.export import best_checkpoint
+    from analysis.results import load_sweep
+
+    sweep = load_sweep(fake_sweep)  # read while intact; the damage happens after
+    trial = next(p for p in fake_sweep.glob("maml_*") if len((p / "result.json").read_text().splitlines()) >= 2)
+    lines = (trial / "result.json").read_text().splitlines()
+    lines[0] = lines[0][: len(lines[0]) // 2]
+    (trial / "result.json").write_text("\n".join(lines) + "\n")
+    with pytest.raises(PromptinitError, match=r"result\.json: line 1: not valid JSON"):
+        best_checkpoint(sweep, "maml")
