@@ -10,7 +10,8 @@ import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -24,11 +25,16 @@ from promptinit.paths import cache_dir
 from promptinit.tasks.fewshot import SEEDS, FewShot, sample_few_shot
 from promptinit.tasks.task import Example, Task
 
+if TYPE_CHECKING:
+    from promptinit.batched import TuneProblem  # promptinit.batched imports this module
+
 GradTransform = Callable[[torch.Tensor], torch.Tensor]
 MIN_BASELINE = 0.01  # RG denominators are clamped here so a 0-score baseline gives no inf
 # The code that decides a cached baseline's content: its source is part of the cache key.
-BASELINE_CODE = ("promptinit.evaluation", "promptinit.metrics", "promptinit.backbones.backbone",
+BASELINE_CODE = ("promptinit.evaluation", "promptinit.batched", "promptinit.metrics", "promptinit.backbones.backbone",
                  "promptinit.backbones.prompts", "promptinit.tasks.fewshot", "promptinit.tasks.task")
+# Settings that change how fast a result comes, not what it is (beyond rounding): not cache keys.
+SPEED_SETTINGS = ("rows_per_pass",)
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,12 @@ class TuneConfig:
         batch_size: training examples per step.
         steps: optimisation steps.
         eval_every: steps between dev evaluations (the best-on-dev prompt is kept).
-        eval_batch_size: examples per scoring pass.
+        eval_batch_size: examples per scoring pass of ``tune_prompt``.
         test_size: cap on the held-out test set.
         patience: stop after this many evaluations without a dev improvement (None: never).
+        rows_per_pass: rows per forward pass when many problems are tuned and scored at once
+            (``promptinit.batched``); 0: measured once per backbone and device
+            (``promptinit.throughput``). Changes the speed, not the results (beyond rounding).
     """
 
     lr: float = 0.3
@@ -54,6 +63,7 @@ class TuneConfig:
     eval_batch_size: int = 32
     test_size: int = 200
     patience: int | None = None
+    rows_per_pass: int = 0  # rows per pass; 0: measured per backbone and device
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adafactor", "adam", "sgd"):
@@ -61,6 +71,11 @@ class TuneConfig:
         for name in ("lr", "batch_size", "steps", "eval_every"):
             if getattr(self, name) <= 0:
                 raise PromptinitError(f"field {name!r}: {getattr(self, name)} must be > 0")
+        rows = self.rows_per_pass
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise PromptinitError(
+                f"field 'rows_per_pass': {rows!r} must be an integer >= 1, or 0 to measure it per backbone and device"
+            )
 
 
 @dataclass
@@ -252,36 +267,74 @@ def _cache_key(*parts: object) -> str:
     return digest(source_fingerprint(*BASELINE_CODE), *parts, n=24)
 
 
+def _tuning_key(config: TuneConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in SPEED_SETTINGS}
+
+
+@dataclass
+class _Missing:
+    """A PT-baseline (task, seed) that is not on disk yet."""
+
+    key: tuple[str, int]
+    path: Path  # its cache file
+    problem: TuneProblem
+
+
+def _baseline_plan(
+    backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int], config: TuneConfig, use_cache: bool,
+) -> tuple[dict[tuple[str, int], TuneResult | None], list[_Missing]]:
+    """The cached baseline results, in (task, seed) order (None where missing), and the
+    problems to tune for the missing ones."""
+    from promptinit.batched import TuneProblem  # promptinit.batched imports this module
+
+    found: dict[tuple[str, int], TuneResult | None] = {}
+    missing: list[_Missing] = []
+    folder = cache_dir("baselines")
+    for task in tasks:
+        for seed in seeds:
+            key = _cache_key(backbone.fingerprint, task.fingerprint, seed, _tuning_key(config))
+            path = folder / f"{task.name}-{seed}-{key}.json"
+            found[(task.name, seed)] = None
+            if use_cache and path.exists():
+                found[(task.name, seed)] = TuneResult(**json.loads(path.read_text()))
+                continue
+            fs = sample_few_shot(task, seed, test_size=config.test_size)
+            missing.append(_Missing((task.name, seed), path, TuneProblem(fs, backbone.init_prompt("vocab", seed=seed))))
+    return found, missing
+
+
+def _store_baseline(missing: _Missing, result: TuneResult) -> TuneResult:
+    tmp = missing.path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.summary()))
+    tmp.replace(missing.path)
+    return TuneResult(**result.summary())
+
+
 def pt_baseline(
     backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int] = SEEDS,
     config: TuneConfig = TuneConfig(), *, progress: bool = True, use_cache: bool = True,
 ) -> dict[tuple[str, int], TuneResult]:
     """The prompt-tuning baseline (sampled-vocabulary init) per (task, seed), cached on disk.
 
+    The (task, seed) pairs not on disk are tuned together as one batched run
+    (``promptinit.batched.tune_prompts``; each equals its own ``tune_prompt`` run to rounding)
+    and each is written to its own file.
+
     The cache key covers the backbone (``Backbone.fingerprint``: model name and weights, dtype,
     device type, attention implementation, L, token caps, torch and transformers versions), the
-    task content fingerprint, the seed, every tuning setting and the source of the code that
-    tunes and scores (``BASELINE_CODE``), so a result is computed once, reused by every trial
-    and sweep that shares them, and never read by code it did not come from.
+    task content fingerprint, the seed, every tuning setting but the speed-only ones
+    (``SPEED_SETTINGS``) and the source of the code that tunes and scores (``BASELINE_CODE``),
+    so a result is computed once, reused by every trial and sweep that shares them, and never
+    read by code it did not come from.
     """
-    out: dict[tuple[str, int], TuneResult] = {}
-    folder = cache_dir("baselines")
-    for task in tasks:
-        for seed in seeds:
-            key = _cache_key(backbone.fingerprint, task.fingerprint, seed, dataclasses.asdict(config))
-            path = folder / f"{task.name}-{seed}-{key}.json"
-            if use_cache and path.exists():
-                data = json.loads(path.read_text())
-                out[(task.name, seed)] = TuneResult(**data)
-                continue
-            fs = sample_few_shot(task, seed, test_size=config.test_size)
-            init = backbone.init_prompt("vocab", seed=seed)
-            res = tune_prompt(backbone, fs, init, config, progress=progress)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(res.summary()))
-            tmp.replace(path)
-            out[(task.name, seed)] = TuneResult(**res.summary())
-    return out
+    from promptinit.batched import tune_prompts
+
+    found, missing = _baseline_plan(backbone, tasks, seeds, config, use_cache)
+    if missing:
+        results = tune_prompts(backbone, [m.problem for m in missing], config, progress=progress)
+        for m, res in zip(missing, results):
+            found[m.key] = _store_baseline(m, res)
+    return dict(found)
 
 
 def evaluate_init(
@@ -291,17 +344,23 @@ def evaluate_init(
 ) -> tuple[ARG, dict[tuple[str, int], TuneResult], dict[tuple[str, int], TuneResult]]:
     """Tune every (task, seed) from ``init`` and compare with the cached PT baseline.
 
+    The (task, seed) problems from ``init`` and the baseline's problems not yet on disk run as
+    one batched computation (``promptinit.batched.tune_prompts``); every result equals its own
+    ``tune_prompt`` run to rounding.
+
     Returns:
         ``(arg, results, baseline)``.
     """
-    baseline = pt_baseline(backbone, tasks, seeds, config, progress=progress)
-    results = {}
-    for task in tasks:
-        for seed in seeds:
-            fs = sample_few_shot(task, seed, test_size=config.test_size)
-            results[(task.name, seed)] = tune_prompt(
-                backbone, fs, init, config, grad_transform=grad_transform, progress=progress
-            )
+    from promptinit.batched import TuneProblem, tune_prompts
+
+    baseline, missing = _baseline_plan(backbone, tasks, seeds, config, use_cache=True)
+    keys = [(task.name, seed) for task in tasks for seed in seeds]
+    own = [TuneProblem(sample_few_shot(task, seed, test_size=config.test_size), init, grad_transform=grad_transform)
+           for task in tasks for seed in seeds]
+    tuned = tune_prompts(backbone, [m.problem for m in missing] + own, config, progress=progress)
+    for m, res in zip(missing, tuned):
+        baseline[m.key] = _store_baseline(m, res)
+    results = dict(zip(keys, tuned[len(missing):]))
     arg = average_relative_gain(
         {k: r.test for k, r in results.items()}, {k: r.test for k, r in baseline.items()}
     )

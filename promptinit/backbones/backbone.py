@@ -114,6 +114,20 @@ class Batch:
         )
 
 
+# --------------------------------------------------------------- per-row prompts in scoring
+
+
+def _check_row_prompts(prompt: torch.Tensor, examples: Sequence[Example]) -> None:
+    """Scoring takes one prompt [L, d] or one per example [N, L, d]; anything else is an error."""
+    if prompt.dim() == 3 and prompt.shape[0] != len(examples):
+        raise ValueError(
+            f"per-example prompts {tuple(prompt.shape)} need one row per example ({len(examples)}); "
+            "pass [L, d] to share one prompt"
+        )
+    if prompt.dim() not in (2, 3):
+        raise ValueError(f"prompt shape {tuple(prompt.shape)} is neither [L, d] nor [N, L, d]")
+
+
 def _exact_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """Eager attention whose softmax runs in float64 for float64 models (transformers' eager
     softmax always runs in float32); identical to it for other dtypes."""
@@ -341,7 +355,8 @@ class Backbone:
         """Log-likelihood of each option of each example (rank classification).
 
         Args:
-            prompt: [L, d].
+            prompt: [L, d] shared by every example, or [N, L, d], one per example (rows of one
+                pass may belong to different tuning problems; the prefix cache is per row).
             examples: each with its ``options``.
             batch_size: examples per forward pass.
 
@@ -349,13 +364,15 @@ class Backbone:
             One float tensor per example with the summed log-probability of each option
             (its tokens and the closing eos).
         """
+        _check_row_prompts(prompt, examples)
         out: list[torch.Tensor] = []
         for i in range(0, len(examples), batch_size):
             chunk = examples[i : i + batch_size]
+            p = prompt[i : i + batch_size] if prompt.dim() == 3 else prompt
             if self.family is Family.CAUSAL:
-                out += self._score_causal(prompt, chunk)
+                out += self._score_causal(p, chunk)
             else:
-                out += self._score_seq2seq(prompt, chunk)
+                out += self._score_seq2seq(p, chunk)
         return out
 
     def _pairs(self, chunk: Sequence[Example]):
@@ -418,12 +435,15 @@ class Backbone:
         self, prompt: torch.Tensor, examples: Sequence[Example], max_new_tokens: int | None = None,
         batch_size: int = 16,
     ) -> list[str]:
-        """Greedy decoding until eos or ``max_new_tokens`` (default ``max_target_tokens``)."""
+        """Greedy decoding until eos or ``max_new_tokens`` (default ``max_target_tokens``);
+        ``prompt`` is [L, d] or [N, L, d], one per example."""
+        _check_row_prompts(prompt, examples)
         n_new = max_new_tokens or self.config.max_target_tokens
         out: list[str] = []
         for i in range(0, len(examples), batch_size):
             chunk = examples[i : i + batch_size]
-            steps = self._greedy_causal(prompt, chunk, n_new) if self.family is Family.CAUSAL else self._greedy_seq2seq(prompt, chunk, n_new)
+            p = prompt[i : i + batch_size] if prompt.dim() == 3 else prompt
+            steps = self._greedy_causal(p, chunk, n_new) if self.family is Family.CAUSAL else self._greedy_seq2seq(p, chunk, n_new)
             for row in steps.tolist():
                 row = row[: row.index(self.eos_id)] if self.eos_id in row else row
                 out.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
@@ -470,7 +490,10 @@ class Backbone:
 
     # ----------------------------------------------------------------- prediction
     def predict(self, prompt: torch.Tensor, examples: Sequence[Example], batch_size: int = 16) -> list[str]:
-        """Predicted answer text: the best option (rank classification) or greedy generation."""
+        """Predicted answer text: the best option (rank classification) or greedy generation.
+
+        ``prompt`` is [L, d], or [N, L, d] with one prompt per example.
+        """
         scored = [e for e in examples if e.options]
         if len(scored) == len(examples):
             scores = self.score_options(prompt, examples, batch_size)

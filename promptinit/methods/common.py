@@ -13,7 +13,7 @@ import json
 import numbers
 import random
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence, TypeVar
 
 import torch
 
@@ -22,9 +22,10 @@ from promptinit.errors import PromptinitError
 from promptinit.evaluation import make_optimizer
 from promptinit.meta import MetaTask, MetaTaskSampler, TaskSampling
 from promptinit.tasks.fewshot import SEEDS
-from promptinit.tasks.task import Task
+from promptinit.tasks.task import Example, Task
 
 OPTIMIZERS = ("adafactor", "adam", "sgd")
+T = TypeVar("T")
 
 # Metric names (constants, so trainables and sweeps refer to the same strings).
 QUERY_LOSS = "meta/query_loss"
@@ -32,8 +33,9 @@ SUPPORT_LOSS = "meta/support_loss"
 TRAIN_LOSS = "train/loss"
 GRAD_NORM = "meta/grad_norm"
 
-# Settings a resumed run may change: the run length does not alter any step's result.
-RESUMABLE = frozenset({"steps"})
+# Settings a resumed run may change: the run length does not alter any step's result, the
+# pass size only its rounding.
+RESUMABLE = frozenset({"steps", "rows_per_pass"})
 
 
 # --------------------------------------------------------------------------- config checks
@@ -69,6 +71,16 @@ def check_choice(cfg: Any, name: str, choices: Sequence[str]) -> None:
         )
 
 
+def check_rows_per_pass(cfg: Any) -> None:
+    """``rows_per_pass``: 0 (measured per backbone and device) or a fixed row count >= 1."""
+    value = cfg.rows_per_pass
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PromptinitError(
+            f"{type(cfg).__name__}: field 'rows_per_pass': {value!r} must be an integer >= 1, or 0 to measure "
+            "the best pass size per backbone and device"
+        )
+
+
 def normalize_numbers(cfg: Any) -> None:
     """Give numeric fields the built-in type of their default (YAML's ``1`` for a float field,
     numpy integers from a search space), so configs compare and serialise predictably."""
@@ -98,14 +110,18 @@ class SourceConfig:
         steps: outer steps of a full run (Qin et al. 2023: 5000; grid 2500 / 5000 / 10000).
         task_sampling: ``uniform`` or ``proportional`` (to the few-shot pool size).
         seeds: few-shot draws whose train / dev sets form the support / query pools.
-        task_batched: run the T tasks of a meta-batch as one batched forward/backward, each
-            example carrying its own task's prompt (same result as task by task, faster).
+        task_batched: run the T tasks of a meta-batch as batched forward/backward passes, each
+            example carrying its own task's prompt (same result as task by task, faster); how
+            many tasks share a pass follows ``rows_per_pass``.
+        rows_per_pass: rows per batched pass; 0: the rule of ``promptinit.throughput``
+            (measured once per backbone and device, never fewer rows than one task's).
     """
 
     steps: int = 5000  # outer steps
     task_sampling: str = "uniform"  # uniform | proportional
     seeds: tuple[int, ...] = SEEDS  # few-shot seeds usable as support / query pools
-    task_batched: bool = True  # one batched pass over the meta-batch
+    task_batched: bool = True  # batched passes over the meta-batch
+    rows_per_pass: int = 0  # rows per pass; 0: measured per backbone and device
 
     def __post_init__(self) -> None:
         # Tune / YAML give lists; a frozen config keeps a hashable tuple.
@@ -125,6 +141,7 @@ class SourceConfig:
             raise PromptinitError(
                 f"{type(self).__name__}: field 'task_batched': {self.task_batched!r} must be true or false"
             )
+        check_rows_per_pass(self)
 
 
 @dataclass(frozen=True)
@@ -233,6 +250,33 @@ class PromptMethod:
 
     def _batched(self, task_batched: bool | None) -> bool:
         return self.config.task_batched if task_batched is None else task_batched
+
+    def _task_groups(self, items: Sequence[T], task_batched: bool | None, rows_per_item: int,
+                     examples: Sequence[Example] = ()) -> list[list[T]]:
+        """The meta-batch cut into the groups that share a pass.
+
+        One item per group when ``task_batched`` is off; otherwise as many items as one pass of
+        ``promptinit.throughput.rows_per_pass`` rows holds (the rule every batched pass follows:
+        measured per backbone and device, never fewer rows than one item's), or the config's
+        ``rows_per_pass``.
+
+        Args:
+            items: the tasks (or their indices).
+            task_batched: the call's choice (None: the config's).
+            rows_per_item: rows one item puts in a pass (its largest batch).
+            examples: examples of the meta-batch, whose longest one sizes the pass.
+        """
+        from promptinit.throughput import example_tokens, rows_per_pass
+
+        items = list(items)
+        if not self._batched(task_batched):
+            return [[x] for x in items]
+        bb = self.backbone
+        tokens = bb.config.prompt_length + max(example_tokens(bb, examples)) if examples else None
+        setting = getattr(self.config, "rows_per_pass", 0)
+        rows = rows_per_pass(bb, "train", tokens, floor=rows_per_item, override=setting)
+        per = max(1, rows // rows_per_item)
+        return [items[i : i + per] for i in range(0, len(items), per)]
 
     def step(self) -> dict[str, float]:
         """One outer step: draw a meta-batch, compute the meta-gradient, apply it.

@@ -83,13 +83,16 @@ class MAML(PromptMethod):
 
         Args:
             meta_tasks: the meta-batch.
-            task_batched: one batched pass for all tasks (default: the config's setting) or
-                one pass per task; the two agree to rounding.
+            task_batched: batched passes over the tasks (default: the config's setting; how
+                many tasks share a pass follows ``rows_per_pass``) or one pass per task; the two
+                agree to rounding.
 
         Returns:
             ``(grad [L, d], {"meta/query_loss", "meta/support_loss"})``.
         """
-        groups = [list(meta_tasks)] if self._batched(task_batched) else [[t] for t in meta_tasks]
+        c = self.config
+        groups = self._task_groups(meta_tasks, task_batched, max(c.inner_batch_size, c.query_batch_size),
+                                   [ex for t in meta_tasks for ex in (*t.support[0], *t.query)])
         phi = self.state.prompt
         grad = torch.zeros_like(phi)
         query_sum = support_sum = 0.0

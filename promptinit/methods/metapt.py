@@ -33,7 +33,7 @@ from promptinit.backbones import Backbone
 from promptinit.errors import PromptinitError
 from promptinit.meta import MetaTask
 from promptinit.methods.base import Method, register
-from promptinit.methods.common import OPTIMIZERS, check_choice, check_int, check_positive
+from promptinit.methods.common import OPTIMIZERS, check_choice, check_int, check_positive, check_rows_per_pass
 from promptinit.methods.maml import MAML
 from promptinit.selfsup.clustering import DEFAULT_ENCODER
 from promptinit.selfsup.metapt_groups import GroupConfig, Grouping, GroupTaskSampler, build_groups
@@ -60,7 +60,9 @@ class MetaPTConfig:
         outer_lr: outer learning rate.
         outer_optimizer: adafactor | adam | sgd.
         first_order: drop MAML's second-order terms.
-        task_batched: one batched pass for the meta-batch.
+        task_batched: batched passes over the meta-batch.
+        rows_per_pass: rows per batched pass; 0: measured per backbone and device
+            (``promptinit.throughput``).
     """
 
     steps: int = 5000  # outer steps
@@ -78,6 +80,7 @@ class MetaPTConfig:
     outer_optimizer: str = "adafactor"
     first_order: bool = False
     task_batched: bool = True
+    rows_per_pass: int = 0  # rows per pass; 0: measured per backbone and device
 
     def __post_init__(self) -> None:
         check_int(self, "steps", minimum=0)
@@ -92,6 +95,7 @@ class MetaPTConfig:
         for name in ("first_order", "task_batched"):
             if not isinstance(getattr(self, name), bool):
                 raise PromptinitError(f"MetaPTConfig: field {name!r}: {getattr(self, name)!r} must be true or false")
+        check_rows_per_pass(self)
 
 
 def pretraining_pool(tasks: Sequence[Task], cap: int | None, seed: int) -> list[Task]:

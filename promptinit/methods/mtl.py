@@ -81,7 +81,9 @@ class MTL(PromptMethod):
             ``(grad [L, d], {"train/loss"})``.
         """
         phi = self.state.prompt
-        groups = [list(meta_tasks)] if self._batched(task_batched) else [[t] for t in meta_tasks]
+        c = self.config
+        groups = self._task_groups(meta_tasks, task_batched, c.batch_size // c.meta_batch_size,
+                                   [ex for t in meta_tasks for ex in t.support[0]])
         grad, total = torch.zeros_like(phi), 0.0
         for tasks in groups:
             loss = task_losses(self.backbone, phi, TaskBatch.encode(self.backbone, [t.support[0] for t in tasks])).sum()

@@ -59,7 +59,8 @@ class Reptile(PromptMethod):
             ``(pseudo_grad [L, d], {"meta/support_loss", "meta/adapted_support_loss"})``.
         """
         c, bb, phi = self.config, self.backbone, self.state.prompt.detach()
-        groups = [list(meta_tasks)] if self._batched(task_batched) else [[t] for t in meta_tasks]
+        groups = self._task_groups(meta_tasks, task_batched, c.inner_batch_size,
+                                   [ex for t in meta_tasks for ex in t.support[0]])
         adapted_sum = torch.zeros_like(phi)
         first = last = 0.0
         for tasks in groups:

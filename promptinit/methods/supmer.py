@@ -43,7 +43,7 @@ from promptinit.errors import PromptinitError
 from promptinit.methods.base import Method, register
 from promptinit.methods.common import (
     GRAD_NORM, OPTIMIZERS, QUERY_LOSS, SUPPORT_LOSS, PromptMethod, check_choice, check_int, check_positive,
-    outer_optimizer,
+    check_rows_per_pass, outer_optimizer,
 )
 from promptinit.methods.inner import TaskBatch
 from promptinit.methods.mgr import MetaGradRegulariser
@@ -104,7 +104,9 @@ class SUPMERConfig:
         formats: the task formats drawn (uniformly).
         scc_vectors: token_mean | projection (``promptinit.selfsup.scc``).
         max_option_words: nss/scss option sentences are cut to this many words.
-        task_batched: one batched forward/backward for the whole meta-batch.
+        task_batched: batched forward/backward passes over the meta-batch.
+        rows_per_pass: rows per batched pass; 0: measured per backbone and device
+            (``promptinit.throughput``).
     """
 
     steps: int = 5000  # outer steps
@@ -135,6 +137,7 @@ class SUPMERConfig:
     scc_vectors: str = "token_mean"
     max_option_words: int = 24  # words
     task_batched: bool = True
+    rows_per_pass: int = 0  # rows per pass; 0: measured per backbone and device
 
     def __post_init__(self) -> None:
         _tuple(self, "corpus_sources")
@@ -151,6 +154,7 @@ class SUPMERConfig:
         for name in ("use_mgr", "downstream_mgr", "task_batched"):
             if not isinstance(getattr(self, name), bool):
                 raise PromptinitError(f"SUPMERConfig: field {name!r}: {getattr(self, name)!r} must be true or false")
+        check_rows_per_pass(self)
         if not isinstance(self.max_grad_norm, (int, float)) or self.max_grad_norm < 0:
             raise PromptinitError(
                 f"SUPMERConfig: field 'max_grad_norm': {self.max_grad_norm!r} must be >= 0 (0: no clipping)"
@@ -311,7 +315,9 @@ class SUPMER(PromptMethod):
         if len(lambdas) != n:
             raise PromptinitError(f"{len(lambdas)} lambdas for {n} tasks")
         order = list(range(n))
-        groups = [order] if self._batched(task_batched) else [[i] for i in order]
+        c = self.config
+        groups = self._task_groups(order, task_batched, max(c.inner_batch_size, c.query_batch_size),
+                                   [ex for t in meta_tasks for ex in (*t.support, *t.query)])
         phi = self.state.prompt
         theta_grad = torch.zeros_like(phi)
         phi_grads = {k: torch.zeros_like(v) for k, v in self.psi.named_parameters()} if self.psi is not None else {}
