@@ -1,12 +1,39 @@
 """Turn a finished (or running) sweep into paper-style tables, plots, importances and exports.
 
 - ``analysis.results``: load a sweep's trials from its Tune directory or from MLflow into one
-  tidy ``pandas`` table, plus its target-task results;
-- ``analysis.tables``: ARG per method x partition (Qin et al. Table 2), per-task gains, cost;
-- ``analysis.plots``: ARG bars, hyperparameter sensitivity, learning curves, importances,
-  task-similarity heat map (matplotlib, PNG);
+  tidy ``pandas`` table, plus its target-task results (per-pair scores of each method and PT);
+- ``analysis.tables``: each method against PT on the target tasks (difference, ARG,
+  P(improvement) with bootstrap CIs; the one writer of ``arg_table.{md,csv}``), per-task gains,
+  the search's validation ARG, cost;
+- ``analysis.plots``: difference bars with CI whiskers, hyperparameter sensitivity, learning
+  curves, importances, task-similarity heat map (matplotlib, PNG);
 - ``analysis.importance``: Optuna parameter importances on a study rebuilt from the trials;
 - ``analysis.report``: ``promptinit report`` (one folder with ``index.md``);
 - ``analysis.export``: ``promptinit export`` (a method's best prompt as a PEFT folder);
 - ``analysis.commands``: the two subcommands, joined to the CLI by entry points.
+
+The public entry points below are what the rest of the project (``search/sweep.py``) uses;
+everything else is this package's own. They load on first use, so importing a submodule does
+not import them all.
 """
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from analysis.export import export_best
+    from analysis.tables import TargetTable, write_target_table
+
+_PUBLIC = {
+    "write_target_table": "analysis.tables",  # the ARG table of a sweep's target evaluation (md, csv, per-pair scores)
+    "TargetTable": "analysis.tables",  # what it wrote: the table (long form), its Markdown, JSON-ready records
+    "export_best": "analysis.export",  # the sweep's end-of-run PEFT export of one method's best prompt
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

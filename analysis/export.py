@@ -178,17 +178,24 @@ def export_method(sweep_dir: str | Path, method: str, out: str | Path, *, trial_
     prompt = load_prompt(best.checkpoint / CHECKPOINT_PROMPT, expected_shape=shape)
     fingerprints, facts = _task_fingerprints(sweep, method)
 
-    validation = {"arg": best.val_arg, "arg_std": best.report.get("val/arg_std"), "step": best.report.get("upstream/step"),
+    def finite(v):  # JSON has no NaN (val/arg_se is NaN with one validation pair)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    se = best.report.get("val/arg_se")
+    validation = {"arg": best.val_arg, "arg_se": se if finite(se) else None, "step": best.report.get("upstream/step"),
                   "seeds": (cfg.get("validation") or {}).get("seeds"), "tuning": (cfg.get("validation") or {}).get("tuning"),
                   "report": {k: v for k, v in best.report.items()
-                             if ("/" in k or k in ("training_iteration", "time_total_s")) and isinstance(v, (int, float))}}
+                             if ("/" in k or k in ("training_iteration", "time_total_s")) and finite(v)}}
     target = None
     match = sweep.targets[(sweep.targets["method"] == method) & (sweep.targets["trial_id"] == best.trial_id)]
     if len(match):
-        t = match.iloc[0]
-        target = {"arg_mean": t["arg_mean"], "arg_std": t["arg_std"], "per_seed": {str(k): v for k, v in t["per_seed"].items()},
-                  "per_task": t["per_task"], "seeds": (cfg.get("target") or {}).get("seeds"),
-                  "tuning": (cfg.get("target") or {}).get("tuning")}
+        from analysis.tables import target_record, target_rows
+
+        (row,) = target_rows(match.iloc[:1])
+        target = {**target_record(row), "arg_mean": row["arg_mean"], "per_task": row["per_task"],
+                  "seeds": (cfg.get("target") or {}).get("seeds"), "tuning": (cfg.get("target") or {}).get("tuning")}
+        if not row["scores"]:
+            target["note"] = "no per-pair scores: the sweep predates them, so its comparison with PT has no interval"
     metrics = {"validation": validation, "target": target}
     if target is None:
         metrics["target_note"] = "the sweep did not score this checkpoint on the target tasks"

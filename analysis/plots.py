@@ -27,28 +27,36 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def arg_bars(table: pd.DataFrame, path: Path, value: str = "arg_mean", error: str = "arg_std",
-             ylabel: str = "target ARG (%)") -> Path:
-    """Bars of ARG per method with ± std error bars, one group of bars per partition.
+def arg_bars(table: pd.DataFrame, path: Path, value: str = "diff_mean", lo: str = "diff_lo", hi: str = "diff_hi",
+             ylabel: str = "Δ test score vs PT (points)",
+             title: str = "difference with prompt tuning\n(mean and 95 % CI over (task, seed) pairs)") -> Path:
+    """Bars per method with asymmetric error bars from ``lo`` to ``hi`` and the zero line,
+    one group of bars per partition. The default is the headline: the absolute difference with
+    PT and its bootstrap interval (``analysis.tables.arg_table``); a bar whose whisker crosses
+    the zero line is "no difference". A row without an interval (an old sweep) gets a bar
+    without whiskers, a missing value no bar.
 
     Args:
-        table: rows with partition, method, ``value`` and ``error`` (fractions).
+        table: rows with partition, method, ``value``, ``lo`` and ``hi`` (fractions).
         path: the PNG.
     """
     partitions = list(dict.fromkeys(table["partition"]))
     methods = list(dict.fromkeys(table["method"]))
-    cell = {(r["partition"], r["method"]): (r[value], r[error]) for _, r in table.iterrows()}
+    cell = {(r["partition"], r["method"]): (r[value], r[lo], r[hi]) for _, r in table.iterrows()}
     width = 0.8 / max(len(partitions), 1)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(methods) + 2.5), 3.8))
     x = np.arange(len(methods))
     for i, p in enumerate(partitions):
-        means = [100 * cell.get((p, m), (np.nan, np.nan))[0] for m in methods]
-        errs = [100 * np.nan_to_num(cell.get((p, m), (np.nan, 0.0))[1]) for m in methods]
-        ax.bar(x + (i - (len(partitions) - 1) / 2) * width, means, width, yerr=errs, capsize=4, label=p)
+        values = np.array([cell.get((p, m), (np.nan,) * 3) for m in methods], dtype=float) * 100  # [methods, 3]
+        means, lows, highs = values.T
+        # matplotlib wants distances below and above the bar; a missing bound draws no whisker
+        below, above = np.nan_to_num(means - lows), np.nan_to_num(highs - means)
+        ax.bar(x + (i - (len(partitions) - 1) / 2) * width, means, width, yerr=np.vstack([below, above]),
+               capsize=4, label=p)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, methods)
     ax.set_ylabel(ylabel)
-    ax.set_title("ARG vs prompt tuning\n(mean ± std over few-shot seeds)", fontsize="medium")
+    ax.set_title(title, fontsize="medium")
     if len(partitions) > 1:
         ax.legend(title="partition", fontsize="small")
     return _save(fig, path)

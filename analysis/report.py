@@ -3,14 +3,16 @@
 Layout of the report folder::
 
     index.md                      links everything below (and shows the ARG table)
-    tables/arg_table.{md,csv}     target ARG per method x partition (Qin et al. Table 2 shape)
-    tables/validation.{md,csv}    the search: best validation ARG and its spread per method
-    tables/task_gains.{md,csv}    relative gain per target task
+    tables/arg_table.{md,csv}     per method (x partition) vs PT on the target tasks: Δ points, ARG,
+                                  P(>PT) with 95 % CIs, Wilcoxon p, verdict, what it rests on
+    tables/target_scores.csv      the per-pair test scores (method, PT, test size) behind it
+    tables/validation.{md,csv}    the search: best validation ARG (with its SE) and its range per method
+    tables/task_gains.{md,csv}    difference and relative gain per target task, with CIs
     tables/cost.{md,csv}          trials, CPU/GPU hours, ARG per accelerator-hour
     tables/importances.csv        Optuna parameter importances per method
     tables/trials.csv             the tidy trial table (params as JSON)
     tables/curves.csv             validation curves, long form
-    plots/arg_bars.png            ARG per method with ± std error bars
+    plots/arg_bars.png            Δ vs PT per method with 95 % CI whiskers and the zero line
     plots/learning_curves.png     validation ARG against upstream steps
     plots/sensitivity_<m>.png     validation ARG against each searched setting
     plots/importance_<m>.png      Optuna importances
@@ -36,6 +38,7 @@ from promptinit.errors import PromptinitError
 from promptinit.paths import atomic_folder
 
 INDEX = "index.md"
+NORMAL_95 = 1.959964  # a normal 95 % interval from a standard error (validation ARG)
 ARTIFACT_PATH = "report"
 
 
@@ -53,7 +56,7 @@ def _combine(sweeps: Sequence[Sweep]) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials = pd.concat([s.trials for s in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
     targets = pd.concat([s.targets for s in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
     # Columns of all-NaN frames concatenated lose their dtype; the tables expect floats.
-    for col in ("val_arg", "val_arg_std", "wall_s", "cpu_s", "gpu_s"):
+    for col in ("val_arg", "val_arg_se", "wall_s", "cpu_s", "gpu_s"):
         if col in trials:
             trials[col] = trials[col].astype(float)
     return trials, targets
@@ -66,8 +69,11 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
     tdir, pdir = folder / "tables", folder / "plots"
     trials, targets = _combine(sweeps)
 
-    arg = tables.arg_table(targets)
-    report.files += tables.write(arg, tables.arg_markdown(arg) if len(arg) else "No target-task results yet.\n", tdir, "arg_table")
+    target_table = tables.write_target_table(targets, tdir)  # the sweep's own writer: the same table
+    arg = target_table.table
+    report.files += target_table.files
+    if len(arg) and arg["diff_mean"].isna().all():
+        report.notes.append("no per-pair target scores (the sweeps predate them): the target table has no intervals")
     val = tables.validation_table(trials)
     report.files += tables.write(val, tables.validation_markdown(val) if len(val) else "No trials.\n", tdir, "validation")
     gains = tables.task_gains(targets)
@@ -80,13 +86,17 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
     report.files += [tdir / "trials.csv", tdir / "curves.csv"]
 
     plot_links: list[tuple[str, Path]] = []
-    if len(arg):
-        plot_links.append(("Target ARG per method", plots.arg_bars(arg, pdir / "arg_bars.png")))
+    if len(arg) and arg["diff_mean"].notna().any():
+        plot_links.append(("Difference with PT on the target tasks (95 % CI)", plots.arg_bars(arg, pdir / "arg_bars.png")))
     elif len(val):
-        report.notes.append("no target-task results yet: the ARG bars show the best validation ARG")
-        bars = val.rename(columns={"val_arg_best": "arg_mean", "val_arg_best_std": "arg_std"})
+        why = "no target-task results yet" if not len(arg) else "no per-pair target scores (the sweeps predate them)"
+        report.notes.append(f"{why}: the bars show the best validation ARG (whiskers ±1.96 SE)")
+        se = val["val_arg_best_se"].astype(float)
+        bars = val.assign(lo=val["val_arg_best"] - NORMAL_95 * se, hi=val["val_arg_best"] + NORMAL_95 * se)
         plot_links.append(("Best validation ARG per method",
-                           plots.arg_bars(bars, pdir / "arg_bars.png", ylabel="best validation ARG (%)")))
+                           plots.arg_bars(bars, pdir / "arg_bars.png", value="val_arg_best", lo="lo", hi="hi",
+                                          ylabel="best validation ARG (%)",
+                                          title="best validation ARG\n(whiskers: ±1.96 SE over validation pairs)")))
     curves = plots.learning_curves(trials, pdir / "learning_curves.png") if len(trials) else None
     if curves:
         plot_links.append(("Learning curves (validation ARG)", curves))
@@ -128,12 +138,15 @@ def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[s
     rows = [[s.name, s.partition, s.model or "?", len(s.trials), int((s.trials["status"] == "finished").sum()),
              str(s.dir or "(MLflow)"), s.parent_run_id or "—"] for s in sweeps]
     lines.append(tables.markdown(["sweep", "partition", "model", "trials", "finished", "directory", "MLflow parent run"], rows))
-    lines += ["## Target ARG (method x partition)", ""]
+    lines += ["## Target tasks: each method's best prompt against prompt tuning", ""]
     lines.append(tables.arg_markdown(arg) if len(arg) else "No target-task results yet.\n")
     lines += ["## Tables", ""]
-    for stem, title in [("arg_table", "Target ARG per method x partition"), ("validation", "Search: validation ARG per method"),
-                        ("task_gains", "Relative gain per target task"), ("cost", "Cost and ARG per accelerator-hour")]:
+    for stem, title in [("arg_table", "Target tasks: Δ, ARG, P(>PT) with CIs per method"),
+                        ("validation", "Search: validation ARG per method"),
+                        ("task_gains", "Difference and relative gain per target task"),
+                        ("cost", "Cost and ARG per accelerator-hour")]:
         lines.append(f"- {title}: [Markdown](tables/{stem}.md), [CSV](tables/{stem}.csv)")
+    lines.append("- Per-pair target scores (method, PT, test size): [CSV](tables/target_scores.csv)")
     lines.append("- Optuna parameter importances: [CSV](tables/importances.csv)")
     lines.append("- All trials (tidy): [CSV](tables/trials.csv); validation curves: [CSV](tables/curves.csv)")
     if any(p.name == "similarity.png" for _, p in plot_links):

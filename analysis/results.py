@@ -7,7 +7,12 @@ A sweep directory (written by ``search/sweep.py``) holds:
   ``checkpoint_*`` folders with the prompt (``prompt.safetensors``);
 - ``promptinit-sweep.json``: the validated sweep config, the MLflow tracking URI, experiment id
   and parent run id;
-- ``arg_table.csv``: per method, the target-task ARG of its best prompt (per seed, per task);
+- ``arg_table.csv``: per method, its best prompt against PT on the target tasks (the statistics,
+  the chosen trial, validation ARG, trial counts; ``analysis.tables.write_target_table``);
+- ``target_scores.csv``: the per-pair test scores those statistics come from, one row per
+  (method, target task, few-shot seed): the method's score, PT's and the number of test
+  examples each rests on, so any table can recompute them (sweeps from before it have none:
+  their tables say so);
 - ``exports/<method>/``: the exported best prompts.
 
 Trials come from Tune's public ``ExperimentAnalysis`` (status, resources) and the trial folders'
@@ -19,9 +24,10 @@ under the sweep's parent run).
 One row per trial; columns (``TRIAL_COLUMNS``): sweep, partition, trial_id, method, status
 (finished | failed | running | pending), params (dict of the method's settings), one
 ``param/<name>`` column per setting, curve (list of ``{step, iteration, val_arg, time_s}``),
-val_arg (best report), val_arg_std, val_arg_last, best_step, best_checkpoint (folder or None),
-steps_done, total_steps, stopped_early, reports, wall_s, cpu, gpu (per-trial resources),
-cpu_s, gpu_s, resources_note, source (tune | mlflow), run_id.
+val_arg (best report), val_arg_se (its standard error over the validation pairs),
+val_arg_last, best_step, best_checkpoint (folder or None), steps_done, total_steps,
+stopped_early, reports, wall_s, cpu, gpu (per-trial resources), cpu_s, gpu_s,
+resources_note, source (tune | mlflow), run_id.
 
 ``cpu``/``gpu`` are the trial's own reservation from Tune's experiment state; where that is not
 available they come from the sweep config (``resources``) or the parent run's params, and
@@ -51,7 +57,9 @@ from promptinit.errors import PromptinitError, read_json
 from spaces.space import SOURCES_KEY
 
 META_FILE = "promptinit-sweep.json"  # search/sweep.py META_FILE
-ARG_TABLE = "arg_table.csv"  # search/report.py TABLE_CSV
+ARG_TABLE = "arg_table.csv"  # analysis.tables.write_target_table
+TARGET_SCORES = "target_scores.csv"  # the per-pair scores behind it (same writer)
+SCORE_COLUMNS = ["partition", "method", "task", "seed", "upstream_seed", "score", "pt", "n_test"]
 EXPORTS = "exports"  # <sweep>/exports/<method>/: analysis.export.export_best
 CHECKPOINT_PROMPT = "prompt.safetensors"  # trainables/trainable.py PROMPT_FILE
 CHECKPOINT_STATE = "trial.json"  # trainables/trainable.py STATE_FILE
@@ -59,7 +67,7 @@ CHECKPOINT_STATE = "trial.json"  # trainables/trainable.py STATE_FILE
 # Metric names reported by the trainable (trainables/metrics.py); read, never imported, so
 # the analysis runs without the platform's packages.
 VAL_ARG = "val/arg"
-VAL_ARG_STD = "val/arg_std"
+VAL_ARG_SE = "val/arg_se"
 STEP = "upstream/step"
 TOTAL_STEPS = "upstream/total_steps"
 TARGET_ARG = "target/arg"
@@ -71,12 +79,16 @@ STOPPED_TAG = "stopped_early"
 _PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 TRIAL_COLUMNS = [
-    "sweep", "partition", "trial_id", "method", "status", "params", "curve", "val_arg", "val_arg_std",
+    "sweep", "partition", "trial_id", "method", "status", "params", "curve", "val_arg", "val_arg_se",
     "val_arg_last", "best_step", "best_checkpoint", "steps_done", "total_steps", "stopped_early", "reports",
     "wall_s", "cpu", "gpu", "cpu_s", "gpu_s", "resources_note", "source", "run_id",
 ]
-TARGET_COLUMNS = ["sweep", "partition", "method", "trial_id", "arg_mean", "arg_std", "n_seeds", "per_seed",
-                  "per_task", "val_arg", "trials", "finished"]
+# One row per (partition, method): ``scores`` the method's test score per (task, seed) (or per
+# (task, seed, upstream seed)), ``baseline`` PT's per (task, seed), ``n_test`` the test examples
+# per (task, seed) ({} where unknown); ``arg_mean`` and ``per_task`` (RG per task, mean over
+# seeds) are computed from them, or read from an old record without them (``scores`` {}).
+TARGET_COLUMNS = ["sweep", "partition", "method", "trial_id", "arg_mean", "n_seeds", "per_task", "scores", "baseline",
+                  "n_test", "val_arg", "val_arg_se", "trials", "finished", "settings"]
 _STATUS = {"TERMINATED": "finished", "ERROR": "failed", "RUNNING": "running", "PAUSED": "running",
            "PENDING": "pending", "FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
            "SCHEDULED": "pending"}
@@ -98,7 +110,7 @@ class Sweep:
         config: the validated sweep config (plain values), when known.
         meta: ``promptinit-sweep.json`` (tracking URI, experiment and parent run ids).
         trials: the tidy trial table (``TRIAL_COLUMNS`` + ``param/<name>``).
-        targets: per method, the target ARG of its best prompt (``TARGET_COLUMNS``).
+        targets: per method, its best prompt's per-pair target scores and PT's (``TARGET_COLUMNS``).
     """
 
     dir: Path | None
@@ -167,7 +179,7 @@ def _curve_and_summary(results: list[dict], trial_dir: Path | None) -> dict[str,
     return {
         "curve": curve,
         "val_arg": _num(best.get(VAL_ARG)) if best else math.nan,
-        "val_arg_std": _num(best.get(VAL_ARG_STD)) if best else math.nan,
+        "val_arg_se": _num(best.get(VAL_ARG_SE)) if best else math.nan,
         "val_arg_last": _num(last.get(VAL_ARG)),
         "best_step": _num(best.get(STEP)) if best else math.nan,
         "best_checkpoint": str(best_ckpt[1]) if best_ckpt else None,
@@ -351,20 +363,101 @@ def _folder_trials(sweep_dir: Path) -> list[dict]:
     return out
 
 
+def pair_records(scores: Mapping[tuple, float], baseline: Mapping[tuple, float],
+                 n_test: Mapping[tuple, int] | None = None) -> list[dict]:
+    """Per-pair scores as plain records (``target_scores.csv`` rows, an export's ``target.scores``).
+
+    Args:
+        scores: the method's test score per ``(task, seed)`` or ``(task, seed, upstream_seed)``.
+        baseline: PT's test score per ``(task, seed)``.
+        n_test: test examples per ``(task, seed)`` (None where unknown).
+
+    Returns:
+        ``[{"task", "seed", "upstream_seed", "score", "pt", "n_test"}, ...]`` (upstream_seed None
+        for one meta-trained prompt), sorted.
+    """
+    n_test = n_test or {}
+    out = []
+    for key in sorted(scores, key=lambda k: tuple(str(x) for x in k)):
+        task, seed = key[0], int(key[1])
+        out.append({"task": task, "seed": seed, "upstream_seed": int(key[2]) if len(key) == 3 else None,
+                    "score": float(scores[key]), "pt": float(baseline[(task, seed)]),
+                    "n_test": None if n_test.get((task, seed)) is None else int(n_test[(task, seed)])})
+    return out
+
+
+_PAIR_FIELDS = (("task", str, True), ("seed", int, True), ("upstream_seed", int, False), ("score", float, True),
+                ("pt", float, True), ("n_test", int, False))  # name, type, required
+
+
+def pairs_from_records(records: Iterable[Mapping[str, Any]], label: str) -> tuple[dict, dict, dict]:
+    """``pair_records`` (or ``target_scores.csv`` rows, strings) back to ``(scores, baseline,
+    n_test)``; ``label`` names the source in errors.
+
+    Raises:
+        PromptinitError: a required field that is missing, or a score that is not a finite number.
+    """
+    scores, baseline, n_test = {}, {}, {}
+    for i, r in enumerate(records, start=1):
+        v: dict[str, Any] = {}
+        for name, kind, required in _PAIR_FIELDS:
+            raw = r.get(name)
+            try:
+                if raw in (None, ""):
+                    if required:
+                        raise ValueError("missing")
+                    v[name] = None
+                else:
+                    v[name] = int(float(raw)) if kind is int else kind(raw)
+                    if kind is float and not math.isfinite(v[name]):
+                        raise ValueError(f"{raw!r} is not finite")
+            except (ValueError, TypeError) as err:
+                raise PromptinitError(f"{label}: pair {i}: field {name!r}: missing or not a number ({err}); the "
+                                      "scores are corrupt: restore them or rerun the target evaluation") from None
+        task, seed, up = v["task"], v["seed"], v["upstream_seed"]
+        scores[(task, seed) if up is None else (task, seed, up)] = v["score"]
+        baseline[(task, seed)] = v["pt"]
+        if v["n_test"] is not None:
+            n_test[(task, seed)] = v["n_test"]
+    return scores, baseline, n_test
+
+
+def _read_scores(folder: Path) -> dict[tuple[str, str], list[dict]]:
+    """``target_scores.csv``: (partition, method) -> its pair records ({} when the file is absent)."""
+    path = folder / TARGET_SCORES
+    if not path.is_file():
+        return {}
+    out: dict[tuple[str, str], list[dict]] = {}
+    with path.open(newline="") as f:
+        for r in csv.DictReader(f):
+            out.setdefault((r.get("partition") or "", r.get("method") or ""), []).append(r)
+    return out
+
+
 def _targets_from_table(sweep_dir: Path, sweep: str, partition: str, label: str | None = None) -> list[dict]:
-    """Target rows from ``arg_table.csv`` (``label`` names it in errors, default its path)."""
+    """Target rows from ``arg_table.csv`` and its per-pair ``target_scores.csv``.
+
+    A table without the scores file (written before per-pair scores were kept) gives rows
+    whose ``scores`` are empty: ARG as it was recorded, no intervals. ``label`` names the
+    folder in errors (default its path).
+    """
     path = sweep_dir / ARG_TABLE
     if not path.is_file():
         return []
+    scores_label = label.replace(ARG_TABLE, TARGET_SCORES) if label else str(sweep_dir / TARGET_SCORES)
+    pairs = _read_scores(sweep_dir)
     rows = []
     with path.open(newline="") as f:
         for line, r in enumerate(csv.DictReader(f), start=2):
-            if r.get("arg_mean", "") == "":
+            part = r.get("partition") or partition
+            records = pairs.get((part, r["method"])) or pairs.get(("", r["method"])) or []
+            if not records and r.get("arg_mean", "") == "":
                 continue  # a method without a finished trial
+            scores, baseline, n_test = pairs_from_records(records, f"{scores_label} ({r['method']})")
+            per_seed, per_task = {}, {}
             field_name = "arg_per_seed"
-            try:
+            try:  # an old table: ARG per seed and RG per task, no per-pair scores
                 per_seed = {int(k): float(v) for k, v in json.loads(r.get("arg_per_seed") or "{}").items()}
-                per_task = {}
                 for k, v in r.items():
                     if k and k.startswith("rg/") and v not in ("", None):
                         field_name = k
@@ -374,10 +467,19 @@ def _targets_from_table(sweep_dir: Path, sweep: str, partition: str, label: str 
                     f"{label or path}: line {line}: field {field_name!r}: not a number ({err}); the table is corrupt: "
                     "restore it or rerun the target evaluation"
                 ) from None
-            rows.append(_target_row(sweep, r.get("partition") or partition, r["method"], r.get("trial_id", ""),
-                                    per_seed, per_task, _num(r.get("arg_mean")), _num(r.get("arg_std")),
-                                    _num(r.get("val_arg")), _num(r.get("trials")), _num(r.get("finished"))))
+            settings = _json_field(r.get("settings"))
+            rows.append(_target_row(sweep, part, r["method"], r.get("trial_id", ""), scores, baseline, n_test,
+                                    _num(r.get("arg_mean")), len(per_seed), per_task, _num(r.get("val_arg")),
+                                    _num(r.get("val_arg_se")), _num(r.get("trials")), _num(r.get("finished")), settings))
     return rows
+
+
+def _json_field(text: str | None) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _targets_from_exports(sweep_dir: Path, sweep: str, partition: str) -> list[dict]:
@@ -390,22 +492,33 @@ def _targets_from_exports(sweep_dir: Path, sweep: str, partition: str) -> list[d
         target = meta.get("target") or (meta.get("metrics") or {}).get("target") or {}
         if not target:
             continue
-        per_seed = {int(k): float(v) for k, v in (target.get("per_seed") or {}).items()}
+        scores, baseline, n_test = pairs_from_records(target.get("scores") or [], f"{meta_path}: field 'target.scores'")
+        per_seed = dict(target.get("per_seed") or {})  # an old export: ARG per seed, no per-pair scores
         validation = meta.get("validation") or (meta.get("metrics") or {}).get("validation") or {}
-        rows.append(_target_row(sweep, meta.get("partition") or partition, meta.get("method", meta_path.parent.name),
-                                meta.get("trial_id") or (meta.get("extra") or {}).get("trial_id", ""), per_seed,
-                                dict(target.get("per_task") or {}), _num(target.get("arg_mean")),
-                                _num(target.get("arg_std")), _num(validation.get("arg")), math.nan, math.nan))
+        rows.append(_target_row(sweep, meta.get("partition") or (meta.get("extra") or {}).get("partition") or partition,
+                                meta.get("method", meta_path.parent.name),
+                                meta.get("trial_id") or (meta.get("extra") or {}).get("trial_id", ""), scores, baseline,
+                                n_test, _num(target.get("arg_mean")), len(per_seed), dict(target.get("per_task") or {}),
+                                _num(validation.get("arg")), _num(validation.get("arg_se")), math.nan, math.nan,
+                                dict(meta.get("hyperparameters") or {})))
     return rows
 
 
-def _target_row(sweep, partition, method, trial_id, per_seed, per_task, mean, std, val_arg, trials, finished) -> dict:
-    if per_seed:  # recompute from the seeds: mean and population std, as promptinit.evaluation.ARG
-        values = np.array([per_seed[s] for s in sorted(per_seed)])
-        mean, std = float(values.mean()), float(values.std())
-    return {"sweep": sweep, "partition": partition, "method": method, "trial_id": trial_id or "", "arg_mean": mean,
-            "arg_std": std, "n_seeds": len(per_seed), "per_seed": per_seed, "per_task": per_task, "val_arg": val_arg,
-            "trials": trials, "finished": finished}
+def _target_row(sweep, partition, method, trial_id, scores, baseline, n_test, arg_mean, n_seeds, per_task, val_arg,
+                val_arg_se, trials, finished, settings) -> dict:
+    if scores:  # ARG and RG per task from the pairs (tasks weigh equally, as in promptinit.stats.compare)
+        from promptinit.stats import relative_gain
+
+        by_task: dict[str, list[float]] = {}
+        for key, value in scores.items():
+            by_task.setdefault(key[0], []).append(float(relative_gain(value, baseline[(key[0], key[1])])))
+        per_task = {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
+        arg_mean = float(np.mean(list(per_task.values())))
+        n_seeds = len({k[1] for k in scores})
+    return {"sweep": sweep, "partition": partition, "method": method, "trial_id": trial_id or "", "arg_mean": arg_mean,
+            "n_seeds": n_seeds, "per_task": per_task, "scores": dict(scores), "baseline": dict(baseline),
+            "n_test": dict(n_test), "val_arg": val_arg, "val_arg_se": val_arg_se, "trials": trials,
+            "finished": finished, "settings": dict(settings or {})}
 
 
 def _partition_name(config: Mapping[str, Any]) -> str:
@@ -517,7 +630,8 @@ def load_mlflow(tracking_uri: str, *, parent_run_id: str | None = None, experime
 
     Returns:
         A ``Sweep`` with ``dir=None``; its targets come from the parent run's ``arg_table.csv``
-        artifact, else from its ``target/arg/<method>`` metrics.
+        and ``target_scores.csv`` artifacts (the per-pair scores), else from its
+        ``target/arg/<method>`` metrics (means only: no intervals).
     """
     with mlflow_patience():
         return _load_mlflow(tracking_uri, parent_run_id, experiment)
@@ -562,8 +676,8 @@ def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str |
                 config[SOURCES_KEY] = parse_value(rp[SOURCES_KEY])
             vals = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG)}
             times = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "time_total_s")}
-            stds = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG_STD)}
-            results = [{STEP: s, VAL_ARG: v, VAL_ARG_STD: stds.get(s), "time_total_s": times.get(s),
+            ses = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG_SE)}
+            results = [{STEP: s, VAL_ARG: v, VAL_ARG_SE: ses.get(s), "time_total_s": times.get(s),
                         "training_iteration": i + 1, TOTAL_STEPS: metrics.get(TOTAL_STEPS)}
                        for i, (s, v) in enumerate(sorted(vals.items()))]
             summary = _curve_and_summary(results, None)
@@ -586,16 +700,19 @@ def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:
     import tempfile
 
     before = os.environ.get(_PROGRESS_ENV)
-    os.environ[_PROGRESS_ENV] = "false"  # no progress bar for one small file
+    os.environ[_PROGRESS_ENV] = "false"  # no progress bar for two small files
     try:
         # No table (the sweep has not reached its target evaluation): the parent's target metrics
         # (means only). A table that is there but cannot be fetched or read is an error
         # (MlflowException / OSError -> PromptinitError in _load_mlflow; a corrupt table in
         # _targets_from_table), not a silent switch to the coarser metrics.
-        if any(Path(f.path).name == ARG_TABLE for f in c.list_artifacts(parent.info.run_id)):
+        listed = {Path(f.path).name for f in c.list_artifacts(parent.info.run_id)}
+        if ARG_TABLE in listed:
             with tempfile.TemporaryDirectory() as tmp:
-                path = c.download_artifacts(parent.info.run_id, ARG_TABLE, tmp)
-                rows = _targets_from_table(Path(path).parent, name, partition,
+                for artifact in (ARG_TABLE, TARGET_SCORES):
+                    if artifact in listed:
+                        c.download_artifacts(parent.info.run_id, artifact, tmp)
+                rows = _targets_from_table(Path(tmp), name, partition,
                                            label=f"MLflow run {parent.info.run_id} artifact {ARG_TABLE}")
                 if rows:
                     return rows
@@ -606,6 +723,8 @@ def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:
             os.environ[_PROGRESS_ENV] = before
     m = parent.data.metrics
     prefix = TARGET_ARG + "/"
-    return [_target_row(name, partition, k[len(prefix):], "", {}, {}, v, _num(m.get(f"{TARGET_ARG}_std/{k[len(prefix):]}")),
-                        _num(m.get(f"{VAL_ARG}/{k[len(prefix):]}")), math.nan, math.nan)
+    # Means only: the per-pair scores (and so the intervals) live in the table's artifacts.
+    return [_target_row(name, partition, k[len(prefix):], "", {}, {}, {}, v, 0, {},
+                        _num(m.get(f"{VAL_ARG}/{k[len(prefix):]}")), _num(m.get(f"{VAL_ARG_SE}/{k[len(prefix):]}")),
+                        math.nan, math.nan, {})
             for k, v in sorted(m.items()) if k.startswith(prefix)]

@@ -1,36 +1,79 @@
 """Paper-style tables from the tidy results: Markdown for reading, CSV (long form) for reuse.
 
-- ``arg_table``: target ARG per method x partition, mean ± std over few-shot seeds, in the
-  shape of Qin et al. (2023) Table 2 (methods as rows, settings as columns);
-- ``validation_table``: what the search saw: best validation ARG per method and the spread
-  over its trials (the hyperparameter sensitivity the papers warn about);
-- ``task_gains``: relative gain per target task (averaged over seeds);
+- ``arg_table`` / ``arg_markdown`` / ``write_target_table``: each method's best prompt against
+  prompt tuning on the target tasks, from the per-pair test scores (``promptinit.stats.compare``):
+  the absolute difference in points (the headline), ARG and P(improvement), each as
+  ``mean [95 % CI]``, the Wilcoxon p-value, a verdict ("no difference" when the difference's
+  interval holds 0) and how many tasks, seeds and test examples it rests on.
+  ``write_target_table`` is the one writer of ``arg_table.{md,csv}`` (+ ``target_scores.csv``):
+  ``search/sweep.py`` and ``promptinit report`` both call it;
+- ``validation_table``: what the search saw: best validation ARG per method (with its standard
+  error over validation pairs) and the range over its trials (the hyperparameter sensitivity
+  the papers warn about);
+- ``task_gains``: difference and relative gain per target task, mean [95 % CI] over its seeds;
 - ``cost_table``: trials, wall / CPU / GPU hours and ARG per accelerator-hour.
 
-ARG values are fractions in the CSVs and percentages in the Markdown.
+Values are fractions in the CSVs and percentages (points for differences) in the Markdown.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-ARG_NOTE = ("ARG = mean relative gain over the target tasks vs prompt tuning from a sampled-vocabulary "
-            "init (pt), in %; mean ± std (population) over few-shot seeds.")
+from analysis.results import ARG_TABLE, SCORE_COLUMNS, TARGET_SCORES, _target_row, pair_records
+from promptinit.stats import LEVEL, LOW_BASELINE, MIN_BASELINE, RESAMPLES, Comparison, Interval, compare
+
+TABLE_MD = "arg_table.md"
+NO_DIFFERENCE = "no difference (not distinguishable from PT)"  # the verdict when Δ's interval holds 0
+UNDETERMINED = "undetermined (one seed per task)"  # the verdict when there is no interval
+NO_TRIAL = "no finished trial"
+ARG_NOTE = (
+    f"Cells: mean [{100 * LEVEL:.0f} % CI] over (target task, few-shot seed) pairs, by a stratified bootstrap "
+    f"({RESAMPLES} resamples; few-shot seeds resampled within each task, so every task keeps its weight; "
+    "promptinit.stats). Δ: test score of the method minus that of prompt tuning from a sampled-vocabulary init "
+    "(PT), in points (the headline). ARG: relative gain (s − s_PT) / s_PT averaged over tasks, in % (s_PT "
+    f"clamped at {MIN_BASELINE} as a guard; pairs with s_PT < {LOW_BASELINE} make ARG unreliable and are flagged). "
+    "P(>PT): share of pairs the method wins (ties count half). p: two-sided Wilcoxon signed-rank test of the pair "
+    "differences. A row whose Δ interval holds 0 is \"no difference\": not distinguishable from PT. "
+    "Rests on: tasks × few-shot seeds, and the test examples behind each score."
+)
+ARG_COLUMNS = [
+    "partition", "method", "diff_mean", "diff_lo", "diff_hi", "arg_mean", "arg_lo", "arg_hi", "p_improve_mean",
+    "p_improve_lo", "p_improve_hi", "p_value", "verdict", "distinguishable", "n_tasks", "n_seeds", "n_upstream",
+    "n_pairs", "n_test_min", "n_test_max", "low_baseline", "val_arg", "val_arg_se", "trials", "finished",
+    "trial_id", "settings", "note",
+]
 
 
-def pct(mean: float, std: float | None = None) -> str:
-    """``+20.0 ± 8.2`` (fractions in, percent out); ``n/a`` for a missing value."""
+def pct(mean: float) -> str:
+    """``+20.0`` (fractions in, percent out); ``n/a`` for a missing value."""
     if mean is None or not math.isfinite(mean):
         return "n/a"
-    text = f"{100 * mean:+.1f}"
-    if std is not None and math.isfinite(std):
-        text += f" ± {100 * std:.1f}"
-    return text
+    return f"{100 * mean:+.1f}".replace("-", "\u2212")
+
+
+def ci_cell(mean: float, lo: float, hi: float, **fmt: Any) -> str:
+    """``+3.1 [−0.8, +7.0]`` (``Interval.fmt``; ``fmt`` passes its scale / digits / signed);
+    ``+3.1 [no CI]`` when the bounds are missing, ``n/a`` when the mean is."""
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    if math.isfinite(lo) and math.isfinite(hi):
+        return Interval(mean, lo, hi).fmt(**fmt)
+    return Interval(mean, mean, mean).fmt(**fmt).split(" [")[0] + " [no CI]"  # the mean, formatted alike
+
+
+def pct_se(mean: float, se: float) -> str:
+    """``+20.0 (SE 3.1)``: a mean with its standard error, in %."""
+    if mean is None or not math.isfinite(mean):
+        return "—"
+    return f"{pct(mean)} (SE {100 * se:.1f})" if se is not None and math.isfinite(se) else f"{pct(mean)} (SE n/a)"
 
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -45,40 +88,227 @@ def _order(values) -> list:
     return list(dict.fromkeys(values))
 
 
-def arg_table(targets: pd.DataFrame) -> pd.DataFrame:
-    """Target ARG per (partition, method), long form.
+# --------------------------------------------------------------------------- target table
 
-    Columns: partition, method, arg_mean, arg_std, n_seeds, per_seed (JSON), trial_id.
-    Mean and std are recomputed from the per-seed ARGs when present (population std, as
-    ``promptinit.evaluation.ARG``).
+
+def target_rows(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dict]:
+    """Target rows (``analysis.results.TARGET_COLUMNS``) from a frame or from plain mappings.
+
+    A mapping needs ``partition`` and ``method``; with ``scores`` (the method's test score per
+    ``(task, seed)``), ``baseline`` (PT's) and optionally ``n_test`` (test examples per
+    ``(task, seed)``) it gets intervals; ``trial_id``, ``val_arg``, ``val_arg_se``, ``trials``,
+    ``finished``, ``settings`` and ``sweep`` are carried into the table when given.
+    """
+    records = targets.to_dict("records") if isinstance(targets, pd.DataFrame) else [dict(t) for t in targets]
+    out = []
+    for r in records:
+        def get(name, default=math.nan):  # absent, None or NaN (a frame's empty cell): the default
+            v = r.get(name)
+            return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+        out.append(_target_row(get("sweep", ""), r["partition"], r["method"], get("trial_id", ""), get("scores", {}),
+                               get("baseline", {}), get("n_test", {}), get("arg_mean"), get("n_seeds", 0),
+                               get("per_task", {}), get("val_arg"), get("val_arg_se"), get("trials"),
+                               get("finished"), get("settings", {})))
+    return out
+
+
+def comparison_of(row: Mapping[str, Any]) -> Comparison | None:
+    """``promptinit.stats.compare`` of a target row's per-pair scores with PT's (None without them)."""
+    return compare(row["scores"], row["baseline"]) if row.get("scores") else None
+
+
+def has_interval(c: Comparison) -> bool:
+    """Whether the bootstrap measured any variance: some task has two or more few-shot seeds,
+    or there are several upstream seeds. With one seed per task every resample is the sample
+    itself, and the "interval" is the point: no interval, no verdict."""
+    return c.n_pairs > c.n_tasks or c.n_upstream > 1
+
+
+def _note(row: Mapping[str, Any], c: Comparison | None) -> str:
+    if c is not None:
+        notes = []
+        if not has_interval(c):
+            notes.append("one few-shot seed per task: the bootstrap has nothing to resample, so there is no interval "
+                         "and no verdict; evaluate on more seeds")
+        if c.low_baseline:
+            notes.append(f"{c.low_baseline} of {c.n_pairs} pairs have a PT score below {LOW_BASELINE}: ARG is unreliable "
+                         "(its denominator is near 0), read Δ")
+        return "; ".join(notes)
+    if math.isfinite(row.get("arg_mean", math.nan)):
+        return (f"no per-pair scores: this sweep predates them, so no interval can be given (its record: ARG "
+                f"{pct(row['arg_mean'])} %, a point estimate without uncertainty); rerun the sweep for intervals")
+    return NO_TRIAL if not row.get("trial_id") else "no target scores"
+
+
+
+def arg_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Each (partition, method) against PT on the target tasks, long form (``ARG_COLUMNS``).
+
+    ``diff_*`` (absolute difference, fraction), ``arg_*`` and ``p_improve_*`` are mean, lo, hi
+    of ``promptinit.stats.compare`` over the row's per-pair scores; ``verdict`` is "better than
+    PT", "worse than PT" or ``NO_DIFFERENCE`` (the difference's interval holds 0). Rows without
+    an interval (one seed per task) keep their means with NaN bounds and verdict
+    ``UNDETERMINED``; rows without per-pair scores (an old sweep, a method without a finished
+    trial) are NaN with verdict ``n/a`` (``arg_mean`` keeps an old record's point value). Each
+    has a ``note`` saying why.
     """
     rows = []
-    for t in targets.itertuples():
-        per_seed = dict(t.per_seed or {})
-        mean, std = t.arg_mean, t.arg_std
-        if per_seed:
-            values = np.array([per_seed[s] for s in sorted(per_seed)], dtype=float)
-            mean, std = float(values.mean()), float(values.std())
-        rows.append({"partition": t.partition, "method": t.method, "arg_mean": mean, "arg_std": std,
-                     "n_seeds": len(per_seed), "per_seed": json.dumps({str(k): v for k, v in sorted(per_seed.items())}),
-                     "trial_id": t.trial_id})
-    return pd.DataFrame(rows, columns=["partition", "method", "arg_mean", "arg_std", "n_seeds", "per_seed", "trial_id"])
+    for r in target_rows(targets):
+        c = comparison_of(r)
+        sizes = list(r["n_test"].values())
+        out = {"partition": r["partition"], "method": r["method"], "val_arg": r["val_arg"], "val_arg_se": r["val_arg_se"],
+               "trials": r["trials"], "finished": r["finished"], "trial_id": r["trial_id"],
+               "settings": json.dumps(r["settings"], default=str), "note": _note(r, c),
+               "n_test_min": min(sizes) if sizes else math.nan, "n_test_max": max(sizes) if sizes else math.nan}
+        if c is None:
+            out.update({k: math.nan for k in ("diff_mean", "diff_lo", "diff_hi", "arg_lo", "arg_hi", "p_improve_mean",
+                                              "p_improve_lo", "p_improve_hi", "p_value")})
+            out.update(arg_mean=r["arg_mean"], verdict="n/a", distinguishable=None, n_tasks=len(r["per_task"]) or math.nan,
+                       n_seeds=r["n_seeds"] or math.nan, n_upstream=math.nan, n_pairs=math.nan, low_baseline=math.nan)
+        else:
+            interval = has_interval(c)
+            for name in ("diff", "arg", "p_improve"):
+                iv = getattr(c, name)
+                out.update({f"{name}_mean": iv.mean, f"{name}_lo": iv.lo if interval else math.nan,
+                            f"{name}_hi": iv.hi if interval else math.nan})
+            verdict = UNDETERMINED if not interval else NO_DIFFERENCE if not c.distinguishable else c.verdict()
+            out.update(p_value=c.p_value, verdict=verdict, distinguishable=c.distinguishable if interval else None,
+                       n_tasks=c.n_tasks, n_seeds=r["n_seeds"], n_upstream=c.n_upstream, n_pairs=c.n_pairs,
+                       low_baseline=c.low_baseline)
+        rows.append(out)
+    return pd.DataFrame(rows, columns=ARG_COLUMNS)
+
+
+def _cell(r: Any, name: str, **fmt: Any) -> str:
+    return ci_cell(*(getattr(r, f"{name}_{x}") for x in ("mean", "lo", "hi")), **fmt)
+
+
+def _rests_on(r: Any) -> str:
+    if not math.isfinite(r.n_pairs):
+        return "—"
+
+    def n(count: float, word: str) -> str:
+        return f"{int(count)} {word}{'s' if int(count) != 1 else ''}"
+
+    text = f"{n(r.n_tasks, 'task')} × {n(r.n_seeds, 'seed')}"
+    if r.n_upstream > 1:
+        text += f" × {n(r.n_upstream, 'upstream seed')}"
+    if not math.isfinite(r.n_test_min):
+        return text + ", test size unknown"
+    lo, hi = int(r.n_test_min), int(r.n_test_max)
+    return text + (f", {lo} test ex. per score" if lo == hi else f", {lo}–{hi} test ex. per score")
+
+
+def _trials(r: Any) -> str:
+    return f"{int(r.trials)} ({int(r.finished)})" if math.isfinite(r.trials) and math.isfinite(r.finished) else "—"
 
 
 def arg_markdown(table: pd.DataFrame) -> str:
-    """Methods as rows, partitions as columns, ``mean ± std`` in % (Qin et al. Table 2 shape)."""
-    partitions, methods = _order(table["partition"]), _order(table["method"])
-    cell = {(r.partition, r.method): pct(r.arg_mean, r.arg_std) for r in table.itertuples()}
-    rows = [[m, *[cell.get((p, m), "—") for p in partitions]] for m in methods]
-    return markdown(["method", *partitions], rows) + "\n" + ARG_NOTE + "\n"
+    """One row per method (and partition, when there are several): Δ (points), ARG (%) and
+    P(>PT) as ``mean [95 % CI]``, Wilcoxon p, the verdict, what it rests on, the validation
+    ARG of the chosen checkpoint and the trial counts; notes (old records, one seed per task,
+    low baselines) below."""
+    several = len(_order(table["partition"])) > 1
+    level = f"{100 * LEVEL:.0f} % CI"
+    head = ["method", *(["partition"] if several else []), f"Δ vs PT, points [{level}]", f"ARG % [{level}]",
+            f"P(>PT) [{level}]", "Wilcoxon p", "verdict", "rests on", "val ARG % (SE)", "trials (finished)"]
+    rows, notes = [], {}  # note -> the rows it applies to
+    for r in table.itertuples():
+        if not math.isfinite(r.diff_mean):  # no per-pair scores: an old record's ARG is in the note
+            rows.append([r.method, *([r.partition] if several else []), "n/a", "n/a", "n/a", "n/a",
+                         f"n/a: {r.note}" if r.note == NO_TRIAL else "n/a (see note)", _rests_on(r),
+                         pct_se(r.val_arg, r.val_arg_se), _trials(r)])
+            if r.note != NO_TRIAL:
+                notes.setdefault(r.note, []).append(r.method + (f" ({r.partition})" if several else ""))
+            continue
+        arg_cell = _cell(r, "arg")
+        if math.isfinite(r.arg_mean) and math.isfinite(r.low_baseline) and r.low_baseline:
+            n = int(r.low_baseline)
+            arg_cell += f" (unreliable: {n} pair{'s' if n > 1 else ''} with PT < {LOW_BASELINE})"
+        rows.append([r.method, *([r.partition] if several else []), _cell(r, "diff"), arg_cell,
+                     _cell(r, "p_improve", scale=1, digits=2, signed=False), f"{r.p_value:.2g}", r.verdict,
+                     _rests_on(r), pct_se(r.val_arg, r.val_arg_se), _trials(r)])
+        if r.note:
+            notes.setdefault(r.note, []).append(r.method + (f" ({r.partition})" if several else ""))
+    text = markdown(head, rows) + "\n" + ARG_NOTE + "\n"
+    lines = [f"- {', '.join(names)}: {note}." for note, names in notes.items()]
+    return text + ("\n" + "\n".join(lines) + "\n" if lines else "")
+
+
+@dataclass
+class TargetTable:
+    """What ``write_target_table`` wrote.
+
+    Attributes:
+        table: the long-form table (``ARG_COLUMNS``), as in ``arg_table.csv``.
+        text: the Markdown, as in ``arg_table.md``.
+        files: ``arg_table.md``, ``arg_table.csv``, ``target_scores.csv``.
+        records: (partition, method) -> ``target_record``: the per-pair scores and the table's
+            numbers, JSON-ready (an export's ``target`` block).
+    """
+
+    table: pd.DataFrame
+    text: str
+    files: list[Path] = field(default_factory=list)
+    records: dict[tuple[str, str], dict] = field(default_factory=dict)
+
+
+def target_record(row: Mapping[str, Any], table_row: Mapping[str, Any] | None = None) -> dict:
+    """A target row as JSON-ready data: its per-pair scores (``analysis.results.pair_records``)
+    and the table's numbers for it (``ARG_COLUMNS`` but the chosen trial's; NaN as None)."""
+    if table_row is None:
+        table_row = arg_table([row]).iloc[0].to_dict()
+    keep = [c for c in ARG_COLUMNS if c not in ("partition", "method", "val_arg", "val_arg_se", "trials", "finished",
+                                                "trial_id", "settings")]
+    stats = {k: None if isinstance(table_row[k], float) and math.isnan(table_row[k]) else table_row[k] for k in keep}
+    stats = {k: v.item() if hasattr(v, "item") else v for k, v in stats.items()}  # numpy scalars -> JSON
+    return {"scores": pair_records(row["scores"], row["baseline"], row["n_test"]), "comparison": stats}
+
+
+def write_target_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]], folder: str | Path) -> TargetTable:
+    """Write ``arg_table.md``, ``arg_table.csv`` and ``target_scores.csv`` into ``folder``.
+
+    The one writer of the ARG table: the sweep calls it after its target evaluation, ``promptinit
+    report`` on loaded sweeps. The scores file keeps every (method, task, seed) test score with
+    PT's and the test size, so the table can be recomputed from it (``analysis.results`` reads
+    both back).
+
+    Args:
+        targets: target rows (see ``target_rows``), e.g. ``Sweep.targets``.
+        folder: where the files go (created).
+
+    Returns:
+        A ``TargetTable``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = target_rows(targets)
+    table = arg_table(rows)
+    text = arg_markdown(table) if len(table) else "No target-task results yet.\n"
+    md, csv_path, scores_path = folder / TABLE_MD, folder / ARG_TABLE, folder / TARGET_SCORES
+    md.write_text(text)
+    table.to_csv(csv_path, index=False)
+    out = TargetTable(table, text, [md, csv_path, scores_path])
+    with scores_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SCORE_COLUMNS)
+        w.writeheader()
+        for r, t in zip(rows, table.to_dict("records")):
+            key = (r["partition"], r["method"])
+            out.records[key] = target_record(r, t)
+            for pair in out.records[key]["scores"]:
+                w.writerow({"partition": r["partition"], "method": r["method"],
+                            **{k: "" if v is None else v for k, v in pair.items()}})
+    return out
 
 
 def validation_table(trials: pd.DataFrame) -> pd.DataFrame:
     """The search per (partition, method): trial counts and validation ARG (best and spread).
 
     Columns: partition, method, trials, finished, failed, stopped_early, best_trial,
-    val_arg_best, val_arg_best_std (over validation seeds), val_arg_mean, val_arg_std (over
-    trials), val_arg_min, val_arg_max.
+    val_arg_best, val_arg_best_se (its standard error over the validation (task, seed) pairs),
+    val_arg_mean, val_arg_min, val_arg_max (over the trials' bests: the sensitivity to the
+    hyperparameters, not an uncertainty).
     """
     rows = []
     for (partition, method), g in trials.groupby(["partition", "method"], sort=False):
@@ -92,9 +322,8 @@ def validation_table(trials: pd.DataFrame) -> pd.DataFrame:
             "stopped_early": int(g["stopped_early"].fillna(False).astype(bool).sum()),
             "best_trial": best["trial_id"] if best is not None else "",
             "val_arg_best": float(best["val_arg"]) if best is not None else math.nan,
-            "val_arg_best_std": float(best["val_arg_std"]) if best is not None else math.nan,
+            "val_arg_best_se": float(best["val_arg_se"]) if best is not None else math.nan,
             "val_arg_mean": float(v.mean()) if len(v) else math.nan,
-            "val_arg_std": float(v.std(ddof=0)) if len(v) else math.nan,
             "val_arg_min": float(v.min()) if len(v) else math.nan,
             "val_arg_max": float(v.max()) if len(v) else math.nan,
         })
@@ -103,31 +332,58 @@ def validation_table(trials: pd.DataFrame) -> pd.DataFrame:
 
 def validation_markdown(table: pd.DataFrame) -> str:
     rows = [[r.partition, r.method, f"{r.trials} ({r.finished} finished, {r.failed} failed, {r.stopped_early} stopped early)",
-             pct(r.val_arg_best, r.val_arg_best_std), r.best_trial, pct(r.val_arg_mean, r.val_arg_std),
+             pct_se(r.val_arg_best, r.val_arg_best_se), r.best_trial, pct(r.val_arg_mean),
              f"{pct(r.val_arg_min)} … {pct(r.val_arg_max)}"] for r in table.itertuples()]
-    head = ["partition", "method", "trials", "best val ARG %", "best trial", "val ARG % over trials", "range"]
+    head = ["partition", "method", "trials", "best val ARG % (SE)", "best trial", "mean val ARG % over trials", "range"]
     return markdown(head, rows) + ("\nValidation ARG: on the partition's validation tasks (the search objective). "
-                                   "Best: the trial's best report, ± std over validation seeds; over trials: "
-                                   "mean ± std of each trial's best.\n")
+                                   "Best: the best report of the method's trials, with its standard error over the "
+                                   "validation (task, seed) pairs (n/a with one pair). Over trials: mean and range of "
+                                   "each trial's best (the sensitivity to the hyperparameters).\n")
 
 
-def task_gains(targets: pd.DataFrame) -> pd.DataFrame:
-    """Relative gain per target task (mean over seeds): partition, method, task, rg."""
-    rows = [{"partition": t.partition, "method": t.method, "task": task, "rg": float(rg)}
-            for t in targets.itertuples() for task, rg in sorted((t.per_task or {}).items())]
-    return pd.DataFrame(rows, columns=["partition", "method", "task", "rg"])
+GAIN_COLUMNS = ["partition", "method", "task", "diff", "diff_lo", "diff_hi", "rg", "rg_lo", "rg_hi", "n_seeds"]
+
+
+def task_gains(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per target task: the difference with PT and the relative gain, mean [95 % CI] over its
+    few-shot seeds (``promptinit.stats.compare`` on that task's pairs); an old record without
+    per-pair scores gives its RG without an interval.
+
+    Columns: ``GAIN_COLUMNS`` (fractions).
+    """
+    rows = []
+    for t in target_rows(targets):
+        if not t["scores"]:
+            rows += [{"partition": t["partition"], "method": t["method"], "task": task, "rg": float(rg)}
+                     for task, rg in sorted(t["per_task"].items())]
+            continue
+        for task in sorted({k[0] for k in t["scores"]}):
+            c = compare({k: v for k, v in t["scores"].items() if k[0] == task},
+                        {k: v for k, v in t["baseline"].items() if k[0] == task})
+            bound = (lambda x: x) if has_interval(c) else (lambda x: math.nan)  # one seed: no interval
+            rows.append({"partition": t["partition"], "method": t["method"], "task": task,
+                         "diff": c.diff.mean, "diff_lo": bound(c.diff.lo), "diff_hi": bound(c.diff.hi),
+                         "rg": c.arg.mean, "rg_lo": bound(c.arg.lo), "rg_hi": bound(c.arg.hi), "n_seeds": c.n_pairs})
+    return pd.DataFrame(rows, columns=GAIN_COLUMNS)
 
 
 def task_gains_markdown(gains: pd.DataFrame) -> str:
     parts = []
     for partition, g in gains.groupby("partition", sort=False):
         tasks, methods = _order(g["task"]), _order(g["method"])
-        cell = {(r.method, r.task): pct(r.rg) for r in g.itertuples()}
-        parts.append(f"### {partition}\n\n" + markdown(["method", *tasks], [[m, *[cell.get((m, t), "—") for t in tasks]]
-                                                                            for m in methods]))
+        for name, title in (("diff", "Δ vs PT (points)"), ("rg", "relative gain (%)")):
+            cell = {(r.method, r.task): _gain_cell(r, name) for r in g.itertuples()}
+            parts.append(f"### {partition}: {title}\n\n" + markdown(
+                ["method", *tasks], [[m, *[cell.get((m, t), "—") for t in tasks]] for m in methods]))
     if not parts:
         return "No target-task results yet.\n"
-    return "\n".join(parts) + "\nRelative gain (%) over prompt tuning per target task, mean over few-shot seeds.\n"
+    return "\n".join(parts) + (f"\nPer target task, mean [{100 * LEVEL:.0f} % CI] over its few-shot seeds (bootstrap; "
+                               "with few seeds the intervals are wide, and with one seed they are only the point). "
+                               "n/a: an old sweep without per-pair scores.\n")
+
+
+def _gain_cell(r: Any, name: str) -> str:
+    return ci_cell(getattr(r, name), getattr(r, f"{name}_lo"), getattr(r, f"{name}_hi"))
 
 
 def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
@@ -138,10 +394,11 @@ def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
     method's trials (the search only; the final target evaluation is not included).
 
     Columns: partition, method, trials, wall_h, cpu_h, gpu_h, accelerator, accel_h,
-    val_arg_best, target_arg, target_arg_per_accel_h, val_arg_per_accel_h.
+    val_arg_best, target_arg (+ _lo, _hi: its 95 % interval), target_arg_per_accel_h (+ _lo,
+    _hi), val_arg_per_accel_h.
     """
     use_gpu = bool((trials["gpu_s"].astype(float).fillna(0) > 0).any()) if len(trials) else False
-    target = {(t.partition, t.method): t.arg_mean for t in arg_table(targets).itertuples()}
+    target = {(t.partition, t.method): (t.arg_mean, t.arg_lo, t.arg_hi) for t in arg_table(targets).itertuples()}
     rows = []
     for (partition, method), g in trials.groupby(["partition", "method"], sort=False):
         wall_h = float(g["wall_s"].astype(float).sum()) / 3600
@@ -151,12 +408,14 @@ def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
         accel_h = gpu_h if use_gpu else cpu_h
         val = g["val_arg"].astype(float)
         best = float(val.max()) if val.notna().any() else math.nan
-        tgt = target.get((partition, method), math.nan)
+        tgt, lo, hi = target.get((partition, method), (math.nan, math.nan, math.nan))
         per = (lambda x: x / accel_h if accel_h and math.isfinite(accel_h) and accel_h > 0 else math.nan)
+        # hours are a constant of the method, so the interval per hour is the interval / hours
         rows.append({"partition": partition, "method": method, "trials": len(g), "wall_h": wall_h, "cpu_h": cpu_h,
                      "gpu_h": gpu_h, "accelerator": "GPU" if use_gpu else "CPU", "accel_h": accel_h,
-                     "val_arg_best": best, "target_arg": tgt, "target_arg_per_accel_h": per(tgt),
-                     "val_arg_per_accel_h": per(best)})
+                     "val_arg_best": best, "target_arg": tgt, "target_arg_lo": lo, "target_arg_hi": hi,
+                     "target_arg_per_accel_h": per(tgt), "target_arg_per_accel_h_lo": per(lo),
+                     "target_arg_per_accel_h_hi": per(hi), "val_arg_per_accel_h": per(best)})
     return pd.DataFrame(rows)
 
 
@@ -169,12 +428,15 @@ def cost_markdown(table: pd.DataFrame) -> str:
         return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
     rows = [[r.partition, r.method, r.trials, num(r.wall_h), num(r.cpu_h), num(r.gpu_h),
-             pct(r.target_arg), pct(r.target_arg_per_accel_h), pct(r.val_arg_per_accel_h)] for r in table.itertuples()]
+             _gain_cell(r, "target_arg"), _gain_cell(r, "target_arg_per_accel_h"), pct(r.val_arg_per_accel_h)]
+            for r in table.itertuples()]
     head = ["partition", "method", "trials", "wall h", "CPU h", "GPU h",
-            "target ARG %", f"target ARG % per {unit} h", f"best val ARG % per {unit} h"]
+            f"target ARG % [{100 * LEVEL:.0f} % CI]", f"target ARG % per {unit} h [CI]", f"best val ARG % per {unit} h"]
     return markdown(head, rows) + (f"\nCost of the search (all trials of the method, failed ones included; the final "
                                    f"target evaluation is not counted). CPU h / GPU h = CPUs / GPUs reserved per "
-                                   f"trial x trial wall time; the accelerator is the {unit}.\n")
+                                   f"trial x trial wall time; the accelerator is the {unit}. Target ARG: as in "
+                                   f"arg_table.md (no CI: one seed per task, or an old sweep without per-pair "
+                                   f"scores).\n")
 
 
 def write(df: pd.DataFrame, md_text: str, folder: Path, stem: str) -> tuple[Path, Path]:

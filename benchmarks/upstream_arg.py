@@ -2,7 +2,7 @@
 
 Runs ``promptinit upstream`` once per variant on one model and partition with short, equal
 budgets, then prints one table: upstream seconds, evaluation seconds and the ARG over the
-partition's target tasks (mean ± std over the few-shot seeds) against the cached PT baseline,
+partition's target tasks (mean [95 % CI] over (task, few-shot seed) pairs, promptinit.stats) against the cached PT baseline,
 plus each target task's relative gain. Every variant writes ``<out>/<variant>/upstream.json``;
 a variant whose file exists is read, not rerun, so an interrupted run continues.
 
@@ -75,13 +75,14 @@ def main() -> int:
     tasks = list(next(iter(reports.values()))["arg"]["per_task"])
     print(f"\n{args.model} on partition {args.partition}: {args.steps} upstream steps; targets tuned "
           f"{args.tune_steps} steps, seeds {args.seeds}, test <= {args.test_size}; RG and ARG in %")
-    head = f"{'variant':<22}{'upstream s':>11}{'eval s':>8}{'ARG':>16}" + "".join(f"{t[:14]:>16}" for t in tasks)
+    head = f"{'variant':<22}{'upstream s':>11}{'eval s':>8}{'ARG [95 % CI]':>24}" + "".join(f"{t[:14]:>16}" for t in tasks)
     print(head + "\n" + "-" * len(head))
     for v, r in reports.items():
         arg = r["arg"]
         cells = "".join(f"{100 * arg['per_task'][t]:+16.1f}" for t in tasks)
-        mean_std = f"{100 * arg['mean']:+.1f} ± {100 * arg['std']:.1f}"
-        print(f"{v:<22}{r['upstream_s']:11.0f}{r['eval_s']:8.0f}{mean_std:>16}{cells}")
+        ci = r["comparison"]["arg"]
+        mean_std = f"{100 * ci['mean']:+.1f} [{100 * ci['lo']:+.1f}, {100 * ci['hi']:+.1f}]"
+        print(f"{v:<22}{r['upstream_s']:11.0f}{r['eval_s']:8.0f}{mean_std:>24}{cells}")
     return 0
 
 

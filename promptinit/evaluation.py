@@ -1,7 +1,8 @@
 """Downstream prompt tuning, the PT baseline and Average Relative Gain.
 
 Relative gain RG = (s_method - s_pt) / s_pt per target task and few-shot seed; ARG is the
-mean over target tasks, reported as mean ± std over seeds (Qin et al. 2023).
+mean over target tasks (Qin et al. 2023). How sure a difference is (95 % intervals over the
+(task, seed) pairs) is ``promptinit.stats.compare``'s job.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from promptinit import metrics
+from promptinit import metrics, stats
 from promptinit.backbones import Backbone
 from promptinit.errors import PromptinitError
 from promptinit.fingerprints import digest, source_fingerprint
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from promptinit.batched import TuneProblem  # promptinit.batched imports this module
 
 GradTransform = Callable[[torch.Tensor], torch.Tensor]
-MIN_BASELINE = 0.01  # RG denominators are clamped here so a 0-score baseline gives no inf
 # The code that decides a cached baseline's content: its source is part of the cache key.
 BASELINE_CODE = ("promptinit.evaluation", "promptinit.batched", "promptinit.metrics", "promptinit.backbones.backbone",
                  "promptinit.backbones.prompts", "promptinit.tasks.fewshot", "promptinit.tasks.task")
@@ -224,21 +224,20 @@ def finetune(
 
 
 def relative_gain(score: float, baseline: float) -> float:
-    """RG = (s - s_pt) / s_pt, with the denominator clamped at ``MIN_BASELINE``."""
-    return (score - baseline) / max(baseline, MIN_BASELINE)
+    """RG = (s - s_pt) / s_pt, with the denominator clamped at ``promptinit.stats.MIN_BASELINE``."""
+    return float(stats.relative_gain(score, baseline))
 
 
 @dataclass(frozen=True)
 class ARG:
-    """Average Relative Gain over target tasks, mean ± std over seeds."""
+    """Average Relative Gain over target tasks (point estimates; intervals: ``promptinit.stats``)."""
 
     mean: float
-    std: float
-    per_seed: dict[int, float]
+    per_seed: dict[int, float]  # per few-shot seed, the mean RG over tasks
     per_task: dict[str, float]  # RG per task, averaged over seeds
 
     def __str__(self) -> str:
-        return f"{100 * self.mean:+.1f} ± {100 * self.std:.1f}"
+        return f"{100 * self.mean:+.1f}"
 
 
 def average_relative_gain(scores: dict[tuple[str, int], float], baseline: dict[tuple[str, int], float]) -> ARG:
@@ -249,7 +248,7 @@ def average_relative_gain(scores: dict[tuple[str, int], float], baseline: dict[t
         baseline: the PT baseline's test score per (task, seed).
 
     Returns:
-        ``ARG``: per seed, the mean RG over tasks; mean and (population) std over seeds.
+        ``ARG``: per seed, the mean RG over tasks, and their mean.
     """
     missing = sorted(set(scores) - set(baseline))
     if missing:
@@ -259,8 +258,7 @@ def average_relative_gain(scores: dict[tuple[str, int], float], baseline: dict[t
     tasks = sorted({t for t, _ in rg})
     per_seed = {s: float(np.mean([v for (t, s2), v in rg.items() if s2 == s])) for s in seeds}
     per_task = {t: float(np.mean([v for (t2, _), v in rg.items() if t2 == t])) for t in tasks}
-    values = np.array(list(per_seed.values()))
-    return ARG(float(values.mean()), float(values.std()), per_seed, per_task)
+    return ARG(float(np.mean(list(per_seed.values()))), per_seed, per_task)
 
 
 def _cache_key(*parts: object) -> str:

@@ -11,8 +11,9 @@ with ``--resume``, the sweep folder (before Ray starts and before anything is wr
 are one line, exit code 2) -> load the partition's tasks -> MLflow parent run -> connect to
 Ray (``RAY_ADDRESS`` or the job's cluster, else a local one) -> PT baseline on the validation
 tasks, once -> Tune (``OptunaSearch`` TPE + ASHA) over trials of
-``trainables.train_prompt_init`` -> best checkpoint per method -> target ARG (method x
-partition table, Markdown + CSV) -> exports.
+``trainables.train_prompt_init`` -> best checkpoint per method -> every target (task, seed)
+tuned from it and from PT -> the comparison table (difference, ARG, P(>PT) with 95 % CIs;
+``analysis.write_target_table``: Markdown, CSV and the per-pair scores) -> exports.
 """
 from __future__ import annotations
 
@@ -281,10 +282,10 @@ def evaluate_on_targets(cfg: SweepConfig, backbone: dict, chosen: dict[str, dict
     """Tune every target task x seed from each method's best prompt and from the PT init.
 
     Returns:
-        ``({method: ARG vs PT}, CPU seconds used)``.
+        ``({method: {(task, seed): test score}}, PT's {(task, seed): test score}, CPU seconds used)``.
     """
     from spaces import trial_sources
-    from trainables.scoring import arg_against, needs_restore
+    from trainables.scoring import needs_restore
 
     tuning = dataclasses.asdict(cfg.target.tune_config())
 
@@ -301,11 +302,9 @@ def evaluate_on_targets(cfg: SweepConfig, backbone: dict, chosen: dict[str, dict
     outs, cpu_s = score_jobs(jobs, cpu, gpu)
     n = len(target)
     pt = {k: v for part in outs[:n] for k, v in part.items()}
-    args = {}
-    for i, m in enumerate(chosen):
-        scores = {k: v for part in outs[n + i * n: n + (i + 1) * n] for k, v in part.items()}
-        args[m] = arg_against(scores, pt)
-    return args, cpu_s
+    scores = {m: {k: v for part in outs[n + i * n: n + (i + 1) * n] for k, v in part.items()}
+              for i, m in enumerate(chosen)}
+    return scores, pt, cpu_s
 
 
 # --------------------------------------------------------------------------- main
@@ -467,10 +466,11 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     from promptinit.backbones import BackboneConfig
     from ray import tune
 
-    from search import report, tracking
-    from analysis.export import export_best
+    from analysis import export_best, write_target_table
+    from search import tracking
     from spaces import trial_sources
     from trainables import metrics as M
+    from trainables.scoring import held_out_sizes
     from trainables.trainable import Shared, make_trainable
 
     connect_ray(cfg)
@@ -531,28 +531,28 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     chosen = {m: b for m, b in best.items() if "checkpoint" in b}
     prompts = {m: _load_prompt(b["checkpoint"]) for m, b in chosen.items()}
     t0 = time.perf_counter()
-    args_by_method, cpu_s = evaluate_on_targets(cfg, backbone, chosen, prompts, source, target, cpu, gpu)
-    rows = []
+    scores, pt, cpu_s = evaluate_on_targets(cfg, backbone, chosen, prompts, source, target, cpu, gpu)
+    n_test = held_out_sizes(target, cfg.target.seeds, tgt_tuning.test_size)
+    rows = []  # one per method: its per-pair scores, PT's, and how it was chosen
     for m in cfg.methods:
         b = best[m]
+        row = {"sweep": cfg.name, "partition": partition.name, "method": m, "trials": b["trials"],
+               "finished": b["finished"]}
         if m in chosen:
-            b["target_arg"] = args_by_method[m]
-            rows.append(report.Row(m, partition.name, b["target_arg"], b["val_arg"], b["trials"], b["finished"],
-                                   b["trial_id"], b["settings"]))
-        else:
-            rows.append(report.Row(m, partition.name, None, None, b["trials"], b["finished"]))
+            row.update(trial_id=b["trial_id"], settings=b["settings"], val_arg=b["val_arg"],
+                       val_arg_se=_finite(b["metrics"].get(M.VAL_ARG_SE)), scores=scores[m], baseline=pt, n_test=n_test)
+        rows.append(row)
     print(f"target evaluation: {len(chosen)} methods x {len(target)} tasks x {len(cfg.target.seeds)} seeds "
           f"in {time.perf_counter() - t0:.0f} s ({cpu_s:.0f} CPU s)", flush=True)
     trial_cpu = sum(r.metrics_dataframe[M.CPU_SECONDS].sum() for r in results
                     if r.metrics_dataframe is not None and M.CPU_SECONDS in r.metrics_dataframe)
     print(f"search: {len(results)} trials in {search_s:.0f} s ({trial_cpu:.0f} CPU s in trials)", flush=True)
 
-    md, csv_path, text = report.write(rows, list(cfg.target.seeds), cfg.sweep_dir)
-    print("\n" + text, flush=True)
+    table = write_target_table(rows, cfg.sweep_dir)
+    print("\n" + table.text, flush=True)
 
     exports = []
     for m, b in chosen.items():
-        arg = b["target_arg"]
         info = {
             "hyperparameters": b["settings"], "trial_id": b["trial_id"], "checkpoint": b["checkpoint"].path,
             "model": cfg.model,
@@ -560,28 +560,40 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
             "partition_fingerprint": partition.fingerprint,
             "task_fingerprints": {t.name: t.fingerprint for t in (*source, *validation, *target)},
             "source_tasks": [t.name for t in trial_sources(b["config"], source)],
-            "validation": {"arg": b["val_arg"], "seeds": cfg.validation.seeds, "tuning": dataclasses.asdict(val_tuning),
-                           "metrics": {k: v for k, v in b["metrics"].items() if isinstance(v, (int, float, str))}},
-            "target": {"arg_mean": arg.mean, "arg_std": arg.std, "per_seed": arg.per_seed,
-                       "per_task": arg.per_task, "seeds": cfg.target.seeds, "tuning": dataclasses.asdict(tgt_tuning)},
+            "validation": {"arg": b["val_arg"], "arg_se": _finite(b["metrics"].get(M.VAL_ARG_SE)),
+                           "seeds": cfg.validation.seeds, "tuning": dataclasses.asdict(val_tuning),
+                           "metrics": {k: v for k, v in b["metrics"].items()
+                                       if isinstance(v, (str, bool)) or _finite(v) is not None}},
+            # the per-pair scores (method, PT, test size) and their comparison, as in the table
+            "target": {**table.records[(partition.name, m)], "seeds": cfg.target.seeds,
+                       "tuning": dataclasses.asdict(tgt_tuning)},
             "sweep": {"name": cfg.name, "dir": str(cfg.sweep_dir), "mlflow_parent_run": parent},
         }
         exports.append(export_best(cfg.sweep_dir, m, prompts[m], info))
         print(f"exported {m}: {exports[-1]}")
 
-    metrics = {}
+    metrics = tracking.target_metrics(table.table)
     for m, b in chosen.items():
-        metrics[f"{M.TARGET_ARG}/{m}"] = b["target_arg"].mean
-        metrics[f"{M.TARGET_ARG}_std/{m}"] = b["target_arg"].std
         metrics[f"{M.VAL_ARG}/{m}"] = b["val_arg"]
+        if _finite(b["metrics"].get(M.VAL_ARG_SE)) is not None:  # NaN with one validation pair
+            metrics[f"{M.VAL_ARG_SE}/{m}"] = b["metrics"][M.VAL_ARG_SE]
     metrics.update({"time/search_s": search_s, "time/trial_cpu_s": float(trial_cpu), "time/target_cpu_s": cpu_s})
     tracking.log_dict(parent, uri, metrics=metrics)
     c = tracking.client(uri)
-    c.log_artifact(parent, str(md))
-    c.log_artifact(parent, str(csv_path))
+    for path in table.files:  # arg_table.md, arg_table.csv, target_scores.csv
+        c.log_artifact(parent, str(path))
     for folder in exports:
         c.log_artifacts(parent, str(folder), artifact_path=f"exports/{folder.name}")
     return rows, search_s
+
+
+def _finite(value) -> float | None:
+    """A finite number as float, else None (JSON has no NaN: ``val/arg_se`` is NaN with one pair)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _interrupt(signum, frame):

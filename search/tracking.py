@@ -94,6 +94,29 @@ def log_dict(run_id: str, uri: str, metrics: Mapping[str, float] | None = None,
     )
 
 
+def target_metrics(table) -> dict[str, float]:
+    """The parent run's target metrics, the numbers of the sweep's ARG table: per method, the
+    difference with PT, ARG and P(>PT) with the bounds of their 95 % intervals, and the Wilcoxon
+    p-value (values that are NaN in the table, e.g. bounds with one seed per task, are left out).
+
+    Args:
+        table: ``analysis.TargetTable.table`` (one row per method; fractions).
+
+    Returns:
+        ``{"target/diff/maml": ..., "target/diff_lo/maml": ..., "target/diff_hi/maml": ..., ...}``.
+    """
+    import math
+
+    out: dict[str, float] = {}
+    for r in table.to_dict("records"):
+        m = r["method"]
+        for name, column in ((M.TARGET_DIFF, "diff"), (M.TARGET_ARG, "arg"), (M.TARGET_P_IMPROVE, "p_improve")):
+            for suffix, part in (("", "mean"), ("_lo", "lo"), ("_hi", "hi")):
+                out[f"{name}{suffix}/{m}"] = r[f"{column}_{part}"]
+        out[f"{M.TARGET_P_VALUE}/{m}"] = r["p_value"]
+    return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(float(v))}
+
+
 def child_runs(uri: str, experiment: str, parent_run_id: str) -> list:
     """Every child run of a sweep's parent run."""
     return client(uri).search_runs(

@@ -6,7 +6,7 @@ top-level keys, which Tune keeps as they are.
 from __future__ import annotations
 
 VAL_ARG = "val/arg"  # ARG on the partition's validation tasks vs the PT baseline: the search objective
-VAL_ARG_STD = "val/arg_std"  # its std over validation seeds
+VAL_ARG_SE = "val/arg_se"  # its standard error over the validation (task, seed) pairs (NaN with one pair)
 VAL_SCORE = "val/score"  # mean validation test score after tuning from the current prompt
 META_QUERY_LOSS = "meta/query_loss"  # the methods' outer (query) loss, averaged over a report
 TRAIN_LOSS = "train/loss"  # MTL's training loss, averaged over a report
@@ -20,4 +20,10 @@ NODE_ID = "node_id"  # Ray node the report came from
 METRIC = VAL_ARG
 MODE = "max"
 
-TARGET_ARG = "target/arg"  # on the parent run: ARG on the target tasks, per method
+# On the parent run, per method (``<name>/<method>``), from ``promptinit.stats.compare`` of the
+# method's best prompt against PT on the target tasks; ``<name>_lo`` / ``<name>_hi`` are the
+# bounds of the 95 % interval (``target/diff_lo/maml``).
+TARGET_DIFF = "target/diff"  # mean test-score difference method - PT (fraction; the headline)
+TARGET_ARG = "target/arg"  # ARG on the target tasks
+TARGET_P_IMPROVE = "target/p_improve"  # P(method > PT) over (task, seed) pairs
+TARGET_P_VALUE = "target/p_value"  # two-sided Wilcoxon signed-rank p of the pair differences

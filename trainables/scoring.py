@@ -5,12 +5,15 @@ after every chunk of upstream steps, the sweep scores the best prompts on the ta
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from promptinit.backbones import Backbone
 from promptinit.evaluation import ARG, TuneConfig, average_relative_gain, pt_baseline, tune_prompt
+from promptinit.stats import relative_gain
 from promptinit.tasks.fewshot import sample_few_shot
 from promptinit.tasks.task import Task
 
@@ -50,6 +53,27 @@ def tuned_scores(backbone: Backbone, init: torch.Tensor, tasks: Sequence[Task], 
 def arg_against(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> ARG:
     """ARG of ``scores`` over the PT ``baseline`` (every key needs a baseline score)."""
     return average_relative_gain(dict(scores), dict(baseline))
+
+
+def arg_standard_error(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> float:
+    """Standard error of ARG over the (task, seed) pairs: std of the pairs' relative gains
+    (ddof=1) / sqrt(n pairs); NaN with one pair.
+
+    ARG is the mean of the pairs' gains when every task has the same seeds (as here), so this
+    is the standard error of that mean; relative gains use ``promptinit.stats.relative_gain``
+    (PT clamped as in ARG).
+    """
+    keys = sorted(scores)
+    if len(keys) < 2:
+        return math.nan
+    rg = relative_gain([scores[k] for k in keys], np.array([baseline[k] for k in keys], dtype=float))
+    return float(rg.std(ddof=1) / math.sqrt(len(keys)))
+
+
+def held_out_sizes(tasks: Sequence[Task], seeds: Sequence[int], test_size: int | None) -> dict[Key, int]:
+    """Test examples each (task, seed) score rests on: the size of ``sample_few_shot``'s capped
+    held-out test set (the split the tuning scores on)."""
+    return {(t.name, s): len(sample_few_shot(t, s, test_size=test_size).test) for t in tasks for s in seeds}
 
 
 def score_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tuning: dict,

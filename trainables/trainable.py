@@ -2,9 +2,10 @@
 
 The trial runs the method in chunks of ``steps_per_report`` outer steps. After each chunk it
 scores the current prompt on the partition's *validation* tasks (downstream prompt tuning
-from the prompt, test score vs the PT baseline: ``val/arg``; the target tasks are never
-touched here) and reports with a checkpoint (prompt + method state), so ASHA can stop it
-between chunks and a restarted trial resumes from its last report.
+from the prompt, test score vs the PT baseline: ``val/arg`` and its standard error over the
+(task, seed) pairs ``val/arg_se``; the target tasks are never touched here) and reports with
+a checkpoint (prompt + method state), so ASHA can stop it between chunks and a restarted
+trial resumes from its last report.
 
 Everything the trials share (source and validation tasks, the PT baseline scores, model
 settings) reaches them once through ``tune.with_parameters``; the PT baseline is computed
@@ -89,7 +90,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     from promptinit.evaluation import TuneConfig
     from promptinit.methods import build_method
     from promptinit.methods.checkpoint import load_checkpoint, save_checkpoint
-    from trainables.scoring import arg_against, grad_transform_of, tuned_scores
+    from trainables.scoring import arg_against, arg_standard_error, grad_transform_of, tuned_scores
 
     method_name, settings = trial_settings(config)
     backbone = Backbone(BackboneConfig(**shared.backbone))
@@ -124,7 +125,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
         report = {
             **{k: v / chunk for k, v in sums.items()},
             M.VAL_ARG: arg.mean,
-            M.VAL_ARG_STD: arg.std,
+            M.VAL_ARG_SE: arg_standard_error(scores, shared.baseline),
             M.VAL_SCORE: sum(scores.values()) / len(scores),
             **{f"val/rg/{task}": rg for task, rg in arg.per_task.items()},
             M.STEP: step,

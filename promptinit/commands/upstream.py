@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     from promptinit.backbones import Backbone, save_prompt
     from promptinit.evaluation import TuneConfig, evaluate_init
+    from promptinit.stats import compare
     from promptinit.methods import build_method, make_config, save_checkpoint
     from promptinit.methods.common import config_dict
     from promptinit.tasks.fewshot import SEEDS
@@ -177,10 +178,12 @@ def run(args: argparse.Namespace) -> int:
         t_eval = time.perf_counter()
         arg, results, baseline = evaluate_init(backbone, method.prompt, targets, seeds, tune_cfg,
                                                grad_transform=grad_transform, progress=not args.no_progress)
-        _print_table(args.method, targets, seeds, results, baseline, arg)
+        comparison = compare({k: r.test for k, r in results.items()}, {k: r.test for k, r in baseline.items()})
+        _print_table(args.method, targets, seeds, results, baseline, arg, comparison)
         report.update({
             "tune": dataclasses.asdict(tune_cfg), "seeds": list(seeds), "eval_s": time.perf_counter() - t_eval,
-            "arg": {"mean": arg.mean, "std": arg.std, "per_seed": arg.per_seed, "per_task": arg.per_task},
+            "arg": {"mean": arg.mean, "per_seed": arg.per_seed, "per_task": arg.per_task},
+            "comparison": comparison.to_dict(),
             "results": [r.summary() for r in results.values()],
             "baseline": [r.summary() for r in baseline.values()],
         })
@@ -215,9 +218,12 @@ def _resume_state(ckpt: Path, method: str, config) -> dict[str, Any] | None:
     return state
 
 
-def _print_table(method: str, targets, seeds, results, baseline, arg) -> None:
-    """Per target task: mean test score of PT and of the method over seeds, and the RG."""
+def _print_table(method: str, targets, seeds, results, baseline, arg, comparison) -> None:
+    """Per target task: mean test score of PT and of the method over seeds, and the RG; then
+    the comparison with PT and its 95 % intervals (``promptinit.stats``)."""
     import numpy as np
+
+    from promptinit.stats import describe
 
     width = max(len(t.name) for t in targets)
     print(f"\n{'target task':<{width}}  {'metric':<10}{'PT':>8}{method:>10}{'RG':>9}")
@@ -226,5 +232,4 @@ def _print_table(method: str, targets, seeds, results, baseline, arg) -> None:
         ours = np.mean([results[(t.name, s)].test for s in seeds])
         print(f"{t.name:<{width}}  {t.metric.value:<10}{100 * pt:8.1f}{100 * ours:10.1f}"
               f"{100 * arg.per_task[t.name]:+8.1f}%")
-    per_seed = ", ".join(f"{s}: {100 * v:+.1f}" for s, v in arg.per_seed.items())
-    print(f"ARG (mean ± std over {len(seeds)} seeds): {arg}%   per seed: {per_seed}")
+    print(f"{method} vs PT, mean [95 % CI]: {describe(comparison)}")

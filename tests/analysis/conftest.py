@@ -2,19 +2,22 @@
 
 Trial folders carry Tune's own files (``params.json``, ``result.json`` with one JSON line per
 report, ``checkpoint_*`` folders with ``prompt.safetensors`` and ``trial.json``); the sweep's
-``arg_table.csv`` and ``exports/<method>/`` are written by the platform's own writers
-(``search.report.write``, ``analysis.export.export_best``), so a change of their layout shows
-up here.
+``arg_table.{md,csv}``, ``target_scores.csv`` and ``exports/<method>/`` are written by the
+platform's own writers (``analysis.write_target_table``, ``analysis.export_best``, the ones
+``search/sweep.py`` calls), so a change of their layout shows up here.
 
 Known numbers (hand-computed values are in the tests):
 
 - maml: trials m1 (lr 0.1, 4 steps: val ARG 0.05 -> 0.20, 100 s), m2 (lr 0.2: 0.10 -> 0.30,
   200 s), m3 (lr 0.4, stopped early after one report: -0.10, 50 s), m4 (lr 0.3, failed after
-  one report of 0.50, 30 s: never a result, but its time counts); target ARG per seed
-  {100: 0.10, 13: 0.20, 21: 0.30}, per task {task_a: 0.25, task_b: 0.15}; best trial m2.
-- mtl: trials t1 (batch 2: 0.00 -> 0.10, 60 s), t2 (batch 4: 0.05 -> 0.02, 40 s); target ARG per
-  seed {100: -0.05, 13: 0.05, 21: 0.00}, per task {task_a: 0.10, task_b: -0.10}; best trial t1.
-- resources: 1 CPU and 0.5 GPU per trial.
+  one report of 0.50, 30 s: never a result, but its time counts); target: PT scores 0.5 on every
+  (task, seed), maml's relative gain per seed 100/13/21 is 0.15/0.25/0.35 on task_a and
+  0.05/0.15/0.25 on task_b (scores 0.5 x (1 + RG)): ARG per seed {100: 0.10, 13: 0.20, 21: 0.30},
+  per task {task_a: 0.25, task_b: 0.15}, ARG 0.20, difference 0.10 (10 points); best trial m2.
+- mtl: trials t1 (batch 2: 0.00 -> 0.10, 60 s), t2 (batch 4: 0.05 -> 0.02, 40 s); target RG
+  0.05/0.15/0.10 on task_a and -0.15/-0.05/-0.10 on task_b: ARG per seed {100: -0.05, 13: 0.05,
+  21: 0.00}, per task {task_a: 0.10, task_b: -0.10}, ARG 0.0, difference 0.0; best trial t1.
+- 16 test examples per score; resources: 1 CPU and 0.5 GPU per trial.
 """
 from __future__ import annotations
 
@@ -38,10 +41,14 @@ TRIALS = {
     "t1": ("mtl", {"lr": 0.3, "batch_size": 2, "steps": 4}, [0.00, 0.10], 60.0, "finished"),
     "t2": ("mtl", {"lr": 0.5, "batch_size": 4, "steps": 4}, [0.05, 0.02], 40.0, "finished"),
 }
-TARGETS = {
-    "maml": ("m2", {100: 0.10, 13: 0.20, 21: 0.30}, {"task_a": 0.25, "task_b": 0.15}),
-    "mtl": ("t1", {100: -0.05, 13: 0.05, 21: 0.00}, {"task_a": 0.10, "task_b": -0.10}),
+TARGETS = {  # method: (best trial, relative gain per (task, seed) over PT)
+    "maml": ("m2", {("task_a", 100): 0.15, ("task_a", 13): 0.25, ("task_a", 21): 0.35,
+                    ("task_b", 100): 0.05, ("task_b", 13): 0.15, ("task_b", 21): 0.25}),
+    "mtl": ("t1", {("task_a", 100): 0.05, ("task_a", 13): 0.15, ("task_a", 21): 0.10,
+                   ("task_b", 100): -0.15, ("task_b", 13): -0.05, ("task_b", 21): -0.10}),
 }
+PT = 0.5  # PT's test score on every target (task, seed)
+N_TEST = 16  # test examples per score
 FINGERPRINTS = {"src_a": "aaaa", "src_b": "bbbb", "val_a": "cccc", "task_a": "dddd", "task_b": "eeee"}
 STEPS_PER_REPORT = 2
 
@@ -55,9 +62,7 @@ def checkpoint_prompt(trial_id: str, index: int) -> torch.Tensor:
 def make_sweep(root: Path, name: str = "fake", partition: str = "fake-part", tracking_uri: str | None = None,
                parent_run_id: str | None = None, scale: float = 1.0) -> Path:
     """Write a finished fake sweep under ``root/name``; ``scale`` multiplies every target ARG."""
-    from promptinit.evaluation import ARG
-    from search import report
-    from analysis.export import export_best
+    from analysis import export_best, write_target_table
 
     sweep = root / name
     sweep.mkdir(parents=True)
@@ -78,7 +83,7 @@ def make_sweep(root: Path, name: str = "fake", partition: str = "fake-part", tra
         for i, v in enumerate(vals):
             step = (i + 1) * STEPS_PER_REPORT
             ckpt = f"checkpoint_{i:06d}"
-            report_i = {"val/arg": v, "val/arg_std": 0.01 * (i + 1), "upstream/step": step,
+            report_i = {"val/arg": v, "val/arg_se": 0.01 * (i + 1), "upstream/step": step,
                         "upstream/total_steps": settings["steps"]}
             save_prompt(checkpoint_prompt(trial_id, i), folder / ckpt / "prompt.safetensors")
             (folder / ckpt / "trial.json").write_text(json.dumps({"step": step, "method": method, "settings": settings,
@@ -91,23 +96,25 @@ def make_sweep(root: Path, name: str = "fake", partition: str = "fake-part", tra
         if ended == "failed":  # Tune writes the trial's exception here
             (folder / "error.txt").write_text("FloatingPointError: trial diverged at upstream step 2\n")
     rows = []
-    for method, (trial_id, per_seed, per_task) in TARGETS.items():
-        per_seed = {s: scale * v for s, v in per_seed.items()}
-        values = torch.tensor(list(per_seed.values()), dtype=torch.float64)
-        arg = ARG(float(values.mean()), float(values.std(unbiased=False)), per_seed,
-                  {t: scale * v for t, v in per_task.items()})
+    for method, (trial_id, gains) in TARGETS.items():
+        scores = {k: PT * (1 + scale * g) for k, g in gains.items()}
+        baseline = {k: PT for k in gains}
         settings = TRIALS[trial_id][1]
         best_val = max(TRIALS[trial_id][2])
         n_trials = sum(1 for t in TRIALS.values() if t[0] == method)
         n_ok = sum(1 for t in TRIALS.values() if t[0] == method and t[4] != "failed")
-        rows.append(report.Row(method, partition, arg, best_val, n_trials, n_ok, trial_id, settings))
-        index = TRIALS[trial_id][2].index(best_val)
+        rows.append({"sweep": name, "partition": partition, "method": method, "trial_id": trial_id, "settings": settings,
+                     "val_arg": best_val, "val_arg_se": 0.02, "trials": n_trials, "finished": n_ok, "scores": scores,
+                     "baseline": baseline, "n_test": {k: N_TEST for k in gains}})
+    table = write_target_table(rows, sweep)
+    for row in rows:
+        method, trial_id = row["method"], row["trial_id"]
+        index = TRIALS[trial_id][2].index(row["val_arg"])
         export_best(sweep, method, checkpoint_prompt(trial_id, index), {
-            "hyperparameters": settings, "trial_id": trial_id, "model": "tiny-llama", "partition": partition,
+            "hyperparameters": row["settings"], "trial_id": trial_id, "model": "tiny-llama", "partition": partition,
             "partition_fingerprint": "ffff", "task_fingerprints": FINGERPRINTS,
-            "target": {"arg_mean": arg.mean, "arg_std": arg.std, "per_seed": arg.per_seed, "per_task": arg.per_task},
+            "target": {**table.records[(partition, method)], "seeds": SEEDS},
         })
-    report.write(rows, SEEDS, sweep)
     return sweep
 
 

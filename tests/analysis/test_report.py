@@ -58,17 +58,26 @@ def test_report_numbers_match_hand_computed_values(fake_sweep, tmp_path, monkeyp
     out = tmp_path / "report"
     assert cli(["report", str(fake_sweep), "--out", str(out), "--no-mlflow"], monkeypatch) == 0
 
-    # Target ARG, Qin et al. Table 2 shape. maml seeds 0.10/0.20/0.30 -> mean 0.2, population
-    # std sqrt((0.01 + 0 + 0.01) / 3) = 0.08165; mtl seeds -0.05/0.05/0.00 -> 0.0 ± 0.04082.
+    # Target: maml's pair gains average 0.2 (difference 0.5 x 0.2 = 10 points), mtl's 0.0; the
+    # intervals are promptinit.stats.compare's on the same pairs (tests/analysis/test_stats_tables.py).
+    from promptinit.stats import compare
+    from tests.analysis.conftest import PT, TARGETS
+
     arg = pd.read_csv(out / "tables" / "arg_table.csv").set_index("method")
     assert arg.loc["maml", "arg_mean"] == pytest.approx(0.2, abs=1e-12)
-    assert arg.loc["maml", "arg_std"] == pytest.approx(math.sqrt(0.02 / 3), abs=1e-12)
+    assert arg.loc["maml", "diff_mean"] == pytest.approx(0.1, abs=1e-12)
     assert arg.loc["mtl", "arg_mean"] == pytest.approx(0.0, abs=1e-12)
-    assert arg.loc["mtl", "arg_std"] == pytest.approx(math.sqrt(0.005 / 3), abs=1e-12)
-    assert arg.loc["maml", "n_seeds"] == 3
+    assert arg.loc["maml", "n_seeds"] == 3 and arg.loc["maml", "n_pairs"] == 6 and arg.loc["maml", "n_test_min"] == 16
+    c = compare({k: PT * (1 + g) for k, g in TARGETS["maml"][1].items()}, {k: PT for k in TARGETS["maml"][1]})
+    assert (arg.loc["maml", "diff_lo"], arg.loc["maml", "diff_hi"]) == pytest.approx((c.diff.lo, c.diff.hi), abs=1e-12)
+    assert arg.loc["maml", "verdict"] == "better than PT" and not arg.loc["mtl", "distinguishable"]
     md = (out / "tables" / "arg_table.md").read_text()
-    assert "| method | fake-part |" in md
-    assert "| maml | +20.0 ± 8.2 |" in md and "| mtl | +0.0 ± 4.1 |" in md
+    assert md.startswith("| method | Δ vs PT, points [95 % CI] | ARG % [95 % CI] |")
+    assert f"| maml | {c.diff.fmt()} | {c.arg.fmt()} |" in md
+    c_mtl = compare({k: PT * (1 + g) for k, g in TARGETS["mtl"][1].items()}, {k: PT for k in TARGETS["mtl"][1]})
+    assert c_mtl.diff.mean == pytest.approx(0.0, abs=1e-12) and c_mtl.diff.holds_zero
+    assert f"| mtl | {c_mtl.diff.fmt()} |" in md and "not distinguishable from PT" in md
+    assert "±" not in md
 
     # Validation: maml best = m2 (0.30; failed m4's 0.50 is no result); its non-failed trials'
     # bests 0.20, 0.30, -0.10 -> mean 0.1333.
@@ -83,7 +92,8 @@ def test_report_numbers_match_hand_computed_values(fake_sweep, tmp_path, monkeyp
     got = {(r.method, r.task): r.rg for r in gains.itertuples()}
     assert got == pytest.approx({("maml", "task_a"): 0.25, ("maml", "task_b"): 0.15,
                                  ("mtl", "task_a"): 0.10, ("mtl", "task_b"): -0.10})
-    assert "| maml | +25.0 | +15.0 |" in (out / "tables" / "task_gains.md").read_text()
+    assert (gains["rg_lo"] < gains["rg"]).all() and (gains["rg"] < gains["rg_hi"]).all()  # 3 seeds that differ
+    assert "| maml | +25.0 [" in (out / "tables" / "task_gains.md").read_text()
 
     # Cost: 0.5 GPU per trial; maml 100 + 200 + 50 + 30 s (the failed trial's time counts)
     # -> 190 GPU-s; ARG 0.2 per 190/3600 GPU-h.
@@ -101,7 +111,7 @@ def test_report_numbers_match_hand_computed_values(fake_sweep, tmp_path, monkeyp
 
     curves = pd.read_csv(out / "tables" / "curves.csv")
     assert len(curves) == sum(len(t[2]) for t in TRIALS.values())
-    assert "| maml | +20.0 ± 8.2 |" in (out / "index.md").read_text()
+    assert f"| maml | {c.diff.fmt()} |" in (out / "index.md").read_text()
 
 
 def test_report_writes_every_promised_file_and_pngs_open(fake_sweep, tmp_path, monkeypatch):
@@ -135,8 +145,10 @@ def test_two_partitions_make_table2_columns(tmp_path, monkeypatch):
     out = tmp_path / "report"
     assert cli(["report", str(a), str(b), "--out", str(out), "--no-mlflow"], monkeypatch) == 0
     md = (out / "tables" / "arg_table.md").read_text()
-    assert "| method | cls_to_cls | noncls_to_cls |" in md
-    assert "| maml | +20.0 ± 8.2 | +10.0 ± 4.1 |" in md
+    assert md.startswith("| method | partition | Δ vs PT, points [95 % CI] | ARG % [95 % CI] |")
+    assert "| maml | cls_to_cls | +10.0 [" in md and "| maml | noncls_to_cls | +5.0 [" in md
+    arg = pd.read_csv(out / "tables" / "arg_table.csv").set_index(["partition", "method"])
+    assert arg.loc[("noncls_to_cls", "maml"), "arg_mean"] == pytest.approx(0.1)
 
 
 def test_export_of_best_prompt_from_the_sweep(fake_sweep, tmp_path, monkeypatch):
@@ -150,6 +162,11 @@ def test_export_of_best_prompt_from_the_sweep(fake_sweep, tmp_path, monkeypatch)
     assert meta["method"] == "maml" and meta["hyperparameters"] == TRIALS["m2"][1]
     assert meta["metrics"]["validation"]["arg"] == pytest.approx(0.30)
     assert meta["metrics"]["target"]["arg_mean"] == pytest.approx(0.2)
+    target = meta["metrics"]["target"]
+    assert len(target["scores"]) == 6 and target["comparison"]["diff_mean"] == pytest.approx(0.1)
+    assert target["comparison"]["verdict"] == "better than PT"
+    assert {(p["task"], p["seed"], p["pt"], p["n_test"]) for p in target["scores"]} == {
+        (t, s, 0.5, 16) for t in ("task_a", "task_b") for s in (100, 13, 21)}
     assert meta["task_fingerprints"] == FINGERPRINTS and meta["extra"]["trial_id"] == "m2"
     assert meta["model"] == "tiny-llama" and meta["versions"]["torch"]
 
@@ -197,19 +214,22 @@ def test_drop_in_for_the_sweeps_own_export(tmp_path):
     prompt = torch.randn(4, 64)
     info = {"hyperparameters": {"inner_lr": 3e-5}, "trial_id": "abc", "model": "tiny-llama", "prompt_length": 4,
             "dtype": "float32", "partition": "tiny", "partition_fingerprint": "ffff", "task_fingerprints": FINGERPRINTS,
-            "validation": {"arg": 0.1}, "target": {"arg_mean": 0.2, "arg_std": 0.0, "per_seed": {100: 0.2},
-                                                   "per_task": {"task_a": 0.2}},
+            "validation": {"arg": 0.1},
+            "target": {"scores": [{"task": "task_a", "seed": 100, "upstream_seed": None, "score": 0.6, "pt": 0.5,
+                                   "n_test": 16}], "comparison": None},
             "sweep": {"name": "s", "dir": str(tmp_path), "mlflow_parent_run": None}}
     folder = export_best(tmp_path, "maml", prompt, info)
     assert folder == tmp_path / "exports" / "maml"
     ex = load_export(folder, ModelInfo.from_name("tiny-llama", 4))
-    assert torch.equal(ex.prompt, prompt) and ex.metadata["metrics"]["target"]["arg_mean"] == 0.2
+    assert torch.equal(ex.prompt, prompt) and len(ex.metadata["metrics"]["target"]["scores"]) == 1
     assert ex.metadata["extra"]["trial_id"] == "abc" and ex.metadata["task_fingerprints"] == FINGERPRINTS
     # The loaders read target results from an export in this format too.
     from analysis.results import _targets_from_exports
 
     (row,) = _targets_from_exports(tmp_path, "s", "tiny")
-    assert row["method"] == "maml" and row["trial_id"] == "abc" and row["per_seed"] == {100: 0.2}
+    assert row["method"] == "maml" and row["trial_id"] == "abc" and row["scores"] == {("task_a", 100): 0.6}
+    assert row["baseline"] == {("task_a", 100): 0.5} and row["n_test"] == {("task_a", 100): 16}
+    assert row["arg_mean"] == pytest.approx(0.2)
 
 
 def test_cost_table_counts_unknown_gpu_reservations_as_unknown_not_as_zero():
@@ -221,6 +241,6 @@ def test_cost_table_counts_unknown_gpu_reservations_as_unknown_not_as_zero():
 
     trials = pd.DataFrame({"partition": ["p", "p"], "method": ["mtl", "mtl"], "wall_s": [3600.0, 3600.0],
                            "cpu_s": [3600.0, 7200.0], "gpu_s": [1800.0, math.nan], "val_arg": [0.1, 0.2]})
-    targets = pd.DataFrame(columns=["partition", "method", "arg_mean", "arg_std", "per_seed", "trial_id"])
+    targets = pd.DataFrame(columns=["partition", "method", "arg_mean", "scores", "baseline", "trial_id"])
     row = cost_table(trials, targets).iloc[0]
     assert row["cpu_h"] == 3.0 and math.isnan(row["gpu_h"])  # half an hour known + one unknown

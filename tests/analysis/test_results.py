@@ -58,7 +58,7 @@ def stub_trial(config):
     for i, v in enumerate(VALUES[key]):
         with tempfile.TemporaryDirectory() as folder:
             save_file({"prompt_embeddings": torch.full((4, 64), float(10 * key + i))}, f"{folder}/prompt.safetensors")
-            report = {"val/arg": v, "val/arg_std": 0.0, "upstream/step": 2 * (i + 1), "upstream/total_steps": 4}
+            report = {"val/arg": v, "val/arg_se": 0.0, "upstream/step": 2 * (i + 1), "upstream/total_steps": 4}
             Path(folder, "trial.json").write_text(json.dumps({"step": 2 * (i + 1), "report": report}))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
@@ -278,11 +278,12 @@ def test_a_corrupt_trial_config_is_an_error_not_a_missing_trial(fake_sweep):
 def test_corrupt_target_results_are_errors(fake_sweep):
     from promptinit.errors import PromptinitError
 
-    table = fake_sweep / "arg_table.csv"
-    table.write_text(table.read_text().replace(",0.25,0.15", ",0.25,oops"))
+    scores = fake_sweep / "target_scores.csv"
+    scores.write_text(scores.read_text().replace("task_a,13,,0.625", "task_a,13,,oops"))
     with pytest.raises(PromptinitError) as e:
         load_sweep(fake_sweep)
-    assert f"{table}: line 2: field 'rg/task_b': not a number" in str(e.value)
+    assert f"{scores} (maml): pair 2: field 'score': missing or not a number" in str(e.value)
+    table = fake_sweep / "arg_table.csv"
     table.unlink()  # the exports are read instead
     meta = fake_sweep / "exports" / "mtl" / "promptinit.json"
     meta.write_text(meta.read_text()[:40])

@@ -49,7 +49,8 @@ def test_upstream_writes_prompt_checkpoint_and_reports_arg(configs, tmp_path, ca
     assert "tgt0" in printed and "ARG" in printed
     report = json.loads((out / "upstream.json").read_text())
     assert report["steps"] == 3 and report["config"]["inner_lr"] == 1e-3
-    assert set(report["arg"]) >= {"mean", "std", "per_task"}
+    assert set(report["arg"]) >= {"mean", "per_task"} and "std" not in report["arg"]
+    assert {"diff", "arg", "p_improve", "p_value", "n_pairs"} <= set(report["comparison"])
     prompt = load_prompt(out / "prompt.safetensors", expected_shape=(4, 64))
     assert (out / "checkpoint" / "state.json").is_file()
     assert torch.isfinite(prompt).all()
@@ -95,4 +96,5 @@ def test_upstream_supmer_saves_psi_and_tunes_the_targets_with_it(configs, tmp_pa
     assert report["downstream_psi"] is True and report["config"]["use_mgr"] is True
     psi = load_regulariser(out / "psi.safetensors")
     assert psi.dim == 64 and int(psi.h_count) > 0  # the gate's reference context was collected
-    assert set(report["arg"]) >= {"mean", "std", "per_task"}
+    assert set(report["arg"]) >= {"mean", "per_task"} and "std" not in report["arg"]
+    assert {"diff", "arg", "p_improve", "p_value", "n_pairs"} <= set(report["comparison"])

@@ -1,0 +1,160 @@
+"""The target table, its plot and the sweep's use of analysis: every cell is
+``promptinit.stats.compare`` on the per-pair scores, a zero effect reads "no difference", a low
+PT baseline flags ARG, old sweeps without per-pair scores read n/a, bars draw the CIs."""
+from __future__ import annotations
+
+import ast
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+from analysis.results import load_sweep
+from analysis.tables import NO_DIFFERENCE, UNDETERMINED, arg_table, write_target_table
+from promptinit.stats import compare
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pairs(rng, effect: float, tasks=("t1", "t2", "t3"), seeds=(100, 13, 21, 42), noise=0.03):
+    baseline = {(t, s): float(rng.uniform(0.4, 0.7)) for t in tasks for s in seeds}
+    scores = {k: v + effect + float(rng.normal(0, noise)) for k, v in baseline.items()}
+    return scores, baseline
+
+
+def _row(method, scores, baseline, **extra):
+    return {"partition": "p", "method": method, "scores": scores, "baseline": baseline, "trial_id": f"{method}-1",
+            "n_test": {k: 50 for k in baseline}, **extra}
+
+
+def test_table_cells_are_the_comparisons_of_the_per_pair_scores(tmp_path):
+    rng = np.random.default_rng(0)
+    good, baseline = _pairs(rng, effect=0.05)
+    table = write_target_table([_row("maml", good, baseline, val_arg=0.05, val_arg_se=0.01, trials=3, finished=2)],
+                               tmp_path)
+    c = compare(good, baseline)
+    assert c.distinguishable and c.diff.lo > 0
+    row = (f"| maml | {c.diff.fmt()} | {c.arg.fmt()} | {c.p_improve.fmt(1, 2, signed=False)} | {c.p_value:.2g} | "
+           f"better than PT | 3 tasks × 4 seeds, 50 test ex. per score | +5.0 (SE 1.0) | 3 (2) |")
+    md = (tmp_path / "arg_table.md").read_text()
+    assert row in md.splitlines() and md == table.text
+    assert md.splitlines()[0] == ("| method | Δ vs PT, points [95 % CI] | ARG % [95 % CI] | P(>PT) [95 % CI] | "
+                                  "Wilcoxon p | verdict | rests on | val ARG % (SE) | trials (finished) |")
+    assert "±" not in md
+    # The CSV holds the same numbers as fractions, and the per-pair scores to recompute them.
+    csv_row = pd.read_csv(tmp_path / "arg_table.csv").iloc[0]
+    assert (csv_row.diff_mean, csv_row.diff_lo, csv_row.diff_hi) == (c.diff.mean, c.diff.lo, c.diff.hi)
+    assert (csv_row.arg_lo, csv_row.arg_hi, csv_row.p_value) == (c.arg.lo, c.arg.hi, c.p_value)
+    assert csv_row.n_pairs == 12 and csv_row.n_test_min == 50 and bool(csv_row.distinguishable)
+    with (tmp_path / "target_scores.csv").open() as f:
+        pairs = list(csv.DictReader(f))
+    assert len(pairs) == 12
+    again = compare({(p["task"], int(p["seed"])): float(p["score"]) for p in pairs},
+                    {(p["task"], int(p["seed"])): float(p["pt"]) for p in pairs})
+    assert again == c
+    record = table.records[("p", "maml")]
+    assert record["comparison"]["diff_lo"] == c.diff.lo and len(record["scores"]) == 12
+    json.dumps(record)  # an export's target block
+
+
+def test_a_hand_computed_row_with_one_seed_per_task_has_means_but_no_interval(tmp_path):
+    # diff (0.1 + 0.05) / 2 = 7.5 points; RG 0.2 and 0.2: ARG 20 %; both pairs won.
+    scores, baseline = {("a", 1): 0.6, ("b", 1): 0.3}, {("a", 1): 0.5, ("b", 1): 0.25}
+    table = write_target_table([_row("mtl", scores, baseline)], tmp_path)
+    line = next(ln for ln in table.text.splitlines() if ln.startswith("| mtl |"))
+    assert line == ("| mtl | +7.5 [no CI] | +20.0 [no CI] | 1.00 [no CI] | 0.5 | undetermined (one seed per task) | "
+                    "2 tasks × 1 seed, 50 test ex. per score | — | — |")
+    assert table.table.iloc[0]["verdict"] == UNDETERMINED and np.isnan(table.table.iloc[0]["diff_lo"])
+    assert "one few-shot seed per task" in table.text
+
+
+def test_a_zero_effect_method_is_not_distinguishable_from_pt(tmp_path):
+    rng = np.random.default_rng(1)
+    good, baseline = _pairs(rng, effect=0.05)
+    same = dict(baseline)  # the method scores exactly what PT scores
+    t = arg_table([_row("maml", good, baseline), _row("reptile", same, baseline)]).set_index("method")
+    assert t.loc["reptile", "verdict"] == NO_DIFFERENCE and not t.loc["reptile", "distinguishable"]
+    assert t.loc["reptile", "diff_lo"] <= 0 <= t.loc["reptile", "diff_hi"] and t.loc["reptile", "p_value"] == 1.0
+    assert t.loc["maml", "verdict"] == "better than PT"
+    md = write_target_table([_row("reptile", same, baseline)], tmp_path).text
+    assert "| reptile | +0.0 [+0.0, +0.0] |" in md and "no difference (not distinguishable from PT)" in md
+
+
+def test_a_low_baseline_flags_the_arg_cell_and_keeps_the_difference_first(tmp_path):
+    rng = np.random.default_rng(2)
+    scores, baseline = _pairs(rng, effect=0.02)
+    baseline[("t1", 100)] = 0.01  # PT nearly 0 on one pair: its RG is (s - 0.01) / 0.01
+    c = compare(scores, baseline)
+    assert c.low_baseline == 1
+    md = write_target_table([_row("maml", scores, baseline)], tmp_path).text
+    line = next(ln for ln in md.splitlines() if ln.startswith("| maml |"))
+    cells = [x.strip() for x in line.strip("|").split("|")]
+    assert cells[1] == c.diff.fmt()  # the headline, first
+    assert cells[2] == f"{c.arg.fmt()} (unreliable: 1 pair with PT < 0.05)"
+    assert "1 of 12 pairs have a PT score below 0.05: ARG is unreliable" in md
+
+
+def test_an_old_sweep_without_per_pair_scores_reads_as_na_with_a_note(tmp_path):
+    """An ``arg_table.csv`` as search/report.py wrote it before per-pair scores were kept."""
+    sweep = tmp_path / "old"
+    sweep.mkdir()
+    (sweep / "promptinit-sweep.json").write_text(json.dumps({"config": {"name": "old", "partition": "tiny"}}))
+    (sweep / "arg_table.csv").write_text(
+        "method,partition,arg_mean,arg_std,arg_per_seed,val_arg,trials,finished,trial_id,settings,rg/task_a\n"
+        'maml,tiny,0.2,0.1,"{""100"": 0.1, ""13"": 0.3}",0.3,1,1,m2,{},0.2\n'
+        "mtl,tiny,,,,,1,0,,{},\n"
+    )
+    s = load_sweep(sweep)
+    assert list(s.targets["method"]) == ["maml"] and s.targets.iloc[0]["scores"] == {}
+    out = write_target_table(s.targets, tmp_path / "report")
+    line = next(ln for ln in out.text.splitlines() if ln.startswith("| maml |"))
+    assert line.startswith("| maml | n/a | n/a | n/a | n/a | n/a (see note) |")
+    assert "no per-pair scores: this sweep predates them" in out.text and "ARG +20.0 %" in out.text
+    assert out.table.iloc[0]["arg_mean"] == pytest.approx(0.2)  # the record's point value, kept in the CSV
+
+
+def test_arg_bars_draw_the_interval_of_the_difference_and_the_zero_line(tmp_path, monkeypatch):
+    from analysis import plots
+
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    table = pd.DataFrame({"partition": ["p", "p"], "method": ["maml", "mtl"], "diff_mean": [0.04, -0.01],
+                          "diff_lo": [0.01, -0.05], "diff_hi": [0.09, 0.02]})
+    path = plots.arg_bars(table, tmp_path / "bars.png")
+    assert path.is_file() and path.stat().st_size > 1000
+    from matplotlib.container import BarContainer
+
+    (ax,) = figures[0].axes
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert [b.get_height() for b in bars] == pytest.approx([4.0, -1.0])
+    segments = bars.errorbar.lines[2][0].get_segments()  # one vertical whisker per bar: [[x, lo], [x, hi]]
+    assert [y for s in segments for y in (s[0][1], s[1][1])] == pytest.approx([1.0, 9.0, -5.0, 2.0])
+    assert [s[0][0] for s in segments] == pytest.approx([b.get_x() + b.get_width() / 2 for b in bars])
+    assert any(list(line.get_ydata()) == [0, 0] for line in ax.lines)  # the zero line
+
+
+def _analysis_imports(path: Path) -> list[tuple[str, list[str]]]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "analysis":
+            out.append((node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names if a.name.split(".")[0] == "analysis"]
+    return out
+
+
+def test_search_uses_only_the_public_names_of_analysis():
+    found = {p.name: _analysis_imports(p) for p in sorted((ROOT / "search").glob("*.py"))}
+    assert found["sweep.py"], "search/sweep.py should write its table through analysis"
+    for name, imports in found.items():
+        for module, names in imports:
+            assert module == "analysis", f"search/{name} imports {module}: use `from analysis import ...`"
+            assert set(names) <= set(analysis.__all__), f"search/{name}: {sorted(set(names) - set(analysis.__all__))}"
+    for name in analysis.__all__:
+        assert callable(getattr(analysis, name))
+    assert not (ROOT / "search" / "report.py").exists()  # the table has one writer: analysis.tables
