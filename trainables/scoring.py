@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from promptinit.backbones import Backbone
-from promptinit.evaluation import ARG, TuneConfig, average_relative_gain, pt_baseline, tune_prompt
+from promptinit.batched import TuneProblem, tune_prompts
+from promptinit.evaluation import ARG, TuneConfig, average_relative_gain, pt_baseline
 from promptinit.stats import relative_gain
 from promptinit.tasks.fewshot import sample_few_shot
 from promptinit.tasks.task import Task
@@ -39,15 +40,14 @@ def baseline_scores(backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[i
 
 def tuned_scores(backbone: Backbone, init: torch.Tensor, tasks: Sequence[Task], seeds: Sequence[int],
                  tuning: TuneConfig, grad_transform: Callable | None = None) -> dict[Key, float]:
-    """Test score per (task, seed) after tuning a prompt from ``init`` (best-on-dev prompt)."""
+    """Test score per (task, seed) after tuning a prompt from ``init`` (best-on-dev prompt);
+    the (task, seed) problems run as one batched computation (``promptinit.batched``)."""
     init = init.detach()
-    scores = {}
-    for task in tasks:
-        for seed in seeds:
-            fewshot = sample_few_shot(task, seed, test_size=tuning.test_size)
-            res = tune_prompt(backbone, fewshot, init, tuning, grad_transform=grad_transform, progress=False)
-            scores[(task.name, seed)] = res.test
-    return scores
+    keys = [(task, seed) for task in tasks for seed in seeds]
+    problems = [TuneProblem(sample_few_shot(task, seed, test_size=tuning.test_size), init, grad_transform=grad_transform)
+                for task, seed in keys]
+    results = tune_prompts(backbone, problems, tuning, progress=False)
+    return {(task.name, seed): res.test for (task, seed), res in zip(keys, results, strict=True)}
 
 
 def arg_against(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> ARG:

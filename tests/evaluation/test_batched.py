@@ -203,3 +203,19 @@ def test_rows_per_pass_setting_is_checked():
         TuneConfig(rows_per_pass=-1)
     with pytest.raises(PromptinitError, match="rows_per_pass"):
         TuneConfig(rows_per_pass=2.5)
+
+
+def test_trial_scoring_tunes_its_problems_batched_with_the_separate_runs_results():
+    """trainables.scoring.tuned_scores (validation inside trials, target scoring) runs its
+    (task, seed) problems batched; each score equals a separate tune_prompt run (float64)."""
+    from trainables.scoring import tuned_scores
+
+    bb = tiny_backbone(CAUSAL, dtype="float64")
+    tasks = [keyword_task("kw1"), keyword_task("kw2", seed=1, words=("hot", "cold"))]
+    cfg = TuneConfig(steps=4, eval_every=2, test_size=16, lr=0.3)
+    init = bb.init_prompt("vocab", seed=5)
+    scores = tuned_scores(bb, init, tasks, (13, 21), cfg)
+    for task in tasks:
+        for seed in (13, 21):
+            alone = tune_prompt(bb, sample_few_shot(task, seed, test_size=16), init, cfg, progress=False)
+            assert scores[(task.name, seed)] == alone.test
