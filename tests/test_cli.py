@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def promptinit(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # One intra-op thread, as in-process tests run (tests/conftest.py): a tiny model gains
+    # nothing from more, a busy machine runs ~8x slower with them, and the thread count changes
+    # the rounding (and so the tuning trajectory) from machine to machine.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "promptinit", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -46,6 +49,20 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_tune_prints_dev_and_test_before_and_after(tmp_path):
+    """The command tunes as ``tune_prompt`` does with the flags' settings, writes the best prompt
+    and prints its scores: checked against that computation in this process (an exact reference,
+    the same machine and thread count). How well tuning learns is bounded in
+    tests/evaluation/test_evaluation.py. The former bound (after dev >= 80 and > before) had no
+    margin: --seed 100, 13, 21, 42, 87 gave after dev 75.0, 75.0, 87.5, 100.0, 87.5 (one thread;
+    90.6, 84.4, 84.4, 87.5, 87.5 with two) against 46.9-62.5 before.
+    """
+    import torch
+
+    from promptinit.backbones import Backbone, BackboneConfig, load_prompt
+    from promptinit.evaluation import TuneConfig, evaluate, tune_prompt
+    from promptinit.tasks.catalog import load_task
+    from promptinit.tasks.fewshot import sample_few_shot
+
     cat = write_catalog(tmp_path, KEYWORD_ENTRY, keyword_rows())
     out = tmp_path / "best.safetensors"
     proc = promptinit("tune", "--model", "tiny-llama", "--catalog", str(cat), "--task", "keyword",
@@ -53,8 +70,16 @@ def test_tune_prints_dev_and_test_before_and_after(tmp_path):
                       "--test-size", "60", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     table = {line.split()[0]: line.split()[1:3] for line in proc.stdout.splitlines() if line.startswith(("before", "after"))}
-    assert float(table["after"][0]) >= 80.0 and float(table["after"][0]) > float(table["before"][0])
-    assert out.exists()
+
+    bb = Backbone(BackboneConfig("tiny-llama", prompt_length=8, device="cpu"))
+    fs = sample_few_shot(load_task("keyword", cat), 13, test_size=60)
+    init = bb.init_prompt("vocab", seed=13)
+    res = tune_prompt(bb, fs, init, TuneConfig(steps=150, eval_every=50, test_size=60), progress=False)
+    torch.testing.assert_close(load_prompt(out, (8, bb.hidden_size)), res.prompt, rtol=1e-5, atol=1e-6)
+    init_test = evaluate(bb, init, fs.test, "accuracy")
+    assert table == {"before": [f"{100 * res.init_dev:.1f}", f"{100 * init_test:.1f}"],
+                     "after": [f"{100 * res.dev:.1f}", f"{100 * res.test:.1f}"]}, proc.stdout
+    assert f"(best dev at step {res.best_step})" in proc.stdout
 
 
 def test_tasks_lists_the_catalog_with_kinds():

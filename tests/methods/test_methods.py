@@ -6,33 +6,61 @@ import pytest
 import torch
 
 from promptinit.errors import PromptinitError
-from promptinit.methods import REGISTRY, build_method, load_checkpoint, make_config, save_checkpoint
+from promptinit.methods import REGISTRY, Method, build_method, load_checkpoint, make_config, save_checkpoint
 from promptinit.methods.checkpoint import STATE, TENSORS, read_checkpoint
-from tests.conftest import CAUSAL, SEQ2SEQ, tiny_backbone
-from tests.methods.conftest import ALL_METHODS, CHEAP, peek, source_tasks
+from promptinit.selfsup import clustering
+from promptinit.selfsup.clustering import ClusterConfig, cluster_corpus
+from promptinit.selfsup.corpus import build_corpus
+from tests.conftest import CAUSAL, SEQ2SEQ, fresh_cache, tiny_backbone
+from tests.methods.conftest import CHEAP, peek, source_tasks
+from tests.methods.test_supmer import SLICE, hashed_bow
 
 META = ["mtl", "maml", "fomaml", "reptile"]
+# The self-supervised methods: SUPMER meta-trains on a clustered corpus (its BBC slice here,
+# given as `corpus=` / `clusters=`), MetaPT on groupings of the source tasks' examples.
+SELFSUP = {
+    "supmer": {"num_clusters": 8, "meta_batch_size": 2, "inner_batch_size": 2, "query_batch_size": 2,
+               "outer_lr": 0.03, "formats": ("nsp", "scsp", "scc"), "max_option_words": 12},
+    "metapt": {"num_clusters": 4, "meta_batch_size": 2, "inner_batch_size": 2, "query_batch_size": 2,
+               "inner_lr": 0.1, "outer_lr": 0.03, "outer_optimizer": "adam"},
+}
+SETTINGS = {**CHEAP, **SELFSUP}
+EVERY = list(SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Extra ``build_method`` arguments per method, in a fresh cache (MetaPT caches its
+    groupings there) with the fast hashed bag-of-words sentence encoder."""
+    with fresh_cache(tmp_path_factory.mktemp("methods-cache")) as mp:
+        mp.setattr(clustering, "encode_sentences", lambda texts, *a, **k: hashed_bow(texts))
+        corpus = build_corpus(SLICE)
+        clusters = cluster_corpus(corpus, ClusterConfig(k=SELFSUP["supmer"]["num_clusters"], seed=0), progress=False)
+        yield {"supmer": {"corpus": corpus, "clusters": clusters}}
+
+
+def build(name, bb, inputs, seed):
+    return build_method(name, bb, source_tasks(), SETTINGS[name], seed=seed, **inputs.get(name, {}))
 
 
 def test_every_registered_method_is_covered():
-    assert set(REGISTRY) >= set(ALL_METHODS)
+    assert set(EVERY) == set(REGISTRY) == {m.value for m in Method}
 
 
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_checkpoint_round_trip_resumes_bit_for_bit(name, tmp_path):
+@pytest.mark.parametrize("name", EVERY)
+def test_checkpoint_round_trip_resumes_bit_for_bit(name, tmp_path, inputs):
     bb = tiny_backbone()
-    tasks = source_tasks()
-    straight = build_method(name, bb, tasks, CHEAP[name], seed=7)
+    straight = build(name, bb, inputs, seed=7)
     for _ in range(10):
         straight.step()
 
-    first = build_method(name, bb, tasks, CHEAP[name], seed=7)
+    first = build(name, bb, inputs, seed=7)
     for _ in range(5):
         first.step()
     save_checkpoint(first, tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / TENSORS).is_file() and (tmp_path / "ckpt" / STATE).is_file()
     del first
-    resumed = build_method(name, bb, tasks, CHEAP[name], seed=12345)  # a different start, overwritten
+    resumed = build(name, bb, inputs, seed=12345)  # a different start, overwritten
     load_checkpoint(resumed, tmp_path / "ckpt")
     assert resumed.state.step == 5
     for _ in range(5):
@@ -87,22 +115,22 @@ def test_loading_a_checkpoint_with_other_settings_is_refused(tmp_path):
         load_checkpoint(build_method("reptile", bb, source_tasks(), CHEAP["reptile"]), tmp_path)
 
 
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_runs_are_deterministic(name):
+@pytest.mark.parametrize("name", EVERY)
+def test_runs_are_deterministic(name, inputs):
     bb = tiny_backbone()
-    a = build_method(name, bb, source_tasks(), CHEAP[name], seed=4)
-    b = build_method(name, bb, source_tasks(), CHEAP[name], seed=4)
+    a = build(name, bb, inputs, seed=4)
+    b = build(name, bb, inputs, seed=4)
     for _ in range(3):
         assert a.step() == b.step()
     assert torch.equal(a.prompt, b.prompt)
 
 
 @pytest.mark.parametrize("model", [CAUSAL, SEQ2SEQ])
-def test_frozen_weights_stay_bit_identical(model):
+def test_frozen_weights_stay_bit_identical(model, inputs):
     bb = tiny_backbone(model)
     before = {k: v.clone() for k, v in bb.model.state_dict().items()}
-    for name in ALL_METHODS:
-        m = build_method(name, bb, source_tasks(), CHEAP[name], seed=0)
+    for name in EVERY:
+        m = build(name, bb, inputs, seed=0)
         start = m.prompt.clone()
         for _ in range(2):
             m.step()

@@ -20,13 +20,19 @@ def _multitask_loss(bb, prompt, method) -> float:
 
 
 def test_mtl_lowers_multitask_loss():
+    """Bounds measured over the method seed (initial prompt and batches), 80 steps:
+    seeds 0..4: after/before = 0.415, 0.423, 0.445, 0.493, 0.430 (range 0.078), bound
+    0.493 + 3 * 0.078 = 0.727 -> 0.73; last/first 10 step losses = 0.558, 0.521, 0.539, 0.553,
+    0.461 (range 0.097), bound 0.558 + 3 * 0.097 = 0.849 -> 0.85. (At 40 steps after/before
+    ranged 0.479-0.631: 3 ranges above that is > 1, a bound no untrained prompt could fail.)
+    """
     bb = tiny_backbone()
     m = build_method("mtl", bb, source_tasks(), {"batch_size": 8, "meta_batch_size": 2, "seeds": [100]}, seed=0)
     before = _multitask_loss(bb, m.prompt, m)
-    losses = [m.step()["train/loss"] for _ in range(40)]
+    losses = [m.step()["train/loss"] for _ in range(80)]
     after = _multitask_loss(bb, m.prompt, m)
-    assert after < 0.5 * before, (before, after)
-    assert sum(losses[-10:]) < sum(losses[:10])
+    assert after < 0.73 * before, (before, after)
+    assert sum(losses[-10:]) < 0.85 * sum(losses[:10]), losses
 
 
 def test_mtl_gradient_is_mean_of_task_gradients():

@@ -207,16 +207,24 @@ def test_checkpoint_round_trip_resumes_bit_for_bit(corpus, clusters, tmp_path):
 
 
 def test_a_few_steps_lower_the_query_loss(corpus, clusters):
+    """Held-out query loss after/before 48 steps, measured over the method seed (initial prompt,
+    meta-batches, λ draws, ψ's init), seeds 0..4, with the meta-batch in one pass: 0.460, 0.351,
+    0.461, 0.433, 0.397; split in passes by the measured rows-per-pass rule: 0.494, 0.366, 0.477,
+    0.469, 0.412 (rounding alone moves a run by up to 0.04). Range over all ten 0.143, bound
+    0.494 + 3 * 0.143 = 0.923 -> 0.92 (no learning: 1). After the former 6 steps the ratio
+    ranged 0.68-0.83 over 6 held-out tasks, and before - after 1.5-2.9: no bound with a 3-range
+    margin was left.
+    """
     bb = tiny_backbone(CAUSAL, prompt_length=8)
     m = supmer(bb, corpus, clusters, meta_batch_size=4, outer_lr=0.1)  # the paper's lr
     held_out = SelfSupTaskSampler(corpus, clusters, SHORT, 2, 2, seed=99, max_option_words=12)
-    tasks = [held_out.sample() for _ in range(6)]
+    tasks = [held_out.sample() for _ in range(16)]
     before = m.meta_gradient(tasks)[1][QUERY_LOSS]
     weights = {k: v.clone() for k, v in bb.model.state_dict().items()}
-    for _ in range(6):
+    for _ in range(48):
         m.step()
     after = m.meta_gradient(tasks)[1][QUERY_LOSS]
-    assert after < before - 0.5, (before, after)
+    assert after < 0.92 * before, (before, after)
     assert all(torch.equal(v, weights[k]) for k, v in bb.model.state_dict().items())  # frozen
 
 

@@ -4,6 +4,7 @@ sweep with diverging trials."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -62,13 +63,13 @@ def test_sweep_logs_every_trial_to_mlflow_and_exports_best_prompts(tmp_path, ray
 
     # Table, exports, best checkpoints.
     table = (sweep / "arg_table.md").read_text()
-    assert "| fomaml |" in table and "| mtl |" in table and "±" in table
+    assert "| fomaml |" in table and "| mtl |" in table and "[95 % CI]" in table
     assert len((sweep / "arg_table.csv").read_text().splitlines()) == 3
     for method in ("fomaml", "mtl"):
         export = load_export(sweep / "exports" / method, ModelInfo.from_name("tiny-llama", 4))  # PEFT config checked
         info = export.metadata
         assert export.prompt.shape == (4, 64) and info["method"] == method and info["model"] == "tiny-llama"
-        assert set(info["metrics"]["target"]["per_seed"]) == {"100", "13"}
+        assert {str(p["seed"]) for p in info["metrics"]["target"]["scores"]} == {"100", "13"}
         checkpoint = Path(info["extra"]["checkpoint"])
         assert (checkpoint / "prompt.safetensors").is_file() and (checkpoint / "state.json").is_file()
         assert torch.equal(load_prompt(checkpoint / "prompt.safetensors"), export.prompt)
@@ -76,6 +77,13 @@ def test_sweep_logs_every_trial_to_mlflow_and_exports_best_prompts(tmp_path, ray
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"arg_table.md", "arg_table.csv", "exports"} <= artifacts
     assert {"target/arg/fomaml", "target/arg/mtl"} <= set(parent.data.metrics)
+
+
+def _statuses_on_disk(sweep: Path) -> list[str]:
+    try:
+        return [status for status, _ in tune_states(sweep).values()]
+    except Exception:  # not written yet, or being rewritten
+        return []
 
 
 def _terminated_on_disk(sweep: Path) -> dict[str, int]:
@@ -93,28 +101,96 @@ def _terminated_on_disk(sweep: Path) -> dict[str, int]:
     return done
 
 
+# Loaded by every Python process of the first (killed) sweep through PYTHONPATH: the first
+# ALLOWED trials run; every later one claims a numbered file in the gate folder and then waits
+# there forever. So the sweep cannot finish (or get further) before the test kills it, however
+# fast the machine, and the kill comes at a known point: ALLOWED trials done, the next ones held.
+GATE_ENV = "PROMPTINIT_TEST_GATE"
+GATE_SITECUSTOMIZE = """
+import functools, importlib.abc, importlib.util, itertools, os, sys, time
+
+GATE = os.environ.get("PROMPTINIT_TEST_GATE")
+ALLOWED = int(os.environ.get("PROMPTINIT_TEST_GATE_ALLOWED", "0"))
+
+
+def _claim():
+    for i in itertools.count():
+        try:
+            os.close(os.open(os.path.join(GATE, f"trial-{i}"), os.O_CREAT | os.O_EXCL))
+            return i
+        except FileExistsError:
+            pass
+
+
+def _wrap(module):
+    real = module.train_prompt_init
+
+    @functools.wraps(real)
+    def train_prompt_init(config, **kwargs):
+        if _claim() >= ALLOWED:
+            while True:  # held until the test kills the sweep
+                time.sleep(1)
+        return real(config, **kwargs)
+
+    module.train_prompt_init = train_prompt_init
+
+
+class _Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "trainables.trainable":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _wrap(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if GATE:
+    sys.meta_path.insert(0, _Hook())
+"""
+
+
 def test_resume_after_driver_kill_runs_only_the_rest(tmp_path, ray_tmp, mlflow_server):
+    """The driver is killed at a definite point: the first two trials have ended (the experiment
+    state on disk says so) and the next two are held at their start by a gate; nothing depends
+    on how fast the trials run or how often the test looks."""
     name = "resume"
     config = write_sweep(tmp_path, name, budget={"num_samples": 6, "steps": [6, 8], "steps_per_report": 2})
     sweep = tmp_path / "runs" / name
     env = sweep_env(ray_tmp, MLFLOW_TRACKING_URI=mlflow_server)
+    gate, hook = tmp_path / "gate", tmp_path / "gate-hook"
+    gate.mkdir()
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(GATE_SITECUSTOMIZE)
+    first_env = {**env, GATE_ENV: str(gate), "PROMPTINIT_TEST_GATE_ALLOWED": "2",
+                 "PYTHONPATH": os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH")) if p)}
     log = tmp_path / "first.log"
-    proc = start_sweep(config, env=env, log=log)
+    proc = start_sweep(config, env=first_env, log=log)
     try:
         deadline = time.time() + 400
         done: dict[str, int] = {}
         while time.time() < deadline and proc.poll() is None:
-            done = _terminated_on_disk(sweep) if sweep.exists() else {}
-            if len(done) >= 2:
-                break
-            time.sleep(0.5)
+            held = len(list(gate.iterdir())) - 2  # trials that reached the gate after the first two
+            if held == 2:  # the first two have ended: wait until the state on disk says so
+                done = _terminated_on_disk(sweep)
+                if len(done) == 2:
+                    break
+                if "ERROR" in _statuses_on_disk(sweep):
+                    pytest.fail(f"a trial failed before the kill:\n{tail(log)}")
+            time.sleep(2)
         assert proc.poll() is None, f"the sweep ended before it could be interrupted:\n{tail(log)}"
-        assert len(done) >= 2, tail(log)
+        assert len(done) == 2 and len(list(gate.iterdir())) == 4, (done, sorted(gate.iterdir()), tail(log))
     finally:
         kill_tree(proc)  # the driver and the local Ray it started, no goodbyes
         kill_ray_under(ray_tmp)  # and any Ray process that outlived it (no stray trial keeps writing)
     parent_id = json.loads((sweep / "promptinit-sweep.json").read_text())["parent_run_id"]
-    assert len(_terminated_on_disk(sweep)) < 6, "all trials finished before the kill"
+    assert _terminated_on_disk(sweep) == done
 
     log2 = tmp_path / "resume.log"
     rc = run_sweep(config, "--resume", env=env, log=log2)
