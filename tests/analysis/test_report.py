@@ -233,8 +233,6 @@ def test_drop_in_for_the_sweeps_own_export(tmp_path):
 
 
 def test_cost_table_counts_unknown_gpu_reservations_as_unknown_not_as_zero():
-    import math
-
     import pandas as pd
 
     from analysis.tables import cost_table

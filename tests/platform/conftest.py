@@ -199,3 +199,23 @@ def results_of(trial_dir: Path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory, request):
+    """One sqlite MLflow store per test module (creating MLflow's tables takes seconds)."""
+    from search import tracking
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    return uri, tracking.experiment_id(uri, request.module.__name__.rsplit(".", 1)[-1], folder)
+
+
+@pytest.fixture
+def store(database):
+    """``(uri, experiment id, parent run id)``: a fresh sweep parent run in the module's store."""
+    from search import tracking
+
+    uri, exp = database
+    parent = tracking.client(uri).create_run(exp, run_name="sweep", tags={tracking.ROLE_TAG: "sweep"}).info.run_id
+    return uri, exp, parent

@@ -4,25 +4,9 @@ from __future__ import annotations
 import pickle
 from types import SimpleNamespace
 
-import pytest
 
 from search import tracking
 from trainables import metrics as M
-
-
-@pytest.fixture(scope="module")
-def database(tmp_path_factory):
-    # One sqlite store for the module: creating MLflow's tables takes seconds.
-    folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    return uri, tracking.experiment_id(uri, "unit", folder)
-
-
-@pytest.fixture
-def store(database):
-    uri, exp = database
-    parent = tracking.client(uri).create_run(exp, run_name="sweep", tags={tracking.ROLE_TAG: "sweep"}).info.run_id
-    return uri, exp, parent
 
 
 def trial(tid: str, method: str = "maml", **last):

@@ -28,20 +28,6 @@ def start_children(uri, exp, parent, *trial_ids):
                                                  last_result={}, num_failures=0, error_file=None))
 
 
-@pytest.fixture(scope="module")
-def database(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    return uri, tracking.experiment_id(uri, "trial-states", folder)
-
-
-@pytest.fixture
-def store(database):
-    uri, exp = database
-    parent = tracking.client(uri).create_run(exp, run_name="sweep", tags={tracking.ROLE_TAG: "sweep"}).info.run_id
-    return uri, exp, parent
-
-
 def test_no_experiment_state_means_no_trial_on_record(tmp_path):
     assert sweep.trial_states(tmp_path) == {}
 
