@@ -27,7 +27,6 @@ Example:
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 
 from promptinit.errors import PromptinitError
+from promptinit.fingerprints import WEIGHT_SUFFIXES, file_sha256
 from promptinit.paths import atomic_folder
 
 if TYPE_CHECKING:
@@ -188,7 +188,6 @@ def packaged_source(name: str) -> str | None:
     return PACKAGED.get(ALIASES.get(name, name))
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack")
 
 
 def weights_sha256(folder: str | Path | None) -> dict[str, str]:
@@ -198,13 +197,8 @@ def weights_sha256(folder: str | Path | None) -> dict[str, str]:
         return {}
     files = sorted(p for p in Path(folder).iterdir()
                    if p.is_file() and p.suffix in WEIGHT_SUFFIXES and not p.name.startswith("."))
-    return {p.name: _sha256_cached(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files}
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    # Keyed by size and mtime: a sweep exports several prompts of one model and hashes its weights once.
-    return _sha256(Path(path))
+    # memoised by path, size and mtime: a sweep exports several prompts of one model, hashed once
+    return {p.name: file_sha256(p) for p in files}
 
 
 def _replace(info: ModelInfo, **changes: Any) -> ModelInfo:
@@ -259,14 +253,6 @@ def fingerprint(parts: Mapping[str, str] | list[str]) -> str:
     """A 16-hex-digit hash of names (a list) or of ``name: fingerprint`` pairs (a mapping)."""
     items = sorted(parts.items()) if isinstance(parts, Mapping) else sorted(parts)
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _finish(tmp: Path, dest: Path) -> None:
@@ -352,12 +338,12 @@ def export_prompt(
 
     with atomic_folder(out) as tmp:
         _write_tensors(tmp / ADAPTER_WEIGHTS, {PROMPT_KEY: prompt}, {"method": method, "model": model_name})
-        files = {ADAPTER_WEIGHTS: _sha256(tmp / ADAPTER_WEIGHTS)}
+        files = {ADAPTER_WEIGHTS: file_sha256(tmp / ADAPTER_WEIGHTS)}
         if psi_state is not None:
             if not psi_state or not all(isinstance(v, torch.Tensor) for v in psi_state.values()):
                 raise PromptinitError(f"{out}: psi_state must be a non-empty dict of tensors")
             _write_tensors(tmp / PSI, psi_state, {"method": method})
-            files[PSI] = _sha256(tmp / PSI)
+            files[PSI] = file_sha256(tmp / PSI)
         _write_json(tmp / ADAPTER_CONFIG, peft_config(info, L))
         names = dict(task_fingerprints)
         weights = weights_sha256(info.local_path)
@@ -429,7 +415,7 @@ def _read_tensors(path: Path, expected_sha: str | None) -> dict[str, torch.Tenso
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         msg = " ".join(str(err).split())
         raise PromptinitError(f"{path}: not a readable safetensors file (truncated or corrupt: {msg}); re-export it") from None
-    if expected_sha is not None and _sha256(path) != expected_sha:
+    if expected_sha is not None and file_sha256(path) != expected_sha:
         raise PromptinitError(f"{path}: content does not match the sha256 in {METADATA} (modified or corrupt); re-export it")
     return tensors
 

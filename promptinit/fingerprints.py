@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterable
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".onnx")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
 _FILE_MEMO: dict[tuple, str] = {}
 
 
@@ -64,8 +64,8 @@ def tensors_fingerprint(named_tensors: Iterable[tuple[str, "object"]]) -> str:
     return h.hexdigest()[:16]
 
 
-def file_fingerprint(path: str | Path) -> str:
-    """SHA-256 (16 hex) of a file's bytes, memoised per (path, size, mtime) in this process."""
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (64 hex) of a file's bytes, memoised per (path, size, mtime) in this process."""
     path = Path(path).resolve()
     st = path.stat()
     memo = (str(path), st.st_size, st.st_mtime_ns)
@@ -74,8 +74,13 @@ def file_fingerprint(path: str | Path) -> str:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 24), b""):
                 h.update(block)
-        _FILE_MEMO[memo] = h.hexdigest()[:16]
+        _FILE_MEMO[memo] = h.hexdigest()
     return _FILE_MEMO[memo]
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """The first 16 hex digits of ``file_sha256``."""
+    return file_sha256(path)[:16]
 
 
 def files_fingerprint(folder: str | Path, suffixes: tuple[str, ...] = WEIGHT_SUFFIXES) -> str:
