@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from analysis.export import export_best
-    from analysis.tables import TargetTable, write_target_table
+    from analysis.tables import TargetTable, write_selection, write_target_table
 
 _PUBLIC = {
     "write_target_table": "analysis.tables",  # the ARG table of a sweep's target evaluation (md, csv, per-pair scores)
     "TargetTable": "analysis.tables",  # what it wrote: the table (long form), its Markdown, JSON-ready records
+    "write_selection": "analysis.tables",  # how each method's configuration was chosen (search vs re-scored)
     "export_best": "analysis.export",  # the sweep's end-of-run PEFT export of one method's best prompt
 }
 __all__ = sorted(_PUBLIC)

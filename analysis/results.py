@@ -88,7 +88,8 @@ TRIAL_COLUMNS = [
 # per (task, seed) ({} where unknown); ``arg_mean`` and ``per_task`` (RG per task, mean over
 # seeds) are computed from them, or read from an old record without them (``scores`` {}).
 TARGET_COLUMNS = ["sweep", "partition", "method", "trial_id", "arg_mean", "n_seeds", "per_task", "scores", "baseline",
-                  "n_test", "val_arg", "val_arg_se", "trials", "finished", "settings"]
+                  "n_test", "val_arg", "val_arg_se", "val_arg_rescored", "val_arg_rescored_se", "trials", "finished",
+                  "settings"]
 _STATUS = {"TERMINATED": "finished", "ERROR": "failed", "RUNNING": "running", "PAUSED": "running",
            "PENDING": "pending", "FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
            "SCHEDULED": "pending"}
@@ -470,7 +471,8 @@ def _targets_from_table(sweep_dir: Path, sweep: str, partition: str, label: str 
             settings = _json_field(r.get("settings"))
             rows.append(_target_row(sweep, part, r["method"], r.get("trial_id", ""), scores, baseline, n_test,
                                     _num(r.get("arg_mean")), len(per_seed), per_task, _num(r.get("val_arg")),
-                                    _num(r.get("val_arg_se")), _num(r.get("trials")), _num(r.get("finished")), settings))
+                                    _num(r.get("val_arg_se")), _num(r.get("trials")), _num(r.get("finished")), settings,
+                                    _num(r.get("val_arg_rescored")), _num(r.get("val_arg_rescored_se"))))
     return rows
 
 
@@ -500,12 +502,13 @@ def _targets_from_exports(sweep_dir: Path, sweep: str, partition: str) -> list[d
                                 meta.get("trial_id") or (meta.get("extra") or {}).get("trial_id", ""), scores, baseline,
                                 n_test, _num(target.get("arg_mean")), len(per_seed), dict(target.get("per_task") or {}),
                                 _num(validation.get("arg")), _num(validation.get("arg_se")), math.nan, math.nan,
-                                dict(meta.get("hyperparameters") or {})))
+                                dict(meta.get("hyperparameters") or {}), _num(validation.get("rescored_arg")),
+                                _num(validation.get("rescored_arg_se"))))
     return rows
 
 
 def _target_row(sweep, partition, method, trial_id, scores, baseline, n_test, arg_mean, n_seeds, per_task, val_arg,
-                val_arg_se, trials, finished, settings) -> dict:
+                val_arg_se, trials, finished, settings, val_arg_rescored=math.nan, val_arg_rescored_se=math.nan) -> dict:
     if scores:  # ARG and RG per task from the pairs (tasks weigh equally, as in promptinit.stats.compare)
         from promptinit.stats import relative_gain
 
@@ -517,7 +520,8 @@ def _target_row(sweep, partition, method, trial_id, scores, baseline, n_test, ar
         n_seeds = len({k[1] for k in scores})
     return {"sweep": sweep, "partition": partition, "method": method, "trial_id": trial_id or "", "arg_mean": arg_mean,
             "n_seeds": n_seeds, "per_task": per_task, "scores": dict(scores), "baseline": dict(baseline),
-            "n_test": dict(n_test), "val_arg": val_arg, "val_arg_se": val_arg_se, "trials": trials,
+            "n_test": dict(n_test), "val_arg": val_arg, "val_arg_se": val_arg_se, "val_arg_rescored": val_arg_rescored,
+            "val_arg_rescored_se": val_arg_rescored_se, "trials": trials,
             "finished": finished, "settings": dict(settings or {})}
 
 

@@ -36,18 +36,21 @@ UNDETERMINED = "undetermined (one seed per task)"  # the verdict when there is n
 NO_TRIAL = "no finished trial"
 ARG_NOTE = (
     f"Cells: mean [{100 * LEVEL:.0f} % CI] over (target task, few-shot seed) pairs, by a stratified bootstrap "
-    f"({RESAMPLES} resamples; few-shot seeds resampled within each task, so every task keeps its weight; "
-    "promptinit.stats). Δ: test score of the method minus that of prompt tuning from a sampled-vocabulary init "
+    f"({RESAMPLES} resamples; few-shot seeds resampled within each task, so every task keeps its weight, and "
+    "upstream seeds, when the method was meta-trained with several, resampled too; promptinit.stats). Δ: test score of the method minus that of prompt tuning from a sampled-vocabulary init "
     "(PT), in points (the headline). ARG: relative gain (s − s_PT) / s_PT averaged over tasks, in % (s_PT "
     f"clamped at {MIN_BASELINE} as a guard; pairs with s_PT < {LOW_BASELINE} make ARG unreliable and are flagged). "
     "P(>PT): share of pairs the method wins (ties count half). p: two-sided Wilcoxon signed-rank test of the pair "
     "differences. A row whose Δ interval holds 0 is \"no difference\": not distinguishable from PT. "
-    "Rests on: tasks × few-shot seeds, and the test examples behind each score."
+    "Rests on: tasks × few-shot seeds (× upstream seeds), and the test examples behind each score. Val ARG: the "
+    "chosen trial's validation ARG in the search, and re-scored on fresh few-shot seeds (the choice among each "
+    "method's best trials; selection.md)."
 )
 ARG_COLUMNS = [
     "partition", "method", "diff_mean", "diff_lo", "diff_hi", "arg_mean", "arg_lo", "arg_hi", "p_improve_mean",
     "p_improve_lo", "p_improve_hi", "p_value", "verdict", "distinguishable", "n_tasks", "n_seeds", "n_upstream",
-    "n_pairs", "n_test_min", "n_test_max", "low_baseline", "val_arg", "val_arg_se", "trials", "finished",
+    "n_pairs", "n_test_min", "n_test_max", "low_baseline", "val_arg", "val_arg_se", "val_arg_rescored",
+    "val_arg_rescored_se", "trials", "finished",
     "trial_id", "settings", "note",
 ]
 
@@ -109,7 +112,7 @@ def target_rows(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dic
         out.append(_target_row(get("sweep", ""), r["partition"], r["method"], get("trial_id", ""), get("scores", {}),
                                get("baseline", {}), get("n_test", {}), get("arg_mean"), get("n_seeds", 0),
                                get("per_task", {}), get("val_arg"), get("val_arg_se"), get("trials"),
-                               get("finished"), get("settings", {})))
+                               get("finished"), get("settings", {}), get("val_arg_rescored"), get("val_arg_rescored_se")))
     return out
 
 
@@ -158,6 +161,7 @@ def arg_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFra
         c = comparison_of(r)
         sizes = list(r["n_test"].values())
         out = {"partition": r["partition"], "method": r["method"], "val_arg": r["val_arg"], "val_arg_se": r["val_arg_se"],
+               "val_arg_rescored": r["val_arg_rescored"], "val_arg_rescored_se": r["val_arg_rescored_se"],
                "trials": r["trials"], "finished": r["finished"], "trial_id": r["trial_id"],
                "settings": json.dumps(r["settings"], default=str), "note": _note(r, c),
                "n_test_min": min(sizes) if sizes else math.nan, "n_test_max": max(sizes) if sizes else math.nan}
@@ -212,13 +216,14 @@ def arg_markdown(table: pd.DataFrame) -> str:
     several = len(_order(table["partition"])) > 1
     level = f"{100 * LEVEL:.0f} % CI"
     head = ["method", *(["partition"] if several else []), f"Δ vs PT, points [{level}]", f"ARG % [{level}]",
-            f"P(>PT) [{level}]", "Wilcoxon p", "verdict", "rests on", "val ARG % (SE)", "trials (finished)"]
+            f"P(>PT) [{level}]", "Wilcoxon p", "verdict", "rests on", "val ARG % (SE): search",
+            "val ARG % (SE): re-scored", "trials (finished)"]
     rows, notes = [], {}  # note -> the rows it applies to
     for r in table.itertuples():
         if not math.isfinite(r.diff_mean):  # no per-pair scores: an old record's ARG is in the note
             rows.append([r.method, *([r.partition] if several else []), "n/a", "n/a", "n/a", "n/a",
                          f"n/a: {r.note}" if r.note == NO_TRIAL else "n/a (see note)", _rests_on(r),
-                         pct_se(r.val_arg, r.val_arg_se), _trials(r)])
+                         pct_se(r.val_arg, r.val_arg_se), pct_se(r.val_arg_rescored, r.val_arg_rescored_se), _trials(r)])
             if r.note != NO_TRIAL:
                 notes.setdefault(r.note, []).append(r.method + (f" ({r.partition})" if several else ""))
             continue
@@ -228,7 +233,8 @@ def arg_markdown(table: pd.DataFrame) -> str:
             arg_cell += f" (unreliable: {n} pair{'s' if n > 1 else ''} with PT < {LOW_BASELINE})"
         rows.append([r.method, *([r.partition] if several else []), _cell(r, "diff"), arg_cell,
                      _cell(r, "p_improve", scale=1, digits=2, signed=False), f"{r.p_value:.2g}", r.verdict,
-                     _rests_on(r), pct_se(r.val_arg, r.val_arg_se), _trials(r)])
+                     _rests_on(r), pct_se(r.val_arg, r.val_arg_se), pct_se(r.val_arg_rescored, r.val_arg_rescored_se),
+                     _trials(r)])
         if r.note:
             notes.setdefault(r.note, []).append(r.method + (f" ({r.partition})" if several else ""))
     text = markdown(head, rows) + "\n" + ARG_NOTE + "\n"
@@ -259,7 +265,8 @@ def target_record(row: Mapping[str, Any], table_row: Mapping[str, Any] | None = 
     and the table's numbers for it (``ARG_COLUMNS`` but the chosen trial's; NaN as None)."""
     if table_row is None:
         table_row = arg_table([row]).iloc[0].to_dict()
-    keep = [c for c in ARG_COLUMNS if c not in ("partition", "method", "val_arg", "val_arg_se", "trials", "finished",
+    keep = [c for c in ARG_COLUMNS if c not in ("partition", "method", "val_arg", "val_arg_se", "val_arg_rescored",
+                                                "val_arg_rescored_se", "trials", "finished",
                                                 "trial_id", "settings")]
     stats = {k: None if isinstance(table_row[k], float) and math.isnan(table_row[k]) else table_row[k] for k in keep}
     stats = {k: v.item() if hasattr(v, "item") else v for k, v in stats.items()}  # numpy scalars -> JSON
@@ -446,3 +453,36 @@ def write(df: pd.DataFrame, md_text: str, folder: Path, stem: str) -> tuple[Path
     md.write_text(md_text)
     df.to_csv(csv_path, index=False)
     return md, csv_path
+
+
+SELECTION_MD, SELECTION_CSV = "selection.md", "selection.csv"
+SELECTION_COLUMNS = ["method", "rank_in_search", "trial_id", "step", "val_arg", "val_arg_se", "rescored_arg",
+                     "rescored_se", "chosen", "settings"]
+
+
+def write_selection(rows: Iterable[Mapping[str, Any]], folder: str | Path, seeds: Sequence[int],
+                    fresh: Sequence[int]) -> tuple[str, list[Path]]:
+    """Write ``selection.md`` and ``selection.csv``: how each method's configuration was chosen.
+
+    Args:
+        rows: one per candidate (``SELECTION_COLUMNS``): its rank in the search, the search's
+            validation ARG (SE), the re-scored one on fresh seeds, whether it was chosen.
+        folder: the sweep folder.
+        seeds: the search's validation seeds; ``fresh``: the re-scoring's.
+
+    Returns:
+        The Markdown, and the two files.
+    """
+    folder = Path(folder)
+    df = pd.DataFrame(list(rows), columns=SELECTION_COLUMNS)
+    df.to_csv(folder / SELECTION_CSV, index=False)
+    body = markdown(
+        ["method", "search rank", "trial", "step", f"val ARG % (SE), search seeds {' '.join(map(str, seeds))}",
+         f"val ARG % (SE), fresh seeds {' '.join(map(str, fresh))}", "chosen"],
+        [[r.method, r.rank_in_search, r.trial_id, r.step, pct_se(r.val_arg, r.val_arg_se),
+          pct_se(r.rescored_arg, r.rescored_se), "✓" if r.chosen else ""] for r in df.itertuples()])
+    text = ("Each method's best trials in the search, re-scored on fresh validation seeds; the best re-scored one "
+            "is the method's choice (the best of several noisy scores is biased upwards, a fresh score is not).\n\n"
+            + body)
+    (folder / SELECTION_MD).write_text(text)
+    return text, [folder / SELECTION_MD, folder / SELECTION_CSV]

@@ -72,6 +72,51 @@ class Evaluation(_Strict):
         return list(self.tasks)
 
 
+class Validation(Evaluation):
+    """The search objective, and the fresh few-shot seeds its top trials are re-scored on."""
+
+    rescore_seeds: list[int] | None = Field(
+        None, min_length=1,
+        description="fresh few-shot seeds the top-k trials of each method are re-scored on before the choice "
+                    "(default: the paper's seeds 100, 13, 21, 42, 87 that `seeds` does not use)",
+    )
+
+    @model_validator(mode="after")
+    def _fresh(self) -> "Validation":
+        reused = sorted(set(self.rescore_seeds or ()) & set(self.seeds))
+        if reused:
+            raise ValueError(f"field 'rescore_seeds': {reused} also in `seeds`; re-scoring needs fresh seeds "
+                             "(a seed the search chose on would favour its choice)")
+        if len(set(self.rescore_seeds or ())) != len(self.rescore_seeds or ()):
+            raise ValueError(f"field 'rescore_seeds': a seed is listed twice: {self.rescore_seeds}")
+        if not self.fresh_seeds():
+            raise ValueError("field 'rescore_seeds': the paper's five seeds are all in `seeds`; name fresh ones here")
+        return self
+
+    def fresh_seeds(self) -> list[int]:
+        from promptinit.tasks.fewshot import SEEDS
+
+        return list(self.rescore_seeds) if self.rescore_seeds else [s for s in SEEDS if s not in self.seeds]
+
+
+class Target(Evaluation):
+    """The final comparison with PT, over few-shot seeds and upstream (meta-training) seeds."""
+
+    upstream_seeds: list[int] = Field(
+        [0, 1, 2], min_length=1,
+        description="seeds each method's chosen configuration is meta-trained with for the target evaluation "
+                    "(the sweep's `seed` reuses the search's checkpoint); >= 3 lets the interval cover "
+                    "the variance of meta-training",
+    )
+
+    @field_validator("upstream_seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"a seed is listed twice: {v}")
+        return v
+
+
 class Budget(_Strict):
     num_samples: int = Field(8, gt=0, description="trials in total, all methods together")
     steps: list[int] | None = Field(
@@ -98,6 +143,7 @@ class Search(_Strict):
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per method: setting -> value | [choices] | {low, high, log}"
     )
+    top_k: int = Field(3, ge=1, description="best trials per method re-scored on fresh validation seeds before the choice")
 
 
 class Scheduler(_Strict):
@@ -180,8 +226,8 @@ class SweepConfig(_Strict):
     search: Search = Search()
     scheduler: Scheduler = Scheduler()
     resources: Resources = Resources()
-    validation: Evaluation
-    target: Evaluation
+    validation: Validation
+    target: Target
     failure: Failure = Failure()
     checkpoint: Checkpointing = Checkpointing()
     tracking_uri: str | None = Field(None, description="MLflow; MLFLOW_TRACKING_URI wins; default sqlite in the sweep dir")
@@ -249,16 +295,18 @@ class SweepConfig(_Strict):
 
     def smoke(self) -> "SweepConfig":
         """A minutes-long version: one trial per method, a few steps, one seed, tiny tuning."""
-        def tiny(ev: Evaluation) -> Evaluation:
+        def tiny(ev: Evaluation, **more: Any) -> Evaluation:
             t = dict(ev.tuning)
             t.update(steps=min(t.get("steps", 3000), 2), eval_every=1, test_size=min(t.get("test_size", 200), 16))
             return ev.model_copy(update={"seeds": ev.seeds[:1], "tuning": t,
-                                         "tasks": ev.tasks[:1] if isinstance(ev.tasks, list) else 1})
+                                         "tasks": ev.tasks[:1] if isinstance(ev.tasks, list) else 1, **more})
 
         budget = self.budget.model_copy(update={"num_samples": len(self.methods), "steps": [2], "steps_per_report": 2})
+        # Every phase still runs: a re-score on one fresh seed, two upstream seeds (one retrained).
         return self.model_copy(update={
             "name": f"{self.name}-smoke", "budget": budget,
-            "validation": tiny(self.validation), "target": tiny(self.target),
+            "validation": tiny(self.validation, rescore_seeds=self.validation.fresh_seeds()[:1]),
+            "target": tiny(self.target, upstream_seeds=self.target.upstream_seeds[:2]),
         })
 
 

@@ -11,9 +11,13 @@ with ``--resume``, the sweep folder (before Ray starts and before anything is wr
 are one line, exit code 2) -> load the partition's tasks -> MLflow parent run -> connect to
 Ray (``RAY_ADDRESS`` or the job's cluster, else a local one) -> PT baseline on the validation
 tasks, once -> Tune (``OptunaSearch`` TPE + ASHA) over trials of
-``trainables.train_prompt_init`` -> best checkpoint per method -> every target (task, seed)
-tuned from it and from PT -> the comparison table (difference, ARG, P(>PT) with 95 % CIs;
-``analysis.write_target_table``: Markdown, CSV and the per-pair scores) -> exports.
+``trainables.train_prompt_init`` -> ``search.final``: each method's top-k trials re-scored on
+fresh validation seeds, the best re-scored one chosen (``selection.md``), meta-trained again
+with every ``target.upstream_seeds``, and tuned with PT on every target (task, seed) -> the
+comparison table (difference, ARG, P(>PT) with 95 % CIs; ``analysis.write_target_table``:
+Markdown, CSV and the per-pair scores) -> exports. Every phase after the search prints a line
+per finished job with the time left, and keeps its results in ``<sweep>/final/`` for
+``--resume``.
 """
 from __future__ import annotations
 
@@ -101,21 +105,6 @@ def trial_resources(cfg: SweepConfig) -> tuple[float, float]:
     if gpu == "auto":
         gpu = AUTO_GPU_FRACTION if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     return cfg.resources.cpu, float(gpu)
-
-
-def score_jobs(jobs: list[dict], cpu: float, gpu: float) -> tuple[list[dict], float]:
-    """Run downstream-tuning jobs (``trainables.scoring.score_job``) as parallel Ray tasks.
-
-    Returns:
-        Each job's ``{(task, seed): score}``, and the CPU seconds they used together.
-    """
-    import ray
-
-    from trainables.scoring import score_job, timed
-
-    remote = ray.remote(num_cpus=cpu, num_gpus=gpu, max_retries=1)(timed)
-    outs = ray.get([remote.remote(score_job, **job) for job in jobs])
-    return [o for o, _ in outs], sum(c for _, c in outs)
 
 
 # --------------------------------------------------------------------------- Tune
@@ -236,75 +225,6 @@ def close_runs(uri: str, experiment: str, parent: str, sweep_dir: Path, status: 
         tracking.close_open_children(uri, experiment, parent, states)
     c.set_terminated(parent, status)
     return reason
-
-
-# --------------------------------------------------------------------------- after the search
-
-
-def best_per_method(results, methods: list[str]) -> dict[str, dict]:
-    """For each method, the best checkpoint (by ``val/arg``) of its non-failed trials."""
-    from spaces import trial_settings
-    from trainables import metrics as M
-
-    best: dict[str, dict] = {}
-    counts = {m: [0, 0] for m in methods}
-    for result in results:
-        if not result.config:
-            continue
-        method, settings = trial_settings(result.config)
-        counts[method][0] += 1
-        if result.error is not None:
-            continue
-        counts[method][1] += 1
-        for checkpoint, metrics in result.best_checkpoints or []:
-            value = metrics.get(M.VAL_ARG)
-            if value is None:
-                continue
-            if method not in best or value > best[method]["val_arg"]:
-                best[method] = {"checkpoint": checkpoint, "val_arg": float(value), "metrics": dict(metrics),
-                                "settings": settings, "trial_id": metrics.get("trial_id", ""),
-                                "config": result.config}
-    for m, (n, ok) in counts.items():
-        best.setdefault(m, {})["trials"], best[m]["finished"] = n, ok
-    return best
-
-
-def _load_prompt(checkpoint):
-    from promptinit.backbones import load_prompt
-    from trainables.trainable import PROMPT_FILE
-
-    with checkpoint.as_directory() as folder:
-        return load_prompt(Path(folder) / PROMPT_FILE)
-
-
-def evaluate_on_targets(cfg: SweepConfig, backbone: dict, chosen: dict[str, dict], prompts: dict, source, target,
-                        cpu: float, gpu: float):
-    """Tune every target task x seed from each method's best prompt and from the PT init.
-
-    Returns:
-        ``({method: {(task, seed): test score}}, PT's {(task, seed): test score}, CPU seconds used)``.
-    """
-    from spaces import trial_sources
-    from trainables.scoring import needs_restore
-
-    tuning = dataclasses.asdict(cfg.target.tune_config())
-
-    def start(m):  # SUPMER's ψ must act on downstream tuning too: restore the method itself
-        if needs_restore(m):
-            b = chosen[m]
-            return {"method": {"name": m, "settings": b["settings"], "checkpoint": b["checkpoint"],
-                               "source_tasks": trial_sources(b["config"], source), "seed": cfg.seed}}
-        return {"init": prompts[m]}
-
-    jobs = [dict(backbone=backbone, tasks=[t], seeds=cfg.target.seeds, tuning=tuning) for t in target]
-    jobs += [dict(backbone=backbone, tasks=[t], seeds=cfg.target.seeds, tuning=tuning, **start(m))
-             for m in chosen for t in target]
-    outs, cpu_s = score_jobs(jobs, cpu, gpu)
-    n = len(target)
-    pt = {k: v for part in outs[:n] for k, v in part.items()}
-    scores = {m: {k: v for part in outs[n + i * n: n + (i + 1) * n] for k, v in part.items()}
-              for i, m in enumerate(chosen)}
-    return scores, pt, cpu_s
 
 
 # --------------------------------------------------------------------------- main
@@ -463,14 +383,15 @@ def _earlier_meta(path: Path) -> dict:
 
 
 def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
-    from promptinit.backbones import BackboneConfig
+    from promptinit.backbones import BackboneConfig, load_prompt
     from ray import tune
 
-    from analysis import export_best, write_target_table
-    from search import tracking
+    from analysis import export_best, write_selection, write_target_table
+    from search import final, tracking
+    from search.final import Context, Runner
     from spaces import trial_sources
     from trainables import metrics as M
-    from trainables.scoring import held_out_sizes
+    from trainables.scoring import PROMPT_FILE, checkpoint_folder, held_out_sizes
     from trainables.trainable import Shared, make_trainable
 
     connect_ray(cfg)
@@ -479,17 +400,12 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
                               attn_implementation=cfg.attn_implementation,
                               max_input_tokens=cfg.max_input_tokens)
     backbone = dataclasses.asdict(backbone)
-    val_tuning, tgt_tuning = cfg.validation.tune_config(), cfg.target.tune_config()
+    val_tuning, tgt_tuning = final.tuning_dict(cfg.validation), final.tuning_dict(cfg.target)
+    ctx = Context(backbone, source, cfg.seed, Runner(cfg.sweep_dir / final.FINAL_DIR, cpu, gpu))
 
     # The PT baseline on the validation tasks: computed (or read from the cache) once, here,
     # and handed to every trial; never per trial.
-    t0 = time.perf_counter()
-    jobs = [dict(backbone=backbone, tasks=[t], seeds=cfg.validation.seeds, tuning=dataclasses.asdict(val_tuning))
-            for t in validation]
-    parts, cpu_s = score_jobs(jobs, cpu, gpu)
-    baseline = {k: v for part in parts for k, v in part.items()}
-    print(f"validation PT baseline: {len(baseline)} (task, seed) scores in {time.perf_counter() - t0:.0f} s "
-          f"({cpu_s:.0f} CPU s)", flush=True)
+    baseline = final.validation_baseline(ctx, validation, cfg.validation.seeds, val_tuning)
 
     # Methods with expensive on-disk caches (SUPMER's clustered corpus, MetaPT's groups) are
     # built once here, so the trials read the caches instead of computing them side by side.
@@ -507,7 +423,7 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
 
     shared = Shared(
         backbone=backbone, source_tasks=source, validation_tasks=validation,
-        validation_seeds=tuple(cfg.validation.seeds), validation_tuning=dataclasses.asdict(val_tuning),
+        validation_seeds=tuple(cfg.validation.seeds), validation_tuning=val_tuning,
         baseline=baseline, steps_per_report=cfg.budget.steps_per_report, seed=cfg.seed,
     )
     trainable = make_trainable(shared, cpu, gpu)
@@ -525,62 +441,81 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     t0 = time.perf_counter()
     results = tuner.fit()
     search_s = time.perf_counter() - t0
-
-    # Best checkpoint per method -> target tasks (all configured seeds) vs the PT baseline.
-    best = best_per_method(results, cfg.methods)
-    chosen = {m: b for m, b in best.items() if "checkpoint" in b}
-    prompts = {m: _load_prompt(b["checkpoint"]) for m, b in chosen.items()}
-    t0 = time.perf_counter()
-    scores, pt, cpu_s = evaluate_on_targets(cfg, backbone, chosen, prompts, source, target, cpu, gpu)
-    n_test = held_out_sizes(target, cfg.target.seeds, tgt_tuning.test_size)
-    rows = []  # one per method: its per-pair scores, PT's, and how it was chosen
-    for m in cfg.methods:
-        b = best[m]
-        row = {"sweep": cfg.name, "partition": partition.name, "method": m, "trials": b["trials"],
-               "finished": b["finished"]}
-        if m in chosen:
-            row.update(trial_id=b["trial_id"], settings=b["settings"], val_arg=b["val_arg"],
-                       val_arg_se=_finite(b["metrics"].get(M.VAL_ARG_SE)), scores=scores[m], baseline=pt, n_test=n_test)
-        rows.append(row)
-    print(f"target evaluation: {len(chosen)} methods x {len(target)} tasks x {len(cfg.target.seeds)} seeds "
-          f"in {time.perf_counter() - t0:.0f} s ({cpu_s:.0f} CPU s)", flush=True)
     trial_cpu = sum(r.metrics_dataframe[M.CPU_SECONDS].sum() for r in results
                     if r.metrics_dataframe is not None and M.CPU_SECONDS in r.metrics_dataframe)
     print(f"search: {len(results)} trials in {search_s:.0f} s ({trial_cpu:.0f} CPU s in trials)", flush=True)
+
+    # Each method's top-k trials re-scored on fresh validation seeds -> its choice -> meta-trained
+    # with every upstream seed -> the target tasks (every few-shot seed) against PT.
+    t0 = time.perf_counter()
+    cands, counts = final.candidates(results, cfg.methods, cfg.search.top_k)
+    fresh = cfg.validation.fresh_seeds()
+    chosen = final.rescore(ctx, cands, validation, fresh, val_tuning)
+    selection, selection_files = write_selection(final.selection_rows(cands, chosen), cfg.sweep_dir,
+                                                 cfg.validation.seeds, fresh)
+    print("\n" + selection, flush=True)
+    checkpoints = final.upstream_checkpoints(ctx, chosen, cfg.target.upstream_seeds)
+    scores, pt = final.target_scores(ctx, chosen, checkpoints, target, cfg.target.seeds, tgt_tuning)
+    n_test = held_out_sizes(target, cfg.target.seeds, cfg.target.tune_config().test_size)
+    rows = []  # one per method: its per-pair scores, PT's, and how it was chosen
+    for m in cfg.methods:
+        row = {"sweep": cfg.name, "partition": partition.name, "method": m, "trials": counts[m][0],
+               "finished": counts[m][1]}
+        if m in chosen:
+            c = chosen[m]
+            row.update(trial_id=c.trial_id, settings=c.settings, val_arg=c.val_arg,
+                       val_arg_se=_finite(c.metrics.get(M.VAL_ARG_SE)), val_arg_rescored=c.rescored_arg,
+                       val_arg_rescored_se=_finite(c.rescored_se), scores=scores[m], baseline=pt, n_test=n_test)
+        rows.append(row)
+    post_s = time.perf_counter() - t0
+    print(f"after the search: {len(chosen)} methods chosen, x {len(cfg.target.upstream_seeds)} upstream seeds, on "
+          f"{len(target)} target tasks x {len(cfg.target.seeds)} seeds in {post_s:.0f} s "
+          f"({ctx.runner.cpu_seconds:.0f} CPU s)", flush=True)
 
     table = write_target_table(rows, cfg.sweep_dir)
     print("\n" + table.text, flush=True)
 
     exports = []
-    for m, b in chosen.items():
+    first = cfg.target.upstream_seeds[0]  # the exported prompt: the target scores of this upstream seed are in the table
+    for m, c in chosen.items():
+        checkpoint = checkpoints[(m, first)]
+        with checkpoint_folder(checkpoint) as folder:
+            prompt = load_prompt(Path(folder) / PROMPT_FILE)
+        path = checkpoint if isinstance(checkpoint, (str, Path)) else checkpoint.path
         info = {
-            "hyperparameters": b["settings"], "trial_id": b["trial_id"], "checkpoint": b["checkpoint"].path,
+            "hyperparameters": c.settings, "trial_id": c.trial_id, "checkpoint": str(path),
+            "upstream_seed": first, "upstream_steps": c.step,
             "model": cfg.model,
             "prompt_length": cfg.prompt_length, "dtype": cfg.dtype, "partition": partition.name,
             "partition_fingerprint": partition.fingerprint,
             "task_fingerprints": {t.name: t.fingerprint for t in (*source, *validation, *target)},
-            "source_tasks": [t.name for t in trial_sources(b["config"], source)],
-            "validation": {"arg": b["val_arg"], "arg_se": _finite(b["metrics"].get(M.VAL_ARG_SE)),
-                           "seeds": cfg.validation.seeds, "tuning": dataclasses.asdict(val_tuning),
-                           "metrics": {k: v for k, v in b["metrics"].items()
+            "source_tasks": [t.name for t in trial_sources(c.config, source)],
+            "validation": {"arg": c.val_arg, "arg_se": _finite(c.metrics.get(M.VAL_ARG_SE)),
+                           "seeds": cfg.validation.seeds, "tuning": val_tuning,
+                           "rescored_arg": _finite(c.rescored_arg), "rescored_arg_se": _finite(c.rescored_se),
+                           "rescore_seeds": fresh,
+                           "metrics": {k: v for k, v in c.metrics.items()
                                        if isinstance(v, (str, bool)) or _finite(v) is not None}},
             # the per-pair scores (method, PT, test size) and their comparison, as in the table
             "target": {**table.records[(partition.name, m)], "seeds": cfg.target.seeds,
-                       "tuning": dataclasses.asdict(tgt_tuning)},
+                       "upstream_seeds": cfg.target.upstream_seeds, "tuning": tgt_tuning},
             "sweep": {"name": cfg.name, "dir": str(cfg.sweep_dir), "mlflow_parent_run": parent},
         }
-        exports.append(export_best(cfg.sweep_dir, m, prompts[m], info))
+        exports.append(export_best(cfg.sweep_dir, m, prompt, info))
         print(f"exported {m}: {exports[-1]}")
 
     metrics = tracking.target_metrics(table.table)
-    for m, b in chosen.items():
-        metrics[f"{M.VAL_ARG}/{m}"] = b["val_arg"]
-        if _finite(b["metrics"].get(M.VAL_ARG_SE)) is not None:  # NaN with one validation pair
-            metrics[f"{M.VAL_ARG_SE}/{m}"] = b["metrics"][M.VAL_ARG_SE]
-    metrics.update({"time/search_s": search_s, "time/trial_cpu_s": float(trial_cpu), "time/target_cpu_s": cpu_s})
+    for m, c in chosen.items():
+        metrics[f"{M.VAL_ARG}/{m}"] = c.val_arg
+        for name, value in ((M.VAL_ARG_SE, c.metrics.get(M.VAL_ARG_SE)), (M.VAL_ARG_RESCORED, c.rescored_arg),
+                            (M.VAL_ARG_RESCORED_SE, c.rescored_se)):
+            if _finite(value) is not None:  # NaN with one validation pair
+                metrics[f"{name}/{m}"] = value
+    metrics.update({"time/search_s": search_s, "time/trial_cpu_s": float(trial_cpu), "time/after_search_s": post_s,
+                    "time/after_search_cpu_s": ctx.runner.cpu_seconds})
     tracking.log_dict(parent, uri, metrics=metrics)
     c = tracking.client(uri)
-    for path in table.files:  # arg_table.md, arg_table.csv, target_scores.csv
+    for path in (*table.files, *selection_files):
         c.log_artifact(parent, str(path))
     for folder in exports:
         c.log_artifacts(parent, str(folder), artifact_path=f"exports/{folder.name}")

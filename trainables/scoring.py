@@ -5,8 +5,10 @@ after every chunk of upstream steps, the sweep scores the best prompts on the ta
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ from promptinit.tasks.fewshot import sample_few_shot
 from promptinit.tasks.task import Task
 
 Key = tuple[str, int]  # (task name, few-shot seed)
+PROMPT_FILE = "prompt.safetensors"  # the prompt in every checkpoint folder (key prompt_embeddings)
 
 
 def baseline_scores(backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int],
@@ -116,14 +119,69 @@ def timed(fn: Callable, **kwargs) -> tuple[object, float]:
 
 
 def restore_method(backbone: Backbone, method: dict):
-    """Rebuild a method and load its state from a Tune checkpoint (see ``score_job``)."""
+    """Rebuild a method and load its state from a Tune checkpoint or a checkpoint folder
+    (``train_job``'s; see ``score_job``)."""
     from promptinit.methods import build_method
     from promptinit.methods.checkpoint import load_checkpoint
 
     m = build_method(method["name"], backbone, list(method["source_tasks"]), method["settings"], seed=method["seed"])
-    with method["checkpoint"].as_directory() as folder:
+    with checkpoint_folder(method["checkpoint"]) as folder:
         load_checkpoint(m, folder)
     return m
+
+
+@contextlib.contextmanager
+def checkpoint_folder(checkpoint) -> Iterator[Path]:
+    """A local folder holding ``checkpoint``: a ``tune.Checkpoint`` (downloaded when its storage
+    is remote) or a path."""
+    if isinstance(checkpoint, (str, Path)):
+        yield Path(checkpoint)
+        return
+    with checkpoint.as_directory() as folder:
+        yield Path(folder)
+
+
+def train_job(backbone: dict, method: dict, steps: int, folder: str) -> str:
+    """Meta-train a method afresh for ``steps`` outer steps and save it to ``folder``: its
+    checkpoint (``promptinit.methods.checkpoint``) and its prompt (``PROMPT_FILE``), as a Tune
+    checkpoint holds them. The folder appears complete or not at all.
+
+    Args:
+        backbone: ``BackboneConfig`` fields.
+        method: ``{"name", "settings", "source_tasks", "seed"}``; the seed draws the initial
+            prompt and the meta-batches (the upstream seed).
+        steps: outer steps (those of the checkpoint the search chose: its schedule still spans
+            ``settings["steps"]``).
+        folder: where the result goes.
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        FloatingPointError: the run diverged (a NaN/inf loss or prompt).
+    """
+    import shutil
+
+    from promptinit.backbones import BackboneConfig, save_prompt
+    from promptinit.methods import build_method
+    from promptinit.methods.checkpoint import save_checkpoint
+
+    bb = Backbone(BackboneConfig(**backbone))
+    m = build_method(method["name"], bb, list(method["source_tasks"]), method["settings"], seed=method["seed"])
+    for step in range(1, steps + 1):
+        out = m.step()
+        if not all(math.isfinite(float(v)) for v in out.values()) or not bool(m.prompt.detach().isfinite().all()):
+            raise FloatingPointError(f"{method['name']} with upstream seed {method['seed']} diverged at step {step}: "
+                                     f"{ {k: float(v) for k, v in out.items()} }")
+    dest = Path(folder)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(m, tmp)
+    save_prompt(m.prompt, tmp / PROMPT_FILE, {"method": method["name"], "step": str(steps),
+                                              "upstream_seed": str(method["seed"])})
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.replace(dest)
+    return str(dest)
 
 
 def grad_transform_of(method) -> Callable | None:

@@ -26,8 +26,8 @@ from ray import tune
 
 from spaces.space import trial_settings, trial_sources
 from trainables import metrics as M
+from trainables.scoring import PROMPT_FILE
 
-PROMPT_FILE = "prompt.safetensors"  # the current prompt, in every checkpoint (key prompt_embeddings)
 STATE_FILE = "trial.json"  # step, method, settings and the report, in every checkpoint
 
 

@@ -34,22 +34,24 @@ def _row(method, scores, baseline, **extra):
 def test_table_cells_are_the_comparisons_of_the_per_pair_scores(tmp_path):
     rng = np.random.default_rng(0)
     good, baseline = _pairs(rng, effect=0.05)
-    table = write_target_table([_row("maml", good, baseline, val_arg=0.05, val_arg_se=0.01, trials=3, finished=2)],
-                               tmp_path)
+    table = write_target_table([_row("maml", good, baseline, val_arg=0.05, val_arg_se=0.01, val_arg_rescored=0.02,
+                                     val_arg_rescored_se=0.015, trials=3, finished=2)], tmp_path)
     c = compare(good, baseline)
     assert c.distinguishable and c.diff.lo > 0
     row = (f"| maml | {c.diff.fmt()} | {c.arg.fmt()} | {c.p_improve.fmt(1, 2, signed=False)} | {c.p_value:.2g} | "
-           f"better than PT | 3 tasks × 4 seeds, 50 test ex. per score | +5.0 (SE 1.0) | 3 (2) |")
+           f"better than PT | 3 tasks × 4 seeds, 50 test ex. per score | +5.0 (SE 1.0) | +2.0 (SE 1.5) | 3 (2) |")
     md = (tmp_path / "arg_table.md").read_text()
     assert row in md.splitlines() and md == table.text
     assert md.splitlines()[0] == ("| method | Δ vs PT, points [95 % CI] | ARG % [95 % CI] | P(>PT) [95 % CI] | "
-                                  "Wilcoxon p | verdict | rests on | val ARG % (SE) | trials (finished) |")
+                                  "Wilcoxon p | verdict | rests on | val ARG % (SE): search | "
+                                  "val ARG % (SE): re-scored | trials (finished) |")
     assert "±" not in md
     # The CSV holds the same numbers as fractions, and the per-pair scores to recompute them.
     csv_row = pd.read_csv(tmp_path / "arg_table.csv").iloc[0]
     assert (csv_row.diff_mean, csv_row.diff_lo, csv_row.diff_hi) == (c.diff.mean, c.diff.lo, c.diff.hi)
     assert (csv_row.arg_lo, csv_row.arg_hi, csv_row.p_value) == (c.arg.lo, c.arg.hi, c.p_value)
     assert csv_row.n_pairs == 12 and csv_row.n_test_min == 50 and bool(csv_row.distinguishable)
+    assert (csv_row.val_arg_rescored, csv_row.val_arg_rescored_se) == (0.02, 0.015)
     with (tmp_path / "target_scores.csv").open() as f:
         pairs = list(csv.DictReader(f))
     assert len(pairs) == 12
@@ -67,7 +69,7 @@ def test_a_hand_computed_row_with_one_seed_per_task_has_means_but_no_interval(tm
     table = write_target_table([_row("mtl", scores, baseline)], tmp_path)
     line = next(ln for ln in table.text.splitlines() if ln.startswith("| mtl |"))
     assert line == ("| mtl | +7.5 [no CI] | +20.0 [no CI] | 1.00 [no CI] | 0.5 | undetermined (one seed per task) | "
-                    "2 tasks × 1 seed, 50 test ex. per score | — | — |")
+                    "2 tasks × 1 seed, 50 test ex. per score | — | — | — |")
     assert table.table.iloc[0]["verdict"] == UNDETERMINED and np.isnan(table.table.iloc[0]["diff_lo"])
     assert "one few-shot seed per task" in table.text
 

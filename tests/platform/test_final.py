@@ -1,0 +1,95 @@
+"""After the search (``search.final``): a method meta-trained afresh with the search's seed is
+the search's own run, another upstream seed is another run, and finished jobs are kept on disk
+(``--resume`` redoes nothing) while every job prints its progress."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import keyword_task, tiny_backbone
+from tests.methods.conftest import CHEAP, source_tasks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["mtl", "fomaml"])
+def test_train_job_is_the_searchs_run_for_its_seed_and_another_run_for_another(name, tmp_path):
+    from promptinit.backbones import load_prompt
+    from promptinit.methods import build_method
+    from trainables.scoring import PROMPT_FILE, restore_method, train_job
+
+    bb = tiny_backbone()
+    tasks = source_tasks()
+    settings = {**CHEAP[name], "steps": 10}
+    straight = build_method(name, bb, tasks, settings, seed=0)
+    for _ in range(4):  # the search's checkpoint at step 4 of a 10-step schedule
+        straight.step()
+    backbone = dataclasses.asdict(bb.config)
+    method = {"name": name, "settings": settings, "source_tasks": tasks}
+    same = train_job(backbone, {**method, "seed": 0}, 4, str(tmp_path / "s0"))
+    other = train_job(backbone, {**method, "seed": 1}, 4, str(tmp_path / "s1"))
+    assert torch.equal(load_prompt(Path(same) / PROMPT_FILE), straight.prompt.detach().cpu())
+    assert not torch.equal(load_prompt(Path(other) / PROMPT_FILE), straight.prompt.detach().cpu())
+    restored = restore_method(bb, {**method, "seed": 0, "checkpoint": same})
+    assert torch.equal(restored.prompt, straight.prompt) and restored.state_dict().keys() == straight.state_dict().keys()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s0", "s1"]  # no half-written folder left
+
+
+def _count_and_score(tasks, seeds, calls: str, tag: str = ""):
+    Path(calls, f"{tasks[0].name}-{tag}-{os.getpid()}-{len(os.listdir(calls))}").touch()
+    return {(t.name, s): 0.5 + 0.01 * s for t in tasks for s in seeds}
+
+
+def test_runner_keeps_finished_jobs_and_prints_progress(tmp_path, ray_tmp, capsys):
+    import ray
+
+    from search.final import Job, Runner, scores_of
+
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    tasks = [keyword_task(f"t{i}", n=40) for i in range(3)]
+
+    def jobs(tag=""):
+        return [Job(f"PT {t.name}", _count_and_score, dict(tasks=[t], seeds=[1, 2], calls=str(calls), tag=tag),
+                    {"task": t.fingerprint, "tag": tag}) for t in tasks]
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80_000_000, log_to_driver=False,
+             _temp_dir=str(ray_tmp), runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    try:
+        first = Runner(tmp_path / "final", cpu=1, gpu=0, code="c1").run("target", jobs())
+        out = capsys.readouterr().out
+        assert len(list(calls.iterdir())) == 3
+        assert [scores_of(v) for v in first] == [{(t.name, 1): 0.51, (t.name, 2): 0.52} for t in tasks]
+        lines = [ln for ln in out.splitlines() if ln.strip().startswith("target [")]
+        assert len(lines) == 3 and "left" in lines[0] and lines[-1].endswith("done")
+
+        again = Runner(tmp_path / "final", cpu=1, gpu=0, code="c1").run("target", jobs())
+        assert again == first and len(list(calls.iterdir())) == 3  # kept: nothing recomputed
+        assert "3 done before" in capsys.readouterr().out
+        # Another job description, or other code, is another result.
+        Runner(tmp_path / "final", cpu=1, gpu=0, code="c1").run("target", jobs(tag="x"))
+        Runner(tmp_path / "final", cpu=1, gpu=0, code="c2").run("target", jobs())
+        assert len(list(calls.iterdir())) == 9
+    finally:
+        ray.shutdown()
+
+
+def test_the_choice_is_the_best_rescored_candidate_not_the_best_searched():
+    from search.final import Candidate, choose, selection_rows
+
+    def cand(trial, searched, rescored, step):
+        return Candidate("maml", trial, None, searched, {"upstream/step": step, "val/arg_se": 0.05}, {}, {},
+                         rescored_arg=rescored, rescored_se=0.02)
+
+    cands = {"maml": [cand("a", 0.30, 0.01, 6), cand("b", 0.20, 0.08, 4), cand("c", 0.10, 0.08, 2)],
+             "mtl": [cand("d", 0.05, -0.02, 6)]}
+    chosen = choose(cands)
+    assert {m: c.trial_id for m, c in chosen.items()} == {"maml": "b", "mtl": "d"}  # tie b/c: the search's order
+    rows = selection_rows(cands, chosen)
+    assert [(r["trial_id"], r["rank_in_search"], r["step"], r["chosen"]) for r in rows] == [
+        ("a", 1, 6, False), ("b", 2, 4, True), ("c", 3, 2, False), ("d", 1, 6, True)]
