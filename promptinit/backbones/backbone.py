@@ -128,13 +128,17 @@ def _check_row_prompts(prompt: torch.Tensor, examples: Sequence[Example]) -> Non
         raise ValueError(f"prompt shape {tuple(prompt.shape)} is neither [L, d] nor [N, L, d]")
 
 
-def _exact_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+def _exact_eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                           position_bias=None, **kwargs):
     """Eager attention whose softmax runs in float64 for float64 models (transformers' eager
-    softmax always runs in float32); identical to it for other dtypes."""
+    softmax always runs in float32); identical to it for other dtypes. T5's relative
+    ``position_bias`` is added as T5's own eager attention adds it."""
     groups = getattr(module, "num_key_value_groups", 1)
     key = key.repeat_interleave(groups, dim=1)
     value = value.repeat_interleave(groups, dim=1)
-    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    weights = torch.matmul(query, key.transpose(2, 3)) * (query.size(-1) ** -0.5 if scaling is None else scaling)
+    if position_bias is not None:
+        weights = weights + position_bias
     if attention_mask is not None:
         weights = weights + attention_mask
     weights = torch.softmax(weights, dim=-1, dtype=torch.promote_types(query.dtype, torch.float32)).to(query.dtype)
@@ -180,7 +184,7 @@ def _load(model: str, dtype: str, attn: str, device: str):
         AttentionMaskInterface.register(EXACT_EAGER, eager_mask)  # additive float masks, as eager
         try:
             lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=EXACT_EAGER)
-        except ValueError:  # models without the attention interface (T5, GPT-2) are exact already
+        except ValueError:  # models without the attention interface are exact already
             lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn)
     else:
         lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn)
