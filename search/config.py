@@ -214,7 +214,8 @@ class SweepConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="sweep dir <storage_path>/<name>; MLflow experiment")
     model: str
     prompt_length: int = Field(20, gt=0)
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX), else float32")
     attn_implementation: Literal["eager", "sdpa"] = "eager"
     max_input_tokens: int = Field(256, gt=0)
     partition: str = Field(description="a name in configs/partitions or a YAML path")

@@ -384,6 +384,7 @@ def _earlier_meta(path: Path) -> dict:
 
 def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     from promptinit.backbones import BackboneConfig, load_prompt
+    from promptinit.backbones.backbone import resolve_dtype
     from ray import tune
 
     from analysis import export_best, write_selection, write_target_table
@@ -399,6 +400,7 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     backbone = BackboneConfig(cfg.model, prompt_length=cfg.prompt_length, dtype=cfg.dtype,
                               attn_implementation=cfg.attn_implementation,
                               max_input_tokens=cfg.max_input_tokens)
+    dtype = resolve_dtype(backbone.dtype, backbone.resolved_device())  # `auto` as this node resolves it
     backbone = dataclasses.asdict(backbone)
     val_tuning, tgt_tuning = final.tuning_dict(cfg.validation), final.tuning_dict(cfg.target)
     ctx = Context(backbone, source, cfg.seed, Runner(cfg.sweep_dir / final.FINAL_DIR, cpu, gpu))
@@ -486,7 +488,7 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
             "hyperparameters": c.settings, "trial_id": c.trial_id, "checkpoint": str(path),
             "upstream_seed": first, "upstream_steps": c.step,
             "model": cfg.model,
-            "prompt_length": cfg.prompt_length, "dtype": cfg.dtype, "partition": partition.name,
+            "prompt_length": cfg.prompt_length, "dtype": dtype, "partition": partition.name,
             "partition_fingerprint": partition.fingerprint,
             "task_fingerprints": {t.name: t.fingerprint for t in (*source, *validation, *target)},
             "source_tasks": [t.name for t in trial_sources(c.config, source)],

@@ -1,6 +1,8 @@
 """A frozen Hugging Face model plus a shallow soft prompt of L vectors."""
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 from dataclasses import dataclass
 from enum import Enum
@@ -14,6 +16,7 @@ from promptinit.errors import PromptinitError
 from promptinit.tasks.task import Example
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
+AUTO = "auto"  # dtype: bfloat16 where the CPU computes it natively, else float32 (``resolve_dtype``)
 IGNORE = -100
 
 
@@ -34,7 +37,10 @@ class BackboneConfig:
     Attributes:
         model: packaged name, tiny test model, local folder or hub id.
         prompt_length: number of soft-prompt vectors L.
-        dtype: weights and activations: float32, bfloat16 or float64 (tests).
+        dtype: weights and activations: float32, bfloat16, float64 (tests) or ``auto``:
+            bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX), where its accuracy
+            matches float32 (``benchmarks/bf16_parity.py``) at a third of the time, else float32.
+            The prompt and the optimiser state stay float32 either way.
         attn_implementation: ``eager`` supports double backward on CPU (second-order MAML);
             ``sdpa`` is faster for first-order work on a GPU.
         max_input_tokens: inputs are cut to their last this-many tokens.
@@ -51,8 +57,8 @@ class BackboneConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise PromptinitError(f"field 'dtype': {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.dtype not in (*DTYPES, AUTO):
+            raise PromptinitError(f"field 'dtype': {self.dtype!r} is not one of {', '.join((*DTYPES, AUTO))}")
         if self.prompt_length < 1:
             raise PromptinitError(f"field 'prompt_length': {self.prompt_length} must be >= 1")
         if self.max_input_tokens < 1:
@@ -64,7 +70,7 @@ class BackboneConfig:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        return DTYPES[resolve_dtype(self.dtype, self.resolved_device())]
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -126,6 +132,22 @@ def _check_row_prompts(prompt: torch.Tensor, examples: Sequence[Example]) -> Non
         )
     if prompt.dim() not in (2, 3):
         raise ValueError(f"prompt shape {tuple(prompt.shape)} is neither [L, d] nor [N, L, d]")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` is a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX tiles)."""
+    if device.type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, torch >= 2.3
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """``auto`` -> ``bfloat16`` on a CPU with native bfloat16 (``native_bf16``), else ``float32``
+    (GPUs included: bf16 parity was measured on the CPU only); other names unchanged."""
+    if dtype != AUTO:
+        return dtype
+    return "bfloat16" if native_bf16(device) else "float32"
 
 
 def _exact_eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
@@ -211,8 +233,10 @@ class Backbone:
     """
 
     def __init__(self, config: BackboneConfig):
-        self.config = config
         self.device = config.resolved_device()
+        # `auto` becomes the dtype it stands for here, so the cache keys and exports name it.
+        config = dataclasses.replace(config, dtype=resolve_dtype(config.dtype, self.device))
+        self.config = config
         self.model, self.tokenizer, self.family = _load(
             config.model, config.dtype, config.attn_implementation, str(self.device)
         )

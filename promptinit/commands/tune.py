@@ -16,7 +16,8 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by every command that loads a backbone."""
     p.add_argument("--model", default="smollm2-135m", help="packaged name, tiny test model, folder or hub id")
     p.add_argument("--prompt-length", type=int, default=20, help="soft-prompt vectors L (default 20)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float64"],
+                   help="auto (default): bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX), else float32")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--max-input-tokens", type=int, default=256)
 

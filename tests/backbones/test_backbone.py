@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from promptinit.backbones import Backbone, BackboneConfig, Family, load_prompt, save_prompt
+from promptinit.backbones.backbone import DTYPES
 from promptinit.errors import PromptinitError
 from promptinit.evaluation import TuneConfig, tune_prompt
 from promptinit.tasks.fewshot import sample_few_shot
@@ -156,3 +157,19 @@ def test_bad_backbone_settings_name_the_field():
         BackboneConfig("tiny-llama", dtype="float16")
     with pytest.raises(PromptinitError, match="known names: .*smollm2-135m"):
         Backbone(BackboneConfig("no-such-model"))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bfloat16_exactly_where_the_cpu_has_native_bf16(monkeypatch, native):
+    from promptinit.backbones.backbone import resolve_dtype
+
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: native)
+    want = "bfloat16" if native else "float32"
+    assert resolve_dtype("auto", torch.device("cpu")) == want
+    assert resolve_dtype("auto", torch.device("cuda")) == "float32"  # parity measured on CPUs only
+    assert resolve_dtype("float64", torch.device("cpu")) == "float64"
+    bb = Backbone(BackboneConfig("tiny-llama", prompt_length=4, dtype="auto", device="cpu"))
+    assert bb.config.dtype == want and bb.dtype == DTYPES[want]
+    assert {p.dtype for p in bb.model.parameters()} == {DTYPES[want]}
+    assert want in bb.fingerprint  # cache keys name the dtype it stands for, never "auto"

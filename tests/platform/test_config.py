@@ -80,10 +80,29 @@ def test_shipped_sweep_configs_validate():
         cfg = load_sweep_config(path)
         assert cfg.methods, path
         assert cfg.space().points_to_evaluate(), path
-    demo = load_sweep_config(ROOT / "configs" / "sweep" / "demo.yaml")
+    from search.config import load_partition
     from spaces import available_methods
 
-    assert demo.methods == available_methods()  # the demo runs every method
+    demo = load_sweep_config(ROOT / "configs" / "sweep" / "demo.yaml")
+    assert set(demo.methods) <= set(available_methods()) and len(demo.methods) >= 2
+    # What the demo's numbers rest on: an objective over >= 2 validation tasks, the choice
+    # re-scored on fresh seeds, >= 3 upstream seeds behind every target row.
+    assert len(demo.validation.select(load_partition(demo).validation, "validation")) >= 2
+    assert not set(demo.validation.fresh_seeds()) & set(demo.validation.seeds)
+    assert len(demo.target.upstream_seeds) >= 3 and demo.search.top_k >= 2
+
+
+def test_rescore_and_upstream_seeds_are_checked(tmp_path):
+    from promptinit.errors import PromptinitError
+    from search.config import load_sweep_config
+
+    cfg = load_sweep_config(write_sweep(tmp_path, "d", validation={"seeds": [100, 13], "rescore_seeds": None}))
+    assert cfg.validation.fresh_seeds() == [21, 42, 87]  # default: the paper's seeds the search did not use
+    bad = {"validation": {"seeds": [100], "rescore_seeds": [100, 13]},
+           "target": {"seeds": [100], "upstream_seeds": [0, 0]}}
+    for field, value in bad.items():
+        with pytest.raises(PromptinitError, match=f"field '{field}"):
+            load_sweep_config(write_sweep(tmp_path, field, **{field: value}))
 
 
 def test_smoke_test_cuts_the_budget():
