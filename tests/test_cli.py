@@ -71,7 +71,7 @@ def test_tune_prints_dev_and_test_before_and_after(tmp_path):
     assert proc.returncode == 0, proc.stderr
     table = {line.split()[0]: line.split()[1:3] for line in proc.stdout.splitlines() if line.startswith(("before", "after"))}
 
-    bb = Backbone(BackboneConfig("tiny-llama", prompt_length=8, device="cpu"))
+    bb = Backbone(BackboneConfig("tiny-llama", prompt_length=8, dtype="auto", device="cpu"))  # the CLI default
     fs = sample_few_shot(load_task("keyword", cat), 13, test_size=60)
     init = bb.init_prompt("vocab", seed=13)
     res = tune_prompt(bb, fs, init, TuneConfig(steps=150, eval_every=50, test_size=60), progress=False)
