@@ -27,18 +27,22 @@ pays first-call costs. Both use the same pass size (--rows-per-pass, default 32 
 one-by-one scoring pass): the measured rule of ``promptinit.throughput`` probes each dtype
 once and caches the result, and a probe on a busy machine (bf16 once chose 96-token passes, fp32
 3,072) would time the pass sizes rather than the dtypes. On a shared CPU the wall-clock ratio
-drifts with the load (in one run on a busy machine the two ran at loads that gave bf16 / fp32
-0.72, where the interleaved timing said otherwise); process-CPU seconds are steadier, but the
-OpenMP threads' busy waits count in them too; trust the interleaved ratio.
+drifts with the load: in the run of 2026-12-01 the two tuning runs gave bf16 / fp32 0.72 (other
+jobs kept the load at 4-6), the interleaved timing right after it 0.42 (unit medians 2.6 s vs
+6.2 s, each of 3 within 0.2 s); process-CPU seconds drift too (OpenMP busy waits count in them),
+so trust the interleaved ratio.
 
-Scoring dominates the cost (about 0.1-0.25 s a row on a busy 2-core CPU, 15 problems x
-(dev + test) rows per evaluation; a training step of 15 x 4 rows costs about as much as 60 of
-them), so the defaults trade the PT protocol's 200 test examples and full dev sets for a run
-that fits: 20 steps, batch 4, dev (its first 32 examples) scored at steps 0 and 20, 100 test
-examples, prompt length 8; about 25 minutes on 2 busy CPU cores, about half that idle. Dev and
-test are the same for both dtypes, so the comparison stays paired. It writes ``scores.csv``
-(per task and seed: both dtypes' initial dev, best dev, test accuracy and best step) and
-``report.md`` (what it prints) under --out.
+Scoring dominates the cost (15 problems x (dev + test) rows per evaluation; a training step of
+15 x 4 rows costs about as much as scoring 60), so the defaults trade the PT protocol's 200
+test examples, full dev sets and mid-run dev evaluation for a run that fits: 20 steps, batch 4,
+dev (its first 32 examples, a random subset) scored at steps 0 and 20, 100 test examples,
+prompt length 8. That run took 44 minutes on 2 CPU cores shared with other jobs; units of the
+interleaved timing ran 3-5 times faster on the quiet machine than on the busy one, so expect
+well under 15 minutes there. Dev and test are the same for both dtypes, so the comparison stays
+paired; with two dev evaluations the best-on-dev prompt is the initial or the final one, and a
+flip of that choice between the dtypes moves a pair by up to 20 points. It writes ``scores.csv``
+(per task and seed: both dtypes' initial dev, best dev, test accuracy and best step),
+``report.md`` (what it prints) and, with --speed-only, ``speed.md`` under --out.
 
 Usage:
     python benchmarks/bf16_parity.py
