@@ -84,7 +84,7 @@ def test_shipped_sweep_configs_validate():
     from spaces import available_methods
 
     demo = load_sweep_config(ROOT / "configs" / "sweep" / "demo.yaml")
-    assert set(demo.methods) <= set(available_methods()) and len(demo.methods) >= 2
+    assert set(demo.methods) <= set(available_methods())
     # What the demo's numbers rest on: an objective over >= 2 validation tasks, the choice
     # re-scored on fresh seeds, >= 3 upstream seeds behind every target row.
     assert len(demo.validation.select(load_partition(demo).validation, "validation")) >= 2
