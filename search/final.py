@@ -197,20 +197,32 @@ class Context:
     runner: Runner
 
 
+def checkpoint_path(checkpoint) -> str:
+    """Where a checkpoint (a ``tune.Checkpoint`` or a ``train_job`` folder) lives."""
+    return str(checkpoint if isinstance(checkpoint, (str, Path)) else checkpoint.path)
+
+
+def checkpoint_prompt(checkpoint):
+    """The prompt stored in a checkpoint."""
+    from promptinit.backbones import load_prompt
+    from trainables.scoring import PROMPT_FILE, checkpoint_folder
+
+    with checkpoint_folder(checkpoint) as folder:
+        return load_prompt(Path(folder) / PROMPT_FILE)
+
+
 def _start(ctx: Context, method: str, settings: dict, config: dict, checkpoint, upstream_seed: int) -> tuple[dict, dict]:
     """``score_job`` arguments that start from a checkpoint (its prompt; SUPMER's whole method,
     whose ψ acts downstream too), and what identifies that start."""
-    from promptinit.backbones import load_prompt
     from spaces import trial_sources
-    from trainables.scoring import PROMPT_FILE, checkpoint_folder, needs_restore
+    from trainables.scoring import needs_restore
 
-    path = checkpoint if isinstance(checkpoint, (str, Path)) else checkpoint.path
-    key = {"method": method, "settings": settings, "checkpoint": str(path), "upstream_seed": upstream_seed}
+    key = {"method": method, "settings": settings, "checkpoint": checkpoint_path(checkpoint),
+           "upstream_seed": upstream_seed}
     if needs_restore(method):
         return {"method": {"name": method, "settings": settings, "checkpoint": checkpoint,
                            "source_tasks": trial_sources(config, ctx.source), "seed": upstream_seed}}, key
-    with checkpoint_folder(checkpoint) as folder:
-        return {"init": load_prompt(Path(folder) / PROMPT_FILE)}, key
+    return {"init": checkpoint_prompt(checkpoint)}, key
 
 
 def _score(ctx: Context, label: str, task, seeds: Sequence[int], tuning: dict, start: tuple[dict, dict] | None = None) -> Job:

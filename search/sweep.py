@@ -383,7 +383,7 @@ def _earlier_meta(path: Path) -> dict:
 
 
 def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
-    from promptinit.backbones import BackboneConfig, load_prompt
+    from promptinit.backbones import BackboneConfig
     from promptinit.backbones.backbone import resolve_dtype
     from ray import tune
 
@@ -392,7 +392,7 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     from search.final import Context, Runner
     from spaces import trial_sources
     from trainables import metrics as M
-    from trainables.scoring import PROMPT_FILE, checkpoint_folder, held_out_sizes
+    from trainables.scoring import held_out_sizes
     from trainables.trainable import Shared, make_trainable
 
     connect_ray(cfg)
@@ -481,11 +481,9 @@ def _search(cfg, args, partition, source, validation, target, uri, exp, parent):
     first = cfg.target.upstream_seeds[0]  # the exported prompt: the target scores of this upstream seed are in the table
     for m, c in chosen.items():
         checkpoint = checkpoints[(m, first)]
-        with checkpoint_folder(checkpoint) as folder:
-            prompt = load_prompt(Path(folder) / PROMPT_FILE)
-        path = checkpoint if isinstance(checkpoint, (str, Path)) else checkpoint.path
+        prompt = final.checkpoint_prompt(checkpoint)
         info = {
-            "hyperparameters": c.settings, "trial_id": c.trial_id, "checkpoint": str(path),
+            "hyperparameters": c.settings, "trial_id": c.trial_id, "checkpoint": final.checkpoint_path(checkpoint),
             "upstream_seed": first, "upstream_steps": c.step,
             "model": cfg.model,
             "prompt_length": cfg.prompt_length, "dtype": dtype, "partition": partition.name,
