@@ -18,6 +18,15 @@ batched pass in promptinit:
 token. Passes of a few hundred tokens or more spend their time in matrix products whose cost
 follows the token count, which is why one measurement in tokens serves rows of any length.
 
+Other jobs on the same cores spoil a probe: with 2 torch threads on 2 busy cores a one-row pass
+took 100 times its idle time, so the probe stopped at 4 rows where the idle machine gains up to
+64. After the probe, one-row passes and the chosen pass are timed again; if either moved by more
+than ``UNSTABLE`` times, the machine's load changed while probing and the probe runs again
+(``PROBE_ATTEMPTS`` in all). The last probe is cached even so, with a warning, so that every
+process of a run (Ray trials, a resumed run) sizes its passes alike. A load that stays for the
+whole probe cannot be told from a slow machine; pin ``rows_per_pass`` where runs must repeat
+exactly on any machine (a pass's size changes its rounding), as ``configs/sweep/demo.yaml`` does.
+
 The measurement is cached on disk under ``cache_dir("throughput")``, keyed by the backbone's
 fingerprint (model weights, dtype, device type, attention, prompt length, token caps, torch and
 transformers versions), the device itself (GPU name; CPU model and thread count), the kind of
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -43,8 +53,10 @@ from promptinit.tasks.task import Example
 
 KINDS = ("train", "score")  # forward + backward to the prompts | forward only
 CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # rows per pass, tried in order
-PROBE_BUDGET_S = 8.0  # seconds: no larger candidate starts after this much probing
-PASS_LIMIT_S = 2.0  # seconds: no larger candidate after a pass this long (per-pass costs are noise by then)
+PROBE_BUDGET_S = 12.0  # seconds: no larger candidate starts after this much probing
+PASS_LIMIT_S = 4.0  # seconds: no larger candidate after a pass this long (per-pass costs are noise by then)
+UNSTABLE = 1.5  # a re-timed pass this many times faster or slower than in the probe: the load changed
+PROBE_ATTEMPTS = 2  # probes when the load changes during one (the last one is kept either way)
 WORSE = 1.25  # stop once two passes in a row cost this many times the best time per row so far
 REPEAT_S = 0.1  # seconds: quick passes are repeated until this much time is spent (or MAX_REPEATS)
 MAX_REPEATS = 5  # timings of one candidate at most; the fastest is kept (load only adds time)
@@ -113,12 +125,7 @@ def probe(time_pass: PassTimer, candidates: Sequence[int] = CANDIDATES) -> dict[
     worse = 0
     for rows in candidates:
         try:
-            seconds = spent = time_pass(rows)
-            for _ in range(MAX_REPEATS - 1):
-                if spent >= REPEAT_S:
-                    break
-                t = time_pass(rows)
-                seconds, spent = min(seconds, t), spent + t
+            seconds = _fastest(time_pass, rows)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             break
@@ -128,6 +135,27 @@ def probe(time_pass: PassTimer, candidates: Sequence[int] = CANDIDATES) -> dict[
                 seconds > PASS_LIMIT_S or worse >= 2 or time.perf_counter() - start > PROBE_BUDGET_S):
             break
     return out
+
+
+def _fastest(time_pass: PassTimer, rows: int) -> float:
+    """The fastest of up to ``MAX_REPEATS`` timings of a pass (repeated while under ``REPEAT_S``)."""
+    seconds = spent = time_pass(rows)
+    for _ in range(MAX_REPEATS - 1):
+        if spent >= REPEAT_S:
+            break
+        t = time_pass(rows)
+        seconds, spent = min(seconds, t), spent + t
+    return seconds
+
+
+def stable(time_pass: PassTimer, seconds_per_row: Mapping[int, float]) -> bool:
+    """Whether one-row passes and the chosen pass, timed again, still cost what the probe found
+    (within ``UNSTABLE`` times): if not, the machine's load changed during the probe."""
+    for rows in {min(seconds_per_row), choose_rows(seconds_per_row)}:
+        ratio = _fastest(time_pass, rows) / rows / seconds_per_row[rows]
+        if not 1 / UNSTABLE <= ratio <= UNSTABLE:
+            return False
+    return True
 
 
 def pass_timer(backbone: Backbone, kind: str, tokens: int) -> PassTimer:
@@ -209,10 +237,20 @@ def tokens_per_pass(backbone: Backbone, kind: str = "train", *, use_cache: bool 
         tokens = int(json.loads(path.read_text())["tokens_per_pass"])
     else:
         row = backbone.config.prompt_length + PROBE_TOKENS
-        per_row = probe(pass_timer(backbone, kind, row))
+        timer = pass_timer(backbone, kind, row)
+        for attempt in range(PROBE_ATTEMPTS):
+            per_row = probe(timer)
+            steady = stable(timer, per_row)
+            if steady:
+                break
         tokens = choose_rows(per_row) * row
+        if not steady:
+            warnings.warn(f"the {kind} pass-size probe of {backbone.config.model} saw the machine's load change "
+                          f"{PROBE_ATTEMPTS} times (other jobs on its cores?); it keeps {tokens} tokens per pass. "
+                          f"To measure again on a quiet machine delete {path.parent}; to fix the pass size set "
+                          "rows_per_pass.", RuntimeWarning, stacklevel=2)
         if use_cache:
-            record = {"tokens_per_pass": tokens, "kind": kind, "probe_row_tokens": row,
+            record = {"tokens_per_pass": tokens, "kind": kind, "probe_row_tokens": row, "steady": steady,
                       "fingerprint": backbone.fingerprint, "device": _device_detail(backbone.device),
                       "seconds_per_token": {str(r): s / row for r, s in per_row.items()}}
             tmp = path.with_suffix(f".tmp{id(record)}")

@@ -55,11 +55,37 @@ def test_probe_stops_after_a_long_pass(monkeypatch):
     assert list(throughput.probe(lambda rows: 0.2 * rows)) == [1, 2, 4, 8]
 
 
+def test_a_probe_whose_timings_move_afterwards_is_unstable():
+    assert throughput.stable(lambda rows: 1e-3 * (1 + rows), {1: 2e-3, 2: 1.5e-3, 4: 1.25e-3})
+    calls = []
+
+    def loaded_later(rows):  # the same passes take 3 times longer once the probe is over
+        calls.append(rows)
+        return 1e-3 * (1 + rows) * (3 if len(calls) > 3 else 1)
+
+    per_row = {r: loaded_later(r) / r for r in (1, 2, 4)}
+    assert not throughput.stable(loaded_later, per_row)
+
+
+def test_a_probe_that_sees_the_load_change_runs_again_then_is_kept_with_a_warning(fresh, monkeypatch):
+    bb = tiny_backbone(CAUSAL)
+    verdicts = [False, True]
+    monkeypatch.setattr(throughput, "stable", lambda timer, per_row: verdicts.pop(0))
+    throughput.tokens_per_pass(bb, "score")
+    assert not verdicts, "probed again after an unsteady probe"
+    monkeypatch.setattr(throughput, "stable", lambda timer, per_row: False)
+    with pytest.warns(RuntimeWarning, match="rows_per_pass"):
+        tokens = throughput.tokens_per_pass(bb, "train")
+    record = json.loads(next((fresh / "throughput").glob("train-*.json")).read_text())
+    assert record["tokens_per_pass"] == tokens and record["steady"] is False
+
+
 def test_rows_per_pass_is_measured_once_then_read_from_disk(fresh, monkeypatch):
     bb = tiny_backbone(CAUSAL)
     calls = []
     real = throughput.probe
     monkeypatch.setattr(throughput, "probe", lambda timer: calls.append(1) or real(timer))
+    monkeypatch.setattr(throughput, "stable", lambda timer, per_row: True)  # a busy machine must not skip the cache
     rows = throughput.rows_per_pass(bb, "train", 40)
     files = list((fresh / "throughput").glob("train-*.json"))
     assert len(calls) == 1 and len(files) == 1
