@@ -77,7 +77,7 @@ class MetaTaskSampler:
         self.sampling = TaskSampling(sampling)
         self._draws: dict[tuple[str, int], FewShot] = {}
         # Few-shot draws are deterministic, so computing them lazily keeps results identical.
-        self.weights = [self._pool_size(n) for n in names] if self.sampling is TaskSampling.PROPORTIONAL else None
+        self.weights = [self.pool_size(n) for n in names] if self.sampling is TaskSampling.PROPORTIONAL else None
 
     def fewshot(self, name: str, seed: int) -> FewShot:
         """The few-shot draw of source task ``name`` for ``seed`` (computed once)."""
@@ -87,8 +87,9 @@ class MetaTaskSampler:
             self._draws[key] = sample_few_shot(self.tasks[name], seed, test_size=1)
         return self._draws[key]
 
-    def _pool_size(self, name: str) -> int:
-        fs = self.fewshot(name, self.seeds[0])
+    def pool_size(self, name: str, seed: int | None = None) -> int:
+        """Train + dev examples of a task's few-shot draw (default: the first seed's)."""
+        fs = self.fewshot(name, self.seeds[0] if seed is None else seed)
         return len(fs.train) + len(fs.dev)
 
     def _pick_tasks(self, rng: random.Random, n: int) -> list[str]:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from promptinit.commands.tune import add_backbone_args, backbone_config, model_info
+from promptinit.commands.tune import add_backbone_args, backbone_config, lr_value, model_info
 from promptinit.errors import PromptinitError, check_writable, flag_error
 
 TUNE_FLAGS = {"lr": "--tune-lr", "optimizer": "--tune-optimizer", "batch_size": "--tune-batch-size",
@@ -36,7 +36,9 @@ def register(sub) -> None:
     g = p.add_argument_group("downstream prompt tuning on the targets (method and PT baseline alike)")
     g.add_argument("--seeds", type=int, nargs="+", default=None, help="few-shot seeds (default 100 13 21 42 87)")
     g.add_argument("--tune-steps", type=int, default=3000, help="tuning steps per task and seed (paper: 3000)")
-    g.add_argument("--tune-lr", type=float, default=0.3)
+    g.add_argument("--tune-lr", type=float, nargs="+", default=0.3, metavar="LR",
+                   help="prompt learning rate (default 0.3); several, e.g. 0.5 0.4 0.3 0.2 (Qin et al.): tune "
+                        "with each and keep the run with the best dev score (a tie keeps the earlier)")
     g.add_argument("--tune-optimizer", default="adafactor", choices=["adafactor", "adam", "sgd"])
     g.add_argument("--tune-batch-size", type=int, default=8)
     g.add_argument("--eval-every", type=int, default=50)
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     except PromptinitError as err:
         raise flag_error(err, {"steps": "--steps", **{k: f"--set {k}" for k in settings if k != "steps"}}) from None
     try:
-        tune_cfg = TuneConfig(lr=args.tune_lr, optimizer=args.tune_optimizer, batch_size=args.tune_batch_size,
+        tune_cfg = TuneConfig(lr=lr_value(args.tune_lr), optimizer=args.tune_optimizer, batch_size=args.tune_batch_size,
                               steps=args.tune_steps, eval_every=args.eval_every, test_size=args.test_size)
     except PromptinitError as err:
         raise flag_error(err, TUNE_FLAGS) from None
@@ -142,12 +144,12 @@ def run(args: argparse.Namespace) -> int:
             raise PromptinitError(f"{ckpt / 'state.json'}: {err}") from None
         print(f"resumed from {ckpt} at step {method.state.step}")
     print(f"{args.method} on {args.model}: {len(sources)} source tasks of partition {partition.name!r} "
-          f"({', '.join(partition.source)}); {config.steps} steps; setup {time.perf_counter() - t0:.1f} s")
+          f"({', '.join(partition.source)}); {method.config.steps} steps; setup {time.perf_counter() - t0:.1f} s")
 
     history: list[dict[str, float]] = []
     t_up = time.perf_counter()
-    bar = tqdm(range(method.state.step, config.steps), desc=f"upstream {args.method}", disable=args.no_progress,
-               initial=method.state.step, total=config.steps)
+    bar = tqdm(range(method.state.step, method.config.steps), desc=f"upstream {args.method}",
+               disable=args.no_progress, initial=method.state.step, total=method.config.steps)
     for _ in bar:
         metrics = method.step()
         history.append({"step": method.state.step, **metrics})
@@ -169,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     grad_transform = getattr(method, "grad_transform", None)
 
     report: dict[str, Any] = {
-        **meta, "steps": method.state.step, "config": config_dict(config), "upstream_s": upstream_s,
+        **meta, "steps": method.state.step, "config": config_dict(method.config), "upstream_s": upstream_s,
         "history": history[-100:], "partition_fingerprint": partition.fingerprint,
         "downstream_psi": grad_transform is not None,
     }

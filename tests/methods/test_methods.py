@@ -168,9 +168,11 @@ BAD = [
     ("fomaml", "task_sampling", "zipf"),
     ("reptile", "inner_steps", 0),
     ("reptile", "meta_batch_size", 2.5),
-    ("mtl", "batch_size", 7),
+    ("mtl", "batch_size", 0),
     ("mtl", "lr", 0),
     ("mtl", "seeds", []),
+    ("mtl", "epochs", -1),
+    ("mtl", "meta_batch_size", 3),
     ("maml", "task_batched", "yes"),
     ("pt", "steps", -1),
     ("maml", "inner_lr_typo", 1e-4),
@@ -190,7 +192,7 @@ def test_paper_defaults():
     assert (maml.inner_batch_size, fomaml.inner_batch_size, reptile.inner_batch_size) == (2, 4, 4)
     assert (maml.inner_steps, fomaml.inner_steps, reptile.inner_steps) == (1, 1, 10)
     assert not maml.first_order and fomaml.first_order
-    assert (mtl.lr, mtl.batch_size) == (0.3, 8)
+    assert (mtl.lr, mtl.batch_size, mtl.epochs, mtl.steps) == (0.5, 4, 20.0, 0)  # Qin §5.3; steps from the epochs
     assert all(c.task_batched for c in (maml, fomaml, reptile, mtl))
 
 

@@ -12,7 +12,7 @@ from spaces import (
     ALL_SPACES, METHOD_KEY, Choice, Fixed, Float, Int, available_methods, build_space, check_space, parse_override,
     trial_settings,
 )
-from spaces.qin import MAML, MTL, REPTILE
+from spaces.qin import FOMAML, MAML, MTL, REPTILE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -29,8 +29,16 @@ def test_qin_ranges_and_defaults():
     assert MAML.params["outer_lr"] == Float(0.2, 0.5)
     assert MAML.params["steps"] == Choice((2500, 5000, 10000))
     assert REPTILE.params["inner_steps"] == Int(2, 10)
-    assert MAML.defaults == {"inner_lr": 3e-5, "outer_lr": 0.5, "steps": 5000, "inner_batch_size": 2}
-    assert REPTILE.defaults["inner_steps"] == 10 and MTL.defaults["lr"] == 0.3
+    assert MAML.defaults == {"inner_lr": 3e-5, "outer_lr": 0.5, "steps": 5000, "inner_batch_size": 2, "inner_steps": 1}
+    assert REPTILE.defaults["inner_steps"] == 10
+    assert MTL.defaults == {"lr": 0.5, "batch_size": 4, "steps": 5000}  # Qin §5.3 (steps: the sweep's unit)
+
+
+def test_wu_et_al_seven_inner_steps_are_reachable_for_maml_and_fomaml():
+    """Wu et al. 2022 adapt with 7 inner steps (better-promptability configs/fomaml.jsonnet)."""
+    for space in (MAML, FOMAML):
+        assert space.params["inner_steps"].contains(7) and space.params["inner_steps"].contains(1)
+        assert space.defaults["inner_steps"] == 1  # Qin
 
 
 def test_every_available_method_has_a_space_whose_settings_its_config_accepts():
@@ -81,7 +89,7 @@ def test_single_method_space_has_no_method_choice():
     consts = space(trial)
     assert consts[METHOD_KEY] == "mtl" and METHOD_KEY not in trial.params
     assert "mtl/steps" not in trial.params and consts["mtl/steps"] == 8  # one step choice is fixed
-    assert space.points_to_evaluate() == [{"mtl/lr": 0.3, "mtl/batch_size": 8}]
+    assert space.points_to_evaluate() == [{"mtl/lr": 0.5, "mtl/batch_size": 4}]
 
 
 def test_overrides_replace_ranges_and_move_defaults_into_them():
