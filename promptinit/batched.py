@@ -22,10 +22,18 @@ Design:
     stacked [N, L, d] tensor would mix the problems; N optimisers over N tensors give every
     problem the update of its separate run (Adam and SGD likewise).
 
-Results equal N separate ``tune_prompt`` runs to rounding (``tests/evaluation/test_batched.py``).
+    Learning-rate selection: a problem whose config lists k learning rates (``TuneConfig.lr``,
+    Qin et al.'s best of 0.5, 0.4, 0.3, 0.2 on dev) runs as k problems, one per lr, in the same
+    passes as every other; at the end it is reduced to the run with the best dev score
+    (``promptinit.evaluation.choose_lr``), and only that run's prompt is scored on test.
+
+Results equal N separate ``tune_prompt`` runs to rounding (``tests/evaluation/test_batched.py``,
+``tests/evaluation/test_lr_selection.py``).
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Callable, Hashable, Iterator, Sequence
@@ -36,7 +44,7 @@ from tqdm.auto import tqdm
 
 from promptinit import metrics, throughput
 from promptinit.backbones import Backbone
-from promptinit.evaluation import GradTransform, TuneConfig, TuneResult, _batches, make_optimizer
+from promptinit.evaluation import GradTransform, TuneConfig, TuneResult, _batches, choose_lr, make_optimizer
 from promptinit.tasks.fewshot import FewShot
 from promptinit.tasks.task import Example
 from promptinit.throughput import example_tokens
@@ -51,8 +59,8 @@ class TuneProblem:
     Attributes:
         fewshot: train / dev / test of one task and seed.
         init: the initial prompt [L, d] (not modified); L may differ between problems.
-        config: this problem's settings (lr, optimizer, batch_size, steps, eval_every,
-            patience); None: the run's shared config.
+        config: this problem's settings (lr, or several to choose from on dev, optimizer,
+            batch_size, steps, eval_every, patience); None: the run's shared config.
         grad_transform: optional map applied to this problem's prompt gradient before each
             step (SUPMER's meta-gradient regulariser).
     """
@@ -65,10 +73,10 @@ class TuneProblem:
 
 @dataclass
 class _Run:
-    """What ``tune_prompt`` keeps in local variables, for one problem of a batched run."""
+    """What ``tune_prompt`` keeps in local variables, for one (problem, lr) of a batched run."""
 
     fewshot: FewShot
-    config: TuneConfig
+    config: TuneConfig  # with a single lr
     grad_transform: GradTransform | None
     prompt: torch.Tensor  # leaf [L, d] that requires grad
     optimizer: torch.optim.Optimizer
@@ -98,9 +106,14 @@ class _Run:
         patience = self.config.patience
         self.stopped = patience is not None and self.since_best >= patience
 
+    def on_dev(self) -> TuneResult:
+        """The run's outcome before its test scoring (``test`` left NaN)."""
+        return TuneResult(self.fewshot.task.name, self.fewshot.seed, self.metric, self.init_dev, self.best_dev,
+                          math.nan, self.best_step, self.curve, self.best, lr=self.config.lr)
 
-def _start(backbone: Backbone, problem: TuneProblem, shared: TuneConfig) -> _Run:
-    cfg = problem.config or shared
+
+def _start(backbone: Backbone, problem: TuneProblem, cfg: TuneConfig) -> _Run:
+    """The run of ``problem`` with ``cfg`` (one of its candidate configs, a single lr)."""
     fs = problem.fewshot
     prompt = problem.init.detach().clone().requires_grad_(True)
     lengths = dict(zip((ex.uid for ex in fs.train), example_tokens(backbone, fs.train)))
@@ -123,28 +136,49 @@ def tune_prompts(
     a problem leaves the run after its ``steps`` or when its ``patience`` runs out. At the end
     every best-on-dev prompt is scored on its test set in shared passes.
 
+    A problem whose config lists k learning rates runs as k problems (one per lr) in the same
+    passes and comes back as the one with the best dev score (``choose_lr``: a tie keeps the
+    earlier lr), with ``lr`` and ``lr_search`` recording the choice; only it is scored on test.
+
     Args:
         backbone: the frozen model.
         problems: the problems (few-shot data, initial prompt, optional own config and
             gradient transform).
         config: settings of the problems without their own, and ``rows_per_pass`` for the run
             (0: measured per backbone and device, see ``promptinit.throughput``).
-        progress: one progress bar over all problem-steps, with the number of active problems.
+        progress: one progress bar over the steps of every (problem, lr) run, with the number
+            of active runs.
 
     Returns:
         One ``TuneResult`` per problem, in order; equal to ``tune_prompt``'s to rounding.
 
     Example:
         >>> probs = [TuneProblem(sample_few_shot(t, s), init) for t in tasks for s in SEEDS]
-        >>> results = tune_prompts(backbone, probs, TuneConfig(steps=300))
+        >>> results = tune_prompts(backbone, probs, TuneConfig(steps=300, lr=[0.5, 0.4, 0.3, 0.2]))
     """
-    override = config.rows_per_pass
-    runs = [_start(backbone, p, config) for p in problems]
+    configs = [p.config or config for p in problems]
+    runs = [_start(backbone, p, c) for p, cfg in zip(problems, configs) for c in cfg.candidates()]
     min_rows = max([r.config.eval_batch_size for r in runs], default=1)  # the one-by-one scoring pass
-    score = lambda rs, split, attr: evaluate_many(  # noqa: E731
-        backbone, [(getattr(r, attr), getattr(r.fewshot, split), r.metric) for r in rs], rows_per_pass=override,
-        min_rows=min_rows)
-    for r, dev in zip(runs, score(runs, "dev", "prompt")):
+    score = lambda items: evaluate_many(backbone, items, rows_per_pass=config.rows_per_pass,  # noqa: E731
+                                        min_rows=min_rows)
+    _train(backbone, runs, score, config.rows_per_pass, progress)
+    on_dev = iter([r.on_dev() for r in runs])  # in problem order, each problem's lrs in a row
+    kept = [choose_lr(cfg, [next(on_dev) for _ in cfg.lrs]) for cfg in configs]
+    tests = score([(k.prompt, p.fewshot.test, k.metric) for k, p in zip(kept, problems)])
+    return [dataclasses.replace(k, test=test) for k, test in zip(kept, tests)]
+
+
+def _train(backbone: Backbone, runs: Sequence[_Run], score: Callable, rows_per_pass: int, progress: bool) -> None:
+    """Every run's dev-scored tuning loop (``tune_prompts``), in shared passes; updates the runs.
+
+    Args:
+        backbone: the frozen model.
+        runs: the runs, one per (problem, lr).
+        score: ``evaluate_many`` of ``(prompt, examples, metric)`` items with the run's pass size.
+        rows_per_pass: rows per training pass (0: measured).
+        progress: one progress bar over all run-steps, with the number of active runs.
+    """
+    for r, dev in zip(runs, score([(r.prompt, r.fewshot.dev, r.metric) for r in runs])):
         r.init_dev = r.best_dev = dev
         r.best = r.prompt.detach().clone()
         r.curve.append({"step": 0, "train_loss": float("nan"), "dev": dev})
@@ -155,13 +189,13 @@ def tune_prompts(
         step += 1
         batches = [next(r.batches) for r in active]
         losses, grads = train_step(backbone, [r.prompt for r in active], batches,
-                                   [[r.lengths[ex.uid] for ex in b] for r, b in zip(active, batches)], override)
+                                   [[r.lengths[ex.uid] for ex in b] for r, b in zip(active, batches)], rows_per_pass)
         for r, loss, grad in zip(active, losses, grads):
             r.prompt.grad = r.grad_transform(grad) if r.grad_transform else grad
             r.optimizer.step()
             r.running.append(loss)
         due = [r for r in active if step % r.config.eval_every == 0 or step == r.config.steps]
-        for r, dev in zip(due, score(due, "dev", "prompt")):
+        for r, dev in zip(due, score([(r.prompt, r.fewshot.dev, r.metric) for r in due])):
             r.record(step, dev)
         bar.update(len(active))
         for r in active:
@@ -170,9 +204,6 @@ def tune_prompts(
         active = [r for r in active if not r.stopped and step < r.config.steps]
         bar.set_postfix(active=f"{len(active)}/{len(runs)}")
     bar.close()
-    tests = score(runs, "test", "best")
-    return [TuneResult(r.fewshot.task.name, r.fewshot.seed, r.metric, r.init_dev, r.best_dev, test, r.best_step,
-                       r.curve, r.best) for r, test in zip(runs, tests)]
 
 
 # --------------------------------------------------------------------------- passes

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import numbers
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ BASELINE_CODE = ("promptinit.evaluation", "promptinit.batched", "promptinit.metr
                  "promptinit.backbones.prompts", "promptinit.tasks.fewshot", "promptinit.tasks.task")
 # Settings that change how fast a result comes, not what it is (beyond rounding): not cache keys.
 SPEED_SETTINGS = ("rows_per_pass",)
+LR_FIX = "give one learning rate > 0 or a list of distinct ones, e.g. [0.5, 0.4, 0.3, 0.2] (Qin et al.)"
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,11 @@ class TuneConfig:
     """Downstream prompt tuning (Qin et al.: lr 0.3, batch 8, 3000 steps, eval every 50).
 
     Attributes:
-        lr: learning rate of the prompt.
+        lr: learning rate of the prompt; or a non-empty list of distinct ones (Qin et al. tune
+            with each of 0.5, 0.4, 0.3, 0.2): every problem (task, seed, initial prompt) is
+            tuned once per lr and the run with the best dev score is kept (``choose_lr``); a
+            tie keeps the earlier lr in the list, as Qin et al.'s strict ``>``. Stored as a
+            tuple of floats; a single number is kept as given (its cache key is unchanged).
         optimizer: ``adafactor`` (the papers'), ``adam`` or ``sgd``.
         batch_size: training examples per step.
         steps: optimisation steps.
@@ -55,7 +62,7 @@ class TuneConfig:
             (``promptinit.throughput``). Changes the speed, not the results (beyond rounding).
     """
 
-    lr: float = 0.3
+    lr: float | tuple[float, ...] = 0.3  # one lr, or candidates chosen on dev per problem
     optimizer: str = "adafactor"
     batch_size: int = 8
     steps: int = 3000
@@ -68,7 +75,8 @@ class TuneConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in ("adafactor", "adam", "sgd"):
             raise PromptinitError(f"field 'optimizer': {self.optimizer!r} is not adafactor, adam or sgd")
-        for name in ("lr", "batch_size", "steps", "eval_every"):
+        object.__setattr__(self, "lr", _checked_lr(self.lr))  # frozen: a list is stored as a tuple
+        for name in ("batch_size", "steps", "eval_every"):
             if getattr(self, name) <= 0:
                 raise PromptinitError(f"field {name!r}: {getattr(self, name)} must be > 0")
         rows = self.rows_per_pass
@@ -77,10 +85,51 @@ class TuneConfig:
                 f"field 'rows_per_pass': {rows!r} must be an integer >= 1, or 0 to measure it per backbone and device"
             )
 
+    @property
+    def selects_lr(self) -> bool:
+        """Whether ``lr`` lists candidates to choose from on dev."""
+        return isinstance(self.lr, tuple)
+
+    @property
+    def lrs(self) -> tuple[float, ...]:
+        """The candidate learning rates: ``(lr,)`` for a single one."""
+        return self.lr if self.selects_lr else (self.lr,)
+
+    def candidates(self) -> list[TuneConfig]:
+        """One config per candidate lr, in ``lr``'s order (``[self]`` for a single lr)."""
+        return [dataclasses.replace(self, lr=lr) for lr in self.lr] if self.selects_lr else [self]
+
+
+def _one_lr(value: object) -> float:
+    """A learning rate: a finite number > 0 (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise PromptinitError(f"field 'lr': {value!r} is not a number; {LR_FIX}")
+    if not math.isfinite(value) or value <= 0:
+        raise PromptinitError(f"field 'lr': {value!r} must be > 0 and finite; {LR_FIX}")
+    return value
+
+
+def _checked_lr(lr: object) -> float | tuple[float, ...]:
+    """``TuneConfig.lr`` as stored: one number as given, several as a tuple of distinct floats."""
+    if not isinstance(lr, (list, tuple)):
+        return _one_lr(lr)
+    if not lr:
+        raise PromptinitError(f"field 'lr': an empty list; {LR_FIX}")
+    values = tuple(float(_one_lr(v)) for v in lr)
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise PromptinitError(f"field 'lr': {list(lr)} lists {twice} twice; {LR_FIX}")
+    return values
+
 
 @dataclass
 class TuneResult:
-    """Outcome of tuning one task from one initialisation."""
+    """Outcome of tuning one task from one initialisation.
+
+    With several learning rates (``TuneConfig.lr`` a list) this is the run chosen on dev:
+    ``lr`` is its learning rate and ``lr_search`` holds every candidate's
+    ``{"lr", "dev", "best_step"}`` in the list's order.
+    """
 
     task: str
     seed: int
@@ -91,6 +140,8 @@ class TuneResult:
     best_step: int
     curve: list[dict] = field(default_factory=list)  # {"step", "train_loss", "dev"}
     prompt: torch.Tensor | None = field(default=None, repr=False)
+    lr: float | None = None  # learning rate of this run (the one chosen on dev, for several)
+    lr_search: list[dict] = field(default_factory=list)  # {"lr", "dev", "best_step"} per candidate; [] for one lr
 
     def summary(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "prompt"}
@@ -113,6 +164,30 @@ def evaluate(backbone: Backbone, prompt: torch.Tensor, examples: Sequence[Exampl
     """Score a prompt on examples with the task's metric (in [0, 1])."""
     preds = backbone.predict(prompt.detach(), list(examples), batch_size=batch_size)
     return metrics.compute(metric, preds, [ex.references for ex in examples])
+
+
+def choose_lr(config: TuneConfig, runs: Sequence[TuneResult]) -> TuneResult:
+    """The run with the best dev score among one problem's runs, one per candidate lr.
+
+    A tie keeps the earlier lr in ``config.lr``'s order: Qin et al.'s loop over learning rates
+    (``tune_hps_singletask_ddp_prompt_cls2cls.py``) replaces its best only on a strictly
+    higher dev score.
+
+    Args:
+        config: the problem's settings; ``runs[i]`` was tuned with ``config.lrs[i]``.
+        runs: the problem's runs (their ``test`` is not needed).
+
+    Returns:
+        The kept run, with ``lr`` set and, when ``config`` lists several, ``lr_search``.
+    """
+    if len(runs) != len(config.lrs):
+        raise ValueError(f"{len(runs)} runs for the {len(config.lrs)} learning rates {config.lrs}")
+    best = 0
+    for i, run in enumerate(runs):
+        if run.dev > runs[best].dev:  # strictly higher: a tie keeps the earlier lr
+            best = i
+    search = [{"lr": lr, "dev": r.dev, "best_step": r.best_step} for lr, r in zip(config.lrs, runs)]
+    return dataclasses.replace(runs[best], lr=config.lrs[best], lr_search=search if config.selects_lr else [])
 
 
 def _batches(examples: Sequence[Example], batch_size: int, seed: int):
@@ -140,6 +215,10 @@ def tune_prompt(
 ) -> TuneResult:
     """Tune a prompt on a few-shot train set, keep the best-on-dev prompt, score it on test.
 
+    With several learning rates (``config.lr`` a list) the prompt is tuned once per lr, one
+    run after the other, and the run with the best dev score is kept (``choose_lr``; a tie
+    keeps the earlier lr); only its prompt is scored on test.
+
     Args:
         backbone: the frozen model.
         fewshot: train / dev / test of one task and seed.
@@ -150,8 +229,17 @@ def tune_prompt(
         progress: show a progress bar.
 
     Returns:
-        A ``TuneResult`` with the best prompt.
+        A ``TuneResult`` with the best prompt, its ``lr`` and (several lrs) ``lr_search``.
     """
+    runs = [_tune_on_dev(backbone, fewshot, init, c, grad_transform, progress) for c in config.candidates()]
+    kept = choose_lr(config, runs)
+    kept.test = evaluate(backbone, kept.prompt, fewshot.test, kept.metric, config.eval_batch_size)
+    return kept
+
+
+def _tune_on_dev(backbone: Backbone, fewshot: FewShot, init: torch.Tensor, config: TuneConfig,
+                 grad_transform: GradTransform | None, progress: bool) -> TuneResult:
+    """``tune_prompt`` with one lr, up to the best-on-dev prompt (``test`` left NaN)."""
     task = fewshot.task
     prompt = init.detach().clone().requires_grad_(True)
     opt = make_optimizer([prompt], config.optimizer, config.lr)
@@ -160,7 +248,7 @@ def tune_prompt(
     best, best_step, since_best = prompt.detach().clone(), 0, 0
     curve = [{"step": 0, "train_loss": float("nan"), "dev": init_dev}]
     batches = _batches(fewshot.train, config.batch_size, fewshot.seed)
-    bar = tqdm(range(1, config.steps + 1), desc=f"tune {task.name} seed {fewshot.seed}",
+    bar = tqdm(range(1, config.steps + 1), desc=f"tune {task.name} seed {fewshot.seed} lr {config.lr}",
                disable=not progress, leave=False)
     running = []
     for step in bar:
@@ -180,8 +268,8 @@ def tune_prompt(
             bar.set_postfix(loss=f"{curve[-1]['train_loss']:.3f}", dev=f"{dev:.3f}", best=f"{best_dev:.3f}")
             if config.patience is not None and since_best >= config.patience:
                 break
-    test = score(best, fewshot.test)
-    return TuneResult(task.name, fewshot.seed, task.metric.value, init_dev, best_dev, test, best_step, curve, best)
+    return TuneResult(task.name, fewshot.seed, task.metric.value, init_dev, best_dev, math.nan, best_step, curve, best,
+                      lr=config.lr)
 
 
 def finetune(
@@ -192,6 +280,9 @@ def finetune(
 
     The backbone's own frozen model is untouched: a copy is trained.
     """
+    if config.selects_lr:
+        raise PromptinitError(f"field 'lr': finetune takes one learning rate, got {list(config.lr)}; "
+                              "call it once per lr")
     tuned = copy.copy(backbone)
     tuned.model = copy.deepcopy(backbone.model).requires_grad_(True)
     no_prompt = torch.zeros(0, backbone.hidden_size, dtype=backbone.dtype, device=backbone.device)
@@ -217,7 +308,8 @@ def finetune(
                 best_dev, best_step, best_state = dev, step, copy.deepcopy(tuned.model.state_dict())
     tuned.model.load_state_dict(best_state)
     tuned.model.eval()
-    return TuneResult(task.name, fewshot.seed, task.metric.value, init_dev, best_dev, score(fewshot.test), best_step, curve)
+    return TuneResult(task.name, fewshot.seed, task.metric.value, init_dev, best_dev, score(fewshot.test), best_step,
+                      curve, lr=config.lr)
 
 
 # ------------------------------------------------------------------------- ARG

@@ -39,7 +39,11 @@ class Evaluation(_Strict):
     """Downstream prompt tuning used to score a prompt (validation during the search, target after)."""
 
     seeds: list[int] = Field(min_length=1, description="few-shot seeds (paper: 100, 13, 21, 42, 87)")
-    tuning: dict[str, Any] = Field(default_factory=dict, description="TuneConfig fields (lr, steps, ...)")
+    tuning: dict[str, Any] = Field(
+        default_factory=dict,
+        description="TuneConfig fields (steps, ...); `lr` one value or a list chosen on dev per task and seed "
+                    "(Qin et al.: [0.5, 0.4, 0.3, 0.2])",
+    )
     tasks: int | list[str] | None = Field(
         None, description="use only the first N of the partition's tasks, or these named ones (CPU budgets)"
     )

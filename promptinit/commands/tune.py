@@ -24,7 +24,9 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
 
 def add_tuning_args(p: argparse.ArgumentParser) -> None:
     """Flags of downstream prompt tuning (``TuneConfig``)."""
-    p.add_argument("--lr", type=float, default=0.3)
+    p.add_argument("--lr", type=float, nargs="+", default=0.3, metavar="LR",
+                   help="prompt learning rate (default 0.3); several, e.g. 0.5 0.4 0.3 0.2 (Qin et al.): tune "
+                        "with each and keep the run with the best dev score (a tie keeps the earlier)")
     p.add_argument("--optimizer", default="adafactor", choices=["adafactor", "adam", "sgd"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=3000, help="tuning steps (paper: 3000)")
@@ -77,12 +79,18 @@ def model_info(args: argparse.Namespace):
         raise PromptinitError(f"option '--model': {err}") from None
 
 
+def lr_value(values: float | list[float]) -> float | list[float]:
+    """An ``--lr`` (``nargs="+"``) as ``TuneConfig.lr``: one value as a float (so its results
+    and cache keys are those of a single lr), several as the list to choose from on dev."""
+    return values[0] if isinstance(values, list) and len(values) == 1 else values
+
+
 def tune_config(args: argparse.Namespace):
     from promptinit.evaluation import TuneConfig
 
     try:
         return TuneConfig(
-            lr=args.lr, optimizer=args.optimizer, batch_size=args.batch_size, steps=args.steps,
+            lr=lr_value(args.lr), optimizer=args.optimizer, batch_size=args.batch_size, steps=args.steps,
             eval_every=args.eval_every, test_size=args.test_size,
         )
     except PromptinitError as err:
@@ -186,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'':8}{'dev':>8}{'test':>8}")
     print(f"{'before':8}{100 * res.init_dev:8.1f}{100 * init_test:8.1f}")
     print(f"{'after':8}{100 * res.dev:8.1f}{100 * res.test:8.1f}   (best dev at step {res.best_step})")
+    if res.lr_search:
+        tried = ", ".join(f"{c['lr']:g}: {100 * c['dev']:.1f}" for c in res.lr_search)
+        print(f"lr {res.lr:g} chosen on dev (best dev per lr: {tried})")
     if args.out:
         path = save_prompt(res.prompt, args.out, {"task": task.name, "model": args.model, "seed": str(args.seed)})
         print(f"prompt written to {path}")

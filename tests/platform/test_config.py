@@ -29,6 +29,10 @@ BAD = [
     ("gpu-fraction", {"resources": {"gpu": 1.5}}, "field 'resources.gpu'", "between 0 and 1"),
     ("extra-field", {"budgett": {"num_samples": 2}}, "field 'budgett'", "unknown field"),
     ("bad-tuning", {"target": {"tuning": {"lr": -1}}}, "field 'target.tuning.lr'", "must be > 0"),
+    ("bad-tuning-lr-list", {"target": {"tuning": {"lr": [0.5, 0.4, 0.5]}}}, "field 'target.tuning.lr'",
+     "lists 0.5 twice"),
+    ("bad-tuning-lr-item", {"validation": {"tuning": {"lr": [0.5, "fast"]}}}, "field 'validation.tuning.lr'",
+     "'fast' is not a number"),
     ("missing-model", {"model": None}, "field 'model'", ""),
     ("task-not-in-partition", {"validation": {"tasks": ["bb_nope"]}}, "field 'validation.tasks'",
      "not among the partition's validation tasks"),
@@ -103,6 +107,20 @@ def test_rescore_and_upstream_seeds_are_checked(tmp_path):
     for field, value in bad.items():
         with pytest.raises(PromptinitError, match=f"field '{field}"):
             load_sweep_config(write_sweep(tmp_path, field, **{field: value}))
+
+
+def test_tuning_lr_takes_a_list_chosen_on_dev(tmp_path):
+    """Qin et al.'s downstream lrs: the YAML list reaches TuneConfig, the MLflow params and the
+    plain fields the final evaluation's Ray jobs rebuild it from."""
+    from promptinit.evaluation import TuneConfig
+    from search.config import config_dict, load_sweep_config
+    from search.final import tuning_dict
+    from search.tracking import flat_params
+
+    cfg = load_sweep_config(write_sweep(tmp_path, "lrs", target={"tuning": {"lr": [0.5, 0.4, 0.3, 0.2]}}))
+    assert cfg.target.tune_config().lr == (0.5, 0.4, 0.3, 0.2)
+    assert flat_params(config_dict(cfg))["target/tuning/lr"] == "[0.5, 0.4, 0.3, 0.2]"
+    assert TuneConfig(**tuning_dict(cfg.target)) == cfg.target.tune_config()
 
 
 def test_smoke_test_cuts_the_budget():
