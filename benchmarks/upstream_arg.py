@@ -26,7 +26,7 @@ from promptinit.cli import main as promptinit  # noqa: E402
 META = ["--set", "meta_batch_size=2", "--set", "inner_batch_size=2"]
 SUPMER = ["--method", "supmer", *META, "--set", "query_batch_size=2", "--set", "max_sentences=2000",
           "--set", "num_clusters=20"]
-METAPT = ["--method", "metapt", *META, "--set", "query_batch_size=2", "--set", "max_examples_per_task=200",
+METAPT = ["--method", "metapt", *META, "--set", "query_batch_size=2", "--set", "pool=sources", "--set", "max_examples_per_task=200",
           "--set", "num_clusters=5"]
 VARIANTS: dict[str, list[str]] = {
     "mtl": ["--method", "mtl", "--set", "batch_size=4"],

@@ -105,16 +105,20 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
             load_checkpoint(method, folder)
             step = json.loads((Path(folder) / STATE_FILE).read_text())["step"]
 
-    while step < total:
+    stopped = lambda: getattr(method, "stopped", False)  # noqa: E731 - MetaPT's early stopping ended the run
+    while step < total and not stopped():
         chunk = min(shared.steps_per_report, total - step)
         sums: dict[str, float] = defaultdict(float)
         cpu0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(chunk):
+        for done in range(1, chunk + 1):
             out = {k: float(v) for k, v in method.step().items()}
             step += 1
             _check_finite(out, method.prompt, step)
             for k, v in out.items():
                 sums[k] += v
+            if stopped():
+                break
+        chunk = done
         seconds = (time.perf_counter() - t0) / chunk
         t1 = time.perf_counter()
 

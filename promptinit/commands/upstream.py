@@ -136,7 +136,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     sources = partition.load("source")
     backbone = Backbone(bb_config)
-    method = build_method(args.method, backbone, sources, dataclasses.asdict(config), seed=args.seed)
+    extra = {}
+    if args.method == "metapt":  # its pre-training pool must not hold the partition's held-out tasks
+        extra["heldout_tasks"] = [*partition.load("target"), *partition.load("validation")]
+    method = build_method(args.method, backbone, sources, dataclasses.asdict(config), seed=args.seed, **extra)
     if state is not None:
         try:
             method.load_state_dict(state)
@@ -151,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(range(method.state.step, method.config.steps), desc=f"upstream {args.method}",
                disable=args.no_progress, initial=method.state.step, total=method.config.steps)
     for _ in bar:
+        if getattr(method, "stopped", False):  # MetaPT's early stopping
+            bar.close()
+            print(f"stopped early at step {method.state.step}: {method.config.patience} held-out evaluations "
+                  "without improvement; the best one's prompt is kept")
+            break
         metrics = method.step()
         history.append({"step": method.state.step, **metrics})
         if metrics:

@@ -22,7 +22,7 @@ SELFSUP = {
     "supmer": {"num_clusters": 8, "meta_batch_size": 2, "inner_batch_size": 2, "query_batch_size": 2,
                "outer_lr": 0.03, "formats": ("nsp", "scsp", "scc"), "max_option_words": 12},
     "metapt": {"num_clusters": 4, "meta_batch_size": 2, "inner_batch_size": 2, "query_batch_size": 2,
-               "inner_lr": 0.1, "outer_lr": 0.03, "outer_optimizer": "adam"},
+               "inner_lr": 0.1, "outer_lr": 0.03, "outer_optimizer": "adam", "pool": "sources", "patience": 0},
 }
 SETTINGS = {**CHEAP, **SELFSUP}
 EVERY = list(SETTINGS)
