@@ -188,10 +188,20 @@ def _train(backbone: Backbone, runs: Sequence[_Run], score: Callable, rows_per_p
     while active:
         step += 1
         batches = [next(r.batches) for r in active]
-        losses, grads = train_step(backbone, [r.prompt for r in active], batches,
-                                   [[r.lengths[ex.uid] for ex in b] for r, b in zip(active, batches)], rows_per_pass)
-        for r, loss, grad in zip(active, losses, grads):
-            r.prompt.grad = r.grad_transform(grad) if r.grad_transform else grad
+        lengths = [[r.lengths[ex.uid] for ex in b] for r, b in zip(active, batches)]
+        if any(getattr(r.grad_transform, "takes_context", False) for r in active):  # SUPMER's per-batch ψ gate
+            losses, grads, contexts = train_step_with_context(backbone, [r.prompt for r in active], batches,
+                                                              lengths, rows_per_pass)
+        else:
+            losses, grads = train_step(backbone, [r.prompt for r in active], batches, lengths, rows_per_pass)
+            contexts = [None] * len(active)
+        for r, loss, grad, context in zip(active, losses, grads, contexts):
+            if r.grad_transform is None:
+                r.prompt.grad = grad
+            elif getattr(r.grad_transform, "takes_context", False):
+                r.prompt.grad = r.grad_transform(grad, context)
+            else:
+                r.prompt.grad = r.grad_transform(grad)
             r.optimizer.step()
             r.running.append(loss)
         due = [r for r in active if step % r.config.eval_every == 0 or step == r.config.steps]
@@ -266,17 +276,43 @@ def train_step(
         ``(losses, grads)``: per problem, the mean loss over its batch and its gradient
         (that of this loss alone), each as a separate ``tune_prompt`` step computes it.
     """
+    losses, grads, _ = _train_step(backbone, prompts, batches, lengths, rows_per_pass, with_context=False)
+    return losses, grads
+
+
+def train_step_with_context(
+    backbone: Backbone, prompts: Sequence[torch.Tensor], batches: Sequence[Sequence[Example]],
+    lengths: Sequence[Sequence[int]] | None = None, rows_per_pass: int | None = None,
+) -> tuple[list[float], list[torch.Tensor], list[torch.Tensor]]:
+    """``train_step`` plus each problem's batch context for SUPMER's ψ gate: the mean final
+    hidden state over its batch's target tokens (``Backbone.loss_with_context``), [d] each."""
+    return _train_step(backbone, prompts, batches, lengths, rows_per_pass, with_context=True)
+
+
+def _train_step(backbone, prompts, batches, lengths, rows_per_pass, with_context: bool):
     if lengths is None:
         lengths = [example_tokens(backbone, b) for b in batches]
     grads = [torch.zeros_like(p) for p in prompts]
     loss_sums = [0.0] * len(prompts)
+    h_sums: list = [0.0] * len(prompts)
+    counts: list = [0.0] * len(prompts)
     rows = [(k, j) for k, b in enumerate(batches) for j in range(len(b))]
     L = lambda r: prompts[r[0]].shape[-2]  # noqa: E731
     floor = max(len(b) for b in batches)  # one-by-one, each batch is one pass
     for chunk in passes(rows, L, lambda r: L(r) + lengths[r[0]][r[1]],
                         lambda t: throughput.rows_per_pass(backbone, "train", t, floor=floor, override=rows_per_pass)):
         owners, index, row_prompts = _row_prompts(backbone, prompts, [k for k, _ in chunk])
-        per = backbone.loss(row_prompts, backbone.encode([batches[k][j] for k, j in chunk]), per_example=True)
+        batch = backbone.encode([batches[k][j] for k, j in chunk])
+        if with_context:
+            per, h_sum, count = backbone.loss_with_context(row_prompts, batch)
+            h_by = torch.zeros(len(owners), h_sum.shape[-1], dtype=h_sum.dtype, device=h_sum.device)
+            h_by = h_by.index_add(0, index, h_sum)
+            n_by = torch.zeros(len(owners), dtype=count.dtype, device=count.device).index_add(0, index, count)
+            for i, k in enumerate(owners):
+                h_sums[k] = h_sums[k] + h_by[i]
+                counts[k] = counts[k] + n_by[i]
+        else:
+            per = backbone.loss(row_prompts, batch, per_example=True)
         # each row weighs 1 / (its problem's batch size): the sum over a problem's rows is its mean loss
         weight = torch.tensor([1.0 / len(batches[k]) for k, _ in chunk], dtype=per.dtype, device=per.device)
         weighted = per * weight
@@ -285,7 +321,8 @@ def train_step(
         sums = torch.zeros(len(owners), dtype=per.dtype, device=per.device).index_add(0, index, weighted.detach())
         for k, s in zip(owners, sums.tolist()):
             loss_sums[k] += s
-    return loss_sums, grads
+    contexts = [h / n for h, n in zip(h_sums, counts)] if with_context else []
+    return loss_sums, grads, contexts
 
 
 # --------------------------------------------------------------------------- scoring

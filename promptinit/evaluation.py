@@ -31,7 +31,9 @@ from promptinit.tasks.task import Example, Task
 if TYPE_CHECKING:
     from promptinit.batched import TuneProblem  # promptinit.batched imports this module
 
-GradTransform = Callable[[torch.Tensor], torch.Tensor]
+# g -> g'; one with ``takes_context = True`` (SUPMER's ψ) is called as g, h -> g', h the batch's
+# mean target hidden state (``Backbone.loss_with_context``).
+GradTransform = Callable[..., torch.Tensor]
 # The code that decides a cached baseline's content: its source is part of the cache key.
 BASELINE_CODE = ("promptinit.evaluation", "promptinit.batched", "promptinit.metrics", "promptinit.backbones.backbone",
                  "promptinit.backbones.prompts", "promptinit.tasks.fewshot", "promptinit.tasks.task")
@@ -251,10 +253,19 @@ def _tune_on_dev(backbone: Backbone, fewshot: FewShot, init: torch.Tensor, confi
     bar = tqdm(range(1, config.steps + 1), desc=f"tune {task.name} seed {fewshot.seed} lr {config.lr}",
                disable=not progress, leave=False)
     running = []
+    # SUPMER's ψ may read each batch's hidden states (the released code's downstream trainer)
+    takes_context = getattr(grad_transform, "takes_context", False)
     for step in bar:
-        loss = backbone.loss(prompt, backbone.encode(next(batches)))
-        (grad,) = torch.autograd.grad(loss, prompt)
-        prompt.grad = grad_transform(grad) if grad_transform else grad
+        batch = backbone.encode(next(batches))
+        if takes_context:
+            per, h_sum, count = backbone.loss_with_context(prompt, batch)
+            loss = per.mean()
+            (grad,) = torch.autograd.grad(loss, prompt)
+            prompt.grad = grad_transform(grad, h_sum.sum(0) / count.sum())
+        else:
+            loss = backbone.loss(prompt, batch)
+            (grad,) = torch.autograd.grad(loss, prompt)
+            prompt.grad = grad_transform(grad) if grad_transform else grad
         opt.step()
         running.append(loss.item())
         if step % config.eval_every == 0 or step == config.steps:

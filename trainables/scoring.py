@@ -169,6 +169,8 @@ def train_job(backbone: dict, method: dict, steps: int, folder: str) -> str:
     bb = Backbone(BackboneConfig(**backbone))
     m = build_method(method["name"], bb, list(method["source_tasks"]), method["settings"], seed=method["seed"])
     for step in range(1, steps + 1):
+        if getattr(m, "stopped", False):  # MetaPT's early stopping, as in the search's run
+            break
         out = m.step()
         if not all(math.isfinite(float(v)) for v in out.values()) or not bool(m.prompt.detach().isfinite().all()):
             raise FloatingPointError(f"{method['name']} with upstream seed {method['seed']} diverged at step {step}: "

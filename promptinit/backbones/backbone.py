@@ -364,6 +364,71 @@ class Backbone:
         per = nll / count.clamp(min=1)
         return per if per_example else per.mean()
 
+    def loss_with_context(self, prompt: torch.Tensor, batch: Batch
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``loss(per_example=True)`` and, from the same pass, each example's hidden-state context.
+
+        The context is what SUPMER's ψ gate reads downstream (``promptinit.methods.mgr``): the
+        mean final hidden state at the target positions; a batch's context is
+        ``h_sum.sum(0) / count.sum()``.
+
+        Returns:
+            ``(per [B], h_sum [B, d], count [B])``: the per-example losses (the same operations
+            as ``loss``, differentiable in ``prompt``), the detached sum of each example's
+            target-position hidden states, and its number of target tokens.
+        """
+        h, labels, rows = self.target_hidden(prompt, batch)
+        logp = torch.log_softmax(_upcast(self.project(h)), dim=-1).gather(1, labels[:, None]).squeeze(1)
+        B = len(batch)
+        nll = torch.zeros(B, dtype=logp.dtype, device=logp.device).index_add(0, rows, -logp)
+        count = torch.zeros(B, dtype=logp.dtype, device=logp.device).index_add(0, rows, torch.ones_like(logp))
+        hd = h.detach()
+        h_sum = torch.zeros(B, hd.shape[-1], dtype=hd.dtype, device=hd.device).index_add(0, rows, hd)
+        return nll / count.clamp(min=1), h_sum, count
+
+    # ----------------------------------------------------------------- seq2seq halves
+    def _need_encoder(self, what: str) -> None:
+        if self.family is not Family.SEQ2SEQ:
+            raise PromptinitError(f"{what} needs an encoder-decoder backbone; {self.config.model} is "
+                                  f"{self.family.value} (no encoder)")
+
+    def encoder_states(self, prompt: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seq2seq: the encoder's last hidden states of ``[P; input]`` (as ``target_hidden`` runs it).
+
+        Args:
+            prompt: [L, d] or [B, L, d].
+            batch: from ``encode`` (scc marker vectors in ``batch.inject`` are applied).
+
+        Returns:
+            ``(enc [B, L + T, d], mask [B, L + T])``.
+        """
+        self._need_encoder("encoder_states")
+        emb, mask = self._prepend(prompt, batch.input_ids, batch.attention_mask, batch.inject)
+        return self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask).last_hidden_state, mask
+
+    def decoder_target_hidden(self, enc: torch.Tensor, enc_mask: torch.Tensor, labels: torch.Tensor):
+        """Seq2seq: the decoder's final hidden states at the target positions, on given encoder states.
+
+        ``decoder_target_hidden(*encoder_states(prompt, batch), batch.labels)`` equals
+        ``target_hidden(prompt, batch)``.
+
+        Args:
+            enc: encoder states [B, S, d].
+            enc_mask: [B, S] of 0/1, or an additive float mask [B, 1, 1, S] (0 keeps a position,
+                ``torch.finfo(dtype).min`` drops it, log w weighs it by w).
+            labels: decoder targets [B, S'] (``IGNORE`` after the end).
+
+        Returns:
+            ``(h [N, d], labels [N], rows [N])`` as ``target_hidden``.
+        """
+        self._need_encoder("decoder_target_hidden")
+        dec_in = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
+        h = self.model.get_decoder()(
+            input_ids=dec_in, encoder_hidden_states=enc, encoder_attention_mask=enc_mask
+        ).last_hidden_state
+        rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
+        return h[rows, cols], labels[rows, cols], rows
+
     # ----------------------------------------------------------------- scoring
     def _prefix(self, prompt: torch.Tensor, examples: Sequence[Example]):
         """Run ``[P; input]`` once, left-padded, and keep its key/value cache (causal)."""

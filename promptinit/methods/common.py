@@ -34,7 +34,8 @@ TRAIN_LOSS = "train/loss"
 GRAD_NORM = "meta/grad_norm"
 
 # Settings a resumed run may change: the run length does not alter any step's result, the
-# pass size only its rounding.
+# pass size only its rounding. (A method whose schedule spans the run, SUPMER with its linear
+# lr decay, refuses another ``steps`` in its own ``load_state_dict``.)
 RESUMABLE = frozenset({"steps", "rows_per_pass"})
 
 

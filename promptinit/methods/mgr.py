@@ -2,7 +2,7 @@
 
 For each row g (one prompt vector's gradient, [d]) of a prompt gradient [L, d]:
 
-    x    = ReLU(U2 V2 ReLU(U1 V1 ĝ + b1) + b2),  rescaled to ‖g‖          (low rank r)
+    x    = ReLU(U2 V2 ReLU(U1 V1 ĝ + b1) + b2),  rescaled to ‖g‖          (rank r)
     γ    = sigmoid(W2 ReLU(W1 h̄ / ‖h̄‖))                                   (one per task)
     ψ(g) = (1 - γ) x + γ g
 
@@ -27,12 +27,23 @@ Choices made here (the paper and DESIGN.md leave them open):
   are the states the backbone already computes for the loss (``Backbone.target_hidden``).
 - **Gate without biases**, exactly as written in DESIGN.md (γ = sigmoid(W2 ReLU(W1 h̄))); with
   the default initialisation γ starts near 0.5.
-- **Downstream.** ``as_grad_transform()`` returns ψ as a plain ``g -> ψ(g)`` function for
-  ``promptinit.evaluation.tune_prompt(grad_transform=...)``. Its gate uses ``h_ref``, the
-  running mean of the support h̄ of every meta-training task (stored with φ), so downstream
-  tuning needs no extra forward pass and the transform is a fixed function of the gradient.
-  ``as_grad_transform(h_bar)`` takes another context instead (e.g. the mean hidden state of a
-  downstream train batch).
+- **Downstream.** ``as_grad_transform()`` returns ψ as a ``PsiTransform`` for
+  ``promptinit.evaluation.tune_prompt(grad_transform=...)``. What its gate reads is the
+  ``context`` (``DownstreamContext``):
+
+  - ``batch`` (default, as the released code, ``model/trainer.py:805-836``): the current
+    downstream train batch's h̄, the mean final hidden state at its target positions (the
+    same quantity as the meta-training h̄; ``Backbone.loss_with_context`` computes it with
+    the loss). The transform then *takes* a context: the tuner calls
+    ``transform(grad, h_bar)`` (``transform.takes_context`` is True), and calling it without
+    one raises.
+  - ``reference``: ``h_ref``, the running mean of the support h̄ of every meta-training task
+    (stored with φ), so the transform is a fixed function of the gradient (``transform(grad)``).
+
+  ``as_grad_transform(h_bar)`` fixes another context instead.
+- **Rank.** The released code's ψ has rank ``min(1920, d)`` (``pretrain_args.py`` ``--rank
+  1920``, ``grad_trans.py`` ``mid_dim = min(rank, d)``): full rank for every model up to
+  d = 1920. ``code_rank(d)`` gives it; SUPMER's ``mgr_rank: 0`` means it.
 - **Initialisation.** U, V, W: Xavier-uniform from a seeded generator (ReLU gain for the layers
   followed by a ReLU); biases zero; ``h_ref`` zero until the first update.
 
@@ -49,8 +60,9 @@ Reference:
 from __future__ import annotations
 
 import math
+from enum import Enum
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +74,19 @@ EPS = 1e-12  # rows with a smaller norm count as zero
 MLP_KEYS = ("V1", "U1", "b1", "V2", "U2", "b2")
 GATE_KEYS = ("W1", "W2")
 KEYS = MLP_KEYS + GATE_KEYS + ("h_ref", "h_count")
+CODE_RANK = 1920  # the released code's --rank (pretrain_args.py:259-263); capped at d
+
+
+class DownstreamContext(str, Enum):
+    """What ψ's gate reads during downstream prompt tuning."""
+
+    BATCH = "batch"  # the current train batch's mean target hidden state (the released code)
+    REFERENCE = "reference"  # h_ref, the running mean of the meta-training support contexts
+
+
+def code_rank(dim: int) -> int:
+    """The released code's ψ rank for prompt width ``dim``: min(1920, d)."""
+    return min(CODE_RANK, dim)
 
 
 def _xavier(shape: tuple[int, int], gen: torch.Generator, gain: float = 1.0) -> torch.Tensor:
@@ -75,19 +100,20 @@ class MetaGradRegulariser(nn.Module):
 
     Args:
         dim: the prompt width d (the backbone's hidden size).
-        rank: rank r of the two d x d maps U V.
+        rank: rank r of the two d x d maps U V, capped at d (default: the released code's
+            1920, i.e. full rank up to d = 1920).
         gate_hidden: width of the gate's hidden layer.
         seed: initialisation.
         dtype: parameter dtype (the prompt's).
         device: parameter device.
 
     Example:
-        >>> psi = MetaGradRegulariser(576, rank=16)
+        >>> psi = MetaGradRegulariser(576)       # rank min(1920, 576) = 576
         >>> out, gamma = psi(grad, h_bar)        # grad [T, L, d], h_bar [T, d]
         >>> tune_prompt(bb, fewshot, init, grad_transform=psi.as_grad_transform())
     """
 
-    def __init__(self, dim: int, rank: int = 16, gate_hidden: int = 24, seed: int = 0,
+    def __init__(self, dim: int, rank: int = CODE_RANK, gate_hidden: int = 24, seed: int = 0,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         super().__init__()
         if dim < 1 or rank < 1 or gate_hidden < 1:
@@ -160,26 +186,34 @@ class MetaGradRegulariser(nn.Module):
         self.h_ref.copy_((self.h_ref * n + h.sum(0)) / (n + t))
         self.h_count.fill_(n + t)
 
-    def as_grad_transform(self, h_bar: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-        """ψ as a ``g -> ψ(g)`` map for downstream prompt tuning (no autograd).
+    def as_grad_transform(self, h_bar: torch.Tensor | None = None,
+                          context: str = DownstreamContext.BATCH.value) -> "PsiTransform":
+        """ψ as a gradient map for downstream prompt tuning (no autograd).
 
         Args:
-            h_bar: the gate's context [d]; default: ``h_ref``, the running mean of the
-                meta-training support contexts.
+            h_bar: a fixed gate context [d] (overrides ``context``).
+            context: ``batch`` (default): the tuner passes each batch's mean target hidden
+                state, ``transform(grad, h_bar)``; ``reference``: the gate reads ``h_ref``, the
+                running mean of the meta-training support contexts, ``transform(grad)``.
 
         Returns:
-            A function of a prompt gradient [L, d] (or [..., L, d]).
+            A ``PsiTransform`` of a prompt gradient [L, d] (or [..., L, d]).
+
+        Raises:
+            PromptinitError: an unknown ``context``, or ``reference`` before any update of
+                ``h_ref``.
         """
-        ctx = (self.h_ref if h_bar is None else h_bar).detach().clone()
-        if h_bar is None and int(self.h_count) == 0:
-            raise PromptinitError("ψ has no reference context yet (h_count = 0); run SUPMER steps or pass h_bar")
-
-        def transform(grad: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                h = ctx.to(grad.device).expand(*grad.shape[:-2], self.dim)
-                return self(grad, h)[0]
-
-        return transform
+        if h_bar is not None:
+            return PsiTransform(self, h_bar.detach().clone())
+        choices = [c.value for c in DownstreamContext]
+        if context not in choices:
+            raise PromptinitError(f"ψ: field 'downstream_context': {context!r} is not one of {', '.join(choices)}")
+        if context == DownstreamContext.BATCH.value:
+            return PsiTransform(self, None)
+        if int(self.h_count) == 0:
+            raise PromptinitError("ψ has no reference context yet (h_count = 0); run SUPMER steps, pass h_bar, "
+                                  "or use context='batch'")
+        return PsiTransform(self, self.h_ref.detach().clone())
 
     # ------------------------------------------------------------------ storage
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -211,6 +245,38 @@ class MetaGradRegulariser(nn.Module):
         psi = cls(int(dim), rank=int(rank), gate_hidden=int(tensors["W1"].shape[0]), dtype=dtype, device=device)
         psi.load_tensors(tensors)
         return psi
+
+
+class PsiTransform:
+    """ψ applied to downstream prompt gradients (``MetaGradRegulariser.as_grad_transform``).
+
+    A tuner calls ``transform(grad)`` when ``takes_context`` is False (the gate reads the
+    fixed context), and ``transform(grad, h_bar)`` with the current batch's mean target hidden
+    state [d] when it is True (``Backbone.loss_with_context``).
+
+    Args:
+        psi: the regulariser (its current parameters are used at every call).
+        context: the fixed gate context [d], or None: each call passes its own.
+    """
+
+    def __init__(self, psi: MetaGradRegulariser, context: torch.Tensor | None):
+        self.psi = psi
+        self.context = context
+        self.takes_context = context is None
+
+    def __call__(self, grad: torch.Tensor, h_bar: torch.Tensor | None = None) -> torch.Tensor:
+        """ψ(grad) with the gate reading ``h_bar`` [d] (or the fixed context)."""
+        if h_bar is None:
+            if self.context is None:
+                raise PromptinitError(
+                    "ψ's gate reads the current batch's hidden states (downstream_context 'batch'): call "
+                    "transform(grad, h_bar) with the batch's mean target hidden state (Backbone.loss_with_context), "
+                    "or build the transform with context='reference'"
+                )
+            h_bar = self.context
+        with torch.no_grad():
+            h = h_bar.detach().to(grad.device).expand(*grad.shape[:-2], self.psi.dim)
+            return self.psi(grad, h)[0]
 
 
 def save_regulariser(psi: MetaGradRegulariser, path: str | Path, metadata: dict[str, str] | None = None) -> Path:

@@ -1,8 +1,9 @@
 """The five SUPMER self-supervised task formats and a seeded sampler of meta-tasks.
 
-Every meta-task is drawn from one cluster: its *anchor* sentences all come from that cluster
-(the partners of nsp/nss follow the document, so they may lie elsewhere). Formats, as in
-DESIGN.md ("SUPMER"):
+Every meta-task but scc is drawn from one cluster: its *anchor* sentences all come from that
+cluster (the partners of nsp/nss follow the document, so they may lie elsewhere). An scc task
+is one 4-way classification over four clusters, its anchors drawn from all four. Formats, as
+in DESIGN.md ("SUPMER") and the released code (``pretrain/metatask/*.py``):
 
 ========  ===================  ===================================================================
 format    kind                 example
@@ -15,10 +16,30 @@ format    kind                 example
 ``scsp``  classification       anchor + a second sentence -> ``yes`` (same cluster) / ``no`` (another
                                cluster); balanced.
 ``scss``  multiple choice (4)  anchor + 1 same-cluster option (the answer) + 3 from 3 other clusters.
-``scc``   multiple choice (4)  anchor + 4 clusters, each shown as one marker ``<c0>`` ... ``<c3>``
-                               whose input embedding is replaced by the cluster's vector
-                               (``promptinit.selfsup.scc``); answer = the letter of its cluster.
+``scc``   multiple choice (4)  anchor + the task's 4 clusters, each shown as one marker ``<c0>`` ...
+                               ``<c3>`` whose input embedding is replaced by the cluster's vector
+                               (``promptinit.selfsup.scc``); answer = the letter of the anchor's
+                               cluster. The 4 clusters and their order are fixed for the task and
+                               the anchors come from all 4, equally often.
 ========  ===================  ===================================================================
+
+scc follows the released code's ``SentClusterClassifiTask`` (4 clusters per task,
+``CLASSIFY_NUM=4``; the options in the task's cluster order; label = which of the 4; its
+support and query hold k sentences of each cluster, 4 x 4 = 16). Where it must differ, with
+text-only examples:
+
+- the clusters are markers in an English question (``(A) <c0>`` ...) whose embeddings are
+  replaced by backbone-space cluster vectors, not the sentence-encoder centroid written into
+  the T5 input (``promptinit.selfsup.scc``); the code's input is
+  ``sentence ? A . [c] . B . [c] ... ? The correct one is <extra_id_0>``;
+- the labels are balanced to within one when the set size is not a multiple of 4 (the code:
+  exactly k per cluster);
+- the aug set has its own 4 clusters, drawn like the task's, as a set never equal to the
+  task's (the code draws them independently, so they may coincide; the other formats'
+  aug cluster always differs, see below);
+- the clusters are drawn among those with enough unused sentences, and the support, query and
+  aug sets share no sentence (the code samples support and query of one cluster without
+  overlap, the aug set independently).
 
 Choices made here (not fixed by the paper):
 
@@ -28,6 +49,8 @@ Choices made here (not fixed by the paper):
 - Same-cluster partners (scsp ``yes``, scss answer) prefer another document, so "same topic"
   cannot be solved by recognising the same article.
 - The answer's position among the letters is balanced within each set, like the labels.
+- The aug query set comes from another cluster (the released code draws it uniformly, so it
+  may be the task's own; a same-cluster aug set would make the mixup trivial).
 - Support, query and aug query share no sentence (anchor, partner or option). Within a set no
   sentence is used twice.
 - Option sentences of nss/scss are cut to ``max_option_words`` words (with "...") so that a
@@ -173,7 +196,10 @@ class _Builder:
         raise _Exhausted
 
     # --------------------------------------------------------------- formats
-    def build(self, fmt: Format, c: int, n: int, used: set[int]) -> list[_Built]:
+    def build(self, fmt: Format, c: int | tuple[int, ...], n: int, used: set[int]) -> list[_Built]:
+        """``n`` examples of one set, anchored in cluster ``c`` (scc: in the task's clusters)."""
+        if fmt is Format.SCC:
+            return self._scc_set(tuple(c), n, used)
         anchors = self._shuffled(c, used)
         method = getattr(self, f"_{fmt.value}")
         if fmt in LABELS:
@@ -243,23 +269,38 @@ class _Builder:
         letters = tuple(LETTERS[: len(opts)])
         return _Built(Example(text, letters[answer], letters), (a, *opts))
 
-    def _scc(self, a: int, c: int, answer: int, used: set[int]) -> _Built | None:
-        others = [x for x in range(self.k) if x != c]
-        distractors = self.rng.sample(others, 3)
-        shown = distractors[:answer] + [c] + distractors[answer:]
-        letters = tuple(LETTERS[: len(shown)])
-        text = SCC_TEMPLATE.format(a=self._text(a), options=self._options_block([marker(s) for s in range(len(shown))]))
+    def _scc_set(self, classes: tuple[int, ...], n: int, used: set[int]) -> list[_Built]:
+        """One scc set: each example's anchor from one of ``classes`` (balanced), options the
+        same ``classes`` in the same order, answer = the anchor's class."""
+        pools = [self._shuffled(c, used) for c in classes]
+        out = []
+        for t in balanced(list(range(len(classes))), n, self.rng):
+            pool = pools[t]
+            while pool and pool[-1] in used:
+                pool.pop()
+            if not pool:
+                raise _Exhausted
+            b = self._scc(pool.pop(), classes, t)
+            used.update(b.sentences)
+            out.append(b)
+        return out
+
+    def _scc(self, a: int, classes: tuple[int, ...], answer: int) -> _Built:
+        letters = tuple(LETTERS[: len(classes)])
+        text = SCC_TEMPLATE.format(a=self._text(a),
+                                   options=self._options_block([marker(s) for s in range(len(classes))]))
         # the marker text is the same for every example, so the clusters go into the uid
-        uid = content_id(text, letters[answer], *letters, "clusters", *map(str, shown))
-        return _Built(Example(text, letters[answer], letters, uid=uid), (a,), tuple(shown))
+        uid = content_id(text, letters[answer], *letters, "clusters", *map(str, classes))
+        return _Built(Example(text, letters[answer], letters, uid=uid), (a,), classes)
 
 
 class SelfSupTaskSampler:
     """Draws SUPMER meta-tasks, deterministically from a seed, with checkpointable state.
 
     Each ``sample()`` picks a format (uniformly from ``formats``), a cluster and a different
-    "aug" cluster (uniformly among clusters with enough sentences), then builds ``n_support``
-    support, ``n_query`` query and ``n_query`` aug-query examples, pairwise sentence-disjoint.
+    "aug" cluster (uniformly among clusters with enough sentences; for scc four clusters and
+    four aug clusters, not the same set), then builds ``n_support`` support, ``n_query`` query
+    and ``n_query`` aug-query examples, pairwise sentence-disjoint.
 
     Args:
         corpus: the sentences and their documents.
@@ -302,17 +343,35 @@ class SelfSupTaskSampler:
         self._rng = random.Random(seed)
         need = n_support + 2 * n_query
         self._eligible = [c for c in range(clusters.k) if len(clusters.members(c)) >= need]
-        if len(self._eligible) < 2:
+        if any(f is not Format.SCC for f in self.formats) and len(self._eligible) < 2:
             raise PromptinitError(
                 f"only {len(self._eligible)} clusters have >= {need} sentences (n_support + 2 n_query); "
                 "use a smaller k, a bigger corpus or fewer examples per task"
+            )
+        # an scc cluster serves a quarter of each set; it may be among the task's and the aug set's
+        n_cls = N_OPTIONS[Format.SCC]
+        need_scc = -(-n_support // n_cls) + 2 * -(-n_query // n_cls)
+        self._scc_eligible = [c for c in range(clusters.k) if len(clusters.members(c)) >= need_scc]
+        if Format.SCC in self.formats and len(self._scc_eligible) <= n_cls:
+            raise PromptinitError(
+                f"only {len(self._scc_eligible)} clusters have >= {need_scc} sentences; scc needs {n_cls + 1} "
+                f"(its {n_cls} classes and another set for the aug query); use a smaller k or a bigger corpus"
             )
 
     def sample(self, max_tries: int = 20) -> MetaTask:
         """The next meta-task (support, query and aug query sets from one format)."""
         fmt = self._rng.choice(self.formats)
+        n_cls = N_OPTIONS[Format.SCC]
         for _ in range(max_tries):
-            c, aug = self._rng.sample(self._eligible, 2)
+            classes = aug_classes = ()
+            if fmt is Format.SCC:
+                classes = tuple(self._rng.sample(self._scc_eligible, n_cls))
+                aug_classes = classes
+                while set(aug_classes) == set(classes):
+                    aug_classes = tuple(self._rng.sample(self._scc_eligible, n_cls))
+                c, aug = classes, aug_classes
+            else:
+                c, aug = self._rng.sample(self._eligible, 2)
             builder = _Builder(self.corpus, self.clusters, self._rng, self.max_option_words)
             used: set[int] = set()
             try:
@@ -324,11 +383,13 @@ class SelfSupTaskSampler:
             self.count += 1
             built = support + query + aug_query
             return MetaTask(
-                format=fmt.value, cluster=c, kind=KIND[fmt],
+                format=fmt.value, cluster=classes[0] if classes else c, kind=KIND[fmt],
                 support=tuple(b.example for b in support), query=tuple(b.example for b in query),
-                aug_query=tuple(b.example for b in aug_query), aug_cluster=aug, labels=LABELS.get(fmt, ()),
+                aug_query=tuple(b.example for b in aug_query), aug_cluster=aug_classes[0] if aug_classes else aug,
+                labels=LABELS.get(fmt, ()),
                 sentences={b.example.uid: b.sentences for b in built},
                 option_clusters={b.example.uid: b.clusters for b in built if b.clusters},
+                classes=classes, aug_classes=aug_classes,
             )
         raise PromptinitError(
             f"format {fmt.value!r}: no cluster yielded {self.n_support}+{self.n_query}+{self.n_query} examples in "

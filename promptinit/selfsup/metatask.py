@@ -27,6 +27,9 @@ class MetaTask:
             partner or the options in display order); empty for MetaPT.
         option_clusters: scc only: example uid -> the cluster id shown at each marker
             ``<c0>``, ``<c1>``, ... (see ``promptinit.selfsup.scc``).
+        classes: scc only: the task's four clusters in option order (the cluster of (A)
+            first); ``cluster`` is the first of them.
+        aug_classes: scc only: the aug query set's four clusters; ``aug_cluster`` is the first.
     """
 
     format: str
@@ -39,10 +42,22 @@ class MetaTask:
     labels: tuple[str, ...] = ()
     sentences: Mapping[str, tuple[int, ...]] = field(default_factory=dict, compare=False, hash=False)
     option_clusters: Mapping[str, tuple[int, ...]] = field(default_factory=dict, compare=False, hash=False)
+    classes: tuple[int, ...] = ()
+    aug_classes: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
-        return f"{self.format}/c{self.cluster}"
+        return f"{self.format}/" + "+".join(f"c{c}" for c in self.clusters)
+
+    @property
+    def clusters(self) -> tuple[int, ...]:
+        """Every cluster the task's anchor sentences come from (one; four for scc)."""
+        return self.classes or (self.cluster,)
+
+    @property
+    def aug_clusters(self) -> tuple[int, ...]:
+        """Every cluster the aug query set's anchors come from (empty without an aug set)."""
+        return self.aug_classes or ((self.aug_cluster,) if self.aug_cluster >= 0 else ())
 
     def as_task(self) -> Task:
         """Support + query as a ``Task`` that any backbone scores (scc markers stay text)."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from promptinit.errors import PromptinitError
-from promptinit.methods.mgr import KEYS, MetaGradRegulariser, load_regulariser, save_regulariser
+from promptinit.methods.mgr import CODE_RANK, KEYS, MetaGradRegulariser, code_rank, load_regulariser, save_regulariser
 
 
 def _psi(dim=16, rank=4, dtype=torch.float32, seed=0):
@@ -78,21 +78,45 @@ def test_gradients_match_finite_differences_in_float64():
     assert torch.autograd.gradcheck(f, tuple(p.detach().clone().requires_grad_(True) for p in psi.parameters()))
 
 
+def test_default_rank_is_the_released_codes_min_1920_d():
+    assert CODE_RANK == 1920 and code_rank(576) == 576 and code_rank(2048) == 1920
+    psi = MetaGradRegulariser(24, gate_hidden=3)
+    assert psi.V1.shape == (24, 24) and psi.U2.shape == (24, 24)  # full rank for d <= 1920
+
+
+def test_downstream_gate_reads_each_batch_context_by_default():
+    psi = _psi()
+    transform = psi.as_grad_transform()  # no reference context needed
+    assert transform.takes_context
+    g, h1, h2 = torch.randn(7, 16), torch.randn(16), torch.randn(16)
+    torch.testing.assert_close(transform(g, h1), psi(g, h1)[0], rtol=0, atol=0)
+    torch.testing.assert_close(transform(g, h2), psi(g, h2)[0], rtol=0, atol=0)
+    assert not torch.allclose(transform(g, h1), transform(g, h2))  # the gate follows the batch
+    assert not transform(g.clone().requires_grad_(), h1).requires_grad
+    with pytest.raises(PromptinitError, match="current batch"):
+        transform(g)
+    with pytest.raises(PromptinitError, match="downstream_context"):
+        psi.as_grad_transform(context="epoch")
+
+
 def test_reference_context_is_the_running_mean_and_drives_the_downstream_transform():
     psi = _psi()
     with pytest.raises(PromptinitError, match="reference context"):
-        psi.as_grad_transform()
+        psi.as_grad_transform(context="reference")
     a, b = torch.randn(3, 16), torch.randn(5, 16)
     psi.update_reference(a)
     psi.update_reference(b)
     torch.testing.assert_close(psi.h_ref, torch.cat([a, b]).mean(0))
     assert int(psi.h_count) == 8
     g = torch.randn(7, 16)
-    transform = psi.as_grad_transform()
+    transform = psi.as_grad_transform(context="reference")
+    assert not transform.takes_context
     torch.testing.assert_close(transform(g), psi(g, psi.h_ref)[0])
     assert not transform(g.requires_grad_()).requires_grad
     other = torch.randn(16)
-    torch.testing.assert_close(psi.as_grad_transform(other)(g), psi(g, other)[0])
+    fixed = psi.as_grad_transform(other)
+    assert not fixed.takes_context
+    torch.testing.assert_close(fixed(g), psi(g, other)[0])
 
 
 def test_tensors_round_trip_through_safetensors_and_export_folders(tmp_path):
@@ -103,17 +127,21 @@ def test_tensors_round_trip_through_safetensors_and_export_folders(tmp_path):
     tensors = psi.tensors()
     assert set(tensors) == set(KEYS)
     back = MetaGradRegulariser.from_tensors(tensors)
-    g = torch.randn(5, 16)
-    torch.testing.assert_close(back.as_grad_transform()(g), psi.as_grad_transform()(g), rtol=0, atol=0)
+    g, h = torch.randn(5, 16), torch.randn(16)
+    torch.testing.assert_close(back.as_grad_transform(context="reference")(g),
+                               psi.as_grad_transform(context="reference")(g), rtol=0, atol=0)
+    torch.testing.assert_close(back.as_grad_transform()(g, h), psi.as_grad_transform()(g, h), rtol=0, atol=0)
     path = save_regulariser(psi, tmp_path / "psi.safetensors")
-    expected = psi.as_grad_transform()(g)
-    torch.testing.assert_close(load_regulariser(path).as_grad_transform()(g), expected, rtol=0, atol=0)
+    expected = psi.as_grad_transform(context="reference")(g)
+    torch.testing.assert_close(load_regulariser(path).as_grad_transform(context="reference")(g), expected,
+                               rtol=0, atol=0)
     info = {"name": "toy", "family": "causal", "hidden_size": 16, "num_layers": 1, "num_attention_heads": 1,
             "base_model_name_or_path": "toy"}
     folder = export_prompt(torch.randn(4, 16), info, tmp_path / "export", method="supmer", hyperparameters={},
                            metrics={}, model_name="toy", task_fingerprints={}, psi_state=tensors)
     assert (folder / PSI).is_file()
-    torch.testing.assert_close(load_regulariser(folder).as_grad_transform()(g), expected, rtol=0, atol=0)
+    torch.testing.assert_close(load_regulariser(folder).as_grad_transform(context="reference")(g), expected,
+                               rtol=0, atol=0)
     with pytest.raises(PromptinitError, match="shape"):
         _psi(rank=5).load_tensors(tensors)
     with pytest.raises(PromptinitError, match="no such"):

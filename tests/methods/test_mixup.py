@@ -1,4 +1,5 @@
-"""Curriculum mixup: the λ schedule, and the mixed loss against an independent computation."""
+"""Curriculum mixup: the λ schedule, and the mixed loss (final hidden states; T5 encoder outputs)
+against independent computations."""
 from __future__ import annotations
 
 import random
@@ -10,7 +11,8 @@ import torch
 from promptinit.errors import PromptinitError
 from promptinit.methods.inner import TaskBatch, task_losses
 from promptinit.methods.mixup import (
-    curriculum_b, draw_lambdas, ema, mixed_task_losses, qry_spt_similarity, sample_lambda,
+    curriculum_b, draw_lambdas, ema, mix_encoder_outputs, mixed_task_losses, qry_spt_similarity, resolve_site,
+    sample_lambda,
 )
 from promptinit.tasks.task import Example
 from tests.conftest import CAUSAL, SEQ2SEQ, tiny_backbone
@@ -149,3 +151,103 @@ def test_mismatched_aug_set_is_refused(bb64):
     short = TaskBatch.encode(bb64, [_examples(["yes"], "x"), _examples(["no"], "y")])
     with pytest.raises(PromptinitError, match="pair one example"):
         mixed_task_losses(bb64, bb64.init_prompt("vocab"), q, short, [0.5, 0.5])
+
+
+# ------------------------------------------------------------------ encoder-output mixup (seq2seq)
+
+
+@pytest.fixture(scope="module")
+def t5():
+    return tiny_backbone(SEQ2SEQ, "float64")
+
+
+def test_auto_site_is_encoder_output_for_seq2seq_and_final_hidden_for_causal(t5):
+    assert resolve_site("auto", t5) == "encoder_output"
+    causal = tiny_backbone(CAUSAL, "float64")
+    assert resolve_site("auto", causal) == "final_hidden"
+    assert resolve_site("final_hidden", t5) == "final_hidden"
+    with pytest.raises(PromptinitError, match="mixup_site.*causal"):
+        resolve_site("encoder_output", causal)
+    with pytest.raises(PromptinitError, match="mixup_site"):
+        resolve_site("embeddings", t5)
+
+
+def test_encoder_output_mixup_at_lambda_one_and_zero_is_the_query_and_the_partner_loss(t5):
+    # inputs and targets of different lengths pair by pair: the padded positions must not leak
+    q, a, _, _ = _batches(t5)
+    prompt = t5.init_prompt("vocab", seed=4)
+    ones, _ = mixed_task_losses(t5, prompt, q, a, [1.0, 1.0], site="encoder_output")
+    zeros, _ = mixed_task_losses(t5, prompt, q, a, [0.0, 0.0], site="encoder_output")
+    torch.testing.assert_close(ones, task_losses(t5, prompt, q), rtol=1e-13, atol=0)
+    torch.testing.assert_close(zeros, task_losses(t5, prompt, a), rtol=1e-13, atol=0)
+    rows = prompt.expand(2, *prompt.shape)  # one prompt row per task, as a SUPMER step passes them
+    both, _ = mixed_task_losses(t5, rows, q, a, [1.0, 0.0], site="encoder_output")
+    torch.testing.assert_close(both, torch.stack([ones[0], zeros[1]]), rtol=1e-13, atol=0)
+
+
+def _hf_mixed_loss(bb, prompt, ex_q, ex_a, lam):
+    """Independent reference, straight through the Hugging Face model: encode both prompted
+    inputs (of equal length), mix the encoder outputs, and let the model's own forward score
+    each target on the mixture (its loss: mean cross-entropy over the target's tokens)."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    def enc(ex):
+        ids = torch.tensor([bb.tokenizer(ex.input, add_special_tokens=False).input_ids])
+        emb = torch.cat([prompt[None], bb.model.get_input_embeddings()(ids)], dim=1)
+        return bb.model.get_encoder()(inputs_embeds=emb).last_hidden_state
+
+    h_q, h_a = enc(ex_q), enc(ex_a)
+    assert h_q.shape == h_a.shape
+    mixed = BaseModelOutput(last_hidden_state=lam * h_q + (1 - lam) * h_a)
+
+    def loss(ex):
+        labels = torch.tensor([bb.tokenizer(ex.target, add_special_tokens=False).input_ids + [bb.eos_id]])
+        return bb.model(encoder_outputs=mixed, labels=labels).loss
+
+    return lam * loss(ex_q) + (1 - lam) * loss(ex_a)
+
+
+def test_encoder_output_mixup_matches_the_model_forward_on_mixed_encoder_outputs(t5):
+    # equal input lengths within each pair (every position is mixed), different target lengths
+    q_ex = [[Example("abc ->", "yes", ()), Example("defgh ->", "no", ())]]
+    a_ex = [[Example("xyz ->", "maybe", ()), Example("ijklm ->", "B", ())]]
+    q, a = TaskBatch.encode(t5, q_ex), TaskBatch.encode(t5, a_ex)
+    prompt = t5.init_prompt("vocab", seed=5)
+    lam = 0.3
+    losses, h_mean = mixed_task_losses(t5, prompt, q, a, [lam], site="encoder_output")
+    ref = torch.stack([_hf_mixed_loss(t5, prompt, eq, ea, lam) for eq, ea in zip(q_ex[0], a_ex[0])]).mean()
+    torch.testing.assert_close(losses[0], ref, rtol=1e-10, atol=1e-12)
+    assert h_mean.shape == (1, t5.hidden_size) and not h_mean.requires_grad
+    final, _ = mixed_task_losses(t5, prompt, q, a, [lam], site="final_hidden")
+    assert not torch.allclose(final, losses)  # the two sites are different mixtures
+
+
+def test_encoder_output_mixup_gradient_reaches_the_prompt_and_matches_finite_differences(t5):
+    q, a, _, _ = _batches(t5)
+    prompt = t5.init_prompt("vocab", seed=6).requires_grad_(True)
+
+    def f(p):
+        return mixed_task_losses(t5, p, q, a, [0.4, 0.7], site="encoder_output")[0].sum()
+
+    (g,) = torch.autograd.grad(f(prompt), prompt)
+    assert (g.norm(dim=-1) > 0).all()  # every prompt vector reaches the loss through the encoder
+    v = torch.randn(prompt.shape, generator=torch.Generator().manual_seed(0), dtype=prompt.dtype)
+    eps = 1e-6
+    with torch.no_grad():
+        fd = (f(prompt + eps * v) - f(prompt - eps * v)) / (2 * eps)
+    torch.testing.assert_close((g * v).sum(), fd, rtol=1e-6, atol=1e-10)
+
+
+def test_mixed_encoder_outputs_weigh_one_sided_positions_by_their_share():
+    enc_q, enc_a = torch.randn(1, 3, 2, dtype=torch.float64), torch.randn(1, 4, 2, dtype=torch.float64)
+    mask_q = torch.tensor([[1, 1, 0]])
+    mask_a = torch.tensor([[1, 0, 1, 1]])
+    enc, bias = mix_encoder_outputs(enc_q, mask_q, enc_a, mask_a, torch.tensor([0.25]))
+    torch.testing.assert_close(enc[0, 0], 0.25 * enc_q[0, 0] + 0.75 * enc_a[0, 0])
+    torch.testing.assert_close(enc[0, 1], enc_q[0, 1])  # query only
+    torch.testing.assert_close(enc[0, 2:], enc_a[0, 2:])  # aug only
+    low = torch.finfo(torch.float64).min
+    assert bias.shape == (1, 1, 1, 4)
+    torch.testing.assert_close(bias[0, 0, 0], torch.tensor([1.0, 0.25, 0.75, 0.75], dtype=torch.float64).log())
+    _, bias1 = mix_encoder_outputs(enc_q, mask_q, enc_a, mask_a, torch.tensor([1.0]))
+    assert bias1[0, 0, 0].tolist() == [0.0, 0.0, low, low]  # λ = 1: exactly the query's mask

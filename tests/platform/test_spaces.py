@@ -41,6 +41,27 @@ def test_wu_et_al_seven_inner_steps_are_reachable_for_maml_and_fomaml():
         assert space.defaults["inner_steps"] == 1  # Qin
 
 
+def test_supmer_default_point_is_the_released_run_and_budget_steps_override_it():
+    from promptinit.methods import make_config
+    from spaces.supmer import SUPMER
+
+    assert SUPMER.params["steps"] == Fixed(100_000) and SUPMER.defaults["steps"] == 100_000
+    space = build_space(["supmer"])
+    point = space.points_to_evaluate()[0]
+    settings = space.space("supmer").settings({**point, **space(optuna.create_study().ask())})
+    assert settings["steps"] == 100_000
+    config = make_config("supmer", settings)
+    assert (config.outer_lr, config.phi_lr, config.inner_lr, config.meta_batch_size) == (0.1, 1e-4, 0.1, 4)
+    assert (config.inner_batch_size, config.query_batch_size) == (16, 16)
+    assert (config.lr_schedule, config.mgr_rank) == ("linear", 0)
+    # a CPU sweep's budget replaces the steps (and the linear schedule then decays over them)
+    cut = build_space(["supmer"], steps=[200])
+    consts = cut(optuna.create_study().ask())
+    assert consts["supmer/steps"] == 200 and make_config("supmer", cut.space("supmer").settings(consts)).steps == 200
+    yaml_cut = build_space(["supmer"], {"supmer": {"steps": 300}})
+    assert yaml_cut.space("supmer").params["steps"] == Fixed(300)
+
+
 def test_every_available_method_has_a_space_whose_settings_its_config_accepts():
     from promptinit.methods import REGISTRY, make_config
 

@@ -72,30 +72,41 @@ def test_scsp_and_scss_positives_share_the_cluster_and_negatives_do_not(corpus, 
                 assert len(set(negatives)) == 3  # three distinct other clusters
 
 
-def test_scc_answer_is_the_anchor_cluster_among_four(corpus, clusters):
-    for task in _tasks(corpus, clusters, "scc"):
+def test_scc_task_is_one_four_way_classification_over_four_fixed_clusters(corpus, clusters):
+    """As the released code's SentClusterClassifiTask: the task's 4 clusters are its classes, in
+    one option order for all its examples; the anchors come from all 4 (N = 6 per set: counts
+    2, 2, 1, 1); the answer is the anchor's cluster. The aug set has its own 4 clusters."""
+    for task in _tasks(corpus, clusters, "scc", n_tasks=6):
+        assert len(task.classes) == len(set(task.classes)) == 4 and len(task.aug_classes) == 4
+        assert set(task.classes) != set(task.aug_classes)
+        assert (task.cluster, task.aug_cluster) == (task.classes[0], task.aug_classes[0])
+        assert task.clusters == task.classes and task.aug_clusters == task.aug_classes
+        assert task.name == "scc/" + "+".join(f"c{c}" for c in task.classes)
         for name, examples in _sets(task).items():
-            cluster = task.aug_cluster if name == "aug_query" else task.cluster
+            classes = task.aug_classes if name == "aug_query" else task.classes
+            anchors = []
             for ex in examples:
                 (a,) = task.sentences[ex.uid]
-                shown = task.option_clusters[ex.uid]
-                assert len(shown) == 4 and len(set(shown)) == 4
-                assert shown[ex.answer_index] == clusters.labels[a] == cluster
+                assert task.option_clusters[ex.uid] == classes  # the same options, in the same order
+                assert classes[ex.answer_index] == clusters.labels[a]  # label = which of the 4
                 assert all(f"<c{j}>" in ex.input for j in range(4))
+                anchors.append(int(clusters.labels[a]))
+            assert sorted(Counter(anchors).values()) == [1, 1, 2, 2]  # all four clusters, balanced
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_every_task_is_drawn_from_one_cluster_and_sets_share_no_sentence(corpus, clusters, fmt):
+def test_every_task_is_drawn_from_its_clusters_and_sets_share_no_sentence(corpus, clusters, fmt):
     for task in _tasks(corpus, clusters, fmt, n_tasks=3, seed=7):
-        assert task.format == fmt and task.cluster != task.aug_cluster
+        assert task.format == fmt and set(task.clusters) != set(task.aug_clusters)  # the aug set is elsewhere
+        assert len(task.clusters) == (4 if fmt == "scc" else 1)  # one cluster per task; scc: its 4 classes
         assert len(task.support) == len(task.query) == len(task.aug_query) == N
         used = {}
         for name, examples in _sets(task).items():
-            cluster = task.aug_cluster if name == "aug_query" else task.cluster
+            allowed = task.aug_clusters if name == "aug_query" else task.clusters
             used[name] = set()
             for ex in examples:
                 ids = task.sentences[ex.uid]
-                assert clusters.labels[ids[0]] == cluster  # the anchor
+                assert clusters.labels[ids[0]] in allowed  # the anchor
                 assert not used[name] & set(ids)  # no sentence twice within a set
                 used[name] |= set(ids)
         assert not used["support"] & used["query"]
@@ -130,6 +141,11 @@ def test_sampler_refuses_bad_settings(corpus, clusters):
         SelfSupTaskSampler(corpus, clusters, n_support=0)
     with pytest.raises(PromptinitError, match="smaller k"):
         SelfSupTaskSampler(corpus, clusters, n_support=200, n_query=200)
+    # scc needs its 4 classes and another set of 4 for the aug query: 5 clusters big enough
+    fifth = sorted((len(clusters.members(c)) for c in range(clusters.k)), reverse=True)[4]
+    with pytest.raises(PromptinitError, match="scc needs 5"):  # each class needs fifth + 1 + 2 sentences
+        SelfSupTaskSampler(corpus, clusters, ["scc"], n_support=4 * (fifth + 1), n_query=4)
+    SelfSupTaskSampler(corpus, clusters, ["scc"], n_support=4 * (fifth - 2), n_query=4).sample()
 
 
 def test_backbone_scores_selfsup_tasks_and_scc_markers_take_cluster_vectors(corpus, clusters):
