@@ -133,6 +133,66 @@ def learning_curves(trials: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def best_so_far_curves(progress: pd.DataFrame, path: Path, labels: Mapping[str, str] | None = None,
+                       z: float = 1.959964) -> Path | None:
+    """The best validation ARG found so far against cumulative compute: one panel per method
+    (a sweep's trials of every method first, where there are several), one line per sweep.
+
+    Each line steps up where a trial beat the best so far (a dot per trial); the band is
+    ±``z`` standard errors of the trial that holds the best (over its validation pairs), where
+    recorded. A running max of noisy estimates is biased upward: the band shows the noise of
+    the current best, not of the maximum.
+
+    Args:
+        progress: ``analysis.tables.best_so_far`` of one or more sweeps.
+        path: the PNG.
+        labels: sweep name -> legend label (default the name).
+        z: band half-width in standard errors (1.96: 95 % normal interval).
+
+    Returns:
+        The path, or None when no trial has a result yet.
+    """
+    from analysis.tables import ALL_METHODS
+
+    if progress.empty or not np.isfinite(progress["best"].astype(float)).any():
+        return None
+    labels = dict(labels or {})
+    panels = sorted(dict.fromkeys(progress["method"]), key=lambda m: m != ALL_METHODS)  # stable: the rest keep order
+    sweeps = list(dict.fromkeys(progress["sweep"]))
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.3 * rows), squeeze=False)
+    for ax, method in zip(axes.flat, panels):
+        for i, sweep in enumerate(sweeps):  # one colour per sweep in every panel
+            g = progress[(progress["method"] == method) & (progress["sweep"] == sweep)]
+            x = g["compute"].to_numpy(dtype=float)
+            y = 100 * g["best"].to_numpy(dtype=float)
+            half = 100 * z * g["best_se"].to_numpy(dtype=float)
+            ok = np.isfinite(y)
+            if not ok.any():
+                continue
+            x, y, half = x[ok], y[ok], half[ok]
+            ax.step(x, y, where="post", color=f"C{i}", lw=1.5, label=labels.get(sweep, sweep))
+            ax.plot(x, y, "o", ms=3, color=f"C{i}")
+            band = np.isfinite(half)
+            if band.any():
+                ax.fill_between(x, y - np.nan_to_num(half), y + np.nan_to_num(half), where=band, step="post",
+                                color=f"C{i}", alpha=0.2, lw=0)
+            if band[-1]:  # the band ends at the last trial: the final best gets a whisker
+                ax.errorbar(x[-1], y[-1], yerr=half[-1], color=f"C{i}", capsize=3, lw=1)
+        ax.set_xlim(left=0)  # compute from the start of the search
+        ax.set_title(method)
+        ax.set_xlabel(f"cumulative {progress['unit'].iloc[0]}")
+        ax.set_ylabel("best val ARG so far (%)")
+        ax.axhline(0, color="grey", lw=0.6)
+    # the legend on the first panel with a line (a sweep may have no result for some methods)
+    next(ax for ax in axes.flat if ax.get_legend_handles_labels()[0]).legend(fontsize="small", title="sweep")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"best validation ARG found so far (band: ±{z:.2f} SE of the best trial)")
+    return _save(fig, path)
+
+
 def importances(values: Mapping[str, float], method: str, path: Path) -> Path:
     """Horizontal bars of Optuna parameter importances (largest on top)."""
     names = list(values)[::-1]

@@ -12,8 +12,11 @@ Layout of the report folder::
     tables/importances.csv        Optuna parameter importances per method
     tables/trials.csv             the tidy trial table (params as JSON)
     tables/curves.csv             validation curves, long form
+    tables/best_so_far.csv        best validation ARG found so far against cumulative compute, per sweep and method
     plots/arg_bars.png            Δ vs PT per method with 95 % CI whiskers and the zero line
     plots/learning_curves.png     validation ARG against upstream steps
+    plots/best_so_far.png         best validation ARG so far against compute, one line per sweep (TPE vs random
+                                  vs the defaults at equal compute, when the report is given those sweeps)
     plots/sensitivity_<m>.png     validation ARG against each searched setting
     plots/importance_<m>.png      Optuna importances
     plots/similarity.png          task similarity (only with task prompts)
@@ -40,6 +43,11 @@ from promptinit.paths import atomic_folder
 INDEX = "index.md"
 NORMAL_95 = 1.959964  # a normal 95 % interval from a standard error (validation ARG)
 ARTIFACT_PATH = "report"
+BEST_SO_FAR_CAPTION = (
+    "Best validation ARG found so far against cumulative {unit}, one line per sweep (trials in the order they "
+    "ended); band: ±1.96 SE of the best trial over its validation pairs. A running max of noisy estimates is "
+    "biased upward (each sweep's selection.md re-scores its best trials on fresh seeds)."
+)
 
 
 @dataclass
@@ -83,7 +91,9 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
     flat = trials.drop(columns=["curve"]).assign(params=[json.dumps(p, default=str) for p in trials["params"]])
     flat.to_csv(tdir / "trials.csv", index=False)
     curves_frame(trials).to_csv(tdir / "curves.csv", index=False)
-    report.files += [tdir / "trials.csv", tdir / "curves.csv"]
+    progress = tables.best_so_far(trials)
+    progress.to_csv(tdir / "best_so_far.csv", index=False)
+    report.files += [tdir / "trials.csv", tdir / "curves.csv", tdir / "best_so_far.csv"]
 
     plot_links: list[tuple[str, Path]] = []
     if len(arg) and arg["diff_mean"].notna().any():
@@ -100,6 +110,12 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
     curves = plots.learning_curves(trials, pdir / "learning_curves.png") if len(trials) else None
     if curves:
         plot_links.append(("Learning curves (validation ARG)", curves))
+    captions: dict[str, str] = {}
+    progress_plot = plots.best_so_far_curves(progress, pdir / "best_so_far.png", labels=_search_labels(sweeps),
+                                             z=NORMAL_95)
+    if progress_plot:
+        plot_links.append(("Best validation ARG so far against compute", progress_plot))
+        captions[progress_plot.name] = BEST_SO_FAR_CAPTION.format(unit=progress["unit"].iloc[0])
     imp_rows = []
     for method in dict.fromkeys(trials["method"]) if len(trials) else []:
         path = plots.sensitivity(trials, method, pdir / f"sensitivity_{method}.png")
@@ -127,12 +143,25 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
                            plots.similarity_heatmap(names, S, pdir / "similarity.png",
                                                     f"task similarity (top-{similarity_rank} prompt subspaces)")))
     report.files += [p for _, p in plot_links]
-    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes))
+    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes, captions))
     report.files.append(folder / INDEX)
     return report
 
 
-def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[str]) -> str:
+def _search_labels(sweeps: Sequence[Sweep]) -> dict[str, str]:
+    """Sweep name -> ``name (TPE + ASHA)``: its searcher and scheduler, where its config records them."""
+    out = {}
+    for s in sweeps:
+        search, scheduler = s.config.get("search"), s.config.get("scheduler")
+        if isinstance(search, dict):  # a sweep's own config (an MLflow-only load has none)
+            algorithm = {"tpe": "TPE", "random": "random"}.get(search.get("algorithm", "tpe"), search.get("algorithm"))
+            kind = (scheduler or {}).get("type", "asha") if isinstance(scheduler, dict) else "asha"
+            out[s.name] = f"{s.name} ({algorithm} + {str(kind).upper()})"
+    return out
+
+
+def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[str],
+           captions: Mapping[str, str] | None = None) -> str:
     lines = ["# promptinit report", ""]
     lines += ["## Sweeps", ""]
     rows = [[s.name, s.partition, s.model or "?", len(s.trials), int((s.trials["status"] == "finished").sum()),
@@ -149,12 +178,15 @@ def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[s
     lines.append("- Per-pair target scores (method, PT, test size): [CSV](tables/target_scores.csv)")
     lines.append("- Optuna parameter importances: [CSV](tables/importances.csv)")
     lines.append("- All trials (tidy): [CSV](tables/trials.csv); validation curves: [CSV](tables/curves.csv)")
+    lines.append("- Best validation ARG so far against compute: [CSV](tables/best_so_far.csv)")
     if any(p.name == "similarity.png" for _, p in plot_links):
         lines.append("- Task similarity matrix: [CSV](tables/similarity.csv)")
     lines += ["", "## Plots", ""]
     for title, path in plot_links:
         rel = f"plots/{path.name}"
         lines += [f"### {title}", "", f"![{title}]({rel})", ""]
+        if (captions or {}).get(path.name):
+            lines += [captions[path.name], ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)

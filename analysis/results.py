@@ -23,7 +23,8 @@ under the sweep's parent run).
 
 One row per trial; columns (``TRIAL_COLUMNS``): sweep, partition, trial_id, method, status
 (finished | failed | running | pending), params (dict of the method's settings), one
-``param/<name>`` column per setting, curve (list of ``{step, iteration, val_arg, time_s}``),
+``param/<name>`` column per setting, curve (list of ``{step, iteration, val_arg, time_s, timestamp}``:
+``timestamp`` the report's Unix time, NaN where not recorded),
 val_arg (best report), val_arg_se (its standard error over the validation pairs),
 val_arg_last, best_step, best_checkpoint (folder or None), steps_done, total_steps,
 stopped_early, reports, wall_s, cpu, gpu (per-trial resources), cpu_s, gpu_s,
@@ -168,7 +169,7 @@ def _curve_and_summary(results: list[dict], trial_dir: Path | None) -> dict[str,
     for r in results:
         v = _num(r.get(VAL_ARG))
         point = {"step": _num(r.get(STEP, r.get("training_iteration"))), "iteration": _num(r.get("training_iteration")),
-                 "val_arg": v, "time_s": _num(r.get("time_total_s"))}
+                 "val_arg": v, "time_s": _num(r.get("time_total_s")), "timestamp": _num(r.get("timestamp"))}
         curve.append(point)
         if math.isfinite(v) and (best is None or v > _num(best.get(VAL_ARG))):
             best = r
@@ -678,11 +679,13 @@ def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str |
                                                  if k.startswith(method + "/")}}
             if SOURCES_KEY in rp:
                 config[SOURCES_KEY] = parse_value(rp[SOURCES_KEY])
-            vals = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG)}
+            history = c.get_metric_history(run.info.run_id, VAL_ARG)
+            vals = {m.step: m.value for m in history}
+            stamps = {m.step: m.timestamp / 1000 for m in history}  # ms -> Unix seconds, as Tune's timestamp
             times = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "time_total_s")}
             ses = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG_SE)}
             results = [{STEP: s, VAL_ARG: v, VAL_ARG_SE: ses.get(s), "time_total_s": times.get(s),
-                        "training_iteration": i + 1, TOTAL_STEPS: metrics.get(TOTAL_STEPS)}
+                        "training_iteration": i + 1, TOTAL_STEPS: metrics.get(TOTAL_STEPS), "timestamp": stamps.get(s)}
                        for i, (s, v) in enumerate(sorted(vals.items()))]
             summary = _curve_and_summary(results, None)
             if not math.isfinite(summary["wall_s"]) and run.info.end_time and run.info.start_time:

@@ -11,7 +11,9 @@
   error over validation pairs) and the range over its trials (the hyperparameter sensitivity
   the papers warn about);
 - ``task_gains``: difference and relative gain per target task, mean [95 % CI] over its seeds;
-- ``cost_table``: trials, wall / CPU / GPU hours and ARG per accelerator-hour.
+- ``cost_table``: trials, wall / CPU / GPU hours and ARG per accelerator-hour;
+- ``best_so_far``: the best validation ARG found so far against cumulative compute, per sweep
+  and method (to compare searchers at equal compute).
 
 Values are fractions in the CSVs and percentages (points for differences) in the Markdown.
 """
@@ -444,6 +446,72 @@ def cost_markdown(table: pd.DataFrame) -> str:
                                    f"trial x trial wall time; the accelerator is the {unit}. Target ARG: as in "
                                    f"arg_table.md (no CI: one seed per task, or an old sweep without per-pair "
                                    f"scores).\n")
+
+
+ALL_METHODS = "all methods"  # best_so_far's group of a sweep's trials of every method
+TRIAL_SECONDS, OUTER_STEPS = "trial-seconds", "outer steps"  # best_so_far's units of compute
+BEST_SO_FAR_COLUMNS = ["sweep", "method", "trial_id", "status", "val_arg", "compute", "unit", "best", "best_se",
+                       "best_trial"]
+
+
+def compute_unit(trials: pd.DataFrame) -> str:
+    """``trial-seconds`` when every trial that reported recorded its wall seconds, else ``outer steps``."""
+    reported = trials[trials["reports"].astype(float).fillna(0) > 0]
+    wall = reported["wall_s"].astype(float)
+    return TRIAL_SECONDS if bool((np.isfinite(wall) & (wall > 0)).all()) else OUTER_STEPS
+
+
+def _ended(curve) -> float:
+    """When a trial's last report came (Unix seconds); inf when not recorded (sorts last)."""
+    stamps = [float(p["timestamp"]) for p in curve or [] if isinstance(p.get("timestamp"), (int, float))]
+    stamps = [t for t in stamps if math.isfinite(t)]
+    return max(stamps) if stamps else math.inf
+
+
+def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:
+    """The search's progress: the best validation ARG found so far against the compute spent so far.
+
+    Per sweep and method, and per sweep over all its methods (method ``ALL_METHODS``) when it
+    searched several, one row per trial that reported, in the order the trials ended (their
+    last report's timestamp; trials without one keep the table's order, after the timed ones).
+    Compute is cumulative over those trials, in one unit for the whole table
+    (``compute_unit``): trial-seconds (each trial's wall seconds, ``wall_s``), else outer steps
+    (``steps_done``). Failed trials add their compute but no result, as in ``validation_table``.
+    Two sweeps that differ only in their searcher (TPE, random, the paper defaults alone) can
+    so be compared at equal compute.
+
+    Args:
+        trials: the tidy trial table (``analysis.results``), of one or more sweeps.
+
+    Returns:
+        Columns ``BEST_SO_FAR_COLUMNS``: val_arg (the trial's best report; NaN when it failed),
+        compute, unit, best (the running max of val_arg; NaN before the first result), best_se
+        and best_trial (the standard error and id of the trial that holds it).
+    """
+    if trials.empty:
+        return pd.DataFrame(columns=BEST_SO_FAR_COLUMNS)
+    unit = compute_unit(trials)
+    t = trials[trials["reports"].astype(float).fillna(0) > 0]
+    cost = t["wall_s" if unit == TRIAL_SECONDS else "steps_done"]
+    t = t.assign(cost=pd.to_numeric(cost, errors="coerce").fillna(0.0),
+                 value=pd.to_numeric(t["val_arg"], errors="coerce").where(t["status"] != "failed"),
+                 se=pd.to_numeric(t["val_arg_se"], errors="coerce"),
+                 ended=[_ended(c) for c in t["curve"]])
+    rows = []
+    for sweep, g in t.groupby("sweep", sort=False):
+        methods = list(dict.fromkeys(g["method"]))
+        groups = ([(ALL_METHODS, g)] if len(methods) > 1 else []) + [(m, g[g["method"] == m]) for m in methods]
+        for method, h in groups:
+            compute, best, best_se, best_trial = 0.0, math.nan, math.nan, ""
+            for r in h.sort_values("ended", kind="stable").to_dict("records"):
+                compute += r["cost"]
+                value = r["value"]
+                if math.isfinite(value) and not value <= best:  # `not <=`: true while best is NaN
+                    best, best_se, best_trial = value, r["se"], r["trial_id"]
+                rows.append({"sweep": sweep, "method": method, "trial_id": r["trial_id"], "status": r["status"],
+                             "val_arg": value, "compute": compute, "unit": unit, "best": best, "best_se": best_se,
+                             "best_trial": best_trial})
+    return pd.DataFrame(rows, columns=BEST_SO_FAR_COLUMNS)
 
 
 def write(df: pd.DataFrame, md_text: str, folder: Path, stem: str) -> tuple[Path, Path]:

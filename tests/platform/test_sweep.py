@@ -23,6 +23,31 @@ def tune_states(sweep_dir: Path) -> dict[str, tuple[str, dict]]:
     return {t.trial_id: (t.status, t.config) for t in ExperimentAnalysis(str(sweep_dir)).trials}
 
 
+def optuna_study(sweep_dir: Path, name: str):
+    """The sweep's Optuna study, read the way ``optuna-dashboard sqlite:///<sweep>/optuna.db`` reads it."""
+    import optuna
+
+    url = f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
+    assert optuna.study.get_all_study_names(storage=url) == [name]  # one study, never a second copy
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def check_study_trial(trial, config: dict, reports: list[dict]) -> None:
+    """An Optuna trial holds its Tune trial's searched settings, reports and final value."""
+    from optuna.trial import TrialState
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}/") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    assert trial.state == TrialState.COMPLETE
+    assert trial.params and trial.params.items() <= flat(config).items()
+    assert trial.value == reports[-1]["val/arg"]  # OptunaSearch tells the last report (ASHA may stop early)
+    assert trial.intermediate_values == {r["training_iteration"]: r["val/arg"] for r in reports}
+
+
 def test_sweep_logs_every_trial_to_mlflow_and_exports_best_prompts(tmp_path, ray_tmp, mlflow_server):
     import torch
     from mlflow.tracking import MlflowClient
@@ -41,6 +66,15 @@ def test_sweep_logs_every_trial_to_mlflow_and_exports_best_prompts(tmp_path, ray
     assert len(states) == 4
     assert {s for s, _ in states.values()} == {"TERMINATED"}
     assert {c["method"] for _, c in states.values()} == {"fomaml", "mtl"}
+
+    # Optuna: the study in the sweep folder has one trial per Tune trial, with its settings and value.
+    study = optuna_study(sweep, "e2e")
+    by_trial = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+    assert len(study.trials) == 4 and sorted(by_trial) == sorted(states)
+    for trial_id, (_, config) in states.items():
+        check_study_trial(by_trial[trial_id], config,
+                          results_of(next(d for d in trial_dirs(sweep) if d.name.endswith(trial_id))))
+    assert f"Optuna study 'e2e': optuna-dashboard sqlite:///{sweep.resolve() / 'optuna.db'}\n" in log.read_text()
 
     # MLflow (through the server's REST API): one parent, one FINISHED child per trial.
     parent, children = mlflow_runs(mlflow_server, "e2e")
@@ -210,6 +244,20 @@ def test_resume_after_driver_kill_runs_only_the_rest(tmp_path, ray_tmp, mlflow_s
     assert sorted(r.data.tags["promptinit.trial_id"] for r in runs) == sorted(states)  # one run per trial
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert (sweep / "arg_table.md").exists()
+    # Optuna: the same study continued; one trial per Tune trial, told its last report; the
+    # trials asked after the last snapshot (the orphans' trials) closed FAIL, none left RUNNING.
+    from optuna.trial import TrialState
+
+    study = optuna_study(sweep, name)
+    closed = [t for t in study.trials if t.user_attrs.get("orphaned")]
+    kept = [t for t in study.trials if not t.user_attrs.get("orphaned")]
+    assert sorted(t.user_attrs["tune_trial_id"] for t in kept) == sorted(states)
+    for t in kept:
+        trial_id = t.user_attrs["tune_trial_id"]
+        folder = next(d for d in trial_dirs(sweep) if d.name.endswith(trial_id))
+        check_study_trial(t, states[trial_id][1], results_of(folder))
+    assert len(closed) == len(orphans) and {t.state for t in closed} <= {TrialState.FAIL}
+    assert "optuna-dashboard sqlite:///" in log2.read_text()
 
 
 def test_diverging_trials_fail_and_the_others_finish(tmp_path, ray_tmp, mlflow_server):
