@@ -160,7 +160,8 @@ class Candidate:
 
 def candidates(results, methods: Sequence[str], k: int) -> tuple[dict[str, list[Candidate]], dict[str, tuple[int, int]]]:
     """Each method's best ``k`` trials (a trial by its best kept checkpoint's ``val/arg``),
-    best first, and each method's (trials, finished trials)."""
+    best first, and each method's (trials, finished trials). Ties go to the earlier checkpoint
+    and the smaller trial id, so the choice does not depend on the order Tune lists results in."""
     from spaces import trial_settings
     from trainables import metrics as M
 
@@ -176,11 +177,13 @@ def candidates(results, methods: Sequence[str], k: int) -> tuple[dict[str, list[
         counts[method][1] += 1
         kept = [(float(mt[M.VAL_ARG]), ck, mt) for ck, mt in result.best_checkpoints or [] if mt.get(M.VAL_ARG) is not None]
         if kept:
-            value, checkpoint, metrics = max(kept, key=lambda x: x[0])
+            # ties (a few test examples make them common) go to the earlier checkpoint, then to the
+            # smaller trial id: a resumed sweep lists trials and checkpoints in another order
+            value, checkpoint, metrics = max(kept, key=lambda x: (x[0], -float(x[2].get(M.STEP, 0))))
             out[method].append(Candidate(method, str(metrics.get("trial_id", "")), checkpoint, value, dict(metrics),
                                          settings, dict(result.config)))
     for m in out:
-        out[m] = sorted(out[m], key=lambda c: -c.val_arg)[:k]
+        out[m] = sorted(out[m], key=lambda c: (-c.val_arg, c.trial_id))[:k]
     return out, {m: (n, ok) for m, (n, ok) in counts.items()}
 
 

@@ -93,3 +93,22 @@ def test_the_choice_is_the_best_rescored_candidate_not_the_best_searched():
     rows = selection_rows(cands, chosen)
     assert [(r["trial_id"], r["rank_in_search"], r["step"], r["chosen"]) for r in rows] == [
         ("a", 1, 6, False), ("b", 2, 4, True), ("c", 3, 2, False), ("d", 1, 6, True)]
+
+
+def test_candidates_do_not_depend_on_the_order_tune_lists_trials_and_checkpoints():
+    """Ties of val/arg are common (a few test examples): they go to the earlier checkpoint and
+    the smaller trial id, so a resumed sweep (which lists results in another order) keeps the
+    same candidates and checkpoints."""
+    from types import SimpleNamespace
+
+    from search.final import candidates
+
+    def result(tid, reports):
+        ckpts = [(f"{tid}-ck{step}", {"val/arg": arg, "upstream/step": step, "trial_id": tid}) for step, arg in reports]
+        return SimpleNamespace(config={"method": "mtl", "mtl": {"lr": 0.3}}, error=None, best_checkpoints=ckpts)
+
+    results = [result("b", [(2, 0.5), (4, 0.5)]), result("a", [(4, 0.5), (2, 0.5)]), result("c", [(2, 0.1)])]
+    for order in (results, results[::-1]):
+        cands, counts = candidates(order, ["mtl"], 2)
+        assert [(c.trial_id, c.checkpoint) for c in cands["mtl"]] == [("a", "a-ck2"), ("b", "b-ck2")]
+        assert counts == {"mtl": (3, 3)}
