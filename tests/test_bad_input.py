@@ -582,6 +582,17 @@ def case_tune_init_and_init_text(w):
 
 
 @case()
+def case_tune_init_labels_and_init_text(w):
+    return named(w.tune("--task", "bb_strategyqa", "--init-labels", "--init-text", "hi"), "--init-text", "--init-labels")
+
+
+@case()
+def case_tune_init_labels_of_a_generation_task(w):
+    return named(w.tune("--task", "bb_word_unscrambling", "--init-labels"), "--init-labels", "bb_word_unscrambling",
+                 "class labels")
+
+
+@case()
 def case_tune_init_file_missing(w):
     return named(w.tune("--task", "bb_strategyqa", "--init", str(w.inputs / "prompt.safetensors")),
                  "prompt.safetensors", "--init")

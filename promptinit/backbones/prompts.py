@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -21,32 +21,45 @@ class PromptInit(str, Enum):
     TEXT = "text"  # embeddings of a text, repeated to length L
     RANDOM = "random"  # Gaussian with the embedding table's scale
     FILE = "file"  # a saved prompt (safetensors)
+    LABELS = "labels"  # class labels (Lester et al. 2021): each label's mean token embedding, then vocab
 
 
 def init_prompt(
     backbone: "Backbone", how: str | PromptInit = PromptInit.VOCAB, *, seed: int = 0,
-    text: str | None = None, path: str | Path | None = None,
+    text: str | None = None, path: str | Path | None = None, labels: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """An initial prompt [L, d] in float32 (float64 when the backbone runs in float64).
 
     Args:
         backbone: the model the prompt is for (its embedding table and L).
-        how: vocab, text, random or file.
-        seed: for vocab and random.
+        how: vocab, text, random, file or labels.
+        seed: for vocab, random and labels (its vocabulary rows).
         text: for ``text``.
         path: for ``file``.
+        labels: for ``labels``: the task's class labels. Lester et al. 2021 (§3.2, "class
+            label" init): row i is the mean embedding of label i's tokens, as the model reads
+            the label as an answer (a causal model's with its separating space); rows past the
+            last label are the ``vocab`` init's with the same seed; labels past L are dropped.
     """
     how = PromptInit(how)
     L = backbone.config.prompt_length
     table = backbone.model.get_input_embeddings().weight.detach()
     dtype = torch.float64 if backbone.dtype == torch.float64 else torch.float32
     gen = torch.Generator().manual_seed(seed)
-    if how is PromptInit.VOCAB:
+    if how in (PromptInit.VOCAB, PromptInit.LABELS):
         # Skip special tokens at the start of the vocabulary (pad, eos, ...).
         lo = min(len(backbone.tokenizer.all_special_ids) + 1, table.shape[0] - 1)
         hi = min(table.shape[0], lo + VOCAB_TOP)
         ids = torch.randint(lo, hi, (L,), generator=gen)
         prompt = table[ids.to(table.device)]
+        if how is PromptInit.LABELS:
+            if not labels:
+                raise PromptinitError("prompt init 'labels' needs the task's class labels (a classification task)")
+            # the label's tokens as an answer after an input, without the closing eos
+            rows = [table[torch.tensor(backbone._target_ids("_", lab)[:-1], device=table.device)].float().mean(0)
+                    for lab in list(labels)[:L]]
+            prompt = prompt.clone()
+            prompt[: len(rows)] = torch.stack(rows).to(prompt.dtype)
     elif how is PromptInit.TEXT:
         if not text:
             raise PromptinitError("prompt init 'text' needs a text (--init-text)")

@@ -108,6 +108,8 @@ def register(sub) -> None:
                    help="SUPMER's meta-gradient regulariser ψ (an export folder or psi.safetensors): applied to "
                         "every prompt gradient during tuning")
     p.add_argument("--init-text", default=None, help="initialise from the embeddings of this text")
+    p.add_argument("--init-labels", action="store_true",
+                   help="initialise from the task's class labels (Lester et al. 2021: a row per label, then vocabulary)")
     p.add_argument("--seed", type=int, default=100, help="few-shot seed (paper: 100, 13, 21, 42, 87)")
     p.add_argument("--out", default=None, help="write the best prompt here (safetensors)")
     add_backbone_args(p)
@@ -119,8 +121,9 @@ def check_inputs(args: argparse.Namespace, info) -> None:
     """``--init``, ``--psi`` and ``--out`` against the model's config, before data or weights load."""
     from pathlib import Path
 
-    if args.init and args.init_text:
-        raise PromptinitError("options '--init' and '--init-text': give one of them, not both")
+    given = [f"'--{name.replace('_', '-')}'" for name in ("init", "init_text", "init_labels") if getattr(args, name)]
+    if len(given) > 1:
+        raise PromptinitError(f"options {' and '.join(given)}: give one of them, not several")
     if args.out:
         check_writable(args.out, "option '--out'")
     if args.init:
@@ -144,8 +147,9 @@ def check_inputs(args: argparse.Namespace, info) -> None:
                                   f"{info.hidden_size}; use the ψ exported with this model's prompt")
 
 
-def initial_prompt(backbone, args: argparse.Namespace):
-    """The starting prompt: an export folder (checked against the model), a file, text or vocabulary."""
+def initial_prompt(backbone, args: argparse.Namespace, labels=None):
+    """The starting prompt: an export folder (checked against the model), a file, text, the
+    task's class labels or vocabulary."""
     from pathlib import Path
 
     if args.init and Path(args.init).expanduser().is_dir():
@@ -153,6 +157,8 @@ def initial_prompt(backbone, args: argparse.Namespace):
 
         prompt = load_export(args.init, backbone).prompt
         return prompt.to(device=backbone.device, dtype=backbone.dtype)
+    if args.init_labels:
+        return backbone.init_prompt("labels", seed=args.seed, labels=labels)
     how = "file" if args.init else "text" if args.init_text else "vocab"
     return backbone.init_prompt(how, seed=args.seed, path=args.init, text=args.init_text)
 
@@ -168,11 +174,14 @@ def run(args: argparse.Namespace) -> int:
     bb_config = backbone_config(args)
     check_inputs(args, model_info(args))
     task = load_task(args.task, args.catalog)
+    if args.init_labels and not task.labels:
+        raise PromptinitError(f"option '--init-labels': task {task.name!r} has no class labels (only a classification "
+                              "task has); use --init-text or the default")
     fewshot = sample_few_shot(task, args.seed, test_size=cfg.test_size)
     t0 = time.perf_counter()
     backbone = Backbone(bb_config)
     load_s = time.perf_counter() - t0
-    init = initial_prompt(backbone, args)
+    init = initial_prompt(backbone, args, task.labels)
     grad_transform = None
     if args.psi:
         from promptinit.methods.mgr import load_regulariser

@@ -140,6 +140,27 @@ def test_prompt_initialisations(tmp_path):
     assert torch.equal(bb.init_prompt("file", path=path), vocab)
 
 
+@pytest.mark.parametrize("model", [CAUSAL, SEQ2SEQ])
+def test_class_label_init_is_each_labels_mean_token_embedding_then_vocabulary(model):
+    """Lester et al. 2021's class-label init: row i is the mean embedding of label i's tokens as
+    the model reads it as an answer (a causal model's with its separating space), the rest the
+    vocabulary init of the same seed."""
+    bb = tiny_backbone(model, prompt_length=5)
+    table = bb.model.get_input_embeddings().weight.detach()
+    labels = ("yes", "no way")
+    prompt = bb.init_prompt("labels", labels=labels, seed=7)
+    space = " " if model == CAUSAL else ""
+    for row, label in zip(prompt, labels):
+        ids = bb.tokenizer(space + label, add_special_tokens=False).input_ids
+        torch.testing.assert_close(row, table[torch.tensor(ids)].mean(0))
+    assert len(bb.tokenizer(space + "no way", add_special_tokens=False).input_ids) > 1, "a multi-token label is averaged"
+    assert torch.equal(prompt[2:], bb.init_prompt("vocab", seed=7)[2:])
+    many = bb.init_prompt("labels", labels=[f"l{i}" for i in range(9)], seed=7)
+    assert many.shape == (5, bb.hidden_size)
+    with pytest.raises(PromptinitError, match="class labels"):
+        bb.init_prompt("labels", labels=(), seed=7)
+
+
 def test_prompt_file_with_wrong_shape_or_truncated_is_refused(tmp_path):
     bb = tiny_backbone(CAUSAL, prompt_length=5)
     path = save_prompt(torch.zeros(3, bb.hidden_size), tmp_path / "p.safetensors")
