@@ -343,8 +343,18 @@ class Backbone:
     def token_logprobs(self, prompt: torch.Tensor, batch: Batch):
         """Log-probability of every target token: ``(logp [N], rows [N])``."""
         h, labels, rows = self.target_hidden(prompt, batch)
-        logp = torch.log_softmax(_upcast(self.project(h)), dim=-1)
-        return logp.gather(1, labels[:, None]).squeeze(1), rows
+        return self.target_logprobs(h, labels), rows
+
+    def target_logprobs(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Log-probability [N] of each target token ``labels`` [N] from its final hidden state ``h`` [N, d]."""
+        return torch.log_softmax(_upcast(self.project(h)), dim=-1).gather(1, labels[:, None]).squeeze(1)
+
+    @staticmethod
+    def mean_per_example(logp: torch.Tensor, rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(per-example mean NLL [n], target tokens per example [n])`` of token log-probs."""
+        nll = torch.zeros(n, dtype=logp.dtype, device=logp.device).index_add(0, rows, -logp)
+        count = torch.zeros(n, dtype=logp.dtype, device=logp.device).index_add(0, rows, torch.ones_like(logp))
+        return nll / count.clamp(min=1), count
 
     def loss(self, prompt: torch.Tensor, batch: Batch, per_example: bool = False) -> torch.Tensor:
         """Mean target-token negative log-likelihood, differentiable in ``prompt``.
@@ -358,10 +368,7 @@ class Backbone:
             A scalar (mean over examples) or a [B] tensor.
         """
         logp, rows = self.token_logprobs(prompt, batch)
-        B = len(batch)
-        nll = torch.zeros(B, dtype=logp.dtype, device=logp.device).index_add(0, rows, -logp)
-        count = torch.zeros(B, dtype=logp.dtype, device=logp.device).index_add(0, rows, torch.ones_like(logp))
-        per = nll / count.clamp(min=1)
+        per, _ = self.mean_per_example(logp, rows, len(batch))
         return per if per_example else per.mean()
 
     def loss_with_context(self, prompt: torch.Tensor, batch: Batch
@@ -378,13 +385,10 @@ class Backbone:
             target-position hidden states, and its number of target tokens.
         """
         h, labels, rows = self.target_hidden(prompt, batch)
-        logp = torch.log_softmax(_upcast(self.project(h)), dim=-1).gather(1, labels[:, None]).squeeze(1)
-        B = len(batch)
-        nll = torch.zeros(B, dtype=logp.dtype, device=logp.device).index_add(0, rows, -logp)
-        count = torch.zeros(B, dtype=logp.dtype, device=logp.device).index_add(0, rows, torch.ones_like(logp))
+        per, count = self.mean_per_example(self.target_logprobs(h, labels), rows, len(batch))
         hd = h.detach()
-        h_sum = torch.zeros(B, hd.shape[-1], dtype=hd.dtype, device=hd.device).index_add(0, rows, hd)
-        return nll / count.clamp(min=1), h_sum, count
+        h_sum = torch.zeros(len(batch), hd.shape[-1], dtype=hd.dtype, device=hd.device).index_add(0, rows, hd)
+        return per, h_sum, count
 
     # ----------------------------------------------------------------- seq2seq halves
     def _need_encoder(self, what: str) -> None:

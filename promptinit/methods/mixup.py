@@ -232,16 +232,13 @@ def mixed_task_losses(backbone: Backbone, prompt: torch.Tensor, query: TaskBatch
         tok = -(w * lp_q + (1 - w) * lp_a)
     else:
         # the same operations, in the same order, as Backbone.loss + task_losses
-        logp = torch.log_softmax(_upcast(backbone.project(h)), dim=-1).gather(1, labels[:, None]).squeeze(1)
-        tok = -logp
+        tok = -backbone.target_logprobs(h, labels)
     return _task_means(_example_means(tok, rows, B), h, tok_owner, query)
 
 
 def _example_means(tok: torch.Tensor, rows: torch.Tensor, B: int) -> torch.Tensor:
     """[B] mean of the token losses ``tok`` of each example (``rows``: the token's example)."""
-    nll = torch.zeros(B, dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
-    count = torch.zeros(B, dtype=tok.dtype, device=tok.device).index_add(0, rows, torch.ones_like(tok))
-    return nll / count.clamp(min=1)
+    return Backbone.mean_per_example(-tok, rows, B)[0]
 
 
 def _task_means(per: torch.Tensor, h: torch.Tensor, tok_owner: torch.Tensor, query: TaskBatch
@@ -297,8 +294,7 @@ def _encoder_mixed_losses(backbone: Backbone, prompt: torch.Tensor, query: TaskB
     # The decoder reads the mixture once per target, each teacher-forced on its own tokens.
     h_q, y_q, rows_q = backbone.decoder_target_hidden(enc, bias, query.batch.labels)
     h_a, y_a, rows_a = backbone.decoder_target_hidden(enc, bias, aug.batch.labels)
-    lp_q = torch.log_softmax(_upcast(backbone.project(h_q)), dim=-1).gather(1, y_q[:, None]).squeeze(1)
-    lp_a = torch.log_softmax(_upcast(backbone.project(h_a)), dim=-1).gather(1, y_a[:, None]).squeeze(1)
+    lp_q, lp_a = backbone.target_logprobs(h_q, y_q), backbone.target_logprobs(h_a, y_a)
     per_q, per_a = _example_means(-lp_q, rows_q, B), _example_means(-lp_a, rows_a, B)
     w = lam_task[query.owner].to(per_q.dtype)
     return _task_means(w * per_q + (1 - w) * per_a, h_q, query.owner[rows_q], query)
