@@ -19,7 +19,8 @@ def register_report(subparsers) -> None:
         description="Write ARG tables (method x partition), per-task gains, cost, sensitivity and learning-curve "
                     "plots and Optuna importances of one or more sweeps into one folder with an index.md.",
     )
-    p.add_argument("sweeps", nargs="+", metavar="SWEEP_DIR", help="sweep directories (one per partition/setting)")
+    p.add_argument("sweeps", nargs="+", metavar="SWEEP_DIR",
+                   help="sweep directories (one per partition/setting), or a study's run folder (search/study.py)")
     p.add_argument("--out", default=None, help="report folder (default: <first sweep>/report)")
     p.add_argument("--from-mlflow", action="store_true",
                    help="read the trials from the sweeps' MLflow runs instead of the Tune files")
@@ -33,7 +34,7 @@ def register_report(subparsers) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
-    from analysis.results import load_sweep
+    from analysis.results import is_study, load_study, load_sweep
 
     if args.similarity_rank < 1:
         raise PromptinitError(f"option '--similarity-rank': {args.similarity_rank} must be >= 1")
@@ -48,7 +49,9 @@ def run_report(args: argparse.Namespace) -> int:
             prompts = load_task_prompts(args.task_prompts)
         except PromptinitError as err:
             raise PromptinitError(f"option '--task-prompts': {err}") from None
-    sweeps = [load_sweep(d, source="mlflow" if args.from_mlflow else "tune") for d in args.sweeps]
+    source = "mlflow" if args.from_mlflow else "tune"
+    # a study's run folder (search/study.py) stands for the study and its search sweeps
+    sweeps = [s for d in args.sweeps for s in (load_study(d, source) if is_study(d) else [load_sweep(d, source)])]
     report = write_report(sweeps, out, task_prompts=prompts, similarity_rank=args.similarity_rank,
                           log_mlflow=not args.no_mlflow)
     print(f"report: {report.folder / 'index.md'} ({len(report.files)} files)")

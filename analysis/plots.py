@@ -219,3 +219,25 @@ def similarity_heatmap(names: Sequence[str], matrix: np.ndarray, path: Path, tit
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title, fontsize="medium")
     return _save(fig, path)
+
+
+def pt_curves(summary, path: Path, enough: int | None = None, title: str = "PT's dev learning curves") -> Path:
+    """PT's best dev score so far against downstream steps (``promptinit.curves.summarize``): one
+    line per lr and a thick one for the lr chosen on dev per pair, with its 95 % band; a dashed
+    line at the step count chosen from it."""
+    from promptinit.curves import CHOSEN
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = list(summary.steps)
+    for c in summary.columns:
+        chosen = c == CHOSEN
+        ax.plot(steps, [100 * r[c].mean for r in summary.rows], marker="o", lw=2.5 if chosen else 1.2, label=c)
+        if chosen:
+            ax.fill_between(steps, [100 * r[c].lo for r in summary.rows], [100 * r[c].hi for r in summary.rows],
+                            alpha=0.2)
+    if enough is not None:
+        ax.axvline(enough, color="grey", ls="--", lw=1, label=f"chosen: {enough} steps")
+    ax.set(xlabel="downstream tuning step", ylabel=f"best dev so far, % (mean over {len(summary.pairs)} pairs)",
+           title=title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

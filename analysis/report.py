@@ -111,6 +111,14 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
     if curves:
         plot_links.append(("Learning curves (validation ARG)", curves))
     captions: dict[str, str] = {}
+    study_lines = []
+    for s in sweeps:
+        curve_plot, lines = _study_parts(s, tdir, pdir)
+        study_lines += lines
+        if curve_plot:
+            plot_links.append(("PT's dev learning curves on the target tasks", curve_plot))
+            captions[curve_plot.name] = CURVES_CAPTION
+            report.files.append(tdir / "pt_curves.md")
     progress_plot = plots.best_so_far_curves(progress, pdir / "best_so_far.png", labels=_search_labels(sweeps),
                                              z=NORMAL_95)
     if progress_plot:
@@ -143,7 +151,7 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
                            plots.similarity_heatmap(names, S, pdir / "similarity.png",
                                                     f"task similarity (top-{similarity_rank} prompt subspaces)")))
     report.files += [p for _, p in plot_links]
-    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes, captions))
+    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes, captions, study_lines))
     report.files.append(folder / INDEX)
     return report
 
@@ -160,9 +168,55 @@ def _search_labels(sweeps: Sequence[Sweep]) -> dict[str, str]:
     return out
 
 
+def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, list[str]]:
+    """A study's PT curves (plot and ``pt_curves.md``) and its design lines for the index
+    (downstream steps, pairs, upstream seeds, each preset arm's settings and budget cuts)."""
+    from analysis.results import STUDY_RESULT
+    from promptinit import curves
+
+    if sweep.dir is None or not (sweep.dir / "pt_curves.csv").is_file():
+        return None, []
+    result = json.loads((sweep.dir / STUDY_RESULT).read_text()) if (sweep.dir / STUDY_RESULT).is_file() else {}
+    summary = curves.summarize(curves.read_csv(sweep.dir / "pt_curves.csv"))
+    steps = result.get("downstream_steps")
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / "pt_curves.md").write_text(curves.markdown(summary))
+    plot = plots.pt_curves(summary, pdir / "pt_curves.png", steps,
+                           f"PT on the targets ({len(summary.pairs)} (task, seed) pairs; band: 95 % CI)")
+    lines = [f"## Study {sweep.name}", ""]
+    if result:
+        tuning = result.get("tuning", {})
+        lines += [
+            f"- Targets: {', '.join(result.get('targets', []))}; few-shot seeds {result.get('target_seeds')}; "
+            f"upstream seeds {result.get('upstream_seeds')}; {tuning.get('test_size')} test examples per score at most.",
+            f"- Downstream tuning of every arm: {steps} steps (chosen from PT's curves below), batch "
+            f"{tuning.get('batch_size')}, {tuning.get('optimizer')}, dev every {tuning.get('eval_every')} steps; the lr "
+            f"chosen on dev per problem from {tuning.get('lr')}.",
+            f"- Wall time of the last run: {result.get('times', {}).get('wall_s', float('nan')):.0f} s "
+            f"(phases: {', '.join(f'{k} {v:.0f}' for k, v in result.get('times', {}).items() if k != 'wall_s')}).",
+            "", "| arm | method | outer steps | settings | budget cut |", "|---|---|---|---|---|",
+        ]
+        for arm, p in result.get("presets", {}).items():
+            settings = ", ".join(f"{k} {v}" for k, v in p.get("settings", {}).items())
+            lines.append(f"| {arm} | {p.get('method')} | {p.get('steps')} | {settings} | {p.get('cut') or '—'} |")
+        for arm, folder in result.get("searches", {}).items():
+            lines.append(f"| {arm} | {arm.split(' (')[0]} | searched | sweep `{folder}` | — |")
+        lines.append("")
+    lines += ["PT's best dev score so far (%, mean over the pairs [95 % CI]):", "", curves.markdown(summary)]
+    return plot, lines
+
+
+CURVES_CAPTION = (
+    "PT (vocabulary init) on every target (task, seed): the best dev score so far against downstream steps, per lr "
+    "and for the lr chosen on dev per pair (thick, with its 95 % band: tasks weigh alike, seeds resampled within a "
+    "task). The dashed line is the step count every arm was tuned for."
+)
+
+
 def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[str],
-           captions: Mapping[str, str] | None = None) -> str:
+           captions: Mapping[str, str] | None = None, study_lines: Sequence[str] = ()) -> str:
     lines = ["# promptinit report", ""]
+    lines += list(study_lines)
     lines += ["## Sweeps", ""]
     rows = [[s.name, s.partition, s.model or "?", len(s.trials), int((s.trials["status"] == "finished").sum()),
              str(s.dir or "(MLflow)"), s.parent_run_id or "—"] for s in sweeps]

@@ -41,6 +41,7 @@ once (``FallbackWarning``).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -735,3 +736,44 @@ def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:
                         _num(m.get(f"{VAL_ARG}/{k[len(prefix):]}")), _num(m.get(f"{VAL_ARG_SE}/{k[len(prefix):]}")),
                         math.nan, math.nan, {})
             for k, v in sorted(m.items()) if k.startswith(prefix)]
+
+
+STUDY_META = "promptinit-study.json"  # search/study.py META_FILE
+STUDY_RESULT = "study.json"  # search/study.py RESULT_FILE
+
+
+def is_study(folder: str | Path) -> bool:
+    """Whether ``folder`` is a study's run folder (``search/study.py``)."""
+    return (Path(folder) / STUDY_META).is_file()
+
+
+def load_study(folder: str | Path, source: str = "tune") -> list[Sweep]:
+    """A study's run folder as sweeps for ``promptinit report``.
+
+    The first is the study itself: its target table (every arm against vocabulary-init PT on
+    the same pairs), no trials. Then each search arm's sweep, its trials' ``method`` set to the
+    arm's label and its targets left out (they are rows of the study's table); and per searched
+    method, the paper defaults as a sweep of their own, the first trial of its first search
+    (``points_to_evaluate``), so the best-so-far plot shows TPE, random search and the defaults.
+    """
+    folder = Path(folder)
+    meta = read_json(folder / STUDY_META)
+    config, partition = meta.get("config") or {}, str(meta.get("partition", ""))
+    name = str(config.get("name", folder.name))
+    targets = _targets_from_table(folder, name, partition) if (folder / ARG_TABLE).is_file() else []
+    out = [Sweep(folder, name, partition, config, meta, trials_frame([]), pd.DataFrame(targets, columns=TARGET_COLUMNS))]
+    result = read_json(folder / STUDY_RESULT) if (folder / STUDY_RESULT).is_file() else {}
+    defaults_done = set()
+    for label, sub in (result.get("searches") or {}).items():
+        if not (folder / sub).is_dir():
+            continue
+        s = load_sweep(folder / sub, source)
+        method = label.split(" (")[0]
+        trials = s.trials.assign(method=label)
+        out.append(dataclasses.replace(s, trials=trials, targets=pd.DataFrame(columns=TARGET_COLUMNS)))
+        if method not in defaults_done and len(trials):
+            first = trials.sort_values("trial_id").head(1)
+            defaults = f"{method} defaults"
+            out.append(Sweep(s.dir, defaults, s.partition, {}, {}, first.assign(sweep=defaults, method=defaults)))
+            defaults_done.add(method)
+    return out

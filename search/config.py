@@ -145,9 +145,11 @@ class Search(_Strict):
     algorithm: Literal["tpe", "random"] = Field(
         "tpe", description="Optuna sampler: tpe (TPESampler) or random (RandomSampler); the scheduler, the paper "
                            "defaults first and the budget stay the same, so two sweeps differing only here spend "
-                           "the same compute. TPE samples at random until 10 trials have finished (its "
-                           "n_startup_trials), so with one seed both propose the same configurations until then",
+                           "the same compute. TPE samples at random until `startup_trials` trials have "
+                           "finished, so with one seed both propose the same configurations until then",
     )
+    startup_trials: int = Field(10, ge=1, description="tpe: trials sampled at random before TPE models the results "
+                                                      "(Optuna's n_startup_trials, default 10)")
     seed: int = Field(0, description="seed of the Optuna sampler (tpe or random)")
     points_to_evaluate: bool = Field(True, description="start with each method's paper defaults")
     space: dict[str, dict[str, Any]] = Field(
@@ -336,11 +338,13 @@ def _format(err: dict) -> str:
     return f"field {loc!r}: {msg}" if loc else msg
 
 
-def load_sweep_config(path: str | Path) -> SweepConfig:
+def load_sweep_config(path: str | Path, model: type[SweepConfig] = SweepConfig, folder: Path = SWEEP_DIR) -> SweepConfig:
     """Read and validate a sweep YAML, including its partition file and search space.
 
     Args:
         path: the YAML file.
+        model: the config class (``search.study.StudyConfig`` for a study).
+        folder: where the shipped configs of that kind live (named when ``path`` is missing).
 
     Returns:
         The validated config.
@@ -351,8 +355,9 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     file = Path(path).expanduser()
     where = str(path)
     if not file.is_file():
-        raise PromptinitError(f"{where}: no such sweep file (configs in {SWEEP_DIR}: "
-                              f"{', '.join(p.name for p in sorted(SWEEP_DIR.glob('*.yaml')))})")
+        kind = model.__name__.removesuffix("Config").lower()  # sweep, study
+        raise PromptinitError(f"{where}: no such {kind} file (configs in {folder}: "
+                              f"{', '.join(p.name for p in sorted(folder.glob('*.yaml')))})")
     raw = read_yaml(file, where)
     if not isinstance(raw, dict):
         raise PromptinitError(f"{where}: expected a mapping of sweep settings (name, model, partition, ...)")
@@ -364,7 +369,7 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         if not prompts.is_absolute() and (file.parent / prompts).is_dir():
             selection["prompts"] = str((file.parent / prompts).resolve())
     try:
-        config = SweepConfig.model_validate(raw)
+        config = model.model_validate(raw)
     except ValidationError as e:
         raise PromptinitError(f"{where}: {_format(e.errors()[0])}") from None
     except PromptinitError as e:

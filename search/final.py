@@ -305,12 +305,14 @@ def upstream_checkpoints(ctx: Context, chosen: Mapping[str, Candidate], upstream
 
 def target_scores(ctx: Context, chosen: Mapping[str, Candidate], checkpoints: Mapping[tuple[str, int], Any], tasks,
                   seeds: Sequence[int], tuning: dict) -> tuple[dict[str, dict], dict]:
-    """``({method: {(task, seed, upstream seed): score}}, PT's {(task, seed): score})``."""
+    """``({arm: {(task, seed, upstream seed): score}}, PT's {(task, seed): score})``; ``chosen``
+    and ``checkpoints`` are keyed by arm (a sweep's arms are its methods; a study's may be a
+    method's ablation, whose ``Candidate.method`` names the method)."""
     jobs = _pt_jobs(ctx, tasks, seeds, tuning)
     order = list(checkpoints)
     for m, u in order:
         c = chosen[m]
-        start = _start(ctx, m, c.settings, c.config, checkpoints[(m, u)], u)
+        start = _start(ctx, c.method, c.settings, c.config, checkpoints[(m, u)], u)
         jobs += [_score(ctx, f"{m} (upstream seed {u})", t, seeds, tuning, start) for t in tasks]
     values = ctx.runner.run("target", jobs)
     n = len(tasks)

@@ -129,12 +129,15 @@ def searcher_for(cfg: SweepConfig, storage=None):
     from trainables import metrics as M
 
     space = cfg.space()
-    sampler = {"tpe": TPESampler, "random": RandomSampler}[cfg.search.algorithm]
+    if cfg.search.algorithm == "tpe":
+        sampler = TPESampler(seed=cfg.search.seed, n_startup_trials=cfg.search.startup_trials)
+    else:
+        sampler = RandomSampler(seed=cfg.search.seed)
     return StudySearch(
         space, metric=M.METRIC, mode=M.MODE,
         points_to_evaluate=space.points_to_evaluate() if cfg.search.points_to_evaluate else None,
         # The seed goes to the sampler only: OptunaSearch ignores its own seed when given a sampler.
-        sampler=sampler(seed=cfg.search.seed),
+        sampler=sampler,
         study_name=cfg.name, storage=storage,
     )
 

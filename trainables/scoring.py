@@ -79,8 +79,26 @@ def held_out_sizes(tasks: Sequence[Task], seeds: Sequence[int], test_size: int |
     return {(t.name, s): len(sample_few_shot(t, s, test_size=test_size).test) for t in tasks for s in seeds}
 
 
+def label_scores(backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int], tuning: TuneConfig) -> dict[Key, float]:
+    """Test score per (task, seed) after tuning from the task's class-label init (Lester et al.
+    2021: a row per label, the rest sampled vocabulary with the few-shot seed, as PT's init)."""
+    keys = [(task, seed) for task in tasks for seed in seeds]
+    problems = [TuneProblem(sample_few_shot(task, seed, test_size=tuning.test_size),
+                            backbone.init_prompt("labels", seed=seed, labels=task.labels)) for task, seed in keys]
+    results = tune_prompts(backbone, problems, tuning, progress=False)
+    return {(task.name, seed): res.test for (task, seed), res in zip(keys, results, strict=True)}
+
+
+def curve_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tuning: dict) -> list[dict]:
+    """PT's dev curves (``promptinit.curves.pt_curves``) for a Ray task."""
+    from promptinit.backbones import BackboneConfig
+    from promptinit.curves import pt_curves
+
+    return pt_curves(Backbone(BackboneConfig(**backbone)), tasks, seeds, TuneConfig(**tuning))
+
+
 def score_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tuning: dict,
-              init: torch.Tensor | None = None, method: dict | None = None) -> dict[Key, float]:
+              init: torch.Tensor | str | None = None, method: dict | None = None) -> dict[Key, float]:
     """One unit of evaluation work for a Ray task: the PT baseline (no ``init``, no ``method``;
     cached on disk), or tuning from ``init``, or from a method restored from its checkpoint.
 
@@ -89,7 +107,8 @@ def score_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tunin
         tasks: tasks to tune.
         seeds: few-shot seeds.
         tuning: ``TuneConfig`` fields.
-        init: the prompt to start from.
+        init: the prompt to start from, or ``"labels"``: each task's class-label init
+            (``label_scores``).
         method: ``{"name", "settings", "checkpoint", "source_tasks", "seed"}`` for a method whose
             downstream tuning also needs its ``grad_transform`` (SUPMER's ψ): it is rebuilt and
             loaded from the Tune checkpoint, and tuning starts from its prompt.
@@ -106,6 +125,10 @@ def score_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tunin
         return tuned_scores(bb, restored.prompt, tasks, seeds, config, grad_transform_of(restored))
     if init is None:
         return baseline_scores(bb, tasks, seeds, config)
+    if isinstance(init, str):
+        if init != "labels":
+            raise ValueError(f"init {init!r}: a prompt tensor or 'labels'")
+        return label_scores(bb, tasks, seeds, config)
     return tuned_scores(bb, init.to(bb.device), tasks, seeds, config)
 
 
