@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -162,7 +163,8 @@ def curves_phase(ctx, cfg: StudyConfig, target) -> tuple[int, Any]:
             for t in target]
     records = [r for value in ctx.runner.run("curves", jobs) for r in value]
     summary = curves.summarize(records)
-    enough = curves.enough_steps(summary, cfg.study.curves.tolerance / 100)
+    # at least one evaluation's worth: a curve already flat at the initial prompt still gets tuned
+    enough = max(curves.enough_steps(summary, cfg.study.curves.tolerance / 100), cfg.target.tuning.get("eval_every", 50))
     folder = cfg.sweep_dir
     curves.write_csv(records, folder / CURVES_CSV)
     (folder / CURVES_MD).write_text(curves.markdown(summary))
@@ -229,6 +231,11 @@ def search_arms(cfg: StudyConfig, steps: int) -> list[dict]:
             path.write_text(yaml.safe_dump(raw, sort_keys=False))
             if not (folder / "arg_table.csv").is_file():
                 resume = (folder / sweep.TUNER_FILE).is_file()
+                if folder.exists() and not resume:
+                    # it died before Tune saved anything (no trial to keep), maybe while MLflow was
+                    # creating its store in the folder: start it afresh
+                    print(f"{folder}: an interrupted start (no {sweep.TUNER_FILE}); starting that sweep afresh", flush=True)
+                    shutil.rmtree(folder)
                 print(f"\n== search arm {m}, {ALGORITHM_LABEL[algorithm]}: sweep {folder}"
                       + (" (resumed)" if resume else ""), flush=True)
                 code = sweep.main(["--config", str(path), *(["--resume"] if resume else [])])

@@ -68,10 +68,10 @@ def sweep_env(ray_tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_sweep(config: Path, *args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start ``python search/sweep.py --config CONFIG`` in its own process group."""
+def start_sweep(config: Path, *args: str, env: dict[str, str], log: Path, script: Path = SWEEP) -> subprocess.Popen:
+    """Start ``python search/sweep.py --config CONFIG`` (or another ``script``) in its own process group."""
     out = log.open("wb")
-    return subprocess.Popen([PYTHON, str(SWEEP), "--config", str(config), *args], cwd=ROOT, env=env,
+    return subprocess.Popen([PYTHON, str(script), "--config", str(config), *args], cwd=ROOT, env=env,
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -101,9 +101,10 @@ def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL, grace: float = 
         pass
 
 
-def run_sweep(config: Path, *args: str, env: dict[str, str], log: Path, timeout: float = 400) -> int:
-    """Run the sweep script to the end; the exit code. Kills its process group on timeout."""
-    proc = start_sweep(config, *args, env=env, log=log)
+def run_sweep(config: Path, *args: str, env: dict[str, str], log: Path, timeout: float = 400,
+              script: Path = SWEEP) -> int:
+    """Run the sweep script (or ``script``) to the end; the exit code. Kills its process group on timeout."""
+    proc = start_sweep(config, *args, env=env, log=log, script=script)
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -1,0 +1,96 @@
+"""The study (``search/study.py``) end to end on its smoke version (``configs/study/smoke.yaml``:
+every arm and phase of ``configs/study/cpu.yaml`` on a tiny random model): interrupted in its
+search phase, resumed, and reported by ``promptinit report``."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.platform.conftest import ROOT, kill_ray_under, kill_tree, run_sweep, start_sweep, sweep_env, tail
+
+pytestmark = pytest.mark.timeout(1200)
+STUDY = ROOT / "search" / "study.py"
+SMOKE = ROOT / "configs" / "study" / "smoke.yaml"
+
+
+def smoke_config(folder: Path) -> Path:
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["partition"] = str((SMOKE.parent / raw["partition"]).resolve())
+    raw["storage_path"] = str(folder / "runs")
+    path = folder / "smoke.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def expected_arms(raw: dict) -> set[str]:
+    from search.study import PT_LABELS, arm_label, preset_label
+
+    return ({PT_LABELS} | {preset_label(a) for a in raw["study"]["presets"]}
+            | {arm_label(m, a) for m in raw["methods"] for a in raw["study"]["algorithms"]})
+
+
+def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interval(tmp_path, ray_tmp):
+    config = smoke_config(tmp_path)
+    raw = yaml.safe_load(config.read_text())
+    study = tmp_path / "runs" / raw["name"]
+    env = sweep_env(ray_tmp)
+    log = tmp_path / "first.log"
+    second = "== search arm mtl, random + ASHA"  # printed once the first search sweep has finished
+    proc = start_sweep(config, env=env, log=log, script=STUDY)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and second not in log.read_text(errors="replace"):
+            time.sleep(1)
+        assert proc.poll() is None, f"the study ended before it could be interrupted:\n{tail(log)}"
+        assert second in log.read_text(errors="replace"), tail(log)
+    finally:
+        kill_tree(proc)  # the driver and its local Ray, no goodbyes
+        kill_ray_under(ray_tmp)
+    assert not (study / "arg_table.csv").exists()
+
+    log2 = tmp_path / "resume.log"
+    assert run_sweep(config, env=env, log=log2, script=STUDY, timeout=900) == 2  # a study already ran there
+    assert "pass --resume" in log2.read_text()
+    assert run_sweep(config, "--resume", env=env, log=log2, script=STUDY, timeout=900) == 0, tail(log2)
+    text = log2.read_text()
+    # Nothing finished before the interrupt runs again: the curves, the presets' upstream runs
+    # and the first search sweep are kept.
+    presets = len(raw["study"]["presets"]) * len(raw["target"]["upstream_seeds"])
+    assert "curves: 2 jobs (2 done before" in text, tail(log2)
+    assert f"presets: {presets} jobs ({presets} done before" in text, tail(log2)
+    assert "== search arm mtl, TPE + ASHA" not in text
+    assert "== search arm maml, random + ASHA" in text
+
+    result = json.loads((study / "study.json").read_text())
+    assert result["tuning"]["steps"] == result["downstream_steps"] in {2, 4}  # an evaluation step > 0 of the curves
+
+    from analysis.commands import run_report
+
+    out = tmp_path / "report"
+    import argparse
+
+    assert run_report(argparse.Namespace(sweeps=[str(study)], out=str(out), from_mlflow=False, task_prompts=None,
+                                         similarity_rank=4, no_mlflow=True)) == 0
+    with (out / "tables" / "arg_table.csv").open() as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert set(rows) == expected_arms(raw)
+    for arm, r in rows.items():  # every arm: an interval around its difference with PT, on the same pairs
+        lo, mean, hi = float(r["diff_lo"]), float(r["diff_mean"]), float(r["diff_hi"])
+        assert math.isfinite(lo) and lo <= mean <= hi, (arm, r)
+        assert r["verdict"], arm
+    with (out / "tables" / "target_scores.csv").open() as f:
+        pairs = {}
+        for r in csv.DictReader(f):
+            pairs.setdefault(r["method"], set()).add((r["task"], r["seed"]))
+    assert len({frozenset(p) for p in pairs.values()}) == 1  # every arm on the same (task, seed) pairs
+    index = (out / "index.md").read_text()
+    assert "plots/pt_curves.png" in index and (out / "plots" / "pt_curves.png").stat().st_size > 0
+    assert "plots/best_so_far.png" in index
+    for label in ("mtl (TPE + ASHA)", "mtl (random + ASHA)", "mtl defaults"):
+        assert label in (out / "tables" / "best_so_far.csv").read_text()

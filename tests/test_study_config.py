@@ -1,0 +1,133 @@
+"""The study's config (``search/study.py``), its errors, and PT's curve summary
+(``promptinit.curves``), without Ray: what the study decides before it runs anything."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from promptinit import curves
+from promptinit.errors import PromptinitError
+from search import study
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = ROOT / "configs" / "study" / "cpu.yaml"
+SMOKE = ROOT / "configs" / "study" / "smoke.yaml"
+
+
+def write(folder: Path, **changes) -> Path:
+    """smoke.yaml with ``changes`` (top-level keys; ``study`` merged one level deep), storage in ``folder``."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["partition"] = str((SMOKE.parent / raw["partition"]).resolve())
+    raw["storage_path"] = str(folder / "runs")
+    for k, v in changes.items():
+        raw[k] = {**raw[k], **v} if k == "study" else v
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_smoke_config_is_the_cpu_study_in_miniature():
+    """Every arm of cpu.yaml is an arm of smoke.yaml (smoke also runs the ablations), with the
+    same searched methods, algorithms, targets' lr list and the same non-step preset settings."""
+    cpu, smoke = study.load_study_config(CPU), study.load_study_config(SMOKE)
+    assert set(cpu.study.presets) <= set(smoke.study.presets)
+    assert (cpu.methods, cpu.study.algorithms, cpu.study.labels) == (smoke.methods, smoke.study.algorithms, smoke.study.labels)
+    assert cpu.target.tuning["lr"] == [0.5, 0.4, 0.3, 0.2]  # Qin et al.'s list, for every arm
+    assert len(cpu.target.seeds) == 5 and len(cpu.target.upstream_seeds) >= 3
+    assert all(p.steps >= 200 and p.cut for p in cpu.study.presets.values())  # the issue's floor; every cut stated
+
+
+def test_presets_are_the_paper_defaults_with_only_the_stated_cuts():
+    cfg = study.load_study_config(CPU)
+    sup = study.preset_settings(cfg, "supmer", cfg.study.presets["supmer"])
+    assert (sup["outer_lr"], sup["phi_lr"], sup["inner_lr"], sup["mixup_m"]) == (0.1, 1e-4, 0.1, 2.0)  # released code
+    assert (sup["steps"], sup["inner_batch_size"], sup["query_batch_size"], sup["meta_batch_size"]) == (200, 4, 4, 2)
+    rep = study.preset_settings(cfg, "reptile", cfg.study.presets["reptile"])
+    assert (rep["outer_lr"], rep["inner_lr"], rep["inner_steps"], rep["steps"]) == (0.5, 3e-5, 5, 200)
+    mtl = study.preset_settings(cfg, "mtl", cfg.study.presets["mtl"])
+    assert (mtl["lr"], mtl["batch_size"], mtl["steps"]) == (0.5, 4, 200)  # Qin §5.3
+    smoke = study.load_study_config(SMOKE)
+    ablation = study.preset_settings(smoke, "supmer-no-mgr", smoke.study.presets["supmer-no-mgr"])
+    assert ablation["use_mgr"] is False and smoke.study.presets["supmer-no-mgr"].method_of("supmer-no-mgr") == "supmer"
+
+
+def test_sub_sweep_is_the_study_config_for_one_method_and_algorithm(tmp_path):
+    cfg = study.load_study_config(SMOKE)
+    raw = cfg.sub_sweep("maml", "random", 4)
+    assert raw["methods"] == ["maml"] and raw["search"]["algorithm"] == "random"
+    assert raw["search"]["space"] == {"maml": {"inner_batch_size": [2]}}
+    assert raw["target"]["tuning"]["steps"] == 4 and raw["target"]["seeds"] == cfg.target.seeds
+    assert "study" not in raw and raw["name"] == "study-smoke-maml-random"
+    from search.config import SweepConfig
+
+    SweepConfig.model_validate(raw)  # a valid sweep config as written
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"study": {"presets": {"nope": {"steps": 2}}}}, "study.presets.nope.method"),
+    ({"study": {"presets": {"maml": {"steps": 2, "settings": {"inner_lr": -1}}}}}, "study.presets.maml"),
+    ({"study": {"presets": {"maml": {"steps": 0}}}}, "study.presets.maml.steps"),
+    ({"study": {"algorithms": ["grid"]}}, "study.algorithms"),
+    ({"study": {"curves": {"seeds": [100]}}}, "study.curves.seeds"),
+    ({"study": {"bogus": 1}}, "study.bogus"),
+])
+def test_a_bad_study_field_is_one_line_naming_it(tmp_path, capsys, changes, field):
+    path = write(tmp_path, **changes)
+    assert study.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"study: error: {path}: field '{field}") and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_resume_and_rerun_are_refused_before_anything_runs(tmp_path, capsys):
+    path = write(tmp_path)
+    assert study.main(["--config", str(path), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    folder = tmp_path / "runs" / "study-smoke"
+    folder.mkdir(parents=True)
+    cfg = study.load_study_config(path)
+    (folder / study.META_FILE).write_text(json.dumps({"config": json.loads(json.dumps(study.config_dict(cfg)))}))
+    assert study.main(["--config", str(path)]) == 2
+    assert "a study already ran" in capsys.readouterr().err
+    changed = write(tmp_path, seed=1)
+    assert study.main(["--config", str(changed), "--resume"]) == 2
+    assert "the config differs" in capsys.readouterr().err
+
+
+def records(values: dict) -> list[dict]:
+    """Curve records from ``{(task, seed, lr): [best dev at steps 0, 10, 20]}``."""
+    return [{"task": t, "seed": s, "lr": lr, "step": 10 * i, "best_dev": v}
+            for (t, s, lr), vs in values.items() for i, v in enumerate(vs)]
+
+
+def test_curve_summary_and_chosen_steps_by_hand():
+    """Two tasks x 2 seeds x 2 lrs. The selected column takes each pair's better lr at each step;
+    the means are the plain means over the four pairs (tasks have the same number of seeds)."""
+    values = {
+        ("a", 1, 0.5): [0.40, 0.60, 0.70], ("a", 1, 0.3): [0.40, 0.50, 0.72],
+        ("a", 2, 0.5): [0.50, 0.55, 0.60], ("a", 2, 0.3): [0.50, 0.58, 0.60],
+        ("b", 1, 0.5): [0.30, 0.50, 0.52], ("b", 1, 0.3): [0.30, 0.40, 0.50],
+        ("b", 2, 0.5): [0.20, 0.30, 0.30], ("b", 2, 0.3): [0.20, 0.35, 0.36],
+    }
+    s = curves.summarize(records(values))
+    assert s.steps == (0, 10, 20) and s.columns == ("lr 0.5", "lr 0.3", curves.CHOSEN)
+    chosen = [r[curves.CHOSEN].mean for r in s.rows]
+    assert chosen == pytest.approx([(0.4 + 0.5 + 0.3 + 0.2) / 4, (0.6 + 0.58 + 0.5 + 0.35) / 4,
+                                    (0.72 + 0.6 + 0.52 + 0.36) / 4])
+    assert s.rows[1]["lr 0.5"].mean == pytest.approx((0.6 + 0.55 + 0.5 + 0.3) / 4)
+    for r in s.rows:
+        i = r[curves.CHOSEN]
+        assert 0 <= i.lo <= i.mean <= i.hi <= 1
+    # last selected mean 0.55; within 1 point: only step 20; within 5 points: step 10 (0.5075)
+    assert curves.enough_steps(s, 0.01) == 20 and curves.enough_steps(s, 0.05) == 10
+    # the lr chosen per pair at the last step; the tie of (a, 2) goes to the earlier lr
+    assert s.chosen_lr == {("a", 1): 0.3, ("a", 2): 0.5, ("b", 1): 0.5, ("b", 2): 0.3}
+
+
+def test_curve_records_round_trip_through_csv(tmp_path):
+    recs = records({("a", 1, 0.5): [0.25, 0.5, 0.75], ("a", 2, 0.5): [0.1, 0.2, 0.3]})
+    curves.write_csv(recs, tmp_path / "c.csv")
+    assert curves.read_csv(tmp_path / "c.csv") == recs
