@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from promptinit import curves
-from promptinit.errors import PromptinitError
 from search import study
 
 ROOT = Path(__file__).resolve().parents[1]
