@@ -192,10 +192,16 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
             f"- Downstream tuning of every arm: {steps} steps (chosen from PT's curves below), batch "
             f"{tuning.get('batch_size')}, {tuning.get('optimizer')}, dev every {tuning.get('eval_every')} steps; the lr "
             f"chosen on dev per problem from {tuning.get('lr')}.",
-            f"- Wall time of the last run: {result.get('times', {}).get('wall_s', float('nan')):.0f} s "
-            f"(phases: {', '.join(f'{k} {v:.0f}' for k, v in result.get('times', {}).items() if k != 'wall_s')}).",
-            "", "| arm | method | outer steps | settings | budget cut |", "|---|---|---|---|---|",
+            f"- Wall time of the last run (`--resume` runs count separately): "
+            f"{result.get('times', {}).get('wall_s', float('nan')):.0f} s (phases: "
+            f"{', '.join(f'{k} {v:.0f}' for k, v in result.get('times', {}).items() if k != 'wall_s')}); CPU time of "
+            f"every kept job of the study (not counting the searches' trials): {result.get('cpu_s_jobs', 0) / 3600:.1f} h.",
         ]
+        if not result.get("finished"):
+            left = [a for a in result.get("arms", []) if a not in result.get("done", [])]
+            lines.append(f"- **Partial**: {len(result.get('done', []))} of {len(result.get('arms', []))} arms done; "
+                         f"still to run: {', '.join(left)} (`search/study.py --resume` continues).")
+        lines += ["", "| arm | method | outer steps | settings | budget cut |", "|---|---|---|---|---|"]
         for arm, p in result.get("presets", {}).items():
             settings = ", ".join(f"{k} {v}" for k, v in p.get("settings", {}).items())
             lines.append(f"| {arm} | {p.get('method')} | {p.get('steps')} | {settings} | {p.get('cut') or '—'} |")

@@ -13,19 +13,21 @@ search, scheduler, resources) whose ``methods`` are the searched ones, plus a ``
    for ``target.tuning.steps`` steps, dev every ``eval_every``: PT's learning curves. The
    downstream step count of every arm is the first evaluation step whose mean best-dev-so-far
    (lr chosen on dev per pair) is within ``study.curves.tolerance`` points of the last one's.
-2. **presets**: each method of ``study.presets`` at its paper defaults (``spaces``), with the
-   stated budget cuts (``settings``, ``steps``), meta-trained once per ``target.upstream_seeds``.
-3. **searches**: for each searched method x ``study.algorithms`` (TPE + ASHA, random + ASHA: the
+2. **baselines**: PT from the vocabulary init (the baseline every arm is compared with) and PT
+   from the class-label init, tuned on every target (task, seed).
+3. **presets**, two arms at a time: each arm of ``study.presets`` (a method at its paper
+   defaults, ``spaces``, with the stated budget cuts in ``settings`` and ``steps``) meta-trained
+   once per ``target.upstream_seeds``, then tuned on every target (task, seed).
+4. **searches**: for each searched method x ``study.algorithms`` (TPE + ASHA, random + ASHA: the
    same trials, steps and scheduler, so the same compute budget) a whole sweep in
    ``<study>/sweeps/``: its search on the validation tasks, re-score, choice, upstream seeds and
    target scores, with the study's downstream tuning.
-4. **target**: PT from the vocabulary init (the baseline), PT from the class-label init and
-   every preset x upstream seed, tuned on every target (task, seed), the lr chosen on dev per
-   problem from ``target.tuning.lr``.
 
-Then ``arg_table.{md,csv}`` and ``target_scores.csv`` (every arm against PT, 95 % CIs) in the
-study folder, which ``promptinit report`` turns into the study's report. ``--resume`` continues
-an interrupted study: finished jobs and finished sweeps are kept, interrupted sweeps resume.
+Every downstream tuning chooses its lr on dev per problem from ``target.tuning.lr``. After each
+arm, ``arg_table.{md,csv}`` and ``target_scores.csv`` (the arms done so far against PT, 95 % CIs)
+and ``study.json`` are rewritten in the study folder, which ``promptinit report`` turns into the
+study's report. ``--resume`` continues an interrupted study: finished jobs and finished sweeps are
+kept, an interrupted sweep resumes.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "search":
@@ -57,6 +59,7 @@ RESULT_FILE = "study.json"  # the chosen step count, the arms, their cuts, times
 SWEEPS = "sweeps"  # <study>/sweeps/<study>-<method>-<algorithm>/: the search arms
 PT_LABELS = "pt (class labels)"
 ALGORITHM_LABEL = {"tpe": "TPE + ASHA", "random": "random + ASHA"}
+ROUND = 2  # preset arms meta-trained side by side (their upstream seeds fill the cores), then tuned
 
 
 class Curves(_Strict):
@@ -176,9 +179,9 @@ def curves_phase(ctx, cfg: StudyConfig, target) -> tuple[int, Any]:
     return enough, summary
 
 
-def preset_checkpoints(ctx, cfg: StudyConfig) -> tuple[dict, dict]:
-    """Every preset meta-trained with every upstream seed: ``({method: Candidate},
-    {(method, upstream seed): folder})``."""
+def preset_checkpoints(ctx, cfg: StudyConfig, arms: list[str]) -> tuple[dict, dict]:
+    """The preset ``arms`` meta-trained with every upstream seed (side by side): ``({arm:
+    Candidate}, {(arm, upstream seed): folder})``."""
     from promptinit.fingerprints import digest
     from search.final import Candidate, Job
     from spaces.space import METHOD_KEY
@@ -186,7 +189,8 @@ def preset_checkpoints(ctx, cfg: StudyConfig) -> tuple[dict, dict]:
 
     chosen, jobs, keys, prepare = {}, [], [], []
     sources = [t.fingerprint for t in ctx.source]
-    for arm, p in cfg.study.presets.items():
+    for arm in arms:
+        p = cfg.study.presets[arm]
         m, settings = p.method_of(arm), preset_settings(cfg, arm, p)
         chosen[arm] = Candidate(m, "preset", None, float("nan"), {}, settings, {METHOD_KEY: m, m: settings})
         if _prepares(m):
@@ -204,7 +208,7 @@ def preset_checkpoints(ctx, cfg: StudyConfig) -> tuple[dict, dict]:
             keys.append((arm, u))
     if prepare:
         ctx.runner.run("prepare", prepare)  # corpora and clusters built once, not by parallel seeds
-    return chosen, dict(zip(keys, ctx.runner.run("presets", jobs)))
+    return chosen, dict(zip(keys, ctx.runner.run(f"upstream {', '.join(arms)}", jobs)))
 
 
 def _prepares(method: str) -> bool:
@@ -213,14 +217,13 @@ def _prepares(method: str) -> bool:
     return ALL_SPACES[method].prepare
 
 
-def search_arms(cfg: StudyConfig, steps: int) -> list[dict]:
-    """Run (or resume, or keep) every search sweep; their target rows, labelled by arm."""
+def search_arms(cfg: StudyConfig, steps: int) -> Iterator[list[dict]]:
+    """Run (or resume, or keep) every search sweep; yields each one's target rows, labelled by arm."""
     import yaml
 
     from analysis.results import load_sweep
     from search import sweep
 
-    rows = []
     configs = cfg.sweep_dir / "configs"
     configs.mkdir(parents=True, exist_ok=True)
     for m in cfg.methods:
@@ -243,9 +246,7 @@ def search_arms(cfg: StudyConfig, steps: int) -> list[dict]:
                     raise PromptinitError(f"{path}: the search arm's sweep failed (exit code {code}); fix the error above "
                                           "and run the study again with --resume")
             targets = load_sweep(folder).targets
-            for r in targets.to_dict("records"):
-                rows.append({**r, "sweep": cfg.name, "method": arm_label(m, algorithm)})
-    return rows
+            yield [{**r, "sweep": cfg.name, "method": arm_label(m, algorithm)} for r in targets.to_dict("records")]
 
 
 def arm_label(method: str, algorithm: str) -> str:
@@ -327,51 +328,73 @@ def run(args: argparse.Namespace) -> int:
 
     tuning = dataclasses.asdict(TuneConfig(**tuning))
 
-    t0 = time.perf_counter()
-    chosen, checkpoints = preset_checkpoints(ctx, cfg)
-    times["presets_upstream_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    searched = search_arms(cfg, steps)
-    times["searches_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    seeds = list(cfg.target.seeds)
-    scores, pt = final.target_scores(ctx, chosen, checkpoints, target, seeds, tuning)
-    labels = {}
-    if cfg.study.labels:
-        jobs = [final._score(ctx, "PT from class labels", t, seeds, tuning, ({"init": "labels"}, {"init": "labels"}))
-                for t in target]
-        labels = final._merge(ctx.runner.run("PT labels", jobs))
-    times["target_s"] = time.perf_counter() - t0
-
     from analysis import write_target_table
     from trainables.scoring import held_out_sizes
 
-    n_test = held_out_sizes(target, seeds, tuning["test_size"])
-    common = {"sweep": cfg.name, "partition": partition.name, "baseline": pt, "n_test": n_test}
-    rows = []
-    if labels:
-        rows.append({**common, "method": PT_LABELS, "trial_id": "", "scores": labels})
-    for m, c in chosen.items():
-        rows.append({**common, "method": preset_label(m), "trial_id": "preset", "settings": c.settings,
-                     "scores": scores[m]})
-    rows += searched
-    table = write_target_table(rows, cfg.sweep_dir)
-    times["wall_s"] = time.perf_counter() - t_start
-    result = {
-        "downstream_steps": steps, "tuning": tuning, "target_seeds": seeds, "upstream_seeds": cfg.target.upstream_seeds,
-        "targets": [t.name for t in target], "arms": [r["method"] for r in rows],
-        "presets": {preset_label(arm): {"method": p.method_of(arm), "steps": p.steps, "settings": chosen[arm].settings,
-                                        "cut": p.cut} for arm, p in cfg.study.presets.items()},
-        "searches": {arm_label(m, a): f"{SWEEPS}/{cfg.name}-{m}-{a}"  # relative to the study folder
-                     for m in cfg.methods for a in cfg.study.algorithms},
-        "times": times, "cpu_s_after_curves": ctx.runner.cpu_seconds,
-    }
-    (cfg.sweep_dir / RESULT_FILE).write_text(json.dumps(result, indent=1, default=str))
+    seeds = list(cfg.target.seeds)
+    common = {"sweep": cfg.name, "partition": partition.name, "n_test": held_out_sizes(target, seeds, tuning["test_size"])}
+    rows: list[dict] = []
+    arms = [*([PT_LABELS] if cfg.study.labels else []), *map(preset_label, cfg.study.presets),
+            *(arm_label(m, a) for m in cfg.methods for a in cfg.study.algorithms)]
+
+    def publish(finished: bool = False) -> Any:
+        """The table of the arms done so far, and ``study.json``: a long study's results arrive arm by arm."""
+        table = write_target_table(rows, cfg.sweep_dir)
+        times["wall_s"] = time.perf_counter() - t_start
+        result = {
+            "finished": finished, "downstream_steps": steps, "tuning": tuning, "target_seeds": seeds,
+            "upstream_seeds": cfg.target.upstream_seeds, "targets": [t.name for t in target], "arms": arms,
+            "done": [r["method"] for r in rows],
+            "presets": {preset_label(arm): {"method": p.method_of(arm), "steps": p.steps,
+                                            "settings": preset_settings(cfg, arm, p), "cut": p.cut}
+                        for arm, p in cfg.study.presets.items()},
+            "searches": {arm_label(m, a): f"{SWEEPS}/{cfg.name}-{m}-{a}"  # relative to the study folder
+                         for m in cfg.methods for a in cfg.study.algorithms},
+            "times": times, "cpu_s_jobs": kept_cpu_seconds(ctx.runner.folder),
+        }
+        (cfg.sweep_dir / RESULT_FILE).write_text(json.dumps(result, indent=1, default=str))
+        return table
+
+    # The baselines first, then the presets two arms at a time (their upstream runs side by side,
+    # then their target jobs), then the searches: each arm's row is in the table once it is done.
+    t0 = time.perf_counter()
+    pt = final._merge(ctx.runner.run("target PT", final._pt_jobs(ctx, target, seeds, tuning)))
+    common["baseline"] = pt
+    if cfg.study.labels:
+        jobs = [final._score(ctx, "PT from class labels", t, seeds, tuning, ({"init": "labels"}, {"init": "labels"}))
+                for t in target]
+        rows.append({**common, "method": PT_LABELS, "trial_id": "", "scores": final._merge(ctx.runner.run("PT labels", jobs))})
+        publish()
+    names = list(cfg.study.presets)
+    for i in range(0, len(names), ROUND):
+        chosen, checkpoints = preset_checkpoints(ctx, cfg, names[i:i + ROUND])
+        scores, _ = final.target_scores(ctx, chosen, checkpoints, target, seeds, tuning)
+        for arm, c in chosen.items():
+            rows.append({**common, "method": preset_label(arm), "trial_id": "preset", "settings": c.settings,
+                         "scores": scores[arm]})
+        publish()
+    times["presets_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for arm_rows in search_arms(cfg, steps):
+        rows += arm_rows
+        publish()
+    times["searches_s"] = time.perf_counter() - t0
+    table = publish(finished=True)
     print(f"\n{table.text}\nstudy finished in {times['wall_s']:.0f} s this run; "
           f"report: promptinit report {cfg.sweep_dir}", flush=True)
     return 0
+
+
+def kept_cpu_seconds(folder: Path) -> float:
+    """CPU seconds of every job kept in the study's job folder (all runs of the study so far)."""
+    total = 0.0
+    for path in Path(folder).glob("*.json"):
+        try:
+            total += float(json.loads(path.read_text()).get("cpu_s", 0.0))
+        except (ValueError, OSError, AttributeError):
+            continue
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     finally:
         kill_tree(proc)  # the driver and its local Ray, no goodbyes
         kill_ray_under(ray_tmp)
-    assert not (study / "arg_table.csv").exists()
+    partial = json.loads((study / "study.json").read_text())  # the arms done so far are in the table already
+    assert not partial["finished"] and partial["done"] == partial["arms"][: 2 + len(raw["study"]["presets"])]  # + mtl TPE
 
     log2 = tmp_path / "resume.log"
     assert run_sweep(config, env=env, log=log2, script=STUDY, timeout=900) == 2  # a study already ran there
@@ -61,13 +63,16 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     text = log2.read_text()
     # Nothing finished before the interrupt runs again: the curves, the presets' upstream runs
     # and the first search sweep are kept.
-    presets = len(raw["study"]["presets"]) * len(raw["target"]["upstream_seeds"])
     assert "curves: 2 jobs (2 done before" in text, tail(log2)
-    assert f"presets: {presets} jobs ({presets} done before" in text, tail(log2)
+    upstream = re.findall(r"^upstream ([^:]+): (\d+) jobs(?: \((\d+) done before)?", text, re.M)
+    assert [arms for arms, _, _ in upstream] == [", ".join(list(raw["study"]["presets"])[i:i + 2])
+                                                for i in range(0, len(raw["study"]["presets"]), 2)]
+    assert all(n == kept for _, n, kept in upstream), upstream
     assert "== search arm mtl, TPE + ASHA" not in text
     assert "== search arm maml, random + ASHA" in text
 
     result = json.loads((study / "study.json").read_text())
+    assert result["finished"] and result["done"] == result["arms"]
     assert result["tuning"]["steps"] == result["downstream_steps"] in {2, 4}  # an evaluation step > 0 of the curves
 
     from analysis.commands import run_report
