@@ -13,7 +13,8 @@
 - ``analysis.export``: ``promptinit export`` (a method's best prompt as a PEFT folder);
 - ``analysis.commands``: the two subcommands, joined to the CLI by entry points.
 
-The public entry points below are what the rest of the project (``search/sweep.py``) uses;
+The public entry points below are what the rest of the project (``search/sweep.py``,
+``search/study.py``) uses;
 everything else is this package's own. They load on first use, so importing a submodule does
 not import them all.
 """
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from analysis.export import export_best
+    from analysis.results import load_sweep
     from analysis.tables import TargetTable, write_selection, write_target_table
 
 _PUBLIC = {
@@ -31,6 +33,7 @@ _PUBLIC = {
     "TargetTable": "analysis.tables",  # what it wrote: the table (long form), its Markdown, JSON-ready records
     "write_selection": "analysis.tables",  # how each method's configuration was chosen (search vs re-scored)
     "export_best": "analysis.export",  # the sweep's end-of-run PEFT export of one method's best prompt
+    "load_sweep": "analysis.results",  # a finished sweep's trials and target rows (the study reads its search arms)
 }
 __all__ = sorted(_PUBLIC)
 

@@ -765,7 +765,7 @@ def load_study(folder: str | Path, source: str = "tune") -> list[Sweep]:
     result = read_json(folder / STUDY_RESULT) if (folder / STUDY_RESULT).is_file() else {}
     defaults_done = set()
     for label, sub in (result.get("searches") or {}).items():
-        if not (folder / sub).is_dir():
+        if not (folder / sub / META_FILE).is_file():  # not started yet (or stopped before it wrote its record)
             continue
         s = load_sweep(folder / sub, source)
         method = label.split(" (")[0]

@@ -152,8 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def curves_phase(ctx, cfg: StudyConfig, target) -> tuple[int, Any]:
     """PT's dev curves on the targets (one job per task); returns the chosen step count and the
-    summary, and writes ``pt_curves.{csv,md,png}``."""
-    from analysis import plots
+    summary, and writes ``pt_curves.{csv,md}`` (``promptinit report`` draws them)."""
     from promptinit import curves
     from search.final import Job
     from trainables.scoring import curve_job
@@ -171,8 +170,6 @@ def curves_phase(ctx, cfg: StudyConfig, target) -> tuple[int, Any]:
     folder = cfg.sweep_dir
     curves.write_csv(records, folder / CURVES_CSV)
     (folder / CURVES_MD).write_text(curves.markdown(summary))
-    plots.pt_curves(summary, folder / "pt_curves.png", enough,
-                    f"PT on the targets ({len(seeds)} seeds, band: 95 % CI)")
     print(f"\nPT's dev curves (best dev so far, %, mean over {len(summary.pairs)} pairs [95 % CI]):\n"
           f"{curves.markdown(summary)}\ndownstream steps: {enough} (the first evaluation within "
           f"{cfg.study.curves.tolerance:g} points of step {summary.steps[-1]}'s)", flush=True)
@@ -221,7 +218,7 @@ def search_arms(cfg: StudyConfig, steps: int) -> Iterator[list[dict]]:
     """Run (or resume, or keep) every search sweep; yields each one's target rows, labelled by arm."""
     import yaml
 
-    from analysis.results import load_sweep
+    from analysis import load_sweep
     from search import sweep
 
     configs = cfg.sweep_dir / "configs"
@@ -358,13 +355,15 @@ def run(args: argparse.Namespace) -> int:
     # The baselines first, then the presets two arms at a time (their upstream runs side by side,
     # then their target jobs), then the searches: each arm's row is in the table once it is done.
     t0 = time.perf_counter()
-    pt = final._merge(ctx.runner.run("target PT", final._pt_jobs(ctx, target, seeds, tuning)))
-    common["baseline"] = pt
+    jobs = final._pt_jobs(ctx, target, seeds, tuning)
+    if cfg.study.labels:  # side by side with PT's jobs: an even number of jobs fills the cores
+        jobs += [final._score(ctx, "PT from class labels", t, seeds, tuning, ({"init": "labels"}, {"init": "labels"}))
+                 for t in target]
+    values = ctx.runner.run("baselines", jobs)
+    common["baseline"] = final._merge(values[:len(target)])
     if cfg.study.labels:
-        jobs = [final._score(ctx, "PT from class labels", t, seeds, tuning, ({"init": "labels"}, {"init": "labels"}))
-                for t in target]
-        rows.append({**common, "method": PT_LABELS, "trial_id": "", "scores": final._merge(ctx.runner.run("PT labels", jobs))})
-        publish()
+        rows.append({**common, "method": PT_LABELS, "trial_id": "", "scores": final._merge(values[len(target):])})
+    publish()
     names = list(cfg.study.presets)
     for i in range(0, len(names), ROUND):
         chosen, checkpoints = preset_checkpoints(ctx, cfg, names[i:i + ROUND])

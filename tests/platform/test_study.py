@@ -3,6 +3,7 @@ every arm and phase of ``configs/study/cpu.yaml`` on a tiny random model): inter
 search phase, resumed, and reported by ``promptinit report``."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -36,6 +37,16 @@ def expected_arms(raw: dict) -> set[str]:
             | {arm_label(m, a) for m in raw["methods"] for a in raw["study"]["algorithms"]})
 
 
+def report(study: Path, out: Path) -> set[str]:
+    """``promptinit report STUDY --out OUT --no-mlflow``; the arms of its table."""
+    from analysis.commands import run_report
+
+    assert run_report(argparse.Namespace(sweeps=[str(study)], out=str(out), from_mlflow=False, task_prompts=None,
+                                         similarity_rank=4, no_mlflow=True)) == 0
+    with (out / "tables" / "arg_table.csv").open() as f:
+        return {r["method"] for r in csv.DictReader(f)}
+
+
 def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interval(tmp_path, ray_tmp):
     config = smoke_config(tmp_path)
     raw = yaml.safe_load(config.read_text())
@@ -55,6 +66,8 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
         kill_ray_under(ray_tmp)
     partial = json.loads((study / "study.json").read_text())  # the arms done so far are in the table already
     assert not partial["finished"] and partial["done"] == partial["arms"][: 2 + len(raw["study"]["presets"])]  # + mtl TPE
+    assert report(study, tmp_path / "partial") == set(partial["done"])
+    assert "**Partial**" in (tmp_path / "partial" / "index.md").read_text()
 
     log2 = tmp_path / "resume.log"
     assert run_sweep(config, env=env, log=log2, script=STUDY, timeout=900) == 2  # a study already ran there
@@ -75,16 +88,11 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     assert result["finished"] and result["done"] == result["arms"]
     assert result["tuning"]["steps"] == result["downstream_steps"] in {2, 4}  # an evaluation step > 0 of the curves
 
-    from analysis.commands import run_report
-
     out = tmp_path / "report"
-    import argparse
-
-    assert run_report(argparse.Namespace(sweeps=[str(study)], out=str(out), from_mlflow=False, task_prompts=None,
-                                         similarity_rank=4, no_mlflow=True)) == 0
+    assert report(study, out) == expected_arms(raw)
     with (out / "tables" / "arg_table.csv").open() as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
-    assert set(rows) == expected_arms(raw)
+    assert "**Partial**" not in (out / "index.md").read_text()
     for arm, r in rows.items():  # every arm: an interval around its difference with PT, on the same pairs
         lo, mean, hi = float(r["diff_lo"]), float(r["diff_mean"]), float(r["diff_hi"])
         assert math.isfinite(lo) and lo <= mean <= hi, (arm, r)
