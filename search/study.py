@@ -101,7 +101,8 @@ class StudyConfig(SweepConfig):
             try:
                 preset_settings(self, arm, p)
             except PromptinitError as err:
-                raise ValueError(f"field 'study.presets.{arm}': {err}") from None
+                msg = str(err)
+                raise ValueError(msg if msg.startswith("field '") else f"field 'study.presets.{arm}': {msg}") from None
         if not self.target.tuning.get("steps") or self.target.tuning.get("eval_every", 50) > self.target.tuning["steps"]:
             raise ValueError("field 'target.tuning': give `steps` (the curves' length) >= `eval_every`")
         return self
@@ -127,9 +128,17 @@ def preset_settings(cfg: SweepConfig, arm: str, preset: Preset) -> dict:
     from spaces import build_space, check_space
 
     method = preset.method_of(arm)
+    for name, value in preset.settings.items():
+        if isinstance(value, (list, dict)):  # a choice or a range would be searched, and a preset searches nothing
+            raise PromptinitError(f"field 'study.presets.{arm}.settings.{name}': {value!r}: a preset fixes its settings; "
+                                  "give one value")
     overrides = {**cfg.search.space.get(method, {}), **preset.settings}
-    space = build_space([method], {method: overrides}, [preset.steps], where=f"study.presets.{arm}.settings")
-    check_space(space, f"study.presets.{arm}.settings")
+    where = f"study.presets.{arm}.settings"
+    space = build_space([method], {method: overrides}, [preset.steps], where=where)
+    try:
+        check_space(space, "@")
+    except PromptinitError as err:  # check_space names '<where>.<method>'; the arm's settings are what to fix
+        raise PromptinitError(str(err).replace(f"'@.{method}", f"'{where}")) from None
     one = space.space(method)
     return one.settings(one.default_point())
 

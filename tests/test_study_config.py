@@ -69,6 +69,8 @@ def test_sub_sweep_is_the_study_config_for_one_method_and_algorithm(tmp_path):
     ({"study": {"presets": {"nope": {"steps": 2}}}}, "study.presets.nope.method"),
     ({"study": {"presets": {"maml": {"steps": 2, "settings": {"inner_lr": -1}}}}}, "study.presets.maml"),
     ({"study": {"presets": {"maml": {"steps": 0}}}}, "study.presets.maml.steps"),
+    ({"study": {"presets": {"maml": {"steps": 2, "settings": {"inner_steps": [1, 7]}}}}},
+     "study.presets.maml.settings.inner_steps"),
     ({"study": {"algorithms": ["grid"]}}, "study.algorithms"),
     ({"study": {"curves": {"seeds": [100]}}}, "study.curves.seeds"),
     ({"study": {"bogus": 1}}, "study.bogus"),
