@@ -61,6 +61,14 @@ def test_search_algorithm_is_tpe_by_default(tmp_path):
     assert _config(tmp_path, "default").search.algorithm == "tpe"
 
 
+@pytest.mark.parametrize("given, expected", [({}, 10), ({"startup_trials": 3}, 3)])
+def test_tpe_models_results_after_startup_trials(tmp_path, given, expected):
+    """`search.startup_trials` is TPE's n_startup_trials (Optuna's default 10 when not given):
+    with a study's 6-trial budgets, 10 would leave TPE sampling exactly like random search."""
+    searcher, _ = _searcher(_config(tmp_path, f"startup-{expected}", **given))
+    assert searcher._ot_study.sampler._n_startup_trials == expected  # noqa: SLF001 - the sampler Optuna asks
+
+
 def test_bad_search_algorithm_is_one_line_naming_the_field(tmp_path):
     with pytest.raises(PromptinitError, match=r"field 'search\.algorithm': .*'tpe' or 'random'.*'grid'"):
         _config(tmp_path, "bad", algorithm="grid")
