@@ -132,3 +132,25 @@ def test_curve_records_round_trip_through_csv(tmp_path):
     recs = records({("a", 1, 0.5): [0.25, 0.5, 0.75], ("a", 2, 0.5): [0.1, 0.2, 0.3]})
     curves.write_csv(recs, tmp_path / "c.csv")
     assert curves.read_csv(tmp_path / "c.csv") == recs
+
+
+def first_table(text: str) -> str:
+    """The first Markdown table (its contiguous ``|`` lines) of ``text``."""
+    lines, found = [], False
+    for line in text.splitlines():
+        if line.startswith("|"):
+            lines.append(line)
+            found = True
+        elif found:
+            break
+    return "\n".join(lines)
+
+
+def test_results_doc_quotes_the_reports_tables_verbatim():
+    """docs/results/cpu-study.md quotes the tables `promptinit report runs/cpu-study --out
+    docs/results/cpu-study` wrote: the arm table, the per-task differences, PT's curves."""
+    doc = (ROOT / "docs" / "results" / "cpu-study.md").read_text()
+    tables = ROOT / "docs" / "results" / "cpu-study" / "tables"
+    for name in ("arg_table.md", "task_gains.md", "pt_curves.md"):
+        block = first_table((tables / name).read_text())
+        assert block and block in doc, f"{name}: its table is not quoted verbatim in docs/results/cpu-study.md"
