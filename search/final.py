@@ -92,8 +92,9 @@ class Runner:
 
         return self.folder / f"{phase}-{digest(job.key, self.code)}.json"
 
-    def run(self, phase: str, jobs: Sequence[Job]) -> list[Any]:
-        """Each job's result, in order; kept results are reused, the others computed."""
+    def run(self, phase: str, jobs: Sequence[Job], title: str | None = None) -> list[Any]:
+        """Each job's result, in order; kept results are reused, the others computed. ``phase``
+        names the kept files (with each job's key), ``title`` (default: ``phase``) the printed lines."""
         import ray
 
         from promptinit.errors import read_json
@@ -111,7 +112,8 @@ class Runner:
                     continue
             pending[remote.remote(job.fn, job.kwargs)] = i
         kept = len(jobs) - len(pending)
-        print(f"{phase}: {len(jobs)} jobs" + (f" ({kept} done before, kept in {self.folder})" if kept else ""),
+        title = title or phase
+        print(f"{title}: {len(jobs)} jobs" + (f" ({kept} done before, kept in {self.folder})" if kept else ""),
               flush=True)
         t0, done, todo = time.perf_counter(), 0, len(pending)
         while pending:
@@ -128,7 +130,7 @@ class Runner:
             done += 1
             elapsed = time.perf_counter() - t0
             left = f"~{_duration(elapsed / done * (todo - done))} left" if todo > done else "done"
-            print(f"  {phase} [{done}/{todo}] {jobs[i].label} ({cpu_s:.0f} CPU s); "
+            print(f"  {title} [{done}/{todo}] {jobs[i].label} ({cpu_s:.0f} CPU s); "
                   f"{_duration(elapsed)} elapsed, {left}", flush=True)
         return results
 

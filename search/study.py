@@ -214,7 +214,7 @@ def preset_checkpoints(ctx, cfg: StudyConfig, arms: list[str]) -> tuple[dict, di
             keys.append((arm, u))
     if prepare:
         ctx.runner.run("prepare", prepare)  # corpora and clusters built once, not by parallel seeds
-    return chosen, dict(zip(keys, ctx.runner.run(f"upstream {', '.join(arms)}", jobs)))
+    return chosen, dict(zip(keys, ctx.runner.run("upstream", jobs, title=f"upstream {', '.join(arms)}")))
 
 
 def _prepares(method: str) -> bool:
