@@ -27,7 +27,8 @@ Every downstream tuning chooses its lr on dev per problem from ``target.tuning.l
 arm, ``arg_table.{md,csv}`` and ``target_scores.csv`` (the arms done so far against PT, 95 % CIs)
 and ``study.json`` are rewritten in the study folder, which ``promptinit report`` turns into the
 study's report. ``--resume`` continues an interrupted study: finished jobs and finished sweeps are
-kept, an interrupted sweep resumes.
+kept, an interrupted sweep resumes. The config must be the one the study ran with, except that it
+may add arms under ``study.presets`` (for example ablations decided on later).
 """
 from __future__ import annotations
 
@@ -279,13 +280,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and meta_path.is_file():
         raise PromptinitError(f"{args.config}: field 'name': a study already ran in {cfg.sweep_dir}; pass --resume to "
                               "continue it, or change `name`")
+    added: list[str] = []
     if args.resume:
         from promptinit.errors import read_json
 
-        earlier = read_json(meta_path).get("config")
-        if earlier != json.loads(json.dumps(config_dict(cfg))):
+        added = added_arms(read_json(meta_path).get("config"), json.loads(json.dumps(config_dict(cfg))))
+        if added is None:
             raise PromptinitError(f"{args.config}: the config differs from the one {cfg.sweep_dir} ran with "
-                                  f"({meta_path}); resume with that config, or change `name` for a new study")
+                                  f"({meta_path}) by more than new arms under `study.presets`; resume with that "
+                                  "config, or change `name` for a new study")
     check_model(cfg, str(args.config))
     partition = load_partition(cfg)
     from promptinit.tasks.catalog import load_task
@@ -312,9 +315,11 @@ def run(args: argparse.Namespace) -> int:
                                   "labels for the class-label init; set `labels: false` or choose classification targets")
 
     cfg.sweep_dir.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
+    if not args.resume or added:
         meta_path.write_text(json.dumps({"config": config_dict(cfg), "partition": partition.name}, indent=1))
     print(f"study {cfg.name}: {cfg.sweep_dir}", flush=True)
+    if added:
+        print(f"resume: arms added to the config since the last run: {', '.join(added)}", flush=True)
 
     from promptinit.backbones import BackboneConfig
 
@@ -392,6 +397,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{table.text}\nstudy finished in {times['wall_s']:.0f} s this run; "
           f"report: promptinit report {cfg.sweep_dir}", flush=True)
     return 0
+
+
+def added_arms(earlier: dict | None, now: dict) -> list[str] | None:
+    """The preset arms ``now`` adds to the config a study ran with, or None when it changes anything
+    else. Added arms change no finished job (jobs are keyed by their content), so a resumed study
+    keeps every finished arm and runs the new ones in their place among the presets."""
+    if not isinstance(earlier, dict):
+        return None
+    old, new = earlier.get("study", {}).get("presets", {}), now["study"]["presets"]
+    if any(new.get(arm) != p for arm, p in old.items()):
+        return None
+
+    def rest(config: dict) -> dict:
+        return {**config, "study": {**config.get("study", {}), "presets": None}}
+
+    return [arm for arm in new if arm not in old] if rest(earlier) == rest(now) else None
 
 
 def kept_cpu_seconds(folder: Path) -> float:

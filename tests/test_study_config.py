@@ -48,9 +48,14 @@ def test_presets_are_the_paper_defaults_with_only_the_stated_cuts():
     assert (rep["outer_lr"], rep["inner_lr"], rep["inner_steps"], rep["steps"]) == (0.5, 3e-5, 5, 200)
     mtl = study.preset_settings(cfg, "mtl", cfg.study.presets["mtl"])
     assert (mtl["lr"], mtl["batch_size"], mtl["steps"]) == (0.5, 4, 200)  # Qin §5.3
-    smoke = study.load_study_config(SMOKE)
-    ablation = study.preset_settings(smoke, "supmer-no-mgr", smoke.study.presets["supmer-no-mgr"])
-    assert ablation["use_mgr"] is False and smoke.study.presets["supmer-no-mgr"].method_of("supmer-no-mgr") == "supmer"
+    for c in (cfg, study.load_study_config(SMOKE)):  # each ablation is its preset with one setting changed
+        for arm, base, change in (("supmer-no-mgr", "supmer", {"use_mgr": False}),
+                                  ("supmer-no-curriculum", "supmer", {"curriculum": "none"}),
+                                  ("metapt-random", "metapt", {"grouping": "random"})):
+            p = c.study.presets[arm]
+            preset = study.preset_settings(c, base, c.study.presets[base])
+            assert p.method_of(arm) == base and p.steps == c.study.presets[base].steps
+            assert study.preset_settings(c, arm, p) == {**preset, **change} != preset
 
 
 def test_sub_sweep_is_the_study_config_for_one_method_and_algorithm(tmp_path):
@@ -96,6 +101,26 @@ def test_resume_and_rerun_are_refused_before_anything_runs(tmp_path, capsys):
     changed = write(tmp_path, seed=1)
     assert study.main(["--config", str(changed), "--resume"]) == 2
     assert "the config differs" in capsys.readouterr().err
+
+
+def test_resume_accepts_added_preset_arms_and_nothing_else():
+    """Arms added under ``study.presets`` (ablations decided later) resume; any other change is refused."""
+    raw = yaml.safe_load(SMOKE.read_text())
+
+    def dump(r: dict) -> dict:  # as promptinit-study.json stores it
+        return json.loads(json.dumps(study.config_dict(study.StudyConfig(**r))))
+
+    full = dump(raw)
+    fewer = {**raw, "study": {**raw["study"], "presets": {k: v for k, v in raw["study"]["presets"].items()
+                                                           if k not in ("supmer-no-mgr", "metapt-random")}}}
+    assert study.added_arms(dump(fewer), full) == ["supmer-no-mgr", "metapt-random"]
+    assert study.added_arms(full, full) == []
+    assert study.added_arms(full, dump(fewer)) is None  # an arm dropped
+    reptile = {**raw, "study": {**raw["study"], "presets": {**raw["study"]["presets"],
+                                                            "reptile": {"steps": 3}}}}
+    assert study.added_arms(full, dump(reptile)) is None  # a finished arm changed
+    assert study.added_arms(dump(fewer), dump({**raw, "seed": 1})) is None  # arms added and another change
+    assert study.added_arms(None, full) is None
 
 
 def records(values: dict) -> list[dict]:
