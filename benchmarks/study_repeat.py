@@ -1,0 +1,159 @@
+"""Does a study repeat? Runs a study's config again from an empty folder and compares every job
+the repeat finished with the same job of the first run.
+
+The CPU study (issue 12) must show that its command reproduces its table: a second run's numbers
+equal the first's, or we say which setting made them differ and by how much. A whole second run
+of ``configs/study/cpu.yaml`` costs as much as the first (about 18 h on 2 CPU cores), so this
+repeats it for ``--minutes`` (the study's phases run in order: PT's curves, the PT baselines,
+the presets' upstream runs, their target jobs, ...) and compares what finished: every job's
+result (scores per (task, seed), dev curves per (task, seed, lr, step), the upstream prompt
+tensors) against the first run's job of the same phase and label. The repeat runs under the
+name ``<name>-repeat`` in the same storage; ``--resume``-style, a second call continues it.
+Jobs whose first run has not finished yet are listed as not comparable.
+
+Usage:
+    python benchmarks/study_repeat.py --config configs/study/cpu.yaml --minutes 40
+    python benchmarks/study_repeat.py --config configs/study/cpu.yaml --minutes 0   # compare only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from promptinit.errors import PromptinitError, read_json  # noqa: E402
+from search import final, study  # noqa: E402
+
+
+def jobs(folder: Path) -> dict[tuple[str, str], dict]:
+    """A study's finished jobs by (phase, label): its ``final/<phase>-<digest>.json`` files."""
+    out = {}
+    for path in sorted((folder / final.FINAL_DIR).glob("*.json")):
+        job = read_json(path)
+        out[(path.stem.rsplit("-", 1)[0], job["label"])] = job
+    return out
+
+
+def _prompt(path: str):
+    from promptinit.backbones import load_prompt
+    from trainables.scoring import PROMPT_FILE
+
+    return load_prompt(Path(path) / PROMPT_FILE).float()
+
+
+def difference(first, second) -> float:
+    """The largest absolute difference between two results of one job: score points (x 100) for
+    scores and dev curves, the prompt's largest element difference for an upstream checkpoint."""
+    if isinstance(first, str):  # an upstream checkpoint folder
+        return float((_prompt(first) - _prompt(second)).abs().max())
+    if first and isinstance(first[0], dict):  # curve records
+        a = {(r["task"], r["seed"], r["lr"], r["step"]): r["best_dev"] for r in first}
+        b = {(r["task"], r["seed"], r["lr"], r["step"]): r["best_dev"] for r in second}
+    else:  # [task, seed, score] rows
+        a, b = final.scores_of(first), final.scores_of(second)
+    if a.keys() != b.keys():
+        return math.inf
+    return max((100 * abs(a[k] - b[k]) for k in a), default=0.0)
+
+
+def compare(first: Path, second: Path) -> tuple[list[dict], list[str]]:
+    """Per phase: jobs compared, how many are identical, the largest difference; and the labels
+    the repeat finished that the first run has not."""
+    a, b = jobs(first), jobs(second)
+    rows: dict[str, dict] = {}
+    missing = []
+    for (phase, label), job in b.items():
+        if (phase, label) not in a:
+            missing.append(f"{phase}: {label}")
+            continue
+        key_a = {k: v for k, v in a[(phase, label)]["key"].items() if k != "checkpoint"}  # paths differ by folder
+        key_b = {k: v for k, v in job["key"].items() if k != "checkpoint"}
+        d = difference(a[(phase, label)]["value"], job["value"]) if key_a == key_b else math.inf
+        row = rows.setdefault(phase, {"phase": phase, "jobs": 0, "identical": 0, "max_diff": 0.0, "cpu_s": 0.0})
+        row["jobs"] += 1
+        row["identical"] += d == 0
+        row["max_diff"] = max(row["max_diff"], d)
+        row["cpu_s"] += float(job.get("cpu_s", 0.0))
+    return list(rows.values()), missing
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| phase | jobs repeated | identical | largest difference | CPU s (repeat) |", "|---|---|---|---|---|"]
+    for r in rows:
+        unit = "" if r["phase"] == "upstream" else " points"
+        lines.append(f"| {r['phase']} | {r['jobs']} | {r['identical']} | {r['max_diff']:.3g}{unit} | {r['cpu_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def repeat_config(config: Path, out: Path) -> tuple[Path, str]:
+    """The config under the name ``<name>-repeat`` (partition and catalog paths made absolute)."""
+    raw = yaml.safe_load(config.read_text())
+    for key in ("partition", "catalog"):
+        if raw.get(key) and not Path(raw[key]).is_absolute():
+            raw[key] = str((config.parent / raw[key]).resolve())
+    raw["name"] = f"{raw['name']}-repeat"
+    path = out / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path, raw["name"]
+
+
+def run_for(config: Path, minutes: float, resume: bool) -> None:
+    """``search/study.py`` on ``config`` for at most ``minutes`` (its process group then stopped)."""
+    cmd = [sys.executable, str(ROOT / "search" / "study.py"), "--config", str(config), *(["--resume"] if resume else [])]
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        proc.wait(timeout=minutes * 60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        print(f"study_repeat: stopped the repeat after {minutes:g} min", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=study.STUDY_DIR / "cpu.yaml")
+    p.add_argument("--minutes", type=float, default=40.0, help="how long the repeat runs (0: compare only)")
+    args = p.parse_args(argv)
+    try:
+        cfg = study.load_study_config(args.config)
+    except PromptinitError as err:
+        print(f"study_repeat: error: {err}", file=sys.stderr)
+        return 2
+    first = cfg.sweep_dir
+    if not (first / study.META_FILE).is_file():
+        print(f"study_repeat: error: {first}: the study of {args.config} has not run; run it first", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        config, name = repeat_config(args.config, Path(tmp))
+        second = first.with_name(name)
+        if args.minutes > 0:
+            run_for(config, args.minutes, resume=(second / study.META_FILE).is_file())
+    if not (second / final.FINAL_DIR).is_dir():
+        print(f"study_repeat: error: {second}: no repeat has run; pass --minutes", file=sys.stderr)
+        return 2
+    rows, missing = compare(first, second)
+    print(f"\n{first} (first run) vs {second} (repeat):\n\n{table(rows)}")
+    if missing:
+        print(f"\nnot comparable yet (the first run has not finished them): {'; '.join(missing)}")
+    (second / "repeat.json").write_text(json.dumps({"first": str(first), "rows": rows, "missing": missing}, indent=1,
+                                                   default=str))
+    return 0 if all(r["identical"] == r["jobs"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
