@@ -21,11 +21,13 @@ STUDY = ROOT / "search" / "study.py"
 SMOKE = ROOT / "configs" / "study" / "smoke.yaml"
 
 
-def smoke_config(folder: Path) -> Path:
+def smoke_config(folder: Path, drop: tuple[str, ...] = (), name: str = "smoke.yaml") -> Path:
+    """smoke.yaml storing in ``folder``, without the preset arms ``drop``."""
     raw = yaml.safe_load(SMOKE.read_text())
     raw["partition"] = str((SMOKE.parent / raw["partition"]).resolve())
     raw["storage_path"] = str(folder / "runs")
-    path = folder / "smoke.yaml"
+    raw["study"]["presets"] = {k: v for k, v in raw["study"]["presets"].items() if k not in drop}
+    path = folder / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
@@ -48,13 +50,18 @@ def report(study: Path, out: Path) -> set[str]:
 
 
 def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interval(tmp_path, ray_tmp):
+    """The first run lacks the last ablation arm, which the resumed run's config adds (an arm
+    decided on later), so the resume also runs an added arm and keeps everything else."""
     config = smoke_config(tmp_path)
     raw = yaml.safe_load(config.read_text())
+    added = list(raw["study"]["presets"])[-1]
+    first = smoke_config(tmp_path, drop=(added,), name="first.yaml")
+    n_first = len(raw["study"]["presets"]) - 1
     study = tmp_path / "runs" / raw["name"]
     env = sweep_env(ray_tmp)
     log = tmp_path / "first.log"
     second = "== search arm mtl, random + ASHA"  # printed once the first search sweep has finished
-    proc = start_sweep(config, env=env, log=log, script=STUDY)
+    proc = start_sweep(first, env=env, log=log, script=STUDY)
     try:
         deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None and second not in log.read_text(errors="replace"):
@@ -65,7 +72,7 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
         kill_tree(proc)  # the driver and its local Ray, no goodbyes
         kill_ray_under(ray_tmp)
     partial = json.loads((study / "study.json").read_text())  # the arms done so far are in the table already
-    assert not partial["finished"] and partial["done"] == partial["arms"][: 2 + len(raw["study"]["presets"])]  # + mtl TPE
+    assert not partial["finished"] and partial["done"] == partial["arms"][: 2 + n_first]  # PT labels, presets, mtl TPE
     assert report(study, tmp_path / "partial") == set(partial["done"])
     assert "**Partial**" in (tmp_path / "partial" / "index.md").read_text()
 
@@ -77,10 +84,12 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     # Nothing finished before the interrupt runs again: the curves, the presets' upstream runs
     # and the first search sweep are kept.
     assert "curves: 2 jobs (2 done before" in text, tail(log2)
+    assert f"resume: arms added to the config since the last run: {added}\n" in text, tail(log2)
     upstream = re.findall(r"^upstream ([^:]+): (\d+) jobs(?: \((\d+) done before)?", text, re.M)
     assert [arms for arms, _, _ in upstream] == [", ".join(list(raw["study"]["presets"])[i:i + 2])
                                                 for i in range(0, len(raw["study"]["presets"]), 2)]
-    assert all(n == kept for _, n, kept in upstream), upstream
+    assert all(n == kept for arms, n, kept in upstream if added not in arms), upstream
+    assert [kept for arms, _, kept in upstream if added in arms] == [""], upstream  # the added arm alone, new
     assert "== search arm mtl, TPE + ASHA" not in text
     assert "== search arm maml, random + ASHA" in text
 
