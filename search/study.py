@@ -17,7 +17,8 @@ search, scheduler, resources) whose ``methods`` are the searched ones, plus a ``
    from the class-label init, tuned on every target (task, seed).
 3. **presets**, two arms at a time: each arm of ``study.presets`` (a method at its paper
    defaults, ``spaces``, with the stated budget cuts in ``settings`` and ``steps``) meta-trained
-   once per ``target.upstream_seeds``, then tuned on every target (task, seed).
+   once per ``target.upstream_seeds`` (a round's arms side by side), then each arm tuned on every
+   target (task, seed), its row published when its jobs are done.
 4. **searches**: for each searched method x ``study.algorithms`` (TPE + ASHA, random + ASHA: the
    same trials, steps and scheduler, so the same compute budget) a whole sweep in
    ``<study>/sweeps/``: its search on the validation tasks, re-score, choice, upstream seeds and
@@ -363,7 +364,8 @@ def run(args: argparse.Namespace) -> int:
         return table
 
     # The baselines first, then the presets two arms at a time (their upstream runs side by side,
-    # then their target jobs), then the searches: each arm's row is in the table once it is done.
+    # then each arm's target jobs), then the searches: each arm's row is in the table once it is
+    # done. A study spans sessions; an arm's row must not wait for its round's other arm.
     t0 = time.perf_counter()
     jobs = final._pt_jobs(ctx, target, seeds, tuning)
     if cfg.study.labels:  # side by side with PT's jobs: an even number of jobs fills the cores
@@ -377,11 +379,12 @@ def run(args: argparse.Namespace) -> int:
     names = list(cfg.study.presets)
     for i in range(0, len(names), ROUND):
         chosen, checkpoints = preset_checkpoints(ctx, cfg, names[i:i + ROUND])
-        scores, _ = final.target_scores(ctx, chosen, checkpoints, target, seeds, tuning)
-        for arm, c in chosen.items():
+        for arm, c in chosen.items():  # arm by arm: a row is published as soon as its jobs are done
+            mine = {k: v for k, v in checkpoints.items() if k[0] == arm}
+            scores, _ = final.target_scores(ctx, {arm: c}, mine, target, seeds, tuning)
             rows.append({**common, "method": preset_label(arm), "trial_id": "preset", "settings": c.settings,
                          "scores": scores[arm]})
-        publish()
+            publish()
     times["presets_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
