@@ -119,8 +119,12 @@ def target_rows(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dic
 
 
 def comparison_of(row: Mapping[str, Any]) -> Comparison | None:
-    """``promptinit.stats.compare`` of a target row's per-pair scores with PT's (None without them)."""
-    return compare(row["scores"], row["baseline"]) if row.get("scores") else None
+    """``promptinit.stats.compare`` of a target row's per-pair scores with PT's (None without them).
+    The pairs go in sorted: the bootstrap draws per task in the order the tasks come, so a study's
+    own table and the report (which reads the scores back from CSV) must give them in one order."""
+    if not row.get("scores"):
+        return None
+    return compare(dict(sorted(row["scores"].items())), dict(sorted(row["baseline"].items())))
 
 
 def has_interval(c: Comparison) -> bool:

@@ -63,6 +63,17 @@ def test_table_cells_are_the_comparisons_of_the_per_pair_scores(tmp_path):
     json.dumps(record)  # an export's target block
 
 
+def test_a_row_reads_the_same_whatever_order_its_pairs_come_in(tmp_path):
+    """A study writes its table from scores in target order; the report reads them back from CSV
+    in another. The bootstrap draws task by task, so the cells must not depend on that order."""
+    rng = np.random.default_rng(1)
+    scores, baseline = _pairs(rng, effect=0.02, tasks=("bbc", "intent", "emo"), noise=0.08)
+    backwards = ({k: scores[k] for k in reversed(list(scores))}, {k: baseline[k] for k in reversed(list(baseline))})
+    forward = write_target_table([_row("mtl", scores, baseline)], tmp_path / "a").text
+    assert write_target_table([_row("mtl", *backwards)], tmp_path / "b").text == forward
+    assert compare(*backwards).diff != compare(scores, baseline).diff  # what the sorting guards against
+
+
 def test_a_hand_computed_row_with_one_seed_per_task_has_means_but_no_interval(tmp_path):
     # diff (0.1 + 0.05) / 2 = 7.5 points; RG 0.2 and 0.2: ARG 20 %; both pairs won.
     scores, baseline = {("a", 1): 0.6, ("b", 1): 0.3}, {("a", 1): 0.5, ("b", 1): 0.25}
