@@ -8,6 +8,8 @@ Layout of the report folder::
     tables/target_scores.csv      the per-pair test scores (method, PT, test size) behind it
     tables/validation.{md,csv}    the search: best validation ARG (with its SE) and its range per method
     tables/task_gains.{md,csv}    difference and relative gain per target task, with CIs
+    tables/contrasts.{md,csv}     a study's arms against each other: ablations, meta-learning vs MTL,
+                                  search vs preset, TPE vs random (Δ and P(a > b) with CIs; studies only)
     tables/cost.{md,csv}          trials, CPU/GPU hours, ARG per accelerator-hour
     tables/importances.csv        Optuna parameter importances per method
     tables/trials.csv             the tidy trial table (params as JSON)
@@ -119,6 +121,12 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
             plot_links.append(("PT's dev learning curves on the target tasks", curve_plot))
             captions[curve_plot.name] = CURVES_CAPTION
             report.files.append(tdir / "pt_curves.md")
+    pairs = [c for s in sweeps for c in study_contrasts(_study_result(s))]
+    contrast_text = ""
+    if pairs:
+        table = tables.contrasts(targets, pairs)
+        contrast_text = tables.contrasts_markdown(table)
+        report.files += tables.write(table, contrast_text, tdir, "contrasts")
     progress_plot = plots.best_so_far_curves(progress, pdir / "best_so_far.png", labels=_search_labels(sweeps),
                                              z=NORMAL_95)
     if progress_plot:
@@ -151,7 +159,7 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
                            plots.similarity_heatmap(names, S, pdir / "similarity.png",
                                                     f"task similarity (top-{similarity_rank} prompt subspaces)")))
     report.files += [p for _, p in plot_links]
-    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes, captions, study_lines))
+    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes, captions, study_lines, contrast_text))
     report.files.append(folder / INDEX)
     return report
 
@@ -171,12 +179,11 @@ def _search_labels(sweeps: Sequence[Sweep]) -> dict[str, str]:
 def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, list[str]]:
     """A study's PT curves (plot and ``pt_curves.md``) and its design lines for the index
     (downstream steps, pairs, upstream seeds, each preset arm's settings and budget cuts)."""
-    from analysis.results import STUDY_RESULT
     from promptinit import curves
 
     if sweep.dir is None or not (sweep.dir / "pt_curves.csv").is_file():
         return None, []
-    result = json.loads((sweep.dir / STUDY_RESULT).read_text()) if (sweep.dir / STUDY_RESULT).is_file() else {}
+    result = _study_result(sweep)
     summary = curves.summarize(curves.read_csv(sweep.dir / "pt_curves.csv"))
     steps = result.get("downstream_steps")
     tdir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +219,47 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
     return plot, lines
 
 
+def _study_result(sweep: Sweep) -> dict:
+    """A study folder's ``study.json`` (``{}`` for a plain sweep)."""
+    from analysis.results import STUDY_RESULT
+
+    path = sweep.dir / STUDY_RESULT if sweep.dir is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
+MTL_PRESET = "mtl (preset)"
+
+
+def study_contrasts(result: Mapping) -> list[tables.Contrast]:
+    """The arm-against-arm questions a study's arms answer (``study.json``'s presets and searches):
+
+    - each ablation arm (a preset arm of another arm's method): is its base preset better, i.e.
+      does the changed setting hurt;
+    - each meta-learning preset against the MTL preset (Qin et al.: MTL is a strong baseline);
+    - each search arm against its method's preset (does searching pay);
+    - a method's search arms against each other, in the study's order (TPE against random).
+    """
+    presets = result.get("presets", {})
+    out = []
+    for arm, p in presets.items():
+        base = f"{p['method']} (preset)"  # search/study.py preset_label
+        if base != arm and base in presets:
+            settings = presets[base].get("settings", {})
+            changed = ", ".join(f"{k} {v}" for k, v in p.get("settings", {}).items() if settings.get(k) != v)
+            out.append(tables.Contrast(base, arm, f"does the ablation ({changed}) hurt?"))
+        elif base == arm and arm != MTL_PRESET and MTL_PRESET in presets:
+            out.append(tables.Contrast(arm, MTL_PRESET, "does meta-learning beat MTL?"))
+    by_method: dict[str, list[str]] = {}
+    for arm in result.get("searches", {}):  # labelled "<method> (<algorithm> + <scheduler>)"
+        by_method.setdefault(arm.split(" (")[0], []).append(arm)
+    for method, arms in by_method.items():
+        if f"{method} (preset)" in presets:
+            out += [tables.Contrast(arm, f"{method} (preset)", "does the search beat the paper preset?") for arm in arms]
+        out += [tables.Contrast(a, b, "does one searcher beat the other at equal compute?")
+                for i, a in enumerate(arms) for b in arms[i + 1:]]
+    return out
+
+
 CURVES_CAPTION = (
     "PT (vocabulary init) on every target (task, seed): the best dev score so far against downstream steps, per lr "
     "and for the lr chosen on dev per pair (thick, with its 95 % band: tasks weigh alike, seeds resampled within a "
@@ -220,7 +268,7 @@ CURVES_CAPTION = (
 
 
 def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[str],
-           captions: Mapping[str, str] | None = None, study_lines: Sequence[str] = ()) -> str:
+           captions: Mapping[str, str] | None = None, study_lines: Sequence[str] = (), contrast_text: str = "") -> str:
     lines = ["# promptinit report", ""]
     lines += list(study_lines)
     lines += ["## Sweeps", ""]
@@ -229,6 +277,9 @@ def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[s
     lines.append(tables.markdown(["sweep", "partition", "model", "trials", "finished", "directory", "MLflow parent run"], rows))
     lines += ["## Target tasks: each method's best prompt against prompt tuning", ""]
     lines.append(tables.arg_markdown(arg) if len(arg) else "No target-task results yet.\n")
+    if contrast_text:
+        lines += ["## The study's arms against each other", "", contrast_text,
+                  "[Markdown](tables/contrasts.md), [CSV](tables/contrasts.csv)", ""]
     lines += ["## Tables", ""]
     for stem, title in [("arg_table", "Target tasks: Δ, ARG, P(>PT) with CIs per method"),
                         ("validation", "Search: validation ARG per method"),

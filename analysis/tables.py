@@ -11,6 +11,8 @@
   error over validation pairs) and the range over its trials (the hyperparameter sensitivity
   the papers warn about);
 - ``task_gains``: difference and relative gain per target task, mean [95 % CI] over its seeds;
+- ``contrasts``: one arm against another on the same pairs (a study's ablations, meta-learning
+  against MTL, a search against its preset, TPE against random), Δ and P(a > b) with CIs;
 - ``cost_table``: trials, wall / CPU / GPU hours and ARG per accelerator-hour;
 - ``best_so_far``: the best validation ARG found so far against cumulative compute, per sweep
   and method (to compare searchers at equal compute).
@@ -313,6 +315,85 @@ def write_target_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]], fold
                 w.writerow({"partition": r["partition"], "method": r["method"],
                             **{k: "" if v is None else v for k, v in pair.items()}})
     return out
+
+
+# --------------------------------------------------------------------------- arm against arm
+
+
+CONTRAST_COLUMNS = ["partition", "a", "b", "question", "diff_mean", "diff_lo", "diff_hi", "p_a_mean", "p_a_lo",
+                    "p_a_hi", "p_value", "verdict", "n_tasks", "n_seeds", "n_upstream", "n_pairs", "n_test_min",
+                    "n_test_max", "note"]
+CONTRAST_NOTE = (
+    f"Δ: arm a's test score minus arm b's on the same (task, few-shot seed) pairs, in points, mean [{100 * LEVEL:.0f} "
+    "% CI]; P(a > b): the share of comparisons a wins (ties count half); p: Wilcoxon signed-rank over the pairs. "
+    "The interval comes from promptinit.stats.compare given the per-pair differences a − b against a zero "
+    "baseline, so it is the same stratified bootstrap as the arm table (few-shot seeds resampled within each task, tasks weigh alike), with a's and b's "
+    "upstream seeds resampled together by number: they are independent draws for both arms, so the pairing by "
+    "number is as good as any and the interval holds both arms' upstream variance. A Δ whose interval holds 0 is "
+    "no difference."
+)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A question one arm against another answers: ``a`` − ``b`` (a positive Δ supports it)."""
+
+    a: str
+    b: str
+    question: str
+
+
+def contrasts(targets: pd.DataFrame | Iterable[Mapping[str, Any]], pairs: Sequence[Contrast]) -> pd.DataFrame:
+    """Arm ``a`` against arm ``b`` on the target tasks for each of ``pairs`` (``CONTRAST_COLUMNS``).
+
+    Both arms need per-pair scores on the same (task, seed[, upstream seed]) keys and the same PT
+    baseline; a pair whose arm is missing (not run yet) is left out, one whose keys differ is kept
+    with NaN and a note saying so. ``diff_*`` are fractions; ``p_a_*`` is P(a > b).
+    """
+    rows_by = {(r["partition"], r["method"]): r for r in target_rows(targets) if r["scores"]}
+    out = []
+    for partition in _order(p for p, _ in rows_by):
+        for pair in pairs:
+            ra, rb = rows_by.get((partition, pair.a)), rows_by.get((partition, pair.b))
+            if ra is None or rb is None:
+                continue
+            row = {"partition": partition, "a": pair.a, "b": pair.b, "question": pair.question, "note": ""}
+            if set(ra["scores"]) != set(rb["scores"]) or ra["baseline"] != rb["baseline"]:
+                out.append({**row, "verdict": "n/a", "note": "the two arms were not scored on the same pairs "
+                                                              "(or against the same PT scores)"})
+                continue
+            zero = {k: 0.0 for k in sorted(ra["baseline"])}  # compare's Δ is then a − b itself
+            c = compare({k: ra["scores"][k] - rb["scores"][k] for k in sorted(ra["scores"])}, zero)
+            interval = has_interval(c)
+            sizes = [*ra["n_test"].values(), *rb["n_test"].values()]
+            row.update(diff_mean=c.diff.mean, p_a_mean=c.p_improve.mean, p_value=c.p_value, n_tasks=c.n_tasks,
+                       n_seeds=ra["n_seeds"], n_upstream=c.n_upstream, n_pairs=c.n_pairs,
+                       n_test_min=min(sizes) if sizes else math.nan, n_test_max=max(sizes) if sizes else math.nan)
+            for name, iv in (("diff", c.diff), ("p_a", c.p_improve)):
+                row.update({f"{name}_lo": iv.lo if interval else math.nan, f"{name}_hi": iv.hi if interval else math.nan})
+            row["verdict"] = (UNDETERMINED if not interval else "no difference" if not c.distinguishable
+                              else f"{pair.a if c.diff.mean > 0 else pair.b} better")
+            out.append(row)
+    return pd.DataFrame(out, columns=CONTRAST_COLUMNS)
+
+
+def contrasts_markdown(table: pd.DataFrame) -> str:
+    """One row per contrast: the question, a − b in points and P(a > b) with CIs, p, the verdict."""
+    if not len(table):
+        return "No contrasts yet: each needs both of its arms finished.\n"
+    several = len(_order(table["partition"])) > 1
+    level = f"{100 * LEVEL:.0f} % CI"
+    head = ["question", "a", "b", *(["partition"] if several else []), f"Δ a − b, points [{level}]",
+            f"P(a > b) [{level}]", "Wilcoxon p", "verdict", "rests on"]
+    rows, notes = [], []
+    for r in table.itertuples():
+        if r.verdict == "n/a":
+            rows.append([r.question, r.a, r.b, *([r.partition] if several else []), "n/a", "n/a", "n/a", "n/a", "—"])
+            notes.append(f"- {r.a} vs {r.b}: {r.note}.")
+            continue
+        rows.append([r.question, r.a, r.b, *([r.partition] if several else []), _cell(r, "diff"),
+                     _cell(r, "p_a", scale=1, digits=2, signed=False), f"{r.p_value:.2g}", r.verdict, _rests_on(r)])
+    return markdown(head, rows) + "\n" + CONTRAST_NOTE + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 def validation_table(trials: pd.DataFrame) -> pd.DataFrame:

@@ -116,3 +116,10 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     assert "plots/best_so_far.png" in index
     for label in ("mtl (TPE + ASHA)", "mtl (random + ASHA)", "mtl defaults"):
         assert label in (out / "tables" / "best_so_far.csv").read_text()
+    with (out / "tables" / "contrasts.csv").open() as f:  # the arms against each other, each with an interval
+        contrasts = {(r["a"], r["b"]): r for r in csv.DictReader(f)}
+    assert {("supmer (preset)", "supmer-no-mgr (preset)"), ("metapt (preset)", "metapt-random (preset)"),
+            ("maml (preset)", "mtl (preset)"), ("mtl (TPE + ASHA)", "mtl (random + ASHA)")} <= set(contrasts)
+    for pair, r in contrasts.items():
+        assert float(r["diff_lo"]) <= float(r["diff_mean"]) <= float(r["diff_hi"]) and r["verdict"], pair
+    assert "## The study's arms against each other" in index

@@ -1,0 +1,81 @@
+"""A study's arms against each other (``analysis.tables.contrasts``): Δ a − b and P(a > b) are
+the hand-computed means over the same pairs, a constant difference has an interval of that
+constant alone, a noisy zero effect reads "no difference", and the report derives the questions
+(ablations, meta-learning against MTL, searches) from the study's arms."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.report import study_contrasts
+from analysis.tables import Contrast, contrasts, contrasts_markdown
+
+TASKS, SEEDS, UPSTREAM = ("t1", "t2", "t3"), (100, 13, 21, 42, 87), (0, 1, 2)
+
+
+def _arm(method, scores, baseline):
+    return {"partition": "p", "method": method, "scores": scores, "baseline": baseline, "trial_id": "preset",
+            "n_test": {k: 100 for k in baseline}, "n_seeds": len(SEEDS)}
+
+
+def _arms(rng, effect, noise=0.03):
+    """Arms a and b meta-trained with 3 upstream seeds, scored on 3 tasks x 5 seeds."""
+    baseline = {(t, s): float(rng.uniform(0.4, 0.7)) for t in TASKS for s in SEEDS}
+    b = {(t, s, u): baseline[(t, s)] + float(rng.normal(0, noise)) for t in TASKS for s in SEEDS for u in UPSTREAM}
+    a = {k: v + effect + float(rng.normal(0, noise)) for k, v in b.items()}
+    return _arm("a", a, baseline), _arm("b", b, baseline)
+
+
+def test_the_difference_and_the_win_rate_are_the_hand_computed_means():
+    a, b = _arms(np.random.default_rng(0), effect=0.05)
+    row = contrasts([a, b], [Contrast("a", "b", "does a beat b?")]).iloc[0]
+    d = np.array([a["scores"][k] - b["scores"][k] for k in a["scores"]])  # every task has 5 seeds x 3 upstream
+    assert row.diff_mean == pytest.approx(d.mean())
+    assert row.p_a_mean == pytest.approx(((d > 0) + 0.5 * (d == 0)).mean())
+    assert 0 < row.diff_lo < row.diff_mean < row.diff_hi and row.verdict == "a better"
+    assert (row.n_tasks, row.n_seeds, row.n_upstream, row.n_pairs) == (3, 5, 3, 15)
+    back = contrasts([a, b], [Contrast("b", "a", "does b beat a?")]).iloc[0]  # the other way round
+    assert back.diff_mean == pytest.approx(-row.diff_mean) and back.verdict == "a better"
+    assert back.diff_lo == pytest.approx(-row.diff_hi, abs=0.005)
+
+
+def test_a_constant_difference_has_no_spread_and_a_noisy_zero_effect_is_no_difference():
+    a, b = _arms(np.random.default_rng(1), effect=0.0)
+    shifted = _arm("c", {k: v + 0.04 for k, v in b["scores"].items()}, b["baseline"])
+    row = contrasts([b, shifted], [Contrast("c", "b", "?")]).iloc[0]
+    assert row.diff_lo == pytest.approx(0.04) and row.diff_hi == pytest.approx(0.04) and row.p_a_mean == 1.0
+    same = contrasts([a, b], [Contrast("a", "b", "?")]).iloc[0]
+    assert same.diff_lo < 0 < same.diff_hi and same.verdict == "no difference"
+
+
+def test_a_missing_arm_is_left_out_and_arms_on_different_pairs_say_so():
+    a, b = _arms(np.random.default_rng(2), effect=0.02)
+    short = _arm("short", {k: v for k, v in a["scores"].items() if k[0] != "t3"},
+                 {k: v for k, v in a["baseline"].items() if k[0] != "t3"})
+    table = contrasts([a, b, short], [Contrast("a", "not run yet", "?"), Contrast("a", "short", "?")])
+    assert list(table["b"]) == ["short"] and table.iloc[0].verdict == "n/a"
+    text = contrasts_markdown(table)
+    assert "| ? | a | short | n/a |" in text and "not scored on the same pairs" in text
+    assert contrasts_markdown(table.iloc[:0]).startswith("No contrasts yet")
+
+
+def test_the_study_questions_come_from_its_arms():
+    result = {
+        "presets": {
+            "mtl (preset)": {"method": "mtl", "settings": {"lr": 0.5}},
+            "maml (preset)": {"method": "maml", "settings": {"inner_lr": 3e-5}},
+            "supmer (preset)": {"method": "supmer", "settings": {"use_mgr": True, "curriculum": "mixup"}},
+            "supmer-no-mgr (preset)": {"method": "supmer", "settings": {"use_mgr": False, "curriculum": "mixup"}},
+        },
+        "searches": {"maml (TPE + ASHA)": "sweeps/x-maml-tpe", "maml (random + ASHA)": "sweeps/x-maml-random"},
+    }
+    assert [(c.a, c.b) for c in study_contrasts(result)] == [
+        ("maml (preset)", "mtl (preset)"),
+        ("supmer (preset)", "mtl (preset)"),
+        ("supmer (preset)", "supmer-no-mgr (preset)"),
+        ("maml (TPE + ASHA)", "maml (preset)"),
+        ("maml (random + ASHA)", "maml (preset)"),
+        ("maml (TPE + ASHA)", "maml (random + ASHA)"),
+    ]
+    assert study_contrasts(result)[2].question == "does the ablation (use_mgr False) hurt?"
+    assert study_contrasts({}) == []
