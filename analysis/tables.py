@@ -324,13 +324,15 @@ CONTRAST_COLUMNS = ["partition", "a", "b", "question", "diff_mean", "diff_lo", "
                     "p_a_hi", "p_value", "verdict", "n_tasks", "n_seeds", "n_upstream", "n_pairs", "n_test_min",
                     "n_test_max", "note"]
 CONTRAST_NOTE = (
-    f"Δ: arm a's test score minus arm b's on the same (task, few-shot seed) pairs, in points, mean [{100 * LEVEL:.0f} "
-    "% CI]; P(a > b): the share of comparisons a wins (ties count half); p: Wilcoxon signed-rank over the pairs. "
-    "The interval comes from promptinit.stats.compare given the per-pair differences a − b against a zero "
-    "baseline, so it is the same stratified bootstrap as the arm table (few-shot seeds resampled within each task, tasks weigh alike), with a's and b's "
-    "upstream seeds resampled together by number: they are independent draws for both arms, so the pairing by "
-    "number is as good as any and the interval holds both arms' upstream variance. A Δ whose interval holds 0 is "
-    "no difference."
+    f"Δ: arm a's test score minus arm b's on the same (task, few-shot seed) pairs, in points, mean "
+    f"[{100 * LEVEL:.0f} % CI]; P(a > b): the share of comparisons a wins (ties count half); p: Wilcoxon "
+    "signed-rank over the (task, seed) pairs' differences, averaged over upstream seeds, so it does not see the "
+    "upstream seeds' spread (the interval does, and the verdict follows the interval). The interval comes from "
+    "promptinit.stats.compare given the per-pair differences a − b against a zero baseline, so it is the same "
+    "stratified bootstrap as the arm table (few-shot seeds resampled within each task, tasks weigh alike), with a's "
+    "and b's upstream seeds resampled together by number: they are independent draws for both arms, so the "
+    "pairing by number is as good as any and the interval holds both arms' upstream variance. A Δ whose interval "
+    "holds 0 is no difference."
 )
 
 

@@ -173,10 +173,11 @@ def first_table(text: str) -> str:
 
 def test_results_doc_quotes_the_reports_tables_verbatim():
     """docs/results/cpu-study.md quotes the tables `promptinit report runs/cpu-study --out
-    docs/results/cpu-study` wrote: the arm table, the per-task differences, PT's curves."""
+    docs/results/cpu-study` wrote: the arm table, the per-task differences, PT's curves, the
+    arms against each other."""
     doc = (ROOT / "docs" / "results" / "cpu-study.md").read_text()
     tables = ROOT / "docs" / "results" / "cpu-study" / "tables"
-    for name in ("arg_table.md", "task_gains.md", "pt_curves.md"):
+    for name in ("arg_table.md", "task_gains.md", "pt_curves.md", "contrasts.md"):
         block = first_table((tables / name).read_text())
         assert block and block in doc, f"{name}: its table is not quoted verbatim in docs/results/cpu-study.md"
 
