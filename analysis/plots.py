@@ -62,6 +62,30 @@ def arg_bars(table: pd.DataFrame, path: Path, value: str = "diff_mean", lo: str 
     return _save(fig, path)
 
 
+def contrast_bars(table: pd.DataFrame, path: Path) -> Path | None:
+    """One horizontal bar per contrast (``analysis.tables.contrasts``): Δ a − b in points with
+    its 95 % CI as whiskers and the zero line; a whisker across the line is "no difference".
+    Labelled "a − b" over its question, coloured by question; None when no contrast has a value."""
+    rows = table[table["diff_mean"].notna()] if len(table) else table
+    if not len(rows):
+        return None
+    several = table["partition"].nunique() > 1
+    labels = [f"{r.a} − {r.b}" + (f" ({r.partition})" if several else "") + f"\n{r.question}"
+              for r in rows.itertuples()]
+    questions = list(dict.fromkeys(rows["question"]))
+    means, lows, highs = (rows[c].to_numpy(dtype=float) * 100 for c in ("diff_mean", "diff_lo", "diff_hi"))
+    y = np.arange(len(rows))[::-1]  # the table's first row on top
+    fig, ax = plt.subplots(figsize=(8.0, 1.4 + 0.6 * len(rows)))
+    ax.barh(y, means, xerr=np.vstack([np.nan_to_num(means - lows), np.nan_to_num(highs - means)]), capsize=3,
+            color=[f"C{questions.index(q) % 10}" for q in rows["question"]])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, labels, fontsize="small")
+    ax.set_xlabel("Δ test score, a − b (points; whiskers: 95 % CI)")
+    ax.set_title("the study's arms against each other\n(mean and 95 % CI over the same (task, seed) pairs)",
+                 fontsize="medium")
+    return _save(fig, path)
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 

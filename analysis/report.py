@@ -16,6 +16,7 @@ Layout of the report folder::
     tables/curves.csv             validation curves, long form
     tables/best_so_far.csv        best validation ARG found so far against cumulative compute, per sweep and method
     plots/arg_bars.png            Δ vs PT per method with 95 % CI whiskers and the zero line
+    plots/contrasts.png           a study's arms against each other: Δ a − b with 95 % CI whiskers
     plots/learning_curves.png     validation ARG against upstream steps
     plots/best_so_far.png         best validation ARG so far against compute, one line per sweep (TPE vs random
                                   vs the defaults at equal compute, when the report is given those sweeps)
@@ -127,6 +128,9 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
         table = tables.contrasts(targets, pairs)
         contrast_text = tables.contrasts_markdown(table)
         report.files += tables.write(table, contrast_text, tdir, "contrasts")
+        bars = plots.contrast_bars(table, pdir / "contrasts.png")
+        if bars:
+            plot_links.append(("The study's arms against each other (95 % CI)", bars))
     progress_plot = plots.best_so_far_curves(progress, pdir / "best_so_far.png", labels=_search_labels(sweeps),
                                              z=NORMAL_95)
     if progress_plot:

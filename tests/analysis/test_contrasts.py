@@ -79,3 +79,27 @@ def test_the_study_questions_come_from_its_arms():
     ]
     assert study_contrasts(result)[2].question == "does the ablation (use_mgr False) hurt?"
     assert study_contrasts({}) == []
+
+
+def test_the_plot_draws_each_contrast_with_its_interval_and_skips_an_empty_table(tmp_path, monkeypatch):
+    from matplotlib.container import BarContainer
+
+    from analysis import plots
+
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    a, b = _arms(np.random.default_rng(3), effect=0.05)
+    table = contrasts([a, b], [Contrast("a", "b", "does a beat b?"), Contrast("b", "a", "does b beat a?")])
+    path = plots.contrast_bars(table, tmp_path / "contrasts.png")
+    assert path.is_file() and path.stat().st_size > 1000
+    (ax,) = figures[0].axes
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert [bar.get_width() for bar in bars] == pytest.approx(list(100 * table["diff_mean"]))
+    segments = bars.errorbar.lines[2][0].get_segments()  # one horizontal whisker per bar: [[lo, y], [hi, y]]
+    assert [x for s in segments for x in (s[0][0], s[1][0])] == pytest.approx(
+        [v for r in table.itertuples() for v in (100 * r.diff_lo, 100 * r.diff_hi)])
+    top_down = sorted(ax.get_yticklabels(), key=lambda t: -t.get_position()[1])
+    assert [t.get_text() for t in top_down] == ["a − b\ndoes a beat b?", "b − a\ndoes b beat a?"]  # from the top
+    assert any(list(line.get_xdata()) == [0, 0] for line in ax.lines)  # the zero line
+    assert plots.contrast_bars(table.iloc[:0], tmp_path / "none.png") is None
