@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from analysis.export import export_best
-    from analysis.results import load_sweep
+    from analysis.results import load_sweep, preset_label
     from analysis.tables import TargetTable, write_selection, write_target_table
 
 _PUBLIC = {
@@ -34,6 +34,7 @@ _PUBLIC = {
     "write_selection": "analysis.tables",  # how each method's configuration was chosen (search vs re-scored)
     "export_best": "analysis.export",  # the sweep's end-of-run PEFT export of one method's best prompt
     "load_sweep": "analysis.results",  # a finished sweep's trials and target rows (the study reads its search arms)
+    "preset_label": "analysis.results",  # a study's label of a method's paper-preset arm (its table row)
 }
 __all__ = sorted(_PUBLIC)
 

@@ -39,7 +39,7 @@ import torch
 
 from analysis import plots, tables
 from analysis.importance import param_importances
-from analysis.results import Sweep, curves_frame
+from analysis.results import Sweep, curves_frame, preset_label, study_result
 from promptinit.errors import PromptinitError
 from promptinit.paths import atomic_folder
 
@@ -225,13 +225,10 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
 
 def _study_result(sweep: Sweep) -> dict:
     """A study folder's ``study.json`` (``{}`` for a plain sweep)."""
-    from analysis.results import STUDY_RESULT
-
-    path = sweep.dir / STUDY_RESULT if sweep.dir is not None else None
-    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    return study_result(sweep.dir) if sweep.dir is not None else {}
 
 
-MTL_PRESET = "mtl (preset)"
+MTL_PRESET = preset_label("mtl")
 
 
 def study_contrasts(result: Mapping) -> list[tables.Contrast]:
@@ -246,7 +243,7 @@ def study_contrasts(result: Mapping) -> list[tables.Contrast]:
     presets = result.get("presets", {})
     out = []
     for arm, p in presets.items():
-        base = f"{p['method']} (preset)"  # search/study.py preset_label
+        base = preset_label(p["method"])
         if base != arm and base in presets:
             settings = presets[base].get("settings", {})
             changed = ", ".join(f"{k} {v}" for k, v in p.get("settings", {}).items() if settings.get(k) != v)
@@ -257,8 +254,8 @@ def study_contrasts(result: Mapping) -> list[tables.Contrast]:
     for arm in result.get("searches", {}):  # labelled "<method> (<algorithm> + <scheduler>)"
         by_method.setdefault(arm.split(" (")[0], []).append(arm)
     for method, arms in by_method.items():
-        if f"{method} (preset)" in presets:
-            out += [tables.Contrast(arm, f"{method} (preset)", "does the search beat the paper preset?") for arm in arms]
+        if preset_label(method) in presets:
+            out += [tables.Contrast(arm, preset_label(method), "does the search beat the paper preset?") for arm in arms]
         out += [tables.Contrast(a, b, "does one searcher beat the other at equal compute?")
                 for i, a in enumerate(arms) for b in arms[i + 1:]]
     return out

@@ -742,6 +742,17 @@ STUDY_META = "promptinit-study.json"  # search/study.py META_FILE
 STUDY_RESULT = "study.json"  # search/study.py RESULT_FILE
 
 
+def preset_label(method: str) -> str:
+    """A study's label for ``method``'s paper-preset arm (its table row and ``study.json`` key)."""
+    return f"{method} (preset)"
+
+
+def study_result(folder: str | Path) -> dict:
+    """A study folder's ``study.json`` (its arms and sweeps); ``{}`` where there is none."""
+    path = Path(folder) / STUDY_RESULT
+    return read_json(path) if path.is_file() else {}
+
+
 def is_study(folder: str | Path) -> bool:
     """Whether ``folder`` is a study's run folder (``search/study.py``)."""
     return (Path(folder) / STUDY_META).is_file()
@@ -762,7 +773,7 @@ def load_study(folder: str | Path, source: str = "tune") -> list[Sweep]:
     name = str(config.get("name", folder.name))
     targets = _targets_from_table(folder, name, partition) if (folder / ARG_TABLE).is_file() else []
     out = [Sweep(folder, name, partition, config, meta, trials_frame([]), pd.DataFrame(targets, columns=TARGET_COLUMNS))]
-    result = read_json(folder / STUDY_RESULT) if (folder / STUDY_RESULT).is_file() else {}
+    result = study_result(folder)
     defaults_done = set()
     for label, sub in (result.get("searches") or {}).items():
         if not (folder / sub / META_FILE).is_file():  # not started yet (or stopped before it wrote its record)

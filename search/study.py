@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
 
 from pydantic import Field, model_validator  # noqa: E402
 
+from analysis import preset_label  # noqa: E402
 from promptinit.errors import PromptinitError  # noqa: E402
 from search.config import SweepConfig, _Strict, config_dict  # noqa: E402
 
@@ -259,10 +260,6 @@ def search_arms(cfg: StudyConfig, steps: int) -> Iterator[list[dict]]:
 
 def arm_label(method: str, algorithm: str) -> str:
     return f"{method} ({ALGORITHM_LABEL[algorithm]})"
-
-
-def preset_label(method: str) -> str:
-    return f"{method} (preset)"
 
 
 # --------------------------------------------------------------------------- main
