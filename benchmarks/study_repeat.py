@@ -11,9 +11,19 @@ tensors) against the first run's job of the same phase and label. The repeat run
 name ``<name>-repeat`` in the same storage; ``--resume``-style, a second call continues it.
 Jobs whose first run has not finished yet are listed as not comparable.
 
+A slice (``--tasks``, ``--presets``, ``--upstream-seeds``) repeats only part of the study, so a
+short run reaches the later phases: the named target tasks, preset arms and upstream seeds, no
+PT-labels arm and no searches, under the name ``<name>-repeat-<slice>``. Its jobs have the same
+keys as the first run's (a job's key holds its task, seeds, tuning, method and upstream seed, not
+the rest of the study), so they are compared the same way. The slice's PT curves cover only its
+tasks; where they choose another step count than the first run did, its target jobs differ in
+their tuning and are reported as not identical (an infinite difference), never silently skipped.
+
 Usage:
     python benchmarks/study_repeat.py --config configs/study/cpu.yaml --minutes 40
     python benchmarks/study_repeat.py --config configs/study/cpu.yaml --minutes 0   # compare only
+    python benchmarks/study_repeat.py --config configs/study/cpu.yaml --minutes 40 \
+        --tasks bbc_topic --presets mtl --upstream-seeds 0                             # a slice
 """
 from __future__ import annotations
 
@@ -96,13 +106,26 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def repeat_config(config: Path, out: Path) -> tuple[Path, str]:
-    """The config under the name ``<name>-repeat`` (partition and catalog paths made absolute)."""
+def repeat_config(config: Path, out: Path, tasks: list[str] | None = None, presets: list[str] | None = None,
+                  upstream_seeds: list[int] | None = None) -> tuple[Path, str]:
+    """The config under the name ``<name>-repeat`` (partition and catalog paths made absolute),
+    or, for a slice, cut to those target tasks, preset arms and upstream seeds (no PT-labels arm,
+    no searches) under ``<name>-repeat-<slice>``."""
     raw = yaml.safe_load(config.read_text())
     for key in ("partition", "catalog"):
         if raw.get(key) and not Path(raw[key]).is_absolute():
             raw[key] = str((config.parent / raw[key]).resolve())
-    raw["name"] = f"{raw['name']}-repeat"
+    name = f"{raw['name']}-repeat"
+    if tasks or presets or upstream_seeds:
+        unknown = sorted(set(presets or ()) - set(raw["study"].get("presets", {})))
+        if unknown:
+            raise PromptinitError(f"{config}: field 'study.presets' has no arm {unknown[0]!r} (--presets)")
+        raw["target"].update({k: v for k, v in (("tasks", tasks), ("upstream_seeds", upstream_seeds)) if v})
+        if presets:
+            raw["study"]["presets"] = {a: p for a, p in raw["study"]["presets"].items() if a in presets}
+        raw["study"].update(labels=False, algorithms=[])
+        name += "-" + "-".join([*(presets or ()), *(tasks or ()), *(f"u{u}" for u in upstream_seeds or ())])
+    raw["name"] = name
     path = out / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path, raw["name"]
@@ -128,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=study.STUDY_DIR / "cpu.yaml")
     p.add_argument("--minutes", type=float, default=40.0, help="how long the repeat runs (0: compare only)")
+    p.add_argument("--tasks", nargs="+", help="a slice: only these target tasks")
+    p.add_argument("--presets", nargs="+", help="a slice: only these preset arms")
+    p.add_argument("--upstream-seeds", nargs="+", type=int, help="a slice: only these upstream seeds")
     args = p.parse_args(argv)
     try:
         cfg = study.load_study_config(args.config)
@@ -139,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"study_repeat: error: {first}: the study of {args.config} has not run; run it first", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
-        config, name = repeat_config(args.config, Path(tmp))
+        try:
+            config, name = repeat_config(args.config, Path(tmp), args.tasks, args.presets, args.upstream_seeds)
+        except PromptinitError as err:
+            print(f"study_repeat: error: {err}", file=sys.stderr)
+            return 2
         second = first.with_name(name)
         if args.minutes > 0:
             run_for(config, args.minutes, resume=(second / study.META_FILE).is_file())

@@ -6,6 +6,7 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from promptinit.backbones import save_prompt
@@ -70,3 +71,22 @@ def test_a_job_whose_key_differs_is_not_counted_identical(tmp_path):
               [["bbc_topic", 100, 0.61], ["bbc_topic", 13, 0.71]])
     rows = by_phase(study_repeat.compare(first, second)[0])
     assert rows["baselines"]["identical"] == 0 and rows["baselines"]["max_diff"] == math.inf
+
+
+def test_a_slice_keeps_only_the_named_tasks_arms_and_upstream_seeds(tmp_path):
+    from promptinit.errors import PromptinitError
+    from search import study
+
+    cpu = study.STUDY_DIR / "cpu.yaml"
+    path, name = study_repeat.repeat_config(cpu, tmp_path, ["bbc_topic"], ["mtl"], [0])
+    assert name == "cpu-study-repeat-mtl-bbc_topic-u0"
+    cfg = study.load_study_config(path)  # a valid study config, its partition found from tmp_path
+    assert (cfg.name, cfg.target.tasks, cfg.target.upstream_seeds) == (name, ["bbc_topic"], [0])
+    assert list(cfg.study.presets) == ["mtl"] and not cfg.study.labels and cfg.study.algorithms == []
+    full = study.load_study_config(cpu)
+    # the same job keys as the first run: seeds, tuning, the preset's settings and steps unchanged
+    assert (cfg.target.seeds, cfg.target.tuning, cfg.study.presets["mtl"]) == (
+        full.target.seeds, full.target.tuning, full.study.presets["mtl"])
+    assert study_repeat.repeat_config(cpu, tmp_path)[1] == "cpu-study-repeat"
+    with pytest.raises(PromptinitError, match=r"field 'study.presets' has no arm 'reptil'"):
+        study_repeat.repeat_config(cpu, tmp_path, presets=["mtl", "reptil"])
