@@ -196,17 +196,18 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
                            f"PT on the targets ({len(summary.pairs)} (task, seed) pairs; band: 95 % CI)")
     lines = [f"## Study {sweep.name}", ""]
     if result:
-        tuning = result.get("tuning", {})
+        tuning, times = result.get("tuning", {}), result.get("times", {})
         lines += [
             f"- Targets: {', '.join(result.get('targets', []))}; few-shot seeds {result.get('target_seeds')}; "
             f"upstream seeds {result.get('upstream_seeds')}; {tuning.get('test_size')} test examples per score at most.",
             f"- Downstream tuning of every arm: {steps} steps (chosen from PT's curves below), batch "
             f"{tuning.get('batch_size')}, {tuning.get('optimizer')}, dev every {tuning.get('eval_every')} steps; the lr "
             f"chosen on dev per problem from {tuning.get('lr')}.",
-            f"- Wall time of the last run (`--resume` runs count separately): "
-            f"{result.get('times', {}).get('wall_s', float('nan')):.0f} s (phases: "
-            f"{', '.join(f'{k} {v:.0f}' for k, v in result.get('times', {}).items() if k != 'wall_s')}); CPU time of "
-            f"every kept job of the study (not counting the searches' trials): {result.get('cpu_s_jobs', 0) / 3600:.1f} h.",
+            f"- Wall time of the last run (`--resume` runs count separately; jobs kept from earlier runs cost it "
+            f"nothing): {_hours(times.get('wall_s', float('nan')))}"
+            + "".join(f", {k.removesuffix('_s')} {_hours(v)}" for k, v in times.items() if k != "wall_s")
+            + f". CPU time of every kept job of the study (not counting the searches' trials): "
+            f"{result.get('cpu_s_jobs', 0) / 3600:.1f} h.",
         ]
         if not result.get("finished"):
             left = [a for a in result.get("arms", []) if a not in result.get("done", [])]
@@ -226,6 +227,14 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
 def _study_result(sweep: Sweep) -> dict:
     """A study folder's ``study.json`` (``{}`` for a plain sweep)."""
     return study_result(sweep.dir) if sweep.dir is not None else {}
+
+
+def _hours(seconds: float) -> str:
+    """``8714`` -> ``2 h 25 min``; under an hour in minutes, under a minute in seconds."""
+    if not seconds == seconds:
+        return "n/a"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min" if minutes else f"{seconds:.0f} s"
 
 
 MTL_PRESET = preset_label("mtl")
