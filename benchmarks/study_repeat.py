@@ -11,6 +11,12 @@ tensors) against the first run's job of the same phase and label. The repeat run
 name ``<name>-repeat`` in the same storage; ``--resume``-style, a second call continues it.
 Jobs whose first run has not finished yet are listed as not comparable.
 
+The repeat starts from a warm *asset* cache only: it runs with ``$PROMPTINIT_CACHE`` set to
+``<repeat>/cache``, where the downloaded assets (``models``, ``bigbench``) are links to the
+warm cache and everything promptinit computes and caches (PT's baseline scores, MetaPT's
+embeddings and clusters, throughput) starts empty. Otherwise PT's test scores would come back
+from the first run's baseline cache, and the repeat would not have repeated them.
+
 A slice (``--tasks``, ``--presets``, ``--upstream-seeds``) repeats only part of the study, so a
 short run reaches the later phases: the named target tasks, preset arms and upstream seeds, no
 PT-labels arm and no searches, under the name ``<name>-repeat-<slice>``. Its jobs have the same
@@ -131,10 +137,28 @@ def repeat_config(config: Path, out: Path, tasks: list[str] | None = None, prese
     return path, raw["name"]
 
 
-def run_for(config: Path, minutes: float, resume: bool) -> None:
-    """``search/study.py`` on ``config`` for at most ``minutes`` (its process group then stopped)."""
+ASSETS = ("models", "bigbench")  # downloaded, not computed: the repeat shares them (promptinit.assets)
+
+
+def repeat_cache(folder: Path) -> Path:
+    """``<folder>/cache``: the warm cache's assets linked in, no computed results."""
+    from promptinit.paths import cache_dir
+
+    cache = folder / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    for name in ASSETS:
+        if not (cache / name).exists():
+            (cache / name).symlink_to(cache_dir(name), target_is_directory=True)
+    return cache
+
+
+def run_for(config: Path, minutes: float, resume: bool, cache: Path) -> None:
+    """``search/study.py`` on ``config`` for at most ``minutes`` (its process group then
+    stopped), with ``cache`` as its ``$PROMPTINIT_CACHE``."""
+    from promptinit.paths import CACHE_ENV
+
     cmd = [sys.executable, str(ROOT / "search" / "study.py"), "--config", str(config), *(["--resume"] if resume else [])]
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, CACHE_ENV: str(cache)})
     try:
         proc.wait(timeout=minutes * 60)
     except subprocess.TimeoutExpired:
@@ -172,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         second = first.with_name(name)
         if args.minutes > 0:
-            run_for(config, args.minutes, resume=(second / study.META_FILE).is_file())
+            run_for(config, args.minutes, resume=(second / study.META_FILE).is_file(), cache=repeat_cache(second))
     if not (second / final.FINAL_DIR).is_dir():
         print(f"study_repeat: error: {second}: no repeat has run; pass --minutes", file=sys.stderr)
         return 2

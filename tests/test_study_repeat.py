@@ -90,3 +90,16 @@ def test_a_slice_keeps_only_the_named_tasks_arms_and_upstream_seeds(tmp_path):
     assert study_repeat.repeat_config(cpu, tmp_path)[1] == "cpu-study-repeat"
     with pytest.raises(PromptinitError, match=r"field 'study.presets' has no arm 'reptil'"):
         study_repeat.repeat_config(cpu, tmp_path, presets=["mtl", "reptil"])
+
+
+def test_the_repeat_shares_the_downloaded_assets_but_no_computed_results(tmp_path, monkeypatch):
+    from promptinit.paths import CACHE_ENV, cache_dir
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "warm"))
+    for name in ("models", "bigbench", "baselines"):
+        (cache_dir(name) / "kept.json").write_text(name)
+    cache = study_repeat.repeat_cache(tmp_path / "repeat")
+    assert (cache / "models" / "kept.json").read_text() == "models"
+    assert (cache / "bigbench" / "kept.json").read_text() == "bigbench"
+    assert not (cache / "baselines").exists()  # PT's scores are computed again, not read back
+    assert study_repeat.repeat_cache(tmp_path / "repeat") == cache  # a resumed repeat keeps its cache
