@@ -30,6 +30,7 @@ MLflow parent run, the folder is logged to it as artifacts ``report/``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -231,7 +232,7 @@ def _study_result(sweep: Sweep) -> dict:
 
 def _hours(seconds: float) -> str:
     """``8714`` -> ``2 h 25 min``; under an hour in minutes, under a minute in seconds."""
-    if not seconds == seconds:
+    if math.isnan(seconds):
         return "n/a"
     minutes = round(seconds / 60)
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min" if minutes else f"{seconds:.0f} s"
