@@ -8,12 +8,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from promptinit.assets import TINY_MODELS, resolve_model
 from promptinit.backbones import Backbone, BackboneConfig
 from promptinit.paths import CACHE_ENV, cache_dir
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
 CAUSAL = "tiny-llama"
 SEQ2SEQ = "tiny-t5"
+
+
+def pytest_sessionstart(session):
+    """Build the tiny models before any test captures output: the first build shows a progress
+    bar on stderr, which would otherwise land in whichever test runs first and break the tests
+    that check an error is one line (they then passed or failed by test order)."""
+    for name in TINY_MODELS:
+        resolve_model(name)
 
 
 @pytest.fixture(autouse=True)
