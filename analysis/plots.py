@@ -185,7 +185,8 @@ def best_so_far_curves(progress: pd.DataFrame, path: Path, labels: Mapping[str, 
     sweeps = list(dict.fromkeys(progress["sweep"]))
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.3 * rows), squeeze=False)
+    # wide enough for the title with one panel
+    fig, axes = plt.subplots(rows, cols, figsize=(max(6.4, 4.4 * cols), 3.3 * rows + 0.4), squeeze=False)
     for ax, method in zip(axes.flat, panels):
         for i, sweep in enumerate(sweeps):  # one colour per sweep in every panel
             g = progress[(progress["method"] == method) & (progress["sweep"] == sweep)]

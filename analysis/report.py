@@ -40,7 +40,7 @@ import torch
 
 from analysis import plots, tables
 from analysis.importance import param_importances
-from analysis.results import Sweep, curves_frame, preset_label, study_result
+from analysis.results import Sweep, curves_frame, preset_label, searched_method, study_result
 from promptinit.errors import PromptinitError
 from promptinit.paths import atomic_folder
 
@@ -132,8 +132,9 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
         bars = plots.contrast_bars(table, pdir / "contrasts.png")
         if bars:
             plot_links.append(("The study's arms against each other (95 % CI)", bars))
-    progress_plot = plots.best_so_far_curves(progress, pdir / "best_so_far.png", labels=_search_labels(sweeps),
-                                             z=NORMAL_95)
+    # a study's searches of one method and its defaults share a panel, so they compare at equal compute
+    progress_plot = plots.best_so_far_curves(progress.assign(method=progress["method"].map(searched_method)),
+                                             pdir / "best_so_far.png", labels=_search_labels(sweeps), z=NORMAL_95)
     if progress_plot:
         plot_links.append(("Best validation ARG so far against compute", progress_plot))
         captions[progress_plot.name] = BEST_SO_FAR_CAPTION.format(unit=progress["unit"].iloc[0])

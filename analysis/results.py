@@ -779,12 +779,31 @@ def load_study(folder: str | Path, source: str = "tune") -> list[Sweep]:
         if not (folder / sub / META_FILE).is_file():  # not started yet (or stopped before it wrote its record)
             continue
         s = load_sweep(folder / sub, source)
-        method = label.split(" (")[0]
+        method = searched_method(label)
         trials = s.trials.assign(method=label)
         out.append(dataclasses.replace(s, trials=trials, targets=pd.DataFrame(columns=TARGET_COLUMNS)))
-        if method not in defaults_done and len(trials):
-            first = trials.sort_values("trial_id").head(1)
+        first = _defaults_trial(trials, s.config, method) if method not in defaults_done else trials.iloc[:0]
+        if len(first):
             defaults = f"{method} defaults"
             out.append(Sweep(s.dir, defaults, s.partition, {}, {}, first.assign(sweep=defaults, method=defaults)))
             defaults_done.add(method)
     return out
+
+
+def searched_method(label: str) -> str:
+    """The method behind a study's search-arm or defaults label (``"mtl (TPE + ASHA)"``,
+    ``"mtl defaults"`` -> ``"mtl"``); any other label unchanged."""
+    return label.split(" (")[0].removesuffix(" defaults")
+
+
+def _defaults_trial(trials: pd.DataFrame, config: Mapping[str, Any], method: str) -> pd.DataFrame:
+    """The sweep's trial at ``method``'s paper defaults (its ``points_to_evaluate`` point, the
+    searched settings as the sweep's space moved them into range); no rows when none has them."""
+    from spaces import build_space
+
+    search, budget = config.get("search") or {}, config.get("budget") or {}
+    space = build_space([method], {method: (search.get("space") or {}).get(method) or {}}, budget.get("steps"))
+    point = {k.split("/", 1)[1]: v for k, v in space.spaces[0].default_point().items()}
+    # exact equality: a float round-trips through the trial's JSON record unchanged
+    at_defaults = [all((p or {}).get(k, object()) == v for k, v in point.items()) for p in trials["params"]]
+    return trials[at_defaults].head(1)

@@ -116,6 +116,11 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     assert "plots/best_so_far.png" in index
     for label in ("mtl (TPE + ASHA)", "mtl (random + ASHA)", "mtl defaults"):
         assert label in (out / "tables" / "best_so_far.csv").read_text()
+    with (out / "tables" / "best_so_far.csv").open() as f:  # the defaults line is the trial at Qin et al.'s MTL values
+        (defaults,) = {r["trial_id"] for r in csv.DictReader(f) if r["method"] == "mtl defaults"}
+    with (out / "tables" / "trials.csv").open() as f:
+        params = next(json.loads(r["params"]) for r in csv.DictReader(f) if r["trial_id"] == defaults)
+    assert (params["lr"], params["batch_size"]) == (0.5, 4), params
     with (out / "tables" / "contrasts.csv").open() as f:  # the arms against each other, each with an interval
         contrasts = {(r["a"], r["b"]): r for r in csv.DictReader(f)}
     assert {("supmer (preset)", "supmer-no-mgr (preset)"), ("metapt (preset)", "metapt-random (preset)"),
