@@ -320,11 +320,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg.sweep_dir.mkdir(parents=True, exist_ok=True)
     for m in respaced:  # an interrupted sweep cannot go on under another space: it starts afresh
-        for algorithm in cfg.study.algorithms:
-            if sweep_folder(cfg, m, algorithm).exists():
-                print(f"resume: {m}'s search space changed; removing its unfinished sweep "
-                      f"{sweep_folder(cfg, m, algorithm)}, which starts afresh", flush=True)
-                shutil.rmtree(sweep_folder(cfg, m, algorithm))
+        for folder in (sweep_folder(cfg, m, a) for a in cfg.study.algorithms):
+            if folder.exists():
+                print(f"resume: {m}'s search space changed; removing its unfinished sweep {folder}, which starts afresh",
+                      flush=True)
+                shutil.rmtree(folder)
     if not args.resume or added or respaced:
         meta_path.write_text(json.dumps({"config": config_dict(cfg), "partition": partition.name}, indent=1))
     print(f"study {cfg.name}: {cfg.sweep_dir}", flush=True)
