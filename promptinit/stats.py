@@ -116,7 +116,7 @@ def _by_task(scores: Mapping[tuple, float], baseline: Mapping[tuple[str, int], f
     if None in upstream and len(upstream) > 1:
         raise ValueError("scores mix keys with and without an upstream seed")
     tasks: dict[str, list[int]] = {}
-    for key in baseline:
+    for key in sorted(baseline):  # the bootstrap's draws go to the tasks in a fixed order
         tasks.setdefault(key[0], []).append(key[1])
     method, pt = {}, {}
     for task, seeds in tasks.items():
