@@ -122,11 +122,11 @@ def target_rows(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dic
 
 def comparison_of(row: Mapping[str, Any]) -> Comparison | None:
     """``promptinit.stats.compare`` of a target row's per-pair scores with PT's (None without them).
-    The pairs go in sorted: the bootstrap draws per task in the order the tasks come, so a study's
-    own table and the report (which reads the scores back from CSV) must give them in one order."""
+    ``compare`` orders the pairs itself, so a study's own table and the report (which reads the
+    scores back from CSV in another order) give the same cells."""
     if not row.get("scores"):
         return None
-    return compare(dict(sorted(row["scores"].items())), dict(sorted(row["baseline"].items())))
+    return compare(row["scores"], row["baseline"])
 
 
 def has_interval(c: Comparison) -> bool:
@@ -364,8 +364,8 @@ def contrasts(targets: pd.DataFrame | Iterable[Mapping[str, Any]], pairs: Sequen
                 out.append({**row, "verdict": "n/a", "note": "the two arms were not scored on the same pairs "
                                                               "(or against the same PT scores)"})
                 continue
-            zero = {k: 0.0 for k in sorted(ra["baseline"])}  # compare's Δ is then a − b itself
-            c = compare({k: ra["scores"][k] - rb["scores"][k] for k in sorted(ra["scores"])}, zero)
+            zero = {k: 0.0 for k in ra["baseline"]}  # compare's Δ is then a − b itself
+            c = compare({k: ra["scores"][k] - rb["scores"][k] for k in ra["scores"]}, zero)
             interval = has_interval(c)
             sizes = [*ra["n_test"].values(), *rb["n_test"].values()]
             row.update(diff_mean=c.diff.mean, p_a_mean=c.p_improve.mean, p_value=c.p_value, n_tasks=c.n_tasks,
