@@ -24,17 +24,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from analysis.export import export_best
-    from analysis.results import load_sweep, preset_label
-    from analysis.tables import TargetTable, write_selection, write_target_table
+    from promptinit.analysis.export import export_best
+    from promptinit.analysis.results import load_sweep, preset_label
+    from promptinit.analysis.tables import TargetTable, write_selection, write_target_table
 
 _PUBLIC = {
-    "write_target_table": "analysis.tables",  # the ARG table of a sweep's target evaluation (md, csv, per-pair scores)
-    "TargetTable": "analysis.tables",  # what it wrote: the table (long form), its Markdown, JSON-ready records
-    "write_selection": "analysis.tables",  # how each method's configuration was chosen (search vs re-scored)
-    "export_best": "analysis.export",  # the sweep's end-of-run PEFT export of one method's best prompt
-    "load_sweep": "analysis.results",  # a finished sweep's trials and target rows (the study reads its search arms)
-    "preset_label": "analysis.results",  # a study's label of a method's paper-preset arm (its table row)
+    "write_target_table": "promptinit.analysis.tables",  # the ARG table of a sweep's target evaluation (md, csv, per-pair scores)
+    "TargetTable": "promptinit.analysis.tables",  # what it wrote: the table (long form), its Markdown, JSON-ready records
+    "write_selection": "promptinit.analysis.tables",  # how each method's configuration was chosen (search vs re-scored)
+    "export_best": "promptinit.analysis.export",  # the sweep's end-of-run PEFT export of one method's best prompt
+    "load_sweep": "promptinit.analysis.results",  # a finished sweep's trials and target rows (the study reads its search arms)
+    "preset_label": "promptinit.analysis.results",  # a study's label of a method's paper-preset arm (its table row)
 }
 __all__ = sorted(_PUBLIC)
 

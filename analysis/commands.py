@@ -33,8 +33,8 @@ def register_report(subparsers) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from analysis.report import write_report
-    from analysis.results import is_study, load_study, load_sweep
+    from promptinit.analysis.report import write_report
+    from promptinit.analysis.results import is_study, load_study, load_sweep
 
     if args.similarity_rank < 1:
         raise PromptinitError(f"option '--similarity-rank': {args.similarity_rank} must be >= 1")
@@ -78,7 +78,7 @@ def register_export(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from analysis.export import export_method
+    from promptinit.analysis.export import export_method
 
     check_writable(args.out, "option '--out'", folder=True)  # before the sweep is read
     folder = export_method(args.sweep, args.method, args.out, trial_id=args.trial, log_mlflow=not args.no_mlflow)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import torch
 
-from analysis.results import CHECKPOINT_PROMPT, CHECKPOINT_STATE, EXPORTS, Sweep, load_sweep, read_results
+from promptinit.analysis.results import CHECKPOINT_PROMPT, CHECKPOINT_STATE, EXPORTS, Sweep, load_sweep, read_results
 from promptinit.errors import PromptinitError
 
 SUPMER = "supmer"
@@ -189,7 +189,7 @@ def export_method(sweep_dir: str | Path, method: str, out: str | Path, *, trial_
     target = None
     match = sweep.targets[(sweep.targets["method"] == method) & (sweep.targets["trial_id"] == best.trial_id)]
     if len(match):
-        from analysis.tables import target_record, target_rows
+        from promptinit.analysis.tables import target_record, target_rows
 
         (row,) = target_rows(match.iloc[:1])
         target = {**target_record(row), "arg_mean": row["arg_mean"], "per_task": row["per_task"],
@@ -218,7 +218,7 @@ def log_export(uri: str, parent_run_id: str, folder: Path, method: str, best: Be
     """Log an export folder as artifacts ``exports/<method>`` of the sweep's parent run."""
     from mlflow.tracking import MlflowClient
 
-    from analysis.results import mlflow_patience
+    from promptinit.analysis.results import mlflow_patience
 
     try:
         with mlflow_patience():

@@ -176,7 +176,7 @@ def best_so_far_curves(progress: pd.DataFrame, path: Path, labels: Mapping[str, 
     Returns:
         The path, or None when no trial has a result yet.
     """
-    from analysis.tables import ALL_METHODS
+    from promptinit.analysis.tables import ALL_METHODS
 
     if progress.empty or not np.isfinite(progress["best"].astype(float)).any():
         return None

@@ -38,9 +38,9 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
-from analysis import plots, tables
-from analysis.importance import param_importances
-from analysis.results import Sweep, curves_frame, preset_label, searched_method, study_result
+from promptinit.analysis import plots, tables
+from promptinit.analysis.importance import param_importances
+from promptinit.analysis.results import Sweep, curves_frame, preset_label, searched_method, study_result
 from promptinit.errors import PromptinitError
 from promptinit.paths import atomic_folder
 
@@ -351,7 +351,7 @@ def log_report(uri: str, parent_run_id: str, folder: Path) -> None:
     """Log the report folder (plots, tables, index) as artifacts ``report/`` of a parent run."""
     from mlflow.tracking import MlflowClient
 
-    from analysis.results import mlflow_patience
+    from promptinit.analysis.results import mlflow_patience
 
     try:
         with mlflow_patience():

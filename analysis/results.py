@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from promptinit.errors import PromptinitError, read_json
-from spaces.space import SOURCES_KEY
+from promptinit.spaces.space import SOURCES_KEY
 
 META_FILE = "promptinit-sweep.json"  # search/sweep.py META_FILE
 ARG_TABLE = "arg_table.csv"  # analysis.tables.write_target_table
@@ -799,7 +799,7 @@ def searched_method(label: str) -> str:
 def _defaults_trial(trials: pd.DataFrame, config: Mapping[str, Any], method: str) -> pd.DataFrame:
     """The sweep's trial at ``method``'s paper defaults (its ``points_to_evaluate`` point, the
     searched settings as the sweep's space moved them into range); no rows when none has them."""
-    from spaces import build_space
+    from promptinit.spaces import build_space
 
     search, budget = config.get("search") or {}, config.get("budget") or {}
     space = build_space([method], {method: (search.get("space") or {}).get(method) or {}}, budget.get("steps"))

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.results import ARG_TABLE, SCORE_COLUMNS, TARGET_SCORES, _target_row, pair_records
+from promptinit.analysis.results import ARG_TABLE, SCORE_COLUMNS, TARGET_SCORES, _target_row, pair_records
 from promptinit.stats import LEVEL, LOW_BASELINE, MIN_BASELINE, RESAMPLES, Comparison, Interval, compare
 
 TABLE_MD = "arg_table.md"

@@ -62,14 +62,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from promptinit import stats, throughput  # noqa: E402
-from promptinit.backbones import Backbone, BackboneConfig  # noqa: E402
-from promptinit.batched import TuneProblem, evaluate_many, train_step, tune_prompts  # noqa: E402
-from promptinit.evaluation import TuneConfig, TuneResult, make_optimizer  # noqa: E402
-from promptinit.tasks.catalog import load_task  # noqa: E402
-from promptinit.tasks.fewshot import SEEDS, sample_few_shot  # noqa: E402
+from promptinit import stats, throughput
+from promptinit.backbones import Backbone, BackboneConfig
+from promptinit.batched import TuneProblem, evaluate_many, train_step, tune_prompts
+from promptinit.evaluation import TuneConfig, TuneResult, make_optimizer
+from promptinit.tasks.catalog import load_task
+from promptinit.tasks.fewshot import SEEDS, sample_few_shot
 
 DTYPES = ("float32", "bfloat16")
 # Targets of configs/partitions/tiny.yaml, with bb_intent_recognition (a validation task) in place

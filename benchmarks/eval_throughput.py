@@ -43,14 +43,13 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from promptinit import throughput  # noqa: E402
-from promptinit.backbones import Backbone, BackboneConfig  # noqa: E402
-from promptinit.batched import TuneProblem, tune_prompts  # noqa: E402
-from promptinit.evaluation import TuneConfig, tune_prompt  # noqa: E402
-from promptinit.tasks.fewshot import sample_few_shot  # noqa: E402
-from promptinit.tasks.task import Example, Metric, Task, TaskKind  # noqa: E402
+from promptinit import throughput
+from promptinit.backbones import Backbone, BackboneConfig
+from promptinit.batched import TuneProblem, tune_prompts
+from promptinit.evaluation import TuneConfig, tune_prompt
+from promptinit.tasks.fewshot import sample_few_shot
+from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
 WORDS = ("time year people way day man thing woman life child world school state family student "
          "group country problem hand part place case week company system program question work "

@@ -36,12 +36,11 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from promptinit.backbones import Backbone, BackboneConfig  # noqa: E402
-from promptinit.evaluation import make_optimizer  # noqa: E402
-from promptinit.methods import build_method  # noqa: E402
-from promptinit.tasks.task import Example, Metric, Task, TaskKind  # noqa: E402
+from promptinit.backbones import Backbone, BackboneConfig
+from promptinit.evaluation import make_optimizer
+from promptinit.methods import build_method
+from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
 WORDS = ("time year people way day man thing woman life child world school state family student "
          "group country problem hand part place case week company system program question work "

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import plots  # noqa: E402
-from promptinit import curves  # noqa: E402
-from promptinit.backbones import Backbone, BackboneConfig  # noqa: E402
-from promptinit.evaluation import TuneConfig  # noqa: E402
-from promptinit.tasks.catalog import load_task  # noqa: E402
+from promptinit.analysis import plots
+from promptinit import curves
+from promptinit.backbones import Backbone, BackboneConfig
+from promptinit.evaluation import TuneConfig
+from promptinit.tasks.catalog import load_task
 
 TASKS = ("bb_sports_understanding", "bbc_topic", "bb_implicatures")  # configs/partitions/demo.yaml targets
 LRS = (0.5, 0.4, 0.3, 0.2)  # Qin et al.'s downstream list

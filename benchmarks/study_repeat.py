@@ -46,16 +46,17 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from promptinit.errors import PromptinitError, read_json  # noqa: E402
-from search import final, study  # noqa: E402
+from promptinit.errors import PromptinitError, read_json
+from promptinit.search.phases import study_config as study
+from promptinit.search.phases.prepare import FINAL_DIR
+from promptinit.search.phases.jobs import scores_of
 
 
 def jobs(folder: Path) -> dict[tuple[str, str], dict]:
     """A study's finished jobs by (phase, label): its ``final/<phase>-<digest>.json`` files."""
     out = {}
-    for path in sorted((folder / final.FINAL_DIR).glob("*.json")):
+    for path in sorted((folder / FINAL_DIR).glob("*.json")):
         job = read_json(path)
         out[(path.stem.rsplit("-", 1)[0], job["label"])] = job
     return out
@@ -63,7 +64,7 @@ def jobs(folder: Path) -> dict[tuple[str, str], dict]:
 
 def _prompt(path: str):
     from promptinit.backbones import load_prompt
-    from trainables.scoring import PROMPT_FILE
+    from promptinit.trainables.scoring import PROMPT_FILE
 
     return load_prompt(Path(path) / PROMPT_FILE).float()
 
@@ -77,7 +78,7 @@ def difference(first, second) -> float:
         a = {(r["task"], r["seed"], r["lr"], r["step"]): r["best_dev"] for r in first}
         b = {(r["task"], r["seed"], r["lr"], r["step"]): r["best_dev"] for r in second}
     else:  # [task, seed, score] rows
-        a, b = final.scores_of(first), final.scores_of(second)
+        a, b = scores_of(first), scores_of(second)
     if a.keys() != b.keys():
         return math.inf
     return max((100 * abs(a[k] - b[k]) for k in a), default=0.0)
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         second = first.with_name(name)
         if args.minutes > 0:
             run_for(config, args.minutes, resume=(second / study.META_FILE).is_file(), cache=repeat_cache(second))
-    if not (second / final.FINAL_DIR).is_dir():
+    if not (second / FINAL_DIR).is_dir():
         print(f"study_repeat: error: {second}: no repeat has run; pass --minutes", file=sys.stderr)
         return 2
     rows, missing = compare(first, second)

@@ -19,9 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from promptinit.cli import main as promptinit  # noqa: E402
+from promptinit.cli import main as promptinit
 
 META = ["--set", "meta_batch_size=2", "--set", "inner_batch_size=2"]
 SUPMER = ["--method", "supmer", *META, "--set", "query_batch_size=2", "--set", "max_sentences=2000",

@@ -1,13 +1,14 @@
 """Many prompt-tuning problems as one batched computation: the prompt is an input.
 
 N independent problems (initial prompt x task x few-shot seed x learning rate ...) each keep
-what ``tune_prompt`` keeps for one: their own batches (the same seeded ``_batches`` stream),
-optimiser state, dev evaluations every ``eval_every`` steps, best-on-dev prompt, patience and
-step count. What they share is the model's passes. One training step runs the rows of every
-active problem through the model together, each row carrying its problem's prompt; problem
-k's loss is the mean over its own rows and the losses are summed, so the gradient that
-reaches prompt k is exactly problem k's own (no other loss depends on it). Dev and test
-scoring likewise run many problems' examples in shared passes.
+what ``tune_prompt`` keeps for one: their own batches (the same seeded
+``promptinit.tuning.train_batches`` stream), optimiser state, dev evaluations every
+``eval_every`` steps, best-on-dev prompt, patience and step count. What they share is the
+model's passes. One training step runs the rows of every active problem through the model
+together, each row carrying its problem's prompt; problem k's loss is the mean over its own
+rows and the losses are summed, so the gradient that reaches prompt k is exactly problem k's
+own (no other loss depends on it). Dev and test scoring likewise run many problems' examples
+in shared passes.
 
 Design:
     Prompt lengths: problems may differ in their number of prompt vectors L. Rows of different
@@ -25,7 +26,7 @@ Design:
     Learning-rate selection: a problem whose config lists k learning rates (``TuneConfig.lr``,
     Qin et al.'s best of 0.5, 0.4, 0.3, 0.2 on dev) runs as k problems, one per lr, in the same
     passes as every other; at the end it is reduced to the run with the best dev score
-    (``promptinit.evaluation.choose_lr``), and only that run's prompt is scored on test.
+    (``promptinit.tuning.choose_lr``), and only that run's prompt is scored on test.
 
 Results equal N separate ``tune_prompt`` runs to rounding (``tests/evaluation/test_batched.py``,
 ``tests/evaluation/test_lr_selection.py``).
@@ -40,14 +41,14 @@ from typing import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from promptinit import metrics, throughput
 from promptinit.backbones import Backbone
-from promptinit.evaluation import GradTransform, TuneConfig, TuneResult, _batches, choose_lr, make_optimizer
+from promptinit.progress import progress_bar
 from promptinit.tasks.fewshot import FewShot
 from promptinit.tasks.task import Example
 from promptinit.throughput import example_tokens
+from promptinit.tuning import GradTransform, TuneConfig, TuneResult, choose_lr, make_optimizer, train_batches
 
 Row = tuple[int, int]  # (problem or item index, example index)
 
@@ -118,7 +119,7 @@ def _start(backbone: Backbone, problem: TuneProblem, cfg: TuneConfig) -> _Run:
     prompt = problem.init.detach().clone().requires_grad_(True)
     lengths = dict(zip((ex.uid for ex in fs.train), example_tokens(backbone, fs.train)))
     return _Run(fs, cfg, problem.grad_transform, prompt, make_optimizer([prompt], cfg.optimizer, cfg.lr),
-                _batches(fs.train, cfg.batch_size, fs.seed), lengths)
+                train_batches(fs.train, cfg.batch_size, fs.seed), lengths)
 
 
 def tune_prompts(
@@ -182,8 +183,8 @@ def _train(backbone: Backbone, runs: Sequence[_Run], score: Callable, rows_per_p
         r.init_dev = r.best_dev = dev
         r.best = r.prompt.detach().clone()
         r.curve.append({"step": 0, "train_loss": float("nan"), "dev": dev})
-    bar = tqdm(total=sum(r.config.steps for r in runs), desc=f"tune {len(runs)} prompts", unit="step",
-               disable=not progress, leave=False)
+    bar = progress_bar(total=sum(r.config.steps for r in runs), desc=f"tune {len(runs)} prompts", unit="step",
+                       disable=not progress, leave=False)
     active, step = list(runs), 0
     while active:
         step += 1

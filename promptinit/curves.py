@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from promptinit import stats
-from promptinit.evaluation import TuneConfig
+from promptinit.tuning import TuneConfig
+from promptinit.files import atomic_write
 
 CHOSEN = "lr chosen on dev"  # the column of ``summarize`` for the per-pair selected lr
 
@@ -128,16 +129,14 @@ FIELDS = ("task", "seed", "lr", "step", "best_dev")
 def write_csv(records: Iterable[Mapping], path) -> None:
     """``pt_curves``'s records as CSV (written whole, then renamed into place)."""
     import csv
-    from pathlib import Path
+    import io
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in records:
-            w.writerow({k: r[k] for k in FIELDS})
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=FIELDS)
+    w.writeheader()
+    for r in records:
+        w.writerow({k: r[k] for k in FIELDS})
+    atomic_write(path, text.getvalue())
 
 
 def read_csv(path) -> list[dict]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch
 
 from promptinit.errors import PromptinitError
 from promptinit.fingerprints import WEIGHT_SUFFIXES, file_sha256
-from promptinit.paths import atomic_folder
+from promptinit.files import atomic_folder, atomic_write
 
 if TYPE_CHECKING:
     from promptinit.backbones import Backbone
@@ -255,25 +254,15 @@ def fingerprint(parts: Mapping[str, str] | list[str]) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
 
-def _finish(tmp: Path, dest: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-    tmp.replace(dest)
-
-
 def _write_json(path: Path, doc: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, default=_json_default) + "\n")
-    _finish(tmp, path)
+    atomic_write(path, json.dumps(doc, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def _write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata=metadata)
-    _finish(tmp, path)
+    atomic_write(path, save({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()},
+                            metadata=metadata))
 
 
 def _json_default(value: Any) -> Any:

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+# kept importable from here for promptinit.assets and analysis, which predate promptinit.files
+from promptinit.files import atomic_folder  # noqa: F401
 
 CACHE_ENV = "PROMPTINIT_CACHE"
 
@@ -28,27 +27,3 @@ def package_dir(module: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
-
-
-@contextmanager
-def atomic_folder(dest: str | Path) -> Iterator[Path]:
-    """Write a folder all at once: yields an empty temporary folder next to ``dest``; when the
-    block ends without error it replaces ``dest`` as a whole (by renames), otherwise it is
-    removed. An interrupted write never leaves a half-written ``dest`` that a later run trusts.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        yield tmp
-        old = None
-        if dest.exists():  # moved aside, not deleted first: the gap without a `dest` is one rename
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
-            dest.rename(old)
-        tmp.rename(dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

@@ -47,6 +47,7 @@ import torch
 
 from promptinit.backbones.backbone import IGNORE, Backbone, Batch, Family
 from promptinit.errors import PromptinitError
+from promptinit.files import atomic_write_json
 from promptinit.fingerprints import digest, source_fingerprint
 from promptinit.paths import cache_dir
 from promptinit.tasks.task import Example
@@ -253,9 +254,7 @@ def tokens_per_pass(backbone: Backbone, kind: str = "train", *, use_cache: bool 
             record = {"tokens_per_pass": tokens, "kind": kind, "probe_row_tokens": row, "steady": steady,
                       "fingerprint": backbone.fingerprint, "device": _device_detail(backbone.device),
                       "seconds_per_token": {str(r): s / row for r, s in per_row.items()}}
-            tmp = path.with_suffix(f".tmp{id(record)}")
-            tmp.write_text(json.dumps(record, indent=1))
-            tmp.replace(path)
+            atomic_write_json(path, record, indent=1)
     _MEMO[memo_key] = tokens
     return tokens
 

@@ -14,11 +14,11 @@ import dataclasses
 from typing import Any, Mapping, Sequence
 
 from promptinit.errors import PromptinitError
-from spaces.metapt import SPACES as _METAPT
-from spaces.params import Choice, Fixed, Float, Int, Param, parse_override
-from spaces.qin import SPACES as _QIN
-from spaces.space import METHOD_KEY, SOURCES_KEY, MethodSpace, SweepSpace, param_name, trial_settings, trial_sources
-from spaces.supmer import SPACES as _SUPMER
+from promptinit.spaces.metapt import SPACES as _METAPT
+from promptinit.spaces.params import Choice, Fixed, Float, Int, Param, parse_override
+from promptinit.spaces.qin import SPACES as _QIN
+from promptinit.spaces.space import METHOD_KEY, SOURCES_KEY, MethodSpace, SweepSpace, param_name, trial_settings, trial_sources
+from promptinit.spaces.supmer import SPACES as _SUPMER
 
 ALL_SPACES: dict[str, MethodSpace] = {**_QIN, **_SUPMER, **_METAPT}
 BASELINE = "pt"  # no upstream learning and nothing to search: every ARG is measured against it

@@ -16,8 +16,8 @@ joins a sweep only when ``metapt`` is registered.
 """
 from __future__ import annotations
 
-from spaces.params import Choice, Fixed, Float
-from spaces.space import MethodSpace
+from promptinit.spaces.params import Choice, Fixed, Float
+from promptinit.spaces.space import MethodSpace
 
 REFERENCE = "Huang et al. 2022, MetaPT (arXiv:2205.12471), sec. 3 and 4"
 INNER_LR, OUTER_LR = 0.08, 0.025  # α, β of the paper

@@ -15,8 +15,8 @@ the default stays Qin's 1. docs/fidelity.md has every value with its source.
 """
 from __future__ import annotations
 
-from spaces.params import Choice, Fixed, Float, Int
-from spaces.space import MethodSpace
+from promptinit.spaces.params import Choice, Fixed, Float, Int
+from promptinit.spaces.space import MethodSpace
 
 REFERENCE = "Qin et al. 2023, Learning to Initialize (ACL), sec. 4 and app. A"
 PAPER_STEPS = Choice((2500, 5000, 10000))  # upstream outer steps; sweeps cut this with budget.steps

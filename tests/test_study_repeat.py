@@ -3,17 +3,25 @@ from __future__ import annotations
 
 import json
 import math
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
 from promptinit.backbones import save_prompt
-from trainables.scoring import PROMPT_FILE
+from promptinit.trainables.scoring import PROMPT_FILE
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import study_repeat  # noqa: E402
+
+def _load_script(path: Path):
+    """A benchmark script as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+study_repeat = _load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "study_repeat.py")
 
 
 def write_job(folder: Path, phase: str, digest: str, label: str, key: dict, value) -> None:
@@ -75,7 +83,7 @@ def test_a_job_whose_key_differs_is_not_counted_identical(tmp_path):
 
 def test_a_slice_keeps_only_the_named_tasks_arms_and_upstream_seeds(tmp_path):
     from promptinit.errors import PromptinitError
-    from search import study
+    from promptinit.search.phases import study_config as study
 
     cpu = study.STUDY_DIR / "cpu.yaml"
     path, name = study_repeat.repeat_config(cpu, tmp_path, ["bbc_topic"], ["mtl"], [0])

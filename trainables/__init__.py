@@ -1,5 +1,5 @@
 """Ray Tune trainables: thin wrappers that run a promptinit method and report ``val/arg``."""
-from trainables.metrics import METRIC, MODE
-from trainables.trainable import Shared, make_trainable, train_prompt_init
+from promptinit.trainables.metrics import METRIC, MODE
+from promptinit.trainables.trainable import Shared, make_trainable, train_prompt_init
 
 __all__ = ["METRIC", "MODE", "Shared", "make_trainable", "train_prompt_init"]

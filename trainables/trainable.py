@@ -24,9 +24,9 @@ from typing import Any, Mapping
 
 from ray import tune
 
-from spaces.space import trial_settings, trial_sources
-from trainables import metrics as M
-from trainables.scoring import PROMPT_FILE
+from promptinit.spaces.space import trial_settings, trial_sources
+from promptinit.trainables import metrics as M
+from promptinit.trainables.scoring import PROMPT_FILE
 
 STATE_FILE = "trial.json"  # step, method, settings and the report, in every checkpoint
 
@@ -90,7 +90,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     from promptinit.evaluation import TuneConfig
     from promptinit.methods import build_method
     from promptinit.methods.checkpoint import load_checkpoint, save_checkpoint
-    from trainables.scoring import arg_against, arg_standard_error, grad_transform_of, tuned_scores
+    from promptinit.trainables.scoring import arg_against, arg_standard_error, grad_transform_of, tuned_scores
 
     method_name, settings = trial_settings(config)
     backbone = Backbone(BackboneConfig(**shared.backbone))

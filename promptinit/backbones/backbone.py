@@ -2,26 +2,39 @@
 from __future__ import annotations
 
 import dataclasses
-
 import functools
+import inspect
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from promptinit.assets import resolve_model
+from promptinit.backbones.prompts import PromptInit, load_prompt
 from promptinit.errors import PromptinitError
+from promptinit.progress import quiet_hf_progress
 from promptinit.tasks.task import Example
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 AUTO = "auto"  # dtype: bfloat16 where the CPU computes it natively, else float32 (``resolve_dtype``)
 IGNORE = -100
+VOCAB_TOP = 5000  # Lester et al. sample initial prompt tokens from the 5,000 most common
 
 
-def _upcast(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax in at least float32 (bfloat16 logits lose ranking precision); float64 stays."""
+def upcast_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in at least float32, ready for a softmax.
+
+    bfloat16 logits lose ranking precision; float64 ones (gradient checks) stay float64.
+
+    Args:
+        logits: logits of any dtype.
+
+    Returns:
+        ``logits`` unchanged when float64, else as float32.
+    """
     return logits if logits.dtype == torch.float64 else logits.float()
 
 
@@ -191,13 +204,26 @@ def _exact_rms_norms(model: torch.nn.Module) -> None:
 def _load(model: str, dtype: str, attn: str, device: str):
     # One frozen copy per process: trials, evaluation and baselines share it.
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # a per-load bar of 272 tensors is noise in our progress output
-    path = resolve_model(model)
-    config = AutoConfig.from_pretrained(path)
-    family = Family.SEQ2SEQ if getattr(config, "is_encoder_decoder", False) else Family.CAUSAL
-    cls = AutoModelForSeq2SeqLM if family is Family.SEQ2SEQ else AutoModelForCausalLM
+    with quiet_hf_progress("transformers"):  # a per-load bar of 272 tensors is noise in our progress output
+        path = resolve_model(model)
+        config = AutoConfig.from_pretrained(path)
+        family = Family.SEQ2SEQ if getattr(config, "is_encoder_decoder", False) else Family.CAUSAL
+        cls = AutoModelForSeq2SeqLM if family is Family.SEQ2SEQ else AutoModelForCausalLM
+        lm = _from_pretrained(cls, path, dtype, attn)
+        tok = AutoTokenizer.from_pretrained(path)
+    lm.to(torch.device(device)).eval()
+    lm.requires_grad_(False)
+    if dtype == "float64":
+        _exact_rms_norms(lm)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return lm, tok, family
+
+
+def _from_pretrained(cls, path: str, dtype: str, attn: str):
+    """The model's weights; a float64 model with eager attention gets ``EXACT_EAGER`` where it
+    supports the attention interface."""
     if dtype == "float64" and attn == "eager":
         from transformers import AttentionInterface
         from transformers.masking_utils import AttentionMaskInterface, eager_mask
@@ -205,19 +231,17 @@ def _load(model: str, dtype: str, attn: str, device: str):
         AttentionInterface.register(EXACT_EAGER, _exact_eager_attention)
         AttentionMaskInterface.register(EXACT_EAGER, eager_mask)  # additive float masks, as eager
         try:
-            lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=EXACT_EAGER)
+            return cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=EXACT_EAGER)
         except ValueError:  # models without the attention interface are exact already
-            lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn)
-    else:
-        lm = cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn)
-    lm.to(torch.device(device)).eval()
-    lm.requires_grad_(False)
-    if dtype == "float64":
-        _exact_rms_norms(lm)
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return lm, tok, family
+            pass
+    return cls.from_pretrained(path, dtype=DTYPES[dtype], attn_implementation=attn)
+
+
+@functools.cache
+def _cache_keyword_for(model_cls: type) -> str:
+    # transformers 5.x takes and returns the key/value cache as `cache` and warns on every
+    # `past_key_values` (removed in 5.40); the releases before know only `past_key_values`
+    return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
 
 
 class Backbone:
@@ -347,7 +371,7 @@ class Backbone:
 
     def target_logprobs(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Log-probability [N] of each target token ``labels`` [N] from its final hidden state ``h`` [N, d]."""
-        return torch.log_softmax(_upcast(self.project(h)), dim=-1).gather(1, labels[:, None]).squeeze(1)
+        return torch.log_softmax(upcast_logits(self.project(h)), dim=-1).gather(1, labels[:, None]).squeeze(1)
 
     @staticmethod
     def mean_per_example(logp: torch.Tensor, rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -443,7 +467,11 @@ class Backbone:
         out = self.model.base_model(
             inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True
         )
-        return out.last_hidden_state[:, -1], out.past_key_values, mask, pos[:, -1]
+        return out.last_hidden_state[:, -1], out[self._cache_keyword()], mask, pos[:, -1]
+
+    def _cache_keyword(self) -> str:
+        """The name the causal model's forward takes, and its output holds, the key/value cache by."""
+        return _cache_keyword_for(type(self.model.base_model))
 
     @torch.no_grad()
     def score_options(
@@ -489,7 +517,7 @@ class Backbone:
         h_last, cache, mask, last_pos = self._prefix(prompt, chunk)
         pair_ex, opt_rows = self._pairs(chunk)
         opt_ids, opt_mask = (t.to(self.device) for t in self._pad(opt_rows, self.pad_id))
-        first = torch.log_softmax(_upcast(self.project(h_last)), dim=-1)  # [B, V]
+        first = torch.log_softmax(upcast_logits(self.project(h_last)), dim=-1)  # [B, V]
         scores = first[pair_ex, opt_ids[:, 0]]
         if opt_ids.shape[1] > 1:
             # Options share their example's prefix cache; only option tokens are computed.
@@ -499,10 +527,10 @@ class Backbone:
             full_mask = torch.cat([mask[pair_ex], opt_mask[:, :-1]], dim=1)
             pos = last_pos[pair_ex, None] + 1 + torch.arange(feed.shape[1], device=self.device)
             h = self.model.base_model(
-                input_ids=feed, attention_mask=full_mask, position_ids=pos, past_key_values=cache
+                input_ids=feed, attention_mask=full_mask, position_ids=pos, **{self._cache_keyword(): cache}
             ).last_hidden_state
             rows, cols = opt_mask[:, 1:].nonzero(as_tuple=True)
-            logp = torch.log_softmax(_upcast(self.project(h[rows, cols])), dim=-1)
+            logp = torch.log_softmax(upcast_logits(self.project(h[rows, cols])), dim=-1)
             tok = logp.gather(1, opt_ids[rows, cols + 1][:, None]).squeeze(1)
             scores = scores.index_add(0, rows, tok)
         return self._split_scores(chunk, scores)
@@ -521,7 +549,7 @@ class Backbone:
             encoder_attention_mask=mask[pair_ex],
         ).last_hidden_state
         rows, cols = (labels != IGNORE).nonzero(as_tuple=True)
-        logp = torch.log_softmax(_upcast(self.project(h[rows, cols])), dim=-1)
+        logp = torch.log_softmax(upcast_logits(self.project(h[rows, cols])), dim=-1)
         tok = logp.gather(1, labels[rows, cols][:, None]).squeeze(1)
         scores = torch.zeros(len(opt_rows), dtype=tok.dtype, device=self.device).index_add(0, rows, tok)
         return self._split_scores(chunk, scores)
@@ -561,7 +589,7 @@ class Backbone:
             pos = pos + 1
             h_last = self.model.base_model(
                 input_ids=nxt[:, None], attention_mask=mask, position_ids=pos[:, None],
-                past_key_values=cache, use_cache=True,
+                use_cache=True, **{self._cache_keyword(): cache},
             ).last_hidden_state[:, -1]
         return torch.stack(tokens, dim=1)
 
@@ -600,9 +628,7 @@ class Backbone:
         raise ValueError("a batch mixes examples with and without options; predict them separately")
 
     def init_prompt(self, how: str = "vocab", **kwargs) -> torch.Tensor:
-        """Initial prompt [L, d] (see ``promptinit.backbones.prompts.init_prompt``)."""
-        from promptinit.backbones.prompts import init_prompt
-
+        """Initial prompt [L, d] (see ``init_prompt`` in this module)."""
         return init_prompt(self, how, **kwargs)
 
     @property
@@ -631,3 +657,68 @@ class Backbone:
             c.attn_implementation, f"L{c.prompt_length}", f"in{c.max_input_tokens}", f"out{c.max_target_tokens}",
             *(f"{k}={v}" for k, v in libs.items()),
         ])
+
+
+# --------------------------------------------------------------- initial prompts
+
+
+def init_prompt(
+    backbone: Backbone, how: str | PromptInit = PromptInit.VOCAB, *, seed: int = 0,
+    text: str | None = None, path: str | Path | None = None, labels: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """An initial prompt [L, d] in float32 (float64 when the backbone runs in float64).
+
+    Args:
+        backbone: the model the prompt is for (its embedding table and L).
+        how: vocab, text, random, file or labels.
+        seed: for vocab, random and labels (its vocabulary rows).
+        text: for ``text``.
+        path: for ``file``.
+        labels: for ``labels``: the task's class labels. Lester et al. 2021 (§3.2, "class
+            label" init): row i is the mean embedding of label i's tokens, as the model reads
+            the label as an answer (a causal model's with its separating space); rows past the
+            last label are the ``vocab`` init's with the same seed; labels past L are dropped.
+
+    Returns:
+        The prompt, detached, on the backbone's device.
+    """
+    how = PromptInit(how)
+    L = backbone.config.prompt_length
+    table = backbone.model.get_input_embeddings().weight.detach()
+    dtype = torch.float64 if backbone.dtype == torch.float64 else torch.float32
+    gen = torch.Generator().manual_seed(seed)
+    if how in (PromptInit.VOCAB, PromptInit.LABELS):
+        # Skip special tokens at the start of the vocabulary (pad, eos, ...).
+        lo = min(len(backbone.tokenizer.all_special_ids) + 1, table.shape[0] - 1)
+        hi = min(table.shape[0], lo + VOCAB_TOP)
+        ids = torch.randint(lo, hi, (L,), generator=gen)
+        prompt = table[ids.to(table.device)]
+        if how is PromptInit.LABELS:
+            prompt = _with_label_rows(backbone, table, prompt, labels)
+    elif how is PromptInit.TEXT:
+        if not text:
+            raise PromptinitError("prompt init 'text' needs a text (--init-text)")
+        ids = backbone.tokenizer(text, add_special_tokens=False).input_ids
+        ids = (ids * (L // max(len(ids), 1) + 1))[:L]
+        prompt = table[torch.tensor(ids, device=table.device)]
+    elif how is PromptInit.RANDOM:
+        std = table.float().std().item()
+        prompt = torch.randn(L, table.shape[1], generator=gen) * std
+    else:
+        if path is None:
+            raise PromptinitError("prompt init 'file' needs a path (--init FILE)")
+        prompt = load_prompt(path, expected_shape=(L, table.shape[1]))
+    return prompt.detach().to("cpu", dtype).clone().to(backbone.device)
+
+
+def _with_label_rows(backbone: Backbone, table: torch.Tensor, prompt: torch.Tensor,
+                     labels: Sequence[str] | None) -> torch.Tensor:
+    """``prompt`` with its first rows replaced by the class labels' mean token embeddings."""
+    if not labels:
+        raise PromptinitError("prompt init 'labels' needs the task's class labels (a classification task)")
+    # the label's tokens as an answer after an input, without the closing eos
+    rows = [table[torch.tensor(backbone._target_ids("_", lab)[:-1], device=table.device)].float().mean(0)
+            for lab in list(labels)[: backbone.config.prompt_length]]
+    prompt = prompt.clone()
+    prompt[: len(rows)] = torch.stack(rows).to(prompt.dtype)
+    return prompt

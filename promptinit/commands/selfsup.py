@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import textwrap
 import time
 
 from promptinit.errors import PromptinitError, check_writable, flag_error
+
+logger = logging.getLogger(__name__)
 
 FLAGS = {"sources": "--corpus", "min_words": "--min-words", "max_words": "--max-words",
          "max_doc_sentences": "--max-doc-sentences", "max_sentences": "--max-sentences", "k": "--k",
@@ -91,5 +94,5 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     path = plot_clusters(clusters, args.plot, method=args.projection, seed=args.seed)
-    print(f"\nwrote {path} ({args.projection}, {time.perf_counter() - t0:.1f} s)")
+    logger.info("wrote %s (%s, %.1f s)", path, args.projection, time.perf_counter() - t0)
     return 0

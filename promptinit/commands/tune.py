@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 from promptinit.errors import PromptinitError, check_writable, flag_error
+
+logger = logging.getLogger(__name__)
 
 BACKBONE_FLAGS = {"prompt_length": "--prompt-length", "dtype": "--dtype", "device": "--device",
                   "max_input_tokens": "--max-input-tokens"}
@@ -86,7 +89,7 @@ def lr_value(values: float | list[float]) -> float | list[float]:
 
 
 def tune_config(args: argparse.Namespace):
-    from promptinit.evaluation import TuneConfig
+    from promptinit.tuning import TuneConfig
 
     try:
         return TuneConfig(
@@ -191,11 +194,9 @@ def run(args: argparse.Namespace) -> int:
             raise PromptinitError(f"{args.psi}: ψ is for hidden size {psi.dim}, but {args.model} has "
                                   f"{backbone.hidden_size}; use the ψ exported with this model's prompt")
         grad_transform = psi.as_grad_transform()
-        print(f"ψ (rank {psi.V1.shape[0]}) from {args.psi} transforms every prompt gradient")
-    print(
-        f"task {task.name} ({task.kind.value}, {task.metric.value}): train {len(fewshot.train)}, "
-        f"dev {len(fewshot.dev)}, test {len(fewshot.test)}; model {args.model} loaded in {load_s:.1f} s"
-    )
+        logger.info("ψ (rank %d) from %s transforms every prompt gradient", psi.V1.shape[0], args.psi)
+    logger.info("task %s (%s, %s): train %d, dev %d, test %d; model %s loaded in %.1f s", task.name, task.kind.value,
+                task.metric.value, len(fewshot.train), len(fewshot.dev), len(fewshot.test), args.model, load_s)
     from promptinit.evaluation import evaluate
 
     init_test = evaluate(backbone, init, fewshot.test, task.metric.value, cfg.eval_batch_size)
@@ -208,5 +209,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"lr {res.lr:g} chosen on dev (best dev per lr: {tried})")
     if args.out:
         path = save_prompt(res.prompt, args.out, {"task": task.name, "model": args.model, "seed": str(args.seed)})
-        print(f"prompt written to {path}")
+        logger.info("prompt written to %s", path)
     return 0

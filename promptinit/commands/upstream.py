@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from promptinit.commands.tune import add_backbone_args, backbone_config, lr_value, model_info
 from promptinit.errors import PromptinitError, check_writable, flag_error
+
+logger = logging.getLogger(__name__)
 
 TUNE_FLAGS = {"lr": "--tune-lr", "optimizer": "--tune-optimizer", "batch_size": "--tune-batch-size",
               "steps": "--tune-steps", "eval_every": "--eval-every", "test_size": "--test-size"}
@@ -95,15 +98,15 @@ def parse_settings(method: str, pairs: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from promptinit.backbones import Backbone, save_prompt
-    from promptinit.evaluation import TuneConfig, evaluate_init
-    from promptinit.stats import compare
+    from promptinit.evaluation import evaluate_init
     from promptinit.methods import build_method, make_config, save_checkpoint
     from promptinit.methods.common import config_dict
+    from promptinit.progress import progress_bar
+    from promptinit.stats import compare
     from promptinit.tasks.fewshot import SEEDS
     from promptinit.tasks.partitions import load_partition
+    from promptinit.tuning import TuneConfig
 
     # Everything that can be wrong with the command line or the files it names fails before any
     # data or model weights load, and before anything is written.
@@ -145,19 +148,20 @@ def run(args: argparse.Namespace) -> int:
             method.load_state_dict(state)
         except PromptinitError as err:
             raise PromptinitError(f"{ckpt / 'state.json'}: {err}") from None
-        print(f"resumed from {ckpt} at step {method.state.step}")
-    print(f"{args.method} on {args.model}: {len(sources)} source tasks of partition {partition.name!r} "
-          f"({', '.join(partition.source)}); {method.config.steps} steps; setup {time.perf_counter() - t0:.1f} s")
+        logger.info("resumed from %s at step %d", ckpt, method.state.step)
+    logger.info("%s on %s: %d source tasks of partition %r (%s); %d steps; setup %.1f s", args.method, args.model,
+                len(sources), partition.name, ", ".join(partition.source), method.config.steps,
+                time.perf_counter() - t0)
 
     history: list[dict[str, float]] = []
     t_up = time.perf_counter()
-    bar = tqdm(range(method.state.step, method.config.steps), desc=f"upstream {args.method}",
-               disable=args.no_progress, initial=method.state.step, total=method.config.steps)
+    bar = progress_bar(range(method.state.step, method.config.steps), desc=f"upstream {args.method}",
+                       disable=args.no_progress, initial=method.state.step, total=method.config.steps)
     for _ in bar:
         if getattr(method, "stopped", False):  # MetaPT's early stopping
             bar.close()
-            print(f"stopped early at step {method.state.step}: {method.config.patience} held-out evaluations "
-                  "without improvement; the best one's prompt is kept")
+            logger.info("stopped early at step %d: %d held-out evaluations without improvement; the best one's "
+                        "prompt is kept", method.state.step, method.config.patience)
             break
         metrics = method.step()
         history.append({"step": method.state.step, **metrics})
@@ -170,12 +174,12 @@ def run(args: argparse.Namespace) -> int:
     meta = {"method": args.method, "model": args.model, "partition": partition.name, "seed": str(args.seed),
             "steps": str(method.state.step)}
     prompt_path = save_prompt(method.prompt, out / "prompt.safetensors", meta)
-    print(f"{method.state.step} steps in {upstream_s:.1f} s; prompt written to {prompt_path}")
+    logger.info("%d steps in %.1f s; prompt written to %s", method.state.step, upstream_s, prompt_path)
     psi = getattr(method, "psi", None)
     if psi is not None:  # SUPMER's ψ, for `promptinit tune --psi`
         from promptinit.methods.mgr import save_regulariser
 
-        print(f"ψ written to {save_regulariser(psi, out / 'psi.safetensors', meta)}")
+        logger.info("ψ written to %s", save_regulariser(psi, out / "psi.safetensors", meta))
     grad_transform = getattr(method, "grad_transform", None)
 
     report: dict[str, Any] = {

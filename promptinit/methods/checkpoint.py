@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from promptinit.errors import PromptinitError
+from promptinit.files import atomic_write, atomic_write_json
 
 TENSORS = "tensors.safetensors"
 STATE = "state.json"
@@ -57,12 +57,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _replace(tmp: Path, dest: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-    tmp.replace(dest)
-
-
 def save_checkpoint(method: Any, folder: str | Path) -> Path:
     """Write ``method.state_dict()`` to ``folder`` atomically.
 
@@ -73,19 +67,14 @@ def save_checkpoint(method: Any, folder: str | Path) -> Path:
     Returns:
         The folder.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     tree = _encode(method.state_dict(), "", tensors)
-    tmp = folder / (TENSORS + ".tmp")
-    save_file(tensors, str(tmp))
-    _replace(tmp, folder / TENSORS)
+    atomic_write(folder / TENSORS, save(tensors))
     doc = {"format": FORMAT, "tensors": TENSORS, "sha256": _sha256(folder / TENSORS), "state": tree}
-    tmp = folder / (STATE + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    _replace(tmp, folder / STATE)
+    atomic_write_json(folder / STATE, doc, indent=1)
     return folder
 
 

@@ -19,7 +19,7 @@ import torch
 
 from promptinit.backbones import Backbone
 from promptinit.errors import PromptinitError
-from promptinit.evaluation import make_optimizer
+from promptinit.tuning import make_optimizer
 from promptinit.meta import MetaTask, MetaTaskSampler, TaskSampling
 from promptinit.tasks.fewshot import SEEDS
 from promptinit.tasks.task import Example, Task

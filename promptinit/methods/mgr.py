@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from promptinit.errors import PromptinitError
+from promptinit.files import atomic_write
 
 EPS = 1e-12  # rows with a smaller norm count as zero
 MLP_KEYS = ("V1", "U1", "b1", "V2", "U2", "b2")
@@ -281,14 +282,9 @@ class PsiTransform:
 
 def save_regulariser(psi: MetaGradRegulariser, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write ψ's named tensors as one safetensors file (atomically)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in psi.tensors().items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, save({k: v.contiguous() for k, v in psi.tensors().items()}, metadata=metadata))
 
 
 def load_regulariser(path: str | Path, device: torch.device | str = "cpu") -> MetaGradRegulariser:

@@ -84,7 +84,7 @@ import torch
 import torch.nn.functional as F
 
 from promptinit.backbones import Backbone
-from promptinit.backbones.backbone import Family, _upcast
+from promptinit.backbones.backbone import Family, upcast_logits
 from promptinit.errors import PromptinitError
 from promptinit.methods.inner import TaskBatch
 
@@ -225,7 +225,7 @@ def mixed_task_losses(backbone: Backbone, prompt: torch.Tensor, query: TaskBatch
         idx = torch.where(paired, start_a[rows] + j, torch.zeros_like(j)).clamp(max=max(len(rows_a) - 1, 0))
         w = torch.where(paired, lam[tok_owner], torch.ones_like(lam[tok_owner]))
         h = w[:, None] * h + (1 - w[:, None]) * h_a[idx]
-        logp = torch.log_softmax(_upcast(backbone.project(h)), dim=-1)
+        logp = torch.log_softmax(upcast_logits(backbone.project(h)), dim=-1)
         lp_q = logp.gather(1, labels[:, None]).squeeze(1)
         lp_a = logp.gather(1, labels_a[idx][:, None]).squeeze(1)
         w = w.to(lp_q.dtype)

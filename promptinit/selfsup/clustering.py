@@ -20,9 +20,8 @@ K = 50 takes ~1 s on one thread. Both happen once: a cached rerun does neither.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +30,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from promptinit.errors import PromptinitError
+from promptinit.files import atomic_write, atomic_write_json
 from promptinit.fingerprints import digest, files_fingerprint, library_versions
 from promptinit.paths import cache_dir
+from promptinit.progress import bars_enabled, quiet_hf_progress
 from promptinit.selfsup.corpus import Corpus
 
 DEFAULT_ENCODER = "all-minilm-l6-v2"
@@ -101,25 +102,15 @@ def _embeddings_key(texts_key_: str, encoder: str, n: int) -> str:
 
 # ----------------------------------------------------------------------------- atomic writes
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``array`` as a ``.npy`` file, atomically (``promptinit.files.atomic_write``)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write(path, buffer.getvalue())
 
 
 def atomic_save_json(path: Path, obj: object) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``obj`` as the selfsup cache's JSON (indent 1, sorted keys), atomically."""
+    atomic_write_json(path, obj, indent=1, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -131,7 +122,7 @@ def encode_sentences(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, batch
         texts: sentences.
         encoder: packaged name, local folder or hub id.
         batch_size: sentences per forward pass.
-        progress: show sentence-transformers' progress bar (batches, on stderr).
+        progress: show sentence-transformers' progress bar (batches, on stderr; never under ``-q``).
 
     Returns:
         float32 [N, D], L2-normalised rows.
@@ -142,7 +133,7 @@ def encode_sentences(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, batch
         return np.zeros((0, get_dim()), np.float32)
     # one call: sentence-transformers sorts all texts by length, so batches carry little padding
     emb = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                       show_progress_bar=progress)
+                       show_progress_bar=progress and bars_enabled())
     return np.asarray(emb, dtype=np.float32)
 
 
@@ -160,12 +151,12 @@ _ENCODERS: dict[str, object] = {}
 
 def _load_encoder(path: str):
     from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per load is noise next to ours
     if path not in _ENCODERS:
         try:
-            _ENCODERS[path] = SentenceTransformer(path)  # CUDA when available, else CPU
+            # a "Loading weights" bar per load is noise next to ours
+            with quiet_hf_progress("transformers"):
+                _ENCODERS[path] = SentenceTransformer(path)  # CUDA when available, else CPU
         except OSError as err:
             raise PromptinitError(f"encoder {path!r} could not be loaded ({err}); use a local folder or a packaged name") from err
     return _ENCODERS[path]

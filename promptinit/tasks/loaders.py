@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from promptinit.errors import PromptinitError, read_json, read_text
 from promptinit.paths import package_dir
+from promptinit.progress import quiet_hf_progress
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
 MAX_CHARS = 1500  # cap per template field: keeps the answer cue of the template intact
@@ -243,8 +244,6 @@ def load_hf(
     """
     import datasets  # slow to import (~1 s): only when a Hugging Face task is loaded
 
-    datasets.disable_progress_bars()  # "Generating train split" bars would break one-line errors
-
     if fmt.template is None:
         raise PromptinitError(f"task {name!r}: a Hugging Face source needs a template, e.g. \"Text: {{text}}\\nLabel:\"")
     if fmt.kind is TaskKind.MULTIPLE_CHOICE and not options_column:
@@ -267,7 +266,8 @@ def load_hf(
         level = logger.level
         logger.setLevel(logging.CRITICAL)
         try:
-            return datasets.load_dataset(path, config, data_files=data_files, split=s)
+            with quiet_hf_progress("datasets"):  # "Generating train split" bars would break one-line errors
+                return datasets.load_dataset(path, config, data_files=data_files, split=s)
         except Exception as e:  # noqa: BLE001 - datasets raises many types; all mean "cannot read this source"
             _raise_unreadable(where(s), s, files, e)
         finally:

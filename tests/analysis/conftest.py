@@ -62,7 +62,7 @@ def checkpoint_prompt(trial_id: str, index: int) -> torch.Tensor:
 def make_sweep(root: Path, name: str = "fake", partition: str = "fake-part", tracking_uri: str | None = None,
                parent_run_id: str | None = None, scale: float = 1.0) -> Path:
     """Write a finished fake sweep under ``root/name``; ``scale`` multiplies every target ARG."""
-    from analysis import export_best, write_target_table
+    from promptinit.analysis import export_best, write_target_table
 
     sweep = root / name
     sweep.mkdir(parents=True)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.results import trials_frame
-from analysis.tables import ALL_METHODS, OUTER_STEPS, TRIAL_SECONDS, best_so_far
+from promptinit.analysis.results import trials_frame
+from promptinit.analysis.tables import ALL_METHODS, OUTER_STEPS, TRIAL_SECONDS, best_so_far
 
 NAN = math.nan
 # trial id: (method, status, best val ARG, its SE, wall s, outer steps, reports, Unix time of its last report)
@@ -97,7 +97,7 @@ def test_several_sweeps_give_one_line_each_and_a_one_method_sweep_no_all_methods
 def test_the_plot_draws_every_sweep_and_skips_a_table_without_results(tmp_path):
     from PIL import Image
 
-    from analysis.plots import best_so_far_curves
+    from promptinit.analysis.plots import best_so_far_curves
 
     random = {"r1": ("maml", "finished", 0.30, 0.05, 100.0, 200, 1, 50.0)}
     progress = best_so_far(pd.concat([table("tpe"), table("random", random)], ignore_index=True))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.report import study_contrasts
-from analysis.tables import Contrast, contrasts, contrasts_markdown
+from promptinit.analysis.report import study_contrasts
+from promptinit.analysis.tables import Contrast, contrasts, contrasts_markdown
 
 TASKS, SEEDS, UPSTREAM = ("t1", "t2", "t3"), (100, 13, 21, 42, 87), (0, 1, 2)
 
@@ -84,7 +84,7 @@ def test_the_study_questions_come_from_its_arms():
 def test_the_plot_draws_each_contrast_with_its_interval_and_skips_an_empty_table(tmp_path, monkeypatch):
     from matplotlib.container import BarContainer
 
-    from analysis import plots
+    from promptinit.analysis import plots
 
     figures = []
     save = plots._save

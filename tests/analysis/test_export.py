@@ -219,7 +219,7 @@ def sweep_info(checkpoint) -> dict:
 
 
 def test_sweep_export_of_supmer_carries_psi_from_its_checkpoint(tmp_path):
-    from analysis.export import export_best
+    from promptinit.analysis.export import export_best
     from promptinit.methods.mgr import load_regulariser
 
     ckpt = supmer_checkpoint(tmp_path / "supmer_s1" / "checkpoint_000000")
@@ -241,7 +241,7 @@ BROKEN = [
 
 @pytest.mark.parametrize("name,damage,problem", BROKEN, ids=[b[0] for b in BROKEN])
 def test_supmer_export_from_an_unreadable_checkpoint_is_refused(tmp_path, name, damage, problem):
-    from analysis.export import export_best
+    from promptinit.analysis.export import export_best
 
     ckpt = supmer_checkpoint(tmp_path / "supmer_s1" / "checkpoint_000000")
     damage(ckpt)
@@ -258,7 +258,7 @@ def test_supmer_export_from_an_unreadable_checkpoint_is_refused(tmp_path, name, 
     ("psi-empty", {"psi": {}}, "not a non-empty dict of tensors"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_supmer_export_with_a_missing_or_corrupt_psi_is_refused(tmp_path, name, kwargs, problem):
-    from analysis.export import export_best
+    from promptinit.analysis.export import export_best
 
     ckpt = supmer_checkpoint(tmp_path / "ckpt", **kwargs)
     with pytest.raises(PromptinitError) as err:
@@ -269,7 +269,7 @@ def test_supmer_export_with_a_missing_or_corrupt_psi_is_refused(tmp_path, name, 
 
 @pytest.mark.parametrize("checkpoint", [None, "gs://bucket/sweep/supmer_s1/checkpoint_000000"])
 def test_sweep_export_of_supmer_without_a_local_checkpoint_is_refused(tmp_path, checkpoint):
-    from analysis.export import export_best
+    from promptinit.analysis.export import export_best
 
     with pytest.raises(PromptinitError) as err:
         export_best(tmp_path, "supmer", torch.randn(4, 64), sweep_info(checkpoint))
@@ -278,7 +278,7 @@ def test_sweep_export_of_supmer_without_a_local_checkpoint_is_refused(tmp_path, 
 
 
 def test_supmer_trained_without_psi_exports_without_and_says_why(tmp_path):
-    from analysis.export import PSI_NOTE, export_best
+    from promptinit.analysis.export import PSI_NOTE, export_best
 
     ckpt = supmer_checkpoint(tmp_path / "ckpt", psi=None, use_mgr=False)
     folder = export_best(tmp_path, "supmer", torch.randn(4, 64), sweep_info(str(ckpt)))
@@ -388,7 +388,7 @@ def test_tiny_and_local_models_keep_their_path_and_record_their_weights(tmp_path
 def test_sweep_export_of_a_packaged_model_travels(tmp_path, monkeypatch):
     """``analysis.export.export_best`` (the sweep's export) writes the hub id of a packaged model."""
     import promptinit.assets as assets
-    from analysis.export import export_best
+    from promptinit.analysis.export import export_best
 
     folder = packaged_stand_in(tmp_path)
     real = assets.resolve_model
@@ -421,8 +421,8 @@ def test_real_smollm2_export_names_the_hub_id_and_hashes_the_converted_weights(t
 def test_a_corrupt_report_line_is_an_error_not_a_dropped_checkpoint(fake_sweep):
     """Choosing the best checkpoint reads every report; a garbled one in the middle (not the
     last, which may be being written) must stop the export rather than skip that checkpoint."""
-    from analysis.export import best_checkpoint
-    from analysis.results import load_sweep
+    from promptinit.analysis.export import best_checkpoint
+    from promptinit.analysis.results import load_sweep
 
     sweep = load_sweep(fake_sweep)  # read while intact; the damage happens after
     trial = next(p for p in fake_sweep.glob("maml_*") if len((p / "result.json").read_text().splitlines()) >= 2)

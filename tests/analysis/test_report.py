@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.results import load_sweep
+from promptinit.analysis.results import load_sweep
 from tests.analysis.conftest import FINGERPRINTS, TRIALS, checkpoint_prompt, make_sweep
 
 PNGS = ["arg_bars.png", "learning_curves.png", "sensitivity_maml.png", "sensitivity_mtl.png",
@@ -22,7 +22,7 @@ TABLES = [f"{s}.{e}" for s in ("arg_table", "validation", "task_gains", "cost") 
 def cli(argv: list[str], monkeypatch) -> int:
     """``promptinit.cli.main`` with the analysis commands joined as their entry points will join them."""
     import promptinit.cli as cli_module
-    from analysis import commands
+    from promptinit.analysis import commands
 
     class EntryPoint:
         def __init__(self, name, fn):
@@ -208,7 +208,7 @@ def test_report_and_export_are_logged_to_the_parent_run(tmp_path, mlflow_store, 
 
 def test_drop_in_for_the_sweeps_own_export(tmp_path):
     """``analysis.export.export_best`` takes what search/sweep.py passes to its export_best."""
-    from analysis.export import export_best
+    from promptinit.analysis.export import export_best
     from promptinit.export import ModelInfo, load_export
 
     prompt = torch.randn(4, 64)
@@ -224,7 +224,7 @@ def test_drop_in_for_the_sweeps_own_export(tmp_path):
     assert torch.equal(ex.prompt, prompt) and len(ex.metadata["metrics"]["target"]["scores"]) == 1
     assert ex.metadata["extra"]["trial_id"] == "abc" and ex.metadata["task_fingerprints"] == FINGERPRINTS
     # The loaders read target results from an export in this format too.
-    from analysis.results import _targets_from_exports
+    from promptinit.analysis.results import _targets_from_exports
 
     (row,) = _targets_from_exports(tmp_path, "s", "tiny")
     assert row["method"] == "maml" and row["trial_id"] == "abc" and row["scores"] == {("task_a", 100): 0.6}
@@ -235,7 +235,7 @@ def test_drop_in_for_the_sweeps_own_export(tmp_path):
 def test_cost_table_counts_unknown_gpu_reservations_as_unknown_not_as_zero():
     import pandas as pd
 
-    from analysis.tables import cost_table
+    from promptinit.analysis.tables import cost_table
 
     trials = pd.DataFrame({"partition": ["p", "p"], "method": ["mtl", "mtl"], "wall_s": [3600.0, 3600.0],
                            "cpu_s": [3600.0, 7200.0], "gpu_s": [1800.0, math.nan], "val_arg": [0.1, 0.2]})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.results import load_mlflow, load_sweep, parse_value
+from promptinit.analysis.results import load_mlflow, load_sweep, parse_value
 
 ROOT = Path(__file__).resolve().parents[2]
 # config -> validation ARG per report (2 upstream steps per report)
@@ -69,7 +69,7 @@ def real_sweep(tmp_path_factory):
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from search.tracking import TrialRuns
+    from promptinit.search.phases.tracking import TrialRuns
 
     root = tmp_path_factory.mktemp("tune")
     uri = f"sqlite:///{root}/mlflow.db"
@@ -102,7 +102,7 @@ def real_sweep(tmp_path_factory):
 
 
 def test_tune_files_and_mlflow_give_the_same_table(real_sweep):
-    from analysis.results import _tune_trials
+    from promptinit.analysis.results import _tune_trials
 
     assert _tune_trials(real_sweep) is not None  # read through Tune's ExperimentAnalysis
     tune_t = load_sweep(real_sweep).trials.set_index("trial_id")
@@ -128,8 +128,8 @@ def test_tune_files_and_mlflow_give_the_same_table(real_sweep):
 def test_report_and_export_on_a_real_tune_layout(real_sweep, tmp_path):
     import torch
 
-    from analysis.export import export_method
-    from analysis.report import write_report
+    from promptinit.analysis.export import export_method
+    from promptinit.analysis.report import write_report
     from promptinit.export import ModelInfo, load_export
 
     report = write_report([load_sweep(real_sweep)], tmp_path / "report", log_mlflow=False)
@@ -184,7 +184,7 @@ def set_config_gpu(sweep: Path, gpu) -> None:
 
 
 def fallback_warnings(record) -> list[str]:
-    from analysis.results import FallbackWarning
+    from promptinit.analysis.results import FallbackWarning
 
     return [str(w.message) for w in record if issubclass(w.category, FallbackWarning)]
 
@@ -193,8 +193,8 @@ def fallback_warnings(record) -> list[str]:
 def test_trial_resources_missing_from_tune_are_taken_from_the_config_and_said_so(fake_sweep, monkeypatch, config_gpu):
     """A trial whose resources Tune did not record: CPU/GPU from the sweep config, a note in the
     table and one warning; with ``gpu: auto`` its GPU hours are unknown (NaN), never 0."""
-    from analysis import tables
-    from analysis.results import FallbackWarning
+    from promptinit.analysis import tables
+    from promptinit.analysis.results import FallbackWarning
 
     set_config_gpu(fake_sweep, config_gpu)
     # Only t1's request is in the state (2 CPUs, a quarter GPU); every maml trial's is missing.
@@ -227,7 +227,7 @@ def test_trial_resources_missing_from_tune_are_taken_from_the_config_and_said_so
 
 def test_unreadable_tune_state_falls_back_to_the_folders_and_says_so(fake_sweep):
     pytest.importorskip("ray.tune")
-    from analysis.results import FallbackWarning
+    from promptinit.analysis.results import FallbackWarning
 
     before = load_sweep(fake_sweep).trials  # the trial folders alone (no experiment state)
     (fake_sweep / "experiment_state-2025-01-01_00-00-00.json").write_text('{"trial_data": [[{"trial_id": "m1", "st')
@@ -242,7 +242,7 @@ def test_unreadable_tune_state_falls_back_to_the_folders_and_says_so(fake_sweep)
 def test_folder_only_sweeps_note_where_resources_come_from_without_warning(fake_sweep):
     import warnings
 
-    from analysis.results import FallbackWarning
+    from promptinit.analysis.results import FallbackWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", FallbackWarning)
@@ -319,7 +319,7 @@ def test_mlflow_targets_fall_back_to_metrics_only_without_a_table(mlflow_store, 
 def test_the_sweep_driver_reads_trial_states_of_a_real_tune_run(real_sweep):
     """``search.sweep.trial_states`` on Tune's own files (its unreadable-state errors are in
     tests/platform/test_trial_states.py): every trial with its status and last report."""
-    from search.sweep import trial_states
+    from promptinit.search.phases.check import trial_states
 
     states = trial_states(real_sweep)
     assert len(states) == len(CONFIGS) and {s for s, _ in states.values()} == {"TERMINATED"}
@@ -329,7 +329,7 @@ def test_the_sweep_driver_reads_trial_states_of_a_real_tune_run(real_sweep):
 def test_a_real_tune_run_gives_each_trials_own_resources_without_fallback(real_sweep):
     import warnings
 
-    from analysis.results import FallbackWarning
+    from promptinit.analysis.results import FallbackWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", FallbackWarning)

@@ -85,7 +85,7 @@ def test_select_sources_errors_name_the_problem():
 def test_heat_map_png_and_prompt_folder(tmp_path):
     from PIL import Image
 
-    from analysis.plots import similarity_heatmap
+    from promptinit.analysis.plots import similarity_heatmap
     from promptinit.backbones import save_prompt
 
     for name in ("x", "y", "z"):

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analysis
-from analysis.results import load_sweep
-from analysis.tables import NO_DIFFERENCE, UNDETERMINED, arg_table, write_target_table
+import promptinit.analysis
+from promptinit.analysis.results import load_sweep
+from promptinit.analysis.tables import NO_DIFFERENCE, UNDETERMINED, arg_table, write_target_table
 from promptinit.stats import compare
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +131,7 @@ def test_an_old_sweep_without_per_pair_scores_reads_as_na_with_a_note(tmp_path):
 
 
 def test_arg_bars_draw_the_interval_of_the_difference_and_the_zero_line(tmp_path, monkeypatch):
-    from analysis import plots
+    from promptinit.analysis import plots
 
     figures = []
     save = plots._save
@@ -166,7 +166,7 @@ def test_search_uses_only_the_public_names_of_analysis():
     assert found["sweep.py"], "search/sweep.py should write its table through analysis"
     for name, imports in found.items():
         for module, names in imports:
-            assert module == "analysis", f"search/{name} imports {module}: use `from analysis import ...`"
+            assert module == "analysis", f"search/{name} imports {module}: use `from promptinit.analysis import ...`"
             assert set(names) <= set(analysis.__all__), f"search/{name}: {sorted(set(names) - set(analysis.__all__))}"
     for name in analysis.__all__:
         assert callable(getattr(analysis, name))

@@ -212,7 +212,7 @@ def test_rows_per_pass_setting_is_checked():
 def test_trial_scoring_tunes_its_problems_batched_with_the_separate_runs_results():
     """trainables.scoring.tuned_scores (validation inside trials, target scoring) runs its
     (task, seed) problems batched; each score equals a separate tune_prompt run (float64)."""
-    from trainables.scoring import tuned_scores
+    from promptinit.trainables.scoring import tuned_scores
 
     bb = tiny_backbone(CAUSAL, dtype="float64")
     tasks = [keyword_task("kw1"), keyword_task("kw2", seed=1, words=("hot", "cold"))]

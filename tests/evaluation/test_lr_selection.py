@@ -16,10 +16,11 @@ import promptinit.batched as batched
 import promptinit.evaluation as ev
 from promptinit.batched import TuneProblem, tune_prompts
 from promptinit.errors import PromptinitError
-from promptinit.evaluation import TuneConfig, TuneResult, choose_lr, pt_baseline, tune_prompt
+from promptinit.evaluation import TuneConfig, TuneResult, pt_baseline, tune_prompt
 from promptinit.fingerprints import digest
 from promptinit.paths import CACHE_ENV
 from promptinit.tasks.fewshot import FewShot, sample_few_shot
+from promptinit.tuning import choose_lr
 from tests.conftest import CAUSAL, SEQ2SEQ, keyword_task, tiny_backbone
 from tests.evaluation.test_batched import TOL, assert_same_result
 

@@ -245,8 +245,8 @@ def test_four_quarter_gpu_trials_run_at_the_same_time_on_one_gpu(local_ray, tmp_
     the first ones give up waiting and end before the last one starts."""
     from ray import tune
 
-    from search.config import load_sweep_config
-    from search.sweep import trial_resources
+    from promptinit.search.phases.config import load_sweep_config
+    from promptinit.search.phases.prepare import trial_resources
 
     cfg = load_sweep_config(ROOT / "configs" / "sweep" / "tiny-test.yaml")
     cfg = cfg.model_copy(update={"resources": cfg.resources.model_copy(update={"gpu": "auto"})})

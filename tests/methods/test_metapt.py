@@ -85,7 +85,7 @@ def test_defaults_are_huang_et_al_preset():
 
 def test_search_space_default_point_is_the_preset():
     from promptinit.methods.metapt import MetaPTConfig
-    from spaces.metapt import METAPT
+    from promptinit.spaces.metapt import METAPT
 
     settings = METAPT.settings(METAPT.default_point())
     assert config_dict(make_config("metapt", settings)) == config_dict(MetaPTConfig())

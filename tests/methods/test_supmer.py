@@ -328,10 +328,11 @@ def test_a_few_steps_lower_the_query_loss(corpus, clusters):
 
 
 def test_exported_psi_loads_back_and_transforms_downstream_gradients(corpus, clusters, tmp_path):
-    from promptinit.evaluation import TuneConfig, _batches, tune_prompt
+    from promptinit.evaluation import TuneConfig, tune_prompt
     from promptinit.export import export_prompt
     from promptinit.methods.mgr import load_regulariser
     from promptinit.tasks.fewshot import sample_few_shot
+    from promptinit.tuning import train_batches
 
     bb = tiny_backbone(CAUSAL, prompt_length=4)
     m = supmer(bb, corpus, clusters, downstream_context="reference")
@@ -366,7 +367,7 @@ def test_exported_psi_loads_back_and_transforms_downstream_gradients(corpus, clu
     torch.testing.assert_close(g0, plain[0][0])  # same start, same first batch
     assert not torch.allclose(psi_g0, g0)  # ψ changes the update ...
     # ... and the update applied is -lr ψ(g): the next gradient is taken at init - lr ψ(g0)
-    batches = _batches(fs.train, cfg.batch_size, fs.seed)
+    batches = train_batches(fs.train, cfg.batch_size, fs.seed)
     next(batches)
     p1 = (m.prompt - cfg.lr * psi_g0).requires_grad_(True)
     (expected,) = torch.autograd.grad(bb.loss(p1, bb.encode(next(batches))), p1)

@@ -205,7 +205,7 @@ def results_of(trial_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def database(tmp_path_factory, request):
     """One sqlite MLflow store per test module (creating MLflow's tables takes seconds)."""
-    from search import tracking
+    from promptinit.search.phases import tracking
 
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder}/mlflow.db"
@@ -215,7 +215,7 @@ def database(tmp_path_factory, request):
 @pytest.fixture
 def store(database):
     """``(uri, experiment id, parent run id)``: a fresh sweep parent run in the module's store."""
-    from search import tracking
+    from promptinit.search.phases import tracking
 
     uri, exp = database
     parent = tracking.client(uri).create_run(exp, run_name="sweep", tags={tracking.ROLE_TAG: "sweep"}).info.run_id

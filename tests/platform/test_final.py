@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_train_job_is_the_searchs_run_for_its_seed_and_another_run_for_another(name, tmp_path):
     from promptinit.backbones import load_prompt
     from promptinit.methods import build_method
-    from trainables.scoring import PROMPT_FILE, restore_method, train_job
+    from promptinit.trainables.scoring import PROMPT_FILE, restore_method, train_job
 
     bb = tiny_backbone()
     tasks = source_tasks()
@@ -45,10 +45,12 @@ def _count_and_score(tasks, seeds, calls: str, tag: str = ""):
     return {(t.name, s): 0.5 + 0.01 * s for t in tasks for s in seeds}
 
 
-def test_runner_keeps_finished_jobs_and_prints_progress(tmp_path, ray_tmp, capsys):
+def test_runner_keeps_finished_jobs_and_logs_progress(tmp_path, ray_tmp, caplog):
+    import logging
+
     import ray
 
-    from search.final import Job, Runner, scores_of
+    from promptinit.search.phases.jobs import Job, Runner, scores_of
 
     calls = tmp_path / "calls"
     calls.mkdir()
@@ -59,10 +61,12 @@ def test_runner_keeps_finished_jobs_and_prints_progress(tmp_path, ray_tmp, capsy
                     {"task": t.fingerprint, "tag": tag}) for t in tasks]
 
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80_000_000, log_to_driver=False,
-             _temp_dir=str(ray_tmp), runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+             _temp_dir=str(ray_tmp), runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # _count_and_score
+    caplog.set_level(logging.INFO, logger="promptinit")
     try:
         first = Runner(tmp_path / "final", cpu=1, gpu=0, code="c1").run("target", jobs())
-        out = capsys.readouterr().out
+        out = "\n".join(caplog.messages)
+        caplog.clear()
         assert len(list(calls.iterdir())) == 3
         assert [scores_of(v) for v in first] == [{(t.name, 1): 0.51, (t.name, 2): 0.52} for t in tasks]
         lines = [ln for ln in out.splitlines() if ln.strip().startswith("target [")]
@@ -70,7 +74,7 @@ def test_runner_keeps_finished_jobs_and_prints_progress(tmp_path, ray_tmp, capsy
 
         again = Runner(tmp_path / "final", cpu=1, gpu=0, code="c1").run("target", jobs())
         assert again == first and len(list(calls.iterdir())) == 3  # kept: nothing recomputed
-        assert "3 done before" in capsys.readouterr().out
+        assert "3 done before" in "\n".join(caplog.messages)
         # Another job description, or other code, is another result.
         Runner(tmp_path / "final", cpu=1, gpu=0, code="c1").run("target", jobs(tag="x"))
         Runner(tmp_path / "final", cpu=1, gpu=0, code="c2").run("target", jobs())
@@ -80,7 +84,8 @@ def test_runner_keeps_finished_jobs_and_prints_progress(tmp_path, ray_tmp, capsy
 
 
 def test_the_choice_is_the_best_rescored_candidate_not_the_best_searched():
-    from search.final import Candidate, choose, selection_rows
+    from promptinit.search.phases.searching import Candidate
+    from promptinit.search.phases.select import choose, selection_rows
 
     def cand(trial, searched, rescored, step):
         return Candidate("maml", trial, None, searched, {"upstream/step": step, "val/arg_se": 0.05}, {}, {},
@@ -101,7 +106,7 @@ def test_candidates_do_not_depend_on_the_order_tune_lists_trials_and_checkpoints
     same candidates and checkpoints."""
     from types import SimpleNamespace
 
-    from search.final import candidates
+    from promptinit.search.phases.searching import TrialCounts, best_trials
 
     def result(tid, reports):
         ckpts = [(f"{tid}-ck{step}", {"val/arg": arg, "upstream/step": step, "trial_id": tid}) for step, arg in reports]
@@ -109,6 +114,6 @@ def test_candidates_do_not_depend_on_the_order_tune_lists_trials_and_checkpoints
 
     results = [result("b", [(2, 0.5), (4, 0.5)]), result("a", [(4, 0.5), (2, 0.5)]), result("c", [(2, 0.1)])]
     for order in (results, results[::-1]):
-        cands, counts = candidates(order, ["mtl"], 2)
+        cands, counts = best_trials(order, ["mtl"], 2)
         assert [(c.trial_id, c.checkpoint) for c in cands["mtl"]] == [("a", "a-ck2"), ("b", "b-ck2")]
-        assert counts == {"mtl": (3, 3)}
+        assert counts == {"mtl": TrialCounts(3, 3)}

@@ -13,9 +13,9 @@ from optuna.samplers import RandomSampler, TPESampler
 from optuna.trial import TrialState
 
 from promptinit.errors import PromptinitError
-from search import tracking
-from search.config import load_sweep_config
-from search.sweep import searcher_for
+from promptinit.search.phases import searcher as tracking
+from promptinit.search.phases.config import load_sweep_config
+from promptinit.search.phases.searching import searcher_for
 from tests.platform.conftest import write_sweep
 
 VAL = "val/arg"
@@ -26,9 +26,8 @@ def _config(tmp_path, name: str, **search):
 
 
 def _searcher(cfg):
-    url = tracking.optuna_storage_url(cfg.sweep_dir)
     cfg.sweep_dir.mkdir(parents=True, exist_ok=True)
-    return searcher_for(cfg, tracking.fresh_study_storage(url, cfg.name)), url
+    return searcher_for(cfg), tracking.optuna_storage_url(cfg.sweep_dir)
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
@@ -43,12 +42,12 @@ def test_search_algorithm_picks_the_sampler_and_keeps_the_defaults_first(tmp_pat
     cfg = _config(tmp_path, f"alg-{algorithm}", algorithm=algorithm)
     assert cfg.search.algorithm == algorithm
     searcher, url = _searcher(cfg)
-    assert type(searcher._ot_study.sampler) is sampler  # noqa: SLF001 - the sampler Optuna asks
+    assert type(searcher.study.sampler) is sampler
     defaults = cfg.space().points_to_evaluate()
     assert len(defaults) == 2  # one per method of tiny-test.yaml
     # The enqueued defaults are in the file (what the dashboard shows), and are proposed first.
     study = optuna.load_study(study_name=cfg.name, storage=url)
-    assert [t.system_attrs["fixed_params"] for t in study.trials] == defaults
+    assert [t.user_attrs[tracking.DEFAULTS_ATTR] for t in study.trials] == defaults
     assert {t.state for t in study.trials} == {TrialState.WAITING}
     proposed = [_flat(searcher.suggest(tid)) for tid in ("t0", "t1")]
     for got, want in zip(proposed, defaults):
@@ -66,7 +65,7 @@ def test_tpe_models_results_after_startup_trials(tmp_path, given, expected):
     """`search.startup_trials` is TPE's n_startup_trials (Optuna's default 10 when not given):
     with a study's 6-trial budgets, 10 would leave TPE sampling exactly like random search."""
     searcher, _ = _searcher(_config(tmp_path, f"startup-{expected}", **given))
-    assert searcher._ot_study.sampler._n_startup_trials == expected  # noqa: SLF001 - the sampler Optuna asks
+    assert searcher.study.sampler._n_startup_trials == expected  # noqa: SLF001 - a test reads what TPE was given
 
 
 def test_bad_search_algorithm_is_one_line_naming_the_field(tmp_path):
@@ -80,7 +79,7 @@ def test_fresh_study_drops_a_study_an_earlier_attempt_left(tmp_path):
     old.enqueue_trial({"x": 1})
     old.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions={
         "x": optuna.distributions.FloatDistribution(0, 1)}, value=0.1))
-    tracking.fresh_study_storage(url, "s")
+    tracking.drop_study(url, "s")
     with pytest.raises(KeyError):
         optuna.load_study(study_name="s", storage=url)
 
@@ -106,9 +105,9 @@ def test_restored_searcher_settles_trials_the_file_holds_beyond_its_snapshot(tmp
     study = optuna.load_study(study_name=cfg.name, storage=url)
     t0, t1, again = study.trials
     assert (t0.state, t0.value, t0.intermediate_values) == (TrialState.COMPLETE, 0.3, {1: 0.1, 2: 0.3})
-    assert t1.state == TrialState.FAIL and t1.user_attrs == {tracking.TUNE_TRIAL_ATTR: "t1",
-                                                             tracking.ORPHAN_ATTR: True}
-    assert (again.state, again.system_attrs["fixed_params"]) == (TrialState.WAITING, defaults[1])  # enqueued again
+    assert t1.state == TrialState.FAIL and t1.user_attrs == {tracking.TUNE_TRIAL_ATTR: "t1", tracking.ORPHAN_ATTR: True,
+                                                             tracking.DEFAULTS_ATTR: defaults[1]}
+    assert (again.state, again.user_attrs[tracking.DEFAULTS_ATTR]) == (TrialState.WAITING, defaults[1])  # enqueued again
 
     # Tune runs t0 again from its checkpoint: its reports and completion leave the study as it was.
     resumed.on_trial_result("t0", {VAL: 0.9, "training_iteration": 2})
@@ -124,7 +123,7 @@ def test_restored_searcher_settles_trials_the_file_holds_beyond_its_snapshot(tmp
 def test_resume_refuses_a_sweep_whose_study_file_is_gone(tmp_path):
     import json
 
-    from search.sweep import META_FILE, TUNER_FILE, check_resumable
+    from promptinit.search.phases.check import RECORD_FILE as META_FILE, TUNER_FILE, resumable as check_resumable
 
     sweep = tmp_path / "runs" / "gone"
     sweep.mkdir(parents=True)

@@ -8,11 +8,11 @@ import pickle
 import optuna
 import pytest
 
-from spaces import (
+from promptinit.spaces import (
     ALL_SPACES, METHOD_KEY, Choice, Fixed, Float, Int, available_methods, build_space, check_space, parse_override,
     trial_settings,
 )
-from spaces.qin import FOMAML, MAML, MTL, REPTILE
+from promptinit.spaces.qin import FOMAML, MAML, MTL, REPTILE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -43,7 +43,7 @@ def test_wu_et_al_seven_inner_steps_are_reachable_for_maml_and_fomaml():
 
 def test_supmer_default_point_is_the_released_run_and_budget_steps_override_it():
     from promptinit.methods import make_config
-    from spaces.supmer import SUPMER
+    from promptinit.spaces.supmer import SUPMER
 
     assert SUPMER.params["steps"] == Fixed(100_000) and SUPMER.defaults["steps"] == 100_000
     space = build_space(["supmer"])

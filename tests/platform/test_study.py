@@ -33,7 +33,7 @@ def smoke_config(folder: Path, drop: tuple[str, ...] = (), name: str = "smoke.ya
 
 
 def expected_arms(raw: dict) -> set[str]:
-    from search.study import PT_LABELS, arm_label, preset_label
+    from promptinit.search.study import PT_LABELS, arm_label, preset_label
 
     return ({PT_LABELS} | {preset_label(a) for a in raw["study"]["presets"]}
             | {arm_label(m, a) for m in raw["methods"] for a in raw["study"]["algorithms"]})
@@ -41,7 +41,7 @@ def expected_arms(raw: dict) -> set[str]:
 
 def report(study: Path, out: Path) -> set[str]:
     """``promptinit report STUDY --out OUT --no-mlflow``; the arms of its table."""
-    from analysis.commands import run_report
+    from promptinit.analysis.commands import run_report
 
     assert run_report(argparse.Namespace(sweeps=[str(study)], out=str(out), from_mlflow=False, task_prompts=None,
                                          similarity_rank=4, no_mlflow=True)) == 0

@@ -171,7 +171,7 @@ def _wrap(module):
 
 class _Hook(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name != "trainables.trainable":
+        if name != "promptinit.trainables.trainable":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

@@ -23,11 +23,11 @@ UPSTREAM = ("0", "1")  # configs/sweep/tiny-test.yaml target.upstream_seeds
 def test_sweep_keeps_per_pair_scores_and_writes_the_interval_table(tmp_path, ray_tmp):
     from mlflow.tracking import MlflowClient
 
-    from analysis.results import load_sweep
-    from analysis.tables import arg_markdown, arg_table
+    from promptinit.analysis.results import load_sweep
+    from promptinit.analysis.tables import arg_markdown, arg_table
     from promptinit.stats import compare
     from promptinit.tasks.catalog import load_task
-    from trainables.scoring import held_out_sizes
+    from promptinit.trainables.scoring import held_out_sizes
 
     # Two validation seeds, so the validation ARG has a standard error.
     config = write_sweep(tmp_path, "stats", validation={"seeds": [100, 13], "rescore_seeds": [21]})

@@ -5,8 +5,8 @@ import pickle
 from types import SimpleNamespace
 
 
-from search import tracking
-from trainables import metrics as M
+from promptinit.search.phases import tracking
+from promptinit.trainables import metrics as M
 
 
 def trial(tid: str, method: str = "maml", **last):

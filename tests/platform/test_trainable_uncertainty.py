@@ -9,9 +9,9 @@ import types
 import pytest
 import torch
 
-import trainables.scoring as scoring
-import trainables.trainable as trainable
-from trainables import metrics as M
+import promptinit.trainables.scoring as scoring
+import promptinit.trainables.trainable as trainable
+from promptinit.trainables import metrics as M
 
 BASELINE = {("a", 100): 0.50, ("a", 13): 0.40, ("b", 100): 0.20, ("b", 13): 0.25}
 SCORES = {("a", 100): 0.60, ("a", 13): 0.40, ("b", 100): 0.30, ("b", 13): 0.20}
@@ -67,8 +67,8 @@ def test_the_trainable_reports_val_arg_and_its_standard_error(monkeypatch):
 
 
 def test_parent_run_metrics_are_the_tables_numbers(tmp_path):
-    from analysis import write_target_table
-    from search.tracking import target_metrics
+    from promptinit.analysis import write_target_table
+    from promptinit.search.phases.tracking import target_metrics
 
     baseline = {(t, s): 0.5 for t in ("a", "b") for s in (1, 2, 3)}
     scores = {k: 0.55 + 0.01 * k[1] for k in baseline}

@@ -7,9 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-import search.sweep as sweep
+import promptinit.search.sweep as sweep
+from promptinit.search.phases import check, prepare
+from promptinit.search.phases.prepare import Run
+from types import SimpleNamespace
 from promptinit.errors import PromptinitError
-from search import tracking
+from promptinit.search.phases import tracking
 from tests.platform.conftest import write_sweep
 
 STATE_NAME = "experiment_state-2025-01-01_00-00-00.json"
@@ -29,13 +32,13 @@ def start_children(uri, exp, parent, *trial_ids):
 
 
 def test_no_experiment_state_means_no_trial_on_record(tmp_path):
-    assert sweep.trial_states(tmp_path) == {}
+    assert check.trial_states(tmp_path) == {}
 
 
 def test_an_unreadable_experiment_state_is_one_line_naming_the_file_and_the_fix(tmp_path):
     unreadable_state(tmp_path)
     with pytest.raises(PromptinitError) as e:
-        sweep.trial_states(tmp_path)
+        check.trial_states(tmp_path)
     msg = str(e.value)
     assert "\n" not in msg
     assert str(tmp_path / STATE_NAME) in msg and "unreadable" in msg and "JSONDecodeError" in msg
@@ -46,7 +49,7 @@ def test_unreadable_state_leaves_open_runs_open_and_says_why_on_the_parent(store
     uri, exp, parent = store
     start_children(uri, exp, parent, "a", "b")
     unreadable_state(tmp_path)
-    reason = sweep.close_runs(uri, exp, parent, tmp_path, "FINISHED")
+    reason = sweep.close_runs(Run(uri, exp, parent), tmp_path, "FINISHED")
     assert reason.startswith("2 child runs left open: ") and STATE_NAME in reason
     c = tracking.client(uri)
     run = c.get_run(parent)
@@ -59,7 +62,7 @@ def test_unreadable_state_leaves_open_runs_open_and_says_why_on_the_parent(store
 def test_without_an_experiment_state_open_runs_are_closed_as_before(store, tmp_path):
     uri, exp, parent = store
     start_children(uri, exp, parent, "a")
-    assert sweep.close_runs(uri, exp, parent, tmp_path, "FAILED") is None
+    assert sweep.close_runs(Run(uri, exp, parent), tmp_path, "FAILED") is None
     (child,) = tracking.child_runs(uri, exp, parent)
     assert child.info.status == "FAILED" and child.data.tags[tracking.ORPHAN_TAG] == "true"
     run = tracking.client(uri).get_run(parent)
@@ -73,14 +76,16 @@ def test_the_driver_warns_once_when_it_cannot_close_the_runs(tmp_path, monkeypat
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = write_sweep(tmp_path, "unreadable")
 
-    def fake_search(cfg, args, partition, source, validation, target, uri, exp, parent):
-        start_children(uri, exp, parent, "a")
-        unreadable_state(cfg.sweep_dir)
+    def fake_phases(checked, prepared):
+        run = prepared.run
+        start_children(run.uri, run.experiment, run.parent, "a")
+        unreadable_state(checked.cfg.sweep_dir)
         if search_fails:
-            sweep.trial_states(cfg.sweep_dir)  # what the --resume path does first
-        return [], 1.0
+            check.trial_states(checked.cfg.sweep_dir)  # what the --resume path does first
+        return SimpleNamespace(table=SimpleNamespace(text=""))
 
-    monkeypatch.setattr(sweep, "_search", fake_search)
+    monkeypatch.setattr(prepare, "context", lambda cfg, source: None)  # no Ray: the phases are faked
+    monkeypatch.setattr(sweep, "run_phases", fake_phases)
     code = sweep.main(["--config", str(config)])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sweep:")]  # not MLflow's logs
     warnings = [line for line in err if line.startswith("sweep: warning:")]

@@ -14,11 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from promptinit.errors import PromptinitError, read_yaml
 
-SWEEP_DIR = Path(__file__).resolve().parents[1] / "configs" / "sweep"
+SWEEP_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweep"
 DEFAULT_CONFIG = SWEEP_DIR / "demo.yaml"
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A config block: unknown fields are refused, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -35,7 +37,7 @@ def _tune_config(values: dict[str, Any]):
         raise ValueError(str(err)) from None
 
 
-class Evaluation(_Strict):
+class Evaluation(Strict):
     """Downstream prompt tuning used to score a prompt (validation during the search, target after)."""
 
     seeds: list[int] = Field(min_length=1, description="few-shot seeds (paper: 100, 13, 21, 42, 87)")
@@ -63,6 +65,10 @@ class Evaluation(_Strict):
 
     def tune_config(self):
         return _tune_config(self.tuning)
+
+    def tuning_dict(self) -> dict[str, Any]:
+        """``tune_config()`` as plain fields (they travel to Ray workers and into job keys)."""
+        return dataclasses.asdict(self.tune_config())
 
     def select(self, names: tuple[str, ...], field: str) -> list[str]:
         """The partition's task names this evaluation uses (``field`` names them in errors)."""
@@ -121,7 +127,7 @@ class Target(Evaluation):
         return v
 
 
-class Budget(_Strict):
+class Budget(Strict):
     num_samples: int = Field(8, gt=0, description="trials in total, all methods together")
     steps: list[int] | None = Field(
         None, description="choices of upstream outer steps per trial (default: the paper's 2500/5000/10000)"
@@ -141,7 +147,7 @@ class Budget(_Strict):
         return v
 
 
-class Search(_Strict):
+class Search(Strict):
     algorithm: Literal["tpe", "random"] = Field(
         "tpe", description="Optuna sampler: tpe (TPESampler) or random (RandomSampler); the scheduler, the paper "
                            "defaults first and the budget stay the same, so two sweeps differing only here spend "
@@ -158,13 +164,13 @@ class Search(_Strict):
     top_k: int = Field(3, ge=1, description="best trials per method re-scored on fresh validation seeds before the choice")
 
 
-class Scheduler(_Strict):
+class Scheduler(Strict):
     type: Literal["asha", "fifo"] = "asha"
     grace_period: int = Field(1, gt=0, description="reports a trial runs before ASHA may stop it")
     reduction_factor: float = Field(2, gt=1)
 
 
-class Resources(_Strict):
+class Resources(Strict):
     cpu: float = Field(1, gt=0, description="CPUs per trial")
     gpu: float | Literal["auto"] = Field(
         "auto", description="GPUs per trial, a fraction <= 1 shares a GPU; auto: 0.25 when the cluster has GPUs, else 0"
@@ -180,15 +186,15 @@ class Resources(_Strict):
         return v
 
 
-class Failure(_Strict):
+class Failure(Strict):
     max_failures: int = Field(1, ge=0, description="retries of a failed trial from its last checkpoint")
 
 
-class Checkpointing(_Strict):
+class Checkpointing(Strict):
     num_to_keep: int = Field(2, gt=0, description="best checkpoints kept per trial (by val/arg)")
 
 
-class LocalRay(_Strict):
+class LocalRay(Strict):
     """Used only when the sweep starts its own local Ray (no RAY_ADDRESS, not a job)."""
 
     num_cpus: int | None = Field(None, gt=0)
@@ -196,7 +202,7 @@ class LocalRay(_Strict):
     object_store_memory: int | None = Field(None, gt=0, description="bytes")
 
 
-class SourceSelection(_Strict):
+class SourceSelection(Strict):
     """Keep the source tasks most similar to the targets (Qin et al. 2023, appendix A.7).
 
     Similarity is that of tuned per-task prompts (``promptinit.similarity``); a list of k is
@@ -220,7 +226,7 @@ class SourceSelection(_Strict):
         return tuple(self.k) if isinstance(self.k, list) else (self.k,)
 
 
-class SweepConfig(_Strict):
+class SweepConfig(Strict):
     """A sweep: which model, partition and methods, how much budget, where results go."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="sweep dir <storage_path>/<name>; MLflow experiment")
@@ -250,7 +256,7 @@ class SweepConfig(_Strict):
     @field_validator("methods", mode="before")
     @classmethod
     def _methods(cls, v: Any) -> list[str]:
-        from spaces import BASELINE, available_methods
+        from promptinit.spaces import BASELINE, available_methods
 
         available = available_methods()
         if v == "all":
@@ -270,7 +276,7 @@ class SweepConfig(_Strict):
 
     @model_validator(mode="after")
     def _space(self) -> "SweepConfig":
-        from spaces import build_space, check_space
+        from promptinit.spaces import build_space, check_space
 
         check_space(build_space(self.methods, self.search.space, self.budget.steps))
         return self
@@ -279,7 +285,7 @@ class SweepConfig(_Strict):
         """The define-by-run ``SweepSpace``."""
         import dataclasses
 
-        from spaces import build_space
+        from promptinit.spaces import build_space
 
         space = build_space(self.methods, self.search.space, self.budget.steps)
         if self.source_selection is None:

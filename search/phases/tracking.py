@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ray import tune
-from ray.tune.search.optuna import OptunaSearch
 
-from trainables import metrics as M
+from promptinit.trainables import metrics as M
 
 PARENT_TAG = "mlflow.parentRunId"
 TRIAL_TAG = "promptinit.trial_id"
@@ -53,16 +52,25 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+# The MLflow UI (3.x) opens an experiment without this tag on its GenAI "Overview/Traces" page;
+# "custom_model_development" ("Machine learning" in the UI) opens the runs table, where sweeps live.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+
+
 def experiment_id(uri: str, name: str, sweep_dir: Path) -> str:
-    """The id of experiment ``name``, created when missing (local stores keep artifacts in the
-    sweep directory instead of ``./mlruns`` of whatever the working directory is)."""
+    """The id of experiment ``name``, created when missing and marked as a model-training
+    experiment (local stores keep artifacts in the sweep directory instead of ``./mlruns`` of
+    whatever the working directory is)."""
     c = client(uri)
     exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
-    location = (Path(sweep_dir).resolve() / "mlartifacts").as_uri() if local else None
-    return c.create_experiment(name, artifact_location=location)
+    if exp is None:
+        local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+        location = (Path(sweep_dir).resolve() / "mlartifacts").as_uri() if local else None
+        return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+    if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # an experiment made before promptinit set the tag
+        c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return exp.experiment_id
 
 
 def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -270,91 +278,3 @@ def close_open_children(uri: str, experiment: str, parent_run_id: str,
             closed[run.info.run_id] = "FAILED"
         c.set_terminated(run.info.run_id, closed[run.info.run_id])
     return closed
-
-
-# --------------------------------------------------------------------------- Optuna study (RDB)
-
-OPTUNA_DB = "optuna.db"  # the search's Optuna study in the sweep folder: `optuna-dashboard sqlite:///<it>`
-TUNE_TRIAL_ATTR = "tune_trial_id"  # user attr of each Optuna trial: its Tune trial (folder, MLflow run tag)
-ORPHAN_ATTR = ORPHAN_TAG  # user attr of an Optuna trial the resumed sweep no longer knows (closed FAIL)
-
-
-def optuna_storage_url(sweep_dir: Path) -> str:
-    """The sqlite URL of the sweep's Optuna study (absolute: ``sqlite:////abs/<sweep>/optuna.db``)."""
-    return f"sqlite:///{Path(sweep_dir).resolve() / OPTUNA_DB}"
-
-
-def fresh_study_storage(url: str, study_name: str):
-    """An ``RDBStorage`` at ``url`` without a study named ``study_name``.
-
-    A fresh sweep starts its study afresh: a study of that name here comes from an attempt that
-    died before Tune saved anything (nothing can resume it), and reusing it would mix its
-    trials, and a second copy of the enqueued paper defaults, into this search.
-    """
-    import optuna
-
-    storage = optuna.storages.RDBStorage(url)
-    try:
-        optuna.delete_study(study_name=study_name, storage=storage)
-    except KeyError:  # no such study: the usual case
-        pass
-    return storage
-
-
-# Defined here, not in the sweep script: Tune pickles the searcher by its class's module name,
-# and ``__main__`` would not name the same module to every process that unpickles it.
-class StudySearch(OptunaSearch):
-    """``OptunaSearch`` whose study is kept in an RDB file and reconciled with it on ``--resume``.
-
-    Each Optuna trial carries its Tune trial id (user attr ``tune_trial_id``). Tune pickles the
-    searcher, study and storage URL included, into its experiment snapshots; ``--resume``
-    unpickles the newest one and the study reconnects to the same file, so the resumed search
-    appends to the study the first run wrote instead of starting a copy. The file can be ahead
-    of that snapshot, and ``restore`` settles the difference the way Tune settles its own:
-
-    - a trial asked after the snapshot is unknown to the resumed sweep, which proposes a new one
-      in its place: it is closed FAIL with user attr ``orphaned`` (its MLflow run is closed the
-      same way), and when it was an enqueued paper default the default is enqueued again, as
-      the snapshot's own study would still hold it;
-    - a trial told after the snapshot is run again by Tune from its checkpoint; the study keeps
-      the value it first got (the searcher treats the trial as completed, so the repeated
-      reports are ignored instead of failing on a finished trial).
-    """
-
-    def suggest(self, trial_id: str):
-        config = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
-        return config
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        # Tune hands a trial's last report only to this method, not to on_trial_result: record it
-        # as a step too, so the study's curve ends where the trial did (TPE never reads the steps).
-        value = (result or {}).get(self.metric)
-        if (trial_id in self._ot_trials and trial_id not in self._completed_trials
-                and isinstance(value, (int, float)) and "training_iteration" in result):
-            self._ot_trials[trial_id].report(value, result["training_iteration"])
-        super().on_trial_complete(trial_id, result=result, error=error)
-
-    def restore(self, checkpoint_path: str):
-        super().restore(checkpoint_path)
-        if self._storage is not None and self._ot_study is not None:
-            self._reconcile()
-
-    def _reconcile(self) -> None:
-        from optuna.trial import TrialState
-
-        study, storage = self._ot_study, self._storage
-        known = {t.number: tid for tid, t in self._ot_trials.items()}
-        study_id = storage.get_study_id_from_name(self._study_name)
-        for frozen in study.get_trials(deepcopy=False):
-            tid = known.get(frozen.number)
-            if tid is None and frozen.state == TrialState.RUNNING:
-                storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number),
-                                            ORPHAN_ATTR, True)
-                study.tell(frozen.number, state=TrialState.FAIL)
-                fixed = frozen.system_attrs.get("fixed_params")  # set by Study.enqueue_trial
-                if fixed:
-                    study.enqueue_trial(fixed)
-            elif tid is not None and frozen.state.is_finished():
-                self._completed_trials.add(tid)
