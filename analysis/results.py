@@ -470,7 +470,7 @@ def _targets_from_table(sweep_dir: Path, sweep: str, partition: str, label: str 
                     f"{label or path}: line {line}: field {field_name!r}: not a number ({err}); the table is corrupt: "
                     "restore it or rerun the target evaluation"
                 ) from None
-            settings = _json_field(r.get("settings"))
+            settings = _json_field(r.get("settings"), f"{label or path}: line {line}: field 'settings'")
             rows.append(_target_row(sweep, part, r["method"], r.get("trial_id", ""), scores, baseline, n_test,
                                     _num(r.get("arg_mean")), len(per_seed), per_task, _num(r.get("val_arg")),
                                     _num(r.get("val_arg_se")), _num(r.get("trials")), _num(r.get("finished")), settings,
@@ -478,12 +478,21 @@ def _targets_from_table(sweep_dir: Path, sweep: str, partition: str, label: str 
     return rows
 
 
-def _json_field(text: str | None) -> dict:
-    try:
-        value = json.loads(text) if text else {}
-    except json.JSONDecodeError:
+def _json_field(text: str | None, where: str) -> dict:
+    """A JSON object written into a CSV cell (empty: ``{}``).
+
+    Raises:
+        PromptinitError: the cell is not a JSON object (a corrupt table is an error, not "no settings").
+    """
+    if not text:
         return {}
-    return value if isinstance(value, dict) else {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PromptinitError(f"{where}: not valid JSON ({err.msg}); rewrite the table with `promptinit report`") from None
+    if not isinstance(value, dict):
+        raise PromptinitError(f"{where}: expected a JSON object of settings, got {type(value).__name__}")
+    return value
 
 
 def _targets_from_exports(sweep_dir: Path, sweep: str, partition: str) -> list[dict]:
@@ -779,7 +788,7 @@ def load_study(folder: str | Path, source: str = "tune") -> list[Sweep]:
         if not (folder / sub / META_FILE).is_file():  # not started yet (or stopped before it wrote its record)
             continue
         s = load_sweep(folder / sub, source)
-        method = searched_method(label)
+        method = s.config["methods"][0]  # a search arm's sweep searches one method
         trials = s.trials.assign(method=label)
         out.append(dataclasses.replace(s, trials=trials, targets=pd.DataFrame(columns=TARGET_COLUMNS)))
         first = _defaults_trial(trials, s.config, method) if method not in defaults_done else trials.iloc[:0]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import keyword_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,3 +156,55 @@ def test_tune_starts_from_a_supmer_export_and_applies_its_psi(tmp_path):
     # An export for another prompt length is refused with the file, the field and the fix.
     line = one_error_line(promptinit(*common, "--prompt-length", "8"))
     assert "adapter_config.json: field 'num_virtual_tokens': 4" in line and "--prompt-length" in line
+
+
+@pytest.fixture
+def promptinit_logger():
+    """The ``promptinit`` logger as this test found it, restored after (setup_logging changes it)."""
+    import logging
+
+    logger = logging.getLogger("promptinit")
+    level, handlers = logger.level, list(logger.handlers)
+    yield logger
+    logger.setLevel(level)
+    logger.handlers[:] = handlers
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["-q", "tasks"], -1), (["tasks", "-v"], 1), (["tasks"], 0), (["--quiet", "tasks", "--kind", "generation"], -1),
+    (["-vv", "tune", "--task", "x"], 2),
+])
+def test_every_subcommand_takes_the_verbosity_flags_before_or_after_its_name(argv, expected):
+    from promptinit.cli import build_parser
+    from promptinit.logs import verbosity
+
+    assert verbosity(build_parser().parse_args(argv)) == expected
+
+
+def test_setup_logging_sets_levels_once_and_quiet_turns_promptinit_bars_off(promptinit_logger, capsys):
+    import logging
+
+    from promptinit.logs import setup_logging
+    from promptinit.progress import bars_enabled, progress_bar
+
+    setup_logging(0)
+    setup_logging(1)
+    assert promptinit_logger.level == logging.DEBUG and len(promptinit_logger.handlers) == 1
+    logging.getLogger("promptinit.commands.tune").debug("step %d", 3)
+    assert "DEBUG promptinit.commands.tune: step 3" in capsys.readouterr().err  # follows a swapped stderr
+    setup_logging(-1)
+    assert promptinit_logger.level == logging.WARNING and len(promptinit_logger.handlers) == 1
+    assert not bars_enabled() and progress_bar(range(3)).disable
+    logging.getLogger("promptinit.x").info("hidden")
+    assert capsys.readouterr().err == ""
+
+
+def test_quiet_command_prints_results_and_no_status(tmp_path):
+    cat = write_catalog(tmp_path, KEYWORD_ENTRY, keyword_rows())
+    common = ["tune", "--model", "tiny-llama", "--catalog", str(cat), "--task", "keyword", "--steps", "2",
+              "--eval-every", "2", "--seed", "13", "--test-size", "8", "--prompt-length", "4"]
+    quiet = promptinit("-q", *common)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "before" in quiet.stdout and "after" in quiet.stdout and quiet.stderr == "", quiet.stderr
+    loud = promptinit(*common)
+    assert loud.stdout == quiet.stdout and "task keyword (classification" in loud.stderr, loud.stderr

@@ -96,7 +96,7 @@ def converted_folder(name: str | Path, *, model: str | None = None, sha256: str 
 
     def build(tmp: Path) -> None:
         t0 = time.perf_counter()
-        print(f"[promptinit] converting {path.name} ({path.stat().st_size / 1e6:.0f} MB, GGUF) to a safetensors "
+        print(f"[promptinit] converting {path.name} ({path.stat().st_size / 1e6:.1f} MB, GGUF) to a safetensors "
               "folder, once ...", flush=True)
         convert_gguf(path, tmp, model=model)
         atomic_write_json(tmp / SOURCE_FILE, {"gguf": str(path), "sha256": sha256,

@@ -1,6 +1,8 @@
 """Backbones: frozen weights, a differentiable prompt loss, cached option scoring, generation."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -76,6 +78,20 @@ def test_option_scores_equal_slow_reference_scoring_each_option_separately(model
     for ex, scores in zip(EXAMPLES, fast):
         ref = torch.stack([_reference_logits(bb, prompt, ex, o).sum() for o in ex.options])
         torch.testing.assert_close(scores.double(), ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", [CAUSAL, "tiny-gpt2"])
+def test_cached_scoring_and_generation_use_no_deprecated_cache_argument(model):
+    """transformers 5.x renamed the key/value cache argument to ``cache`` and warns (a
+    FutureWarning, removal in 5.40) on every ``past_key_values=``; scoring passes the new name."""
+    bb = tiny_backbone(model, "float64")
+    prompt = bb.init_prompt("vocab", seed=2)
+    expected = bb.score_options(prompt, EXAMPLES, batch_size=2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=r".*past_key_values", category=FutureWarning)
+        scores = bb.score_options(prompt, EXAMPLES, batch_size=2)
+        bb.generate(prompt, EXAMPLES, max_new_tokens=3)
+    assert all(torch.equal(a, b) for a, b in zip(scores, expected))
 
 
 @pytest.mark.parametrize("model", [CAUSAL, SEQ2SEQ])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 
 import pytest
 import torch
@@ -192,7 +193,8 @@ def test_evaluate_init_equals_tune_prompt_per_task_and_seed(tmp_path, monkeypatc
     assert runs == [8, 4], "the baselines are read from disk the second time"
 
 
-def test_progress_bar_counts_problem_steps_and_active_problems(capsys):
+def test_progress_bar_counts_problem_steps_and_active_problems(capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # tqdm draws bars only on a terminal
     bb = tiny_backbone(CAUSAL)
     fs = sample_few_shot(keyword_task(), 13, test_size=8)
     probs = [TuneProblem(fs, _prompt(bb, 0, 4), TuneConfig(steps=2, eval_every=2, batch_size=2)),

@@ -180,3 +180,17 @@ def test_bbc_news_folder_layout(tmp_path):
     assert sorted(e.input for e in task.examples) == ["Headline: Chips get faster\nTopic:", "Headline: Late goal wins cup\nTopic:"]
     with pytest.raises(PromptinitError, match=r"001\.txt: field 'label': value 'sport' not in options"):
         load_bbc_news("bbc", Format(TaskKind.CLASSIFICATION, "{text}", options=("tech",)), root=tmp_path)
+
+
+def test_hf_loader_quiets_datasets_bars_only_while_it_loads(tmp_path, monkeypatch):
+    """The "Generating train split" bars are off during our load_dataset call, and a user's own
+    datasets bars are on again afterwards (no global switch, STYLE 21)."""
+    import datasets
+
+    seen = []
+    real = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: seen.append(datasets.is_progress_bar_enabled())
+                        or real(*a, **k))
+    assert datasets.is_progress_bar_enabled()
+    load_hf("toy", CLS, target_column="label", data_files=str(_write(tmp_path, "jsonl", ROWS)))
+    assert seen == [False] and datasets.is_progress_bar_enabled()
