@@ -151,6 +151,23 @@ def _task_fingerprints(sweep: Sweep, method: str) -> tuple[dict[str, str], dict[
     return {n: t.fingerprint for n, t in tasks.items()}, facts
 
 
+def _target_record(sweep: Sweep, method: str, trial_id: str) -> dict | None:
+    """The target comparison of ``method``'s trial ``trial_id`` as the sweep's table has it, or
+    None when the sweep did not score that trial on the targets."""
+    match = sweep.targets[(sweep.targets["method"] == method) & (sweep.targets["trial_id"] == trial_id)]
+    if not len(match):
+        return None
+    from promptinit.analysis.tables import target_record, target_rows
+
+    cfg = sweep.config
+    (row,) = target_rows(match.iloc[:1])
+    target = {**target_record(row), "arg_mean": row["arg_mean"], "per_task": row["per_task"],
+              "seeds": (cfg.get("target") or {}).get("seeds"), "tuning": (cfg.get("target") or {}).get("tuning")}
+    if not row["scores"]:
+        target["note"] = "no per-pair scores: the sweep predates them, so its comparison with PT has no interval"
+    return target
+
+
 def export_method(sweep_dir: str | Path, method: str, out: str | Path, *, trial_id: str | None = None,
                   log_mlflow: bool = True) -> Path:
     """Export ``method``'s best prompt of a sweep to ``out`` (and log it to the sweep's MLflow run).
@@ -186,16 +203,7 @@ def export_method(sweep_dir: str | Path, method: str, out: str | Path, *, trial_
                   "seeds": (cfg.get("validation") or {}).get("seeds"), "tuning": (cfg.get("validation") or {}).get("tuning"),
                   "report": {k: v for k, v in best.report.items()
                              if ("/" in k or k in ("training_iteration", "time_total_s")) and finite(v)}}
-    target = None
-    match = sweep.targets[(sweep.targets["method"] == method) & (sweep.targets["trial_id"] == best.trial_id)]
-    if len(match):
-        from promptinit.analysis.tables import target_record, target_rows
-
-        (row,) = target_rows(match.iloc[:1])
-        target = {**target_record(row), "arg_mean": row["arg_mean"], "per_task": row["per_task"],
-                  "seeds": (cfg.get("target") or {}).get("seeds"), "tuning": (cfg.get("target") or {}).get("tuning")}
-        if not row["scores"]:
-            target["note"] = "no per-pair scores: the sweep predates them, so its comparison with PT has no interval"
+    target = _target_record(sweep, method, best.trial_id)
     metrics = {"validation": validation, "target": target}
     if target is None:
         metrics["target_note"] = "the sweep did not score this checkpoint on the target tasks"

@@ -40,7 +40,7 @@ import torch
 
 from promptinit.analysis import plots, tables
 from promptinit.analysis.importance import param_importances
-from promptinit.analysis.results import Sweep, curves_frame, preset_label, searched_method, study_result
+from promptinit.analysis.results import Sweep, arm_methods, curves_frame, is_study, preset_label, study_result
 from promptinit.errors import PromptinitError
 from promptinit.paths import atomic_folder
 
@@ -74,13 +74,33 @@ def _combine(sweeps: Sequence[Sweep]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return trials, targets
 
 
-def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torch.Tensor] | None = None,
-          similarity_rank: int = 4, seed: int = 0) -> Report:
-    """Write the tables, plots and ``index.md`` of ``sweeps`` into ``folder`` (created)."""
-    report = Report(folder)
-    tdir, pdir = folder / "tables", folder / "plots"
-    trials, targets = _combine(sweeps)
+def _sensitivity_and_importances(report: Report, trials: pd.DataFrame, tdir: Path, pdir: Path,
+                                 seed: int) -> list[tuple[str, Path]]:
+    """Per method: the sensitivity plot and Optuna's importances (``importances.csv``); what is
+    missing is a note in the report."""
+    links: list[tuple[str, Path]] = []
+    imp_rows = []
+    for method in dict.fromkeys(trials["method"]) if len(trials) else []:
+        path = plots.sensitivity(trials, method, pdir / f"sensitivity_{method}.png")
+        if path:
+            links.append((f"Sensitivity: {method}", path))
+        else:
+            report.notes.append(f"{method}: no sensitivity plot (no searched setting varied between scored trials)")
+        values, note = param_importances(trials, method, seed=seed)
+        if values:
+            links.append((f"Importances: {method}", plots.importances(values, method, pdir / f"importance_{method}.png")))
+            imp_rows += [{"method": method, "param": k, "importance": v} for k, v in values.items()]
+        else:
+            report.notes.append(f"{method}: no importances ({note})")
+    pd.DataFrame(imp_rows, columns=["method", "param", "importance"]).to_csv(tdir / "importances.csv", index=False)
+    report.files.append(tdir / "importances.csv")
+    return links
 
+
+def _tables(report: Report, trials: pd.DataFrame, targets: pd.DataFrame, tdir: Path) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                                                pd.DataFrame]:
+    """The report's tables: target (with CIs), validation, per-task gains, cost, trials, curves,
+    best so far. Returns (target table, validation table, best-so-far table)."""
     target_table = tables.write_target_table(targets, tdir)  # the sweep's own writer: the same table
     arg = target_table.table
     report.files += target_table.files
@@ -98,6 +118,32 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
     progress = tables.best_so_far(trials)
     progress.to_csv(tdir / "best_so_far.csv", index=False)
     report.files += [tdir / "trials.csv", tdir / "curves.csv", tdir / "best_so_far.csv"]
+    return arg, val, progress
+
+
+def _contrasts(report: Report, sweeps: Sequence[Sweep], targets: pd.DataFrame, methods: Mapping[str, str], tdir: Path,
+               pdir: Path, plot_links: list[tuple[str, Path]]) -> str:
+    """A study's arm-against-arm table (``contrasts.{md,csv}``) and its bars; its Markdown ("" without a study)."""
+    pairs = [c for s in sweeps for c in study_contrasts(_study_result(s), methods)]
+    if not pairs:
+        return ""
+    table = tables.contrasts(targets, pairs)
+    text = tables.contrasts_markdown(table)
+    report.files += tables.write(table, text, tdir, "contrasts")
+    bars = plots.contrast_bars(table, pdir / "contrasts.png")
+    if bars:
+        plot_links.append(("The study's arms against each other (95 % CI)", bars))
+    return text
+
+
+def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torch.Tensor] | None = None,
+          similarity_rank: int = 4, seed: int = 0) -> Report:
+    """Write the tables, plots and ``index.md`` of ``sweeps`` into ``folder`` (created)."""
+    report = Report(folder)
+    tdir, pdir = folder / "tables", folder / "plots"
+    trials, targets = _combine(sweeps)
+
+    arg, val, progress = _tables(report, trials, targets, tdir)
 
     plot_links: list[tuple[str, Path]] = []
     if len(arg) and arg["diff_mean"].notna().any():
@@ -123,37 +169,16 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
             plot_links.append(("PT's dev learning curves on the target tasks", curve_plot))
             captions[curve_plot.name] = CURVES_CAPTION
             report.files.append(tdir / "pt_curves.md")
-    pairs = [c for s in sweeps for c in study_contrasts(_study_result(s))]
-    contrast_text = ""
-    if pairs:
-        table = tables.contrasts(targets, pairs)
-        contrast_text = tables.contrasts_markdown(table)
-        report.files += tables.write(table, contrast_text, tdir, "contrasts")
-        bars = plots.contrast_bars(table, pdir / "contrasts.png")
-        if bars:
-            plot_links.append(("The study's arms against each other (95 % CI)", bars))
+    methods = {label: m for s in sweeps if s.dir is not None and is_study(s.dir) for label, m in arm_methods(s.dir).items()}
+    contrast_text = _contrasts(report, sweeps, targets, methods, tdir, pdir, plot_links)
     # a study's searches of one method and its defaults share a panel, so they compare at equal compute
-    progress_plot = plots.best_so_far_curves(progress.assign(method=progress["method"].map(searched_method)),
-                                             pdir / "best_so_far.png", labels=_search_labels(sweeps), z=NORMAL_95)
+    by_method = progress.assign(method=progress["method"].map(lambda label: methods.get(label, label)))
+    progress_plot = plots.best_so_far_curves(by_method, pdir / "best_so_far.png", labels=_search_labels(sweeps),
+                                             z=NORMAL_95)
     if progress_plot:
         plot_links.append(("Best validation ARG so far against compute", progress_plot))
         captions[progress_plot.name] = BEST_SO_FAR_CAPTION.format(unit=progress["unit"].iloc[0])
-    imp_rows = []
-    for method in dict.fromkeys(trials["method"]) if len(trials) else []:
-        path = plots.sensitivity(trials, method, pdir / f"sensitivity_{method}.png")
-        if path:
-            plot_links.append((f"Sensitivity: {method}", path))
-        else:
-            report.notes.append(f"{method}: no sensitivity plot (no searched setting varied between scored trials)")
-        values, note = param_importances(trials, method, seed=seed)
-        if values:
-            plot_links.append((f"Importances: {method}", plots.importances(values, method, pdir / f"importance_{method}.png")))
-            imp_rows += [{"method": method, "param": k, "importance": v} for k, v in values.items()]
-        else:
-            report.notes.append(f"{method}: no importances ({note})")
-    imp = pd.DataFrame(imp_rows, columns=["method", "param", "importance"])
-    imp.to_csv(tdir / "importances.csv", index=False)
-    report.files.append(tdir / "importances.csv")
+    plot_links += _sensitivity_and_importances(report, trials, tdir, pdir, seed)
 
     if task_prompts:
         from promptinit.similarity import similarity_matrix
@@ -242,8 +267,9 @@ def _hours(seconds: float) -> str:
 MTL_PRESET = preset_label("mtl")
 
 
-def study_contrasts(result: Mapping) -> list[tables.Contrast]:
-    """The arm-against-arm questions a study's arms answer (``study.json``'s presets and searches):
+def study_contrasts(result: Mapping, methods: Mapping[str, str]) -> list[tables.Contrast]:
+    """The arm-against-arm questions a study's arms answer (``study.json``'s presets and searches;
+    ``methods``: each arm label's method, ``results.arm_methods``):
 
     - each ablation arm (a preset arm of another arm's method): is its base preset better, i.e.
       does the changed setting hurt;
@@ -262,8 +288,8 @@ def study_contrasts(result: Mapping) -> list[tables.Contrast]:
         elif base == arm and arm != MTL_PRESET and MTL_PRESET in presets:
             out.append(tables.Contrast(arm, MTL_PRESET, "does meta-learning beat MTL?"))
     by_method: dict[str, list[str]] = {}
-    for arm in result.get("searches", {}):  # labelled "<method> (<algorithm> + <scheduler>)"
-        by_method.setdefault(arm.split(" (")[0], []).append(arm)
+    for arm in result.get("searches", {}):
+        by_method.setdefault(methods[arm], []).append(arm)
     for method, arms in by_method.items():
         if preset_label(method) in presets:
             out += [tables.Contrast(arm, preset_label(method), "does the search beat the paper preset?") for arm in arms]

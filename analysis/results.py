@@ -471,7 +471,7 @@ def _targets_from_table(sweep_dir: Path, sweep: str, partition: str, label: str 
                     "restore it or rerun the target evaluation"
                 ) from None
             settings = _json_field(r.get("settings"), f"{label or path}: line {line}: field 'settings'")
-            rows.append(_target_row(sweep, part, r["method"], r.get("trial_id", ""), scores, baseline, n_test,
+            rows.append(target_row(sweep, part, r["method"], r.get("trial_id", ""), scores, baseline, n_test,
                                     _num(r.get("arg_mean")), len(per_seed), per_task, _num(r.get("val_arg")),
                                     _num(r.get("val_arg_se")), _num(r.get("trials")), _num(r.get("finished")), settings,
                                     _num(r.get("val_arg_rescored")), _num(r.get("val_arg_rescored_se"))))
@@ -508,7 +508,7 @@ def _targets_from_exports(sweep_dir: Path, sweep: str, partition: str) -> list[d
         scores, baseline, n_test = pairs_from_records(target.get("scores") or [], f"{meta_path}: field 'target.scores'")
         per_seed = dict(target.get("per_seed") or {})  # an old export: ARG per seed, no per-pair scores
         validation = meta.get("validation") or (meta.get("metrics") or {}).get("validation") or {}
-        rows.append(_target_row(sweep, meta.get("partition") or (meta.get("extra") or {}).get("partition") or partition,
+        rows.append(target_row(sweep, meta.get("partition") or (meta.get("extra") or {}).get("partition") or partition,
                                 meta.get("method", meta_path.parent.name),
                                 meta.get("trial_id") or (meta.get("extra") or {}).get("trial_id", ""), scores, baseline,
                                 n_test, _num(target.get("arg_mean")), len(per_seed), dict(target.get("per_task") or {}),
@@ -518,8 +518,15 @@ def _targets_from_exports(sweep_dir: Path, sweep: str, partition: str) -> list[d
     return rows
 
 
-def _target_row(sweep, partition, method, trial_id, scores, baseline, n_test, arg_mean, n_seeds, per_task, val_arg,
-                val_arg_se, trials, finished, settings, val_arg_rescored=math.nan, val_arg_rescored_se=math.nan) -> dict:
+def target_row(sweep, partition, method, trial_id, scores, baseline, n_test, arg_mean, n_seeds, per_task, val_arg,
+               val_arg_se, trials, finished, settings, val_arg_rescored=math.nan, val_arg_rescored_se=math.nan) -> dict:
+    """One target row (``TARGET_COLUMNS``), the shape every loader and ``tables.target_rows`` produce.
+
+    With per-pair ``scores`` (keyed ``(task, seed[, upstream seed])``, PT's ``baseline`` keyed
+    ``(task, seed)``), ARG, its per-task gains and the seed count are computed from the pairs;
+    without them (an old table, MLflow metrics) the given ``arg_mean``, ``n_seeds`` and
+    ``per_task`` are kept as recorded.
+    """
     if scores:  # ARG and RG per task from the pairs (tasks weigh equally, as in promptinit.stats.compare)
         from promptinit.stats import relative_gain
 
@@ -539,6 +546,43 @@ def _target_row(sweep, partition, method, trial_id, scores, baseline, n_test, ar
 def _partition_name(config: Mapping[str, Any]) -> str:
     p = str(config.get("partition") or "")
     return Path(p).stem if p.endswith((".yaml", ".yml")) else p
+
+
+def _trials_from_tune(d: Path, name: str, partition: str, config: Mapping[str, Any]) -> pd.DataFrame:
+    """The trials of sweep folder ``d`` from Tune's files (its experiment state, else the trial
+    folders); a trial whose resources are not on record takes the sweep config's, with a warning."""
+    cpu0, gpu0 = _config_resources(config)
+    found, why, failed = _read_tune(d)
+    if found is None:
+        found = _folder_trials(d)
+    fallbacks: dict[str, int] = {}  # failure -> trials it affected
+    if failed:  # statuses from the folders too
+        fallbacks[f"{why}, so the trials were read from their folders"] = len(found)
+    for t in found:
+        if t["resources_missing"]:
+            fallbacks[t["resources_missing"]] = fallbacks.get(t["resources_missing"], 0) + 1
+    if fallbacks:
+        reasons = "; ".join(f"{n} of {len(found)} trials: {w}" for w, n in fallbacks.items())
+        warnings.warn(f"{d}: {reasons}: their CPU/GPU come from the sweep config's resources"
+                      + (" (resources.gpu auto: GPU hours unknown)" if not math.isfinite(gpu0) else "")
+                      + "; see the trials table's column resources_note", FallbackWarning, stacklevel=3)
+    rows = []
+    for t in found:
+        folder = t["folder"] if t["folder"] is not None and Path(t["folder"]).is_dir() else None
+        summary = _curve_and_summary(read_results(folder) if folder else [], folder)
+        status = _STATUS.get(t["status"], t["status"].lower())
+        if status == "pending" and summary["reports"]:  # the experiment state lags the trial folders
+            status = "running"
+        note = None
+        if t["cpu"] is None or t["gpu"] is None:
+            note = _fallback_note(f"the sweep config ({META_FILE}: config.resources)",
+                                  t["resources_missing"] or why or "", gpu0)
+        cpu = _num(t["cpu"]) if t["cpu"] is not None else cpu0
+        gpu = _num(t["gpu"]) if t["gpu"] is not None else gpu0
+        rows.append(_row(sweep=name, partition=partition, trial_id=t["trial_id"], config=t["config"],
+                         status=status, summary=summary,
+                         cpu=cpu, gpu=gpu, source="tune", resources_note=note))
+    return trials_frame(rows)
 
 
 def load_sweep(sweep_dir: str | Path, source: str = "tune") -> Sweep:
@@ -571,38 +615,7 @@ def load_sweep(sweep_dir: str | Path, source: str = "tune") -> Sweep:
         loaded = load_mlflow(meta["tracking_uri"], parent_run_id=meta["parent_run_id"])
         trials = loaded.trials
     elif source == "tune":
-        cpu0, gpu0 = _config_resources(config)
-        found, why, failed = _read_tune(d)
-        if found is None:
-            found = _folder_trials(d)
-        fallbacks: dict[str, int] = {}  # failure -> trials it affected
-        if failed:  # statuses from the folders too
-            fallbacks[f"{why}, so the trials were read from their folders"] = len(found)
-        for t in found:
-            if t["resources_missing"]:
-                fallbacks[t["resources_missing"]] = fallbacks.get(t["resources_missing"], 0) + 1
-        if fallbacks:
-            reasons = "; ".join(f"{n} of {len(found)} trials: {w}" for w, n in fallbacks.items())
-            warnings.warn(f"{d}: {reasons}: their CPU/GPU come from the sweep config's resources"
-                          + (" (resources.gpu auto: GPU hours unknown)" if not math.isfinite(gpu0) else "")
-                          + "; see the trials table's column resources_note", FallbackWarning, stacklevel=2)
-        rows = []
-        for t in found:
-            folder = t["folder"] if t["folder"] is not None and Path(t["folder"]).is_dir() else None
-            summary = _curve_and_summary(read_results(folder) if folder else [], folder)
-            status = _STATUS.get(t["status"], t["status"].lower())
-            if status == "pending" and summary["reports"]:  # the experiment state lags the trial folders
-                status = "running"
-            note = None
-            if t["cpu"] is None or t["gpu"] is None:
-                note = _fallback_note(f"the sweep config ({META_FILE}: config.resources)",
-                                      t["resources_missing"] or why or "", gpu0)
-            cpu = _num(t["cpu"]) if t["cpu"] is not None else cpu0
-            gpu = _num(t["gpu"]) if t["gpu"] is not None else gpu0
-            rows.append(_row(sweep=name, partition=partition, trial_id=t["trial_id"], config=t["config"],
-                             status=status, summary=summary,
-                             cpu=cpu, gpu=gpu, source="tune", resources_note=note))
-        trials = trials_frame(rows)
+        trials = _trials_from_tune(d, name, partition, config)
     else:
         raise PromptinitError(f"field 'source': {source!r} is not tune or mlflow")
     return Sweep(d, name, partition, config, meta, trials, pd.DataFrame(targets, columns=TARGET_COLUMNS))
@@ -741,7 +754,7 @@ def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:
     m = parent.data.metrics
     prefix = TARGET_ARG + "/"
     # Means only: the per-pair scores (and so the intervals) live in the table's artifacts.
-    return [_target_row(name, partition, k[len(prefix):], "", {}, {}, {}, v, 0, {},
+    return [target_row(name, partition, k[len(prefix):], "", {}, {}, {}, v, 0, {},
                         _num(m.get(f"{VAL_ARG}/{k[len(prefix):]}")), _num(m.get(f"{VAL_ARG_SE}/{k[len(prefix):]}")),
                         math.nan, math.nan, {})
             for k, v in sorted(m.items()) if k.startswith(prefix)]
@@ -799,10 +812,24 @@ def load_study(folder: str | Path, source: str = "tune") -> list[Sweep]:
     return out
 
 
-def searched_method(label: str) -> str:
-    """The method behind a study's search-arm or defaults label (``"mtl (TPE + ASHA)"``,
-    ``"mtl defaults"`` -> ``"mtl"``); any other label unchanged."""
-    return label.split(" (")[0].removesuffix(" defaults")
+def arm_methods(folder: str | Path) -> dict[str, str]:
+    """A study's arm labels (and its ``"<method> defaults"`` lines) -> the method that trains each.
+
+    Read from ``study.json``'s typed arm records; a study written before those existed is read
+    from each preset's recorded method and each search arm's own sweep config. A label is never
+    parsed back into a method.
+    """
+    result = study_result(folder)
+    if result.get("arm_records"):
+        out = {str(r["label"]): str(r["method"]) for r in result["arm_records"]}
+    else:
+        out = {label: str(p["method"]) for label, p in (result.get("presets") or {}).items()}
+        for label, sub in (result.get("searches") or {}).items():
+            record = Path(folder) / sub / META_FILE
+            if record.is_file():
+                out[label] = str(read_json(record)["config"]["methods"][0])
+    out.update({f"{m} defaults": m for m in set(out.values())})
+    return out
 
 
 def _defaults_trial(trials: pd.DataFrame, config: Mapping[str, Any], method: str) -> pd.DataFrame:

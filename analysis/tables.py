@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from promptinit.analysis.results import ARG_TABLE, SCORE_COLUMNS, TARGET_SCORES, _target_row, pair_records
+from promptinit.analysis.results import ARG_TABLE, SCORE_COLUMNS, TARGET_SCORES, target_row, pair_records
 from promptinit.stats import LEVEL, LOW_BASELINE, MIN_BASELINE, RESAMPLES, Comparison, Interval, compare
 
 TABLE_MD = "arg_table.md"
@@ -113,7 +113,7 @@ def target_rows(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dic
             v = r.get(name)
             return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
-        out.append(_target_row(get("sweep", ""), r["partition"], r["method"], get("trial_id", ""), get("scores", {}),
+        out.append(target_row(get("sweep", ""), r["partition"], r["method"], get("trial_id", ""), get("scores", {}),
                                get("baseline", {}), get("n_test", {}), get("arg_mean"), get("n_seeds", 0),
                                get("per_task", {}), get("val_arg"), get("val_arg_se"), get("trials"),
                                get("finished"), get("settings", {}), get("val_arg_rescored"), get("val_arg_rescored_se")))

@@ -3,6 +3,10 @@
 Relative gain RG = (s_method - s_pt) / s_pt per target task and few-shot seed; ARG is the
 mean over target tasks (Qin et al. 2023). How sure a difference is (95 % intervals over the
 (task, seed) pairs) is ``promptinit.stats.compare``'s job.
+
+What one tuning run is (``TuneConfig``, ``TuneResult``, its optimiser and batches) lives in
+``promptinit.tuning``, shared with ``promptinit.batched``; ``TuneConfig`` and ``TuneResult``
+can be imported from here as well.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """What one downstream prompt-tuning run is: its settings, its result, its optimiser and the
 batches it draws.
 
-Shared by ``promptinit.evaluation`` (one run at a time, the PT baseline, ARG) and
-``promptinit.batched`` (many runs in shared passes), which both import it; neither imports
-the other's internals.
+Shared by ``promptinit.batched`` (many runs in shared passes) and ``promptinit.evaluation``
+(one run at a time, the PT baseline, ARG). Imports point one way: evaluation -> batched ->
+tuning.
 """
 from __future__ import annotations
 
@@ -129,6 +129,7 @@ class TuneResult:
     lr_search: list[dict] = field(default_factory=list)  # {"lr", "dev", "best_step"} per candidate; [] for one lr
 
     def summary(self) -> dict:
+        """Every field but the prompt tensor, as plain values (what the baseline cache stores)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "prompt"}
 
 

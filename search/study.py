@@ -43,7 +43,7 @@ from promptinit.search.phases.config import check_model, check_storage, config_d
 from promptinit.search.phases.jobs import LABELS_START
 from promptinit.search.phases.searching import Candidate
 from promptinit.search.phases.study_config import (
-    META_FILE, RESULT_FILE, ROUND, STUDY_DIR, SWEEPS, Arm, StudyConfig, load_study_config, preset_settings, resume_plan,
+    ALGORITHM_LABEL, META_FILE, RESULT_FILE, ROUND, STUDY_DIR, SWEEPS, Arm, StudyConfig, load_study_config, preset_settings, resume_plan,
 )
 from promptinit.search.sweep import run_sweep
 from promptinit.spaces import METHOD_KEY
@@ -156,7 +156,8 @@ def search_rows(study: Study, arm: Arm, steps: int) -> list[dict]:
         if folder.exists() and not resume:  # it died before Tune saved anything: start it afresh
             logger.info("%s: an interrupted start (no %s); starting that sweep afresh", folder, check.TUNER_FILE)
             shutil.rmtree(folder)
-        logger.info("\n== search arm %s: sweep %s%s", arm.label, folder, " (resumed)" if resume else "")
+        logger.info("\n== search arm %s, %s: sweep %s%s", arm.method, ALGORITHM_LABEL[arm.algorithm], folder,
+                    " (resumed)" if resume else "")
         where = f"{study.where}: search arm {arm.label}"
         run_sweep(check.config(cfg.sub_sweep(arm, steps), where, resume))
     targets = load_sweep(folder).targets

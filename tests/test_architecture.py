@@ -128,3 +128,18 @@ def test_no_module_imports_another_modules_private_names(folder):
         pytest.skip(f"no folder {folder}/ in this checkout")
     found = private_imports(ROOT / folder)
     assert not found, "private names imported from another module:\n" + "\n".join(found)
+
+
+MAX_FUNCTION_LINES = 60  # the platform floors read in one sitting: no function longer than a screen
+
+
+@pytest.mark.parametrize("folder", PLATFORM)
+def test_no_platform_function_is_longer_than_a_screen(folder):
+    long = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "split these functions: " + "; ".join(long)

@@ -15,6 +15,7 @@ import torch
 
 from promptinit.backbones import Backbone
 from promptinit.batched import TuneProblem, tune_prompts
+from promptinit.files import atomic_folder
 from promptinit.evaluation import ARG, TuneConfig, average_relative_gain, pt_baseline
 from promptinit.stats import relative_gain
 from promptinit.tasks.fewshot import sample_few_shot
@@ -183,8 +184,6 @@ def train_job(backbone: dict, method: dict, steps: int, folder: str) -> str:
     Raises:
         FloatingPointError: the run diverged (a NaN/inf loss or prompt).
     """
-    import shutil
-
     from promptinit.backbones import BackboneConfig, save_prompt
     from promptinit.methods import build_method
     from promptinit.methods.checkpoint import save_checkpoint
@@ -199,13 +198,10 @@ def train_job(backbone: dict, method: dict, steps: int, folder: str) -> str:
             raise FloatingPointError(f"{method['name']} with upstream seed {method['seed']} diverged at step {step}: "
                                      f"{ {k: float(v) for k, v in out.items()} }")
     dest = Path(folder)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(m, tmp)
-    save_prompt(m.prompt, tmp / PROMPT_FILE, {"method": method["name"], "step": str(steps),
-                                              "upstream_seed": str(method["seed"])})
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.replace(dest)
+    with atomic_folder(dest) as tmp:  # a folder that is there is complete
+        save_checkpoint(m, tmp)
+        save_prompt(m.prompt, tmp / PROMPT_FILE, {"method": method["name"], "step": str(steps),
+                                                  "upstream_seed": str(method["seed"])})
     return str(dest)
 
 

@@ -86,10 +86,10 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     Raises:
         FloatingPointError: a metric or the prompt became NaN/inf (the trial is marked FAILED).
     """
-    from promptinit.backbones import Backbone, BackboneConfig, save_prompt
+    from promptinit.backbones import Backbone, BackboneConfig
     from promptinit.evaluation import TuneConfig
     from promptinit.methods import build_method
-    from promptinit.methods.checkpoint import load_checkpoint, save_checkpoint
+    from promptinit.methods.checkpoint import load_checkpoint
     from promptinit.trainables.scoring import arg_against, arg_standard_error, grad_transform_of, tuned_scores
 
     method_name, settings = trial_settings(config)
@@ -105,29 +105,17 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
             load_checkpoint(method, folder)
             step = json.loads((Path(folder) / STATE_FILE).read_text())["step"]
 
-    stopped = lambda: getattr(method, "stopped", False)  # noqa: E731 - MetaPT's early stopping ended the run
-    while step < total and not stopped():
-        chunk = min(shared.steps_per_report, total - step)
-        sums: dict[str, float] = defaultdict(float)
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        for done in range(1, chunk + 1):
-            out = {k: float(v) for k, v in method.step().items()}
-            step += 1
-            _check_finite(out, method.prompt, step)
-            for k, v in out.items():
-                sums[k] += v
-            if stopped():
-                break
-        chunk = done
-        seconds = (time.perf_counter() - t0) / chunk
+    while step < total and not _stopped(method):
+        cpu0 = time.process_time()
+        means, done, seconds = _chunk(method, min(shared.steps_per_report, total - step), step)
+        step += done
         t1 = time.perf_counter()
-
         # SUPMER's ψ also acts on downstream tuning, as it will on the target tasks.
         scores = tuned_scores(backbone, method.prompt, shared.validation_tasks, shared.validation_seeds,
                               tuning, grad_transform_of(method))
         arg = arg_against(scores, shared.baseline)
         report = {
-            **{k: v / chunk for k, v in sums.items()},
+            **means,
             M.VAL_ARG: arg.mean,
             M.VAL_ARG_SE: arg_standard_error(scores, shared.baseline),
             M.VAL_SCORE: sum(scores.values()) / len(scores),
@@ -140,13 +128,41 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
             M.NODE_ID: _node_id(),
         }
         _check_finite({M.VAL_ARG: arg.mean}, method.prompt, step)
-        with tempfile.TemporaryDirectory(prefix="promptinit-ckpt-") as folder:
-            save_checkpoint(method, folder)
-            save_prompt(method.prompt, Path(folder) / PROMPT_FILE, {"method": method_name, "step": str(step)})
-            state = {"step": step, "method": method_name, "settings": settings, "report": report}
-            (Path(folder) / STATE_FILE).write_text(json.dumps(state, indent=1, default=str))
-            # Tune copies the folder to the trial's storage before report() returns.
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+        _report_with_checkpoint(method, method_name, settings, step, report)
+
+
+def _stopped(method) -> bool:
+    """MetaPT's early stopping ended the run."""
+    return bool(getattr(method, "stopped", False))
+
+
+def _chunk(method, steps: int, step: int) -> tuple[dict[str, float], int, float]:
+    """Up to ``steps`` outer steps from ``step``: (mean of each step metric, steps done, seconds per step)."""
+    sums: dict[str, float] = defaultdict(float)
+    t0 = time.perf_counter()
+    done = 0
+    for done in range(1, steps + 1):
+        out = {k: float(v) for k, v in method.step().items()}
+        _check_finite(out, method.prompt, step + done)
+        for k, v in out.items():
+            sums[k] += v
+        if _stopped(method):
+            break
+    return {k: v / done for k, v in sums.items()}, done, (time.perf_counter() - t0) / done
+
+
+def _report_with_checkpoint(method, method_name: str, settings: dict, step: int, report: dict) -> None:
+    """``tune.report`` with a checkpoint of the method (prompt + state) and the report itself."""
+    from promptinit.backbones import save_prompt
+    from promptinit.methods.checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="promptinit-ckpt-") as folder:
+        save_checkpoint(method, folder)
+        save_prompt(method.prompt, Path(folder) / PROMPT_FILE, {"method": method_name, "step": str(step)})
+        state = {"step": step, "method": method_name, "settings": settings, "report": report}
+        (Path(folder) / STATE_FILE).write_text(json.dumps(state, indent=1, default=str))
+        # Tune copies the folder to the trial's storage before report() returns.
+        tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def trial_dirname(trial) -> str:

@@ -83,9 +83,9 @@ def resolve_model(name: str) -> str:
         return str(_minilm_folder())
     if key in TINY_MODELS:
         return str(_tiny_folder(key))
-    if is_gguf_name(name):
-        return str(converted_folder(name))
     path = Path(name).expanduser()
+    if is_gguf_name(name) and not (path / "config.json").is_file():  # a model folder may end in .gguf
+        return str(converted_folder(name))
     if path.is_dir():
         return str(path.resolve())
     if "/" in name and not path.exists() and not name.startswith((".", "/", "~")):

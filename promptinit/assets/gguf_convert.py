@@ -51,7 +51,8 @@ def gguf_file(name: str | Path) -> Path:
         raise PromptinitError(f"model {str(name)!r}: {shown}: no such file; give the path of a .gguf file "
                               "(absolute, ~/..., or relative to the working folder)")
     if path.is_dir():
-        raise PromptinitError(f"model {str(name)!r}: {shown} is a folder, not a GGUF file; give the .gguf file's path")
+        raise PromptinitError(f"model {str(name)!r}: {shown} is a folder without a config.json, not a GGUF file; "
+                              "give the .gguf file's path")
     try:
         with open(path, "rb") as f:
             head = f.read(len(MAGIC))

@@ -69,7 +69,8 @@ def test_the_study_questions_come_from_its_arms():
         },
         "searches": {"maml (TPE + ASHA)": "sweeps/x-maml-tpe", "maml (random + ASHA)": "sweeps/x-maml-random"},
     }
-    assert [(c.a, c.b) for c in study_contrasts(result)] == [
+    methods = {"maml (TPE + ASHA)": "maml", "maml (random + ASHA)": "maml"}  # results.arm_methods
+    assert [(c.a, c.b) for c in study_contrasts(result, methods)] == [
         ("maml (preset)", "mtl (preset)"),
         ("supmer (preset)", "mtl (preset)"),
         ("supmer (preset)", "supmer-no-mgr (preset)"),
@@ -77,8 +78,27 @@ def test_the_study_questions_come_from_its_arms():
         ("maml (random + ASHA)", "maml (preset)"),
         ("maml (TPE + ASHA)", "maml (random + ASHA)"),
     ]
-    assert study_contrasts(result)[2].question == "does the ablation (use_mgr False) hurt?"
-    assert study_contrasts({}) == []
+    assert study_contrasts(result, methods)[2].question == "does the ablation (use_mgr False) hurt?"
+    assert study_contrasts({}, {}) == []
+
+
+def test_arm_methods_come_from_typed_records_or_the_search_sweeps_own_config(tmp_path):
+    """A label is never parsed back: a study's arm records name each arm's method, and an older
+    study's search arms are read from their sweeps' own configs."""
+    import json
+
+    from promptinit.analysis.results import META_FILE, STUDY_RESULT, arm_methods
+
+    records = [{"label": "odd (name) label", "kind": "search", "method": "maml", "name": "", "algorithm": "tpe"}]
+    (tmp_path / STUDY_RESULT).write_text(json.dumps({"arm_records": records}))
+    assert arm_methods(tmp_path) == {"odd (name) label": "maml", "maml defaults": "maml"}
+    sub = tmp_path / "sweeps" / "x"
+    sub.mkdir(parents=True)
+    (sub / META_FILE).write_text(json.dumps({"config": {"methods": ["mtl"]}}))
+    (tmp_path / STUDY_RESULT).write_text(json.dumps({"presets": {"a (preset)": {"method": "reptile"}},
+                                                     "searches": {"b (TPE + ASHA)": "sweeps/x"}}))
+    assert arm_methods(tmp_path) == {"a (preset)": "reptile", "b (TPE + ASHA)": "mtl", "reptile defaults": "reptile",
+                                     "mtl defaults": "mtl"}
 
 
 def test_the_plot_draws_each_contrast_with_its_interval_and_skips_an_empty_table(tmp_path, monkeypatch):

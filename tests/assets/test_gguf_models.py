@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,25 +135,70 @@ def test_an_interrupted_conversion_leaves_no_folder_a_later_run_trusts(gguf_pair
     assert (Path(assets.resolve_model(str(path))) / COMPLETE).is_file()
 
 
+def test_processes_that_start_together_convert_a_file_once(gguf_pair, cache, monkeypatch):
+    """Ray trials resolve the model at the same moment; the second waits for the first's folder
+    (a lock beside it) instead of converting again and renaming over a folder in use."""
+    import threading
+
+    path, _ = gguf_pair[0]
+    real, calls = gguf_convert.convert_gguf, []
+
+    def slow_convert(*args, **kwargs):
+        calls.append(1)
+        time.sleep(1.0)  # the other resolver arrives while this one builds
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(gguf_convert, "convert_gguf", slow_convert)
+    results, start = [], threading.Barrier(2)
+
+    def resolve():
+        start.wait()
+        results.append(assets.resolve_model(str(path)))
+
+    threads = [threading.Thread(target=resolve) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 2 and results[0] == results[1]
+
+
 def test_a_bad_gguf_path_is_one_line_naming_the_file(gguf_pair, cache, tmp_path):
+    import gguf
+
     folder = tmp_path / "dir.gguf"
     folder.mkdir()
     text = tmp_path / "notes.gguf"
     text.write_text("not a model\n")
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(gguf_pair[0][0].read_bytes()[:4096])
+    unsupported = tmp_path / "unsupported.gguf"
+    writer = gguf.GGUFWriter(str(unsupported), "nonesuch")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     cases = {
         str(tmp_path / "missing.gguf"): "no such file",
         "missing-relative.gguf": f"(in {Path.cwd()}): no such file",
-        str(folder): "is a folder, not a GGUF file",
+        str(folder): "is a folder without a config.json, not a GGUF file",
         str(text): "is not a GGUF file",
         str(truncated): "cannot load this GGUF file",
+        str(unsupported): "architecture nonesuch is not supported",
     }
     for name, problem in cases.items():
         with pytest.raises(PromptinitError) as err:
             assets.resolve_model(name)
         msg = str(err.value)
         assert "\n" not in msg and Path(name).name in msg and problem in msg, msg
+    assert converted_folders(cache) == []
+
+
+def test_a_model_folder_whose_name_ends_in_gguf_is_still_a_folder(cache, tmp_path):
+    folder = tmp_path / "converted.gguf"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert assets.resolve_model(str(folder)) == str(folder)
     assert converted_folders(cache) == []
 
 

@@ -47,6 +47,7 @@ def test_search_algorithm_picks_the_sampler_and_keeps_the_defaults_first(tmp_pat
     assert len(defaults) == 2  # one per method of tiny-test.yaml
     # The enqueued defaults are in the file (what the dashboard shows), and are proposed first.
     study = optuna.load_study(study_name=cfg.name, storage=url)
+    assert study.metric_names == [VAL]  # optuna-dashboard plots "val/arg", not "Objective 0"
     assert [t.user_attrs[tracking.DEFAULTS_ATTR] for t in study.trials] == defaults
     assert {t.state for t in study.trials} == {TrialState.WAITING}
     proposed = [_flat(searcher.suggest(tid)) for tid in ("t0", "t1")]

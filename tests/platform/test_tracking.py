@@ -86,3 +86,17 @@ def test_tracking_uri_precedence(tmp_path, monkeypatch):
     assert tracking.resolve_tracking_uri("http://yaml:5000", tmp_path) == "http://yaml:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
     assert tracking.resolve_tracking_uri("http://yaml:5000", tmp_path) == "http://env:5000"
+
+
+def test_experiments_are_marked_model_training_so_the_mlflow_ui_opens_on_their_runs(tmp_path):
+    """MLflow 3's UI opens an untagged experiment on its GenAI "Overview/Traces" page; the tag
+    ``mlflow.experimentKind: custom_model_development`` ("Machine learning") opens the runs table.
+    An experiment made before promptinit set the tag gets it when a sweep reuses it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.experiment_id(uri, "fresh", tmp_path)
+    c = tracking.client(uri)
+    assert c.get_experiment(exp).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    old = c.create_experiment("old")
+    assert tracking.EXPERIMENT_KIND_TAG not in c.get_experiment(old).tags
+    assert tracking.experiment_id(uri, "old", tmp_path) == old
+    assert c.get_experiment(old).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
