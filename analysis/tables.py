@@ -22,6 +22,7 @@ Values are fractions in the CSVs and percentages (points for differences) in the
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from promptinit.analysis.results import ARG_TABLE, SCORE_COLUMNS, TARGET_SCORES, target_row, pair_records
+from promptinit.files import atomic_write
 from promptinit.stats import LEVEL, LOW_BASELINE, MIN_BASELINE, RESAMPLES, Comparison, Interval, compare
 
 TABLE_MD = "arg_table.md"
@@ -302,18 +304,20 @@ def write_target_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]], fold
     table = arg_table(rows)
     text = arg_markdown(table) if len(table) else "No target-task results yet.\n"
     md, csv_path, scores_path = folder / TABLE_MD, folder / ARG_TABLE, folder / TARGET_SCORES
-    md.write_text(text)
-    table.to_csv(csv_path, index=False)
     out = TargetTable(table, text, [md, csv_path, scores_path])
-    with scores_path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=SCORE_COLUMNS)
-        w.writeheader()
-        for r, t in zip(rows, table.to_dict("records")):
-            key = (r["partition"], r["method"])
-            out.records[key] = target_record(r, t)
-            for pair in out.records[key]["scores"]:
-                w.writerow({"partition": r["partition"], "method": r["method"],
-                            **{k: "" if v is None else v for k, v in pair.items()}})
+    scores = io.StringIO(newline="")
+    w = csv.DictWriter(scores, fieldnames=SCORE_COLUMNS)
+    w.writeheader()
+    for r, t in zip(rows, table.to_dict("records"), strict=True):
+        key = (r["partition"], r["method"])
+        out.records[key] = target_record(r, t)
+        for pair in out.records[key]["scores"]:
+            w.writerow({"partition": r["partition"], "method": r["method"],
+                        **{k: "" if v is None else v for k, v in pair.items()}})
+    # Each file whole or not at all: a study takes a sweep folder's arg_table.csv as "this sweep finished".
+    atomic_write(scores_path, scores.getvalue())
+    atomic_write(md, text)
+    atomic_write(csv_path, table.to_csv(index=False))
     return out
 
 
@@ -605,8 +609,8 @@ def write(df: pd.DataFrame, md_text: str, folder: Path, stem: str) -> tuple[Path
     """Write ``<stem>.md`` and ``<stem>.csv``; return both paths."""
     folder.mkdir(parents=True, exist_ok=True)
     md, csv_path = folder / f"{stem}.md", folder / f"{stem}.csv"
-    md.write_text(md_text)
-    df.to_csv(csv_path, index=False)
+    atomic_write(md, md_text)
+    atomic_write(csv_path, df.to_csv(index=False))
     return md, csv_path
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +23,31 @@ from promptinit.tasks.fewshot import sample_few_shot
 from promptinit.tasks.task import Task
 
 Key = tuple[str, int]  # (task name, few-shot seed)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """An upstream method to build in a Ray worker (``promptinit.methods.build_method``).
+
+    Attributes:
+        name: the registry name (``maml``).
+        settings: its settings.
+        source_tasks: its meta-training tasks.
+        seed: the upstream seed (initial prompt, meta-batches).
+        checkpoint: a ``tune.Checkpoint`` or checkpoint folder to restore (``restore_method``), or None.
+    """
+
+    name: str
+    settings: Mapping[str, Any]
+    source_tasks: tuple[Task, ...]
+    seed: int
+    checkpoint: Any = None
+
+    def build(self, backbone: Backbone):
+        """The method, freshly built."""
+        from promptinit.methods import build_method
+
+        return build_method(self.name, backbone, list(self.source_tasks), dict(self.settings), seed=self.seed)
 PROMPT_FILE = "prompt.safetensors"  # the prompt in every checkpoint folder (key prompt_embeddings)
 
 
@@ -99,7 +125,7 @@ def curve_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tunin
 
 
 def score_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tuning: dict,
-              init: torch.Tensor | str | None = None, method: dict | None = None) -> dict[Key, float]:
+              init: torch.Tensor | str | None = None, method: MethodSpec | None = None) -> dict[Key, float]:
     """One unit of evaluation work for a Ray task: the PT baseline (no ``init``, no ``method``;
     cached on disk), or tuning from ``init``, or from a method restored from its checkpoint.
 
@@ -110,7 +136,7 @@ def score_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tunin
         tuning: ``TuneConfig`` fields.
         init: the prompt to start from, or ``"labels"``: each task's class-label init
             (``label_scores``).
-        method: ``{"name", "settings", "checkpoint", "source_tasks", "seed"}`` for a method whose
+        method: a ``MethodSpec`` with its ``checkpoint``, for a method whose
             downstream tuning also needs its ``grad_transform`` (SUPMER's ψ): it is rebuilt and
             loaded from the Tune checkpoint, and tuning starts from its prompt.
 
@@ -142,14 +168,13 @@ def timed(fn: Callable, **kwargs) -> tuple[object, float]:
     return out, time.process_time() - t0
 
 
-def restore_method(backbone: Backbone, method: dict):
+def restore_method(backbone: Backbone, method: MethodSpec):
     """Rebuild a method and load its state from a Tune checkpoint or a checkpoint folder
     (``train_job``'s; see ``score_job``)."""
-    from promptinit.methods import build_method
     from promptinit.methods.checkpoint import load_checkpoint
 
-    m = build_method(method["name"], backbone, list(method["source_tasks"]), method["settings"], seed=method["seed"])
-    with checkpoint_folder(method["checkpoint"]) as folder:
+    m = method.build(backbone)
+    with checkpoint_folder(method.checkpoint) as folder:
         load_checkpoint(m, folder)
     return m
 
@@ -165,14 +190,14 @@ def checkpoint_folder(checkpoint) -> Iterator[Path]:
         yield Path(folder)
 
 
-def train_job(backbone: dict, method: dict, steps: int, folder: str) -> str:
+def train_job(backbone: dict, method: MethodSpec, steps: int, folder: str) -> str:
     """Meta-train a method afresh for ``steps`` outer steps and save it to ``folder``: its
     checkpoint (``promptinit.methods.checkpoint``) and its prompt (``PROMPT_FILE``), as a Tune
     checkpoint holds them. The folder appears complete or not at all.
 
     Args:
         backbone: ``BackboneConfig`` fields.
-        method: ``{"name", "settings", "source_tasks", "seed"}``; the seed draws the initial
+        method: the method (``MethodSpec``, no checkpoint); its seed draws the initial
             prompt and the meta-batches (the upstream seed).
         steps: outer steps (those of the checkpoint the search chose: its schedule still spans
             ``settings["steps"]``).
@@ -185,23 +210,22 @@ def train_job(backbone: dict, method: dict, steps: int, folder: str) -> str:
         FloatingPointError: the run diverged (a NaN/inf loss or prompt).
     """
     from promptinit.backbones import BackboneConfig, save_prompt
-    from promptinit.methods import build_method
     from promptinit.methods.checkpoint import save_checkpoint
 
     bb = Backbone(BackboneConfig(**backbone))
-    m = build_method(method["name"], bb, list(method["source_tasks"]), method["settings"], seed=method["seed"])
+    m = method.build(bb)
     for step in range(1, steps + 1):
         if getattr(m, "stopped", False):  # MetaPT's early stopping, as in the search's run
             break
         out = m.step()
         if not all(math.isfinite(float(v)) for v in out.values()) or not bool(m.prompt.detach().isfinite().all()):
-            raise FloatingPointError(f"{method['name']} with upstream seed {method['seed']} diverged at step {step}: "
+            raise FloatingPointError(f"{method.name} with upstream seed {method.seed} diverged at step {step}: "
                                      f"{ {k: float(v) for k, v in out.items()} }")
     dest = Path(folder)
     with atomic_folder(dest) as tmp:  # a folder that is there is complete
         save_checkpoint(m, tmp)
-        save_prompt(m.prompt, tmp / PROMPT_FILE, {"method": method["name"], "step": str(steps),
-                                                  "upstream_seed": str(method["seed"])})
+        save_prompt(m.prompt, tmp / PROMPT_FILE, {"method": method.name, "step": str(steps),
+                                                  "upstream_seed": str(method.seed)})
     return str(dest)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from promptinit.assets import tiny
 from promptinit.assets.cached import build_once, is_built
-from promptinit.assets.gguf_convert import convert_gguf, converted_folder, folder_for, is_gguf_name
+from promptinit.assets.gguf_convert import converted_folder, folder_for, is_gguf_name
 from promptinit.assets.tiny import TINY_MODELS, build_tiny
 from promptinit.errors import PromptinitError
 from promptinit.fingerprints import digest, library_versions, source_fingerprint

@@ -8,9 +8,9 @@ own copy and renaming it over a folder another process may be reading.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from promptinit.files import atomic_folder, atomic_write, atomic_write_json
 from promptinit.fingerprints import digest, file_sha256

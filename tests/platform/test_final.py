@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_train_job_is_the_searchs_run_for_its_seed_and_another_run_for_another(name, tmp_path):
     from promptinit.backbones import load_prompt
     from promptinit.methods import build_method
-    from promptinit.trainables.scoring import PROMPT_FILE, restore_method, train_job
+    from promptinit.trainables.scoring import PROMPT_FILE, MethodSpec, restore_method, train_job
 
     bb = tiny_backbone()
     tasks = source_tasks()
@@ -30,12 +30,12 @@ def test_train_job_is_the_searchs_run_for_its_seed_and_another_run_for_another(n
     for _ in range(4):  # the search's checkpoint at step 4 of a 10-step schedule
         straight.step()
     backbone = dataclasses.asdict(bb.config)
-    method = {"name": name, "settings": settings, "source_tasks": tasks}
-    same = train_job(backbone, {**method, "seed": 0}, 4, str(tmp_path / "s0"))
-    other = train_job(backbone, {**method, "seed": 1}, 4, str(tmp_path / "s1"))
+    method = MethodSpec(name, settings, tuple(tasks), seed=0)
+    same = train_job(backbone, method, 4, str(tmp_path / "s0"))
+    other = train_job(backbone, dataclasses.replace(method, seed=1), 4, str(tmp_path / "s1"))
     assert torch.equal(load_prompt(Path(same) / PROMPT_FILE), straight.prompt.detach().cpu())
     assert not torch.equal(load_prompt(Path(other) / PROMPT_FILE), straight.prompt.detach().cpu())
-    restored = restore_method(bb, {**method, "seed": 0, "checkpoint": same})
+    restored = restore_method(bb, dataclasses.replace(method, checkpoint=same))
     assert torch.equal(restored.prompt, straight.prompt) and restored.state_dict().keys() == straight.state_dict().keys()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s0", "s1"]  # no half-written folder left
 

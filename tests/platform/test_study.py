@@ -33,10 +33,11 @@ def smoke_config(folder: Path, drop: tuple[str, ...] = (), name: str = "smoke.ya
 
 
 def expected_arms(raw: dict) -> set[str]:
-    from promptinit.search.study import PT_LABELS, arm_label, preset_label
+    from promptinit.search.phases.study_config import Arm
 
-    return ({PT_LABELS} | {preset_label(a) for a in raw["study"]["presets"]}
-            | {arm_label(m, a) for m in raw["methods"] for a in raw["study"]["algorithms"]})
+    return ({Arm("labels", "pt").label}
+            | {Arm("preset", p.get("method") or a, name=a).label for a, p in raw["study"]["presets"].items()}
+            | {Arm("search", m, algorithm=a).label for m in raw["methods"] for a in raw["study"]["algorithms"]})
 
 
 def report(study: Path, out: Path) -> set[str]:

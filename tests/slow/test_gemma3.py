@@ -38,7 +38,7 @@ def promptinit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "promptinit", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, check=False)
     print(f"$ promptinit {' '.join(args)}  ({time.perf_counter() - t0:.0f} s)\n{proc.stdout}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -46,15 +46,16 @@ def promptinit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def scores(stdout: str) -> dict[str, tuple[float, float]]:
     """``tune``'s table: {"before": (dev, test), "after": (dev, test)} in percent."""
-    rows = dict(re.findall(r"^(before|after)\s+([\d.]+\s+[\d.]+)", stdout, re.M))
+    rows = dict(re.findall(r"^(before|after)\s+([\d.]+\s+[\d.]+)", stdout, re.MULTILINE))
     return {k: tuple(float(x) for x in v.split()) for k, v in rows.items()}
 
 
 def test_gemma3_tunes_trains_upstream_and_exports_a_prompt_peft_reloads(tmp_path):
     """Seen on a shared 2-core CPU (bfloat16, seed 100, 4 steps at lr 0.3, 40 test examples): dev/test
-    35.0/35.0 before and after (best dev at step 0), tune 263 s, upstream 44 s, the whole test
-    5.6 min. No bound is put on the scores: 4 steps do not move dev reliably (the issue's
-    43 % -> 56 % test took 30 steps); they are printed for the record.
+    35.0/35.0 before and after (best dev at step 0) in two runs; tune 263 s and 216 s, upstream
+    44 s and 99 s, the whole test 5.6 and 6.0 min (the model converted already). No bound is put
+    on the scores: 4 steps do not move dev reliably (the issue's 43 % -> 56 % test took 30
+    steps); they are printed for the record.
     """
     (tmp_path / "cache").mkdir()
     with fresh_cache(tmp_path / "cache"):
