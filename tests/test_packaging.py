@@ -61,3 +61,15 @@ def test_sweep_script_runs_from_any_folder_without_editing_sys_path():
     assert "sys.path" not in script.read_text() and "sys.path" not in (ROOT / "search" / "study.py").read_text()
     r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=300, cwd="/")
     assert r.returncode == 0 and "--resume" in r.stdout and "-q" in r.stdout, r.stderr[-2000:]
+
+
+def test_the_platform_without_its_extra_says_how_to_install_it(monkeypatch):
+    import pytest
+
+    from promptinit import extras
+
+    monkeypatch.setattr(extras, "find_spec", lambda name: None if name == "optuna" else object())
+    with pytest.raises(ImportError, match=r"promptinit.search needs optuna .*pip install 'promptinit\[platform\]'"):
+        extras.require_platform("promptinit.search")
+    monkeypatch.setattr(extras, "find_spec", lambda name: object())
+    extras.require_platform("promptinit.search")  # all there: nothing to say

@@ -367,7 +367,7 @@ def load_sweep_config(path: str | Path, model: type[SweepConfig] = SweepConfig, 
     raw = read_yaml(file, where)
     if not isinstance(raw, dict):
         raise PromptinitError(f"{where}: expected a mapping of sweep settings (name, model, partition, ...)")
-    for key in ("partition", "catalog"):
+    for key in ("partition", "catalog", "model"):
         raw[key] = _relative_to(file.parent, raw.get(key))
     selection = raw.get("source_selection")
     if isinstance(selection, dict) and isinstance(selection.get("prompts"), str):
@@ -448,13 +448,17 @@ def check_model(config: SweepConfig, where: str):
 
 
 def _relative_to(folder: Path, value: Any) -> Any:
-    # A relative file path names a file next to the sweep YAML when one is there (so configs
-    # work from any working directory); plain names (`tiny`) stay names.
-    if isinstance(value, str) and value.endswith((".yaml", ".yml")) and not Path(value).is_absolute():
-        candidate = folder / value
-        if candidate.is_file():
-            return str(candidate.resolve())
-    return value
+    # A relative file path (a YAML file, a model's .gguf) names a file next to the sweep YAML when
+    # one is there, else in the working directory, and becomes absolute: configs work from any
+    # working directory, and Ray's trials, which run elsewhere, find the same file. Plain names
+    # (`tiny`, `smollm2-135m`) stay names.
+    if not isinstance(value, str) or not value.lower().endswith((".yaml", ".yml", ".gguf")):
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return value
+    candidate = folder / path
+    return str(candidate.resolve()) if candidate.is_file() else str(path.resolve()) if path.is_file() else value
 
 
 def load_partition(config: SweepConfig):

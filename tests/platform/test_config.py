@@ -219,3 +219,15 @@ def test_metapt_pool_that_is_a_held_out_tasks_corpus_is_refused_before_anything_
     check.check_metapt_pool(fixed, "fixed.yaml", targets)  # no error
     paper = load_sweep_config(str(ROOT / "configs" / "sweep" / "paper.yaml"))
     check.check_metapt_pool(paper, "paper.yaml", targets)
+
+
+def test_a_relative_gguf_model_is_found_next_to_the_yaml_and_made_absolute(tmp_path, monkeypatch):
+    """Trials run in other folders (Ray), so the sweep records the file's absolute path."""
+    from promptinit.search.phases.config import _relative_to
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    monkeypatch.chdir(tmp_path.parent)
+    assert _relative_to(tmp_path, "m.gguf") == str((tmp_path / "m.gguf").resolve())
+    assert _relative_to(tmp_path / "elsewhere", f"{tmp_path.name}/m.gguf") == str((tmp_path / "m.gguf").resolve())
+    assert _relative_to(tmp_path, "smollm2-135m") == "smollm2-135m"
+    assert _relative_to(tmp_path, "missing.gguf") == "missing.gguf"  # check_model names it

@@ -1,0 +1,5 @@
+import sys
+
+from promptinit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""Turn a finished (or running) sweep into paper-style tables, plots, importances and exports.
+
+- ``analysis.results``: load a sweep's trials from its Tune directory or from MLflow into one
+  tidy ``pandas`` table, plus its target-task results (per-pair scores of each method and PT);
+- ``analysis.tables``: each method against PT on the target tasks (difference, ARG,
+  P(improvement) with bootstrap CIs; the one writer of ``arg_table.{md,csv}``), per-task gains,
+  the search's validation ARG, cost, the best validation ARG so far against compute;
+- ``analysis.plots``: difference bars with CI whiskers, hyperparameter sensitivity, learning
+  curves, best-so-far curves (one line per sweep), importances, task-similarity heat map
+  (matplotlib, PNG);
+- ``analysis.importance``: Optuna parameter importances on a study rebuilt from the trials;
+- ``analysis.report``: ``promptinit report`` (one folder with ``index.md``);
+- ``analysis.export``: ``promptinit export`` (a method's best prompt as a PEFT folder);
+- ``analysis.commands``: the two subcommands, joined to the CLI by entry points.
+
+The public entry points below are what the rest of the project (``search/sweep.py``,
+``search/study.py``) uses;
+everything else is this package's own. They load on first use, so importing a submodule does
+not import them all.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from promptinit.analysis.export import export_best
+    from promptinit.analysis.results import load_sweep, preset_label
+    from promptinit.analysis.tables import TargetTable, write_selection, write_target_table
+
+_PUBLIC = {
+    "write_target_table": "promptinit.analysis.tables",  # the ARG table of a sweep's target evaluation (md, csv, per-pair scores)
+    "TargetTable": "promptinit.analysis.tables",  # what it wrote: the table (long form), its Markdown, JSON-ready records
+    "write_selection": "promptinit.analysis.tables",  # how each method's configuration was chosen (search vs re-scored)
+    "export_best": "promptinit.analysis.export",  # the sweep's end-of-run PEFT export of one method's best prompt
+    "load_sweep": "promptinit.analysis.results",  # a finished sweep's trials and target rows (the study reads its search arms)
+    "preset_label": "promptinit.analysis.results",  # a study's label of a method's paper-preset arm (its table row)
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

@@ -1,0 +1,389 @@
+"""``promptinit report``: every table and plot of one or more sweeps in one folder.
+
+Layout of the report folder::
+
+    index.md                      links everything below (and shows the ARG table)
+    tables/arg_table.{md,csv}     per method (x partition) vs PT on the target tasks: Δ points, ARG,
+                                  P(>PT) with 95 % CIs, Wilcoxon p, verdict, what it rests on
+    tables/target_scores.csv      the per-pair test scores (method, PT, test size) behind it
+    tables/validation.{md,csv}    the search: best validation ARG (with its SE) and its range per method
+    tables/task_gains.{md,csv}    difference and relative gain per target task, with CIs
+    tables/contrasts.{md,csv}     a study's arms against each other: ablations, meta-learning vs MTL,
+                                  search vs preset, TPE vs random (Δ and P(a > b) with CIs; studies only)
+    tables/cost.{md,csv}          trials, CPU/GPU hours, ARG per accelerator-hour
+    tables/importances.csv        Optuna parameter importances per method
+    tables/trials.csv             the tidy trial table (params as JSON)
+    tables/curves.csv             validation curves, long form
+    tables/best_so_far.csv        best validation ARG found so far against cumulative compute, per sweep and method
+    plots/arg_bars.png            Δ vs PT per method with 95 % CI whiskers and the zero line
+    plots/contrasts.png           a study's arms against each other: Δ a − b with 95 % CI whiskers
+    plots/learning_curves.png     validation ARG against upstream steps
+    plots/best_so_far.png         best validation ARG so far against compute, one line per sweep (TPE vs random
+                                  vs the defaults at equal compute, when the report is given those sweeps)
+    plots/sensitivity_<m>.png     validation ARG against each searched setting
+    plots/importance_<m>.png      Optuna importances
+    plots/similarity.png          task similarity (only with task prompts)
+
+The folder is built under a temporary name and renamed into place. When a sweep names an
+MLflow parent run, the folder is logged to it as artifacts ``report/``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from promptinit.analysis import plots, tables
+from promptinit.analysis.importance import param_importances
+from promptinit.analysis.results import Sweep, arm_methods, curves_frame, is_study, preset_label, study_result
+from promptinit.errors import PromptinitError
+from promptinit.paths import atomic_folder
+
+INDEX = "index.md"
+NORMAL_95 = 1.959964  # a normal 95 % interval from a standard error (validation ARG)
+ARTIFACT_PATH = "report"
+BEST_SO_FAR_CAPTION = (
+    "Best validation ARG found so far against cumulative {unit}, one line per sweep (trials in the order they "
+    "ended); band: ±1.96 SE of the best trial over its validation pairs. A running max of noisy estimates is "
+    "biased upward (each sweep's selection.md re-scores its best trials on fresh seeds)."
+)
+
+
+@dataclass
+class Report:
+    """What a report wrote: its folder, every file, and notes on what was skipped."""
+
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    logged_to: list[str] = field(default_factory=list)
+
+
+def _combine(sweeps: Sequence[Sweep]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials = pd.concat([s.trials for s in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
+    targets = pd.concat([s.targets for s in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
+    # Columns of all-NaN frames concatenated lose their dtype; the tables expect floats.
+    for col in ("val_arg", "val_arg_se", "wall_s", "cpu_s", "gpu_s"):
+        if col in trials:
+            trials[col] = trials[col].astype(float)
+    return trials, targets
+
+
+def _sensitivity_and_importances(report: Report, trials: pd.DataFrame, tdir: Path, pdir: Path,
+                                 seed: int) -> list[tuple[str, Path]]:
+    """Per method: the sensitivity plot and Optuna's importances (``importances.csv``); what is
+    missing is a note in the report."""
+    links: list[tuple[str, Path]] = []
+    imp_rows = []
+    for method in dict.fromkeys(trials["method"]) if len(trials) else []:
+        path = plots.sensitivity(trials, method, pdir / f"sensitivity_{method}.png")
+        if path:
+            links.append((f"Sensitivity: {method}", path))
+        else:
+            report.notes.append(f"{method}: no sensitivity plot (no searched setting varied between scored trials)")
+        values, note = param_importances(trials, method, seed=seed)
+        if values:
+            links.append((f"Importances: {method}", plots.importances(values, method, pdir / f"importance_{method}.png")))
+            imp_rows += [{"method": method, "param": k, "importance": v} for k, v in values.items()]
+        else:
+            report.notes.append(f"{method}: no importances ({note})")
+    pd.DataFrame(imp_rows, columns=["method", "param", "importance"]).to_csv(tdir / "importances.csv", index=False)
+    report.files.append(tdir / "importances.csv")
+    return links
+
+
+def _tables(report: Report, trials: pd.DataFrame, targets: pd.DataFrame, tdir: Path) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                                                pd.DataFrame]:
+    """The report's tables: target (with CIs), validation, per-task gains, cost, trials, curves,
+    best so far. Returns (target table, validation table, best-so-far table)."""
+    target_table = tables.write_target_table(targets, tdir)  # the sweep's own writer: the same table
+    arg = target_table.table
+    report.files += target_table.files
+    if len(arg) and arg["diff_mean"].isna().all():
+        report.notes.append("no per-pair target scores (the sweeps predate them): the target table has no intervals")
+    val = tables.validation_table(trials)
+    report.files += tables.write(val, tables.validation_markdown(val) if len(val) else "No trials.\n", tdir, "validation")
+    gains = tables.task_gains(targets)
+    report.files += tables.write(gains, tables.task_gains_markdown(gains), tdir, "task_gains")
+    cost = tables.cost_table(trials, targets)
+    report.files += tables.write(cost, tables.cost_markdown(cost), tdir, "cost")
+    flat = trials.drop(columns=["curve"]).assign(params=[json.dumps(p, default=str) for p in trials["params"]])
+    flat.to_csv(tdir / "trials.csv", index=False)
+    curves_frame(trials).to_csv(tdir / "curves.csv", index=False)
+    progress = tables.best_so_far(trials)
+    progress.to_csv(tdir / "best_so_far.csv", index=False)
+    report.files += [tdir / "trials.csv", tdir / "curves.csv", tdir / "best_so_far.csv"]
+    return arg, val, progress
+
+
+def _contrasts(report: Report, sweeps: Sequence[Sweep], targets: pd.DataFrame, methods: Mapping[str, str], tdir: Path,
+               pdir: Path, plot_links: list[tuple[str, Path]]) -> str:
+    """A study's arm-against-arm table (``contrasts.{md,csv}``) and its bars; its Markdown ("" without a study)."""
+    pairs = [c for s in sweeps for c in study_contrasts(_study_result(s), methods)]
+    if not pairs:
+        return ""
+    table = tables.contrasts(targets, pairs)
+    text = tables.contrasts_markdown(table)
+    report.files += tables.write(table, text, tdir, "contrasts")
+    bars = plots.contrast_bars(table, pdir / "contrasts.png")
+    if bars:
+        plot_links.append(("The study's arms against each other (95 % CI)", bars))
+    return text
+
+
+def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torch.Tensor] | None = None,
+          similarity_rank: int = 4, seed: int = 0) -> Report:
+    """Write the tables, plots and ``index.md`` of ``sweeps`` into ``folder`` (created)."""
+    report = Report(folder)
+    tdir, pdir = folder / "tables", folder / "plots"
+    trials, targets = _combine(sweeps)
+
+    arg, val, progress = _tables(report, trials, targets, tdir)
+
+    plot_links: list[tuple[str, Path]] = []
+    if len(arg) and arg["diff_mean"].notna().any():
+        plot_links.append(("Difference with PT on the target tasks (95 % CI)", plots.arg_bars(arg, pdir / "arg_bars.png")))
+    elif len(val):
+        why = "no target-task results yet" if not len(arg) else "no per-pair target scores (the sweeps predate them)"
+        report.notes.append(f"{why}: the bars show the best validation ARG (whiskers ±1.96 SE)")
+        se = val["val_arg_best_se"].astype(float)
+        bars = val.assign(lo=val["val_arg_best"] - NORMAL_95 * se, hi=val["val_arg_best"] + NORMAL_95 * se)
+        plot_links.append(("Best validation ARG per method",
+                           plots.arg_bars(bars, pdir / "arg_bars.png", value="val_arg_best", lo="lo", hi="hi",
+                                          ylabel="best validation ARG (%)",
+                                          title="best validation ARG\n(whiskers: ±1.96 SE over validation pairs)")))
+    curves = plots.learning_curves(trials, pdir / "learning_curves.png") if len(trials) else None
+    if curves:
+        plot_links.append(("Learning curves (validation ARG)", curves))
+    captions: dict[str, str] = {}
+    study_lines = []
+    for s in sweeps:
+        curve_plot, lines = _study_parts(s, tdir, pdir)
+        study_lines += lines
+        if curve_plot:
+            plot_links.append(("PT's dev learning curves on the target tasks", curve_plot))
+            captions[curve_plot.name] = CURVES_CAPTION
+            report.files.append(tdir / "pt_curves.md")
+    methods = {label: m for s in sweeps if s.dir is not None and is_study(s.dir) for label, m in arm_methods(s.dir).items()}
+    contrast_text = _contrasts(report, sweeps, targets, methods, tdir, pdir, plot_links)
+    # a study's searches of one method and its defaults share a panel, so they compare at equal compute
+    by_method = progress.assign(method=progress["method"].map(lambda label: methods.get(label, label)))
+    progress_plot = plots.best_so_far_curves(by_method, pdir / "best_so_far.png", labels=_search_labels(sweeps),
+                                             z=NORMAL_95)
+    if progress_plot:
+        plot_links.append(("Best validation ARG so far against compute", progress_plot))
+        captions[progress_plot.name] = BEST_SO_FAR_CAPTION.format(unit=progress["unit"].iloc[0])
+    plot_links += _sensitivity_and_importances(report, trials, tdir, pdir, seed)
+
+    if task_prompts:
+        from promptinit.similarity import similarity_matrix
+
+        names, S = similarity_matrix(task_prompts, k=similarity_rank)
+        pd.DataFrame(S, index=names, columns=names).to_csv(tdir / "similarity.csv")
+        report.files.append(tdir / "similarity.csv")
+        plot_links.append(("Task similarity (prompt subspaces)",
+                           plots.similarity_heatmap(names, S, pdir / "similarity.png",
+                                                    f"task similarity (top-{similarity_rank} prompt subspaces)")))
+    report.files += [p for _, p in plot_links]
+    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes, captions, study_lines, contrast_text))
+    report.files.append(folder / INDEX)
+    return report
+
+
+def _search_labels(sweeps: Sequence[Sweep]) -> dict[str, str]:
+    """Sweep name -> ``name (TPE + ASHA)``: its searcher and scheduler, where its config records them."""
+    out = {}
+    for s in sweeps:
+        search, scheduler = s.config.get("search"), s.config.get("scheduler")
+        if isinstance(search, dict):  # a sweep's own config (an MLflow-only load has none)
+            algorithm = {"tpe": "TPE", "random": "random"}.get(search.get("algorithm", "tpe"), search.get("algorithm"))
+            kind = (scheduler or {}).get("type", "asha") if isinstance(scheduler, dict) else "asha"
+            out[s.name] = f"{s.name} ({algorithm} + {str(kind).upper()})"
+    return out
+
+
+def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, list[str]]:
+    """A study's PT curves (plot and ``pt_curves.md``) and its design lines for the index
+    (downstream steps, pairs, upstream seeds, each preset arm's settings and budget cuts)."""
+    from promptinit import curves
+
+    if sweep.dir is None or not (sweep.dir / "pt_curves.csv").is_file():
+        return None, []
+    result = _study_result(sweep)
+    summary = curves.summarize(curves.read_csv(sweep.dir / "pt_curves.csv"))
+    steps = result.get("downstream_steps")
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / "pt_curves.md").write_text(curves.markdown(summary))
+    plot = plots.pt_curves(summary, pdir / "pt_curves.png", steps,
+                           f"PT on the targets ({len(summary.pairs)} (task, seed) pairs; band: 95 % CI)")
+    lines = [f"## Study {sweep.name}", ""]
+    if result:
+        tuning, times = result.get("tuning", {}), result.get("times", {})
+        lines += [
+            f"- Targets: {', '.join(result.get('targets', []))}; few-shot seeds {result.get('target_seeds')}; "
+            f"upstream seeds {result.get('upstream_seeds')}; {tuning.get('test_size')} test examples per score at most.",
+            f"- Downstream tuning of every arm: {steps} steps (chosen from PT's curves below), batch "
+            f"{tuning.get('batch_size')}, {tuning.get('optimizer')}, dev every {tuning.get('eval_every')} steps; the lr "
+            f"chosen on dev per problem from {tuning.get('lr')}.",
+            f"- Wall time of the last run (`--resume` runs count separately; jobs kept from earlier runs cost it "
+            f"nothing): {_hours(times.get('wall_s', float('nan')))}"
+            + "".join(f", {k.removesuffix('_s')} {_hours(v)}" for k, v in times.items() if k != "wall_s")
+            + f". CPU time of every kept job of the study (not counting the searches' trials): "
+            f"{result.get('cpu_s_jobs', 0) / 3600:.1f} h.",
+        ]
+        if not result.get("finished"):
+            left = [a for a in result.get("arms", []) if a not in result.get("done", [])]
+            lines.append(f"- **Partial**: {len(result.get('done', []))} of {len(result.get('arms', []))} arms done; "
+                         f"still to run: {', '.join(left)} (`search/study.py --resume` continues).")
+        lines += ["", "| arm | method | outer steps | settings | budget cut |", "|---|---|---|---|---|"]
+        for arm, p in result.get("presets", {}).items():
+            settings = ", ".join(f"{k} {v}" for k, v in p.get("settings", {}).items())
+            lines.append(f"| {arm} | {p.get('method')} | {p.get('steps')} | {settings} | {p.get('cut') or '—'} |")
+        for arm, folder in result.get("searches", {}).items():
+            lines.append(f"| {arm} | {arm.split(' (')[0]} | searched | sweep `{folder}` | — |")
+        lines.append("")
+    lines += ["PT's best dev score so far (%, mean over the pairs [95 % CI]):", "", curves.markdown(summary)]
+    return plot, lines
+
+
+def _study_result(sweep: Sweep) -> dict:
+    """A study folder's ``study.json`` (``{}`` for a plain sweep)."""
+    return study_result(sweep.dir) if sweep.dir is not None else {}
+
+
+def _hours(seconds: float) -> str:
+    """``8714`` -> ``2 h 25 min``; under an hour in minutes, under a minute in seconds."""
+    if math.isnan(seconds):
+        return "n/a"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min" if minutes else f"{seconds:.0f} s"
+
+
+MTL_PRESET = preset_label("mtl")
+
+
+def study_contrasts(result: Mapping, methods: Mapping[str, str]) -> list[tables.Contrast]:
+    """The arm-against-arm questions a study's arms answer (``study.json``'s presets and searches;
+    ``methods``: each arm label's method, ``results.arm_methods``):
+
+    - each ablation arm (a preset arm of another arm's method): is its base preset better, i.e.
+      does the changed setting hurt;
+    - each meta-learning preset against the MTL preset (Qin et al.: MTL is a strong baseline);
+    - each search arm against its method's preset (does searching pay);
+    - a method's search arms against each other, in the study's order (TPE against random).
+    """
+    presets = result.get("presets", {})
+    out = []
+    for arm, p in presets.items():
+        base = preset_label(p["method"])
+        if base != arm and base in presets:
+            settings = presets[base].get("settings", {})
+            changed = ", ".join(f"{k} {v}" for k, v in p.get("settings", {}).items() if settings.get(k) != v)
+            out.append(tables.Contrast(base, arm, f"does the ablation ({changed}) hurt?"))
+        elif base == arm and arm != MTL_PRESET and MTL_PRESET in presets:
+            out.append(tables.Contrast(arm, MTL_PRESET, "does meta-learning beat MTL?"))
+    by_method: dict[str, list[str]] = {}
+    for arm in result.get("searches", {}):
+        by_method.setdefault(methods[arm], []).append(arm)
+    for method, arms in by_method.items():
+        if preset_label(method) in presets:
+            out += [tables.Contrast(arm, preset_label(method), "does the search beat the paper preset?") for arm in arms]
+        out += [tables.Contrast(a, b, "does one searcher beat the other at equal compute?")
+                for i, a in enumerate(arms) for b in arms[i + 1:]]
+    return out
+
+
+CURVES_CAPTION = (
+    "PT (vocabulary init) on every target (task, seed): the best dev score so far against downstream steps, per lr "
+    "and for the lr chosen on dev per pair (thick, with its 95 % band: tasks weigh alike, seeds resampled within a "
+    "task). The dashed line is the step count every arm was tuned for."
+)
+
+
+def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[str],
+           captions: Mapping[str, str] | None = None, study_lines: Sequence[str] = (), contrast_text: str = "") -> str:
+    lines = ["# promptinit report", ""]
+    lines += list(study_lines)
+    lines += ["## Sweeps", ""]
+    rows = [[s.name, s.partition, s.model or "?", len(s.trials), int((s.trials["status"] == "finished").sum()),
+             str(s.dir or "(MLflow)"), s.parent_run_id or "—"] for s in sweeps]
+    lines.append(tables.markdown(["sweep", "partition", "model", "trials", "finished", "directory", "MLflow parent run"], rows))
+    lines += ["## Target tasks: each method's best prompt against prompt tuning", ""]
+    lines.append(tables.arg_markdown(arg) if len(arg) else "No target-task results yet.\n")
+    if contrast_text:
+        lines += ["## The study's arms against each other", "", contrast_text,
+                  "[Markdown](tables/contrasts.md), [CSV](tables/contrasts.csv)", ""]
+    lines += ["## Tables", ""]
+    for stem, title in [("arg_table", "Target tasks: Δ, ARG, P(>PT) with CIs per method"),
+                        ("validation", "Search: validation ARG per method"),
+                        ("task_gains", "Difference and relative gain per target task"),
+                        ("cost", "Cost and ARG per accelerator-hour")]:
+        lines.append(f"- {title}: [Markdown](tables/{stem}.md), [CSV](tables/{stem}.csv)")
+    lines.append("- Per-pair target scores (method, PT, test size): [CSV](tables/target_scores.csv)")
+    lines.append("- Optuna parameter importances: [CSV](tables/importances.csv)")
+    lines.append("- All trials (tidy): [CSV](tables/trials.csv); validation curves: [CSV](tables/curves.csv)")
+    lines.append("- Best validation ARG so far against compute: [CSV](tables/best_so_far.csv)")
+    if any(p.name == "similarity.png" for _, p in plot_links):
+        lines.append("- Task similarity matrix: [CSV](tables/similarity.csv)")
+    lines += ["", "## Plots", ""]
+    for title, path in plot_links:
+        rel = f"plots/{path.name}"
+        lines += [f"### {title}", "", f"![{title}]({rel})", ""]
+        if (captions or {}).get(path.name):
+            lines += [captions[path.name], ""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def write_report(sweeps: Sequence[Sweep], out: str | Path, *, task_prompts: Mapping[str, torch.Tensor] | None = None,
+                 similarity_rank: int = 4, log_mlflow: bool = True) -> Report:
+    """Build the report folder atomically, then log it to each sweep's MLflow parent run.
+
+    Args:
+        sweeps: loaded sweeps (``analysis.results.load_sweep`` / ``load_mlflow``).
+        out: the report folder (replaced as a whole if it exists).
+        task_prompts: task name -> tuned prompt, for the similarity heat map.
+        similarity_rank: subspace rank of the similarity scores.
+        log_mlflow: log the folder to every sweep that names a tracking URI and parent run.
+
+    Returns:
+        The ``Report`` (paths point into the final folder).
+
+    Raises:
+        PromptinitError: no sweeps; or logging to MLflow failed (the folder is complete by then).
+    """
+    if not sweeps:
+        raise PromptinitError("no sweeps to report on")
+    out = Path(out).expanduser().resolve()
+    with atomic_folder(out) as tmp:
+        report = build(sweeps, tmp, task_prompts, similarity_rank)
+    report.folder = out
+    report.files = [out / p.relative_to(tmp) for p in report.files]
+    if log_mlflow:
+        for s in sweeps:
+            if s.tracking_uri and s.parent_run_id:
+                log_report(s.tracking_uri, s.parent_run_id, out)
+                report.logged_to.append(f"{s.tracking_uri} run {s.parent_run_id}")
+    return report
+
+
+def log_report(uri: str, parent_run_id: str, folder: Path) -> None:
+    """Log the report folder (plots, tables, index) as artifacts ``report/`` of a parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from promptinit.analysis.results import mlflow_patience
+
+    try:
+        with mlflow_patience():
+            MlflowClient(tracking_uri=uri).log_artifacts(parent_run_id, str(folder), artifact_path=ARTIFACT_PATH)
+    except Exception as err:  # noqa: BLE001 - any store / network error becomes one line
+        raise PromptinitError(
+            f"report written to {folder}, but logging it to MLflow run {parent_run_id} at {uri} failed "
+            f"({' '.join(str(err).split())[:200]}); rerun with --no-mlflow to skip logging"
+        ) from None

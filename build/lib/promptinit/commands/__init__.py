@@ -1,0 +1,1 @@
+"""Subcommands of the ``promptinit`` CLI, one module each (see ``promptinit.cli``)."""

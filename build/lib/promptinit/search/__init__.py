@@ -1,0 +1,1 @@
+"""The sweep: YAML config, MLflow tracking, ARG table, export; ``search/sweep.py`` runs it."""

@@ -1,0 +1,195 @@
+"""Tune's searcher over an Optuna study that promptinit owns.
+
+Ray ships ``OptunaSearch``, but what a sweep needs from its study (the study in an RDB file
+that ``optuna-dashboard`` reads, each Optuna trial tagged with its Tune trial, the objective
+named ``val/arg``, and a resumed sweep reconciled with a file that ran ahead of Tune's
+snapshot) would mean reading ``OptunaSearch``'s private attributes, which a Ray upgrade may
+rename. ``StudySearcher`` implements Tune's public ``Searcher`` API over a study it opens
+itself, with Optuna's public API only.
+
+A resumed sweep restores the searcher from Tune's newest snapshot, while the study file may be
+ahead of it; ``restore`` settles the difference the way Tune settles its own:
+
+- a trial asked after the snapshot is unknown to the resumed sweep, which proposes a new one in
+  its place: it is closed FAIL with user attr ``orphaned``, and when it was an enqueued paper
+  default the default is enqueued again, as the snapshot's study would still hold it;
+- a trial told after the snapshot is run again by Tune from its checkpoint; the study keeps the
+  value it first got (the repeated reports are ignored instead of failing on a finished trial).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from promptinit.files import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+OPTUNA_DB = "optuna.db"  # the search's Optuna study in the sweep folder: `optuna-dashboard sqlite:///<it>`
+TUNE_TRIAL_ATTR = "tune_trial_id"  # user attr of each Optuna trial: its Tune trial (folder, MLflow run tag)
+ORPHAN_ATTR = "orphaned"  # user attr of an Optuna trial the resumed sweep no longer knows (closed FAIL)
+DEFAULTS_ATTR = "paper_defaults"  # user attr of an enqueued paper-defaults trial
+ITERATION = "training_iteration"  # Tune's report counter: the step of Optuna's intermediate values
+
+
+def optuna_storage_url(sweep_dir: Path) -> str:
+    """The sqlite URL of the sweep's Optuna study (absolute: ``sqlite:////abs/<sweep>/optuna.db``)."""
+    return f"sqlite:///{Path(sweep_dir).resolve() / OPTUNA_DB}"
+
+
+def drop_study(url: str, study_name: str) -> None:
+    """Delete study ``study_name`` at ``url`` if it is there.
+
+    A fresh sweep starts its study afresh: a study of that name here comes from an attempt that
+    died before Tune saved anything (nothing can resume it), and reusing it would mix its trials,
+    and a second copy of the enqueued paper defaults, into this search.
+    """
+    try:
+        optuna.delete_study(study_name=study_name, storage=url)
+    except KeyError:  # no such study: the usual case
+        pass
+
+
+class _Recorder:
+    """Wraps an Optuna trial for a define-by-run space and records what it suggests, in order
+    (a trial config lists the searched settings as they were suggested, then the constants)."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+        self.values: dict[str, Any] = {}
+
+    def _record(self, suggest: Callable, name: str, *args: Any, **kwargs: Any) -> Any:
+        self.values[name] = suggest(name, *args, **kwargs)
+        return self.values[name]
+
+    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> float:
+        return self._record(self.trial.suggest_float, name, *args, **kwargs)
+
+    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> int:
+        return self._record(self.trial.suggest_int, name, *args, **kwargs)
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._record(self.trial.suggest_categorical, name, choices)
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"maml/inner_lr": x, "method": "maml"}`` -> ``{"maml": {"inner_lr": x}, "method": "maml"}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+class StudySearcher(Searcher):
+    """Proposes Tune trials from an Optuna study kept in an RDB file.
+
+    Args:
+        space: the define-by-run function (``spaces.SweepSpace``): suggests on an Optuna trial,
+            returns the constants.
+        sampler: Optuna's sampler (TPE or random, seeded).
+        storage_url: the study's RDB URL (``optuna_storage_url``).
+        study_name: the study's name (the sweep's).
+        points: paper-default points enqueued first (Optuna parameter names).
+        metric: the objective Tune reports (``val/arg``), also the study's metric name.
+        mode: ``max`` or ``min``.
+    """
+
+    def __init__(self, space: Callable, sampler: optuna.samplers.BaseSampler, storage_url: str, study_name: str,
+                 points: list[dict] | None, metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.space, self.sampler = space, sampler
+        self.storage_url, self.study_name = storage_url, study_name
+        self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+        self.completed: set[str] = set()
+        self._study: optuna.Study | None = None
+        self._live: dict[str, optuna.Trial] = {}
+        for point in points or ():
+            self.study.enqueue_trial(point, user_attrs={DEFAULTS_ATTR: point})
+
+    # Tune pickles the searcher (tuner.pkl); a database connection does not travel.
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_study": None, "_live": {}}
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            self._study = optuna.create_study(
+                storage=self.storage_url, study_name=self.study_name, sampler=self.sampler, load_if_exists=True,
+                direction="maximize" if self.mode == "max" else "minimize")
+            self._study.set_metric_names([self.metric])  # optuna-dashboard plots "val/arg", not "Objective 0"
+        return self._study
+
+    def _reopen(self, number: int) -> optuna.Trial:
+        """A live handle on the study's trial ``number`` (asked by an earlier process)."""
+        storage = optuna.storages.get_storage(self.storage_url)  # read only: the study's id of that trial
+        study_id = storage.get_study_id_from_name(self.study_name)
+        return optuna.Trial(self.study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+    def _trial(self, trial_id: str) -> optuna.Trial:
+        if trial_id not in self._live:  # restored from a snapshot
+            self._live[trial_id] = self._reopen(self.numbers[trial_id])
+        return self._live[trial_id]
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self.numbers:
+            trial = self.study.ask()
+            trial.set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+            self.numbers[trial_id], self._live[trial_id] = trial.number, trial
+        recorder = _Recorder(self._trial(trial_id))
+        constants = self.space(recorder) or {}
+        return nest({**recorder.values, **constants})
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.completed:  # run again from its checkpoint after a resume: the study keeps its value
+            return
+        self._trial(trial_id).report(result[self.metric], result[ITERATION])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.completed or trial_id not in self.numbers:
+            return
+        value = (result or {}).get(self.metric)
+        trial = self._trial(trial_id)
+        if value is None:
+            self.study.tell(trial, state=TrialState.FAIL if error else TrialState.PRUNED)
+        else:
+            # Tune hands a trial's last report only to this method: record it as a step too, so the
+            # study's curve ends where the trial did (TPE never reads the steps).
+            if ITERATION in result:
+                trial.report(value, result[ITERATION])
+            self.study.tell(trial, value)
+        self.completed.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        atomic_write_json(checkpoint_path, {"numbers": self.numbers, "completed": sorted(self.completed)})
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = json.loads(Path(checkpoint_path).read_text())
+        self.numbers = {k: int(v) for k, v in state["numbers"].items()}
+        self.completed = set(state["completed"])
+        self._live = {}
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        known = {n: tid for tid, n in self.numbers.items()}
+        for frozen in self.study.get_trials(deepcopy=False):
+            tid = known.get(frozen.number)
+            if tid is None and frozen.state == TrialState.RUNNING:
+                self._reopen(frozen.number).set_user_attr(ORPHAN_ATTR, True)
+                self.study.tell(frozen.number, state=TrialState.FAIL)
+                point = frozen.user_attrs.get(DEFAULTS_ATTR)
+                if point:
+                    self.study.enqueue_trial(point, user_attrs={DEFAULTS_ATTR: point})
+                logger.info("resume: Optuna trial %d (Tune trial %s) was asked after Tune's last snapshot; closed FAIL",
+                            frozen.number, frozen.user_attrs.get(TUNE_TRIAL_ATTR))
+            elif tid is not None and frozen.state.is_finished():
+                self.completed.add(tid)

@@ -1,0 +1,219 @@
+"""Phase 3, search: Tune + Optuna over trials, each validated on the partition's validation tasks.
+
+PT's baseline on the validation tasks is computed once (or read from its cache) and handed to
+every trial; methods with expensive on-disk caches (SUPMER's clustered corpus, MetaPT's groups)
+are built once before the trials. The searcher (``searcher.StudySearcher``: TPE or random by
+``search.algorithm``, the paper defaults first) keeps its Optuna study in ``<sweep>/optuna.db``;
+ASHA stops trials early. The output: each method's best ``search.top_k`` trials, best first.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from promptinit.search.phases import tracking
+from promptinit.search.phases.check import Checked, trial_states
+from promptinit.search.phases.config import SweepConfig
+from promptinit.search.phases.jobs import PT_START, score_jobs, scores_by_owner
+from promptinit.search.phases.prepare import Context, Prepared, Run
+from promptinit.search.phases.searcher import StudySearcher, drop_study, optuna_storage_url
+from promptinit.spaces import Choice, Fixed, Float, Int, SweepSpace, trial_settings
+from promptinit.trainables import metrics as M
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trial's best checkpoint (or a study's preset), a candidate for its method's choice.
+
+    Attributes:
+        method: the method that trains it.
+        trial_id: Tune's trial id (``"preset"`` for a study's preset arm).
+        checkpoint: a ``tune.Checkpoint`` or a checkpoint folder (None for a preset not yet trained).
+        val_arg: its validation ARG in the search (NaN for a preset).
+        metrics: the report it was checkpointed with.
+        settings: the method's settings.
+        config: the trial's config (``spaces.SweepSpace``), e.g. with the number of sources.
+        rescored_arg: its validation ARG on fresh few-shot seeds (filled in by the select phase).
+        rescored_se: that ARG's standard error.
+    """
+
+    method: str
+    trial_id: str
+    checkpoint: Any
+    val_arg: float
+    metrics: Mapping[str, Any]
+    settings: Mapping[str, Any]
+    config: Mapping[str, Any]
+    rescored_arg: float = math.nan
+    rescored_se: float = math.nan
+
+    @property
+    def step(self) -> int:
+        """Upstream steps of the checkpoint."""
+        return int(self.metrics[M.STEP])
+
+
+@dataclass(frozen=True)
+class TrialCounts:
+    trials: int = 0
+    finished: int = 0
+
+
+@dataclass(frozen=True)
+class Searched:
+    """The search's outcome.
+
+    Attributes:
+        candidates: each method's best ``top_k`` trials, best first.
+        counts: each method's trials and finished trials.
+        seconds: wall seconds of ``Tuner.fit``.
+        trial_cpu_s: CPU seconds the trials reported.
+    """
+
+    candidates: dict[str, list[Candidate]]
+    counts: dict[str, TrialCounts]
+    seconds: float
+    trial_cpu_s: float
+
+
+def run(checked: Checked, prepared: Prepared) -> Searched:
+    """Search (or resume the search of) the sweep; see the module docstring."""
+    from promptinit.trainables.trainable import Shared, make_trainable
+
+    cfg, ctx, tasks = checked.cfg, prepared.ctx, checked.tasks
+    tuning = cfg.validation.tuning_dict()
+    jobs = score_jobs(ctx.backbone, "PT", tasks.validation, cfg.validation.seeds, tuning, PT_START, ("pt", None))
+    baseline = scores_by_owner(jobs, ctx.runner.run("validation PT", jobs))[("pt", None)]
+    build_caches(cfg.space(), ctx)
+    shared = Shared(backbone=ctx.backbone, source_tasks=ctx.source, validation_tasks=tasks.validation,
+                    validation_seeds=tuple(cfg.validation.seeds), validation_tuning=tuning, baseline=baseline,
+                    steps_per_report=cfg.budget.steps_per_report, seed=cfg.seed)
+    trainable = make_trainable(shared, ctx.cpu, ctx.gpu)
+    tuner = _restore(cfg, trainable, prepared.run) if checked.resume else tuner_for(cfg, trainable, prepared.run)
+    t0 = time.perf_counter()
+    results = tuner.fit()
+    seconds = time.perf_counter() - t0
+    trial_cpu = float(sum(r.metrics_dataframe[M.CPU_SECONDS].sum() for r in results
+                          if r.metrics_dataframe is not None and M.CPU_SECONDS in r.metrics_dataframe))
+    logger.info("search: %d trials in %.0f s (%.0f CPU s in trials)", len(results), seconds, trial_cpu)
+    candidates, counts = best_trials(results, cfg.methods, cfg.search.top_k)
+    return Searched(candidates, counts, seconds, trial_cpu)
+
+
+def build_caches(space: SweepSpace, ctx: Context) -> None:
+    """Build once, before the trials, every method whose on-disk caches are expensive (so the
+    trials read them instead of computing them side by side)."""
+    import ray
+
+    from promptinit.trainables.scoring import prepare_job
+
+    prepare = [s for s in space.spaces if s.prepare]
+    if not prepare:
+        return
+    remote = ray.remote(num_cpus=ctx.cpu, num_gpus=ctx.gpu)(prepare_job)
+    seconds = ray.get([remote.remote(ctx.backbone, s.method, s.settings(s.default_point()), ctx.source, ctx.seed)
+                       for s in prepare])
+    logger.info("prepared %s", ", ".join(f"{s.method} ({t:.0f} s)" for s, t in zip(prepare, seconds)))
+
+
+def searcher_for(cfg: SweepConfig) -> StudySearcher:
+    """The sweep's searcher: Optuna's sampler of ``search.algorithm`` (TPE or random, seeded), the
+    paper defaults enqueued first, a fresh study named after the sweep in ``<sweep>/optuna.db``."""
+    from optuna.samplers import RandomSampler, TPESampler
+
+    space = cfg.space()
+    if cfg.search.algorithm == "tpe":
+        sampler: Any = TPESampler(seed=cfg.search.seed, n_startup_trials=cfg.search.startup_trials)
+    else:
+        sampler = RandomSampler(seed=cfg.search.seed)
+    url = optuna_storage_url(cfg.sweep_dir)
+    drop_study(url, cfg.name)
+    return StudySearcher(space, sampler, url, cfg.name,
+                         space.points_to_evaluate() if cfg.search.points_to_evaluate else None, M.METRIC, M.MODE)
+
+
+def tuner_for(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
+    """A fresh ``tune.Tuner``: ``searcher_for`` + ASHA (or FIFO), every trial mirrored to MLflow."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from promptinit.trainables.trainable import trial_dirname
+
+    max_reports = max(-(-s // cfg.budget.steps_per_report) for s in all_steps(cfg.space()))
+    scheduler: Any = FIFOScheduler()
+    if cfg.scheduler.type == "asha":  # metric/mode come from TuneConfig (Tune refuses them on both)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_reports,
+                                  grace_period=min(cfg.scheduler.grace_period, max_reports),
+                                  reduction_factor=cfg.scheduler.reduction_factor)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher_for(cfg), scheduler=scheduler, metric=M.METRIC, mode=M.MODE,
+            num_samples=cfg.budget.num_samples, max_concurrent_trials=cfg.budget.max_concurrent_trials,
+            time_budget_s=cfg.budget.time_budget_s,
+            reuse_actors=True,  # one actor runs trial after trial: no process start or model load per trial
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=cfg.name, storage_path=str(cfg.sweep_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
+                                                    checkpoint_score_attribute=M.VAL_ARG,
+                                                    checkpoint_score_order=M.MODE),
+            callbacks=[tracking.TrialRuns(run.uri, run.experiment, run.parent)],
+        ),
+    )
+
+
+def _restore(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
+    """The interrupted Tuner; MLflow runs of trials that ended while no driver watched are closed."""
+    from ray import tune
+
+    states = trial_states(cfg.sweep_dir)  # unreadable is an error here (Tuner.restore needs it too)
+    continuing = [tid for tid, (status, _) in states.items() if status not in ("TERMINATED", "ERROR")]
+    closed = tracking.close_open_children(run.uri, run.experiment, run.parent, states, keep_running=continuing)
+    logger.info("resume: %d trials on record, %d to continue, %d open MLflow runs closed", len(states),
+                len(continuing), len(closed))
+    return tune.Tuner.restore(str(cfg.sweep_dir), trainable=trainable, resume_errored=True)
+
+
+def all_steps(space: SweepSpace) -> list[int]:
+    """Every upstream step count a trial of ``space`` may plan (ASHA's horizon)."""
+    out: list[int] = []
+    for s in space.spaces:
+        p = s.params.get("steps")
+        if isinstance(p, Fixed):
+            out.append(int(p.value))
+        elif isinstance(p, Choice):
+            out += [int(v) for v in p.options]
+        elif isinstance(p, (Int, Float)):
+            out.append(int(p.high))
+    return out or [1]
+
+
+def best_trials(results: Any, methods: Sequence[str], k: int) -> tuple[dict[str, list[Candidate]],
+                                                                       dict[str, TrialCounts]]:
+    """Each method's best ``k`` trials (a trial by its best kept checkpoint's ``val/arg``), best
+    first, and each method's trial counts. Ties go to the earlier checkpoint and the smaller trial
+    id, so the choice does not depend on the order Tune lists results in (a resumed sweep lists
+    trials and checkpoints in another order)."""
+    out: dict[str, list[Candidate]] = {m: [] for m in methods}
+    counts = {m: TrialCounts() for m in methods}
+    for result in results:
+        if not result.config:
+            continue
+        method, settings = trial_settings(result.config)
+        finished = result.error is None
+        counts[method] = TrialCounts(counts[method].trials + 1, counts[method].finished + finished)
+        kept = [(float(mt[M.VAL_ARG]), ck, mt) for ck, mt in (result.best_checkpoints or []) if finished
+                and mt.get(M.VAL_ARG) is not None]
+        if kept:
+            value, checkpoint, metrics = max(kept, key=lambda x: (x[0], -float(x[2].get(M.STEP, 0))))
+            out[method].append(Candidate(method, str(metrics.get("trial_id", "")), checkpoint, value, dict(metrics),
+                                         settings, dict(result.config)))
+    return {m: sorted(cs, key=lambda c: (-c.val_arg, c.trial_id))[:k] for m, cs in out.items()}, counts

@@ -1,0 +1,189 @@
+"""A study's config: a sweep config whose ``methods`` are the searched ones, plus the ``study`` block.
+
+See ``search/study.py`` for what a study runs. Arms are typed (``Arm``): a label is built from
+an arm, never parsed back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from promptinit.errors import PromptinitError
+from promptinit.search.phases.config import Strict, SweepConfig, config_dict, load_sweep_config
+
+STUDY_DIR = Path(__file__).resolve().parents[2] / "configs" / "study"
+
+META_FILE = "promptinit-study.json"  # the validated config, the sub-sweeps and the arms
+CURVES_CSV = "pt_curves.csv"  # promptinit.curves records
+CURVES_MD = "pt_curves.md"
+RESULT_FILE = "study.json"  # the chosen step count, the arms, their cuts, times
+SWEEPS = "sweeps"  # <study>/sweeps/<study>-<method>-<algorithm>/: the search arms
+PT_LABELS = "pt (class labels)"
+ALGORITHM_LABEL = {"tpe": "TPE + ASHA", "random": "random + ASHA"}
+ROUND = 2  # preset arms meta-trained side by side (their upstream seeds fill the cores), then tuned
+
+
+class Curves(Strict):
+    seeds: list[int] | None = Field(None, min_length=2, description="few-shot seeds of the curves (default: target.seeds)")
+    tolerance: float = Field(1.0, ge=0, description="points below the last evaluation's selected mean")
+
+
+class Preset(Strict):
+    method: str | None = Field(None, description="the method (default: the arm's name), e.g. for an ablation arm")
+    steps: int = Field(gt=0, description="upstream outer steps (the method's schedule spans them)")
+    settings: dict[str, Any] = Field(default_factory=dict, description="the paper defaults this arm changes")
+    cut: str = Field("", description="why those settings differ from the paper (stated in study.json and the report)")
+
+    def method_of(self, arm: str) -> str:
+        return self.method or arm
+
+
+class StudySection(Strict):
+    curves: Curves = Curves()
+    labels: bool = Field(True, description="the PT arm from the class-label init (Lester et al. 2021)")
+    presets: dict[str, Preset] = Field(default_factory=dict, description="arm name -> a method at its paper preset")
+    algorithms: list[Literal["tpe", "random"]] = Field(
+        default_factory=lambda: ["tpe", "random"], description="one sweep per searched method and algorithm")
+
+
+class StudyConfig(SweepConfig):
+    """A sweep config (its ``methods`` are the searched ones) plus the ``study`` block."""
+
+    study: StudySection
+
+    @model_validator(mode="after")
+    def _presets(self) -> "StudyConfig":
+        from promptinit.spaces import ALL_SPACES
+
+        for arm, p in self.study.presets.items():
+            if p.method_of(arm) not in ALL_SPACES:
+                raise ValueError(f"field 'study.presets.{arm}.method': unknown method {p.method_of(arm)!r}; "
+                                 f"known: {', '.join(ALL_SPACES)}")
+            try:
+                preset_settings(self, arm, p)
+            except PromptinitError as err:
+                msg = str(err)
+                raise ValueError(msg if msg.startswith("field '") else f"field 'study.presets.{arm}': {msg}") from None
+        if not self.target.tuning.get("steps") or self.target.tuning.get("eval_every", 50) > self.target.tuning["steps"]:
+            raise ValueError("field 'target.tuning': give `steps` (the curves' length) >= `eval_every`")
+        return self
+
+    @property
+    def curve_seeds(self) -> list[int]:
+        return list(self.study.curves.seeds or self.target.seeds)
+
+    def sweep_folder(self, arm: "Arm") -> Path:
+        """A search arm's sweep folder: ``<study>/sweeps/<study>-<method>-<algorithm>``."""
+        return self.sweep_dir / SWEEPS / f"{self.name}-{arm.method}-{arm.algorithm}"
+
+    def sub_sweep(self, arm: "Arm", steps: int) -> SweepConfig:
+        """The sweep config of one search arm, downstream tuning for ``steps``."""
+        raw = config_dict(self)
+        raw.pop("study")
+        raw.update(name=self.sweep_folder(arm).name, methods=[arm.method], storage_path=str(self.sweep_dir / SWEEPS))
+        raw["search"]["algorithm"] = arm.algorithm
+        raw["search"]["space"] = {k: v for k, v in raw["search"]["space"].items() if k == arm.method}
+        raw["target"]["tuning"]["steps"] = steps
+        return SweepConfig.model_validate(raw)
+
+    def arms(self) -> list["Arm"]:
+        """Every arm, in the order the study runs them: PT from labels, presets, searches."""
+        return [*([Arm("labels", "pt")] if self.study.labels else []),
+                *(Arm("preset", p.method_of(name), name=name) for name, p in self.study.presets.items()),
+                *(Arm("search", m, algorithm=a) for m in self.methods for a in self.study.algorithms)]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a study: PT from the class labels, a method at a preset, or a search.
+
+    Attributes:
+        kind: ``labels``, ``preset`` or ``search``.
+        method: the method that trains it (``pt`` for the labels arm).
+        name: a preset arm's name in ``study.presets`` (an ablation's differs from its method).
+        algorithm: a search arm's sampler (``tpe`` or ``random``).
+    """
+
+    kind: Literal["labels", "preset", "search"]
+    method: str
+    name: str = ""
+    algorithm: str = ""
+
+    @property
+    def label(self) -> str:
+        """The arm's row in the study's tables."""
+        from promptinit.analysis import preset_label
+
+        if self.kind == "labels":
+            return PT_LABELS
+        if self.kind == "preset":
+            return preset_label(self.name)
+        return f"{self.method} ({ALGORITHM_LABEL[self.algorithm]})"
+
+    def record(self) -> dict[str, str]:
+        """The arm in ``study.json`` (the report reads its kind and method from here)."""
+        return {"label": self.label, "kind": self.kind, "method": self.method, "name": self.name,
+                "algorithm": self.algorithm}
+
+
+def preset_settings(cfg: SweepConfig, arm: str, preset: Preset) -> dict:
+    """An arm's method at its paper defaults (``spaces``: the sweep's overrides of that method,
+    then the arm's own settings) with ``steps`` outer steps, as a trial's settings."""
+    from promptinit.spaces import build_space, check_space
+
+    method = preset.method_of(arm)
+    for name, value in preset.settings.items():
+        if isinstance(value, (list, dict)):  # a choice or a range would be searched, and a preset searches nothing
+            raise PromptinitError(f"field 'study.presets.{arm}.settings.{name}': {value!r}: a preset fixes its settings; "
+                                  "give one value")
+    overrides = {**cfg.search.space.get(method, {}), **preset.settings}
+    where = f"study.presets.{arm}.settings"
+    space = build_space([method], {method: overrides}, [preset.steps], where=where)
+    try:
+        check_space(space, "@")
+    except PromptinitError as err:  # check_space names '<where>.<method>'; the arm's settings are what to fix
+        raise PromptinitError(str(err).replace(f"'@.{method}", f"'{where}")) from None
+    one = space.space(method)
+    return one.settings(one.default_point())
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML (see ``config.load_sweep_config``)."""
+    return load_sweep_config(path, StudyConfig, STUDY_DIR)
+
+
+def added_arms(earlier: dict | None, now: dict) -> list[str] | None:
+    """The preset arms ``now`` adds to the config a study ran with, or None when it changes anything
+    else. Added arms change no finished job (jobs are keyed by their content), so a resumed study
+    keeps every finished arm and runs the new ones in their place among the presets."""
+    if not isinstance(earlier, dict):
+        return None
+    old, new = earlier.get("study", {}).get("presets", {}), now["study"]["presets"]
+    if any(new.get(arm) != p for arm, p in old.items()):
+        return None
+
+    def rest(config: dict) -> dict:
+        return {**config, "study": {**config.get("study", {}), "presets": None}}
+
+    return [arm for arm in new if arm not in old] if rest(earlier) == rest(now) else None
+
+
+def resume_plan(earlier: dict | None, now: dict, finished: set[str]) -> tuple[list[str], list[str]] | None:
+    """What a resumed study takes from a changed config: ``(added preset arms, searched methods
+    whose search space changed)``, or None when the change is anything else, or changes the space
+    of a method in ``finished`` (a method with a finished sweep: its arm is done under the old
+    space). A changed space is a budget decision taken after a sweep failed (say, trials that ran
+    out of memory); that method's unfinished sweeps start afresh under it, every other job is kept."""
+    if not isinstance(earlier, dict):
+        return None
+    old, new = earlier.get("search", {}).get("space", {}), now["search"]["space"]
+    respaced = sorted(m for m in {*old, *new} if old.get(m) != new.get(m))
+    if finished & set(respaced):
+        return None
+    added = added_arms({**earlier, "search": {**earlier.get("search", {}), "space": new}}, now)
+    return None if added is None else (added, respaced)
+
+

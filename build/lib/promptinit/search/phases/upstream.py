@@ -1,0 +1,76 @@
+"""Phase 5, upstream: each chosen configuration meta-trained with every upstream seed.
+
+The target interval then covers the variance of meta-training itself. A sweep's own ``seed``
+reuses the checkpoint the search chose; every other seed trains afresh for as many outer steps
+as that checkpoint had (its schedule still spans the configured ``steps``). A study's preset
+arms train every seed afresh. Each run is a job kept in ``<sweep>/final/upstream/``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from promptinit.fingerprints import digest
+from promptinit.search.phases.jobs import Job
+from promptinit.search.phases.prepare import Context
+from promptinit.search.phases.searching import Candidate
+
+Checkpoints = dict[tuple[str, int], Any]  # (arm, upstream seed) -> checkpoint (tune.Checkpoint or folder)
+
+
+def run(ctx: Context, chosen: Mapping[str, Candidate], seeds: Sequence[int], reuse_seed: int | None = None,
+        title: str = "upstream") -> Checkpoints:
+    """``{(arm, upstream seed): checkpoint}`` for every arm of ``chosen`` and every seed.
+
+    Args:
+        ctx: the sweep's context.
+        chosen: arm -> its configuration (a sweep's arms are its methods).
+        seeds: upstream seeds.
+        reuse_seed: the seed whose checkpoint is the candidate's own (the search's), or None.
+        title: the logged lines' title.
+    """
+    out: Checkpoints = {}
+    jobs = []
+    for arm, c in chosen.items():
+        for u in seeds:
+            if u == reuse_seed:
+                out[(arm, u)] = c.checkpoint
+            else:
+                jobs.append(train(ctx, arm, c, u))
+    for job, folder in zip(jobs, ctx.runner.run("upstream", jobs, title=title), strict=True):
+        out[(job.owner[0], int(job.owner[1]))] = folder
+    return out
+
+
+def train(ctx: Context, arm: str, c: Candidate, seed: int) -> Job:
+    """The job that meta-trains ``c``'s configuration afresh with upstream ``seed``."""
+    from promptinit.spaces import trial_sources
+    from promptinit.trainables.scoring import MethodSpec, train_job
+
+    sources = trial_sources(c.config, ctx.source)
+    key = {"backbone": ctx.backbone, "method": c.method, "settings": dict(c.settings), "steps": c.step,
+           "upstream_seed": seed, "sources": [t.fingerprint for t in sources]}
+    folder = ctx.runner.folder / "upstream" / f"{arm}-seed{seed}-{digest(key, ctx.runner.code)}"
+    method = MethodSpec(c.method, dict(c.settings), tuple(sources), seed)
+    return Job(f"{arm} upstream seed {seed} ({c.step} steps)", train_job,
+               dict(backbone=ctx.backbone, method=method, steps=c.step, folder=str(folder)), key, (arm, seed),
+               valid=_is_dir)
+
+
+def _is_dir(value: Any) -> bool:
+    return Path(value).is_dir()
+
+
+def build_caches(ctx: Context, chosen: Mapping[str, Candidate]) -> None:
+    """Build once every arm whose method has expensive on-disk caches (corpora, clusters), so the
+    upstream seeds running side by side read them instead of computing them together."""
+    from promptinit.spaces import ALL_SPACES
+    from promptinit.trainables.scoring import prepare_job
+
+    sources = [t.fingerprint for t in ctx.source]
+    jobs = [Job(f"prepare {arm}", prepare_job, dict(backbone=ctx.backbone, name=c.method, settings=dict(c.settings),
+                                                    source_tasks=ctx.source, seed=ctx.seed),
+                {"backbone": ctx.backbone, "prepare": c.method, "settings": dict(c.settings), "sources": sources})
+            for arm, c in chosen.items() if ALL_SPACES[c.method].prepare]
+    if jobs:
+        ctx.runner.run("prepare", jobs)

@@ -1,0 +1,253 @@
+#!/usr/bin/env python
+"""A study: does a meta-learned initialisation beat plain prompt tuning, and does searching
+its hyperparameters pay? Every arm tuned on the same target (task, seed) pairs, with intervals.
+
+    python search/study.py --config configs/study/cpu.yaml [--resume] [-q | -v]
+    promptinit report runs/cpu-study --out docs/results/cpu-study
+
+A study YAML is a sweep YAML (``search/sweep.py``) whose ``methods`` are the searched ones, plus
+a ``study`` block (``promptinit.search.phases.study_config``). It composes the sweep's phases
+(``promptinit.search.phases``) through their Python API, arm by arm:
+
+1. **check** and **prepare** as a sweep's (the same source-selection rule for every arm);
+2. **curves**: PT's dev curves on every target; the downstream step count of every arm is the
+   first evaluation within ``study.curves.tolerance`` points of the last one;
+3. **baselines**: PT from the vocabulary (every arm's baseline) and from the class labels;
+4. **presets**, two at a time: each arm of ``study.presets`` meta-trained with every upstream
+   seed (``upstream``), then tuned on every target pair (``target``);
+5. **searches**: per searched method and ``study.algorithms`` a whole sweep (``sweep.run_sweep``)
+   in ``<study>/sweeps/``, with the study's downstream tuning;
+6. **publish**: after each arm, ``arg_table.{md,csv}``, ``target_scores.csv`` and ``study.json``.
+
+``--resume`` continues an interrupted study: finished jobs and sweeps are kept, an interrupted
+sweep resumes. The config must be the one the study ran with, except that it may add arms under
+``study.presets`` and change the search space of a method whose sweeps have not finished (those
+sweeps start afresh).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from promptinit.errors import PromptinitError, read_json
+from promptinit.files import atomic_write_json
+from promptinit.logs import add_verbosity_flags, setup_logging, verbosity
+from promptinit.search.phases import check, curves, prepare, target, upstream
+from promptinit.search.phases.config import check_model, check_storage, config_dict, load_partition
+from promptinit.search.phases.jobs import LABELS_START
+from promptinit.search.phases.searching import Candidate
+from promptinit.search.phases.study_config import (
+    ALGORITHM_LABEL, META_FILE, RESULT_FILE, ROUND, STUDY_DIR, SWEEPS, Arm, StudyConfig, load_study_config, preset_settings, resume_plan,
+)
+from promptinit.search.sweep import run_sweep
+from promptinit.spaces import METHOD_KEY
+from promptinit.trainables import metrics as M
+
+logger = logging.getLogger("promptinit.search.study")
+
+
+@dataclass(frozen=True)
+class Study:
+    """A checked study: its config, tasks and the context every phase shares."""
+
+    cfg: StudyConfig
+    where: str
+    partition: Any
+    tasks: check.TaskSets
+    ctx: prepare.Context
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="search/study.py", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(STUDY_DIR / "cpu.yaml"), help="study YAML (default: configs/study/cpu.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted study of this config")
+    add_verbosity_flags(p)
+    return p.parse_args(argv)
+
+
+def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskSets, list[str], list[str]]:
+    """Everything refused before anything is written: ``(cfg, partition, tasks, added arms, respaced methods)``."""
+    cfg = load_study_config(where)
+    check_storage(cfg, where)
+    meta = cfg.sweep_dir / META_FILE
+    if resume and not meta.is_file():
+        raise PromptinitError(f"{cfg.sweep_dir}: nothing to resume (no {META_FILE}); run without --resume")
+    if not resume and meta.is_file():
+        raise PromptinitError(f"{where}: field 'name': a study already ran in {cfg.sweep_dir}; pass --resume to "
+                              "continue it, or change `name`")
+    plan: tuple[list[str], list[str]] | None = ([], [])
+    if resume:
+        finished = {a.method for a in cfg.arms() if a.kind == "search"
+                    and (cfg.sweep_folder(a) / "arg_table.csv").is_file()}
+        plan = resume_plan(read_json(meta).get("config"), config_dict(cfg), finished)
+        if plan is None:
+            raise PromptinitError(f"{where}: the config differs from the one {cfg.sweep_dir} ran with ({meta}) by more "
+                                  "than new arms under `study.presets` and the search space of a method whose sweeps "
+                                  "have not finished; resume with that config, or change `name` for a new study")
+    check_model(cfg, where)
+    partition = load_partition(cfg)
+    tasks = check.load_tasks(cfg, partition)
+    heldout = (*tasks.validation, *tasks.target)
+    check.check_metapt_pool(cfg, where, heldout)
+    for name, p in cfg.study.presets.items():
+        if p.method_of(name) == "metapt":
+            check.refuse_leaky_pool([preset_settings(cfg, name, p).get("pool")],
+                                    f"{where}: field 'study.presets.{name}'", heldout)
+    unlabelled = [t.name for t in tasks.target if not t.labels] if cfg.study.labels else []
+    if unlabelled:
+        raise PromptinitError(f"{where}: field 'study.labels': target task {unlabelled[0]!r} has no class labels for "
+                              "the class-label init; set `labels: false` or choose classification targets")
+    return cfg, partition, tasks, *plan
+
+
+def prepare_study(where: str, resume: bool) -> Study:
+    """Check, then write the study's record and connect to Ray."""
+    cfg, partition, tasks, added, respaced = check_study(where, resume)
+    cfg.sweep_dir.mkdir(parents=True, exist_ok=True)
+    for arm in (a for a in cfg.arms() if a.kind == "search" and a.method in respaced):
+        if cfg.sweep_folder(arm).exists():  # an interrupted sweep cannot go on under another space
+            logger.info("resume: %s's search space changed; its unfinished sweep %s starts afresh", arm.method,
+                        cfg.sweep_folder(arm))
+            shutil.rmtree(cfg.sweep_folder(arm))
+    if not resume or added or respaced:
+        atomic_write_json(cfg.sweep_dir / META_FILE, {"config": config_dict(cfg), "partition": partition.name}, indent=1)
+    logger.info("study %s: %s", cfg.name, cfg.sweep_dir)
+    if added:
+        logger.info("resume: arms added to the config since the last run: %s", ", ".join(added))
+    return Study(cfg, where, partition, tasks, prepare.context(cfg, tasks.source))
+
+
+def preset_candidate(cfg: StudyConfig, arm: Arm) -> Candidate:
+    """A preset arm as the candidate the upstream and target phases take."""
+    settings = preset_settings(cfg, arm.name, cfg.study.presets[arm.name])
+    return Candidate(arm.method, "preset", None, float("nan"), {M.STEP: cfg.study.presets[arm.name].steps}, settings,
+                     {METHOD_KEY: arm.method, arm.method: settings})
+
+
+def preset_rows(study: Study, arms: list[Arm], tuning: dict, common: dict) -> list[dict]:
+    """Meta-train ``arms`` side by side with every upstream seed, then tune each on the targets."""
+    cfg, ctx = study.cfg, study.ctx
+    chosen = {a.name: preset_candidate(cfg, a) for a in arms}
+    upstream.build_caches(ctx, chosen)
+    checkpoints = upstream.run(ctx, chosen, cfg.target.upstream_seeds, title=f"upstream {', '.join(chosen)}")
+    rows = []
+    for a in arms:
+        mine = {k: v for k, v in checkpoints.items() if k[0] == a.name}
+        scores = target.run(ctx, {a.name: chosen[a.name]}, mine, study.tasks.target, cfg.target.seeds, tuning)
+        rows.append({**common, "method": a.label, "trial_id": "preset", "settings": chosen[a.name].settings,
+                     "scores": scores.arms[a.name]})
+    return rows
+
+
+def search_rows(study: Study, arm: Arm, steps: int) -> list[dict]:
+    """Run (or resume, or keep) one search arm's sweep; its target rows, labelled by the arm."""
+    from promptinit.analysis import load_sweep
+
+    cfg = study.cfg
+    folder = cfg.sweep_folder(arm)
+    if not (folder / "arg_table.csv").is_file():
+        resume = (folder / check.TUNER_FILE).is_file()
+        if folder.exists() and not resume:  # it died before Tune saved anything: start it afresh
+            logger.info("%s: an interrupted start (no %s); starting that sweep afresh", folder, check.TUNER_FILE)
+            shutil.rmtree(folder)
+        logger.info("\n== search arm %s, %s: sweep %s%s", arm.method, ALGORITHM_LABEL[arm.algorithm], folder,
+                    " (resumed)" if resume else "")
+        where = f"{study.where}: search arm {arm.label}"
+        run_sweep(check.config(cfg.sub_sweep(arm, steps), where, resume))
+    targets = load_sweep(folder).targets
+    return [{**r, "sweep": cfg.name, "method": arm.label} for r in targets.to_dict("records")]
+
+
+def publish(study: Study, rows: list[dict], summary: dict, finished: bool = False) -> Any:
+    """The table of the arms done so far, and ``study.json``: results arrive arm by arm."""
+    from promptinit.analysis import write_target_table
+
+    cfg = study.cfg
+    table = write_target_table(rows, cfg.sweep_dir)
+    result = {**summary, "finished": finished, "done": [r["method"] for r in rows],
+              "cpu_s_jobs": kept_cpu_seconds(study.ctx.runner.folder)}
+    atomic_write_json(cfg.sweep_dir / RESULT_FILE, result, indent=1, default=str)
+    return table
+
+
+def run(where: str, resume: bool) -> Any:
+    """The whole study (see the module docstring); returns its final table."""
+    t_start = time.perf_counter()
+    study = prepare_study(where, resume)
+    cfg, ctx = study.cfg, study.ctx
+    times: dict[str, float] = {}
+    steps, tuning = curves.run(ctx, cfg, study.tasks.target)
+    times["curves_s"] = time.perf_counter() - t_start
+    arms = cfg.arms()
+    summary = {"downstream_steps": steps, "tuning": tuning, "target_seeds": list(cfg.target.seeds),
+               "upstream_seeds": cfg.target.upstream_seeds, "targets": [t.name for t in study.tasks.target],
+               "arms": [a.label for a in arms], "arm_records": [a.record() for a in arms],
+               "presets": {a.label: {"method": a.method, "steps": cfg.study.presets[a.name].steps,
+                                     "settings": preset_settings(cfg, a.name, cfg.study.presets[a.name]),
+                                     "cut": cfg.study.presets[a.name].cut} for a in arms if a.kind == "preset"},
+               "searches": {a.label: f"{SWEEPS}/{cfg.sweep_folder(a).name}" for a in arms if a.kind == "search"},
+               "times": times}
+    t0 = time.perf_counter()
+    also = {a.label: LABELS_START for a in arms if a.kind == "labels"}
+    base = target.run(ctx, {}, {}, study.tasks.target, cfg.target.seeds, tuning, also=also)
+    n_test = held_out(study, tuning)
+    common = {"sweep": cfg.name, "partition": study.partition.name, "n_test": n_test, "baseline": base.pt}
+    rows = [{**common, "method": label, "trial_id": "", "scores": base.arms[label]} for label in also]
+    publish(study, rows, summary)
+    presets = [a for a in arms if a.kind == "preset"]
+    for i in range(0, len(presets), ROUND):  # a round's upstream runs side by side; a row per arm as it is done
+        rows += preset_rows(study, presets[i:i + ROUND], tuning, common)
+        publish(study, rows, summary)
+    times["presets_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for arm in (a for a in arms if a.kind == "search"):
+        rows += search_rows(study, arm, steps)
+        publish(study, rows, summary)
+    times["searches_s"] = time.perf_counter() - t0
+    times["wall_s"] = time.perf_counter() - t_start
+    return publish(study, rows, summary, finished=True)
+
+
+def held_out(study: Study, tuning: dict) -> dict:
+    from promptinit.trainables.scoring import held_out_sizes
+
+    return held_out_sizes(study.tasks.target, list(study.cfg.target.seeds), tuning["test_size"])
+
+
+def kept_cpu_seconds(folder: Path) -> float:
+    """CPU seconds of every job kept in the study's job folder (all runs of the study so far).
+
+    Raises:
+        PromptinitError: a kept job file is unreadable (the cost total would silently drop it).
+    """
+    total = 0.0
+    for path in sorted(Path(folder).glob("*.json")):
+        record = read_json(path)
+        cpu_s = record.get("cpu_s", 0.0) if isinstance(record, dict) else None
+        if not isinstance(cpu_s, (int, float)):
+            raise PromptinitError(f"{path}: field 'cpu_s': expected a number of CPU seconds, got {cpu_s!r}; "
+                                  "delete the file to recompute that job")
+        total += float(cpu_s)
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(verbosity(args))
+    try:
+        table = run(args.config, args.resume)
+    except PromptinitError as err:
+        print(f"study: error: {err}", file=sys.stderr)
+        return 2
+    print(f"\n{table.text}\nreport: promptinit report {load_study_config(args.config).sweep_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Score a prompt initialisation by downstream prompt tuning: ARG against the PT baseline.
+
+Plain functions over the core library (no Ray): the trainable scores on the validation tasks
+after every chunk of upstream steps, the sweep scores the best prompts on the target tasks.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from promptinit.backbones import Backbone
+from promptinit.batched import TuneProblem, tune_prompts
+from promptinit.files import atomic_folder
+from promptinit.evaluation import ARG, TuneConfig, average_relative_gain, pt_baseline
+from promptinit.stats import relative_gain
+from promptinit.tasks.fewshot import sample_few_shot
+from promptinit.tasks.task import Task
+
+Key = tuple[str, int]  # (task name, few-shot seed)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """An upstream method to build in a Ray worker (``promptinit.methods.build_method``).
+
+    Attributes:
+        name: the registry name (``maml``).
+        settings: its settings.
+        source_tasks: its meta-training tasks.
+        seed: the upstream seed (initial prompt, meta-batches).
+        checkpoint: a ``tune.Checkpoint`` or checkpoint folder to restore (``restore_method``), or None.
+    """
+
+    name: str
+    settings: Mapping[str, Any]
+    source_tasks: tuple[Task, ...]
+    seed: int
+    checkpoint: Any = None
+
+    def build(self, backbone: Backbone):
+        """The method, freshly built."""
+        from promptinit.methods import build_method
+
+        return build_method(self.name, backbone, list(self.source_tasks), dict(self.settings), seed=self.seed)
+PROMPT_FILE = "prompt.safetensors"  # the prompt in every checkpoint folder (key prompt_embeddings)
+
+
+def baseline_scores(backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int],
+                    tuning: TuneConfig) -> dict[Key, float]:
+    """PT baseline test score per (task, seed), from the on-disk cache when present.
+
+    Args:
+        backbone: the frozen model.
+        tasks: tasks to tune.
+        seeds: few-shot seeds.
+        tuning: downstream tuning settings (part of the cache key).
+
+    Returns:
+        ``{(task, seed): test score}``.
+    """
+    results = pt_baseline(backbone, tasks, seeds, tuning, progress=False)
+    return {k: r.test for k, r in results.items()}
+
+
+def tuned_scores(backbone: Backbone, init: torch.Tensor, tasks: Sequence[Task], seeds: Sequence[int],
+                 tuning: TuneConfig, grad_transform: Callable | None = None) -> dict[Key, float]:
+    """Test score per (task, seed) after tuning a prompt from ``init`` (best-on-dev prompt);
+    the (task, seed) problems run as one batched computation (``promptinit.batched``)."""
+    init = init.detach()
+    keys = [(task, seed) for task in tasks for seed in seeds]
+    problems = [TuneProblem(sample_few_shot(task, seed, test_size=tuning.test_size), init, grad_transform=grad_transform)
+                for task, seed in keys]
+    results = tune_prompts(backbone, problems, tuning, progress=False)
+    return {(task.name, seed): res.test for (task, seed), res in zip(keys, results, strict=True)}
+
+
+def arg_against(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> ARG:
+    """ARG of ``scores`` over the PT ``baseline`` (every key needs a baseline score)."""
+    return average_relative_gain(dict(scores), dict(baseline))
+
+
+def arg_standard_error(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> float:
+    """Standard error of ARG over the (task, seed) pairs: std of the pairs' relative gains
+    (ddof=1) / sqrt(n pairs); NaN with one pair.
+
+    ARG is the mean of the pairs' gains when every task has the same seeds (as here), so this
+    is the standard error of that mean; relative gains use ``promptinit.stats.relative_gain``
+    (PT clamped as in ARG).
+    """
+    keys = sorted(scores)
+    if len(keys) < 2:
+        return math.nan
+    rg = relative_gain([scores[k] for k in keys], np.array([baseline[k] for k in keys], dtype=float))
+    return float(rg.std(ddof=1) / math.sqrt(len(keys)))
+
+
+def held_out_sizes(tasks: Sequence[Task], seeds: Sequence[int], test_size: int | None) -> dict[Key, int]:
+    """Test examples each (task, seed) score rests on: the size of ``sample_few_shot``'s capped
+    held-out test set (the split the tuning scores on)."""
+    return {(t.name, s): len(sample_few_shot(t, s, test_size=test_size).test) for t in tasks for s in seeds}
+
+
+def label_scores(backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int], tuning: TuneConfig) -> dict[Key, float]:
+    """Test score per (task, seed) after tuning from the task's class-label init (Lester et al.
+    2021: a row per label, the rest sampled vocabulary with the few-shot seed, as PT's init)."""
+    keys = [(task, seed) for task in tasks for seed in seeds]
+    problems = [TuneProblem(sample_few_shot(task, seed, test_size=tuning.test_size),
+                            backbone.init_prompt("labels", seed=seed, labels=task.labels)) for task, seed in keys]
+    results = tune_prompts(backbone, problems, tuning, progress=False)
+    return {(task.name, seed): res.test for (task, seed), res in zip(keys, results, strict=True)}
+
+
+def curve_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tuning: dict) -> list[dict]:
+    """PT's dev curves (``promptinit.curves.pt_curves``) for a Ray task."""
+    from promptinit.backbones import BackboneConfig
+    from promptinit.curves import pt_curves
+
+    return pt_curves(Backbone(BackboneConfig(**backbone)), tasks, seeds, TuneConfig(**tuning))
+
+
+def score_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tuning: dict,
+              init: torch.Tensor | str | None = None, method: MethodSpec | None = None) -> dict[Key, float]:
+    """One unit of evaluation work for a Ray task: the PT baseline (no ``init``, no ``method``;
+    cached on disk), or tuning from ``init``, or from a method restored from its checkpoint.
+
+    Args:
+        backbone: ``BackboneConfig`` fields.
+        tasks: tasks to tune.
+        seeds: few-shot seeds.
+        tuning: ``TuneConfig`` fields.
+        init: the prompt to start from, or ``"labels"``: each task's class-label init
+            (``label_scores``).
+        method: a ``MethodSpec`` with its ``checkpoint``, for a method whose
+            downstream tuning also needs its ``grad_transform`` (SUPMER's ψ): it is rebuilt and
+            loaded from the Tune checkpoint, and tuning starts from its prompt.
+
+    Returns:
+        ``{(task, seed): test score}``.
+    """
+    from promptinit.backbones import BackboneConfig
+
+    bb = Backbone(BackboneConfig(**backbone))
+    config = TuneConfig(**tuning)
+    if method is not None:
+        restored = restore_method(bb, method)
+        return tuned_scores(bb, restored.prompt, tasks, seeds, config, grad_transform_of(restored))
+    if init is None:
+        return baseline_scores(bb, tasks, seeds, config)
+    if isinstance(init, str):
+        if init != "labels":
+            raise ValueError(f"init {init!r}: a prompt tensor or 'labels'")
+        return label_scores(bb, tasks, seeds, config)
+    return tuned_scores(bb, init.to(bb.device), tasks, seeds, config)
+
+
+def timed(fn: Callable, **kwargs) -> tuple[object, float]:
+    """``(fn(**kwargs), CPU seconds it took)``: Ray tasks report their cost with their result."""
+    import time
+
+    t0 = time.process_time()
+    out = fn(**kwargs)
+    return out, time.process_time() - t0
+
+
+def restore_method(backbone: Backbone, method: MethodSpec):
+    """Rebuild a method and load its state from a Tune checkpoint or a checkpoint folder
+    (``train_job``'s; see ``score_job``)."""
+    from promptinit.methods.checkpoint import load_checkpoint
+
+    m = method.build(backbone)
+    with checkpoint_folder(method.checkpoint) as folder:
+        load_checkpoint(m, folder)
+    return m
+
+
+@contextlib.contextmanager
+def checkpoint_folder(checkpoint) -> Iterator[Path]:
+    """A local folder holding ``checkpoint``: a ``tune.Checkpoint`` (downloaded when its storage
+    is remote) or a path."""
+    if isinstance(checkpoint, (str, Path)):
+        yield Path(checkpoint)
+        return
+    with checkpoint.as_directory() as folder:
+        yield Path(folder)
+
+
+def train_job(backbone: dict, method: MethodSpec, steps: int, folder: str) -> str:
+    """Meta-train a method afresh for ``steps`` outer steps and save it to ``folder``: its
+    checkpoint (``promptinit.methods.checkpoint``) and its prompt (``PROMPT_FILE``), as a Tune
+    checkpoint holds them. The folder appears complete or not at all.
+
+    Args:
+        backbone: ``BackboneConfig`` fields.
+        method: the method (``MethodSpec``, no checkpoint); its seed draws the initial
+            prompt and the meta-batches (the upstream seed).
+        steps: outer steps (those of the checkpoint the search chose: its schedule still spans
+            ``settings["steps"]``).
+        folder: where the result goes.
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        FloatingPointError: the run diverged (a NaN/inf loss or prompt).
+    """
+    from promptinit.backbones import BackboneConfig, save_prompt
+    from promptinit.methods.checkpoint import save_checkpoint
+
+    bb = Backbone(BackboneConfig(**backbone))
+    m = method.build(bb)
+    for step in range(1, steps + 1):
+        if getattr(m, "stopped", False):  # MetaPT's early stopping, as in the search's run
+            break
+        out = m.step()
+        if not all(math.isfinite(float(v)) for v in out.values()) or not bool(m.prompt.detach().isfinite().all()):
+            raise FloatingPointError(f"{method.name} with upstream seed {method.seed} diverged at step {step}: "
+                                     f"{ {k: float(v) for k, v in out.items()} }")
+    dest = Path(folder)
+    with atomic_folder(dest) as tmp:  # a folder that is there is complete
+        save_checkpoint(m, tmp)
+        save_prompt(m.prompt, tmp / PROMPT_FILE, {"method": method.name, "step": str(steps),
+                                                  "upstream_seed": str(method.seed)})
+    return str(dest)
+
+
+def grad_transform_of(method) -> Callable | None:
+    """The method's downstream gradient transform (SUPMER's ψ), or None."""
+    transform = getattr(method, "grad_transform", None)
+    return transform if callable(transform) else None
+
+
+def needs_restore(name: str) -> bool:
+    """Whether downstream tuning of ``name``'s prompt needs the method itself (a grad_transform)."""
+    from promptinit.methods import REGISTRY
+
+    return hasattr(REGISTRY[name].method_cls, "grad_transform")
+
+
+def prepare_job(backbone: dict, name: str, settings: dict, source_tasks: Sequence[Task], seed: int) -> float:
+    """Build a method once so its on-disk caches (corpus, embeddings, clusters) exist before
+    the trials start and do not compute them concurrently; returns the seconds it took."""
+    import time
+
+    from promptinit.backbones import BackboneConfig
+    from promptinit.methods import build_method
+
+    t0 = time.perf_counter()
+    build_method(name, Backbone(BackboneConfig(**backbone)), list(source_tasks), settings, seed=seed)
+    return time.perf_counter() - t0

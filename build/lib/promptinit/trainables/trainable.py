@@ -1,0 +1,182 @@
+"""The Ray Tune function trainable: one trial = one upstream method + one hyperparameter set.
+
+The trial runs the method in chunks of ``steps_per_report`` outer steps. After each chunk it
+scores the current prompt on the partition's *validation* tasks (downstream prompt tuning
+from the prompt, test score vs the PT baseline: ``val/arg`` and its standard error over the
+(task, seed) pairs ``val/arg_se``; the target tasks are never touched here) and reports with
+a checkpoint (prompt + method state), so ASHA can stop it between chunks and a restarted
+trial resumes from its last report.
+
+Everything the trials share (source and validation tasks, the PT baseline scores, model
+settings) reaches them once through ``tune.with_parameters``; the PT baseline is computed
+before the trials start, never per trial.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ray import tune
+
+from promptinit.spaces.space import trial_settings, trial_sources
+from promptinit.trainables import metrics as M
+from promptinit.trainables.scoring import PROMPT_FILE
+
+STATE_FILE = "trial.json"  # step, method, settings and the report, in every checkpoint
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Inputs every trial of a sweep shares (put in Ray's object store once).
+
+    Attributes:
+        backbone: ``BackboneConfig`` fields.
+        source_tasks: the partition's source tasks (the methods' meta-training data).
+        validation_tasks: the partition's validation tasks (the search objective).
+        validation_seeds: few-shot seeds of the validation score.
+        validation_tuning: ``TuneConfig`` fields of the (cheap) validation tuning.
+        baseline: PT test score per (validation task, seed) under that tuning.
+        steps_per_report: outer steps between two reports (one ASHA rung unit).
+        seed: the methods' seed (the same for every trial, so trials differ only by settings).
+        method_kwargs: extra ``build_method`` arguments per method (hook for SUPMER / MetaPT data).
+    """
+
+    backbone: dict
+    source_tasks: tuple
+    validation_tasks: tuple
+    validation_seeds: tuple[int, ...]
+    validation_tuning: dict
+    baseline: dict
+    steps_per_report: int
+    seed: int = 0
+    method_kwargs: dict = field(default_factory=dict)
+
+
+def _check_finite(values: Mapping[str, float], prompt, step: int) -> None:
+    # A diverged trial must end FAILED, not report NaN forever (ASHA would keep it running).
+    bad = {k: v for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"trial diverged at upstream step {step}: {bad}; lower the learning rates or clip gradients"
+        )
+    if not bool(prompt.detach().isfinite().all()):
+        raise FloatingPointError(f"trial diverged at upstream step {step}: the prompt holds NaN/inf values")
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
+    """Run one trial: build the method, train it in chunks, report ``val/arg`` with checkpoints.
+
+    Args:
+        config: the trial's config from ``spaces.SweepSpace``:
+            ``{"method": "maml", "maml": {"inner_lr": ..., "steps": ..., ...}}``.
+        shared: the sweep's shared inputs (given by ``tune.with_parameters``).
+
+    Raises:
+        FloatingPointError: a metric or the prompt became NaN/inf (the trial is marked FAILED).
+    """
+    from promptinit.backbones import Backbone, BackboneConfig
+    from promptinit.evaluation import TuneConfig
+    from promptinit.methods import build_method
+    from promptinit.methods.checkpoint import load_checkpoint
+    from promptinit.trainables.scoring import arg_against, arg_standard_error, grad_transform_of, tuned_scores
+
+    method_name, settings = trial_settings(config)
+    backbone = Backbone(BackboneConfig(**shared.backbone))
+    method = build_method(method_name, backbone, trial_sources(config, shared.source_tasks), settings, seed=shared.seed,
+                          **shared.method_kwargs.get(method_name, {}))
+    tuning = TuneConfig(**shared.validation_tuning)
+    total = int(settings["steps"])
+    step = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a restarted trial (failure, --resume): continue from the last report
+        with checkpoint.as_directory() as folder:
+            load_checkpoint(method, folder)
+            step = json.loads((Path(folder) / STATE_FILE).read_text())["step"]
+
+    while step < total and not _stopped(method):
+        cpu0 = time.process_time()
+        means, done, seconds = _chunk(method, min(shared.steps_per_report, total - step), step)
+        step += done
+        t1 = time.perf_counter()
+        # SUPMER's ψ also acts on downstream tuning, as it will on the target tasks.
+        scores = tuned_scores(backbone, method.prompt, shared.validation_tasks, shared.validation_seeds,
+                              tuning, grad_transform_of(method))
+        arg = arg_against(scores, shared.baseline)
+        report = {
+            **means,
+            M.VAL_ARG: arg.mean,
+            M.VAL_ARG_SE: arg_standard_error(scores, shared.baseline),
+            M.VAL_SCORE: sum(scores.values()) / len(scores),
+            **{f"val/rg/{task}": rg for task, rg in arg.per_task.items()},
+            M.STEP: step,
+            M.TOTAL_STEPS: total,
+            M.SECONDS_PER_STEP: seconds,
+            M.VALIDATION_SECONDS: time.perf_counter() - t1,
+            M.CPU_SECONDS: time.process_time() - cpu0,
+            M.NODE_ID: _node_id(),
+        }
+        _check_finite({M.VAL_ARG: arg.mean}, method.prompt, step)
+        _report_with_checkpoint(method, method_name, settings, step, report)
+
+
+def _stopped(method) -> bool:
+    """MetaPT's early stopping ended the run."""
+    return bool(getattr(method, "stopped", False))
+
+
+def _chunk(method, steps: int, step: int) -> tuple[dict[str, float], int, float]:
+    """Up to ``steps`` outer steps from ``step``: (mean of each step metric, steps done, seconds per step)."""
+    sums: dict[str, float] = defaultdict(float)
+    t0 = time.perf_counter()
+    done = 0
+    for done in range(1, steps + 1):
+        out = {k: float(v) for k, v in method.step().items()}
+        _check_finite(out, method.prompt, step + done)
+        for k, v in out.items():
+            sums[k] += v
+        if _stopped(method):
+            break
+    return {k: v / done for k, v in sums.items()}, done, (time.perf_counter() - t0) / done
+
+
+def _report_with_checkpoint(method, method_name: str, settings: dict, step: int, report: dict) -> None:
+    """``tune.report`` with a checkpoint of the method (prompt + state) and the report itself."""
+    from promptinit.backbones import save_prompt
+    from promptinit.methods.checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="promptinit-ckpt-") as folder:
+        save_checkpoint(method, folder)
+        save_prompt(method.prompt, Path(folder) / PROMPT_FILE, {"method": method_name, "step": str(step)})
+        state = {"step": step, "method": method_name, "settings": settings, "report": report}
+        (Path(folder) / STATE_FILE).write_text(json.dumps(state, indent=1, default=str))
+        # Tune copies the folder to the trial's storage before report() returns.
+        tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folder names (``maml_3f2a1b0c``) instead of Tune's config-string ones."""
+    return f"{trial.config.get('method', 'trial')}_{trial.trial_id}"
+
+
+def make_trainable(shared: Shared, cpu: float, gpu: float):
+    """``train_prompt_init`` bound to the sweep's shared inputs and per-trial resources.
+
+    Args:
+        shared: the sweep's shared inputs (placed in the object store once).
+        cpu: CPUs per trial.
+        gpu: GPUs per trial; a fraction lets several small trials share one GPU.
+    """
+    trainable = tune.with_parameters(train_prompt_init, shared=shared)
+    return tune.with_resources(trainable, {"cpu": cpu, "gpu": gpu})
