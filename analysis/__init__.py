@@ -18,23 +18,33 @@ The public entry points below are what the rest of the project (``search/sweep.p
 everything else is this package's own. They load on first use, so importing a submodule does
 not import them all.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from promptinit.analysis.export import export_best
-    from promptinit.analysis.results import load_sweep, preset_label
-    from promptinit.analysis.tables import TargetTable, write_selection, write_target_table
+if TYPE_CHECKING:  # the names for type checkers; at run time they load on first use (__getattr__)
+    from promptinit.analysis.export import export_best as export_best
+    from promptinit.analysis.results import load_sweep as load_sweep
+    from promptinit.analysis.results import preset_label as preset_label
+    from promptinit.analysis.tables import TargetTable as TargetTable
+    from promptinit.analysis.tables import write_selection as write_selection
+    from promptinit.analysis.tables import write_target_table as write_target_table
 
 _PUBLIC = {
-    "write_target_table": "promptinit.analysis.tables",  # the ARG table of a sweep's target evaluation (md, csv, per-pair scores)
-    "TargetTable": "promptinit.analysis.tables",  # what it wrote: the table (long form), its Markdown, JSON-ready records
-    "write_selection": "promptinit.analysis.tables",  # how each method's configuration was chosen (search vs re-scored)
-    "export_best": "promptinit.analysis.export",  # the sweep's end-of-run PEFT export of one method's best prompt
-    "load_sweep": "promptinit.analysis.results",  # a finished sweep's trials and target rows (the study reads its search arms)
-    "preset_label": "promptinit.analysis.results",  # a study's label of a method's paper-preset arm (its table row)
+    # the ARG table of a sweep's target evaluation (md, csv, per-pair scores)
+    "write_target_table": "promptinit.analysis.tables",
+    # what it wrote: the table (long form), its Markdown, JSON-ready records
+    "TargetTable": "promptinit.analysis.tables",
+    # how each method's configuration was chosen (search vs re-scored)
+    "write_selection": "promptinit.analysis.tables",
+    # the sweep's end-of-run PEFT export of one method's best prompt
+    "export_best": "promptinit.analysis.export",
+    # a finished sweep's trials and target rows (the study reads its search arms)
+    "load_sweep": "promptinit.analysis.results",
+    # a study's label of a method's paper-preset arm (its table row)
+    "preset_label": "promptinit.analysis.results",
 }
 __all__ = sorted(_PUBLIC)
 

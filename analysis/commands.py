@@ -4,6 +4,7 @@ group ``promptinit.commands`` (they need Optuna, MLflow and pandas, which the co
     promptinit report runs/my-sweep [runs/other-partition ...] [--out DIR] [--task-prompts DIR]
     promptinit export runs/my-sweep --method maml --out exports/maml
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,19 +16,33 @@ from promptinit.errors import PromptinitError, check_writable
 def register_report(subparsers) -> None:
     """Add ``report``."""
     p = subparsers.add_parser(
-        "report", help="tables, plots and Optuna importances of sweeps, in one folder with index.md",
+        "report",
+        help="tables, plots and Optuna importances of sweeps, in one folder with index.md",
         description="Write ARG tables (method x partition), per-task gains, cost, sensitivity and learning-curve "
-                    "plots and Optuna importances of one or more sweeps into one folder with an index.md.",
+        "plots and Optuna importances of one or more sweeps into one folder with an index.md.",
     )
-    p.add_argument("sweeps", nargs="+", metavar="SWEEP_DIR",
-                   help="sweep directories (one per partition/setting), or a study's run folder (search/study.py)")
+    p.add_argument(
+        "sweeps",
+        nargs="+",
+        metavar="SWEEP_DIR",
+        help="sweep directories (one per partition/setting), or a study's run folder (search/study.py)",
+    )
     p.add_argument("--out", default=None, help="report folder (default: <first sweep>/report)")
-    p.add_argument("--from-mlflow", action="store_true",
-                   help="read the trials from the sweeps' MLflow runs instead of the Tune files")
-    p.add_argument("--task-prompts", default=None, metavar="DIR",
-                   help="folder of tuned per-task prompts (<task>.safetensors, from `promptinit tune --out`) "
-                        "for the task-similarity heat map")
-    p.add_argument("--similarity-rank", type=int, default=4, help="subspace rank k of the similarity scores (default 4)")
+    p.add_argument(
+        "--from-mlflow",
+        action="store_true",
+        help="read the trials from the sweeps' MLflow runs instead of the Tune files",
+    )
+    p.add_argument(
+        "--task-prompts",
+        default=None,
+        metavar="DIR",
+        help="folder of tuned per-task prompts (<task>.safetensors, from `promptinit tune --out`) "
+        "for the task-similarity heat map",
+    )
+    p.add_argument(
+        "--similarity-rank", type=int, default=4, help="subspace rank k of the similarity scores (default 4)"
+    )
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to the sweeps' MLflow parent runs")
     p.set_defaults(func=run_report)
 
@@ -52,8 +67,9 @@ def run_report(args: argparse.Namespace) -> int:
     source = "mlflow" if args.from_mlflow else "tune"
     # a study's run folder (search/study.py) stands for the study and its search sweeps
     sweeps = [s for d in args.sweeps for s in (load_study(d, source) if is_study(d) else [load_sweep(d, source)])]
-    report = write_report(sweeps, out, task_prompts=prompts, similarity_rank=args.similarity_rank,
-                          log_mlflow=not args.no_mlflow)
+    report = write_report(
+        sweeps, out, task_prompts=prompts, similarity_rank=args.similarity_rank, log_mlflow=not args.no_mlflow
+    )
     print(f"report: {report.folder / 'index.md'} ({len(report.files)} files)")
     for note in report.notes:
         print(f"  note: {note}")
@@ -65,9 +81,10 @@ def run_report(args: argparse.Namespace) -> int:
 def register_export(subparsers) -> None:
     """Add ``export``."""
     p = subparsers.add_parser(
-        "export", help="export a method's best prompt of a sweep as a PEFT prompt-tuning folder",
+        "export",
+        help="export a method's best prompt of a sweep as a PEFT prompt-tuning folder",
         description="Write the best checkpoint (highest validation ARG) of one method as adapter_model.safetensors + "
-                    "adapter_config.json (PEFT PROMPT_TUNING) + promptinit.json, and log it to the sweep's MLflow run.",
+        "adapter_config.json (PEFT PROMPT_TUNING) + promptinit.json, and log it to the sweep's MLflow run.",
     )
     p.add_argument("sweep", metavar="SWEEP_DIR", help="the sweep directory")
     p.add_argument("--method", required=True, help="upstream method (maml, fomaml, reptile, mtl, supmer, metapt)")

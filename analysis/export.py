@@ -7,13 +7,15 @@ The export carries the validation metrics of that checkpoint, the target metrics
 measured for it (when it is the one the sweep scored), the sweep config's model and tuning
 settings, and the fingerprints of every task of the partition.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -41,7 +43,12 @@ def _checkpoints(trial_dir: Path) -> list[tuple[float, Path, dict]]:
     out = []
     for r in read_results(trial_dir):  # a corrupt report is an error, not a silently dropped checkpoint
         name, value = r.get("checkpoint_dir_name"), r.get("val/arg")
-        if name and isinstance(value, (int, float)) and math.isfinite(value) and (trial_dir / name / CHECKPOINT_PROMPT).is_file():
+        if (
+            name
+            and isinstance(value, (int, float))
+            and math.isfinite(value)
+            and (trial_dir / name / CHECKPOINT_PROMPT).is_file()
+        ):
             out.append((float(value), trial_dir / name, r))
     return out
 
@@ -55,7 +62,9 @@ def best_checkpoint(sweep: Sweep, method: str, trial_id: str | None = None) -> B
     t = sweep.trials
     methods = sorted(set(t["method"]))
     if method not in methods:
-        raise PromptinitError(f"{sweep.dir}: no trials of method {method!r}; methods in this sweep: {', '.join(methods) or 'none'}")
+        raise PromptinitError(
+            f"{sweep.dir}: no trials of method {method!r}; methods in this sweep: {', '.join(methods) or 'none'}"
+        )
     rows = t[(t["method"] == method) & (t["status"] != "failed")]
     if trial_id is not None:
         rows = t[(t["method"] == method) & (t["trial_id"] == trial_id)]
@@ -106,8 +115,10 @@ def psi_from_checkpoint(folder: Path) -> dict[str, torch.Tensor] | None:
     except PromptinitError as err:
         raise PromptinitError(f"{where}: cannot read SUPMER's ψ_φ for the export ({err}); {fix}") from None
     if not isinstance(state, Mapping) or PSI_KEY not in state:
-        raise PromptinitError(f"{where}: missing, so this is not a SUPMER checkpoint (method "
-                              f"{state.get('method') if isinstance(state, Mapping) else None!r}); {fix}")
+        raise PromptinitError(
+            f"{where}: missing, so this is not a SUPMER checkpoint (method "
+            f"{state.get('method') if isinstance(state, Mapping) else None!r}); {fix}"
+        )
     psi = state[PSI_KEY]
     if psi is None:
         config = state.get("config") if isinstance(state.get("config"), Mapping) else {}
@@ -130,7 +141,10 @@ def psi_note(method: str, psi: Mapping[str, torch.Tensor] | None) -> dict[str, s
 def _task_fingerprints(sweep: Sweep, method: str) -> tuple[dict[str, str], dict[str, Any]]:
     """Task -> content fingerprint for every task of the partition, and partition facts."""
     # The sweep's own export already computed them (loading tasks can take a while).
-    for meta_path in [sweep.dir / EXPORTS / method / "promptinit.json", *sorted((sweep.dir / EXPORTS).glob("*/promptinit.json"))]:
+    for meta_path in [
+        sweep.dir / EXPORTS / method / "promptinit.json",
+        *sorted((sweep.dir / EXPORTS).glob("*/promptinit.json")),
+    ]:
         if meta_path.is_file():
             try:
                 meta = json.loads(meta_path.read_text())
@@ -138,7 +152,9 @@ def _task_fingerprints(sweep: Sweep, method: str) -> tuple[dict[str, str], dict[
                 continue
             if meta.get("task_fingerprints"):
                 facts = {k: meta[k] for k in ("partition", "partition_fingerprint") if k in meta}
-                facts.update({k: v for k, v in (meta.get("extra") or {}).items() if k in ("partition", "partition_fingerprint")})
+                facts.update(
+                    {k: v for k, v in (meta.get("extra") or {}).items() if k in ("partition", "partition_fingerprint")}
+                )
                 return dict(meta["task_fingerprints"]), facts
     from promptinit.tasks.catalog import load_task
     from promptinit.tasks.partitions import load_partition
@@ -146,8 +162,11 @@ def _task_fingerprints(sweep: Sweep, method: str) -> tuple[dict[str, str], dict[
     cfg = sweep.config
     partition = load_partition(cfg["partition"], cfg.get("catalog"))
     tasks = {n: load_task(n, cfg.get("catalog")) for n in partition.tasks}
-    facts = {"partition": partition.name, "partition_fingerprint": partition.fingerprint,
-             "partition_data_fingerprint": partition.data_fingerprint(tasks, cfg.get("catalog"))}
+    facts = {
+        "partition": partition.name,
+        "partition_fingerprint": partition.fingerprint,
+        "partition_data_fingerprint": partition.data_fingerprint(tasks, cfg.get("catalog")),
+    }
     return {n: t.fingerprint for n, t in tasks.items()}, facts
 
 
@@ -161,15 +180,21 @@ def _target_record(sweep: Sweep, method: str, trial_id: str) -> dict | None:
 
     cfg = sweep.config
     (row,) = target_rows(match.iloc[:1])
-    target = {**target_record(row), "arg_mean": row["arg_mean"], "per_task": row["per_task"],
-              "seeds": (cfg.get("target") or {}).get("seeds"), "tuning": (cfg.get("target") or {}).get("tuning")}
+    target = {
+        **target_record(row),
+        "arg_mean": row["arg_mean"],
+        "per_task": row["per_task"],
+        "seeds": (cfg.get("target") or {}).get("seeds"),
+        "tuning": (cfg.get("target") or {}).get("tuning"),
+    }
     if not row["scores"]:
         target["note"] = "no per-pair scores: the sweep predates them, so its comparison with PT has no interval"
     return target
 
 
-def export_method(sweep_dir: str | Path, method: str, out: str | Path, *, trial_id: str | None = None,
-                  log_mlflow: bool = True) -> Path:
+def export_method(
+    sweep_dir: str | Path, method: str, out: str | Path, *, trial_id: str | None = None, log_mlflow: bool = True
+) -> Path:
     """Export ``method``'s best prompt of a sweep to ``out`` (and log it to the sweep's MLflow run).
 
     Args:
@@ -188,7 +213,9 @@ def export_method(sweep_dir: str | Path, method: str, out: str | Path, *, trial_
     sweep = load_sweep(sweep_dir)
     cfg = sweep.config
     if not cfg.get("model"):
-        raise PromptinitError(f"{sweep.dir}: field 'config.model': missing in promptinit-sweep.json; cannot tell the model")
+        raise PromptinitError(
+            f"{sweep.dir}: field 'config.model': missing in promptinit-sweep.json; cannot tell the model"
+        )
     best = best_checkpoint(sweep, method, trial_id)
     info = ModelInfo.from_name(cfg["model"], cfg.get("prompt_length"))
     shape = (info.prompt_length, info.hidden_size) if info.prompt_length else None
@@ -199,24 +226,49 @@ def export_method(sweep_dir: str | Path, method: str, out: str | Path, *, trial_
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
     se = best.report.get("val/arg_se")
-    validation = {"arg": best.val_arg, "arg_se": se if finite(se) else None, "step": best.report.get("upstream/step"),
-                  "seeds": (cfg.get("validation") or {}).get("seeds"), "tuning": (cfg.get("validation") or {}).get("tuning"),
-                  "report": {k: v for k, v in best.report.items()
-                             if ("/" in k or k in ("training_iteration", "time_total_s")) and finite(v)}}
+    validation = {
+        "arg": best.val_arg,
+        "arg_se": se if finite(se) else None,
+        "step": best.report.get("upstream/step"),
+        "seeds": (cfg.get("validation") or {}).get("seeds"),
+        "tuning": (cfg.get("validation") or {}).get("tuning"),
+        "report": {
+            k: v
+            for k, v in best.report.items()
+            if ("/" in k or k in ("training_iteration", "time_total_s")) and finite(v)
+        },
+    }
     target = _target_record(sweep, method, best.trial_id)
     metrics = {"validation": validation, "target": target}
     if target is None:
         metrics["target_note"] = "the sweep did not score this checkpoint on the target tasks"
     extra = {
-        "trial_id": best.trial_id, "checkpoint": str(best.checkpoint.relative_to(sweep.dir)),
-        "prompt_length": cfg.get("prompt_length"), "dtype": cfg.get("dtype"), **facts,
-        "sweep": {"name": sweep.name, "dir": str(sweep.dir), "mlflow_parent_run": sweep.parent_run_id,
-                  "tracking_uri": sweep.tracking_uri},
+        "trial_id": best.trial_id,
+        "checkpoint": str(best.checkpoint.relative_to(sweep.dir)),
+        "prompt_length": cfg.get("prompt_length"),
+        "dtype": cfg.get("dtype"),
+        **facts,
+        "sweep": {
+            "name": sweep.name,
+            "dir": str(sweep.dir),
+            "mlflow_parent_run": sweep.parent_run_id,
+            "tracking_uri": sweep.tracking_uri,
+        },
     }
     psi = psi_from_checkpoint(best.checkpoint) if method == SUPMER else None
     extra.update(psi_note(method, psi))
-    folder = export_prompt(prompt, info, out, method=method, hyperparameters=best.params, metrics=metrics,
-                           model_name=cfg["model"], task_fingerprints=fingerprints, psi_state=psi, extra=extra)
+    folder = export_prompt(
+        prompt,
+        info,
+        out,
+        method=method,
+        hyperparameters=best.params,
+        metrics=metrics,
+        model_name=cfg["model"],
+        task_fingerprints=fingerprints,
+        psi_state=psi,
+        extra=extra,
+    )
     if log_mlflow and sweep.tracking_uri and sweep.parent_run_id:
         log_export(sweep.tracking_uri, sweep.parent_run_id, folder, method, best)
     return folder
@@ -232,8 +284,11 @@ def log_export(uri: str, parent_run_id: str, folder: Path, method: str, best: Be
         with mlflow_patience():
             c = MlflowClient(tracking_uri=uri)
             c.log_artifacts(parent_run_id, str(folder), artifact_path=f"exports/{method}")
-            c.set_tag(parent_run_id, f"promptinit.export.{method}",
-                      f"{folder} (trial {best.trial_id}, val/arg {best.val_arg:.4g})")
+            c.set_tag(
+                parent_run_id,
+                f"promptinit.export.{method}",
+                f"{folder} (trial {best.trial_id}, val/arg {best.val_arg:.4g})",
+            )
     except Exception as err:  # noqa: BLE001 - any store / network error becomes one line
         raise PromptinitError(
             f"exported to {folder}, but logging it to MLflow run {parent_run_id} at {uri} failed "
@@ -268,6 +323,15 @@ def export_best(sweep_dir: str | Path, method: str, prompt: torch.Tensor, info: 
             )
         psi = psi_from_checkpoint(Path(str(info["checkpoint"])))
         info.update(psi_note(method, psi))
-    return export_prompt(prompt, ModelInfo.from_name(model, info.get("prompt_length")),
-                         Path(sweep_dir) / EXPORTS / method, method=method, hyperparameters=hyperparameters,
-                         metrics=metrics, model_name=model, task_fingerprints=fingerprints, psi_state=psi, extra=info)
+    return export_prompt(
+        prompt,
+        ModelInfo.from_name(model, info.get("prompt_length")),
+        Path(sweep_dir) / EXPORTS / method,
+        method=method,
+        hyperparameters=hyperparameters,
+        metrics=metrics,
+        model_name=model,
+        task_fingerprints=fingerprints,
+        psi_state=psi,
+        extra=info,
+    )

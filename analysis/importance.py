@@ -5,10 +5,12 @@ methods), so it is rebuilt here: one in-memory study per method, one ``FrozenTri
 scored trial with its settings and its best validation ARG, and distributions inferred from
 the values seen. Settings that never varied carry no information and are left out.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -66,11 +68,13 @@ def rebuild_study(trials: pd.DataFrame, method: str, value: str = "val_arg"):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one INFO line per rebuilt study is noise
     # Failed trials are FAIL in the sweep's own study: they carry no value.
-    g = trials[(trials["method"] == method) & trials[value].astype(float).map(math.isfinite) & (trials["status"] != "failed")]
+    g = trials[
+        (trials["method"] == method) & trials[value].astype(float).map(math.isfinite) & (trials["status"] != "failed")
+    ]
     params = [dict(p or {}) for p in g["params"]]
     dists = infer_distributions(params)
     study = optuna.create_study(direction="maximize", study_name=f"{method}-rebuilt")
-    for p, v in zip(params, g[value].astype(float)):
+    for p, v in zip(params, g[value].astype(float), strict=True):
         values = {k: _plain(p.get(k)) for k in dists}
         study.add_trial(create_trial(params=values, distributions=dists, value=float(v)))
     return study, dists

@@ -1,35 +1,45 @@
-"""Plots of a sweep (matplotlib, Agg backend, PNG).
+"""Plots of a sweep (matplotlib figures without pyplot, PNG).
 
 Each function draws one figure from the tidy tables, writes it and returns the path. ARG is
 shown in percent.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on clusters and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 DPI = 110
+
+
+def _subplots(*grid: int, figsize: tuple[float, float], squeeze: bool = True):
+    """``plt.subplots`` without pyplot: a figure of its own (Agg canvas when saved), so drawing a
+    report never touches the backend or the figures of a user's session (a notebook's, say)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, squeeze=squeeze)
 
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
     return path
 
 
-def arg_bars(table: pd.DataFrame, path: Path, value: str = "diff_mean", lo: str = "diff_lo", hi: str = "diff_hi",
-             ylabel: str = "Δ test score vs PT (points)",
-             title: str = "difference with prompt tuning\n(mean and 95 % CI over (task, seed) pairs)") -> Path:
+def arg_bars(
+    table: pd.DataFrame,
+    path: Path,
+    value: str = "diff_mean",
+    lo: str = "diff_lo",
+    hi: str = "diff_hi",
+    ylabel: str = "Δ test score vs PT (points)",
+    title: str = "difference with prompt tuning\n(mean and 95 % CI over (task, seed) pairs)",
+) -> Path:
     """Bars per method with asymmetric error bars from ``lo`` to ``hi`` and the zero line,
     one group of bars per partition. The default is the headline: the absolute difference with
     PT and its bootstrap interval (``analysis.tables.arg_table``); a bar whose whisker crosses
@@ -44,15 +54,21 @@ def arg_bars(table: pd.DataFrame, path: Path, value: str = "diff_mean", lo: str 
     methods = list(dict.fromkeys(table["method"]))
     cell = {(r["partition"], r["method"]): (r[value], r[lo], r[hi]) for _, r in table.iterrows()}
     width = 0.8 / max(len(partitions), 1)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(methods) + 2.5), 3.8))
+    fig, ax = _subplots(figsize=(max(5.0, 1.2 * len(methods) + 2.5), 3.8))
     x = np.arange(len(methods))
     for i, p in enumerate(partitions):
         values = np.array([cell.get((p, m), (np.nan,) * 3) for m in methods], dtype=float) * 100  # [methods, 3]
         means, lows, highs = values.T
         # matplotlib wants distances below and above the bar; a missing bound draws no whisker
         below, above = np.nan_to_num(means - lows), np.nan_to_num(highs - means)
-        ax.bar(x + (i - (len(partitions) - 1) / 2) * width, means, width, yerr=np.vstack([below, above]),
-               capsize=4, label=p)
+        ax.bar(
+            x + (i - (len(partitions) - 1) / 2) * width,
+            means,
+            width,
+            yerr=np.vstack([below, above]),
+            capsize=4,
+            label=p,
+        )
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, methods)
     ax.set_ylabel(ylabel)
@@ -70,19 +86,26 @@ def contrast_bars(table: pd.DataFrame, path: Path) -> Path | None:
     if not len(rows):
         return None
     several = table["partition"].nunique() > 1
-    labels = [f"{r.a} − {r.b}" + (f" ({r.partition})" if several else "") + f"\n{r.question}"
-              for r in rows.itertuples()]
+    labels = [
+        f"{r.a} − {r.b}" + (f" ({r.partition})" if several else "") + f"\n{r.question}" for r in rows.itertuples()
+    ]
     questions = list(dict.fromkeys(rows["question"]))
     means, lows, highs = (rows[c].to_numpy(dtype=float) * 100 for c in ("diff_mean", "diff_lo", "diff_hi"))
     y = np.arange(len(rows))[::-1]  # the table's first row on top
-    fig, ax = plt.subplots(figsize=(8.0, 1.4 + 0.6 * len(rows)))
-    ax.barh(y, means, xerr=np.vstack([np.nan_to_num(means - lows), np.nan_to_num(highs - means)]), capsize=3,
-            color=[f"C{questions.index(q) % 10}" for q in rows["question"]])
+    fig, ax = _subplots(figsize=(8.0, 1.4 + 0.6 * len(rows)))
+    ax.barh(
+        y,
+        means,
+        xerr=np.vstack([np.nan_to_num(means - lows), np.nan_to_num(highs - means)]),
+        capsize=3,
+        color=[f"C{questions.index(q) % 10}" for q in rows["question"]],
+    )
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels, fontsize="small")
     ax.set_xlabel("Δ test score, a − b (points; whiskers: 95 % CI)")
-    ax.set_title("the study's arms against each other\n(mean and 95 % CI over the same (task, seed) pairs)",
-                 fontsize="medium")
+    ax.set_title(
+        "the study's arms against each other\n(mean and 95 % CI over the same (task, seed) pairs)", fontsize="medium"
+    )
     return _save(fig, path)
 
 
@@ -96,18 +119,21 @@ def sensitivity(trials: pd.DataFrame, method: str, path: Path) -> Path | None:
     Failed trials are left out. Hollow markers: trials ASHA stopped early. Settings that never varied are left out; None
     when nothing varied.
     """
-    g = trials[(trials["method"] == method) & trials["val_arg"].astype(float).map(math.isfinite)
-               & (trials["status"] != "failed")]
+    g = trials[
+        (trials["method"] == method)
+        & trials["val_arg"].astype(float).map(math.isfinite)
+        & (trials["status"] != "failed")
+    ]
     params = [dict(p or {}) for p in g["params"]]
     names = [n for n in sorted({k for p in params for k in p}) if len({repr(p.get(n)) for p in params}) > 1]
     if not names:
         return None
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
     y = 100 * g["val_arg"].astype(float).to_numpy()
     stopped = g["stopped_early"].fillna(False).astype(bool).to_numpy()
-    for ax, name in zip(axes.flat, names):
+    for ax, name in zip(axes.flat, names, strict=False):  # the grid may have spare panels
         values = [p.get(name) for p in params]
         if all(_is_number(v) for v in values):
             xs = np.array(values, dtype=float)
@@ -125,7 +151,7 @@ def sensitivity(trials: pd.DataFrame, method: str, path: Path) -> Path | None:
         ax.axhline(0, color="grey", lw=0.6)
     if stopped.any():
         axes.flat[0].legend(fontsize="small")
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
     fig.suptitle(f"{method}: sensitivity of validation ARG")
     return _save(fig, path)
@@ -138,27 +164,35 @@ def learning_curves(trials: pd.DataFrame, path: Path) -> Path | None:
         return None
     cols = min(3, len(methods))
     rows = math.ceil(len(methods) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
-    for ax, method in zip(axes.flat, methods):
+    fig, axes = _subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
+    for ax, method in zip(axes.flat, methods, strict=False):  # the grid may have spare panels
         for t in trials[trials["method"] == method].itertuples():
             pts = [(p["step"], p["val_arg"]) for p in (t.curve or []) if _is_number(p["val_arg"])]
             if pts:
-                xs, ys = zip(*pts)
+                xs, ys = zip(*pts, strict=True)
                 failed = t.status == "failed"
-                ax.plot(xs, 100 * np.array(ys), marker="x" if failed else "o", ms=4 if failed else 3, lw=1, alpha=0.8,
-                        ls=":" if failed else "--" if t.stopped_early else "-")
+                ax.plot(
+                    xs,
+                    100 * np.array(ys),
+                    marker="x" if failed else "o",
+                    ms=4 if failed else 3,
+                    lw=1,
+                    alpha=0.8,
+                    ls=":" if failed else "--" if t.stopped_early else "-",
+                )
         ax.set_title(method)
         ax.set_xlabel("upstream step")
         ax.set_ylabel("val ARG (%)")
         ax.axhline(0, color="grey", lw=0.6)
-    for ax in list(axes.flat)[len(methods):]:
+    for ax in list(axes.flat)[len(methods) :]:
         ax.set_visible(False)
     fig.suptitle("validation ARG during meta-training (dashed: stopped early, dotted/x: failed)")
     return _save(fig, path)
 
 
-def best_so_far_curves(progress: pd.DataFrame, path: Path, labels: Mapping[str, str] | None = None,
-                       z: float = 1.959964) -> Path | None:
+def best_so_far_curves(
+    progress: pd.DataFrame, path: Path, labels: Mapping[str, str] | None = None, z: float = 1.959964
+) -> Path | None:
     """The best validation ARG found so far against cumulative compute: one panel per method
     (a sweep's trials of every method first, where there are several), one line per sweep.
 
@@ -186,8 +220,8 @@ def best_so_far_curves(progress: pd.DataFrame, path: Path, labels: Mapping[str, 
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     # wide enough for the title with one panel
-    fig, axes = plt.subplots(rows, cols, figsize=(max(6.4, 4.4 * cols), 3.3 * rows + 0.4), squeeze=False)
-    for ax, method in zip(axes.flat, panels):
+    fig, axes = _subplots(rows, cols, figsize=(max(6.4, 4.4 * cols), 3.3 * rows + 0.4), squeeze=False)
+    for ax, method in zip(axes.flat, panels, strict=False):  # the grid may have spare panels
         for i, sweep in enumerate(sweeps):  # one colour per sweep in every panel
             g = progress[(progress["method"] == method) & (progress["sweep"] == sweep)]
             x = g["compute"].to_numpy(dtype=float)
@@ -201,8 +235,16 @@ def best_so_far_curves(progress: pd.DataFrame, path: Path, labels: Mapping[str, 
             ax.plot(x, y, "o", ms=3, color=f"C{i}")
             band = np.isfinite(half)
             if band.any():
-                ax.fill_between(x, y - np.nan_to_num(half), y + np.nan_to_num(half), where=band, step="post",
-                                color=f"C{i}", alpha=0.2, lw=0)
+                ax.fill_between(
+                    x,
+                    y - np.nan_to_num(half),
+                    y + np.nan_to_num(half),
+                    where=band,
+                    step="post",
+                    color=f"C{i}",
+                    alpha=0.2,
+                    lw=0,
+                )
             if band[-1]:  # the band ends at the last trial: the final best gets a whisker
                 ax.errorbar(x[-1], y[-1], yerr=half[-1], color=f"C{i}", capsize=3, lw=1)
         ax.set_xlim(left=0)  # compute from the start of the search
@@ -212,7 +254,7 @@ def best_so_far_curves(progress: pd.DataFrame, path: Path, labels: Mapping[str, 
         ax.axhline(0, color="grey", lw=0.6)
     # the legend on the first panel with a line (a sweep may have no result for some methods)
     next(ax for ax in axes.flat if ax.get_legend_handles_labels()[0]).legend(fontsize="small", title="sweep")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(f"best validation ARG found so far (band: ±{z:.2f} SE of the best trial)")
     return _save(fig, path)
@@ -221,7 +263,7 @@ def best_so_far_curves(progress: pd.DataFrame, path: Path, labels: Mapping[str, 
 def importances(values: Mapping[str, float], method: str, path: Path) -> Path:
     """Horizontal bars of Optuna parameter importances (largest on top)."""
     names = list(values)[::-1]
-    fig, ax = plt.subplots(figsize=(5.0, 0.5 * len(names) + 1.4))
+    fig, ax = _subplots(figsize=(5.0, 0.5 * len(names) + 1.4))
     ax.barh(names, [values[n] for n in names], color="C2")
     ax.set_xlabel("importance (fANOVA)")
     ax.set_xlim(0, 1)
@@ -232,15 +274,22 @@ def importances(values: Mapping[str, float], method: str, path: Path) -> Path:
 def similarity_heatmap(names: Sequence[str], matrix: np.ndarray, path: Path, title: str = "task similarity") -> Path:
     """Heat map of a task-similarity matrix (values in [0, 1], annotated when small)."""
     n = len(names)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.55 * n), max(4.0, 1.2 + 0.5 * n)))
+    fig, ax = _subplots(figsize=(max(5.0, 1.5 + 0.55 * n), max(4.0, 1.2 + 0.5 * n)))
     im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize="small")
     ax.set_yticks(range(n), names, fontsize="small")
     if n <= 15:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if matrix[i, j] < 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if matrix[i, j] < 0.6 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title, fontsize="medium")
     return _save(fig, path)
@@ -252,17 +301,21 @@ def pt_curves(summary, path: Path, enough: int | None = None, title: str = "PT's
     line at the step count chosen from it."""
     from promptinit.curves import CHOSEN
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(figsize=(7, 4))
     steps = list(summary.steps)
     for c in summary.columns:
         chosen = c == CHOSEN
         ax.plot(steps, [100 * r[c].mean for r in summary.rows], marker="o", lw=2.5 if chosen else 1.2, label=c)
         if chosen:
-            ax.fill_between(steps, [100 * r[c].lo for r in summary.rows], [100 * r[c].hi for r in summary.rows],
-                            alpha=0.2)
+            ax.fill_between(
+                steps, [100 * r[c].lo for r in summary.rows], [100 * r[c].hi for r in summary.rows], alpha=0.2
+            )
     if enough is not None:
         ax.axvline(enough, color="grey", ls="--", lw=1, label=f"chosen: {enough} steps")
-    ax.set(xlabel="downstream tuning step", ylabel=f"best dev so far, % (mean over {len(summary.pairs)} pairs)",
-           title=title)
+    ax.set(
+        xlabel="downstream tuning step",
+        ylabel=f"best dev so far, % (mean over {len(summary.pairs)} pairs)",
+        title=title,
+    )
     ax.legend(fontsize=8)
     return _save(fig, path)

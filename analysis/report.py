@@ -27,13 +27,14 @@ Layout of the report folder::
 The folder is built under a temporary name and renamed into place. When a sweep names an
 MLflow parent run, the folder is logged to it as artifacts ``report/``.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -74,8 +75,9 @@ def _combine(sweeps: Sequence[Sweep]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return trials, targets
 
 
-def _sensitivity_and_importances(report: Report, trials: pd.DataFrame, tdir: Path, pdir: Path,
-                                 seed: int) -> list[tuple[str, Path]]:
+def _sensitivity_and_importances(
+    report: Report, trials: pd.DataFrame, tdir: Path, pdir: Path, seed: int
+) -> list[tuple[str, Path]]:
     """Per method: the sensitivity plot and Optuna's importances (``importances.csv``); what is
     missing is a note in the report."""
     links: list[tuple[str, Path]] = []
@@ -88,7 +90,9 @@ def _sensitivity_and_importances(report: Report, trials: pd.DataFrame, tdir: Pat
             report.notes.append(f"{method}: no sensitivity plot (no searched setting varied between scored trials)")
         values, note = param_importances(trials, method, seed=seed)
         if values:
-            links.append((f"Importances: {method}", plots.importances(values, method, pdir / f"importance_{method}.png")))
+            links.append(
+                (f"Importances: {method}", plots.importances(values, method, pdir / f"importance_{method}.png"))
+            )
             imp_rows += [{"method": method, "param": k, "importance": v} for k, v in values.items()]
         else:
             report.notes.append(f"{method}: no importances ({note})")
@@ -97,8 +101,9 @@ def _sensitivity_and_importances(report: Report, trials: pd.DataFrame, tdir: Pat
     return links
 
 
-def _tables(report: Report, trials: pd.DataFrame, targets: pd.DataFrame, tdir: Path) -> tuple[pd.DataFrame, pd.DataFrame,
-                                                                                                pd.DataFrame]:
+def _tables(
+    report: Report, trials: pd.DataFrame, targets: pd.DataFrame, tdir: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The report's tables: target (with CIs), validation, per-task gains, cost, trials, curves,
     best so far. Returns (target table, validation table, best-so-far table)."""
     target_table = tables.write_target_table(targets, tdir)  # the sweep's own writer: the same table
@@ -107,7 +112,9 @@ def _tables(report: Report, trials: pd.DataFrame, targets: pd.DataFrame, tdir: P
     if len(arg) and arg["diff_mean"].isna().all():
         report.notes.append("no per-pair target scores (the sweeps predate them): the target table has no intervals")
     val = tables.validation_table(trials)
-    report.files += tables.write(val, tables.validation_markdown(val) if len(val) else "No trials.\n", tdir, "validation")
+    report.files += tables.write(
+        val, tables.validation_markdown(val) if len(val) else "No trials.\n", tdir, "validation"
+    )
     gains = tables.task_gains(targets)
     report.files += tables.write(gains, tables.task_gains_markdown(gains), tdir, "task_gains")
     cost = tables.cost_table(trials, targets)
@@ -121,8 +128,15 @@ def _tables(report: Report, trials: pd.DataFrame, targets: pd.DataFrame, tdir: P
     return arg, val, progress
 
 
-def _contrasts(report: Report, sweeps: Sequence[Sweep], targets: pd.DataFrame, methods: Mapping[str, str], tdir: Path,
-               pdir: Path, plot_links: list[tuple[str, Path]]) -> str:
+def _contrasts(
+    report: Report,
+    sweeps: Sequence[Sweep],
+    targets: pd.DataFrame,
+    methods: Mapping[str, str],
+    tdir: Path,
+    pdir: Path,
+    plot_links: list[tuple[str, Path]],
+) -> str:
     """A study's arm-against-arm table (``contrasts.{md,csv}``) and its bars; its Markdown ("" without a study)."""
     pairs = [c for s in sweeps for c in study_contrasts(_study_result(s), methods)]
     if not pairs:
@@ -136,8 +150,13 @@ def _contrasts(report: Report, sweeps: Sequence[Sweep], targets: pd.DataFrame, m
     return text
 
 
-def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torch.Tensor] | None = None,
-          similarity_rank: int = 4, seed: int = 0) -> Report:
+def build(
+    sweeps: Sequence[Sweep],
+    folder: Path,
+    task_prompts: Mapping[str, torch.Tensor] | None = None,
+    similarity_rank: int = 4,
+    seed: int = 0,
+) -> Report:
     """Write the tables, plots and ``index.md`` of ``sweeps`` into ``folder`` (created)."""
     report = Report(folder)
     tdir, pdir = folder / "tables", folder / "plots"
@@ -147,16 +166,28 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
 
     plot_links: list[tuple[str, Path]] = []
     if len(arg) and arg["diff_mean"].notna().any():
-        plot_links.append(("Difference with PT on the target tasks (95 % CI)", plots.arg_bars(arg, pdir / "arg_bars.png")))
+        plot_links.append(
+            ("Difference with PT on the target tasks (95 % CI)", plots.arg_bars(arg, pdir / "arg_bars.png"))
+        )
     elif len(val):
         why = "no target-task results yet" if not len(arg) else "no per-pair target scores (the sweeps predate them)"
         report.notes.append(f"{why}: the bars show the best validation ARG (whiskers ±1.96 SE)")
         se = val["val_arg_best_se"].astype(float)
         bars = val.assign(lo=val["val_arg_best"] - NORMAL_95 * se, hi=val["val_arg_best"] + NORMAL_95 * se)
-        plot_links.append(("Best validation ARG per method",
-                           plots.arg_bars(bars, pdir / "arg_bars.png", value="val_arg_best", lo="lo", hi="hi",
-                                          ylabel="best validation ARG (%)",
-                                          title="best validation ARG\n(whiskers: ±1.96 SE over validation pairs)")))
+        plot_links.append(
+            (
+                "Best validation ARG per method",
+                plots.arg_bars(
+                    bars,
+                    pdir / "arg_bars.png",
+                    value="val_arg_best",
+                    lo="lo",
+                    hi="hi",
+                    ylabel="best validation ARG (%)",
+                    title="best validation ARG\n(whiskers: ±1.96 SE over validation pairs)",
+                ),
+            )
+        )
     curves = plots.learning_curves(trials, pdir / "learning_curves.png") if len(trials) else None
     if curves:
         plot_links.append(("Learning curves (validation ARG)", curves))
@@ -169,12 +200,15 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
             plot_links.append(("PT's dev learning curves on the target tasks", curve_plot))
             captions[curve_plot.name] = CURVES_CAPTION
             report.files.append(tdir / "pt_curves.md")
-    methods = {label: m for s in sweeps if s.dir is not None and is_study(s.dir) for label, m in arm_methods(s.dir).items()}
+    methods = {
+        label: m for s in sweeps if s.dir is not None and is_study(s.dir) for label, m in arm_methods(s.dir).items()
+    }
     contrast_text = _contrasts(report, sweeps, targets, methods, tdir, pdir, plot_links)
     # a study's searches of one method and its defaults share a panel, so they compare at equal compute
     by_method = progress.assign(method=progress["method"].map(lambda label: methods.get(label, label)))
-    progress_plot = plots.best_so_far_curves(by_method, pdir / "best_so_far.png", labels=_search_labels(sweeps),
-                                             z=NORMAL_95)
+    progress_plot = plots.best_so_far_curves(
+        by_method, pdir / "best_so_far.png", labels=_search_labels(sweeps), z=NORMAL_95
+    )
     if progress_plot:
         plot_links.append(("Best validation ARG so far against compute", progress_plot))
         captions[progress_plot.name] = BEST_SO_FAR_CAPTION.format(unit=progress["unit"].iloc[0])
@@ -186,9 +220,14 @@ def build(sweeps: Sequence[Sweep], folder: Path, task_prompts: Mapping[str, torc
         names, S = similarity_matrix(task_prompts, k=similarity_rank)
         pd.DataFrame(S, index=names, columns=names).to_csv(tdir / "similarity.csv")
         report.files.append(tdir / "similarity.csv")
-        plot_links.append(("Task similarity (prompt subspaces)",
-                           plots.similarity_heatmap(names, S, pdir / "similarity.png",
-                                                    f"task similarity (top-{similarity_rank} prompt subspaces)")))
+        plot_links.append(
+            (
+                "Task similarity (prompt subspaces)",
+                plots.similarity_heatmap(
+                    names, S, pdir / "similarity.png", f"task similarity (top-{similarity_rank} prompt subspaces)"
+                ),
+            )
+        )
     report.files += [p for _, p in plot_links]
     (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes, captions, study_lines, contrast_text))
     report.files.append(folder / INDEX)
@@ -219,16 +258,22 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
     steps = result.get("downstream_steps")
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / "pt_curves.md").write_text(curves.markdown(summary))
-    plot = plots.pt_curves(summary, pdir / "pt_curves.png", steps,
-                           f"PT on the targets ({len(summary.pairs)} (task, seed) pairs; band: 95 % CI)")
+    plot = plots.pt_curves(
+        summary,
+        pdir / "pt_curves.png",
+        steps,
+        f"PT on the targets ({len(summary.pairs)} (task, seed) pairs; band: 95 % CI)",
+    )
     lines = [f"## Study {sweep.name}", ""]
     if result:
         tuning, times = result.get("tuning", {}), result.get("times", {})
         lines += [
             f"- Targets: {', '.join(result.get('targets', []))}; few-shot seeds {result.get('target_seeds')}; "
-            f"upstream seeds {result.get('upstream_seeds')}; {tuning.get('test_size')} test examples per score at most.",
+            f"upstream seeds {result.get('upstream_seeds')}; {tuning.get('test_size')} test examples per score "
+            "at most.",
             f"- Downstream tuning of every arm: {steps} steps (chosen from PT's curves below), batch "
-            f"{tuning.get('batch_size')}, {tuning.get('optimizer')}, dev every {tuning.get('eval_every')} steps; the lr "
+            f"{tuning.get('batch_size')}, {tuning.get('optimizer')}, dev every {tuning.get('eval_every')} steps; "
+            "the lr "
             f"chosen on dev per problem from {tuning.get('lr')}.",
             f"- Wall time of the last run (`--resume` runs count separately; jobs kept from earlier runs cost it "
             f"nothing): {_hours(times.get('wall_s', float('nan')))}"
@@ -238,8 +283,10 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
         ]
         if not result.get("finished"):
             left = [a for a in result.get("arms", []) if a not in result.get("done", [])]
-            lines.append(f"- **Partial**: {len(result.get('done', []))} of {len(result.get('arms', []))} arms done; "
-                         f"still to run: {', '.join(left)} (`search/study.py --resume` continues).")
+            lines.append(
+                f"- **Partial**: {len(result.get('done', []))} of {len(result.get('arms', []))} arms done; "
+                f"still to run: {', '.join(left)} (`search/study.py --resume` continues)."
+            )
         lines += ["", "| arm | method | outer steps | settings | budget cut |", "|---|---|---|---|---|"]
         for arm, p in result.get("presets", {}).items():
             settings = ", ".join(f"{k} {v}" for k, v in p.get("settings", {}).items())
@@ -261,7 +308,13 @@ def _hours(seconds: float) -> str:
     if math.isnan(seconds):
         return "n/a"
     minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min" if minutes else f"{seconds:.0f} s"
+    return (
+        f"{minutes // 60} h {minutes % 60:02d} min"
+        if minutes >= 60
+        else f"{minutes} min"
+        if minutes
+        else f"{seconds:.0f} s"
+    )
 
 
 MTL_PRESET = preset_label("mtl")
@@ -292,9 +345,14 @@ def study_contrasts(result: Mapping, methods: Mapping[str, str]) -> list[tables.
         by_method.setdefault(methods[arm], []).append(arm)
     for method, arms in by_method.items():
         if preset_label(method) in presets:
-            out += [tables.Contrast(arm, preset_label(method), "does the search beat the paper preset?") for arm in arms]
-        out += [tables.Contrast(a, b, "does one searcher beat the other at equal compute?")
-                for i, a in enumerate(arms) for b in arms[i + 1:]]
+            out += [
+                tables.Contrast(arm, preset_label(method), "does the search beat the paper preset?") for arm in arms
+            ]
+        out += [
+            tables.Contrast(a, b, "does one searcher beat the other at equal compute?")
+            for i, a in enumerate(arms)
+            for b in arms[i + 1 :]
+        ]
     return out
 
 
@@ -305,24 +363,50 @@ CURVES_CAPTION = (
 )
 
 
-def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[str],
-           captions: Mapping[str, str] | None = None, study_lines: Sequence[str] = (), contrast_text: str = "") -> str:
+def _index(
+    sweeps: Sequence[Sweep],
+    arg: pd.DataFrame,
+    plot_links,
+    notes: list[str],
+    captions: Mapping[str, str] | None = None,
+    study_lines: Sequence[str] = (),
+    contrast_text: str = "",
+) -> str:
     lines = ["# promptinit report", ""]
     lines += list(study_lines)
     lines += ["## Sweeps", ""]
-    rows = [[s.name, s.partition, s.model or "?", len(s.trials), int((s.trials["status"] == "finished").sum()),
-             str(s.dir or "(MLflow)"), s.parent_run_id or "—"] for s in sweeps]
-    lines.append(tables.markdown(["sweep", "partition", "model", "trials", "finished", "directory", "MLflow parent run"], rows))
+    rows = [
+        [
+            s.name,
+            s.partition,
+            s.model or "?",
+            len(s.trials),
+            int((s.trials["status"] == "finished").sum()),
+            str(s.dir or "(MLflow)"),
+            s.parent_run_id or "—",
+        ]
+        for s in sweeps
+    ]
+    lines.append(
+        tables.markdown(["sweep", "partition", "model", "trials", "finished", "directory", "MLflow parent run"], rows)
+    )
     lines += ["## Target tasks: each method's best prompt against prompt tuning", ""]
     lines.append(tables.arg_markdown(arg) if len(arg) else "No target-task results yet.\n")
     if contrast_text:
-        lines += ["## The study's arms against each other", "", contrast_text,
-                  "[Markdown](tables/contrasts.md), [CSV](tables/contrasts.csv)", ""]
+        lines += [
+            "## The study's arms against each other",
+            "",
+            contrast_text,
+            "[Markdown](tables/contrasts.md), [CSV](tables/contrasts.csv)",
+            "",
+        ]
     lines += ["## Tables", ""]
-    for stem, title in [("arg_table", "Target tasks: Δ, ARG, P(>PT) with CIs per method"),
-                        ("validation", "Search: validation ARG per method"),
-                        ("task_gains", "Difference and relative gain per target task"),
-                        ("cost", "Cost and ARG per accelerator-hour")]:
+    for stem, title in [
+        ("arg_table", "Target tasks: Δ, ARG, P(>PT) with CIs per method"),
+        ("validation", "Search: validation ARG per method"),
+        ("task_gains", "Difference and relative gain per target task"),
+        ("cost", "Cost and ARG per accelerator-hour"),
+    ]:
         lines.append(f"- {title}: [Markdown](tables/{stem}.md), [CSV](tables/{stem}.csv)")
     lines.append("- Per-pair target scores (method, PT, test size): [CSV](tables/target_scores.csv)")
     lines.append("- Optuna parameter importances: [CSV](tables/importances.csv)")
@@ -341,8 +425,14 @@ def _index(sweeps: Sequence[Sweep], arg: pd.DataFrame, plot_links, notes: list[s
     return "\n".join(lines)
 
 
-def write_report(sweeps: Sequence[Sweep], out: str | Path, *, task_prompts: Mapping[str, torch.Tensor] | None = None,
-                 similarity_rank: int = 4, log_mlflow: bool = True) -> Report:
+def write_report(
+    sweeps: Sequence[Sweep],
+    out: str | Path,
+    *,
+    task_prompts: Mapping[str, torch.Tensor] | None = None,
+    similarity_rank: int = 4,
+    log_mlflow: bool = True,
+) -> Report:
     """Build the report folder atomically, then log it to each sweep's MLflow parent run.
 
     Args:

@@ -38,6 +38,7 @@ GPU hours show as unknown instead of as none. When a fallback is forced by a fai
 experiment state unreadable, a trial's resources missing from it), ``load_sweep`` also warns
 once (``FallbackWarning``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -47,10 +48,11 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -81,20 +83,65 @@ STOPPED_TAG = "stopped_early"
 _PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 TRIAL_COLUMNS = [
-    "sweep", "partition", "trial_id", "method", "status", "params", "curve", "val_arg", "val_arg_se",
-    "val_arg_last", "best_step", "best_checkpoint", "steps_done", "total_steps", "stopped_early", "reports",
-    "wall_s", "cpu", "gpu", "cpu_s", "gpu_s", "resources_note", "source", "run_id",
+    "sweep",
+    "partition",
+    "trial_id",
+    "method",
+    "status",
+    "params",
+    "curve",
+    "val_arg",
+    "val_arg_se",
+    "val_arg_last",
+    "best_step",
+    "best_checkpoint",
+    "steps_done",
+    "total_steps",
+    "stopped_early",
+    "reports",
+    "wall_s",
+    "cpu",
+    "gpu",
+    "cpu_s",
+    "gpu_s",
+    "resources_note",
+    "source",
+    "run_id",
 ]
 # One row per (partition, method): ``scores`` the method's test score per (task, seed) (or per
 # (task, seed, upstream seed)), ``baseline`` PT's per (task, seed), ``n_test`` the test examples
 # per (task, seed) ({} where unknown); ``arg_mean`` and ``per_task`` (RG per task, mean over
 # seeds) are computed from them, or read from an old record without them (``scores`` {}).
-TARGET_COLUMNS = ["sweep", "partition", "method", "trial_id", "arg_mean", "n_seeds", "per_task", "scores", "baseline",
-                  "n_test", "val_arg", "val_arg_se", "val_arg_rescored", "val_arg_rescored_se", "trials", "finished",
-                  "settings"]
-_STATUS = {"TERMINATED": "finished", "ERROR": "failed", "RUNNING": "running", "PAUSED": "running",
-           "PENDING": "pending", "FINISHED": "finished", "FAILED": "failed", "KILLED": "failed",
-           "SCHEDULED": "pending"}
+TARGET_COLUMNS = [
+    "sweep",
+    "partition",
+    "method",
+    "trial_id",
+    "arg_mean",
+    "n_seeds",
+    "per_task",
+    "scores",
+    "baseline",
+    "n_test",
+    "val_arg",
+    "val_arg_se",
+    "val_arg_rescored",
+    "val_arg_rescored_se",
+    "trials",
+    "finished",
+    "settings",
+]
+_STATUS = {
+    "TERMINATED": "finished",
+    "ERROR": "failed",
+    "RUNNING": "running",
+    "PAUSED": "running",
+    "PENDING": "pending",
+    "FINISHED": "finished",
+    "FAILED": "failed",
+    "KILLED": "failed",
+    "SCHEDULED": "pending",
+}
 
 
 class FallbackWarning(UserWarning):
@@ -169,8 +216,13 @@ def _curve_and_summary(results: list[dict], trial_dir: Path | None) -> dict[str,
     curve, best, best_ckpt = [], None, None
     for r in results:
         v = _num(r.get(VAL_ARG))
-        point = {"step": _num(r.get(STEP, r.get("training_iteration"))), "iteration": _num(r.get("training_iteration")),
-                 "val_arg": v, "time_s": _num(r.get("time_total_s")), "timestamp": _num(r.get("timestamp"))}
+        point = {
+            "step": _num(r.get(STEP, r.get("training_iteration"))),
+            "iteration": _num(r.get("training_iteration")),
+            "val_arg": v,
+            "time_s": _num(r.get("time_total_s")),
+            "timestamp": _num(r.get("timestamp")),
+        }
         curve.append(point)
         if math.isfinite(v) and (best is None or v > _num(best.get(VAL_ARG))):
             best = r
@@ -198,8 +250,11 @@ def read_results(trial_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     out = []
-    lines = [(n, line.strip()) for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1)
-             if line.strip()]
+    lines = [
+        (n, line.strip())
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1)
+        if line.strip()
+    ]
     for i, (n, line) in enumerate(lines):
         try:
             out.append(json.loads(line))
@@ -222,9 +277,21 @@ def _settings(config: Mapping[str, Any]) -> tuple[str, dict]:
     return method, settings
 
 
-def _row(*, sweep: str, partition: str, trial_id: str, config: Mapping[str, Any], status: str,
-         summary: Mapping[str, Any], cpu: float, gpu: float, source: str, run_id: str | None = None,
-         stopped: bool | None = None, resources_note: str | None = None) -> dict[str, Any]:
+def _row(
+    *,
+    sweep: str,
+    partition: str,
+    trial_id: str,
+    config: Mapping[str, Any],
+    status: str,
+    summary: Mapping[str, Any],
+    cpu: float,
+    gpu: float,
+    source: str,
+    run_id: str | None = None,
+    stopped: bool | None = None,
+    resources_note: str | None = None,
+) -> dict[str, Any]:
     method, settings = _settings(config)
     steps, total = summary.get("steps_done", math.nan), summary.get("total_steps", math.nan)
     if stopped is None:
@@ -232,11 +299,21 @@ def _row(*, sweep: str, partition: str, trial_id: str, config: Mapping[str, Any]
     wall = summary.get("wall_s", math.nan)
     wall = 0.0 if not math.isfinite(wall) else wall
     row = {
-        "sweep": sweep, "partition": partition, "trial_id": trial_id, "method": method, "status": status,
-        "params": settings, **summary, "stopped_early": stopped, "cpu": cpu, "gpu": gpu,
+        "sweep": sweep,
+        "partition": partition,
+        "trial_id": trial_id,
+        "method": method,
+        "status": status,
+        "params": settings,
+        **summary,
+        "stopped_early": stopped,
+        "cpu": cpu,
+        "gpu": gpu,
         "cpu_s": cpu * wall if math.isfinite(cpu) else math.nan,
         "gpu_s": gpu * wall if math.isfinite(gpu) else math.nan,
-        "resources_note": resources_note, "source": source, "run_id": run_id,
+        "resources_note": resources_note,
+        "source": source,
+        "run_id": run_id,
     }
     row["wall_s"] = wall
     return row
@@ -255,9 +332,12 @@ def curves_frame(trials: pd.DataFrame) -> pd.DataFrame:
     """Validation curves in long form: sweep, partition, method, trial_id, step, iteration, val_arg, time_s."""
     rows = [
         {"sweep": t.sweep, "partition": t.partition, "method": t.method, "trial_id": t.trial_id, **point}
-        for t in trials.itertuples() for point in (t.curve or [])
+        for t in trials.itertuples()
+        for point in (t.curve or [])
     ]
-    return pd.DataFrame(rows, columns=["sweep", "partition", "method", "trial_id", "step", "iteration", "val_arg", "time_s"])
+    return pd.DataFrame(
+        rows, columns=["sweep", "partition", "method", "trial_id", "step", "iteration", "val_arg", "time_s"]
+    )
 
 
 # --------------------------------------------------------------------------- sweep directory
@@ -328,8 +408,17 @@ def _read_tune(sweep_dir: Path) -> tuple[list[dict] | None, str | None, bool]:
             cpu, gpu = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
         # The folder is looked up by name under the given directory, so a moved sweep still loads.
         folder = sweep_dir / Path(str(t.path)).name if getattr(t, "path", None) else None
-        out.append({"trial_id": t.trial_id, "status": str(t.status), "config": dict(t.config or {}),
-                    "folder": folder, "cpu": cpu, "gpu": gpu, "resources_missing": missing})
+        out.append(
+            {
+                "trial_id": t.trial_id,
+                "status": str(t.status),
+                "config": dict(t.config or {}),
+                "folder": folder,
+                "cpu": cpu,
+                "gpu": gpu,
+                "resources_missing": missing,
+            }
+        )
     return out, None, False
 
 
@@ -361,13 +450,23 @@ def _folder_trials(sweep_dir: Path) -> list[dict]:
             status = "TERMINATED"
         else:
             status = "RUNNING" if results else "PENDING"
-        out.append({"trial_id": trial_id, "status": status, "config": config, "folder": folder,
-                    "cpu": None, "gpu": None, "resources_missing": None})
+        out.append(
+            {
+                "trial_id": trial_id,
+                "status": status,
+                "config": config,
+                "folder": folder,
+                "cpu": None,
+                "gpu": None,
+                "resources_missing": None,
+            }
+        )
     return out
 
 
-def pair_records(scores: Mapping[tuple, float], baseline: Mapping[tuple, float],
-                 n_test: Mapping[tuple, int] | None = None) -> list[dict]:
+def pair_records(
+    scores: Mapping[tuple, float], baseline: Mapping[tuple, float], n_test: Mapping[tuple, int] | None = None
+) -> list[dict]:
     """Per-pair scores as plain records (``target_scores.csv`` rows, an export's ``target.scores``).
 
     Args:
@@ -383,14 +482,27 @@ def pair_records(scores: Mapping[tuple, float], baseline: Mapping[tuple, float],
     out = []
     for key in sorted(scores, key=lambda k: tuple(str(x) for x in k)):
         task, seed = key[0], int(key[1])
-        out.append({"task": task, "seed": seed, "upstream_seed": int(key[2]) if len(key) == 3 else None,
-                    "score": float(scores[key]), "pt": float(baseline[(task, seed)]),
-                    "n_test": None if n_test.get((task, seed)) is None else int(n_test[(task, seed)])})
+        out.append(
+            {
+                "task": task,
+                "seed": seed,
+                "upstream_seed": int(key[2]) if len(key) == 3 else None,
+                "score": float(scores[key]),
+                "pt": float(baseline[(task, seed)]),
+                "n_test": None if n_test.get((task, seed)) is None else int(n_test[(task, seed)]),
+            }
+        )
     return out
 
 
-_PAIR_FIELDS = (("task", str, True), ("seed", int, True), ("upstream_seed", int, False), ("score", float, True),
-                ("pt", float, True), ("n_test", int, False))  # name, type, required
+_PAIR_FIELDS = (
+    ("task", str, True),
+    ("seed", int, True),
+    ("upstream_seed", int, False),
+    ("score", float, True),
+    ("pt", float, True),
+    ("n_test", int, False),
+)  # name, type, required
 
 
 def pairs_from_records(records: Iterable[Mapping[str, Any]], label: str) -> tuple[dict, dict, dict]:
@@ -415,8 +527,10 @@ def pairs_from_records(records: Iterable[Mapping[str, Any]], label: str) -> tupl
                     if kind is float and not math.isfinite(v[name]):
                         raise ValueError(f"{raw!r} is not finite")
             except (ValueError, TypeError) as err:
-                raise PromptinitError(f"{label}: pair {i}: field {name!r}: missing or not a number ({err}); the "
-                                      "scores are corrupt: restore them or rerun the target evaluation") from None
+                raise PromptinitError(
+                    f"{label}: pair {i}: field {name!r}: missing or not a number ({err}); the "
+                    "scores are corrupt: restore them or rerun the target evaluation"
+                ) from None
         task, seed, up = v["task"], v["seed"], v["upstream_seed"]
         scores[(task, seed) if up is None else (task, seed, up)] = v["score"]
         baseline[(task, seed)] = v["pt"]
@@ -471,10 +585,27 @@ def _targets_from_table(sweep_dir: Path, sweep: str, partition: str, label: str 
                     "restore it or rerun the target evaluation"
                 ) from None
             settings = _json_field(r.get("settings"), f"{label or path}: line {line}: field 'settings'")
-            rows.append(target_row(sweep, part, r["method"], r.get("trial_id", ""), scores, baseline, n_test,
-                                    _num(r.get("arg_mean")), len(per_seed), per_task, _num(r.get("val_arg")),
-                                    _num(r.get("val_arg_se")), _num(r.get("trials")), _num(r.get("finished")), settings,
-                                    _num(r.get("val_arg_rescored")), _num(r.get("val_arg_rescored_se"))))
+            rows.append(
+                target_row(
+                    sweep,
+                    part,
+                    r["method"],
+                    r.get("trial_id", ""),
+                    scores,
+                    baseline,
+                    n_test,
+                    _num(r.get("arg_mean")),
+                    len(per_seed),
+                    per_task,
+                    _num(r.get("val_arg")),
+                    _num(r.get("val_arg_se")),
+                    _num(r.get("trials")),
+                    _num(r.get("finished")),
+                    settings,
+                    _num(r.get("val_arg_rescored")),
+                    _num(r.get("val_arg_rescored_se")),
+                )
+            )
     return rows
 
 
@@ -489,7 +620,9 @@ def _json_field(text: str | None, where: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise PromptinitError(f"{where}: not valid JSON ({err.msg}); rewrite the table with `promptinit report`") from None
+        raise PromptinitError(
+            f"{where}: not valid JSON ({err.msg}); rewrite the table with `promptinit report`"
+        ) from None
     if not isinstance(value, dict):
         raise PromptinitError(f"{where}: expected a JSON object of settings, got {type(value).__name__}")
     return value
@@ -508,18 +641,49 @@ def _targets_from_exports(sweep_dir: Path, sweep: str, partition: str) -> list[d
         scores, baseline, n_test = pairs_from_records(target.get("scores") or [], f"{meta_path}: field 'target.scores'")
         per_seed = dict(target.get("per_seed") or {})  # an old export: ARG per seed, no per-pair scores
         validation = meta.get("validation") or (meta.get("metrics") or {}).get("validation") or {}
-        rows.append(target_row(sweep, meta.get("partition") or (meta.get("extra") or {}).get("partition") or partition,
-                                meta.get("method", meta_path.parent.name),
-                                meta.get("trial_id") or (meta.get("extra") or {}).get("trial_id", ""), scores, baseline,
-                                n_test, _num(target.get("arg_mean")), len(per_seed), dict(target.get("per_task") or {}),
-                                _num(validation.get("arg")), _num(validation.get("arg_se")), math.nan, math.nan,
-                                dict(meta.get("hyperparameters") or {}), _num(validation.get("rescored_arg")),
-                                _num(validation.get("rescored_arg_se"))))
+        rows.append(
+            target_row(
+                sweep,
+                meta.get("partition") or (meta.get("extra") or {}).get("partition") or partition,
+                meta.get("method", meta_path.parent.name),
+                meta.get("trial_id") or (meta.get("extra") or {}).get("trial_id", ""),
+                scores,
+                baseline,
+                n_test,
+                _num(target.get("arg_mean")),
+                len(per_seed),
+                dict(target.get("per_task") or {}),
+                _num(validation.get("arg")),
+                _num(validation.get("arg_se")),
+                math.nan,
+                math.nan,
+                dict(meta.get("hyperparameters") or {}),
+                _num(validation.get("rescored_arg")),
+                _num(validation.get("rescored_arg_se")),
+            )
+        )
     return rows
 
 
-def target_row(sweep, partition, method, trial_id, scores, baseline, n_test, arg_mean, n_seeds, per_task, val_arg,
-               val_arg_se, trials, finished, settings, val_arg_rescored=math.nan, val_arg_rescored_se=math.nan) -> dict:
+def target_row(
+    sweep,
+    partition,
+    method,
+    trial_id,
+    scores,
+    baseline,
+    n_test,
+    arg_mean,
+    n_seeds,
+    per_task,
+    val_arg,
+    val_arg_se,
+    trials,
+    finished,
+    settings,
+    val_arg_rescored=math.nan,
+    val_arg_rescored_se=math.nan,
+) -> dict:
     """One target row (``TARGET_COLUMNS``), the shape every loader and ``tables.target_rows`` produce.
 
     With per-pair ``scores`` (keyed ``(task, seed[, upstream seed])``, PT's ``baseline`` keyed
@@ -536,11 +700,25 @@ def target_row(sweep, partition, method, trial_id, scores, baseline, n_test, arg
         per_task = {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
         arg_mean = float(np.mean(list(per_task.values())))
         n_seeds = len({k[1] for k in scores})
-    return {"sweep": sweep, "partition": partition, "method": method, "trial_id": trial_id or "", "arg_mean": arg_mean,
-            "n_seeds": n_seeds, "per_task": per_task, "scores": dict(scores), "baseline": dict(baseline),
-            "n_test": dict(n_test), "val_arg": val_arg, "val_arg_se": val_arg_se, "val_arg_rescored": val_arg_rescored,
-            "val_arg_rescored_se": val_arg_rescored_se, "trials": trials,
-            "finished": finished, "settings": dict(settings or {})}
+    return {
+        "sweep": sweep,
+        "partition": partition,
+        "method": method,
+        "trial_id": trial_id or "",
+        "arg_mean": arg_mean,
+        "n_seeds": n_seeds,
+        "per_task": per_task,
+        "scores": dict(scores),
+        "baseline": dict(baseline),
+        "n_test": dict(n_test),
+        "val_arg": val_arg,
+        "val_arg_se": val_arg_se,
+        "val_arg_rescored": val_arg_rescored,
+        "val_arg_rescored_se": val_arg_rescored_se,
+        "trials": trials,
+        "finished": finished,
+        "settings": dict(settings or {}),
+    }
 
 
 def _partition_name(config: Mapping[str, Any]) -> str:
@@ -563,9 +741,13 @@ def _trials_from_tune(d: Path, name: str, partition: str, config: Mapping[str, A
             fallbacks[t["resources_missing"]] = fallbacks.get(t["resources_missing"], 0) + 1
     if fallbacks:
         reasons = "; ".join(f"{n} of {len(found)} trials: {w}" for w, n in fallbacks.items())
-        warnings.warn(f"{d}: {reasons}: their CPU/GPU come from the sweep config's resources"
-                      + (" (resources.gpu auto: GPU hours unknown)" if not math.isfinite(gpu0) else "")
-                      + "; see the trials table's column resources_note", FallbackWarning, stacklevel=3)
+        warnings.warn(
+            f"{d}: {reasons}: their CPU/GPU come from the sweep config's resources"
+            + (" (resources.gpu auto: GPU hours unknown)" if not math.isfinite(gpu0) else "")
+            + "; see the trials table's column resources_note",
+            FallbackWarning,
+            stacklevel=3,
+        )
     rows = []
     for t in found:
         folder = t["folder"] if t["folder"] is not None and Path(t["folder"]).is_dir() else None
@@ -575,13 +757,25 @@ def _trials_from_tune(d: Path, name: str, partition: str, config: Mapping[str, A
             status = "running"
         note = None
         if t["cpu"] is None or t["gpu"] is None:
-            note = _fallback_note(f"the sweep config ({META_FILE}: config.resources)",
-                                  t["resources_missing"] or why or "", gpu0)
+            note = _fallback_note(
+                f"the sweep config ({META_FILE}: config.resources)", t["resources_missing"] or why or "", gpu0
+            )
         cpu = _num(t["cpu"]) if t["cpu"] is not None else cpu0
         gpu = _num(t["gpu"]) if t["gpu"] is not None else gpu0
-        rows.append(_row(sweep=name, partition=partition, trial_id=t["trial_id"], config=t["config"],
-                         status=status, summary=summary,
-                         cpu=cpu, gpu=gpu, source="tune", resources_note=note))
+        rows.append(
+            _row(
+                sweep=name,
+                partition=partition,
+                trial_id=t["trial_id"],
+                config=t["config"],
+                status=status,
+                summary=summary,
+                cpu=cpu,
+                gpu=gpu,
+                source="tune",
+                resources_note=note,
+            )
+        )
     return trials_frame(rows)
 
 
@@ -611,7 +805,9 @@ def load_sweep(sweep_dir: str | Path, source: str = "tune") -> Sweep:
         partition = targets[0]["partition"]
     if source == "mlflow":
         if not meta.get("tracking_uri") or not meta.get("parent_run_id"):
-            raise PromptinitError(f"{d / META_FILE}: field 'parent_run_id': no MLflow run recorded; use the Tune results")
+            raise PromptinitError(
+                f"{d / META_FILE}: field 'parent_run_id': no MLflow run recorded; use the Tune results"
+            )
         loaded = load_mlflow(meta["tracking_uri"], parent_run_id=meta["parent_run_id"])
         trials = loaded.trials
     elif source == "tune":
@@ -625,8 +821,11 @@ def load_sweep(sweep_dir: str | Path, source: str = "tune") -> Sweep:
 
 # MLflow retries an unreachable server 7 times with exponential backoff (minutes of silence);
 # an analysis command should fail within seconds instead. A user's own settings win.
-_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-             "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+_PATIENCE = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 
 
 @contextmanager
@@ -673,33 +872,45 @@ def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str |
     c = _client(tracking_uri)
     try:
         if parent_run_id is None:
-            exp = c.get_experiment_by_name(experiment) or (c.get_experiment(experiment) if str(experiment).isdigit() else None)
+            exp = c.get_experiment_by_name(experiment) or (
+                c.get_experiment(experiment) if str(experiment).isdigit() else None
+            )
             if exp is None:
                 raise PromptinitError(f"MLflow {tracking_uri}: no experiment {experiment!r}")
-            parents = c.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
-                                    order_by=["attributes.start_time DESC"], max_results=1)
+            parents = c.search_runs(
+                [exp.experiment_id],
+                filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
             if not parents:
                 raise PromptinitError(f"MLflow {tracking_uri}: experiment {experiment!r} has no sweep (parent) run")
             parent = parents[0]
         else:
             parent = c.get_run(parent_run_id)
         exp_id = parent.info.experiment_id
-        children = c.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
-                                 max_results=10000)
+        children = c.search_runs(
+            [exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=10000
+        )
         params = parent.data.params
         cpu = _num(params.get("resources/cpu", 1))  # search.config.Resources defaults: 1 CPU, GPU auto
         gpu_param = params.get("resources/gpu", "auto")
         gpu = math.nan if gpu_param == "auto" else _num(gpu_param)
-        resources_note = _fallback_note("the parent run's params resources/cpu, resources/gpu",
-                                        "MLflow does not record a trial's own reservation", gpu)
+        resources_note = _fallback_note(
+            "the parent run's params resources/cpu, resources/gpu",
+            "MLflow does not record a trial's own reservation",
+            gpu,
+        )
         name = parent.info.run_name or params.get("name", "")
         partition = parent.data.tags.get("partition") or _partition_name(params)
         rows = []
         for run in children:
             tags, rp, metrics = run.data.tags, run.data.params, run.data.metrics
             method = rp.get("method") or tags.get("method", "")
-            config = {"method": method, method: {k.split("/", 1)[1]: parse_value(v) for k, v in rp.items()
-                                                 if k.startswith(method + "/")}}
+            config = {
+                "method": method,
+                method: {k.split("/", 1)[1]: parse_value(v) for k, v in rp.items() if k.startswith(method + "/")},
+            }
             if SOURCES_KEY in rp:
                 config[SOURCES_KEY] = parse_value(rp[SOURCES_KEY])
             history = c.get_metric_history(run.info.run_id, VAL_ARG)
@@ -707,21 +918,46 @@ def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str |
             stamps = {m.step: m.timestamp / 1000 for m in history}  # ms -> Unix seconds, as Tune's timestamp
             times = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "time_total_s")}
             ses = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG_SE)}
-            results = [{STEP: s, VAL_ARG: v, VAL_ARG_SE: ses.get(s), "time_total_s": times.get(s),
-                        "training_iteration": i + 1, TOTAL_STEPS: metrics.get(TOTAL_STEPS), "timestamp": stamps.get(s)}
-                       for i, (s, v) in enumerate(sorted(vals.items()))]
+            results = [
+                {
+                    STEP: s,
+                    VAL_ARG: v,
+                    VAL_ARG_SE: ses.get(s),
+                    "time_total_s": times.get(s),
+                    "training_iteration": i + 1,
+                    TOTAL_STEPS: metrics.get(TOTAL_STEPS),
+                    "timestamp": stamps.get(s),
+                }
+                for i, (s, v) in enumerate(sorted(vals.items()))
+            ]
             summary = _curve_and_summary(results, None)
             if not math.isfinite(summary["wall_s"]) and run.info.end_time and run.info.start_time:
                 summary["wall_s"] = (run.info.end_time - run.info.start_time) / 1000
             stopped = tags.get(STOPPED_TAG)
-            rows.append(_row(sweep=name, partition=partition, trial_id=tags.get(TRIAL_TAG, run.info.run_id),
-                             config=config, status=_STATUS.get(run.info.status, run.info.status.lower()),
-                             summary=summary, cpu=cpu, gpu=gpu, source="mlflow", run_id=run.info.run_id,
-                             stopped=None if stopped is None else stopped == "true", resources_note=resources_note))
+            rows.append(
+                _row(
+                    sweep=name,
+                    partition=partition,
+                    trial_id=tags.get(TRIAL_TAG, run.info.run_id),
+                    config=config,
+                    status=_STATUS.get(run.info.status, run.info.status.lower()),
+                    summary=summary,
+                    cpu=cpu,
+                    gpu=gpu,
+                    source="mlflow",
+                    run_id=run.info.run_id,
+                    stopped=None if stopped is None else stopped == "true",
+                    resources_note=resources_note,
+                )
+            )
         targets = _mlflow_targets(c, parent, name, partition)
     except (MlflowException, OSError) as err:
         raise PromptinitError(f"MLflow {tracking_uri}: {' '.join(str(err).split())[:300]}") from None
-    meta = {"tracking_uri": tracking_uri, "parent_run_id": parent.info.run_id, "experiment_id": parent.info.experiment_id}
+    meta = {
+        "tracking_uri": tracking_uri,
+        "parent_run_id": parent.info.run_id,
+        "experiment_id": parent.info.experiment_id,
+    }
     config = {"name": name, "partition": partition, "model": parent.data.tags.get("model") or params.get("model")}
     return Sweep(None, name, partition, config, meta, trials_frame(rows), pd.DataFrame(targets, columns=TARGET_COLUMNS))
 
@@ -742,8 +978,9 @@ def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:
                 for artifact in (ARG_TABLE, TARGET_SCORES):
                     if artifact in listed:
                         c.download_artifacts(parent.info.run_id, artifact, tmp)
-                rows = _targets_from_table(Path(tmp), name, partition,
-                                           label=f"MLflow run {parent.info.run_id} artifact {ARG_TABLE}")
+                rows = _targets_from_table(
+                    Path(tmp), name, partition, label=f"MLflow run {parent.info.run_id} artifact {ARG_TABLE}"
+                )
                 if rows:
                     return rows
     finally:
@@ -754,10 +991,27 @@ def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:
     m = parent.data.metrics
     prefix = TARGET_ARG + "/"
     # Means only: the per-pair scores (and so the intervals) live in the table's artifacts.
-    return [target_row(name, partition, k[len(prefix):], "", {}, {}, {}, v, 0, {},
-                        _num(m.get(f"{VAL_ARG}/{k[len(prefix):]}")), _num(m.get(f"{VAL_ARG_SE}/{k[len(prefix):]}")),
-                        math.nan, math.nan, {})
-            for k, v in sorted(m.items()) if k.startswith(prefix)]
+    return [
+        target_row(
+            name,
+            partition,
+            k[len(prefix) :],
+            "",
+            {},
+            {},
+            {},
+            v,
+            0,
+            {},
+            _num(m.get(f"{VAL_ARG}/{k[len(prefix) :]}")),
+            _num(m.get(f"{VAL_ARG_SE}/{k[len(prefix) :]}")),
+            math.nan,
+            math.nan,
+            {},
+        )
+        for k, v in sorted(m.items())
+        if k.startswith(prefix)
+    ]
 
 
 STUDY_META = "promptinit-study.json"  # search/study.py META_FILE
@@ -794,7 +1048,9 @@ def load_study(folder: str | Path, source: str = "tune") -> list[Sweep]:
     config, partition = meta.get("config") or {}, str(meta.get("partition", ""))
     name = str(config.get("name", folder.name))
     targets = _targets_from_table(folder, name, partition) if (folder / ARG_TABLE).is_file() else []
-    out = [Sweep(folder, name, partition, config, meta, trials_frame([]), pd.DataFrame(targets, columns=TARGET_COLUMNS))]
+    out = [
+        Sweep(folder, name, partition, config, meta, trials_frame([]), pd.DataFrame(targets, columns=TARGET_COLUMNS))
+    ]
     result = study_result(folder)
     defaults_done = set()
     for label, sub in (result.get("searches") or {}).items():

@@ -19,20 +19,22 @@
 
 Values are fractions in the CSVs and percentages (points for differences) in the Markdown.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from promptinit.analysis.results import ARG_TABLE, SCORE_COLUMNS, TARGET_SCORES, target_row, pair_records
+from promptinit.analysis.results import ARG_TABLE, SCORE_COLUMNS, TARGET_SCORES, pair_records, target_row
 from promptinit.files import atomic_write
 from promptinit.stats import LEVEL, LOW_BASELINE, MIN_BASELINE, RESAMPLES, Comparison, Interval, compare
 
@@ -43,21 +45,47 @@ NO_TRIAL = "no finished trial"
 ARG_NOTE = (
     f"Cells: mean [{100 * LEVEL:.0f} % CI] over (target task, few-shot seed) pairs, by a stratified bootstrap "
     f"({RESAMPLES} resamples; few-shot seeds resampled within each task, so every task keeps its weight, and "
-    "upstream seeds, when the method was meta-trained with several, resampled too; promptinit.stats). Δ: test score of the method minus that of prompt tuning from a sampled-vocabulary init "
+    "upstream seeds, when the method was meta-trained with several, resampled too; promptinit.stats). "
+    "Δ: test score of the method minus that of prompt tuning from a sampled-vocabulary init "
     "(PT), in points (the headline). ARG: relative gain (s − s_PT) / s_PT averaged over tasks, in % (s_PT "
     f"clamped at {MIN_BASELINE} as a guard; pairs with s_PT < {LOW_BASELINE} make ARG unreliable and are flagged). "
     "P(>PT): share of pairs the method wins (ties count half). p: two-sided Wilcoxon signed-rank test of the pair "
-    "differences. A row whose Δ interval holds 0 is \"no difference\": not distinguishable from PT. "
+    'differences. A row whose Δ interval holds 0 is "no difference": not distinguishable from PT. '
     "Rests on: tasks × few-shot seeds (× upstream seeds), and the test examples behind each score. Val ARG: the "
     "chosen trial's validation ARG in the search, and re-scored on fresh few-shot seeds (the choice among each "
     "method's best trials; selection.md)."
 )
 ARG_COLUMNS = [
-    "partition", "method", "diff_mean", "diff_lo", "diff_hi", "arg_mean", "arg_lo", "arg_hi", "p_improve_mean",
-    "p_improve_lo", "p_improve_hi", "p_value", "verdict", "distinguishable", "n_tasks", "n_seeds", "n_upstream",
-    "n_pairs", "n_test_min", "n_test_max", "low_baseline", "val_arg", "val_arg_se", "val_arg_rescored",
-    "val_arg_rescored_se", "trials", "finished",
-    "trial_id", "settings", "note",
+    "partition",
+    "method",
+    "diff_mean",
+    "diff_lo",
+    "diff_hi",
+    "arg_mean",
+    "arg_lo",
+    "arg_hi",
+    "p_improve_mean",
+    "p_improve_lo",
+    "p_improve_hi",
+    "p_value",
+    "verdict",
+    "distinguishable",
+    "n_tasks",
+    "n_seeds",
+    "n_upstream",
+    "n_pairs",
+    "n_test_min",
+    "n_test_max",
+    "low_baseline",
+    "val_arg",
+    "val_arg_se",
+    "val_arg_rescored",
+    "val_arg_rescored_se",
+    "trials",
+    "finished",
+    "trial_id",
+    "settings",
+    "note",
 ]
 
 
@@ -111,14 +139,32 @@ def target_rows(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dic
     records = targets.to_dict("records") if isinstance(targets, pd.DataFrame) else [dict(t) for t in targets]
     out = []
     for r in records:
-        def get(name, default=math.nan):  # absent, None or NaN (a frame's empty cell): the default
+
+        def get(name, default=math.nan, r=r):  # absent, None or NaN (a frame's empty cell): the default
             v = r.get(name)
             return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
-        out.append(target_row(get("sweep", ""), r["partition"], r["method"], get("trial_id", ""), get("scores", {}),
-                               get("baseline", {}), get("n_test", {}), get("arg_mean"), get("n_seeds", 0),
-                               get("per_task", {}), get("val_arg"), get("val_arg_se"), get("trials"),
-                               get("finished"), get("settings", {}), get("val_arg_rescored"), get("val_arg_rescored_se")))
+        out.append(
+            target_row(
+                get("sweep", ""),
+                r["partition"],
+                r["method"],
+                get("trial_id", ""),
+                get("scores", {}),
+                get("baseline", {}),
+                get("n_test", {}),
+                get("arg_mean"),
+                get("n_seeds", 0),
+                get("per_task", {}),
+                get("val_arg"),
+                get("val_arg_se"),
+                get("trials"),
+                get("finished"),
+                get("settings", {}),
+                get("val_arg_rescored"),
+                get("val_arg_rescored_se"),
+            )
+        )
     return out
 
 
@@ -142,17 +188,22 @@ def _note(row: Mapping[str, Any], c: Comparison | None) -> str:
     if c is not None:
         notes = []
         if not has_interval(c):
-            notes.append("one few-shot seed per task: the bootstrap has nothing to resample, so there is no interval "
-                         "and no verdict; evaluate on more seeds")
+            notes.append(
+                "one few-shot seed per task: the bootstrap has nothing to resample, so there is no interval "
+                "and no verdict; evaluate on more seeds"
+            )
         if c.low_baseline:
-            notes.append(f"{c.low_baseline} of {c.n_pairs} pairs have a PT score below {LOW_BASELINE}: ARG is unreliable "
-                         "(its denominator is near 0), read Δ")
+            notes.append(
+                f"{c.low_baseline} of {c.n_pairs} pairs have a PT score below {LOW_BASELINE}: ARG is unreliable "
+                "(its denominator is near 0), read Δ"
+            )
         return "; ".join(notes)
     if math.isfinite(row.get("arg_mean", math.nan)):
-        return (f"no per-pair scores: this sweep predates them, so no interval can be given (its record: ARG "
-                f"{pct(row['arg_mean'])} %, a point estimate without uncertainty); rerun the sweep for intervals")
+        return (
+            f"no per-pair scores: this sweep predates them, so no interval can be given (its record: ARG "
+            f"{pct(row['arg_mean'])} %, a point estimate without uncertainty); rerun the sweep for intervals"
+        )
     return NO_TRIAL if not row.get("trial_id") else "no target scores"
-
 
 
 def arg_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -170,26 +221,70 @@ def arg_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFra
     for r in target_rows(targets):
         c = comparison_of(r)
         sizes = list(r["n_test"].values())
-        out = {"partition": r["partition"], "method": r["method"], "val_arg": r["val_arg"], "val_arg_se": r["val_arg_se"],
-               "val_arg_rescored": r["val_arg_rescored"], "val_arg_rescored_se": r["val_arg_rescored_se"],
-               "trials": r["trials"], "finished": r["finished"], "trial_id": r["trial_id"],
-               "settings": json.dumps(r["settings"], default=str), "note": _note(r, c),
-               "n_test_min": min(sizes) if sizes else math.nan, "n_test_max": max(sizes) if sizes else math.nan}
+        out = {
+            "partition": r["partition"],
+            "method": r["method"],
+            "val_arg": r["val_arg"],
+            "val_arg_se": r["val_arg_se"],
+            "val_arg_rescored": r["val_arg_rescored"],
+            "val_arg_rescored_se": r["val_arg_rescored_se"],
+            "trials": r["trials"],
+            "finished": r["finished"],
+            "trial_id": r["trial_id"],
+            "settings": json.dumps(r["settings"], default=str),
+            "note": _note(r, c),
+            "n_test_min": min(sizes) if sizes else math.nan,
+            "n_test_max": max(sizes) if sizes else math.nan,
+        }
         if c is None:
-            out.update({k: math.nan for k in ("diff_mean", "diff_lo", "diff_hi", "arg_lo", "arg_hi", "p_improve_mean",
-                                              "p_improve_lo", "p_improve_hi", "p_value")})
-            out.update(arg_mean=r["arg_mean"], verdict="n/a", distinguishable=None, n_tasks=len(r["per_task"]) or math.nan,
-                       n_seeds=r["n_seeds"] or math.nan, n_upstream=math.nan, n_pairs=math.nan, low_baseline=math.nan)
+            out.update(
+                {
+                    k: math.nan
+                    for k in (
+                        "diff_mean",
+                        "diff_lo",
+                        "diff_hi",
+                        "arg_lo",
+                        "arg_hi",
+                        "p_improve_mean",
+                        "p_improve_lo",
+                        "p_improve_hi",
+                        "p_value",
+                    )
+                }
+            )
+            out.update(
+                arg_mean=r["arg_mean"],
+                verdict="n/a",
+                distinguishable=None,
+                n_tasks=len(r["per_task"]) or math.nan,
+                n_seeds=r["n_seeds"] or math.nan,
+                n_upstream=math.nan,
+                n_pairs=math.nan,
+                low_baseline=math.nan,
+            )
         else:
             interval = has_interval(c)
             for name in ("diff", "arg", "p_improve"):
                 iv = getattr(c, name)
-                out.update({f"{name}_mean": iv.mean, f"{name}_lo": iv.lo if interval else math.nan,
-                            f"{name}_hi": iv.hi if interval else math.nan})
+                out.update(
+                    {
+                        f"{name}_mean": iv.mean,
+                        f"{name}_lo": iv.lo if interval else math.nan,
+                        f"{name}_hi": iv.hi if interval else math.nan,
+                    }
+                )
             verdict = UNDETERMINED if not interval else NO_DIFFERENCE if not c.distinguishable else c.verdict()
-            out.update(p_value=c.p_value, verdict=verdict, distinguishable=c.distinguishable if interval else None,
-                       n_tasks=c.n_tasks, n_seeds=r["n_seeds"], n_upstream=c.n_upstream, n_pairs=c.n_pairs,
-                       low_baseline=c.low_baseline)
+            out.update(
+                p_value=c.p_value,
+                verdict=verdict,
+                distinguishable=c.distinguishable if interval else None,
+                n_tasks=c.n_tasks,
+                n_seeds=r["n_seeds"],
+                n_upstream=c.n_upstream,
+                n_pairs=c.n_pairs,
+                low_baseline=c.low_baseline,
+            )
         rows.append(out)
     return pd.DataFrame(rows, columns=ARG_COLUMNS)
 
@@ -225,15 +320,37 @@ def arg_markdown(table: pd.DataFrame) -> str:
     low baselines) below."""
     several = len(_order(table["partition"])) > 1
     level = f"{100 * LEVEL:.0f} % CI"
-    head = ["method", *(["partition"] if several else []), f"Δ vs PT, points [{level}]", f"ARG % [{level}]",
-            f"P(>PT) [{level}]", "Wilcoxon p", "verdict", "rests on", "val ARG % (SE): search",
-            "val ARG % (SE): re-scored", "trials (finished)"]
+    head = [
+        "method",
+        *(["partition"] if several else []),
+        f"Δ vs PT, points [{level}]",
+        f"ARG % [{level}]",
+        f"P(>PT) [{level}]",
+        "Wilcoxon p",
+        "verdict",
+        "rests on",
+        "val ARG % (SE): search",
+        "val ARG % (SE): re-scored",
+        "trials (finished)",
+    ]
     rows, notes = [], {}  # note -> the rows it applies to
     for r in table.itertuples():
         if not math.isfinite(r.diff_mean):  # no per-pair scores: an old record's ARG is in the note
-            rows.append([r.method, *([r.partition] if several else []), "n/a", "n/a", "n/a", "n/a",
-                         f"n/a: {r.note}" if r.note == NO_TRIAL else "n/a (see note)", _rests_on(r),
-                         pct_se(r.val_arg, r.val_arg_se), pct_se(r.val_arg_rescored, r.val_arg_rescored_se), _trials(r)])
+            rows.append(
+                [
+                    r.method,
+                    *([r.partition] if several else []),
+                    "n/a",
+                    "n/a",
+                    "n/a",
+                    "n/a",
+                    f"n/a: {r.note}" if r.note == NO_TRIAL else "n/a (see note)",
+                    _rests_on(r),
+                    pct_se(r.val_arg, r.val_arg_se),
+                    pct_se(r.val_arg_rescored, r.val_arg_rescored_se),
+                    _trials(r),
+                ]
+            )
             if r.note != NO_TRIAL:
                 notes.setdefault(r.note, []).append(r.method + (f" ({r.partition})" if several else ""))
             continue
@@ -241,10 +358,21 @@ def arg_markdown(table: pd.DataFrame) -> str:
         if math.isfinite(r.arg_mean) and math.isfinite(r.low_baseline) and r.low_baseline:
             n = int(r.low_baseline)
             arg_cell += f" (unreliable: {n} pair{'s' if n > 1 else ''} with PT < {LOW_BASELINE})"
-        rows.append([r.method, *([r.partition] if several else []), _cell(r, "diff"), arg_cell,
-                     _cell(r, "p_improve", scale=1, digits=2, signed=False), f"{r.p_value:.2g}", r.verdict,
-                     _rests_on(r), pct_se(r.val_arg, r.val_arg_se), pct_se(r.val_arg_rescored, r.val_arg_rescored_se),
-                     _trials(r)])
+        rows.append(
+            [
+                r.method,
+                *([r.partition] if several else []),
+                _cell(r, "diff"),
+                arg_cell,
+                _cell(r, "p_improve", scale=1, digits=2, signed=False),
+                f"{r.p_value:.2g}",
+                r.verdict,
+                _rests_on(r),
+                pct_se(r.val_arg, r.val_arg_se),
+                pct_se(r.val_arg_rescored, r.val_arg_rescored_se),
+                _trials(r),
+            ]
+        )
         if r.note:
             notes.setdefault(r.note, []).append(r.method + (f" ({r.partition})" if several else ""))
     text = markdown(head, rows) + "\n" + ARG_NOTE + "\n"
@@ -275,9 +403,23 @@ def target_record(row: Mapping[str, Any], table_row: Mapping[str, Any] | None = 
     and the table's numbers for it (``ARG_COLUMNS`` but the chosen trial's; NaN as None)."""
     if table_row is None:
         table_row = arg_table([row]).iloc[0].to_dict()
-    keep = [c for c in ARG_COLUMNS if c not in ("partition", "method", "val_arg", "val_arg_se", "val_arg_rescored",
-                                                "val_arg_rescored_se", "trials", "finished",
-                                                "trial_id", "settings")]
+    keep = [
+        c
+        for c in ARG_COLUMNS
+        if c
+        not in (
+            "partition",
+            "method",
+            "val_arg",
+            "val_arg_se",
+            "val_arg_rescored",
+            "val_arg_rescored_se",
+            "trials",
+            "finished",
+            "trial_id",
+            "settings",
+        )
+    ]
     stats = {k: None if isinstance(table_row[k], float) and math.isnan(table_row[k]) else table_row[k] for k in keep}
     stats = {k: v.item() if hasattr(v, "item") else v for k, v in stats.items()}  # numpy scalars -> JSON
     return {"scores": pair_records(row["scores"], row["baseline"], row["n_test"]), "comparison": stats}
@@ -312,8 +454,13 @@ def write_target_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]], fold
         key = (r["partition"], r["method"])
         out.records[key] = target_record(r, t)
         for pair in out.records[key]["scores"]:
-            w.writerow({"partition": r["partition"], "method": r["method"],
-                        **{k: "" if v is None else v for k, v in pair.items()}})
+            w.writerow(
+                {
+                    "partition": r["partition"],
+                    "method": r["method"],
+                    **{k: "" if v is None else v for k, v in pair.items()},
+                }
+            )
     # Each file whole or not at all: a study takes a sweep folder's arg_table.csv as "this sweep finished".
     atomic_write(scores_path, scores.getvalue())
     atomic_write(md, text)
@@ -324,9 +471,27 @@ def write_target_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]], fold
 # --------------------------------------------------------------------------- arm against arm
 
 
-CONTRAST_COLUMNS = ["partition", "a", "b", "question", "diff_mean", "diff_lo", "diff_hi", "p_a_mean", "p_a_lo",
-                    "p_a_hi", "p_value", "verdict", "n_tasks", "n_seeds", "n_upstream", "n_pairs", "n_test_min",
-                    "n_test_max", "note"]
+CONTRAST_COLUMNS = [
+    "partition",
+    "a",
+    "b",
+    "question",
+    "diff_mean",
+    "diff_lo",
+    "diff_hi",
+    "p_a_mean",
+    "p_a_lo",
+    "p_a_hi",
+    "p_value",
+    "verdict",
+    "n_tasks",
+    "n_seeds",
+    "n_upstream",
+    "n_pairs",
+    "n_test_min",
+    "n_test_max",
+    "note",
+]
 CONTRAST_NOTE = (
     f"Δ: arm a's test score minus arm b's on the same (task, few-shot seed) pairs, in points, mean "
     f"[{100 * LEVEL:.0f} % CI]; P(a > b): the share of comparisons a wins (ties count half); p: Wilcoxon "
@@ -365,20 +530,40 @@ def contrasts(targets: pd.DataFrame | Iterable[Mapping[str, Any]], pairs: Sequen
                 continue
             row = {"partition": partition, "a": pair.a, "b": pair.b, "question": pair.question, "note": ""}
             if set(ra["scores"]) != set(rb["scores"]) or ra["baseline"] != rb["baseline"]:
-                out.append({**row, "verdict": "n/a", "note": "the two arms were not scored on the same pairs "
-                                                              "(or against the same PT scores)"})
+                out.append(
+                    {
+                        **row,
+                        "verdict": "n/a",
+                        "note": "the two arms were not scored on the same pairs (or against the same PT scores)",
+                    }
+                )
                 continue
             zero = {k: 0.0 for k in ra["baseline"]}  # compare's Δ is then a − b itself
             c = compare({k: ra["scores"][k] - rb["scores"][k] for k in ra["scores"]}, zero)
             interval = has_interval(c)
             sizes = [*ra["n_test"].values(), *rb["n_test"].values()]
-            row.update(diff_mean=c.diff.mean, p_a_mean=c.p_improve.mean, p_value=c.p_value, n_tasks=c.n_tasks,
-                       n_seeds=ra["n_seeds"], n_upstream=c.n_upstream, n_pairs=c.n_pairs,
-                       n_test_min=min(sizes) if sizes else math.nan, n_test_max=max(sizes) if sizes else math.nan)
+            row.update(
+                diff_mean=c.diff.mean,
+                p_a_mean=c.p_improve.mean,
+                p_value=c.p_value,
+                n_tasks=c.n_tasks,
+                n_seeds=ra["n_seeds"],
+                n_upstream=c.n_upstream,
+                n_pairs=c.n_pairs,
+                n_test_min=min(sizes) if sizes else math.nan,
+                n_test_max=max(sizes) if sizes else math.nan,
+            )
             for name, iv in (("diff", c.diff), ("p_a", c.p_improve)):
-                row.update({f"{name}_lo": iv.lo if interval else math.nan, f"{name}_hi": iv.hi if interval else math.nan})
-            row["verdict"] = (UNDETERMINED if not interval else "no difference" if not c.distinguishable
-                              else f"{pair.a if c.diff.mean > 0 else pair.b} better")
+                row.update(
+                    {f"{name}_lo": iv.lo if interval else math.nan, f"{name}_hi": iv.hi if interval else math.nan}
+                )
+            row["verdict"] = (
+                UNDETERMINED
+                if not interval
+                else "no difference"
+                if not c.distinguishable
+                else f"{pair.a if c.diff.mean > 0 else pair.b} better"
+            )
             out.append(row)
     return pd.DataFrame(out, columns=CONTRAST_COLUMNS)
 
@@ -389,16 +574,36 @@ def contrasts_markdown(table: pd.DataFrame) -> str:
         return "No contrasts yet: each needs both of its arms finished.\n"
     several = len(_order(table["partition"])) > 1
     level = f"{100 * LEVEL:.0f} % CI"
-    head = ["question", "a", "b", *(["partition"] if several else []), f"Δ a − b, points [{level}]",
-            f"P(a > b) [{level}]", "Wilcoxon p", "verdict", "rests on"]
+    head = [
+        "question",
+        "a",
+        "b",
+        *(["partition"] if several else []),
+        f"Δ a − b, points [{level}]",
+        f"P(a > b) [{level}]",
+        "Wilcoxon p",
+        "verdict",
+        "rests on",
+    ]
     rows, notes = [], []
     for r in table.itertuples():
         if r.verdict == "n/a":
             rows.append([r.question, r.a, r.b, *([r.partition] if several else []), "n/a", "n/a", "n/a", "n/a", "—"])
             notes.append(f"- {r.a} vs {r.b}: {r.note}.")
             continue
-        rows.append([r.question, r.a, r.b, *([r.partition] if several else []), _cell(r, "diff"),
-                     _cell(r, "p_a", scale=1, digits=2, signed=False), f"{r.p_value:.2g}", r.verdict, _rests_on(r)])
+        rows.append(
+            [
+                r.question,
+                r.a,
+                r.b,
+                *([r.partition] if several else []),
+                _cell(r, "diff"),
+                _cell(r, "p_a", scale=1, digits=2, signed=False),
+                f"{r.p_value:.2g}",
+                r.verdict,
+                _rests_on(r),
+            ]
+        )
     return markdown(head, rows) + "\n" + CONTRAST_NOTE + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
@@ -416,29 +621,45 @@ def validation_table(trials: pd.DataFrame) -> pd.DataFrame:
         scored = g[np.isfinite(g["val_arg"].astype(float)) & (g["status"] != "failed")]
         best = scored.loc[scored["val_arg"].astype(float).idxmax()] if len(scored) else None
         v = scored["val_arg"].astype(float)
-        rows.append({
-            "partition": partition, "method": method, "trials": len(g),
-            "finished": int((g["status"] == "finished").sum()), "failed": int((g["status"] == "failed").sum()),
-            "stopped_early": int(g["stopped_early"].fillna(False).astype(bool).sum()),
-            "best_trial": best["trial_id"] if best is not None else "",
-            "val_arg_best": float(best["val_arg"]) if best is not None else math.nan,
-            "val_arg_best_se": float(best["val_arg_se"]) if best is not None else math.nan,
-            "val_arg_mean": float(v.mean()) if len(v) else math.nan,
-            "val_arg_min": float(v.min()) if len(v) else math.nan,
-            "val_arg_max": float(v.max()) if len(v) else math.nan,
-        })
+        rows.append(
+            {
+                "partition": partition,
+                "method": method,
+                "trials": len(g),
+                "finished": int((g["status"] == "finished").sum()),
+                "failed": int((g["status"] == "failed").sum()),
+                "stopped_early": int(g["stopped_early"].fillna(False).astype(bool).sum()),
+                "best_trial": best["trial_id"] if best is not None else "",
+                "val_arg_best": float(best["val_arg"]) if best is not None else math.nan,
+                "val_arg_best_se": float(best["val_arg_se"]) if best is not None else math.nan,
+                "val_arg_mean": float(v.mean()) if len(v) else math.nan,
+                "val_arg_min": float(v.min()) if len(v) else math.nan,
+                "val_arg_max": float(v.max()) if len(v) else math.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def validation_markdown(table: pd.DataFrame) -> str:
-    rows = [[r.partition, r.method, f"{r.trials} ({r.finished} finished, {r.failed} failed, {r.stopped_early} stopped early)",
-             pct_se(r.val_arg_best, r.val_arg_best_se), r.best_trial, pct(r.val_arg_mean),
-             f"{pct(r.val_arg_min)} … {pct(r.val_arg_max)}"] for r in table.itertuples()]
+    rows = [
+        [
+            r.partition,
+            r.method,
+            f"{r.trials} ({r.finished} finished, {r.failed} failed, {r.stopped_early} stopped early)",
+            pct_se(r.val_arg_best, r.val_arg_best_se),
+            r.best_trial,
+            pct(r.val_arg_mean),
+            f"{pct(r.val_arg_min)} … {pct(r.val_arg_max)}",
+        ]
+        for r in table.itertuples()
+    ]
     head = ["partition", "method", "trials", "best val ARG % (SE)", "best trial", "mean val ARG % over trials", "range"]
-    return markdown(head, rows) + ("\nValidation ARG: on the partition's validation tasks (the search objective). "
-                                   "Best: the best report of the method's trials, with its standard error over the "
-                                   "validation (task, seed) pairs (n/a with one pair). Over trials: mean and range of "
-                                   "each trial's best (the sensitivity to the hyperparameters).\n")
+    return markdown(head, rows) + (
+        "\nValidation ARG: on the partition's validation tasks (the search objective). "
+        "Best: the best report of the method's trials, with its standard error over the "
+        "validation (task, seed) pairs (n/a with one pair). Over trials: mean and range of "
+        "each trial's best (the sensitivity to the hyperparameters).\n"
+    )
 
 
 GAIN_COLUMNS = ["partition", "method", "task", "diff", "diff_lo", "diff_hi", "rg", "rg_lo", "rg_hi", "n_seeds"]
@@ -454,16 +675,31 @@ def task_gains(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFr
     rows = []
     for t in target_rows(targets):
         if not t["scores"]:
-            rows += [{"partition": t["partition"], "method": t["method"], "task": task, "rg": float(rg)}
-                     for task, rg in sorted(t["per_task"].items())]
+            rows += [
+                {"partition": t["partition"], "method": t["method"], "task": task, "rg": float(rg)}
+                for task, rg in sorted(t["per_task"].items())
+            ]
             continue
         for task in sorted({k[0] for k in t["scores"]}):
-            c = compare({k: v for k, v in t["scores"].items() if k[0] == task},
-                        {k: v for k, v in t["baseline"].items() if k[0] == task})
+            c = compare(
+                {k: v for k, v in t["scores"].items() if k[0] == task},
+                {k: v for k, v in t["baseline"].items() if k[0] == task},
+            )
             bound = (lambda x: x) if has_interval(c) else (lambda x: math.nan)  # one seed: no interval
-            rows.append({"partition": t["partition"], "method": t["method"], "task": task,
-                         "diff": c.diff.mean, "diff_lo": bound(c.diff.lo), "diff_hi": bound(c.diff.hi),
-                         "rg": c.arg.mean, "rg_lo": bound(c.arg.lo), "rg_hi": bound(c.arg.hi), "n_seeds": c.n_pairs})
+            rows.append(
+                {
+                    "partition": t["partition"],
+                    "method": t["method"],
+                    "task": task,
+                    "diff": c.diff.mean,
+                    "diff_lo": bound(c.diff.lo),
+                    "diff_hi": bound(c.diff.hi),
+                    "rg": c.arg.mean,
+                    "rg_lo": bound(c.arg.lo),
+                    "rg_hi": bound(c.arg.hi),
+                    "n_seeds": c.n_pairs,
+                }
+            )
     return pd.DataFrame(rows, columns=GAIN_COLUMNS)
 
 
@@ -473,13 +709,17 @@ def task_gains_markdown(gains: pd.DataFrame) -> str:
         tasks, methods = _order(g["task"]), _order(g["method"])
         for name, title in (("diff", "Δ vs PT (points)"), ("rg", "relative gain (%)")):
             cell = {(r.method, r.task): _gain_cell(r, name) for r in g.itertuples()}
-            parts.append(f"### {partition}: {title}\n\n" + markdown(
-                ["method", *tasks], [[m, *[cell.get((m, t), "—") for t in tasks]] for m in methods]))
+            parts.append(
+                f"### {partition}: {title}\n\n"
+                + markdown(["method", *tasks], [[m, *[cell.get((m, t), "—") for t in tasks]] for m in methods])
+            )
     if not parts:
         return "No target-task results yet.\n"
-    return "\n".join(parts) + (f"\nPer target task, mean [{100 * LEVEL:.0f} % CI] over its few-shot seeds (bootstrap; "
-                               "with few seeds the intervals are wide, and with one seed they are only the point). "
-                               "n/a: an old sweep without per-pair scores.\n")
+    return "\n".join(parts) + (
+        f"\nPer target task, mean [{100 * LEVEL:.0f} % CI] over its few-shot seeds (bootstrap; "
+        "with few seeds the intervals are wide, and with one seed they are only the point). "
+        "n/a: an old sweep without per-pair scores.\n"
+    )
 
 
 def _gain_cell(r: Any, name: str) -> str:
@@ -509,13 +749,31 @@ def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
         val = g["val_arg"].astype(float)
         best = float(val.max()) if val.notna().any() else math.nan
         tgt, lo, hi = target.get((partition, method), (math.nan, math.nan, math.nan))
-        per = (lambda x: x / accel_h if accel_h and math.isfinite(accel_h) and accel_h > 0 else math.nan)
+
+        def per(x: float, hours: float = accel_h) -> float:
+            return x / hours if hours and math.isfinite(hours) and hours > 0 else math.nan
+
         # hours are a constant of the method, so the interval per hour is the interval / hours
-        rows.append({"partition": partition, "method": method, "trials": len(g), "wall_h": wall_h, "cpu_h": cpu_h,
-                     "gpu_h": gpu_h, "accelerator": "GPU" if use_gpu else "CPU", "accel_h": accel_h,
-                     "val_arg_best": best, "target_arg": tgt, "target_arg_lo": lo, "target_arg_hi": hi,
-                     "target_arg_per_accel_h": per(tgt), "target_arg_per_accel_h_lo": per(lo),
-                     "target_arg_per_accel_h_hi": per(hi), "val_arg_per_accel_h": per(best)})
+        rows.append(
+            {
+                "partition": partition,
+                "method": method,
+                "trials": len(g),
+                "wall_h": wall_h,
+                "cpu_h": cpu_h,
+                "gpu_h": gpu_h,
+                "accelerator": "GPU" if use_gpu else "CPU",
+                "accel_h": accel_h,
+                "val_arg_best": best,
+                "target_arg": tgt,
+                "target_arg_lo": lo,
+                "target_arg_hi": hi,
+                "target_arg_per_accel_h": per(tgt),
+                "target_arg_per_accel_h_lo": per(lo),
+                "target_arg_per_accel_h_hi": per(hi),
+                "val_arg_per_accel_h": per(best),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -527,22 +785,54 @@ def cost_markdown(table: pd.DataFrame) -> str:
     def num(x: float, digits: int = 3) -> str:
         return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
-    rows = [[r.partition, r.method, r.trials, num(r.wall_h), num(r.cpu_h), num(r.gpu_h),
-             _gain_cell(r, "target_arg"), _gain_cell(r, "target_arg_per_accel_h"), pct(r.val_arg_per_accel_h)]
-            for r in table.itertuples()]
-    head = ["partition", "method", "trials", "wall h", "CPU h", "GPU h",
-            f"target ARG % [{100 * LEVEL:.0f} % CI]", f"target ARG % per {unit} h [CI]", f"best val ARG % per {unit} h"]
-    return markdown(head, rows) + (f"\nCost of the search (all trials of the method, failed ones included; the final "
-                                   f"target evaluation is not counted). CPU h / GPU h = CPUs / GPUs reserved per "
-                                   f"trial x trial wall time; the accelerator is the {unit}. Target ARG: as in "
-                                   f"arg_table.md (no CI: one seed per task, or an old sweep without per-pair "
-                                   f"scores).\n")
+    rows = [
+        [
+            r.partition,
+            r.method,
+            r.trials,
+            num(r.wall_h),
+            num(r.cpu_h),
+            num(r.gpu_h),
+            _gain_cell(r, "target_arg"),
+            _gain_cell(r, "target_arg_per_accel_h"),
+            pct(r.val_arg_per_accel_h),
+        ]
+        for r in table.itertuples()
+    ]
+    head = [
+        "partition",
+        "method",
+        "trials",
+        "wall h",
+        "CPU h",
+        "GPU h",
+        f"target ARG % [{100 * LEVEL:.0f} % CI]",
+        f"target ARG % per {unit} h [CI]",
+        f"best val ARG % per {unit} h",
+    ]
+    return markdown(head, rows) + (
+        f"\nCost of the search (all trials of the method, failed ones included; the final "
+        f"target evaluation is not counted). CPU h / GPU h = CPUs / GPUs reserved per "
+        f"trial x trial wall time; the accelerator is the {unit}. Target ARG: as in "
+        f"arg_table.md (no CI: one seed per task, or an old sweep without per-pair "
+        f"scores).\n"
+    )
 
 
 ALL_METHODS = "all methods"  # best_so_far's group of a sweep's trials of every method
 TRIAL_SECONDS, OUTER_STEPS = "trial-seconds", "outer steps"  # best_so_far's units of compute
-BEST_SO_FAR_COLUMNS = ["sweep", "method", "trial_id", "status", "val_arg", "compute", "unit", "best", "best_se",
-                       "best_trial"]
+BEST_SO_FAR_COLUMNS = [
+    "sweep",
+    "method",
+    "trial_id",
+    "status",
+    "val_arg",
+    "compute",
+    "unit",
+    "best",
+    "best_se",
+    "best_trial",
+]
 
 
 def compute_unit(trials: pd.DataFrame) -> str:
@@ -584,10 +874,12 @@ def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:
     unit = compute_unit(trials)
     t = trials[trials["reports"].astype(float).fillna(0) > 0]
     cost = t["wall_s" if unit == TRIAL_SECONDS else "steps_done"]
-    t = t.assign(cost=pd.to_numeric(cost, errors="coerce").fillna(0.0),
-                 value=pd.to_numeric(t["val_arg"], errors="coerce").where(t["status"] != "failed"),
-                 se=pd.to_numeric(t["val_arg_se"], errors="coerce"),
-                 ended=[_ended(c) for c in t["curve"]])
+    t = t.assign(
+        cost=pd.to_numeric(cost, errors="coerce").fillna(0.0),
+        value=pd.to_numeric(t["val_arg"], errors="coerce").where(t["status"] != "failed"),
+        se=pd.to_numeric(t["val_arg_se"], errors="coerce"),
+        ended=[_ended(c) for c in t["curve"]],
+    )
     rows = []
     for sweep, g in t.groupby("sweep", sort=False):
         methods = list(dict.fromkeys(g["method"]))
@@ -599,9 +891,20 @@ def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:
                 value = r["value"]
                 if math.isfinite(value) and not value <= best:  # `not <=`: true while best is NaN
                     best, best_se, best_trial = value, r["se"], r["trial_id"]
-                rows.append({"sweep": sweep, "method": method, "trial_id": r["trial_id"], "status": r["status"],
-                             "val_arg": value, "compute": compute, "unit": unit, "best": best, "best_se": best_se,
-                             "best_trial": best_trial})
+                rows.append(
+                    {
+                        "sweep": sweep,
+                        "method": method,
+                        "trial_id": r["trial_id"],
+                        "status": r["status"],
+                        "val_arg": value,
+                        "compute": compute,
+                        "unit": unit,
+                        "best": best,
+                        "best_se": best_se,
+                        "best_trial": best_trial,
+                    }
+                )
     return pd.DataFrame(rows, columns=BEST_SO_FAR_COLUMNS)
 
 
@@ -615,12 +918,23 @@ def write(df: pd.DataFrame, md_text: str, folder: Path, stem: str) -> tuple[Path
 
 
 SELECTION_MD, SELECTION_CSV = "selection.md", "selection.csv"
-SELECTION_COLUMNS = ["method", "rank_in_search", "trial_id", "step", "val_arg", "val_arg_se", "rescored_arg",
-                     "rescored_se", "chosen", "settings"]
+SELECTION_COLUMNS = [
+    "method",
+    "rank_in_search",
+    "trial_id",
+    "step",
+    "val_arg",
+    "val_arg_se",
+    "rescored_arg",
+    "rescored_se",
+    "chosen",
+    "settings",
+]
 
 
-def write_selection(rows: Iterable[Mapping[str, Any]], folder: str | Path, seeds: Sequence[int],
-                    fresh: Sequence[int]) -> tuple[str, list[Path]]:
+def write_selection(
+    rows: Iterable[Mapping[str, Any]], folder: str | Path, seeds: Sequence[int], fresh: Sequence[int]
+) -> tuple[str, list[Path]]:
     """Write ``selection.md`` and ``selection.csv``: how each method's configuration was chosen.
 
     Args:
@@ -636,12 +950,31 @@ def write_selection(rows: Iterable[Mapping[str, Any]], folder: str | Path, seeds
     df = pd.DataFrame(list(rows), columns=SELECTION_COLUMNS)
     df.to_csv(folder / SELECTION_CSV, index=False)
     body = markdown(
-        ["method", "search rank", "trial", "step", f"val ARG % (SE), search seeds {' '.join(map(str, seeds))}",
-         f"val ARG % (SE), fresh seeds {' '.join(map(str, fresh))}", "chosen"],
-        [[r.method, r.rank_in_search, r.trial_id, r.step, pct_se(r.val_arg, r.val_arg_se),
-          pct_se(r.rescored_arg, r.rescored_se), "✓" if r.chosen else ""] for r in df.itertuples()])
-    text = ("Each method's best trials in the search, re-scored on fresh validation seeds; the best re-scored one "
-            "is the method's choice (the best of several noisy scores is biased upwards, a fresh score is not).\n\n"
-            + body)
+        [
+            "method",
+            "search rank",
+            "trial",
+            "step",
+            f"val ARG % (SE), search seeds {' '.join(map(str, seeds))}",
+            f"val ARG % (SE), fresh seeds {' '.join(map(str, fresh))}",
+            "chosen",
+        ],
+        [
+            [
+                r.method,
+                r.rank_in_search,
+                r.trial_id,
+                r.step,
+                pct_se(r.val_arg, r.val_arg_se),
+                pct_se(r.rescored_arg, r.rescored_se),
+                "✓" if r.chosen else "",
+            ]
+            for r in df.itertuples()
+        ],
+    )
+    text = (
+        "Each method's best trials in the search, re-scored on fresh validation seeds; the best re-scored one "
+        "is the method's choice (the best of several noisy scores is biased upwards, a fresh score is not).\n\n" + body
+    )
     (folder / SELECTION_MD).write_text(text)
     return text, [folder / SELECTION_MD, folder / SELECTION_CSV]

@@ -24,6 +24,7 @@ sweep resumes. The config must be the one the study ran with, except that it may
 ``study.presets`` and change the search space of a method whose sweeps have not finished (those
 sweeps start afresh).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,17 @@ from promptinit.search.phases.config import check_model, check_storage, config_d
 from promptinit.search.phases.jobs import LABELS_START
 from promptinit.search.phases.searching import Candidate
 from promptinit.search.phases.study_config import (
-    ALGORITHM_LABEL, META_FILE, RESULT_FILE, ROUND, STUDY_DIR, SWEEPS, Arm, StudyConfig, load_study_config, preset_settings, resume_plan,
+    ALGORITHM_LABEL,
+    META_FILE,
+    RESULT_FILE,
+    ROUND,
+    STUDY_DIR,
+    SWEEPS,
+    Arm,
+    StudyConfig,
+    load_study_config,
+    preset_settings,
+    resume_plan,
 )
 from promptinit.search.sweep import run_sweep
 from promptinit.spaces import METHOD_KEY
@@ -79,17 +90,22 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
     if resume and not meta.is_file():
         raise PromptinitError(f"{cfg.sweep_dir}: nothing to resume (no {META_FILE}); run without --resume")
     if not resume and meta.is_file():
-        raise PromptinitError(f"{where}: field 'name': a study already ran in {cfg.sweep_dir}; pass --resume to "
-                              "continue it, or change `name`")
+        raise PromptinitError(
+            f"{where}: field 'name': a study already ran in {cfg.sweep_dir}; pass --resume to "
+            "continue it, or change `name`"
+        )
     plan: tuple[list[str], list[str]] | None = ([], [])
     if resume:
-        finished = {a.method for a in cfg.arms() if a.kind == "search"
-                    and (cfg.sweep_folder(a) / "arg_table.csv").is_file()}
+        finished = {
+            a.method for a in cfg.arms() if a.kind == "search" and (cfg.sweep_folder(a) / "arg_table.csv").is_file()
+        }
         plan = resume_plan(read_json(meta).get("config"), config_dict(cfg), finished)
         if plan is None:
-            raise PromptinitError(f"{where}: the config differs from the one {cfg.sweep_dir} ran with ({meta}) by more "
-                                  "than new arms under `study.presets` and the search space of a method whose sweeps "
-                                  "have not finished; resume with that config, or change `name` for a new study")
+            raise PromptinitError(
+                f"{where}: the config differs from the one {cfg.sweep_dir} ran with ({meta}) by more "
+                "than new arms under `study.presets` and the search space of a method whose sweeps "
+                "have not finished; resume with that config, or change `name` for a new study"
+            )
     check_model(cfg, where)
     partition = load_partition(cfg)
     tasks = check.load_tasks(cfg, partition)
@@ -97,12 +113,15 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
     check.check_metapt_pool(cfg, where, heldout)
     for name, p in cfg.study.presets.items():
         if p.method_of(name) == "metapt":
-            check.refuse_leaky_pool([preset_settings(cfg, name, p).get("pool")],
-                                    f"{where}: field 'study.presets.{name}'", heldout)
+            check.refuse_leaky_pool(
+                [preset_settings(cfg, name, p).get("pool")], f"{where}: field 'study.presets.{name}'", heldout
+            )
     unlabelled = [t.name for t in tasks.target if not t.labels] if cfg.study.labels else []
     if unlabelled:
-        raise PromptinitError(f"{where}: field 'study.labels': target task {unlabelled[0]!r} has no class labels for "
-                              "the class-label init; set `labels: false` or choose classification targets")
+        raise PromptinitError(
+            f"{where}: field 'study.labels': target task {unlabelled[0]!r} has no class labels for "
+            "the class-label init; set `labels: false` or choose classification targets"
+        )
     return cfg, partition, tasks, *plan
 
 
@@ -112,11 +131,16 @@ def prepare_study(where: str, resume: bool) -> Study:
     cfg.sweep_dir.mkdir(parents=True, exist_ok=True)
     for arm in (a for a in cfg.arms() if a.kind == "search" and a.method in respaced):
         if cfg.sweep_folder(arm).exists():  # an interrupted sweep cannot go on under another space
-            logger.info("resume: %s's search space changed; its unfinished sweep %s starts afresh", arm.method,
-                        cfg.sweep_folder(arm))
+            logger.info(
+                "resume: %s's search space changed; its unfinished sweep %s starts afresh",
+                arm.method,
+                cfg.sweep_folder(arm),
+            )
             shutil.rmtree(cfg.sweep_folder(arm))
     if not resume or added or respaced:
-        atomic_write_json(cfg.sweep_dir / META_FILE, {"config": config_dict(cfg), "partition": partition.name}, indent=1)
+        atomic_write_json(
+            cfg.sweep_dir / META_FILE, {"config": config_dict(cfg), "partition": partition.name}, indent=1
+        )
     logger.info("study %s: %s", cfg.name, cfg.sweep_dir)
     if added:
         logger.info("resume: arms added to the config since the last run: %s", ", ".join(added))
@@ -126,8 +150,15 @@ def prepare_study(where: str, resume: bool) -> Study:
 def preset_candidate(cfg: StudyConfig, arm: Arm) -> Candidate:
     """A preset arm as the candidate the upstream and target phases take."""
     settings = preset_settings(cfg, arm.name, cfg.study.presets[arm.name])
-    return Candidate(arm.method, "preset", None, float("nan"), {M.STEP: cfg.study.presets[arm.name].steps}, settings,
-                     {METHOD_KEY: arm.method, arm.method: settings})
+    return Candidate(
+        arm.method,
+        "preset",
+        None,
+        float("nan"),
+        {M.STEP: cfg.study.presets[arm.name].steps},
+        settings,
+        {METHOD_KEY: arm.method, arm.method: settings},
+    )
 
 
 def preset_rows(study: Study, arms: list[Arm], tuning: dict, common: dict) -> list[dict]:
@@ -140,8 +171,15 @@ def preset_rows(study: Study, arms: list[Arm], tuning: dict, common: dict) -> li
     for a in arms:
         mine = {k: v for k, v in checkpoints.items() if k[0] == a.name}
         scores = target.run(ctx, {a.name: chosen[a.name]}, mine, study.tasks.target, cfg.target.seeds, tuning)
-        rows.append({**common, "method": a.label, "trial_id": "preset", "settings": chosen[a.name].settings,
-                     "scores": scores.arms[a.name]})
+        rows.append(
+            {
+                **common,
+                "method": a.label,
+                "trial_id": "preset",
+                "settings": chosen[a.name].settings,
+                "scores": scores.arms[a.name],
+            }
+        )
     return rows
 
 
@@ -156,8 +194,13 @@ def search_rows(study: Study, arm: Arm, steps: int) -> list[dict]:
         if folder.exists() and not resume:  # it died before Tune saved anything: start it afresh
             logger.info("%s: an interrupted start (no %s); starting that sweep afresh", folder, check.TUNER_FILE)
             shutil.rmtree(folder)
-        logger.info("\n== search arm %s, %s: sweep %s%s", arm.method, ALGORITHM_LABEL[arm.algorithm], folder,
-                    " (resumed)" if resume else "")
+        logger.info(
+            "\n== search arm %s, %s: sweep %s%s",
+            arm.method,
+            ALGORITHM_LABEL[arm.algorithm],
+            folder,
+            " (resumed)" if resume else "",
+        )
         where = f"{study.where}: search arm {arm.label}"
         run_sweep(check.config(cfg.sub_sweep(arm, steps), where, resume))
     targets = load_sweep(folder).targets
@@ -170,8 +213,12 @@ def publish(study: Study, rows: list[dict], summary: dict, finished: bool = Fals
 
     cfg = study.cfg
     table = write_target_table(rows, cfg.sweep_dir)
-    result = {**summary, "finished": finished, "done": [r["method"] for r in rows],
-              "cpu_s_jobs": kept_cpu_seconds(study.ctx.runner.folder)}
+    result = {
+        **summary,
+        "finished": finished,
+        "done": [r["method"] for r in rows],
+        "cpu_s_jobs": kept_cpu_seconds(study.ctx.runner.folder),
+    }
     atomic_write_json(cfg.sweep_dir / RESULT_FILE, result, indent=1, default=str)
     return table
 
@@ -185,14 +232,27 @@ def run(where: str, resume: bool) -> Any:
     steps, tuning = curves.run(ctx, cfg, study.tasks.target)
     times["curves_s"] = time.perf_counter() - t_start
     arms = cfg.arms()
-    summary = {"downstream_steps": steps, "tuning": tuning, "target_seeds": list(cfg.target.seeds),
-               "upstream_seeds": cfg.target.upstream_seeds, "targets": [t.name for t in study.tasks.target],
-               "arms": [a.label for a in arms], "arm_records": [a.record() for a in arms],
-               "presets": {a.label: {"method": a.method, "steps": cfg.study.presets[a.name].steps,
-                                     "settings": preset_settings(cfg, a.name, cfg.study.presets[a.name]),
-                                     "cut": cfg.study.presets[a.name].cut} for a in arms if a.kind == "preset"},
-               "searches": {a.label: f"{SWEEPS}/{cfg.sweep_folder(a).name}" for a in arms if a.kind == "search"},
-               "times": times}
+    summary = {
+        "downstream_steps": steps,
+        "tuning": tuning,
+        "target_seeds": list(cfg.target.seeds),
+        "upstream_seeds": cfg.target.upstream_seeds,
+        "targets": [t.name for t in study.tasks.target],
+        "arms": [a.label for a in arms],
+        "arm_records": [a.record() for a in arms],
+        "presets": {
+            a.label: {
+                "method": a.method,
+                "steps": cfg.study.presets[a.name].steps,
+                "settings": preset_settings(cfg, a.name, cfg.study.presets[a.name]),
+                "cut": cfg.study.presets[a.name].cut,
+            }
+            for a in arms
+            if a.kind == "preset"
+        },
+        "searches": {a.label: f"{SWEEPS}/{cfg.sweep_folder(a).name}" for a in arms if a.kind == "search"},
+        "times": times,
+    }
     t0 = time.perf_counter()
     also = {a.label: LABELS_START for a in arms if a.kind == "labels"}
     base = target.run(ctx, {}, {}, study.tasks.target, cfg.target.seeds, tuning, also=also)
@@ -202,7 +262,7 @@ def run(where: str, resume: bool) -> Any:
     publish(study, rows, summary)
     presets = [a for a in arms if a.kind == "preset"]
     for i in range(0, len(presets), ROUND):  # a round's upstream runs side by side; a row per arm as it is done
-        rows += preset_rows(study, presets[i:i + ROUND], tuning, common)
+        rows += preset_rows(study, presets[i : i + ROUND], tuning, common)
         publish(study, rows, summary)
     times["presets_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -231,8 +291,10 @@ def kept_cpu_seconds(folder: Path) -> float:
         record = read_json(path)
         cpu_s = record.get("cpu_s", 0.0) if isinstance(record, dict) else None
         if not isinstance(cpu_s, (int, float)):
-            raise PromptinitError(f"{path}: field 'cpu_s': expected a number of CPU seconds, got {cpu_s!r}; "
-                                  "delete the file to recompute that job")
+            raise PromptinitError(
+                f"{path}: field 'cpu_s': expected a number of CPU seconds, got {cpu_s!r}; "
+                "delete the file to recompute that job"
+            )
         total += float(cpu_s)
     return total
 

@@ -21,6 +21,7 @@ and output, run top to bottom once:
 Every phase after the search keeps finished jobs in ``<sweep>/final/`` for ``--resume``.
 ``search/study.py`` composes the same phases for many arms through ``run_sweep``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,11 @@ RUNS_LEFT_OPEN_TAG = "promptinit.runs_left_open"  # on the parent run: why its c
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="search/sweep.py", description="Search upstream-method hyperparameters with "
-                                "Ray Tune + Optuna; log to MLflow; export the best prompts.")
+    p = argparse.ArgumentParser(
+        prog="search/sweep.py",
+        description="Search upstream-method hyperparameters with "
+        "Ray Tune + Optuna; log to MLflow; export the best prompts.",
+    )
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="sweep YAML (default: configs/sweep/demo.yaml)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this config")
     p.add_argument("--smoke-test", action="store_true", help="one trial per method, a few steps, one seed")
@@ -66,10 +70,19 @@ def run_sweep(checked: check.Checked) -> publish.Published:
             pending = sys.exc_info()[1]
             if isinstance(pending, PromptinitError) and reason.endswith(str(pending)):
                 reason = reason[: -len(str(pending))] + "see the error below"  # main prints it next
-            logger.warning("sweep: warning: MLflow parent run %s: %s (recorded in its tag %s; --resume closes them "
-                           "once the experiment state reads)", prepared.run.parent, reason, RUNS_LEFT_OPEN_TAG)
-    logger.info("sweep finished in %.0f s\nOptuna study %r: optuna-dashboard %s", time.perf_counter() - t_start,
-                checked.cfg.name, optuna_dashboard_url(checked))
+            logger.warning(
+                "sweep: warning: MLflow parent run %s: %s (recorded in its tag %s; --resume closes them "
+                "once the experiment state reads)",
+                prepared.run.parent,
+                reason,
+                RUNS_LEFT_OPEN_TAG,
+            )
+    logger.info(
+        "sweep finished in %.0f s\nOptuna study %r: optuna-dashboard %s",
+        time.perf_counter() - t_start,
+        checked.cfg.name,
+        optuna_dashboard_url(checked),
+    )
     return published
 
 
@@ -80,12 +93,20 @@ def run_phases(checked: check.Checked, prepared: prepare.Prepared) -> publish.Pu
     t0 = time.perf_counter()
     selected = select.run(checked, ctx, searched)
     checkpoints = upstream.run(ctx, selected.chosen, cfg.target.upstream_seeds, reuse_seed=cfg.seed)
-    scores = target.run(ctx, selected.chosen, checkpoints, checked.tasks.target, cfg.target.seeds,
-                        cfg.target.tuning_dict())
+    scores = target.run(
+        ctx, selected.chosen, checkpoints, checked.tasks.target, cfg.target.seeds, cfg.target.tuning_dict()
+    )
     post_s = time.perf_counter() - t0
-    logger.info("after the search: %d methods chosen, x %d upstream seeds, on %d target tasks x %d seeds in %.0f s "
-                "(%.0f CPU s)", len(selected.chosen), len(cfg.target.upstream_seeds), len(checked.tasks.target),
-                len(cfg.target.seeds), post_s, ctx.runner.cpu_seconds)
+    logger.info(
+        "after the search: %d methods chosen, x %d upstream seeds, on %d target tasks x %d seeds in %.0f s "
+        "(%.0f CPU s)",
+        len(selected.chosen),
+        len(cfg.target.upstream_seeds),
+        len(checked.tasks.target),
+        len(cfg.target.seeds),
+        post_s,
+        ctx.runner.cpu_seconds,
+    )
     return publish.run(checked, prepared, searched, selected, checkpoints, scores, post_s)
 
 
@@ -110,8 +131,9 @@ def close_runs(run: prepare.Run, sweep_dir: Path, status: str) -> str | None:
     try:
         states = check.trial_states(sweep_dir)
     except PromptinitError as err:
-        still_open = [r for r in tracking.child_runs(run.uri, run.experiment, run.parent)
-                      if r.info.status in tracking.RUN_STATES]
+        still_open = [
+            r for r in tracking.child_runs(run.uri, run.experiment, run.parent) if r.info.status in tracking.RUN_STATES
+        ]
         reason = f"{len(still_open)} child runs left open: {err}"
         c.set_tag(run.parent, RUNS_LEFT_OPEN_TAG, reason[:4000])
     else:

@@ -14,6 +14,7 @@ the config's defaults, repeated so every trial logs them and a sweep YAML can ov
 corpus). The setting names are the fields of ``promptinit.methods`` MetaPT config; the space
 joins a sweep only when ``metapt`` is registered.
 """
+
 from __future__ import annotations
 
 from promptinit.spaces.params import Choice, Fixed, Float

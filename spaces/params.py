@@ -4,11 +4,12 @@ A method's space is a table ``{setting: Float | Int | Choice | Fixed}``. The def
 function (``spaces.SweepSpace``) walks that table and calls ``trial.suggest_*`` for each
 searched entry; ``Fixed`` entries become constants of the trial's config.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from promptinit.errors import PromptinitError
 
@@ -67,8 +68,7 @@ class Choice:
         numeric = [o for o in self.options if isinstance(o, (int, float)) and not isinstance(o, bool)]
         if numeric and isinstance(value, (int, float)):
             # Compare on a log scale: 3e-5 is nearer 2e-5 than 1e-3 is.
-            key = lambda o: abs(math.log(max(o, 1e-30)) - math.log(max(value, 1e-30)))  # noqa: E731
-            return min(numeric, key=key)
+            return min(numeric, key=lambda o: abs(math.log(max(o, 1e-30)) - math.log(max(value, 1e-30))))
         return self.options[0]
 
 
@@ -85,7 +85,7 @@ class Fixed:
         return self.value
 
 
-Param = Union[Float, Int, Choice, Fixed]
+Param = Float | Int | Choice | Fixed
 
 
 def parse_override(value: Any, field: str) -> Param:

@@ -13,6 +13,7 @@ MAML's and FoMAML's inner steps are searched over 1-10 although Qin fixes them a
 (allenai/better-promptability configs/fomaml.jsonnet). Every value the papers use is reachable;
 the default stays Qin's 1. docs/fidelity.md has every value with its source.
 """
+
 from __future__ import annotations
 
 from promptinit.spaces.params import Choice, Fixed, Float, Int
@@ -56,8 +57,7 @@ REPTILE = MethodSpace(
 # source pool's size); `promptinit upstream` and the library keep the epochs.
 MTL = MethodSpace(
     "mtl",
-    {"lr": Float(0.2, 0.5), "batch_size": Choice((2, 4, 6, 8)), "steps": PAPER_STEPS,
-     "optimizer": Fixed("adafactor")},
+    {"lr": Float(0.2, 0.5), "batch_size": Choice((2, 4, 6, 8)), "steps": PAPER_STEPS, "optimizer": Fixed("adafactor")},
     defaults={"lr": 0.5, "batch_size": 4, "steps": 5000},
     reference=REFERENCE,
 )

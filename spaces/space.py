@@ -5,10 +5,12 @@ parameters are named ``<method>/<setting>`` and Ray's ``OptunaSearch`` unflatten
 into that nesting, so a setting of one method never shares a name (and a TPE model) with
 another method's, and the trainable reads ``config[config["method"]]``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from promptinit.errors import PromptinitError
 from promptinit.spaces.params import Choice, Fixed, Param, parse_override
@@ -70,11 +72,12 @@ class MethodSpace:
         """A method config (plain dict) from a flat Optuna point plus the fixed settings."""
         out = {k: v.value for k, v in self.params.items() if isinstance(v, Fixed)}
         prefix = f"{self.method}/"
-        out.update({k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)})
+        out.update({k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)})
         return out
 
-    def with_overrides(self, overrides: Mapping[str, Any], where: str,
-                       steps: Sequence[int] | None = None) -> "MethodSpace":
+    def with_overrides(
+        self, overrides: Mapping[str, Any], where: str, steps: Sequence[int] | None = None
+    ) -> MethodSpace:
         """This space with a sweep YAML's entries replaced.
 
         Args:

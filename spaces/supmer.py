@@ -11,6 +11,7 @@ released run's; a sweep's ``budget.steps`` replaces it (the linear schedule then
 the budget). The setting names are the fields of ``promptinit.methods`` SUPMER config; the
 space joins a sweep only when ``supmer`` is registered.
 """
+
 from __future__ import annotations
 
 from promptinit.spaces.params import Choice, Fixed, Float
@@ -29,8 +30,7 @@ SUPMER = MethodSpace(
         "mixup_m": Choice((1.5, 2.0, 3.0)),
         "steps": PAPER_STEPS,
     },
-    defaults={"outer_lr": 0.1, "phi_lr": 1e-4, "inner_lr": 0.1, "meta_batch_size": 4, "mixup_m": 2.0,
-              "steps": 100_000},
+    defaults={"outer_lr": 0.1, "phi_lr": 1e-4, "inner_lr": 0.1, "meta_batch_size": 4, "mixup_m": 2.0, "steps": 100_000},
     reference=REFERENCE,
     prepare=True,  # corpus / embeddings / clusters are cached on disk: fill the cache once
 )

@@ -1,9 +1,11 @@
 """Ray Tune trainables: thin wrappers that run a promptinit method and report ``val/arg``.
 Needs the ``platform`` extra (Ray)."""
+
 from promptinit.extras import require_platform
 
 require_platform("promptinit.trainables")
-from promptinit.trainables.metrics import METRIC, MODE
-from promptinit.trainables.trainable import Shared, make_trainable, train_prompt_init
+# after the check, so a missing Ray reads as the install hint, not as an ImportError from Tune
+from promptinit.trainables.metrics import METRIC, MODE  # noqa: E402 - see above
+from promptinit.trainables.trainable import Shared, make_trainable, train_prompt_init  # noqa: E402 - see above
 
 __all__ = ["METRIC", "MODE", "Shared", "make_trainable", "train_prompt_init"]

@@ -3,6 +3,7 @@
 Names carry a slash (``val/arg``) so MLflow groups them; the trainable reports them as
 top-level keys, which Tune keeps as they are.
 """
+
 from __future__ import annotations
 
 VAL_ARG = "val/arg"  # ARG on the partition's validation tasks vs the PT baseline: the search objective

@@ -3,21 +3,23 @@
 Plain functions over the core library (no Ray): the trainable scores on the validation tasks
 after every chunk of upstream steps, the sweep scores the best prompts on the target tasks.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from promptinit.backbones import Backbone
 from promptinit.batched import TuneProblem, tune_prompts
-from promptinit.files import atomic_folder
 from promptinit.evaluation import ARG, TuneConfig, average_relative_gain, pt_baseline
+from promptinit.files import atomic_folder
 from promptinit.stats import relative_gain
 from promptinit.tasks.fewshot import sample_few_shot
 from promptinit.tasks.task import Task
@@ -48,11 +50,14 @@ class MethodSpec:
         from promptinit.methods import build_method
 
         return build_method(self.name, backbone, list(self.source_tasks), dict(self.settings), seed=self.seed)
+
+
 PROMPT_FILE = "prompt.safetensors"  # the prompt in every checkpoint folder (key prompt_embeddings)
 
 
-def baseline_scores(backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int],
-                    tuning: TuneConfig) -> dict[Key, float]:
+def baseline_scores(
+    backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int], tuning: TuneConfig
+) -> dict[Key, float]:
     """PT baseline test score per (task, seed), from the on-disk cache when present.
 
     Args:
@@ -68,14 +73,22 @@ def baseline_scores(backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[i
     return {k: r.test for k, r in results.items()}
 
 
-def tuned_scores(backbone: Backbone, init: torch.Tensor, tasks: Sequence[Task], seeds: Sequence[int],
-                 tuning: TuneConfig, grad_transform: Callable | None = None) -> dict[Key, float]:
+def tuned_scores(
+    backbone: Backbone,
+    init: torch.Tensor,
+    tasks: Sequence[Task],
+    seeds: Sequence[int],
+    tuning: TuneConfig,
+    grad_transform: Callable | None = None,
+) -> dict[Key, float]:
     """Test score per (task, seed) after tuning a prompt from ``init`` (best-on-dev prompt);
     the (task, seed) problems run as one batched computation (``promptinit.batched``)."""
     init = init.detach()
     keys = [(task, seed) for task in tasks for seed in seeds]
-    problems = [TuneProblem(sample_few_shot(task, seed, test_size=tuning.test_size), init, grad_transform=grad_transform)
-                for task, seed in keys]
+    problems = [
+        TuneProblem(sample_few_shot(task, seed, test_size=tuning.test_size), init, grad_transform=grad_transform)
+        for task, seed in keys
+    ]
     results = tune_prompts(backbone, problems, tuning, progress=False)
     return {(task.name, seed): res.test for (task, seed), res in zip(keys, results, strict=True)}
 
@@ -106,12 +119,19 @@ def held_out_sizes(tasks: Sequence[Task], seeds: Sequence[int], test_size: int |
     return {(t.name, s): len(sample_few_shot(t, s, test_size=test_size).test) for t in tasks for s in seeds}
 
 
-def label_scores(backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int], tuning: TuneConfig) -> dict[Key, float]:
+def label_scores(
+    backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int], tuning: TuneConfig
+) -> dict[Key, float]:
     """Test score per (task, seed) after tuning from the task's class-label init (Lester et al.
     2021: a row per label, the rest sampled vocabulary with the few-shot seed, as PT's init)."""
     keys = [(task, seed) for task in tasks for seed in seeds]
-    problems = [TuneProblem(sample_few_shot(task, seed, test_size=tuning.test_size),
-                            backbone.init_prompt("labels", seed=seed, labels=task.labels)) for task, seed in keys]
+    problems = [
+        TuneProblem(
+            sample_few_shot(task, seed, test_size=tuning.test_size),
+            backbone.init_prompt("labels", seed=seed, labels=task.labels),
+        )
+        for task, seed in keys
+    ]
     results = tune_prompts(backbone, problems, tuning, progress=False)
     return {(task.name, seed): res.test for (task, seed), res in zip(keys, results, strict=True)}
 
@@ -124,8 +144,14 @@ def curve_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tunin
     return pt_curves(Backbone(BackboneConfig(**backbone)), tasks, seeds, TuneConfig(**tuning))
 
 
-def score_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tuning: dict,
-              init: torch.Tensor | str | None = None, method: MethodSpec | None = None) -> dict[Key, float]:
+def score_job(
+    backbone: dict,
+    tasks: Sequence[Task],
+    seeds: Sequence[int],
+    tuning: dict,
+    init: torch.Tensor | str | None = None,
+    method: MethodSpec | None = None,
+) -> dict[Key, float]:
     """One unit of evaluation work for a Ray task: the PT baseline (no ``init``, no ``method``;
     cached on disk), or tuning from ``init``, or from a method restored from its checkpoint.
 
@@ -219,13 +245,16 @@ def train_job(backbone: dict, method: MethodSpec, steps: int, folder: str) -> st
             break
         out = m.step()
         if not all(math.isfinite(float(v)) for v in out.values()) or not bool(m.prompt.detach().isfinite().all()):
-            raise FloatingPointError(f"{method.name} with upstream seed {method.seed} diverged at step {step}: "
-                                     f"{ {k: float(v) for k, v in out.items()} }")
+            raise FloatingPointError(
+                f"{method.name} with upstream seed {method.seed} diverged at step {step}: "
+                f"{ {k: float(v) for k, v in out.items()} }"
+            )
     dest = Path(folder)
     with atomic_folder(dest) as tmp:  # a folder that is there is complete
         save_checkpoint(m, tmp)
-        save_prompt(m.prompt, tmp / PROMPT_FILE, {"method": method.name, "step": str(steps),
-                                                  "upstream_seed": str(method.seed)})
+        save_prompt(
+            m.prompt, tmp / PROMPT_FILE, {"method": method.name, "step": str(steps), "upstream_seed": str(method.seed)}
+        )
     return str(dest)
 
 

@@ -11,6 +11,7 @@ Everything the trials share (source and validation tasks, the PT baseline scores
 settings) reaches them once through ``tune.with_parameters``; the PT baseline is computed
 before the trials start, never per trial.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,10 @@ import math
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ray import tune
 
@@ -94,8 +96,14 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
 
     method_name, settings = trial_settings(config)
     backbone = Backbone(BackboneConfig(**shared.backbone))
-    method = build_method(method_name, backbone, trial_sources(config, shared.source_tasks), settings, seed=shared.seed,
-                          **shared.method_kwargs.get(method_name, {}))
+    method = build_method(
+        method_name,
+        backbone,
+        trial_sources(config, shared.source_tasks),
+        settings,
+        seed=shared.seed,
+        **shared.method_kwargs.get(method_name, {}),
+    )
     tuning = TuneConfig(**shared.validation_tuning)
     total = int(settings["steps"])
     step = 0
@@ -111,8 +119,9 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
         step += done
         t1 = time.perf_counter()
         # SUPMER's ψ also acts on downstream tuning, as it will on the target tasks.
-        scores = tuned_scores(backbone, method.prompt, shared.validation_tasks, shared.validation_seeds,
-                              tuning, grad_transform_of(method))
+        scores = tuned_scores(
+            backbone, method.prompt, shared.validation_tasks, shared.validation_seeds, tuning, grad_transform_of(method)
+        )
         arg = arg_against(scores, shared.baseline)
         report = {
             **means,

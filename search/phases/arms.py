@@ -2,6 +2,7 @@
 
 Shared by the phases that tune from upstream checkpoints (select, target) and by a study.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,10 +33,15 @@ def start_from(ctx: Context, candidate: Candidate, checkpoint: Any, upstream_see
     from promptinit.spaces import trial_sources
     from promptinit.trainables.scoring import MethodSpec, needs_restore
 
-    key = {"method": candidate.method, "settings": dict(candidate.settings), "checkpoint": checkpoint_path(checkpoint),
-           "upstream_seed": upstream_seed}
+    key = {
+        "method": candidate.method,
+        "settings": dict(candidate.settings),
+        "checkpoint": checkpoint_path(checkpoint),
+        "upstream_seed": upstream_seed,
+    }
     if needs_restore(candidate.method):
         sources = tuple(trial_sources(candidate.config, ctx.source))
-        return Start({"method": MethodSpec(candidate.method, dict(candidate.settings), sources, upstream_seed,
-                                           checkpoint)}, key)
+        return Start(
+            {"method": MethodSpec(candidate.method, dict(candidate.settings), sources, upstream_seed, checkpoint)}, key
+        )
     return Start({"init": checkpoint_prompt(checkpoint)}, key)

@@ -5,13 +5,15 @@ config loads), the partition's tasks (loaded, so a bad catalog entry is one line
 that would leak a held-out task, and with ``--resume`` the sweep folder. A problem is one
 ``PromptinitError`` line naming the file, the field and the fix (exit code 2).
 """
+
 from __future__ import annotations
 
 import logging
 import pickletools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from promptinit.errors import PromptinitError, read_json
 from promptinit.search.phases.config import SweepConfig, check_model, check_storage, load_partition, load_sweep_config
@@ -86,8 +88,10 @@ def config(cfg: SweepConfig, where: str, resume: bool) -> Checked:
     if resume and not tuner.exists():
         raise PromptinitError(f"{cfg.sweep_dir}: nothing to resume (no {TUNER_FILE}); run without --resume")
     if not resume and tuner.exists():
-        raise PromptinitError(f"{where}: field 'name': a sweep already ran in {cfg.sweep_dir}; pass --resume to "
-                              "continue it, or change `name`")
+        raise PromptinitError(
+            f"{where}: field 'name': a sweep already ran in {cfg.sweep_dir}; pass --resume to "
+            "continue it, or change `name`"
+        )
     uri = resolve_tracking_uri(cfg.tracking_uri, cfg.sweep_dir)
     record = resumable(cfg.sweep_dir, uri) if resume else {}
     check_model(cfg, where)
@@ -107,10 +111,17 @@ def load_tasks(cfg: SweepConfig, partition: Any) -> TaskSets:
 
     ranking = tuple(cfg.ranked_sources(partition))
     if cfg.source_selection is not None:
-        logger.info("sources by similarity to the targets: %s; trials use the first k of %s",
-                    ", ".join(f"{n} {s:.3f}" for n, s in ranking), list(cfg.source_selection.counts))
-    return TaskSets(load([name for name, _ in ranking]), load(cfg.validation.select(partition.validation, "validation")),
-                    load(cfg.target.select(partition.target, "target")), ranking)
+        logger.info(
+            "sources by similarity to the targets: %s; trials use the first k of %s",
+            ", ".join(f"{n} {s:.3f}" for n, s in ranking),
+            list(cfg.source_selection.counts),
+        )
+    return TaskSets(
+        load([name for name, _ in ranking]),
+        load(cfg.validation.select(partition.validation, "validation")),
+        load(cfg.target.select(partition.target, "target")),
+        ranking,
+    )
 
 
 def check_metapt_pool(cfg: SweepConfig, where: str, heldout: Sequence[Task]) -> None:
@@ -190,26 +201,40 @@ def resumable(sweep_dir: Path, uri: str) -> dict:
     """
     path = sweep_dir / RECORD_FILE
     if not path.is_file():
-        raise PromptinitError(f"{path}: missing (the sweep's MLflow parent run and tracking URI are recorded there); "
-                              f"this folder cannot be resumed; {AFRESH}")
+        raise PromptinitError(
+            f"{path}: missing (the sweep's MLflow parent run and tracking URI are recorded there); "
+            f"this folder cannot be resumed; {AFRESH}"
+        )
     record = read_json(path)
     if not isinstance(record, dict):
         raise PromptinitError(f"{path}: expected a JSON object (parent_run_id, tracking_uri, config); {AFRESH}")
     for key in ("parent_run_id", "tracking_uri"):
         if not isinstance(record.get(key), str) or not record[key]:
-            raise PromptinitError(f"{path}: field {key!r}: missing or not a string; this folder cannot be resumed; "
-                                  f"{AFRESH}")
+            raise PromptinitError(
+                f"{path}: field {key!r}: missing or not a string; this folder cannot be resumed; {AFRESH}"
+            )
     if record["tracking_uri"] != uri:
-        raise PromptinitError(f"{path}: field 'tracking_uri': this sweep logs to MLflow at {record['tracking_uri']!r}, "
-                              f"not {uri!r}; resume with the same MLFLOW_TRACKING_URI / tracking_uri")
+        raise PromptinitError(
+            f"{path}: field 'tracking_uri': this sweep logs to MLflow at {record['tracking_uri']!r}, "
+            f"not {uri!r}; resume with the same MLFLOW_TRACKING_URI / tracking_uri"
+        )
     if not _complete_pickle(sweep_dir / TUNER_FILE):
-        raise PromptinitError(f"{sweep_dir / TUNER_FILE}: Tune's state is truncated or corrupt (an interrupted "
-                              f"write?); the sweep cannot be resumed; {AFRESH}")
-    _check_sqlite(uri, sweep_dir, f"{path}: field 'tracking_uri': the MLflow store {{db}} is missing, so the "
-                                  f"sweep's runs are gone; {AFRESH}")
+        raise PromptinitError(
+            f"{sweep_dir / TUNER_FILE}: Tune's state is truncated or corrupt (an interrupted "
+            f"write?); the sweep cannot be resumed; {AFRESH}"
+        )
+    _check_sqlite(
+        uri,
+        sweep_dir,
+        f"{path}: field 'tracking_uri': the MLflow store {{db}} is missing, so the sweep's runs are gone; {AFRESH}",
+    )
     # Tune's snapshot holds this URL: without the file the resumed searcher would start an empty study.
-    _check_sqlite(str(record.get("optuna_storage", "")), None, f"{path}: field 'optuna_storage': the search's Optuna study {{db}} is missing "
-                               f"(Tune's searcher state points at it); {AFRESH}")
+    _check_sqlite(
+        str(record.get("optuna_storage", "")),
+        None,
+        f"{path}: field 'optuna_storage': the search's Optuna study {{db}} is missing "
+        f"(Tune's searcher state points at it); {AFRESH}",
+    )
     trial_states(sweep_dir)  # an unreadable experiment state is one line here, not after Ray started
     return record
 

@@ -4,6 +4,7 @@ Every problem becomes one line ``<file>: field '<a.b>': <problem>`` (a ``Prompti
 exit code 2). Unknown fields are refused, so a typo never silently falls back to a default.
 See ``configs/sweep/demo.yaml`` for an annotated example.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,7 +45,7 @@ class Evaluation(Strict):
     tuning: dict[str, Any] = Field(
         default_factory=dict,
         description="TuneConfig fields (steps, ...); `lr` one value or a list chosen on dev per task and seed "
-                    "(Qin et al.: [0.5, 0.4, 0.3, 0.2])",
+        "(Qin et al.: [0.5, 0.4, 0.3, 0.2])",
     )
     tasks: int | list[str] | None = Field(
         None, description="use only the first N of the partition's tasks, or these named ones (CPU budgets)"
@@ -78,7 +79,9 @@ class Evaluation(Strict):
             return list(names)[: self.tasks]
         unknown = [t for t in self.tasks if t not in names]
         if unknown:
-            raise PromptinitError(f"field '{field}.tasks': {unknown} not among the partition's {field} tasks {list(names)}")
+            raise PromptinitError(
+                f"field '{field}.tasks': {unknown} not among the partition's {field} tasks {list(names)}"
+            )
         return list(self.tasks)
 
 
@@ -86,17 +89,20 @@ class Validation(Evaluation):
     """The search objective, and the fresh few-shot seeds its top trials are re-scored on."""
 
     rescore_seeds: list[int] | None = Field(
-        None, min_length=1,
+        None,
+        min_length=1,
         description="fresh few-shot seeds the top-k trials of each method are re-scored on before the choice "
-                    "(default: the paper's seeds 100, 13, 21, 42, 87 that `seeds` does not use)",
+        "(default: the paper's seeds 100, 13, 21, 42, 87 that `seeds` does not use)",
     )
 
     @model_validator(mode="after")
-    def _fresh(self) -> "Validation":
+    def _fresh(self) -> Validation:
         reused = sorted(set(self.rescore_seeds or ()) & set(self.seeds))
         if reused:
-            raise ValueError(f"field 'rescore_seeds': {reused} also in `seeds`; re-scoring needs fresh seeds "
-                             "(a seed the search chose on would favour its choice)")
+            raise ValueError(
+                f"field 'rescore_seeds': {reused} also in `seeds`; re-scoring needs fresh seeds "
+                "(a seed the search chose on would favour its choice)"
+            )
         if len(set(self.rescore_seeds or ())) != len(self.rescore_seeds or ()):
             raise ValueError(f"field 'rescore_seeds': a seed is listed twice: {self.rescore_seeds}")
         if not self.fresh_seeds():
@@ -113,10 +119,11 @@ class Target(Evaluation):
     """The final comparison with PT, over few-shot seeds and upstream (meta-training) seeds."""
 
     upstream_seeds: list[int] = Field(
-        [0, 1, 2], min_length=1,
+        [0, 1, 2],
+        min_length=1,
         description="seeds each method's chosen configuration is meta-trained with for the target evaluation "
-                    "(the sweep's `seed` reuses the search's checkpoint); >= 3 lets the interval cover "
-                    "the variance of meta-training",
+        "(the sweep's `seed` reuses the search's checkpoint); >= 3 lets the interval cover "
+        "the variance of meta-training",
     )
 
     @field_validator("upstream_seeds")
@@ -149,19 +156,26 @@ class Budget(Strict):
 
 class Search(Strict):
     algorithm: Literal["tpe", "random"] = Field(
-        "tpe", description="Optuna sampler: tpe (TPESampler) or random (RandomSampler); the scheduler, the paper "
-                           "defaults first and the budget stay the same, so two sweeps differing only here spend "
-                           "the same compute. TPE samples at random until `startup_trials` trials have "
-                           "finished, so with one seed both propose the same configurations until then",
+        "tpe",
+        description="Optuna sampler: tpe (TPESampler) or random (RandomSampler); the scheduler, the paper "
+        "defaults first and the budget stay the same, so two sweeps differing only here spend "
+        "the same compute. TPE samples at random until `startup_trials` trials have "
+        "finished, so with one seed both propose the same configurations until then",
     )
-    startup_trials: int = Field(10, ge=1, description="tpe: trials sampled at random before TPE models the results "
-                                                      "(Optuna's n_startup_trials, default 10)")
+    startup_trials: int = Field(
+        10,
+        ge=1,
+        description="tpe: trials sampled at random before TPE models the results "
+        "(Optuna's n_startup_trials, default 10)",
+    )
     seed: int = Field(0, description="seed of the Optuna sampler (tpe or random)")
     points_to_evaluate: bool = Field(True, description="start with each method's paper defaults")
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per method: setting -> value | [choices] | {low, high, log}"
     )
-    top_k: int = Field(3, ge=1, description="best trials per method re-scored on fresh validation seeds before the choice")
+    top_k: int = Field(
+        3, ge=1, description="best trials per method re-scored on fresh validation seeds before the choice"
+    )
 
 
 class Scheduler(Strict):
@@ -233,12 +247,15 @@ class SweepConfig(Strict):
     model: str
     prompt_length: int = Field(20, gt=0)
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="auto: bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX), else float32")
+        "auto", description="auto: bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX), else float32"
+    )
     attn_implementation: Literal["eager", "sdpa"] = "eager"
     max_input_tokens: int = Field(256, gt=0)
     partition: str = Field(description="a name in configs/partitions or a YAML path")
     catalog: str | None = Field(None, description="task catalog file (default configs/tasks.yaml)")
-    source_selection: SourceSelection | None = Field(None, description="use only the sources most similar to the targets")
+    source_selection: SourceSelection | None = Field(
+        None, description="use only the sources most similar to the targets"
+    )
     methods: list[str] | Literal["all"] = "all"
     seed: int = Field(0, description="the methods' seed (initial prompt, meta-batches)")
     budget: Budget = Budget()
@@ -249,7 +266,9 @@ class SweepConfig(Strict):
     target: Target
     failure: Failure = Failure()
     checkpoint: Checkpointing = Checkpointing()
-    tracking_uri: str | None = Field(None, description="MLflow; MLFLOW_TRACKING_URI wins; default sqlite in the sweep dir")
+    tracking_uri: str | None = Field(
+        None, description="MLflow; MLFLOW_TRACKING_URI wins; default sqlite in the sweep dir"
+    )
     storage_path: str = Field("runs", description="Tune storage (made absolute); shared storage on a cluster")
     ray: LocalRay = LocalRay()
 
@@ -275,7 +294,7 @@ class SweepConfig(Strict):
         return list(v)
 
     @model_validator(mode="after")
-    def _space(self) -> "SweepConfig":
+    def _space(self) -> SweepConfig:
         from promptinit.spaces import build_space, check_space
 
         check_space(build_space(self.methods, self.search.space, self.budget.steps))
@@ -304,29 +323,41 @@ class SweepConfig(Strict):
         ranked = rank_sources(partition.target, partition.source, prompts, sel.rank)
         too_many = [k for k in sel.counts if k > len(ranked)]
         if too_many:
-            raise PromptinitError(f"field 'source_selection.k': {too_many[0]} sources asked, but the partition has "
-                                  f"{len(ranked)}; use 1..{len(ranked)}")
+            raise PromptinitError(
+                f"field 'source_selection.k': {too_many[0]} sources asked, but the partition has "
+                f"{len(ranked)}; use 1..{len(ranked)}"
+            )
         return ranked
 
     @property
     def sweep_dir(self) -> Path:
         return Path(self.storage_path).expanduser().resolve() / self.name
 
-    def smoke(self) -> "SweepConfig":
+    def smoke(self) -> SweepConfig:
         """A minutes-long version: one trial per method, a few steps, one seed, tiny tuning."""
+
         def tiny(ev: Evaluation, **more: Any) -> Evaluation:
             t = dict(ev.tuning)
             t.update(steps=min(t.get("steps", 3000), 2), eval_every=1, test_size=min(t.get("test_size", 200), 16))
-            return ev.model_copy(update={"seeds": ev.seeds[:1], "tuning": t,
-                                         "tasks": ev.tasks[:1] if isinstance(ev.tasks, list) else 1, **more})
+            return ev.model_copy(
+                update={
+                    "seeds": ev.seeds[:1],
+                    "tuning": t,
+                    "tasks": ev.tasks[:1] if isinstance(ev.tasks, list) else 1,
+                    **more,
+                }
+            )
 
         budget = self.budget.model_copy(update={"num_samples": len(self.methods), "steps": [2], "steps_per_report": 2})
         # Every phase still runs: a re-score on one fresh seed, two upstream seeds (one retrained).
-        return self.model_copy(update={
-            "name": f"{self.name}-smoke", "budget": budget,
-            "validation": tiny(self.validation, rescore_seeds=self.validation.fresh_seeds()[:1]),
-            "target": tiny(self.target, upstream_seeds=self.target.upstream_seeds[:2]),
-        })
+        return self.model_copy(
+            update={
+                "name": f"{self.name}-smoke",
+                "budget": budget,
+                "validation": tiny(self.validation, rescore_seeds=self.validation.fresh_seeds()[:1]),
+                "target": tiny(self.target, upstream_seeds=self.target.upstream_seeds[:2]),
+            }
+        )
 
 
 def _format(err: dict) -> str:
@@ -344,7 +375,9 @@ def _format(err: dict) -> str:
     return f"field {loc!r}: {msg}" if loc else msg
 
 
-def load_sweep_config(path: str | Path, model: type[SweepConfig] = SweepConfig, folder: Path = SWEEP_DIR) -> SweepConfig:
+def load_sweep_config(
+    path: str | Path, model: type[SweepConfig] = SweepConfig, folder: Path = SWEEP_DIR
+) -> SweepConfig:
     """Read and validate a sweep YAML, including its partition file and search space.
 
     Args:
@@ -362,8 +395,10 @@ def load_sweep_config(path: str | Path, model: type[SweepConfig] = SweepConfig, 
     where = str(path)
     if not file.is_file():
         kind = model.__name__.removesuffix("Config").lower()  # sweep, study
-        raise PromptinitError(f"{where}: no such {kind} file (configs in {folder}: "
-                              f"{', '.join(p.name for p in sorted(folder.glob('*.yaml')))})")
+        raise PromptinitError(
+            f"{where}: no such {kind} file (configs in {folder}: "
+            f"{', '.join(p.name for p in sorted(folder.glob('*.yaml')))})"
+        )
     raw = read_yaml(file, where)
     if not isinstance(raw, dict):
         raise PromptinitError(f"{where}: expected a mapping of sweep settings (name, model, partition, ...)")
@@ -416,17 +451,21 @@ def check_storage(config: SweepConfig, where: str) -> None:
 
     sweep_dir = config.sweep_dir
     if sweep_dir.exists() and not sweep_dir.is_dir():
-        raise PromptinitError(f"{where}: field 'name': {sweep_dir} is a file, not a sweep folder; "
-                              "change `name` or move the file")
+        raise PromptinitError(
+            f"{where}: field 'name': {sweep_dir} is a file, not a sweep folder; change `name` or move the file"
+        )
     existing = sweep_dir  # the folder the sweep writes into, or the first one that exists on its way
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise PromptinitError(f"{where}: field 'storage_path': {existing} is a file, not a folder; "
-                              "point storage_path at a folder (it is created if missing)")
+        raise PromptinitError(
+            f"{where}: field 'storage_path': {existing} is a file, not a folder; "
+            "point storage_path at a folder (it is created if missing)"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PromptinitError(f"{where}: field 'storage_path': {existing} is not writable; "
-                              "choose a folder you can write to")
+        raise PromptinitError(
+            f"{where}: field 'storage_path': {existing} is not writable; choose a folder you can write to"
+        )
 
 
 def check_model(config: SweepConfig, where: str):

@@ -5,11 +5,13 @@ PT (vocabulary init) is tuned on every target (task, curve seed, lr of ``target.
 whose mean best-dev-so-far (lr chosen on dev per pair) is within ``study.curves.tolerance``
 points of the last one's. Writes ``pt_curves.{csv,md}`` (``promptinit report`` draws them).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from promptinit.files import atomic_write
 from promptinit.search.phases.jobs import Job
@@ -26,17 +28,28 @@ def run(ctx: Context, cfg: StudyConfig, tasks: Sequence[Any]) -> tuple[int, dict
     from promptinit.trainables.scoring import curve_job
 
     tuning, seeds = dict(cfg.target.tuning), cfg.curve_seeds
-    jobs = [Job(f"PT curves {t.name}, seeds {' '.join(map(str, seeds))}", curve_job,
-                dict(backbone=ctx.backbone, tasks=[t], seeds=seeds, tuning=tuning),
-                {"backbone": ctx.backbone, "task": t.fingerprint, "seeds": seeds, "tuning": tuning, "curves": True})
-            for t in tasks]
+    jobs = [
+        Job(
+            f"PT curves {t.name}, seeds {' '.join(map(str, seeds))}",
+            curve_job,
+            dict(backbone=ctx.backbone, tasks=[t], seeds=seeds, tuning=tuning),
+            {"backbone": ctx.backbone, "task": t.fingerprint, "seeds": seeds, "tuning": tuning, "curves": True},
+        )
+        for t in tasks
+    ]
     records = [r for value in ctx.runner.run("curves", jobs) for r in value]
     summary = curves.summarize(records)
     # at least one evaluation's worth: a curve already flat at the initial prompt still gets tuned
     steps = max(curves.enough_steps(summary, cfg.study.curves.tolerance / 100), tuning.get("eval_every", 50))
     curves.write_csv(records, cfg.sweep_dir / CURVES_CSV)
     atomic_write(cfg.sweep_dir / CURVES_MD, curves.markdown(summary))
-    logger.info("\nPT's dev curves (best dev so far, %%, mean over %d pairs [95 %% CI]):\n%s\ndownstream steps: %d "
-                "(the first evaluation within %g points of step %d's)", len(summary.pairs), curves.markdown(summary),
-                steps, cfg.study.curves.tolerance, summary.steps[-1])
+    logger.info(
+        "\nPT's dev curves (best dev so far, %%, mean over %d pairs [95 %% CI]):\n%s\ndownstream steps: %d "
+        "(the first evaluation within %g points of step %d's)",
+        len(summary.pairs),
+        curves.markdown(summary),
+        steps,
+        cfg.study.curves.tolerance,
+        summary.steps[-1],
+    )
     return steps, dataclasses.asdict(TuneConfig(**{**cfg.target.tuning, "steps": steps}))

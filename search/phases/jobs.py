@@ -6,14 +6,16 @@ The phases after the search (select, upstream, target) and the study's own phase
 jobs. A job names its ``owner`` (an arm and an upstream seed), so a phase gathers its results by
 owner, never by position in a list.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import promptinit
 from promptinit.errors import read_json
@@ -141,8 +143,12 @@ class Runner:
                 pending[remote.remote(job.fn, job.kwargs)] = i
         title = title or phase
         done_before = len(jobs) - len(pending)
-        logger.info("%s: %d jobs%s", title, len(jobs),
-                    f" ({done_before} done before, kept in {self.folder})" if done_before else "")
+        logger.info(
+            "%s: %d jobs%s",
+            title,
+            len(jobs),
+            f" ({done_before} done before, kept in {self.folder})" if done_before else "",
+        )
         t0, done, todo = time.perf_counter(), 0, len(pending)
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
@@ -150,13 +156,24 @@ class Runner:
             results[i], cpu_s = ray.get(ref)
             self.cpu_seconds += cpu_s
             job = jobs[i]
-            atomic_write_json(self.file(phase, job), {"label": job.label, "key": job.key, "value": results[i],
-                                                       "cpu_s": cpu_s}, default=str)
+            atomic_write_json(
+                self.file(phase, job),
+                {"label": job.label, "key": job.key, "value": results[i], "cpu_s": cpu_s},
+                default=str,
+            )
             done += 1
             elapsed = time.perf_counter() - t0
             left = f"~{duration(elapsed / done * (todo - done))} left" if todo > done else "done"
-            logger.info("  %s [%d/%d] %s (%.0f CPU s); %s elapsed, %s", title, done, todo, job.label, cpu_s,
-                        duration(elapsed), left)
+            logger.info(
+                "  %s [%d/%d] %s (%.0f CPU s); %s elapsed, %s",
+                title,
+                done,
+                todo,
+                job.label,
+                cpu_s,
+                duration(elapsed),
+                left,
+            )
         return results
 
 
@@ -178,13 +195,19 @@ PT_START = Start({}, {"pt": True})  # PT from the sampled-vocabulary init: the b
 LABELS_START = Start({"init": "labels"}, {"init": "labels"})  # PT from the class labels (Lester et al. 2021)
 
 
-def score_jobs(backbone: dict, label: str, tasks: Sequence[Any], seeds: Sequence[int], tuning: dict, start: Start,
-               owner: Owner) -> list[Job]:
+def score_jobs(
+    backbone: dict, label: str, tasks: Sequence[Any], seeds: Sequence[int], tuning: dict, start: Start, owner: Owner
+) -> list[Job]:
     """One job per task: tune from ``start`` on each few-shot seed, score on its test sample."""
     from promptinit.trainables.scoring import score_job
 
-    return [Job(f"{label} {t.name}, seeds {' '.join(map(str, seeds))}", score_job,
-                dict(backbone=backbone, tasks=[t], seeds=list(seeds), tuning=tuning, **start.kwargs),
-                {"backbone": backbone, "task": t.fingerprint, "seeds": list(seeds), "tuning": tuning, **start.key},
-                owner)
-            for t in tasks]
+    return [
+        Job(
+            f"{label} {t.name}, seeds {' '.join(map(str, seeds))}",
+            score_job,
+            dict(backbone=backbone, tasks=[t], seeds=list(seeds), tuning=tuning, **start.kwargs),
+            {"backbone": backbone, "task": t.fingerprint, "seeds": list(seeds), "tuning": tuning, **start.key},
+            owner,
+        )
+        for t in tasks
+    ]

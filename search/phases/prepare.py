@@ -4,6 +4,7 @@ The first phase that writes: ``<sweep>/promptinit-sweep.json`` (the parent run, 
 the validated config), the MLflow experiment (a model-training experiment, so the UI opens on
 its runs) and the parent run (new, or reopened on ``--resume``), then ``ray.init``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -112,11 +113,17 @@ def context(cfg: SweepConfig, source: tuple[Task, ...]) -> Context:
 
     connect_ray(cfg)
     cpu, gpu = trial_resources(cfg)
-    backbone = BackboneConfig(cfg.model, prompt_length=cfg.prompt_length, dtype=cfg.dtype,
-                              attn_implementation=cfg.attn_implementation, max_input_tokens=cfg.max_input_tokens)
+    backbone = BackboneConfig(
+        cfg.model,
+        prompt_length=cfg.prompt_length,
+        dtype=cfg.dtype,
+        attn_implementation=cfg.attn_implementation,
+        max_input_tokens=cfg.max_input_tokens,
+    )
     dtype = str(resolve_dtype(backbone.dtype, backbone.resolved_device()))  # `auto` as this node resolves it
-    return Context(dataclasses.asdict(backbone), source, cfg.seed, Runner(cfg.sweep_dir / FINAL_DIR, cpu, gpu), dtype,
-                   cpu, gpu)
+    return Context(
+        dataclasses.asdict(backbone), source, cfg.seed, Runner(cfg.sweep_dir / FINAL_DIR, cpu, gpu), dtype, cpu, gpu
+    )
 
 
 def sweep(checked: Checked) -> Prepared:
@@ -126,8 +133,9 @@ def sweep(checked: Checked) -> Prepared:
     uri = checked.tracking_uri
     experiment = tracking.experiment_id(uri, cfg.name, cfg.sweep_dir)
     parent = _reopen(checked) if checked.resume else _new_parent(checked, experiment)
-    logger.info("sweep %s: %s\nMLflow: %s (experiment %r, parent run %s)", cfg.name, cfg.sweep_dir, uri, cfg.name,
-                parent)
+    logger.info(
+        "sweep %s: %s\nMLflow: %s (experiment %r, parent run %s)", cfg.name, cfg.sweep_dir, uri, cfg.name, parent
+    )
     return Prepared(context(cfg, checked.tasks.source), Run(uri, experiment, parent))
 
 
@@ -141,7 +149,8 @@ def _reopen(checked: Checked) -> str:
         raise PromptinitError(
             f"{checked.cfg.sweep_dir / RECORD_FILE}: field 'parent_run_id': MLflow run {parent} at "
             f"{checked.tracking_uri} cannot be reopened ({' '.join(str(err).split())[:200]}); resume with the "
-            "tracking store this sweep logged to") from None
+            "tracking store this sweep logged to"
+        ) from None
     return parent
 
 
@@ -150,14 +159,30 @@ def _new_parent(checked: Checked, experiment: str) -> str:
     record_file = cfg.sweep_dir / RECORD_FILE
     _close_earlier_attempt(record_file, uri)
     c = tracking.client(uri)
-    parent = c.create_run(experiment, run_name=cfg.name, tags={
-        tracking.ROLE_TAG: "sweep", tracking.SWEEP_TAG: str(cfg.sweep_dir), "partition": checked.partition.name,
-        "model": cfg.model, "config_file": checked.where,
-    }).info.run_id
+    parent = c.create_run(
+        experiment,
+        run_name=cfg.name,
+        tags={
+            tracking.ROLE_TAG: "sweep",
+            tracking.SWEEP_TAG: str(cfg.sweep_dir),
+            "partition": checked.partition.name,
+            "model": cfg.model,
+            "config_file": checked.where,
+        },
+    ).info.run_id
     tracking.log_dict(parent, uri, params=tracking.flat_params(config_dict(cfg)))
-    atomic_write_json(record_file, {"parent_run_id": parent, "tracking_uri": uri, "experiment_id": experiment,
-                                    "config": config_dict(cfg), "optuna_storage": optuna_storage_url(cfg.sweep_dir),
-                                    "optuna_study": cfg.name}, indent=1)
+    atomic_write_json(
+        record_file,
+        {
+            "parent_run_id": parent,
+            "tracking_uri": uri,
+            "experiment_id": experiment,
+            "config": config_dict(cfg),
+            "optuna_storage": optuna_storage_url(cfg.sweep_dir),
+            "optuna_study": cfg.name,
+        },
+        indent=1,
+    )
     return parent
 
 

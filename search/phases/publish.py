@@ -4,6 +4,7 @@ The table (difference with PT, ARG, P(>PT), 95 % CIs; ``analysis.write_target_ta
 CSV and the per-pair scores), one PEFT export per chosen method (the prompt of the first upstream
 seed, whose target scores are in the table), and every number and file logged to MLflow.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,20 +48,39 @@ def target_rows(checked: Checked, searched: Searched, selected: Selected, scores
     n_test = held_out_sizes(checked.tasks.target, cfg.target.seeds, cfg.target.tune_config().test_size)
     rows = []
     for m in cfg.methods:
-        row: dict[str, Any] = {"sweep": cfg.name, "partition": checked.partition.name, "method": m,
-                               "trials": searched.counts[m].trials, "finished": searched.counts[m].finished}
+        row: dict[str, Any] = {
+            "sweep": cfg.name,
+            "partition": checked.partition.name,
+            "method": m,
+            "trials": searched.counts[m].trials,
+            "finished": searched.counts[m].finished,
+        }
         c = selected.chosen.get(m)
         if c is not None:
-            row.update(trial_id=c.trial_id, settings=dict(c.settings), val_arg=c.val_arg,
-                       val_arg_se=finite(c.metrics.get(M.VAL_ARG_SE)), val_arg_rescored=c.rescored_arg,
-                       val_arg_rescored_se=finite(c.rescored_se), scores=scores.arms[m], baseline=scores.pt,
-                       n_test=n_test)
+            row.update(
+                trial_id=c.trial_id,
+                settings=dict(c.settings),
+                val_arg=c.val_arg,
+                val_arg_se=finite(c.metrics.get(M.VAL_ARG_SE)),
+                val_arg_rescored=c.rescored_arg,
+                val_arg_rescored_se=finite(c.rescored_se),
+                scores=scores.arms[m],
+                baseline=scores.pt,
+                n_test=n_test,
+            )
         rows.append(row)
     return rows
 
 
-def run(checked: Checked, prepared: Prepared, searched: Searched, selected: Selected, checkpoints: Checkpoints,
-        scores: TargetScores, post_s: float) -> Published:
+def run(
+    checked: Checked,
+    prepared: Prepared,
+    searched: Searched,
+    selected: Selected,
+    checkpoints: Checkpoints,
+    scores: TargetScores,
+    post_s: float,
+) -> Published:
     """Write the table and the exports; log them and the sweep's numbers to the parent run."""
     from promptinit.analysis import write_target_table
 
@@ -69,12 +89,21 @@ def run(checked: Checked, prepared: Prepared, searched: Searched, selected: Sele
     metrics = tracking.target_metrics(table.table)
     for m, c in selected.chosen.items():
         metrics[f"{M.VAL_ARG}/{m}"] = c.val_arg
-        for name, value in ((M.VAL_ARG_SE, c.metrics.get(M.VAL_ARG_SE)), (M.VAL_ARG_RESCORED, c.rescored_arg),
-                            (M.VAL_ARG_RESCORED_SE, c.rescored_se)):
+        for name, value in (
+            (M.VAL_ARG_SE, c.metrics.get(M.VAL_ARG_SE)),
+            (M.VAL_ARG_RESCORED, c.rescored_arg),
+            (M.VAL_ARG_RESCORED_SE, c.rescored_se),
+        ):
             if finite(value) is not None:  # NaN with one validation pair
                 metrics[f"{name}/{m}"] = value
-    metrics.update({"time/search_s": searched.seconds, "time/trial_cpu_s": searched.trial_cpu_s,
-                    "time/after_search_s": post_s, "time/after_search_cpu_s": prepared.ctx.runner.cpu_seconds})
+    metrics.update(
+        {
+            "time/search_s": searched.seconds,
+            "time/trial_cpu_s": searched.trial_cpu_s,
+            "time/after_search_s": post_s,
+            "time/after_search_cpu_s": prepared.ctx.runner.cpu_seconds,
+        }
+    )
     run_ = prepared.run
     tracking.log_dict(run_.parent, run_.uri, metrics=metrics)
     c = tracking.client(run_.uri)
@@ -85,8 +114,15 @@ def run(checked: Checked, prepared: Prepared, searched: Searched, selected: Sele
     return Published(table, exports)
 
 
-def export(checked: Checked, prepared: Prepared, selected: Selected, method: str, c: Candidate,
-           checkpoints: Checkpoints, table: Any) -> Path:
+def export(
+    checked: Checked,
+    prepared: Prepared,
+    selected: Selected,
+    method: str,
+    c: Candidate,
+    checkpoints: Checkpoints,
+    table: Any,
+) -> Path:
     """The PEFT export of ``method``'s choice: the prompt of the first upstream seed."""
     from promptinit.analysis import export_best
     from promptinit.spaces import trial_sources
@@ -95,19 +131,35 @@ def export(checked: Checked, prepared: Prepared, selected: Selected, method: str
     first = cfg.target.upstream_seeds[0]
     checkpoint = checkpoints[(method, first)]
     info = {
-        "hyperparameters": dict(c.settings), "trial_id": c.trial_id, "checkpoint": checkpoint_path(checkpoint),
-        "upstream_seed": first, "upstream_steps": c.step, "model": cfg.model, "prompt_length": cfg.prompt_length,
-        "dtype": ctx.dtype, "partition": checked.partition.name, "partition_fingerprint": checked.partition.fingerprint,
+        "hyperparameters": dict(c.settings),
+        "trial_id": c.trial_id,
+        "checkpoint": checkpoint_path(checkpoint),
+        "upstream_seed": first,
+        "upstream_steps": c.step,
+        "model": cfg.model,
+        "prompt_length": cfg.prompt_length,
+        "dtype": ctx.dtype,
+        "partition": checked.partition.name,
+        "partition_fingerprint": checked.partition.fingerprint,
         "task_fingerprints": {t.name: t.fingerprint for t in (*tasks.source, *tasks.validation, *tasks.target)},
         "source_tasks": [t.name for t in trial_sources(c.config, tasks.source)],
-        "validation": {"arg": c.val_arg, "arg_se": finite(c.metrics.get(M.VAL_ARG_SE)), "seeds": cfg.validation.seeds,
-                       "tuning": cfg.validation.tuning_dict(), "rescored_arg": finite(c.rescored_arg),
-                       "rescored_arg_se": finite(c.rescored_se), "rescore_seeds": selected.fresh_seeds,
-                       "metrics": {k: v for k, v in c.metrics.items()
-                                   if isinstance(v, (str, bool)) or finite(v) is not None}},
+        "validation": {
+            "arg": c.val_arg,
+            "arg_se": finite(c.metrics.get(M.VAL_ARG_SE)),
+            "seeds": cfg.validation.seeds,
+            "tuning": cfg.validation.tuning_dict(),
+            "rescored_arg": finite(c.rescored_arg),
+            "rescored_arg_se": finite(c.rescored_se),
+            "rescore_seeds": selected.fresh_seeds,
+            "metrics": {k: v for k, v in c.metrics.items() if isinstance(v, (str, bool)) or finite(v) is not None},
+        },
         # the per-pair scores (method, PT, test size) and their comparison, as in the table
-        "target": {**table.records[(checked.partition.name, method)], "seeds": cfg.target.seeds,
-                   "upstream_seeds": cfg.target.upstream_seeds, "tuning": cfg.target.tuning_dict()},
+        "target": {
+            **table.records[(checked.partition.name, method)],
+            "seeds": cfg.target.seeds,
+            "upstream_seeds": cfg.target.upstream_seeds,
+            "tuning": cfg.target.tuning_dict(),
+        },
         "sweep": {"name": cfg.name, "dir": str(cfg.sweep_dir), "mlflow_parent_run": prepared.run.parent},
     }
     folder = export_best(cfg.sweep_dir, method, checkpoint_prompt(checkpoint), info)

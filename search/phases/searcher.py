@@ -16,12 +16,14 @@ ahead of it; ``restore`` settles the difference the way Tune settles its own:
 - a trial told after the snapshot is run again by Tune from its checkpoint; the study keeps the
   value it first got (the repeated reports are ignored instead of failing on a finished trial).
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -104,8 +106,16 @@ class StudySearcher(Searcher):
         mode: ``max`` or ``min``.
     """
 
-    def __init__(self, space: Callable, sampler: optuna.samplers.BaseSampler, storage_url: str, study_name: str,
-                 points: list[dict] | None, metric: str, mode: str):
+    def __init__(
+        self,
+        space: Callable,
+        sampler: optuna.samplers.BaseSampler,
+        storage_url: str,
+        study_name: str,
+        points: list[dict] | None,
+        metric: str,
+        mode: str,
+    ):
         super().__init__(metric=metric, mode=mode)
         self.space, self.sampler = space, sampler
         self.storage_url, self.study_name = storage_url, study_name
@@ -124,8 +134,12 @@ class StudySearcher(Searcher):
     def study(self) -> optuna.Study:
         if self._study is None:
             self._study = optuna.create_study(
-                storage=self.storage_url, study_name=self.study_name, sampler=self.sampler, load_if_exists=True,
-                direction="maximize" if self.mode == "max" else "minimize")
+                storage=self.storage_url,
+                study_name=self.study_name,
+                sampler=self.sampler,
+                load_if_exists=True,
+                direction="maximize" if self.mode == "max" else "minimize",
+            )
             self._study.set_metric_names([self.metric])  # optuna-dashboard plots "val/arg", not "Objective 0"
         return self._study
 
@@ -189,7 +203,10 @@ class StudySearcher(Searcher):
                 point = frozen.user_attrs.get(DEFAULTS_ATTR)
                 if point:
                     self.study.enqueue_trial(point, user_attrs={DEFAULTS_ATTR: point})
-                logger.info("resume: Optuna trial %d (Tune trial %s) was asked after Tune's last snapshot; closed FAIL",
-                            frozen.number, frozen.user_attrs.get(TUNE_TRIAL_ATTR))
+                logger.info(
+                    "resume: Optuna trial %d (Tune trial %s) was asked after Tune's last snapshot; closed FAIL",
+                    frozen.number,
+                    frozen.user_attrs.get(TUNE_TRIAL_ATTR),
+                )
             elif tid is not None and frozen.state.is_finished():
                 self.completed.add(tid)

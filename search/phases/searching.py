@@ -6,13 +6,15 @@ are built once before the trials. The searcher (``searcher.StudySearcher``: TPE 
 ``search.algorithm``, the paper defaults first) keeps its Optuna study in ``<sweep>/optuna.db``;
 ASHA stops trials early. The output: each method's best ``search.top_k`` trials, best first.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from promptinit.search.phases import tracking
 from promptinit.search.phases.check import Checked, trial_states
@@ -90,16 +92,28 @@ def run(checked: Checked, prepared: Prepared) -> Searched:
     jobs = score_jobs(ctx.backbone, "PT", tasks.validation, cfg.validation.seeds, tuning, PT_START, ("pt", None))
     baseline = scores_by_owner(jobs, ctx.runner.run("validation PT", jobs))[("pt", None)]
     build_caches(cfg.space(), ctx)
-    shared = Shared(backbone=ctx.backbone, source_tasks=ctx.source, validation_tasks=tasks.validation,
-                    validation_seeds=tuple(cfg.validation.seeds), validation_tuning=tuning, baseline=baseline,
-                    steps_per_report=cfg.budget.steps_per_report, seed=cfg.seed)
+    shared = Shared(
+        backbone=ctx.backbone,
+        source_tasks=ctx.source,
+        validation_tasks=tasks.validation,
+        validation_seeds=tuple(cfg.validation.seeds),
+        validation_tuning=tuning,
+        baseline=baseline,
+        steps_per_report=cfg.budget.steps_per_report,
+        seed=cfg.seed,
+    )
     trainable = make_trainable(shared, ctx.cpu, ctx.gpu)
     tuner = _restore(cfg, trainable, prepared.run) if checked.resume else tuner_for(cfg, trainable, prepared.run)
     t0 = time.perf_counter()
     results = tuner.fit()
     seconds = time.perf_counter() - t0
-    trial_cpu = float(sum(r.metrics_dataframe[M.CPU_SECONDS].sum() for r in results
-                          if r.metrics_dataframe is not None and M.CPU_SECONDS in r.metrics_dataframe))
+    trial_cpu = float(
+        sum(
+            r.metrics_dataframe[M.CPU_SECONDS].sum()
+            for r in results
+            if r.metrics_dataframe is not None and M.CPU_SECONDS in r.metrics_dataframe
+        )
+    )
     logger.info("search: %d trials in %.0f s (%.0f CPU s in trials)", len(results), seconds, trial_cpu)
     candidates, counts = best_trials(results, cfg.methods, cfg.search.top_k)
     return Searched(candidates, counts, seconds, trial_cpu)
@@ -116,9 +130,10 @@ def build_caches(space: SweepSpace, ctx: Context) -> None:
     if not prepare:
         return
     remote = ray.remote(num_cpus=ctx.cpu, num_gpus=ctx.gpu)(prepare_job)
-    seconds = ray.get([remote.remote(ctx.backbone, s.method, s.settings(s.default_point()), ctx.source, ctx.seed)
-                       for s in prepare])
-    logger.info("prepared %s", ", ".join(f"{s.method} ({t:.0f} s)" for s, t in zip(prepare, seconds)))
+    seconds = ray.get(
+        [remote.remote(ctx.backbone, s.method, s.settings(s.default_point()), ctx.source, ctx.seed) for s in prepare]
+    )
+    logger.info("prepared %s", ", ".join(f"{s.method} ({t:.0f} s)" for s, t in zip(prepare, seconds, strict=True)))
 
 
 def searcher_for(cfg: SweepConfig) -> StudySearcher:
@@ -133,8 +148,15 @@ def searcher_for(cfg: SweepConfig) -> StudySearcher:
         sampler = RandomSampler(seed=cfg.search.seed)
     url = optuna_storage_url(cfg.sweep_dir)
     drop_study(url, cfg.name)
-    return StudySearcher(space, sampler, url, cfg.name,
-                         space.points_to_evaluate() if cfg.search.points_to_evaluate else None, M.METRIC, M.MODE)
+    return StudySearcher(
+        space,
+        sampler,
+        url,
+        cfg.name,
+        space.points_to_evaluate() if cfg.search.points_to_evaluate else None,
+        M.METRIC,
+        M.MODE,
+    )
 
 
 def tuner_for(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
@@ -147,24 +169,34 @@ def tuner_for(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
     max_reports = max(-(-s // cfg.budget.steps_per_report) for s in all_steps(cfg.space()))
     scheduler: Any = FIFOScheduler()
     if cfg.scheduler.type == "asha":  # metric/mode come from TuneConfig (Tune refuses them on both)
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_reports,
-                                  grace_period=min(cfg.scheduler.grace_period, max_reports),
-                                  reduction_factor=cfg.scheduler.reduction_factor)
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max_reports,
+            grace_period=min(cfg.scheduler.grace_period, max_reports),
+            reduction_factor=cfg.scheduler.reduction_factor,
+        )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher_for(cfg), scheduler=scheduler, metric=M.METRIC, mode=M.MODE,
-            num_samples=cfg.budget.num_samples, max_concurrent_trials=cfg.budget.max_concurrent_trials,
+            search_alg=searcher_for(cfg),
+            scheduler=scheduler,
+            metric=M.METRIC,
+            mode=M.MODE,
+            num_samples=cfg.budget.num_samples,
+            max_concurrent_trials=cfg.budget.max_concurrent_trials,
             time_budget_s=cfg.budget.time_budget_s,
             reuse_actors=True,  # one actor runs trial after trial: no process start or model load per trial
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=cfg.name, storage_path=str(cfg.sweep_dir.parent),
+            name=cfg.name,
+            storage_path=str(cfg.sweep_dir.parent),
             failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep,
-                                                    checkpoint_score_attribute=M.VAL_ARG,
-                                                    checkpoint_score_order=M.MODE),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=cfg.checkpoint.num_to_keep,
+                checkpoint_score_attribute=M.VAL_ARG,
+                checkpoint_score_order=M.MODE,
+            ),
             callbacks=[tracking.TrialRuns(run.uri, run.experiment, run.parent)],
         ),
     )
@@ -177,8 +209,12 @@ def _restore(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
     states = trial_states(cfg.sweep_dir)  # unreadable is an error here (Tuner.restore needs it too)
     continuing = [tid for tid, (status, _) in states.items() if status not in ("TERMINATED", "ERROR")]
     closed = tracking.close_open_children(run.uri, run.experiment, run.parent, states, keep_running=continuing)
-    logger.info("resume: %d trials on record, %d to continue, %d open MLflow runs closed", len(states),
-                len(continuing), len(closed))
+    logger.info(
+        "resume: %d trials on record, %d to continue, %d open MLflow runs closed",
+        len(states),
+        len(continuing),
+        len(closed),
+    )
     return tune.Tuner.restore(str(cfg.sweep_dir), trainable=trainable, resume_errored=True)
 
 
@@ -196,8 +232,9 @@ def all_steps(space: SweepSpace) -> list[int]:
     return out or [1]
 
 
-def best_trials(results: Any, methods: Sequence[str], k: int) -> tuple[dict[str, list[Candidate]],
-                                                                       dict[str, TrialCounts]]:
+def best_trials(
+    results: Any, methods: Sequence[str], k: int
+) -> tuple[dict[str, list[Candidate]], dict[str, TrialCounts]]:
     """Each method's best ``k`` trials (a trial by its best kept checkpoint's ``val/arg``), best
     first, and each method's trial counts. Ties go to the earlier checkpoint and the smaller trial
     id, so the choice does not depend on the order Tune lists results in (a resumed sweep lists
@@ -210,10 +247,22 @@ def best_trials(results: Any, methods: Sequence[str], k: int) -> tuple[dict[str,
         method, settings = trial_settings(result.config)
         finished = result.error is None
         counts[method] = TrialCounts(counts[method].trials + 1, counts[method].finished + finished)
-        kept = [(float(mt[M.VAL_ARG]), ck, mt) for ck, mt in (result.best_checkpoints or []) if finished
-                and mt.get(M.VAL_ARG) is not None]
+        kept = [
+            (float(mt[M.VAL_ARG]), ck, mt)
+            for ck, mt in (result.best_checkpoints or [])
+            if finished and mt.get(M.VAL_ARG) is not None
+        ]
         if kept:
             value, checkpoint, metrics = max(kept, key=lambda x: (x[0], -float(x[2].get(M.STEP, 0))))
-            out[method].append(Candidate(method, str(metrics.get("trial_id", "")), checkpoint, value, dict(metrics),
-                                         settings, dict(result.config)))
+            out[method].append(
+                Candidate(
+                    method,
+                    str(metrics.get("trial_id", "")),
+                    checkpoint,
+                    value,
+                    dict(metrics),
+                    settings,
+                    dict(result.config),
+                )
+            )
     return {m: sorted(cs, key=lambda c: (-c.val_arg, c.trial_id))[:k] for m, cs in out.items()}, counts

@@ -4,15 +4,16 @@ The search's maximum over noisy evaluations is biased upwards (the winner's curs
 fresh few-shot seeds (``validation.rescore_seeds``) is not, so each method's choice is its best
 re-scored candidate. Both values are written to ``selection.{md,csv}`` and reach the report.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from promptinit.search.phases.arms import start_from
 from promptinit.search.phases.check import Checked
@@ -44,14 +45,22 @@ def run(checked: Checked, ctx: Context, searched: Searched) -> Selected:
     jobs = score_jobs(ctx.backbone, "PT", tasks, seeds, tuning, PT_START, ("pt", None))
     for c in (c for cs in searched.candidates.values() for c in cs):
         start = start_from(ctx, c, c.checkpoint, ctx.seed)
-        jobs += score_jobs(ctx.backbone, f"{c.method} trial {c.trial_id}", tasks, seeds, tuning, start,
-                           (c.trial_id, ctx.seed))
+        jobs += score_jobs(
+            ctx.backbone, f"{c.method} trial {c.trial_id}", tasks, seeds, tuning, start, (c.trial_id, ctx.seed)
+        )
     scores = scores_by_owner(jobs, ctx.runner.run("re-score", jobs))
     baseline = scores[("pt", None)]
-    rescored = {m: [dataclasses.replace(c, rescored_arg=arg_against(scores[(c.trial_id, ctx.seed)], baseline).mean,
-                                        rescored_se=arg_standard_error(scores[(c.trial_id, ctx.seed)], baseline))
-                    for c in cs]
-                for m, cs in searched.candidates.items()}
+    rescored = {
+        m: [
+            dataclasses.replace(
+                c,
+                rescored_arg=arg_against(scores[(c.trial_id, ctx.seed)], baseline).mean,
+                rescored_se=arg_standard_error(scores[(c.trial_id, ctx.seed)], baseline),
+            )
+            for c in cs
+        ]
+        for m, cs in searched.candidates.items()
+    }
     chosen = choose(rescored)
     text, files = write_selection(selection_rows(rescored, chosen), cfg.sweep_dir, cfg.validation.seeds, seeds)
     logger.info("\n%s", text)
@@ -67,7 +76,19 @@ def choose(candidates: Mapping[str, list[Candidate]]) -> dict[str, Candidate]:
 def selection_rows(candidates: Mapping[str, list[Candidate]], chosen: Mapping[str, Candidate]) -> list[dict]:
     """One row per candidate (``analysis.write_selection``): the search's validation ARG next to
     the re-scored one."""
-    return [{"method": m, "rank_in_search": rank, "trial_id": c.trial_id, "step": c.step, "val_arg": c.val_arg,
-             "val_arg_se": c.metrics.get(M.VAL_ARG_SE, math.nan), "rescored_arg": c.rescored_arg,
-             "rescored_se": c.rescored_se, "chosen": chosen.get(m) is c, "settings": json.dumps(c.settings, default=str)}
-            for m, cs in candidates.items() for rank, c in enumerate(cs, start=1)]
+    return [
+        {
+            "method": m,
+            "rank_in_search": rank,
+            "trial_id": c.trial_id,
+            "step": c.step,
+            "val_arg": c.val_arg,
+            "val_arg_se": c.metrics.get(M.VAL_ARG_SE, math.nan),
+            "rescored_arg": c.rescored_arg,
+            "rescored_se": c.rescored_se,
+            "chosen": chosen.get(m) is c,
+            "settings": json.dumps(c.settings, default=str),
+        }
+        for m, cs in candidates.items()
+        for rank, c in enumerate(cs, start=1)
+    ]

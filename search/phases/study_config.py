@@ -3,6 +3,7 @@
 See ``search/study.py`` for what a study runs. Arms are typed (``Arm``): a label is built from
 an arm, never parsed back.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ ROUND = 2  # preset arms meta-trained side by side (their upstream seeds fill th
 
 
 class Curves(Strict):
-    seeds: list[int] | None = Field(None, min_length=2, description="few-shot seeds of the curves (default: target.seeds)")
+    seeds: list[int] | None = Field(
+        None, min_length=2, description="few-shot seeds of the curves (default: target.seeds)"
+    )
     tolerance: float = Field(1.0, ge=0, description="points below the last evaluation's selected mean")
 
 
@@ -46,7 +49,8 @@ class StudySection(Strict):
     labels: bool = Field(True, description="the PT arm from the class-label init (Lester et al. 2021)")
     presets: dict[str, Preset] = Field(default_factory=dict, description="arm name -> a method at its paper preset")
     algorithms: list[Literal["tpe", "random"]] = Field(
-        default_factory=lambda: ["tpe", "random"], description="one sweep per searched method and algorithm")
+        default_factory=lambda: ["tpe", "random"], description="one sweep per searched method and algorithm"
+    )
 
 
 class StudyConfig(SweepConfig):
@@ -55,19 +59,24 @@ class StudyConfig(SweepConfig):
     study: StudySection
 
     @model_validator(mode="after")
-    def _presets(self) -> "StudyConfig":
+    def _presets(self) -> StudyConfig:
         from promptinit.spaces import ALL_SPACES
 
         for arm, p in self.study.presets.items():
             if p.method_of(arm) not in ALL_SPACES:
-                raise ValueError(f"field 'study.presets.{arm}.method': unknown method {p.method_of(arm)!r}; "
-                                 f"known: {', '.join(ALL_SPACES)}")
+                raise ValueError(
+                    f"field 'study.presets.{arm}.method': unknown method {p.method_of(arm)!r}; "
+                    f"known: {', '.join(ALL_SPACES)}"
+                )
             try:
                 preset_settings(self, arm, p)
             except PromptinitError as err:
                 msg = str(err)
                 raise ValueError(msg if msg.startswith("field '") else f"field 'study.presets.{arm}': {msg}") from None
-        if not self.target.tuning.get("steps") or self.target.tuning.get("eval_every", 50) > self.target.tuning["steps"]:
+        if (
+            not self.target.tuning.get("steps")
+            or self.target.tuning.get("eval_every", 50) > self.target.tuning["steps"]
+        ):
             raise ValueError("field 'target.tuning': give `steps` (the curves' length) >= `eval_every`")
         return self
 
@@ -75,11 +84,11 @@ class StudyConfig(SweepConfig):
     def curve_seeds(self) -> list[int]:
         return list(self.study.curves.seeds or self.target.seeds)
 
-    def sweep_folder(self, arm: "Arm") -> Path:
+    def sweep_folder(self, arm: Arm) -> Path:
         """A search arm's sweep folder: ``<study>/sweeps/<study>-<method>-<algorithm>``."""
         return self.sweep_dir / SWEEPS / f"{self.name}-{arm.method}-{arm.algorithm}"
 
-    def sub_sweep(self, arm: "Arm", steps: int) -> SweepConfig:
+    def sub_sweep(self, arm: Arm, steps: int) -> SweepConfig:
         """The sweep config of one search arm, downstream tuning for ``steps``."""
         raw = config_dict(self)
         raw.pop("study")
@@ -89,11 +98,13 @@ class StudyConfig(SweepConfig):
         raw["target"]["tuning"]["steps"] = steps
         return SweepConfig.model_validate(raw)
 
-    def arms(self) -> list["Arm"]:
+    def arms(self) -> list[Arm]:
         """Every arm, in the order the study runs them: PT from labels, presets, searches."""
-        return [*([Arm("labels", "pt")] if self.study.labels else []),
-                *(Arm("preset", p.method_of(name), name=name) for name, p in self.study.presets.items()),
-                *(Arm("search", m, algorithm=a) for m in self.methods for a in self.study.algorithms)]
+        return [
+            *([Arm("labels", "pt")] if self.study.labels else []),
+            *(Arm("preset", p.method_of(name), name=name) for name, p in self.study.presets.items()),
+            *(Arm("search", m, algorithm=a) for m in self.methods for a in self.study.algorithms),
+        ]
 
 
 @dataclass(frozen=True)
@@ -125,8 +136,13 @@ class Arm:
 
     def record(self) -> dict[str, str]:
         """The arm in ``study.json`` (the report reads its kind and method from here)."""
-        return {"label": self.label, "kind": self.kind, "method": self.method, "name": self.name,
-                "algorithm": self.algorithm}
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "method": self.method,
+            "name": self.name,
+            "algorithm": self.algorithm,
+        }
 
 
 def preset_settings(cfg: SweepConfig, arm: str, preset: Preset) -> dict:
@@ -137,8 +153,9 @@ def preset_settings(cfg: SweepConfig, arm: str, preset: Preset) -> dict:
     method = preset.method_of(arm)
     for name, value in preset.settings.items():
         if isinstance(value, (list, dict)):  # a choice or a range would be searched, and a preset searches nothing
-            raise PromptinitError(f"field 'study.presets.{arm}.settings.{name}': {value!r}: a preset fixes its settings; "
-                                  "give one value")
+            raise PromptinitError(
+                f"field 'study.presets.{arm}.settings.{name}': {value!r}: a preset fixes its settings; give one value"
+            )
     overrides = {**cfg.search.space.get(method, {}), **preset.settings}
     where = f"study.presets.{arm}.settings"
     space = build_space([method], {method: overrides}, [preset.steps], where=where)
@@ -185,5 +202,3 @@ def resume_plan(earlier: dict | None, now: dict, finished: set[str]) -> tuple[li
         return None
     added = added_arms({**earlier, "search": {**earlier.get("search", {}), "space": new}}, now)
     return None if added is None else (added, respaced)
-
-

@@ -2,10 +2,12 @@
 
 Scores are keyed ``(task, seed, upstream seed)`` for ``promptinit.stats``; PT's ``(task, seed)``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from promptinit.search.phases.arms import start_from
 from promptinit.search.phases.jobs import PT_START, Pair, Start, score_jobs, scores_by_owner
@@ -22,8 +24,15 @@ class TargetScores:
     arms: dict[str, dict[tuple, float]]  # (task, seed, upstream seed) -> score; (task, seed) for arms of `also`
 
 
-def run(ctx: Context, chosen: Mapping[str, Candidate], checkpoints: Checkpoints, tasks: Sequence[Any],
-        seeds: Sequence[int], tuning: dict, also: Mapping[str, Start] | None = None) -> TargetScores:
+def run(
+    ctx: Context,
+    chosen: Mapping[str, Candidate],
+    checkpoints: Checkpoints,
+    tasks: Sequence[Any],
+    seeds: Sequence[int],
+    tuning: dict,
+    also: Mapping[str, Start] | None = None,
+) -> TargetScores:
     """Tune PT, every checkpoint's arm and every start of ``also`` on every (task, seed).
 
     Args:

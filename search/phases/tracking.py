@@ -18,12 +18,14 @@ name = sweep name), so ``optuna-dashboard sqlite:///<sweep>/optuna.db`` shows ev
 parameters, value and intermediate values, during the sweep and after; ``--resume`` continues
 the same study and closes the trials a killed driver left open, as it does with the runs.
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ray import tune
 
@@ -88,14 +90,20 @@ def flat_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def _numeric(result: Mapping[str, Any]) -> dict[str, float]:
     # Our metrics carry a slash; Tune's own bookkeeping values are kept for the time axis.
     return {
-        k: float(v) for k, v in result.items()
+        k: float(v)
+        for k, v in result.items()
         if ("/" in k or k in _RESULT_METRICS) and isinstance(v, (int, float)) and not isinstance(v, bool)
     }
 
 
-def log_dict(run_id: str, uri: str, metrics: Mapping[str, float] | None = None,
-             params: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
-             step: int = 0) -> None:
+def log_dict(
+    run_id: str,
+    uri: str,
+    metrics: Mapping[str, float] | None = None,
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    step: int = 0,
+) -> None:
     """Log metrics, params and tags to a run in one request."""
     from mlflow.entities import Metric, Param, RunTag
 
@@ -134,7 +142,9 @@ def target_metrics(table) -> dict[str, float]:
 def child_runs(uri: str, experiment: str, parent_run_id: str) -> list:
     """Every child run of a sweep's parent run."""
     return client(uri).search_runs(
-        [experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10000,
+        [experiment],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        max_results=10000,
     )
 
 
@@ -195,9 +205,9 @@ class TrialRuns(tune.Callback):
         if rid is None:
             method = trial.config.get("method", "")
             run = self.client.create_run(
-                self.experiment_id, run_name=f"{method}-{trial.trial_id}",
-                tags={PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, ROLE_TAG: "trial",
-                      "method": method},
+                self.experiment_id,
+                run_name=f"{method}-{trial.trial_id}",
+                tags={PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, ROLE_TAG: "trial", "method": method},
             )
             rid = run.info.run_id
             log_dict(rid, self.tracking_uri, params=flat_params(trial.config))
@@ -211,8 +221,13 @@ class TrialRuns(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         tags = {M.NODE_ID: result[M.NODE_ID]} if M.NODE_ID in result else {}
-        log_dict(self.run_id(trial), self.tracking_uri, metrics=_numeric(result), tags=tags,
-                 step=int(result.get(M.STEP, result.get("training_iteration", 0))))
+        log_dict(
+            self.run_id(trial),
+            self.tracking_uri,
+            metrics=_numeric(result),
+            tags=tags,
+            step=int(result.get(M.STEP, result.get("training_iteration", 0))),
+        )
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         # Tune retries the trial from its last checkpoint: same run, still RUNNING.
@@ -235,9 +250,13 @@ def stopped_early(last_result: Mapping[str, Any] | None) -> bool:
     return M.STEP in last and M.TOTAL_STEPS in last and last[M.STEP] < last[M.TOTAL_STEPS]
 
 
-def close_open_children(uri: str, experiment: str, parent_run_id: str,
-                        trial_states: Mapping[str, tuple[str, Mapping[str, Any] | None]],
-                        keep_running: Iterable[str] = ()) -> dict[str, str]:
+def close_open_children(
+    uri: str,
+    experiment: str,
+    parent_run_id: str,
+    trial_states: Mapping[str, tuple[str, Mapping[str, Any] | None]],
+    keep_running: Iterable[str] = (),
+) -> dict[str, str]:
     """End the parent's child runs that are still RUNNING although their trial is over.
 
     Called on ``--resume`` before Tune continues (a killed driver left runs open) and after

@@ -5,10 +5,12 @@ reuses the checkpoint the search chose; every other seed trains afresh for as ma
 as that checkpoint had (its schedule still spans the configured ``steps``). A study's preset
 arms train every seed afresh. Each run is a job kept in ``<sweep>/final/upstream/``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from promptinit.fingerprints import digest
 from promptinit.search.phases.jobs import Job
@@ -18,8 +20,13 @@ from promptinit.search.phases.searching import Candidate
 Checkpoints = dict[tuple[str, int], Any]  # (arm, upstream seed) -> checkpoint (tune.Checkpoint or folder)
 
 
-def run(ctx: Context, chosen: Mapping[str, Candidate], seeds: Sequence[int], reuse_seed: int | None = None,
-        title: str = "upstream") -> Checkpoints:
+def run(
+    ctx: Context,
+    chosen: Mapping[str, Candidate],
+    seeds: Sequence[int],
+    reuse_seed: int | None = None,
+    title: str = "upstream",
+) -> Checkpoints:
     """``{(arm, upstream seed): checkpoint}`` for every arm of ``chosen`` and every seed.
 
     Args:
@@ -48,13 +55,24 @@ def train(ctx: Context, arm: str, c: Candidate, seed: int) -> Job:
     from promptinit.trainables.scoring import MethodSpec, train_job
 
     sources = trial_sources(c.config, ctx.source)
-    key = {"backbone": ctx.backbone, "method": c.method, "settings": dict(c.settings), "steps": c.step,
-           "upstream_seed": seed, "sources": [t.fingerprint for t in sources]}
+    key = {
+        "backbone": ctx.backbone,
+        "method": c.method,
+        "settings": dict(c.settings),
+        "steps": c.step,
+        "upstream_seed": seed,
+        "sources": [t.fingerprint for t in sources],
+    }
     folder = ctx.runner.folder / "upstream" / f"{arm}-seed{seed}-{digest(key, ctx.runner.code)}"
     method = MethodSpec(c.method, dict(c.settings), tuple(sources), seed)
-    return Job(f"{arm} upstream seed {seed} ({c.step} steps)", train_job,
-               dict(backbone=ctx.backbone, method=method, steps=c.step, folder=str(folder)), key, (arm, seed),
-               valid=_is_dir)
+    return Job(
+        f"{arm} upstream seed {seed} ({c.step} steps)",
+        train_job,
+        dict(backbone=ctx.backbone, method=method, steps=c.step, folder=str(folder)),
+        key,
+        (arm, seed),
+        valid=_is_dir,
+    )
 
 
 def _is_dir(value: Any) -> bool:
@@ -68,9 +86,17 @@ def build_caches(ctx: Context, chosen: Mapping[str, Candidate]) -> None:
     from promptinit.trainables.scoring import prepare_job
 
     sources = [t.fingerprint for t in ctx.source]
-    jobs = [Job(f"prepare {arm}", prepare_job, dict(backbone=ctx.backbone, name=c.method, settings=dict(c.settings),
-                                                    source_tasks=ctx.source, seed=ctx.seed),
-                {"backbone": ctx.backbone, "prepare": c.method, "settings": dict(c.settings), "sources": sources})
-            for arm, c in chosen.items() if ALL_SPACES[c.method].prepare]
+    jobs = [
+        Job(
+            f"prepare {arm}",
+            prepare_job,
+            dict(
+                backbone=ctx.backbone, name=c.method, settings=dict(c.settings), source_tasks=ctx.source, seed=ctx.seed
+            ),
+            {"backbone": ctx.backbone, "prepare": c.method, "settings": dict(c.settings), "sources": sources},
+        )
+        for arm, c in chosen.items()
+        if ALL_SPACES[c.method].prepare
+    ]
     if jobs:
         ctx.runner.run("prepare", jobs)
