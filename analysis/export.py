@@ -72,7 +72,7 @@ def best_checkpoint(sweep: Sweep, method: str, trial_id: str | None = None) -> B
             raise PromptinitError(f"{sweep.dir}: no trial {trial_id!r} of method {method!r}")
     scored = sweep.targets[sweep.targets["method"] == method]
     evaluated = set(scored["trial_id"])
-    candidates = []
+    candidates: list[Any] = []
     for r in rows.itertuples():
         ckpt = r.best_checkpoint
         if not ckpt:
@@ -121,7 +121,7 @@ def psi_from_checkpoint(folder: Path) -> dict[str, torch.Tensor] | None:
         )
     psi = state[PSI_KEY]
     if psi is None:
-        config = state.get("config") if isinstance(state.get("config"), Mapping) else {}
+        config = state["config"] if isinstance(state.get("config"), Mapping) else {}
         if config.get("use_mgr", True) is False:
             return None  # the trial trained no ψ: nothing to export (recorded by psi_note)
         raise PromptinitError(f"{where}: empty although the trial's use_mgr is on (a corrupt checkpoint); {fix}")
@@ -140,6 +140,7 @@ def psi_note(method: str, psi: Mapping[str, torch.Tensor] | None) -> dict[str, s
 
 def _task_fingerprints(sweep: Sweep, method: str) -> tuple[dict[str, str], dict[str, Any]]:
     """Task -> content fingerprint for every task of the partition, and partition facts."""
+    assert sweep.dir is not None  # load_sweep reads a folder
     # The sweep's own export already computed them (loading tasks can take a while).
     for meta_path in [
         sweep.dir / EXPORTS / method / "promptinit.json",
@@ -211,6 +212,7 @@ def export_method(
     from promptinit.export import ModelInfo, export_prompt
 
     sweep = load_sweep(sweep_dir)
+    assert sweep.dir is not None  # load_sweep reads a folder
     cfg = sweep.config
     if not cfg.get("model"):
         raise PromptinitError(
@@ -239,7 +241,7 @@ def export_method(
         },
     }
     target = _target_record(sweep, method, best.trial_id)
-    metrics = {"validation": validation, "target": target}
+    metrics: dict[str, Any] = {"validation": validation, "target": target}
     if target is None:
         metrics["target_note"] = "the sweep did not score this checkpoint on the target tasks"
     extra = {

@@ -33,9 +33,9 @@ def infer_distributions(params: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         distinct = list(dict.fromkeys(values))
         if len(distinct) < 2:
             continue
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        if numeric:
-            lo, hi = min(values), max(values)
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) == len(values):
+            lo, hi = min(numbers), max(numbers)
             log = lo > 0 and hi / lo >= LOG_RATIO
             if all(isinstance(v, int) for v in values):
                 out[name] = IntDistribution(int(lo), int(hi), log=log)

@@ -418,8 +418,9 @@ def _index(
     for title, path in plot_links:
         rel = f"plots/{path.name}"
         lines += [f"### {title}", "", f"![{title}]({rel})", ""]
-        if (captions or {}).get(path.name):
-            lines += [captions[path.name], ""]
+        caption = (captions or {}).get(path.name)
+        if caption:
+            lines += [caption, ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)

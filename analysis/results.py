@@ -400,7 +400,8 @@ def _read_tune(sweep_dir: Path) -> tuple[list[dict] | None, str | None, bool]:
     for t in analysis.trials:
         cpu = gpu = missing = None
         try:
-            resources = dict(t.placement_group_factory.required_resources)
+            # None when no request was recorded: the AttributeError below says so
+            resources = dict(t.placement_group_factory.required_resources)  # type: ignore[attr-defined]
         except AttributeError as err:  # no resource request recorded (a stub, another Ray version)
             missing = f"Tune's experiment state has no resources for this trial ({_error_text(err)})"
         else:

@@ -333,7 +333,8 @@ def arg_markdown(table: pd.DataFrame) -> str:
         "val ARG % (SE): re-scored",
         "trials (finished)",
     ]
-    rows, notes = [], {}  # note -> the rows it applies to
+    rows: list[list[Any]] = []
+    notes: dict[str, list[str]] = {}  # note -> the rows it applies to
     for r in table.itertuples():
         if not math.isfinite(r.diff_mean):  # no per-pair scores: an old record's ARG is in the note
             rows.append(
@@ -421,7 +422,7 @@ def target_record(row: Mapping[str, Any], table_row: Mapping[str, Any] | None = 
         )
     ]
     stats = {k: None if isinstance(table_row[k], float) and math.isnan(table_row[k]) else table_row[k] for k in keep}
-    stats = {k: v.item() if hasattr(v, "item") else v for k, v in stats.items()}  # numpy scalars -> JSON
+    stats = {k: v.item() if isinstance(v, np.generic) else v for k, v in stats.items()}  # numpy scalars -> JSON
     return {"scores": pair_records(row["scores"], row["baseline"], row["n_test"]), "comparison": stats}
 
 

@@ -1,4 +1,5 @@
 """promptinit: search for meta-learned soft-prompt initialisations."""
+
 from promptinit.errors import PromptinitError
 
 __all__ = ["PromptinitError"]

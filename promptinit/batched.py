@@ -31,13 +31,14 @@ Design:
 Results equal N separate ``tune_prompt`` runs to rounding (``tests/evaluation/test_batched.py``,
 ``tests/evaluation/test_lr_selection.py``).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -109,17 +110,34 @@ class _Run:
 
     def on_dev(self) -> TuneResult:
         """The run's outcome before its test scoring (``test`` left NaN)."""
-        return TuneResult(self.fewshot.task.name, self.fewshot.seed, self.metric, self.init_dev, self.best_dev,
-                          math.nan, self.best_step, self.curve, self.best, lr=self.config.lr)
+        return TuneResult(
+            self.fewshot.task.name,
+            self.fewshot.seed,
+            self.metric,
+            self.init_dev,
+            self.best_dev,
+            math.nan,
+            self.best_step,
+            self.curve,
+            self.best,
+            lr=self.config.single_lr,
+        )
 
 
 def _start(backbone: Backbone, problem: TuneProblem, cfg: TuneConfig) -> _Run:
     """The run of ``problem`` with ``cfg`` (one of its candidate configs, a single lr)."""
     fs = problem.fewshot
     prompt = problem.init.detach().clone().requires_grad_(True)
-    lengths = dict(zip((ex.uid for ex in fs.train), example_tokens(backbone, fs.train)))
-    return _Run(fs, cfg, problem.grad_transform, prompt, make_optimizer([prompt], cfg.optimizer, cfg.lr),
-                train_batches(fs.train, cfg.batch_size, fs.seed), lengths)
+    lengths = dict(zip((ex.uid for ex in fs.train), example_tokens(backbone, fs.train), strict=True))
+    return _Run(
+        fs,
+        cfg,
+        problem.grad_transform,
+        prompt,
+        make_optimizer([prompt], cfg.optimizer, cfg.single_lr),
+        train_batches(fs.train, cfg.batch_size, fs.seed),
+        lengths,
+    )
 
 
 def tune_prompts(
@@ -158,15 +176,17 @@ def tune_prompts(
         >>> results = tune_prompts(backbone, probs, TuneConfig(steps=300, lr=[0.5, 0.4, 0.3, 0.2]))
     """
     configs = [p.config or config for p in problems]
-    runs = [_start(backbone, p, c) for p, cfg in zip(problems, configs) for c in cfg.candidates()]
+    runs = [_start(backbone, p, c) for p, cfg in zip(problems, configs, strict=True) for c in cfg.candidates()]
     min_rows = max([r.config.eval_batch_size for r in runs], default=1)  # the one-by-one scoring pass
-    score = lambda items: evaluate_many(backbone, items, rows_per_pass=config.rows_per_pass,  # noqa: E731
-                                        min_rows=min_rows)
+
+    def score(items: Sequence[tuple[torch.Tensor, Sequence[Example], str]]) -> list[float]:
+        return evaluate_many(backbone, items, rows_per_pass=config.rows_per_pass, min_rows=min_rows)
+
     _train(backbone, runs, score, config.rows_per_pass, progress)
     on_dev = iter([r.on_dev() for r in runs])  # in problem order, each problem's lrs in a row
     kept = [choose_lr(cfg, [next(on_dev) for _ in cfg.lrs]) for cfg in configs]
-    tests = score([(k.prompt, p.fewshot.test, k.metric) for k, p in zip(kept, problems)])
-    return [dataclasses.replace(k, test=test) for k, test in zip(kept, tests)]
+    tests = score([(k.prompt, p.fewshot.test, k.metric) for k, p in zip(kept, problems, strict=True)])
+    return [dataclasses.replace(k, test=test) for k, test in zip(kept, tests, strict=True)]
 
 
 def _train(backbone: Backbone, runs: Sequence[_Run], score: Callable, rows_per_pass: int, progress: bool) -> None:
@@ -179,24 +199,30 @@ def _train(backbone: Backbone, runs: Sequence[_Run], score: Callable, rows_per_p
         rows_per_pass: rows per training pass (0: measured).
         progress: one progress bar over all run-steps, with the number of active runs.
     """
-    for r, dev in zip(runs, score([(r.prompt, r.fewshot.dev, r.metric) for r in runs])):
+    for r, dev in zip(runs, score([(r.prompt, r.fewshot.dev, r.metric) for r in runs]), strict=True):
         r.init_dev = r.best_dev = dev
         r.best = r.prompt.detach().clone()
         r.curve.append({"step": 0, "train_loss": float("nan"), "dev": dev})
-    bar = progress_bar(total=sum(r.config.steps for r in runs), desc=f"tune {len(runs)} prompts", unit="step",
-                       disable=not progress, leave=False)
+    bar = progress_bar(
+        total=sum(r.config.steps for r in runs),
+        desc=f"tune {len(runs)} prompts",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    )
     active, step = list(runs), 0
     while active:
         step += 1
         batches = [next(r.batches) for r in active]
-        lengths = [[r.lengths[ex.uid] for ex in b] for r, b in zip(active, batches)]
+        lengths = [[r.lengths[ex.uid] for ex in b] for r, b in zip(active, batches, strict=True)]
         if any(getattr(r.grad_transform, "takes_context", False) for r in active):  # SUPMER's per-batch ψ gate
-            losses, grads, contexts = train_step_with_context(backbone, [r.prompt for r in active], batches,
-                                                              lengths, rows_per_pass)
+            losses, grads, contexts = train_step_with_context(
+                backbone, [r.prompt for r in active], batches, lengths, rows_per_pass
+            )
         else:
             losses, grads = train_step(backbone, [r.prompt for r in active], batches, lengths, rows_per_pass)
             contexts = [None] * len(active)
-        for r, loss, grad, context in zip(active, losses, grads, contexts):
+        for r, loss, grad, context in zip(active, losses, grads, contexts, strict=True):
             if r.grad_transform is None:
                 r.prompt.grad = grad
             elif getattr(r.grad_transform, "takes_context", False):
@@ -206,7 +232,7 @@ def _train(backbone: Backbone, runs: Sequence[_Run], score: Callable, rows_per_p
             r.optimizer.step()
             r.running.append(loss)
         due = [r for r in active if step % r.config.eval_every == 0 or step == r.config.steps]
-        for r, dev in zip(due, score([(r.prompt, r.fewshot.dev, r.metric) for r in due])):
+        for r, dev in zip(due, score([(r.prompt, r.fewshot.dev, r.metric) for r in due]), strict=True):
             r.record(step, dev)
         bar.update(len(active))
         for r in active:
@@ -220,8 +246,9 @@ def _train(backbone: Backbone, runs: Sequence[_Run], score: Callable, rows_per_p
 # --------------------------------------------------------------------------- passes
 
 
-def passes(rows: Sequence[Row], group: Callable[[Row], Hashable], tokens: Callable[[Row], int],
-           size: Callable[[int], int]) -> list[list[Row]]:
+def passes(
+    rows: Sequence[Row], group: Callable[[Row], Hashable], tokens: Callable[[Row], int], size: Callable[[int], int]
+) -> list[list[Row]]:
     """Cut rows into passes: rows of one group only, longest first, ``size(tokens)`` rows each.
 
     Args:
@@ -261,8 +288,11 @@ def _row_prompts(backbone: Backbone, prompts: Sequence[torch.Tensor], owner: Seq
 
 
 def train_step(
-    backbone: Backbone, prompts: Sequence[torch.Tensor], batches: Sequence[Sequence[Example]],
-    lengths: Sequence[Sequence[int]] | None = None, rows_per_pass: int | None = None,
+    backbone: Backbone,
+    prompts: Sequence[torch.Tensor],
+    batches: Sequence[Sequence[Example]],
+    lengths: Sequence[Sequence[int]] | None = None,
+    rows_per_pass: int | None = None,
 ) -> tuple[list[float], list[torch.Tensor]]:
     """Losses and gradients of N problems' batches, in shared passes.
 
@@ -282,8 +312,11 @@ def train_step(
 
 
 def train_step_with_context(
-    backbone: Backbone, prompts: Sequence[torch.Tensor], batches: Sequence[Sequence[Example]],
-    lengths: Sequence[Sequence[int]] | None = None, rows_per_pass: int | None = None,
+    backbone: Backbone,
+    prompts: Sequence[torch.Tensor],
+    batches: Sequence[Sequence[Example]],
+    lengths: Sequence[Sequence[int]] | None = None,
+    rows_per_pass: int | None = None,
 ) -> tuple[list[float], list[torch.Tensor], list[torch.Tensor]]:
     """``train_step`` plus each problem's batch context for SUPMER's ψ gate: the mean final
     hidden state over its batch's target tokens (``Backbone.loss_with_context``), [d] each."""
@@ -298,10 +331,17 @@ def _train_step(backbone, prompts, batches, lengths, rows_per_pass, with_context
     h_sums: list = [0.0] * len(prompts)
     counts: list = [0.0] * len(prompts)
     rows = [(k, j) for k, b in enumerate(batches) for j in range(len(b))]
-    L = lambda r: prompts[r[0]].shape[-2]  # noqa: E731
+
+    def L(r: Row) -> int:  # the prompt length of row r
+        return prompts[r[0]].shape[-2]
+
     floor = max(len(b) for b in batches)  # one-by-one, each batch is one pass
-    for chunk in passes(rows, L, lambda r: L(r) + lengths[r[0]][r[1]],
-                        lambda t: throughput.rows_per_pass(backbone, "train", t, floor=floor, override=rows_per_pass)):
+    for chunk in passes(
+        rows,
+        L,
+        lambda r: L(r) + lengths[r[0]][r[1]],
+        lambda t: throughput.rows_per_pass(backbone, "train", t, floor=floor, override=rows_per_pass),
+    ):
         owners, index, row_prompts = _row_prompts(backbone, prompts, [k for k, _ in chunk])
         batch = backbone.encode([batches[k][j] for k, j in chunk])
         if with_context:
@@ -317,12 +357,12 @@ def _train_step(backbone, prompts, batches, lengths, rows_per_pass, with_context
         # each row weighs 1 / (its problem's batch size): the sum over a problem's rows is its mean loss
         weight = torch.tensor([1.0 / len(batches[k]) for k, _ in chunk], dtype=per.dtype, device=per.device)
         weighted = per * weight
-        for k, g in zip(owners, torch.autograd.grad(weighted.sum(), [prompts[k] for k in owners])):
+        for k, g in zip(owners, torch.autograd.grad(weighted.sum(), [prompts[k] for k in owners]), strict=True):
             grads[k] += g
         sums = torch.zeros(len(owners), dtype=per.dtype, device=per.device).index_add(0, index, weighted.detach())
-        for k, s in zip(owners, sums.tolist()):
+        for k, s in zip(owners, sums.tolist(), strict=True):
             loss_sums[k] += s
-    contexts = [h / n for h, n in zip(h_sums, counts)] if with_context else []
+    contexts = [h / n for h, n in zip(h_sums, counts, strict=True)] if with_context else []
     return loss_sums, grads, contexts
 
 
@@ -330,8 +370,11 @@ def _train_step(backbone, prompts, batches, lengths, rows_per_pass, with_context
 
 
 def evaluate_many(
-    backbone: Backbone, items: Sequence[tuple[torch.Tensor, Sequence[Example], str]], *,
-    rows_per_pass: int | None = None, min_rows: int = 32,
+    backbone: Backbone,
+    items: Sequence[tuple[torch.Tensor, Sequence[Example], str]],
+    *,
+    rows_per_pass: int | None = None,
+    min_rows: int = 32,
 ) -> list[float]:
     """Score many (prompt, examples, metric) items in shared passes; ``evaluate`` of each.
 
@@ -354,12 +397,18 @@ def evaluate_many(
     lengths = [example_tokens(backbone, e, with_options=True) for e in exs]
     preds: list[list[str | None]] = [[None] * len(e) for e in exs]
     rows = [(i, j) for i, e in enumerate(exs) for j in range(len(e))]
-    L = lambda r: prompts[r[0]].shape[-2]  # noqa: E731
-    size = lambda t: throughput.rows_per_pass(backbone, "score", t, floor=min_rows, override=rows_per_pass)  # noqa: E731
-    for chunk in passes(rows, lambda r: (L(r), bool(exs[r[0]][r[1]].options)), lambda r: L(r) + lengths[r[0]][r[1]],
-                        size):
+
+    def L(r: Row) -> int:  # the prompt length of row r
+        return prompts[r[0]].shape[-2]
+
+    def size(t: int) -> int:
+        return throughput.rows_per_pass(backbone, "score", t, floor=min_rows, override=rows_per_pass)
+
+    for chunk in passes(
+        rows, lambda r: (L(r), bool(exs[r[0]][r[1]].options)), lambda r: L(r) + lengths[r[0]][r[1]], size
+    ):
         _, _, row_prompts = _row_prompts(backbone, prompts, [i for i, _ in chunk])
         out = backbone.predict(row_prompts, [exs[i][j] for i, j in chunk], batch_size=len(chunk))
-        for (i, j), pred in zip(chunk, out):
+        for (i, j), pred in zip(chunk, out, strict=True):
             preds[i][j] = pred
     return [metrics.compute(m, preds[i], [ex.references for ex in exs[i]]) for i, (_, _, m) in enumerate(items)]

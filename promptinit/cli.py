@@ -11,6 +11,7 @@ MLflow) live outside the core library and join through the entry-point group
 ``promptinit.commands`` (each entry point is a ``register`` function), so the core never
 imports Ray, Optuna or MLflow.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,15 +8,16 @@ seed) pairs with its 95 % interval for each lr and for the lr chosen on dev per 
 ``enough_steps`` is the first evaluation step whose selected mean is within a tolerance of the
 last one's.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from promptinit import stats
-from promptinit.tuning import TuneConfig
 from promptinit.files import atomic_write
+from promptinit.tuning import TuneConfig
 
 CHOSEN = "lr chosen on dev"  # the column of ``summarize`` for the per-pair selected lr
 
@@ -46,7 +47,7 @@ def pt_curves(backbone, tasks, seeds: Sequence[int], tuning: TuneConfig, progres
         for seed in seeds:
             fs = sample_few_shot(task, seed, test_size=tuning.test_size)
             for config in tuning.candidates():
-                keys.append((task.name, int(seed), float(config.lr)))
+                keys.append((task.name, int(seed), float(config.single_lr)))
                 problems.append(TuneProblem(fs, backbone.init_prompt("vocab", seed=seed), config))
     results = tune_prompts(backbone, problems, dataclasses.replace(tuning, lr=tuning.lrs[0]), progress=progress)
     out = []
@@ -117,9 +118,11 @@ def markdown(summary: CurveSummary) -> str:
     """The summary as a Markdown table, in %."""
     head = "| step | " + " | ".join(summary.columns) + " |\n|---|" + "---|" * len(summary.columns) + "\n"
     body = "".join(
-        f"| {r['step']} | " + " | ".join(f"{100 * r[c].mean:.1f} [{100 * r[c].lo:.1f}, {100 * r[c].hi:.1f}]"
-                                         for c in summary.columns) + " |\n"
-        for r in summary.rows)
+        f"| {r['step']} | "
+        + " | ".join(f"{100 * r[c].mean:.1f} [{100 * r[c].lo:.1f}, {100 * r[c].hi:.1f}]" for c in summary.columns)
+        + " |\n"
+        for r in summary.rows
+    )
     return head + body
 
 
@@ -144,5 +147,13 @@ def read_csv(path) -> list[dict]:
     import csv
 
     with open(path, newline="") as f:
-        return [{"task": r["task"], "seed": int(r["seed"]), "lr": float(r["lr"]), "step": int(r["step"]),
-                 "best_dev": float(r["best_dev"])} for r in csv.DictReader(f)]
+        return [
+            {
+                "task": r["task"],
+                "seed": int(r["seed"]),
+                "lr": float(r["lr"]),
+                "step": int(r["step"]),
+                "best_dev": float(r["best_dev"]),
+            }
+            for r in csv.DictReader(f)
+        ]

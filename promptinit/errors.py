@@ -1,4 +1,5 @@
 """Errors that reach the user as one line and exit code 2."""
+
 from __future__ import annotations
 
 
@@ -56,7 +57,9 @@ def read_yaml(path, where: str):
         at = f"line {mark.line + 1}: " if mark else ""
         if isinstance(e, yaml.reader.ReaderError):  # a control character: no mark, a position
             at = f"line {text.count(chr(10), 0, e.position) + 1}: "
-            problem = f"unacceptable character #x{ord(e.character) if isinstance(e.character, str) else e.character:04x}"
+            problem = (
+                f"unacceptable character #x{ord(e.character) if isinstance(e.character, str) else e.character:04x}"
+            )
         else:
             problem = " ".join(str(getattr(e, "problem", None) or e).split())
         raise PromptinitError(f"{where}: {at}bad YAML ({problem}); fix the file") from None

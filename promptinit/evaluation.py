@@ -8,15 +8,16 @@ What one tuning run is (``TuneConfig``, ``TuneResult``, its optimiser and batche
 ``promptinit.tuning``, shared with ``promptinit.batched``; ``TuneConfig`` and ``TuneResult``
 can be imported from here as well.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,19 +32,28 @@ from promptinit.paths import cache_dir
 from promptinit.progress import progress_bar
 from promptinit.tasks.fewshot import SEEDS, FewShot, sample_few_shot
 from promptinit.tasks.task import Example, Task
+
 # TuneConfig and TuneResult are this module's vocabulary, and many callers import them from here
 from promptinit.tuning import GradTransform, TuneConfig, TuneResult, choose_lr, make_optimizer, train_batches
 
 # The code that decides a cached baseline's content: its source is part of the cache key.
-BASELINE_CODE = ("promptinit.evaluation", "promptinit.tuning", "promptinit.batched", "promptinit.metrics",
-                 "promptinit.backbones.backbone", "promptinit.backbones.prompts", "promptinit.tasks.fewshot",
-                 "promptinit.tasks.task")
+BASELINE_CODE = (
+    "promptinit.evaluation",
+    "promptinit.tuning",
+    "promptinit.batched",
+    "promptinit.metrics",
+    "promptinit.backbones.backbone",
+    "promptinit.backbones.prompts",
+    "promptinit.tasks.fewshot",
+    "promptinit.tasks.task",
+)
 # Settings that change how fast a result comes, not what it is (beyond rounding): not cache keys.
 SPEED_SETTINGS = ("rows_per_pass",)
 
 
-def evaluate(backbone: Backbone, prompt: torch.Tensor, examples: Sequence[Example], metric: str,
-             batch_size: int = 32) -> float:
+def evaluate(
+    backbone: Backbone, prompt: torch.Tensor, examples: Sequence[Example], metric: str, batch_size: int = 32
+) -> float:
     """Score a prompt on examples with the task's metric (in [0, 1])."""
     preds = backbone.predict(prompt.detach(), list(examples), batch_size=batch_size)
     return metrics.compute(metric, preds, [ex.references for ex in examples])
@@ -82,19 +92,32 @@ def tune_prompt(
     return kept
 
 
-def _tune_on_dev(backbone: Backbone, fewshot: FewShot, init: torch.Tensor, config: TuneConfig,
-                 grad_transform: GradTransform | None, progress: bool) -> TuneResult:
+def _tune_on_dev(
+    backbone: Backbone,
+    fewshot: FewShot,
+    init: torch.Tensor,
+    config: TuneConfig,
+    grad_transform: GradTransform | None,
+    progress: bool,
+) -> TuneResult:
     """``tune_prompt`` with one lr, up to the best-on-dev prompt (``test`` left NaN)."""
     task = fewshot.task
     prompt = init.detach().clone().requires_grad_(True)
-    opt = make_optimizer([prompt], config.optimizer, config.lr)
-    score = lambda p, exs: evaluate(backbone, p, exs, task.metric.value, config.eval_batch_size)  # noqa: E731
+    opt = make_optimizer([prompt], config.optimizer, config.single_lr)
+
+    def score(p: torch.Tensor, exs: Sequence[Example]) -> float:
+        return evaluate(backbone, p, exs, task.metric.value, config.eval_batch_size)
+
     init_dev = best_dev = score(prompt, fewshot.dev)
     best, best_step, since_best = prompt.detach().clone(), 0, 0
     curve = [{"step": 0, "train_loss": float("nan"), "dev": init_dev}]
     batches = train_batches(fewshot.train, config.batch_size, fewshot.seed)
-    bar = progress_bar(range(1, config.steps + 1), desc=f"tune {task.name} seed {fewshot.seed} lr {config.lr}",
-                       disable=not progress, leave=False)
+    bar = progress_bar(
+        range(1, config.steps + 1),
+        desc=f"tune {task.name} seed {fewshot.seed} lr {config.lr}",
+        disable=not progress,
+        leave=False,
+    )
     running = []
     # SUPMER's ψ may read each batch's hidden states (the released code's downstream trainer)
     takes_context = getattr(grad_transform, "takes_context", False)
@@ -122,34 +145,43 @@ def _tune_on_dev(backbone: Backbone, fewshot: FewShot, init: torch.Tensor, confi
             bar.set_postfix(loss=f"{curve[-1]['train_loss']:.3f}", dev=f"{dev:.3f}", best=f"{best_dev:.3f}")
             if config.patience is not None and since_best >= config.patience:
                 break
-    return TuneResult(task.name, fewshot.seed, task.metric.value, init_dev, best_dev, math.nan, best_step, curve, best,
-                      lr=config.lr)
+    return TuneResult(
+        task.name, fewshot.seed, task.metric.value, init_dev, best_dev, math.nan, best_step, curve, best, lr=config.single_lr
+    )
 
 
 def finetune(
-    backbone: Backbone, fewshot: FewShot, config: TuneConfig = TuneConfig(lr=1e-4, optimizer="adam"),
-    *, progress: bool = True,
+    backbone: Backbone,
+    fewshot: FewShot,
+    config: TuneConfig = TuneConfig(lr=1e-4, optimizer="adam"),
+    *,
+    progress: bool = True,
 ) -> TuneResult:
     """Full fine-tuning baseline (all weights, no prompt) for small models.
 
     The backbone's own frozen model is untouched: a copy is trained.
     """
     if config.selects_lr:
-        raise PromptinitError(f"field 'lr': finetune takes one learning rate, got {list(config.lr)}; "
-                              "call it once per lr")
+        raise PromptinitError(
+            f"field 'lr': finetune takes one learning rate, got {list(config.lrs)}; call it once per lr"
+        )
     tuned = copy.copy(backbone)
     tuned.model = copy.deepcopy(backbone.model).requires_grad_(True)
     no_prompt = torch.zeros(0, backbone.hidden_size, dtype=backbone.dtype, device=backbone.device)
-    opt = make_optimizer(tuned.model.parameters(), config.optimizer, config.lr)
+    opt = make_optimizer(tuned.model.parameters(), config.optimizer, config.single_lr)
     task = fewshot.task
-    score = lambda exs: evaluate(tuned, no_prompt, exs, task.metric.value, config.eval_batch_size)  # noqa: E731
+
+    def score(exs: Sequence[Example]) -> float:
+        return evaluate(tuned, no_prompt, exs, task.metric.value, config.eval_batch_size)
+
     init_dev = best_dev = score(fewshot.dev)
     best_state, best_step = copy.deepcopy(tuned.model.state_dict()), 0
     curve = [{"step": 0, "train_loss": float("nan"), "dev": init_dev}]
     batches = train_batches(fewshot.train, config.batch_size, fewshot.seed)
     tuned.model.train()
-    for step in progress_bar(range(1, config.steps + 1), desc=f"finetune {task.name}", disable=not progress,
-                             leave=False):
+    for step in progress_bar(
+        range(1, config.steps + 1), desc=f"finetune {task.name}", disable=not progress, leave=False
+    ):
         opt.zero_grad()
         loss = tuned.loss(no_prompt, tuned.encode(next(batches)))
         loss.backward()
@@ -163,8 +195,17 @@ def finetune(
                 best_dev, best_step, best_state = dev, step, copy.deepcopy(tuned.model.state_dict())
     tuned.model.load_state_dict(best_state)
     tuned.model.eval()
-    return TuneResult(task.name, fewshot.seed, task.metric.value, init_dev, best_dev, score(fewshot.test), best_step,
-                      curve, lr=config.lr)
+    return TuneResult(
+        task.name,
+        fewshot.seed,
+        task.metric.value,
+        init_dev,
+        best_dev,
+        score(fewshot.test),
+        best_step,
+        curve,
+        lr=config.single_lr,
+    )
 
 
 # ------------------------------------------------------------------------- ARG
@@ -226,7 +267,11 @@ class _Missing:
 
 
 def _baseline_plan(
-    backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int], config: TuneConfig, use_cache: bool,
+    backbone: Backbone,
+    tasks: Sequence[Task],
+    seeds: Sequence[int],
+    config: TuneConfig,
+    use_cache: bool,
 ) -> tuple[dict[tuple[str, int], TuneResult | None], list[_Missing]]:
     """The cached baseline results, in (task, seed) order (None where missing), and the
     problems to tune for the missing ones."""
@@ -253,8 +298,13 @@ def _store_baseline(missing: _Missing, result: TuneResult) -> TuneResult:
 
 
 def pt_baseline(
-    backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int] = SEEDS,
-    config: TuneConfig = TuneConfig(), *, progress: bool = True, use_cache: bool = True,
+    backbone: Backbone,
+    tasks: Sequence[Task],
+    seeds: Sequence[int] = SEEDS,
+    config: TuneConfig = TuneConfig(),
+    *,
+    progress: bool = True,
+    use_cache: bool = True,
 ) -> dict[tuple[str, int], TuneResult]:
     """The prompt-tuning baseline (sampled-vocabulary init) per (task, seed), cached on disk.
 
@@ -272,14 +322,19 @@ def pt_baseline(
     found, missing = _baseline_plan(backbone, tasks, seeds, config, use_cache)
     if missing:
         results = batched.tune_prompts(backbone, [m.problem for m in missing], config, progress=progress)
-        for m, res in zip(missing, results):
+        for m, res in zip(missing, results, strict=True):
             found[m.key] = _store_baseline(m, res)
     return dict(found)
 
 
 def evaluate_init(
-    backbone: Backbone, init: torch.Tensor, tasks: Sequence[Task], seeds: Sequence[int] = SEEDS,
-    config: TuneConfig = TuneConfig(), *, grad_transform: GradTransform | None = None,
+    backbone: Backbone,
+    init: torch.Tensor,
+    tasks: Sequence[Task],
+    seeds: Sequence[int] = SEEDS,
+    config: TuneConfig = TuneConfig(),
+    *,
+    grad_transform: GradTransform | None = None,
     progress: bool = True,
 ) -> tuple[ARG, dict[tuple[str, int], TuneResult], dict[tuple[str, int], TuneResult]]:
     """Tune every (task, seed) from ``init`` and compare with the cached PT baseline.
@@ -293,14 +348,16 @@ def evaluate_init(
     """
     baseline, missing = _baseline_plan(backbone, tasks, seeds, config, use_cache=True)
     keys = [(task.name, seed) for task in tasks for seed in seeds]
-    own = [batched.TuneProblem(sample_few_shot(task, seed, test_size=config.test_size), init,
-                               grad_transform=grad_transform)
-           for task in tasks for seed in seeds]
+    own = [
+        batched.TuneProblem(
+            sample_few_shot(task, seed, test_size=config.test_size), init, grad_transform=grad_transform
+        )
+        for task in tasks
+        for seed in seeds
+    ]
     tuned = batched.tune_prompts(backbone, [m.problem for m in missing] + own, config, progress=progress)
-    for m, res in zip(missing, tuned):
+    for m, res in zip(missing, tuned[: len(missing)], strict=True):
         baseline[m.key] = _store_baseline(m, res)
-    results = dict(zip(keys, tuned[len(missing):]))
-    arg = average_relative_gain(
-        {k: r.test for k, r in results.items()}, {k: r.test for k, r in baseline.items()}
-    )
+    results = dict(zip(keys, tuned[len(missing) :], strict=True))
+    arg = average_relative_gain({k: r.test for k, r in results.items()}, {k: r.test for k, r in baseline.items()})
     return arg, results, baseline

@@ -25,20 +25,22 @@ Example:
     ...               task_fingerprints={"bb_strategyqa": "a24a4d41254a59dd"})
     >>> peft_model = PeftModel.from_pretrained(base_model, "out/maml")
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from promptinit.errors import PromptinitError
-from promptinit.fingerprints import WEIGHT_SUFFIXES, file_sha256
 from promptinit.files import atomic_folder, atomic_write
+from promptinit.fingerprints import WEIGHT_SUFFIXES, file_sha256
 
 if TYPE_CHECKING:
     from promptinit.backbones import Backbone
@@ -84,7 +86,7 @@ class ModelInfo:
             raise PromptinitError(f"field 'family': {self.family!r} is not one of {', '.join(TASK_TYPES)}")
 
     @classmethod
-    def from_hf_config(cls, name: str, config: Any, path: str, prompt_length: int | None = None) -> "ModelInfo":
+    def from_hf_config(cls, name: str, config: Any, path: str, prompt_length: int | None = None) -> ModelInfo:
         """From a ``transformers`` config (attribute names as PEFT reads them).
 
         ``path`` is what ``resolve_model(name)`` gave (a local folder or a hub id); a packaged
@@ -101,26 +103,32 @@ class ModelInfo:
             raise PromptinitError(f"model {name!r}: its config has none of {', '.join(names)}")
 
         return cls(
-            name=name, family=family,
+            name=name,
+            family=family,
             hidden_size=first("hidden_size", "d_model", "n_embd"),
             num_layers=first("num_hidden_layers", "num_layers", "n_layer", "encoder_layers"),
             num_attention_heads=first("num_attention_heads", "num_heads", "n_head", "encoder_attention_heads"),
-            base_model_name_or_path=hub_id(name) or str(path), prompt_length=prompt_length,
+            base_model_name_or_path=hub_id(name) or str(path),
+            prompt_length=prompt_length,
             local_path=str(local.resolve()) if local.is_dir() else None,
         )
 
     @classmethod
-    def from_backbone(cls, backbone: "Backbone") -> "ModelInfo":
+    def from_backbone(cls, backbone: Backbone) -> ModelInfo:
         """From a loaded ``Backbone`` (its embedding width and prompt length)."""
         from promptinit.assets import resolve_model
 
-        info = cls.from_hf_config(backbone.config.model, backbone.model.config,
-                                  resolve_model(backbone.config.model), backbone.config.prompt_length)
+        info = cls.from_hf_config(
+            backbone.config.model,
+            backbone.model.config,
+            resolve_model(backbone.config.model),
+            backbone.config.prompt_length,
+        )
         # The embedding table is the ground truth for token_dim (configs can disagree).
         return _replace(info, hidden_size=int(backbone.hidden_size))
 
     @classmethod
-    def from_name(cls, name: str, prompt_length: int | None = None) -> "ModelInfo":
+    def from_name(cls, name: str, prompt_length: int | None = None) -> ModelInfo:
         """From the model's config file only: no weights are loaded.
 
         Raises:
@@ -158,8 +166,10 @@ def model_config(name: str, path: str) -> Any:
 
     folder = Path(path)
     if folder.is_dir() and not (folder / "config.json").is_file():
-        raise PromptinitError(f"model {name!r}: {folder} has no config.json; give a folder written by "
-                              "save_pretrained, a packaged name or a hub id")
+        raise PromptinitError(
+            f"model {name!r}: {folder} has no config.json; give a folder written by "
+            "save_pretrained, a packaged name or a hub id"
+        )
     # huggingface_hub logs every retry of an unreachable hub as a warning: the error below says it once.
     loggers = [logging.getLogger(n) for n in ("huggingface_hub", "transformers")]
     levels = [lg.level for lg in loggers]
@@ -174,9 +184,11 @@ def model_config(name: str, path: str) -> Any:
             hint = f"fix {folder / 'config.json'} or save the model again"
         else:
             hint = "check the hub id and that the hub is reachable, or give a local folder"
-        raise PromptinitError(f"model {name!r}: cannot load its config ({type(err).__name__}: {detail}); {hint}") from None
+        raise PromptinitError(
+            f"model {name!r}: cannot load its config ({type(err).__name__}: {detail}); {hint}"
+        ) from None
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
 
@@ -187,15 +199,14 @@ def packaged_source(name: str) -> str | None:
     return PACKAGED.get(ALIASES.get(name, name))
 
 
-
-
 def weights_sha256(folder: str | Path | None) -> dict[str, str]:
     """SHA-256 of each weights file of a local model folder (``model.safetensors``, shards, ...);
     empty when ``folder`` is None or holds none (a hub id: the weights are not here)."""
     if folder is None or not Path(folder).is_dir():
         return {}
-    files = sorted(p for p in Path(folder).iterdir()
-                   if p.is_file() and p.suffix in WEIGHT_SUFFIXES and not p.name.startswith("."))
+    files = sorted(
+        p for p in Path(folder).iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES and not p.name.startswith(".")
+    )
     # memoised by path, size and mtime: a sweep exports several prompts of one model, hashed once
     return {p.name: file_sha256(p) for p in files}
 
@@ -206,7 +217,7 @@ def _replace(info: ModelInfo, **changes: Any) -> ModelInfo:
     return replace(info, **changes)
 
 
-def model_info(model: "Backbone | ModelInfo | Mapping[str, Any]") -> ModelInfo:
+def model_info(model: Backbone | ModelInfo | Mapping[str, Any]) -> ModelInfo:
     """A ``ModelInfo`` from a Backbone, a ModelInfo or a mapping of its fields."""
     if isinstance(model, ModelInfo):
         return model
@@ -261,8 +272,9 @@ def _write_json(path: Path, doc: Any) -> None:
 def _write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save
 
-    atomic_write(path, save({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()},
-                            metadata=metadata))
+    atomic_write(
+        path, save({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}, metadata=metadata)
+    )
 
 
 def _json_default(value: Any) -> Any:
@@ -277,7 +289,7 @@ def _json_default(value: Any) -> Any:
 
 def export_prompt(
     prompt: torch.Tensor,
-    backbone_or_model_info: "Backbone | ModelInfo | Mapping[str, Any]",
+    backbone_or_model_info: Backbone | ModelInfo | Mapping[str, Any],
     out_dir: str | Path,
     *,
     method: str,
@@ -381,7 +393,9 @@ class Export:
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise PromptinitError(f"{path}: missing; an export folder holds {ADAPTER_WEIGHTS}, {ADAPTER_CONFIG} and {METADATA}")
+        raise PromptinitError(
+            f"{path}: missing; an export folder holds {ADAPTER_WEIGHTS}, {ADAPTER_CONFIG} and {METADATA}"
+        )
     from promptinit.errors import read_json
 
     try:
@@ -403,9 +417,13 @@ def _read_tensors(path: Path, expected_sha: str | None) -> dict[str, torch.Tenso
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         msg = " ".join(str(err).split())
-        raise PromptinitError(f"{path}: not a readable safetensors file (truncated or corrupt: {msg}); re-export it") from None
+        raise PromptinitError(
+            f"{path}: not a readable safetensors file (truncated or corrupt: {msg}); re-export it"
+        ) from None
     if expected_sha is not None and file_sha256(path) != expected_sha:
-        raise PromptinitError(f"{path}: content does not match the sha256 in {METADATA} (modified or corrupt); re-export it")
+        raise PromptinitError(
+            f"{path}: content does not match the sha256 in {METADATA} (modified or corrupt); re-export it"
+        )
     return tensors
 
 
@@ -418,7 +436,7 @@ def load_psi(path: str | Path) -> dict[str, torch.Tensor] | None:
     return _read_tensors(folder / PSI, (meta.get("files") or {}).get(PSI))
 
 
-def load_export(path: str | Path, backbone_or_model_info: "Backbone | ModelInfo | Mapping[str, Any]") -> Export:
+def load_export(path: str | Path, backbone_or_model_info: Backbone | ModelInfo | Mapping[str, Any]) -> Export:
     """Read an export folder and check it against the model it is meant for.
 
     Checks ``peft_type``, ``task_type``, ``num_transformer_submodules``, ``token_dim`` and
@@ -451,29 +469,43 @@ def load_export(path: str | Path, backbone_or_model_info: "Backbone | ModelInfo 
         )
 
     if config.get("peft_type") != PEFT_TYPE:
-        raise bad("peft_type", f"{PEFT_TYPE!r} (promptinit exports shallow prompts)", "this is not a prompt-tuning export")
+        raise bad(
+            "peft_type", f"{PEFT_TYPE!r} (promptinit exports shallow prompts)", "this is not a prompt-tuning export"
+        )
     task_type = TASK_TYPES[info.family]
     if config.get("task_type") != task_type:
-        raise bad("task_type", f"{task_type!r} of {info.name} ({info.family})", "use the model the prompt was exported for")
+        raise bad(
+            "task_type", f"{task_type!r} of {info.name} ({info.family})", "use the model the prompt was exported for"
+        )
     # PEFT reads a missing value as 2 for seq2seq models (a second prompt for the decoder).
     submodules = config.get("num_transformer_submodules")
     if submodules != 1 and not (submodules is None and info.family == "causal"):
-        raise bad("num_transformer_submodules", "1 (promptinit prompts go to the encoder/input only)",
-                  "export the prompt with promptinit")
+        raise bad(
+            "num_transformer_submodules",
+            "1 (promptinit prompts go to the encoder/input only)",
+            "export the prompt with promptinit",
+        )
     if config.get("token_dim") != info.hidden_size:
-        raise bad("token_dim", f"{info.name}'s hidden size {info.hidden_size}", "use the model the prompt was exported for")
+        raise bad(
+            "token_dim", f"{info.name}'s hidden size {info.hidden_size}", "use the model the prompt was exported for"
+        )
     L = config.get("num_virtual_tokens")
     if not isinstance(L, int) or L < 1:
         raise bad("num_virtual_tokens", "a positive integer", "re-export the prompt")
     if info.prompt_length is not None and L != info.prompt_length:
-        raise bad("num_virtual_tokens", f"the model's prompt length {info.prompt_length}",
-                  f"set the prompt length to {L} (--prompt-length) or re-export")
+        raise bad(
+            "num_virtual_tokens",
+            f"the model's prompt length {info.prompt_length}",
+            f"set the prompt length to {L} (--prompt-length) or re-export",
+        )
 
     files = metadata.get("files") or {}
     weights = folder / ADAPTER_WEIGHTS
     tensors = _read_tensors(weights, files.get(ADAPTER_WEIGHTS))
     if PROMPT_KEY not in tensors:
-        raise PromptinitError(f"{weights}: field {PROMPT_KEY!r}: missing (found {sorted(tensors)}); re-export the prompt")
+        raise PromptinitError(
+            f"{weights}: field {PROMPT_KEY!r}: missing (found {sorted(tensors)}); re-export the prompt"
+        )
     prompt = tensors[PROMPT_KEY]
     if tuple(prompt.shape) != (L, info.hidden_size):
         raise PromptinitError(

@@ -5,6 +5,7 @@ needs none of Ray, Optuna and MLflow; the search platform (``promptinit.search``
 ``promptinit.trainables``, ``promptinit report``) needs all three: ``pip install
 'promptinit[platform]'``. Checked with ``find_spec``, so the core never imports them.
 """
+
 from __future__ import annotations
 
 from importlib.util import find_spec
@@ -20,5 +21,6 @@ def require_platform(part: str) -> None:
     """
     missing = [m for m in PLATFORM if find_spec(m) is None]
     if missing:
-        raise ImportError(f"{part} needs {', '.join(missing)} (the `platform` extra): "
-                          "pip install 'promptinit[platform]'")
+        raise ImportError(
+            f"{part} needs {', '.join(missing)} (the `platform` extra): pip install 'promptinit[platform]'"
+        )

@@ -3,6 +3,7 @@
 Every file promptinit writes for a later run to trust (caches, checkpoints, prompts, exports)
 goes through here, so an interrupted run never leaves a truncated file under the real name.
 """
+
 from __future__ import annotations
 
 import functools
@@ -10,9 +11,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 TEMP_SUFFIX = ".tmp"
 

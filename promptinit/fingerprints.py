@@ -11,15 +11,16 @@ older build, another library version or other weights is silently trusted. The p
 Weights are hashed once per process (a memo keyed by the object or by path, size and mtime):
 SmolLM2's 135M fp32 parameters take about a second.
 """
+
 from __future__ import annotations
 
 import hashlib
 import inspect
 import json
+from collections.abc import Iterable
 from importlib import import_module, metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
 _FILE_MEMO: dict[tuple, str] = {}
@@ -52,7 +53,7 @@ def source_fingerprint(*modules: str | ModuleType) -> str:
     return h.hexdigest()[:16]
 
 
-def tensors_fingerprint(named_tensors: Iterable[tuple[str, "object"]]) -> str:
+def tensors_fingerprint(named_tensors: Iterable[tuple[str, object]]) -> str:
     """Hash of named tensors: names, dtypes, shapes and every byte of the values."""
     import torch
 

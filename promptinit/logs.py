@@ -4,6 +4,7 @@ Library modules only log (``logging.getLogger(__name__)``); what reaches the ter
 decided here, once, by the command line. Only the ``promptinit`` logger is configured: the
 root logger and other libraries' loggers stay as the user set them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,10 +69,12 @@ def add_verbosity_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         ``parser``.
     """
     group = parser.add_argument_group("output")
-    group.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS,
-                       help="only warnings and errors; no progress bars")
-    group.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                       help="more detail (debug messages); repeatable")
+    group.add_argument(
+        "-q", "--quiet", action="count", default=argparse.SUPPRESS, help="only warnings and errors; no progress bars"
+    )
+    group.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more detail (debug messages); repeatable"
+    )
     return parser
 
 

@@ -8,12 +8,13 @@ different support / query pools. An outer step draws a meta-batch of such tasks.
 Sampling is a pure function of a ``random.Random`` that the method owns, so a method's
 checkpoint (which stores that generator's state) replays the same meta-batches after a reload.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Sequence
 
 from promptinit.errors import PromptinitError
 from promptinit.tasks.fewshot import SEEDS, FewShot, sample_few_shot
@@ -62,8 +63,9 @@ class MetaTaskSampler:
         ...                        query_batch=2)
     """
 
-    def __init__(self, tasks: Sequence[Task], seeds: Sequence[int] = SEEDS,
-                 sampling: str | TaskSampling = TaskSampling.UNIFORM):
+    def __init__(
+        self, tasks: Sequence[Task], seeds: Sequence[int] = SEEDS, sampling: str | TaskSampling = TaskSampling.UNIFORM
+    ):
         if not tasks:
             raise PromptinitError("no source tasks: a method needs at least one (check the partition's `source:` list)")
         names = [t.name for t in tasks]
@@ -99,8 +101,9 @@ class MetaTaskSampler:
             return rng.sample(self.names, n)  # distinct tasks when there are enough
         return rng.choices(self.names, k=n)
 
-    def sample(self, rng: random.Random, n_tasks: int, support_batch: int, inner_steps: int,
-               query_batch: int) -> list[MetaTask]:
+    def sample(
+        self, rng: random.Random, n_tasks: int, support_batch: int, inner_steps: int, query_batch: int
+    ) -> list[MetaTask]:
         """Draw a meta-batch.
 
         Args:

@@ -1,10 +1,11 @@
 """Task metrics, each in [0, 1]: accuracy, macro-F1, exact match, token F1, ROUGE-L."""
+
 from __future__ import annotations
 
 import collections
 import re
 import string
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from promptinit.tasks.task import Metric
 
@@ -19,7 +20,7 @@ def normalize_answer(text: str) -> str:
 
 
 def accuracy(preds: Sequence[str], golds: Sequence[Sequence[str]]) -> float:
-    return sum(p == g[0] for p, g in zip(preds, golds)) / max(len(preds), 1)
+    return sum(p == g[0] for p, g in zip(preds, golds, strict=True)) / max(len(preds), 1)
 
 
 def macro_f1(preds: Sequence[str], golds: Sequence[Sequence[str]]) -> float:
@@ -33,7 +34,7 @@ def macro_f1(preds: Sequence[str], golds: Sequence[Sequence[str]]) -> float:
 
 def _max_over_refs(fn: Callable[[str, str], float]):
     def metric(preds: Sequence[str], golds: Sequence[Sequence[str]]) -> float:
-        return sum(max(fn(p, r) for r in refs) for p, refs in zip(preds, golds)) / max(len(preds), 1)
+        return sum(max(fn(p, r) for r in refs) for p, refs in zip(preds, golds, strict=True)) / max(len(preds), 1)
 
     return metric
 

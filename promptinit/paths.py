@@ -1,11 +1,11 @@
 """Where promptinit keeps its caches."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-# kept importable from here for promptinit.assets and analysis, which predate promptinit.files
-from promptinit.files import atomic_folder  # noqa: F401
+from promptinit.files import atomic_folder  # noqa: F401 - re-exported: assets and analysis import it from here
 
 CACHE_ENV = "PROMPTINIT_CACHE"
 

@@ -6,11 +6,13 @@ when stderr is not a terminal. ``quiet_hf_progress`` hides the bars transformers
 draw while promptinit loads a model or a dataset, and gives the switch back as it found it:
 a user who imports those libraries next to promptinit keeps their bars.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -30,8 +32,13 @@ def bars_enabled() -> bool:
 
 
 def progress_bar(
-    iterable: Iterable | None = None, *, total: float | None = None, desc: str | None = None,
-    unit: str = "it", disable: bool = False, **tqdm_kwargs: Any,
+    iterable: Iterable | None = None,
+    *,
+    total: float | None = None,
+    desc: str | None = None,
+    unit: str = "it",
+    disable: bool = False,
+    **tqdm_kwargs: Any,
 ) -> tqdm:
     """A tqdm progress bar that keeps quiet under ``-q``.
 

@@ -15,10 +15,12 @@ References:
     Qin et al., "Learning to Initialize: Can Meta Learning Improve Cross-task Generalization
     in Prompt Tuning?", ACL 2023, appendix A.7.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -65,7 +67,9 @@ def subspace_similarity(a: torch.Tensor, b: torch.Tensor) -> float:
         ``||a b^T||_F^2 / min(k_a, k_b)`` in [0, 1].
     """
     if a.shape[1] != b.shape[1]:
-        raise PromptinitError(f"subspaces of different widths {a.shape[1]} and {b.shape[1]} (prompts of different models?)")
+        raise PromptinitError(
+            f"subspaces of different widths {a.shape[1]} and {b.shape[1]} (prompts of different models?)"
+        )
     overlap = (a.to(torch.float64) @ b.to(torch.float64).T).pow(2).sum().item()
     return float(min(max(overlap / min(a.shape[0], b.shape[0]), 0.0), 1.0))
 
@@ -75,8 +79,9 @@ def prompt_similarity(a: torch.Tensor, b: torch.Tensor, k: int = DEFAULT_RANK, c
     return subspace_similarity(prompt_subspace(a, k, center), prompt_subspace(b, k, center))
 
 
-def similarity_matrix(prompts: Mapping[str, torch.Tensor], k: int = DEFAULT_RANK,
-                      center: bool = False) -> tuple[list[str], np.ndarray]:
+def similarity_matrix(
+    prompts: Mapping[str, torch.Tensor], k: int = DEFAULT_RANK, center: bool = False
+) -> tuple[list[str], np.ndarray]:
     """Pairwise similarity of every task's prompt.
 
     Args:
@@ -96,8 +101,13 @@ def similarity_matrix(prompts: Mapping[str, torch.Tensor], k: int = DEFAULT_RANK
     return names, S
 
 
-def rank_sources(targets: Sequence[str], candidates: Sequence[str], prompts: Mapping[str, torch.Tensor],
-                 k: int = DEFAULT_RANK, center: bool = False) -> list[tuple[str, float]]:
+def rank_sources(
+    targets: Sequence[str],
+    candidates: Sequence[str],
+    prompts: Mapping[str, torch.Tensor],
+    k: int = DEFAULT_RANK,
+    center: bool = False,
+) -> list[tuple[str, float]]:
     """Candidate source tasks ordered by mean similarity to the target tasks (best first).
 
     Ties are broken by name, so the order is deterministic. Candidates that are also targets
@@ -123,8 +133,15 @@ def rank_sources(targets: Sequence[str], candidates: Sequence[str], prompts: Map
     return sorted(scored, key=lambda cs: (-cs[1], cs[0]))
 
 
-def select_sources(targets: Sequence[str], candidates: Sequence[str], prompts: Mapping[str, torch.Tensor],
-                   k: int, *, rank: int = DEFAULT_RANK, center: bool = False) -> list[str]:
+def select_sources(
+    targets: Sequence[str],
+    candidates: Sequence[str],
+    prompts: Mapping[str, torch.Tensor],
+    k: int,
+    *,
+    rank: int = DEFAULT_RANK,
+    center: bool = False,
+) -> list[str]:
     """The ``k`` candidate source tasks most similar to the target tasks.
 
     Args:
@@ -143,12 +160,20 @@ def select_sources(targets: Sequence[str], candidates: Sequence[str], prompts: M
     """
     ranked = rank_sources(targets, candidates, prompts, rank, center)
     if not 1 <= k <= len(ranked):
-        raise PromptinitError(f"field 'k': {k} sources asked, but there are {len(ranked)} candidates; use 1..{len(ranked)}")
+        raise PromptinitError(
+            f"field 'k': {k} sources asked, but there are {len(ranked)} candidates; use 1..{len(ranked)}"
+        )
     return [c for c, _ in ranked[:k]]
 
 
-def restrict_sources(partition: "Partition", prompts: Mapping[str, torch.Tensor], k: int, *,
-                     rank: int = DEFAULT_RANK, center: bool = False) -> "Partition":
+def restrict_sources(
+    partition: Partition,
+    prompts: Mapping[str, torch.Tensor],
+    k: int,
+    *,
+    rank: int = DEFAULT_RANK,
+    center: bool = False,
+) -> Partition:
     """A partition whose sources are its ``k`` sources most similar to its targets.
 
     The targets and validation tasks are unchanged, so results stay comparable across ``k``;

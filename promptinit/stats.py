@@ -23,11 +23,12 @@ A difference whose interval holds 0 is "not distinguishable from PT". Relative g
 by PT's score clamped at ``MIN_BASELINE``; pairs whose baseline is below ``LOW_BASELINE`` are
 counted, because one of them can move ARG by hundreds of percent.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -138,8 +139,14 @@ def _by_task(scores: Mapping[tuple, float], baseline: Mapping[tuple[str, int], f
     return method, pt, len(upstream)
 
 
-def compare(scores: Mapping[tuple, float], baseline: Mapping[tuple[str, int], float], *,
-            resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0) -> Comparison:
+def compare(
+    scores: Mapping[tuple, float],
+    baseline: Mapping[tuple[str, int], float],
+    *,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> Comparison:
     """Compare a method with PT over paired scores.
 
     Args:
@@ -190,8 +197,9 @@ def compare(scores: Mapping[tuple, float], baseline: Mapping[tuple[str, int], fl
     d = np.concatenate([method[t].mean(axis=1) - pt[t] for t in pt])
     p_value = 1.0 if not np.any(d != 0) else float(wilcoxon(d, zero_method="zsplit").pvalue)
     low = int(sum((pt[t] < LOW_BASELINE).sum() for t in pt))
-    return Comparison(ci["diff"], ci["arg"], ci["p_improve"], p_value, len(pt), len(d), n_up, low,
-                      resamples, level, seed)
+    return Comparison(
+        ci["diff"], ci["arg"], ci["p_improve"], p_value, len(pt), len(d), n_up, low, resamples, level, seed
+    )
 
 
 def _t_over_z(df: int, level: float) -> float:
@@ -211,6 +219,8 @@ def _rescale(k: int) -> float:
 def describe(c: Comparison) -> str:
     """One line: ``+3.1 [−0.8, +7.0] points, ARG +12.0 [...] %, P(>PT) 0.62, p = 0.21 (no difference)``."""
     note = f"; {c.low_baseline} pair(s) with PT < {LOW_BASELINE:.2f}: ARG unreliable" if c.low_baseline else ""
-    return (f"{c.diff.fmt()} points, ARG {c.arg.fmt()} %, P(>PT) {c.p_improve.fmt(1, 2, signed=False)}, "
-            f"Wilcoxon p = {c.p_value:.3g} ({c.verdict()}; {c.n_tasks} tasks x {c.n_pairs // max(c.n_tasks, 1)} "
-            f"seeds x {c.n_upstream} upstream{note})")
+    return (
+        f"{c.diff.fmt()} points, ARG {c.arg.fmt()} %, P(>PT) {c.p_improve.fmt(1, 2, signed=False)}, "
+        f"Wilcoxon p = {c.p_value:.3g} ({c.verdict()}; {c.n_tasks} tasks x {c.n_pairs // max(c.n_tasks, 1)} "
+        f"seeds x {c.n_upstream} upstream{note})"
+    )

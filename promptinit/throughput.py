@@ -34,14 +34,15 @@ pass and the source of the code that runs the pass. A setting (``rows_per_pass``
 ``TuneConfig`` and of the upstream methods' configs) overrides the rule. To measure again (say
 the probe ran while other jobs loaded the machine), delete the folder.
 """
+
 from __future__ import annotations
 
 import json
 import platform
-import warnings
 import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -89,7 +90,7 @@ def example_tokens(backbone: Backbone, examples: Sequence[Example], with_options
     inputs = tok([ex.input for ex in examples], add_special_tokens=False).input_ids
     flat = tok([a for group in answers for a in group], add_special_tokens=False).input_ids
     out, at = [], 0
-    for ids, group in zip(inputs, answers):
+    for ids, group in zip(inputs, answers, strict=True):
         longest = max(len(a) for a in flat[at : at + len(group)])
         at += len(group)
         # + 2: the separating space a causal model's answer gets, and the closing eos
@@ -133,7 +134,8 @@ def probe(time_pass: PassTimer, candidates: Sequence[int] = CANDIDATES) -> dict[
         out[rows] = seconds / rows
         worse = worse + 1 if out[rows] > WORSE * min(out.values()) else 0
         if len(out) >= MIN_CANDIDATES and (
-                seconds > PASS_LIMIT_S or worse >= 2 or time.perf_counter() - start > PROBE_BUDGET_S):
+            seconds > PASS_LIMIT_S or worse >= 2 or time.perf_counter() - start > PROBE_BUDGET_S
+        ):
             break
     return out
 
@@ -211,8 +213,14 @@ def _device_detail(device: torch.device) -> str:
 
 def cache_path(backbone: Backbone, kind: str) -> Path:
     """Where the measurement of (backbone, device, kind of pass) is cached."""
-    key = digest(backbone.fingerprint, _device_detail(backbone.device), kind, PROBE_TOKENS,
-                 source_fingerprint(__name__, "promptinit.backbones.backbone"), n=24)
+    key = digest(
+        backbone.fingerprint,
+        _device_detail(backbone.device),
+        kind,
+        PROBE_TOKENS,
+        source_fingerprint(__name__, "promptinit.backbones.backbone"),
+        n=24,
+    )
     return cache_dir("throughput") / f"{kind}-{key}.json"
 
 
@@ -239,29 +247,44 @@ def tokens_per_pass(backbone: Backbone, kind: str = "train", *, use_cache: bool 
     else:
         row = backbone.config.prompt_length + PROBE_TOKENS
         timer = pass_timer(backbone, kind, row)
-        for attempt in range(PROBE_ATTEMPTS):
+        for _ in range(PROBE_ATTEMPTS):
             per_row = probe(timer)
             steady = stable(timer, per_row)
             if steady:
                 break
         tokens = choose_rows(per_row) * row
         if not steady:
-            warnings.warn(f"the {kind} pass-size probe of {backbone.config.model} saw the machine's load change "
-                          f"{PROBE_ATTEMPTS} times (other jobs on its cores?); it keeps {tokens} tokens per pass. "
-                          f"To measure again on a quiet machine delete {path.parent}; to fix the pass size set "
-                          "rows_per_pass.", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"the {kind} pass-size probe of {backbone.config.model} saw the machine's load change "
+                f"{PROBE_ATTEMPTS} times (other jobs on its cores?); it keeps {tokens} tokens per pass. "
+                f"To measure again on a quiet machine delete {path.parent}; to fix the pass size set "
+                "rows_per_pass.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if use_cache:
-            record = {"tokens_per_pass": tokens, "kind": kind, "probe_row_tokens": row, "steady": steady,
-                      "fingerprint": backbone.fingerprint, "device": _device_detail(backbone.device),
-                      "seconds_per_token": {str(r): s / row for r, s in per_row.items()}}
+            record = {
+                "tokens_per_pass": tokens,
+                "kind": kind,
+                "probe_row_tokens": row,
+                "steady": steady,
+                "fingerprint": backbone.fingerprint,
+                "device": _device_detail(backbone.device),
+                "seconds_per_token": {str(r): s / row for r, s in per_row.items()},
+            }
             atomic_write_json(path, record, indent=1)
     _MEMO[memo_key] = tokens
     return tokens
 
 
 def rows_per_pass(
-    backbone: Backbone, kind: str = "train", tokens: int | None = None, *, floor: int = 1,
-    override: int | None = None, use_cache: bool = True,
+    backbone: Backbone,
+    kind: str = "train",
+    tokens: int | None = None,
+    *,
+    floor: int = 1,
+    override: int | None = None,
+    use_cache: bool = True,
 ) -> int:
     """Rows one pass should carry: ``max(floor, tokens_per_pass // tokens)``, or the setting.
 

@@ -5,14 +5,16 @@ Shared by ``promptinit.batched`` (many runs in shared passes) and ``promptinit.e
 (one run at a time, the PT baseline, ARG). Imports point one way: evaluation -> batched ->
 tuning.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import numbers
 import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import cast
 
 import torch
 
@@ -78,11 +80,18 @@ class TuneConfig:
     @property
     def lrs(self) -> tuple[float, ...]:
         """The candidate learning rates: ``(lr,)`` for a single one."""
-        return self.lr if self.selects_lr else (self.lr,)
+        return self.lr if isinstance(self.lr, tuple) else (self.lr,)
+
+    @property
+    def single_lr(self) -> float:
+        """The learning rate of a config with one (each of ``candidates()``)."""
+        if isinstance(self.lr, tuple):
+            raise PromptinitError(f"field 'lr': {list(self.lr)} lists candidates; tune each of candidates()")
+        return self.lr
 
     def candidates(self) -> list[TuneConfig]:
         """One config per candidate lr, in ``lr``'s order (``[self]`` for a single lr)."""
-        return [dataclasses.replace(self, lr=lr) for lr in self.lr] if self.selects_lr else [self]
+        return [dataclasses.replace(self, lr=lr) for lr in self.lrs] if self.selects_lr else [self]
 
 
 def _one_lr(value: object) -> float:
@@ -91,7 +100,7 @@ def _one_lr(value: object) -> float:
         raise PromptinitError(f"field 'lr': {value!r} is not a number; {LR_FIX}")
     if not math.isfinite(value) or value <= 0:
         raise PromptinitError(f"field 'lr': {value!r} must be > 0 and finite; {LR_FIX}")
-    return value
+    return cast(float, value)  # any real number, kept as given (an int lr keeps its cache key)
 
 
 def _checked_lr(lr: object) -> float | tuple[float, ...]:
@@ -165,7 +174,7 @@ def choose_lr(config: TuneConfig, runs: Sequence[TuneResult]) -> TuneResult:
     for i, run in enumerate(runs):
         if run.dev > runs[best].dev:  # strictly higher: a tie keeps the earlier lr
             best = i
-    search = [{"lr": lr, "dev": r.dev, "best_step": r.best_step} for lr, r in zip(config.lrs, runs)]
+    search = [{"lr": lr, "dev": r.dev, "best_step": r.best_step} for lr, r in zip(config.lrs, runs, strict=True)]
     return dataclasses.replace(runs[best], lr=config.lrs[best], lr_search=search if config.selects_lr else [])
 
 

@@ -94,7 +94,8 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
             f"{where}: field 'name': a study already ran in {cfg.sweep_dir}; pass --resume to "
             "continue it, or change `name`"
         )
-    plan: tuple[list[str], list[str]] | None = ([], [])
+    added: list[str] = []
+    respaced: list[str] = []
     if resume:
         finished = {
             a.method for a in cfg.arms() if a.kind == "search" and (cfg.sweep_folder(a) / "arg_table.csv").is_file()
@@ -106,6 +107,7 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
                 "than new arms under `study.presets` and the search space of a method whose sweeps "
                 "have not finished; resume with that config, or change `name` for a new study"
             )
+        added, respaced = plan
     check_model(cfg, where)
     partition = load_partition(cfg)
     tasks = check.load_tasks(cfg, partition)
@@ -114,7 +116,7 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
     for name, p in cfg.study.presets.items():
         if p.method_of(name) == "metapt":
             check.refuse_leaky_pool(
-                [preset_settings(cfg, name, p).get("pool")], f"{where}: field 'study.presets.{name}'", heldout
+                [str(preset_settings(cfg, name, p).get("pool"))], f"{where}: field 'study.presets.{name}'", heldout
             )
     unlabelled = [t.name for t in tasks.target if not t.labels] if cfg.study.labels else []
     if unlabelled:
@@ -122,7 +124,7 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
             f"{where}: field 'study.labels': target task {unlabelled[0]!r} has no class labels for "
             "the class-label init; set `labels: false` or choose classification targets"
         )
-    return cfg, partition, tasks, *plan
+    return cfg, partition, tasks, added, respaced
 
 
 def prepare_study(where: str, resume: bool) -> Study:

@@ -131,6 +131,7 @@ def check_space(space: SweepSpace, where: str = "search.space") -> None:
             **{
                 param_name(s.method, k): v.low if isinstance(v, (Float, Int)) else v.options[0]
                 for k, v in s.searched().items()
+                if isinstance(v, (Float, Int, Choice))  # searched(): never Fixed
             },
             **s.default_point(),
         }

@@ -16,14 +16,14 @@ the default stays Qin's 1. docs/fidelity.md has every value with its source.
 
 from __future__ import annotations
 
-from promptinit.spaces.params import Choice, Fixed, Float, Int
+from promptinit.spaces.params import Choice, Fixed, Float, Int, Param
 from promptinit.spaces.space import MethodSpace
 
 REFERENCE = "Qin et al. 2023, Learning to Initialize (ACL), sec. 4 and app. A"
 PAPER_STEPS = Choice((2500, 5000, 10000))  # upstream outer steps; sweeps cut this with budget.steps
 INNER_STEPS = Int(1, 10)  # MAML / FoMAML: Qin 1, Wu et al. 2022 7
 
-_META = {
+_META: dict[str, Param] = {
     "inner_lr": Float(2e-5, 5e-5, log=True),
     "outer_lr": Float(0.2, 0.5),
     "steps": PAPER_STEPS,

@@ -6,6 +6,7 @@ and differentiate through them. Scoring ranks options by log-likelihood and comp
 logits it needs; causal models run prompt + input once and share its key/value cache across
 all options.
 """
+
 from promptinit.backbones.backbone import Backbone, BackboneConfig, Batch, Family, init_prompt
 from promptinit.backbones.prompts import PromptInit, load_prompt, save_prompt
 

@@ -1,13 +1,15 @@
 """A frozen Hugging Face model plus a shallow soft prompt of L vectors."""
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,9 +79,7 @@ class BackboneConfig:
         if self.max_input_tokens < 1:
             raise PromptinitError(f"field 'max_input_tokens': {self.max_input_tokens} must be >= 1")
         if self.attn_implementation not in ("eager", "sdpa"):
-            raise PromptinitError(
-                f"field 'attn_implementation': {self.attn_implementation!r} is not eager or sdpa"
-            )
+            raise PromptinitError(f"field 'attn_implementation': {self.attn_implementation!r} is not eager or sdpa")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -110,12 +110,12 @@ class Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         ids, mask, labels = (t.to(device) for t in (self.input_ids, self.attention_mask, self.labels))
         return Batch(ids, mask, labels, self.inject)
 
     @staticmethod
-    def cat(batches: Sequence["Batch"], pad_id: int) -> "Batch":
+    def cat(batches: Sequence[Batch], pad_id: int) -> Batch:
         """Stack batches of different lengths (task-batched meta-steps)."""
         if any(b.inject is not None for b in batches):
             raise ValueError("batches with injected vectors cannot be stacked; run them one by one")
@@ -163,8 +163,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
     return "bfloat16" if native_bf16(device) else "float32"
 
 
-def _exact_eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                           position_bias=None, **kwargs):
+def _exact_eager_attention(
+    module, query, key, value, attention_mask, scaling=None, dropout=0.0, position_bias=None, **kwargs
+):
     """Eager attention whose softmax runs in float64 for float64 models (transformers' eager
     softmax always runs in float32); identical to it for other dtypes. T5's relative
     ``position_bias`` is added as T5's own eager attention adds it."""
@@ -395,8 +396,7 @@ class Backbone:
         per, _ = self.mean_per_example(logp, rows, len(batch))
         return per if per_example else per.mean()
 
-    def loss_with_context(self, prompt: torch.Tensor, batch: Batch
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss_with_context(self, prompt: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``loss(per_example=True)`` and, from the same pass, each example's hidden-state context.
 
         The context is what SUPMER's ψ gate reads downstream (``promptinit.methods.mgr``): the
@@ -417,8 +417,9 @@ class Backbone:
     # ----------------------------------------------------------------- seq2seq halves
     def _need_encoder(self, what: str) -> None:
         if self.family is not Family.SEQ2SEQ:
-            raise PromptinitError(f"{what} needs an encoder-decoder backbone; {self.config.model} is "
-                                  f"{self.family.value} (no encoder)")
+            raise PromptinitError(
+                f"{what} needs an encoder-decoder backbone; {self.config.model} is {self.family.value} (no encoder)"
+            )
 
     def encoder_states(self, prompt: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Seq2seq: the encoder's last hidden states of ``[P; input]`` (as ``target_hidden`` runs it).
@@ -464,9 +465,7 @@ class Backbone:
         ids, mask = ids.to(self.device), mask.to(self.device)
         emb, mask = self._prepend(prompt, ids, mask)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model.base_model(
-            inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True
-        )
+        out = self.model.base_model(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True)
         return out.last_hidden_state[:, -1], out[self._cache_keyword()], mask, pos[:, -1]
 
     def _cache_keyword(self) -> str:
@@ -557,7 +556,10 @@ class Backbone:
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(
-        self, prompt: torch.Tensor, examples: Sequence[Example], max_new_tokens: int | None = None,
+        self,
+        prompt: torch.Tensor,
+        examples: Sequence[Example],
+        max_new_tokens: int | None = None,
         batch_size: int = 16,
     ) -> list[str]:
         """Greedy decoding until eos or ``max_new_tokens`` (default ``max_target_tokens``);
@@ -568,7 +570,11 @@ class Backbone:
         for i in range(0, len(examples), batch_size):
             chunk = examples[i : i + batch_size]
             p = prompt[i : i + batch_size] if prompt.dim() == 3 else prompt
-            steps = self._greedy_causal(p, chunk, n_new) if self.family is Family.CAUSAL else self._greedy_seq2seq(p, chunk, n_new)
+            steps = (
+                self._greedy_causal(p, chunk, n_new)
+                if self.family is Family.CAUSAL
+                else self._greedy_seq2seq(p, chunk, n_new)
+            )
             for row in steps.tolist():
                 row = row[: row.index(self.eos_id)] if self.eos_id in row else row
                 out.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
@@ -588,8 +594,11 @@ class Backbone:
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             pos = pos + 1
             h_last = self.model.base_model(
-                input_ids=nxt[:, None], attention_mask=mask, position_ids=pos[:, None],
-                use_cache=True, **{self._cache_keyword(): cache},
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=pos[:, None],
+                use_cache=True,
+                **{self._cache_keyword(): cache},
             ).last_hidden_state[:, -1]
         return torch.stack(tokens, dim=1)
 
@@ -622,7 +631,7 @@ class Backbone:
         scored = [e for e in examples if e.options]
         if len(scored) == len(examples):
             scores = self.score_options(prompt, examples, batch_size)
-            return [ex.options[int(s.argmax())] for ex, s in zip(examples, scores)]
+            return [ex.options[int(s.argmax())] for ex, s in zip(examples, scores, strict=True)]
         if not scored:
             return self.generate(prompt, examples, batch_size=batch_size)
         raise ValueError("a batch mixes examples with and without options; predict them separately")
@@ -652,19 +661,33 @@ class Backbone:
 
         c = self.config
         libs = library_versions("torch", "transformers")
-        return "|".join([
-            c.model, f"w{self.weights_fingerprint}", f"V{len(self.tokenizer)}", c.dtype, self.device.type,
-            c.attn_implementation, f"L{c.prompt_length}", f"in{c.max_input_tokens}", f"out{c.max_target_tokens}",
-            *(f"{k}={v}" for k, v in libs.items()),
-        ])
+        return "|".join(
+            [
+                c.model,
+                f"w{self.weights_fingerprint}",
+                f"V{len(self.tokenizer)}",
+                c.dtype,
+                self.device.type,
+                c.attn_implementation,
+                f"L{c.prompt_length}",
+                f"in{c.max_input_tokens}",
+                f"out{c.max_target_tokens}",
+                *(f"{k}={v}" for k, v in libs.items()),
+            ]
+        )
 
 
 # --------------------------------------------------------------- initial prompts
 
 
 def init_prompt(
-    backbone: Backbone, how: str | PromptInit = PromptInit.VOCAB, *, seed: int = 0,
-    text: str | None = None, path: str | Path | None = None, labels: Sequence[str] | None = None,
+    backbone: Backbone,
+    how: str | PromptInit = PromptInit.VOCAB,
+    *,
+    seed: int = 0,
+    text: str | None = None,
+    path: str | Path | None = None,
+    labels: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """An initial prompt [L, d] in float32 (float64 when the backbone runs in float64).
 
@@ -711,14 +734,17 @@ def init_prompt(
     return prompt.detach().to("cpu", dtype).clone().to(backbone.device)
 
 
-def _with_label_rows(backbone: Backbone, table: torch.Tensor, prompt: torch.Tensor,
-                     labels: Sequence[str] | None) -> torch.Tensor:
+def _with_label_rows(
+    backbone: Backbone, table: torch.Tensor, prompt: torch.Tensor, labels: Sequence[str] | None
+) -> torch.Tensor:
     """``prompt`` with its first rows replaced by the class labels' mean token embeddings."""
     if not labels:
         raise PromptinitError("prompt init 'labels' needs the task's class labels (a classification task)")
     # the label's tokens as an answer after an input, without the closing eos
-    rows = [table[torch.tensor(backbone._target_ids("_", lab)[:-1], device=table.device)].float().mean(0)
-            for lab in list(labels)[: backbone.config.prompt_length]]
+    rows = [
+        table[torch.tensor(backbone._target_ids("_", lab)[:-1], device=table.device)].float().mean(0)
+        for lab in list(labels)[: backbone.config.prompt_length]
+    ]
     prompt = prompt.clone()
     prompt[: len(rows)] = torch.stack(rows).to(prompt.dtype)
     return prompt

@@ -4,6 +4,7 @@
 ``PromptInit`` choice; this module knows nothing of models, so the backbone imports it and
 not the other way round.
 """
+
 from __future__ import annotations
 
 from enum import Enum

@@ -1,4 +1,5 @@
 """``promptinit selfsup``: build the SUPMER corpus and clusters, show sizes, examples and a plot."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,19 +11,36 @@ from promptinit.errors import PromptinitError, check_writable, flag_error
 
 logger = logging.getLogger(__name__)
 
-FLAGS = {"sources": "--corpus", "min_words": "--min-words", "max_words": "--max-words",
-         "max_doc_sentences": "--max-doc-sentences", "max_sentences": "--max-sentences", "k": "--k",
-         "encoder": "--encoder", "seed": "--seed"}
+FLAGS = {
+    "sources": "--corpus",
+    "min_words": "--min-words",
+    "max_words": "--max-words",
+    "max_doc_sentences": "--max-doc-sentences",
+    "max_sentences": "--max-sentences",
+    "k": "--k",
+    "encoder": "--encoder",
+    "seed": "--seed",
+}
 
 
 def register(sub) -> None:
     p = sub.add_parser("selfsup", help="inspect the self-supervised corpus, its clusters and the SUPMER task formats")
-    p.add_argument("--corpus", nargs="+", default=None, metavar="SOURCE",
-                   help="sources: bbc, topical_chat, wordnet, bigbench:TASK, hf:NAME[:CONFIG][@SPLIT][#COLUMN], "
-                        "or .txt/.jsonl files and folders (default: topical_chat bigbench:understanding_fables bigbench:play_dialog_same_or_different)")
+    p.add_argument(
+        "--corpus",
+        nargs="+",
+        default=None,
+        metavar="SOURCE",
+        help="sources: bbc, topical_chat, wordnet, bigbench:TASK, hf:NAME[:CONFIG][@SPLIT][#COLUMN], "
+        "or .txt/.jsonl files and folders "
+        "(default: topical_chat bigbench:understanding_fables bigbench:play_dialog_same_or_different)",
+    )
     p.add_argument("--k", type=int, default=50, help="K-means clusters (default 50)")
-    p.add_argument("--max-sentences", type=int, default=6000,
-                   help="cap on the corpus size; 0 = no cap (default 6000: 1-3 min of encoding on 2 CPU cores, once)")
+    p.add_argument(
+        "--max-sentences",
+        type=int,
+        default=6000,
+        help="cap on the corpus size; 0 = no cap (default 6000: 1-3 min of encoding on 2 CPU cores, once)",
+    )
     p.add_argument("--max-doc-sentences", type=int, default=16, help="leading sentences kept per document; 0 = all")
     p.add_argument("--min-words", type=int, default=5)
     p.add_argument("--max-words", type=int, default=40)
@@ -47,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
     # settings first: a bad flag fails before any text is read
     try:
         config = CorpusConfig(
-            sources=tuple(args.corpus or DEFAULT_SOURCES), min_words=args.min_words, max_words=args.max_words,
-            max_doc_sentences=args.max_doc_sentences or None, max_sentences=args.max_sentences or None,
+            sources=tuple(args.corpus or DEFAULT_SOURCES),
+            min_words=args.min_words,
+            max_words=args.max_words,
+            max_doc_sentences=args.max_doc_sentences or None,
+            max_sentences=args.max_sentences or None,
             seed=args.seed,
         )
         cluster_config = ClusterConfig(k=args.k, encoder=args.encoder, seed=args.seed)
@@ -67,15 +88,18 @@ def run(args: argparse.Namespace) -> int:
             raise PromptinitError(f"option '--corpus': {err}") from None
         raise
     t_corpus = time.perf_counter() - t0
-    print(f"corpus {corpus.fingerprint}: {len(corpus)} sentences in {len(corpus.documents)} documents "
-          f"({t_corpus:.1f} s)")
+    print(
+        f"corpus {corpus.fingerprint}: {len(corpus)} sentences in {len(corpus.documents)} documents ({t_corpus:.1f} s)"
+    )
     for source, c in corpus.source_counts().items():
         print(f"  {source:<16} {c['documents']:>6} documents {c['sentences']:>7} sentences")
 
     clusters = cluster_corpus(corpus, cluster_config, progress=not args.no_progress)
     enc, km = clusters.timings["encode"], clusters.timings["kmeans"]
-    print(f"clusters {clusters.key}: k={clusters.k}, encoder {args.encoder}: encoding {enc:.1f} s, "
-          f"k-means {km:.1f} s (0.0 = cached)")
+    print(
+        f"clusters {clusters.key}: k={clusters.k}, encoder {args.encoder}: encoding {enc:.1f} s, "
+        f"k-means {km:.1f} s (0.0 = cached)"
+    )
     sizes = clusters.sizes()
     order = sizes.argsort()[::-1]
     print(f"cluster sizes: min {sizes.min()}, median {int(sorted(sizes)[len(sizes) // 2])}, max {sizes.max()}")

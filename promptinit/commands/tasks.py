@@ -1,4 +1,5 @@
 """``promptinit tasks``: list the task catalog, or the tasks of a partition."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``promptinit tune``: tune a prompt on one task and print dev/test metrics."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,27 +10,47 @@ from promptinit.errors import PromptinitError, check_writable, flag_error
 
 logger = logging.getLogger(__name__)
 
-BACKBONE_FLAGS = {"prompt_length": "--prompt-length", "dtype": "--dtype", "device": "--device",
-                  "max_input_tokens": "--max-input-tokens"}
-TUNE_FLAGS = {"lr": "--lr", "optimizer": "--optimizer", "batch_size": "--batch-size", "steps": "--steps",
-              "eval_every": "--eval-every", "test_size": "--test-size"}
+BACKBONE_FLAGS = {
+    "prompt_length": "--prompt-length",
+    "dtype": "--dtype",
+    "device": "--device",
+    "max_input_tokens": "--max-input-tokens",
+}
+TUNE_FLAGS = {
+    "lr": "--lr",
+    "optimizer": "--optimizer",
+    "batch_size": "--batch-size",
+    "steps": "--steps",
+    "eval_every": "--eval-every",
+    "test_size": "--test-size",
+}
 
 
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by every command that loads a backbone."""
     p.add_argument("--model", default="smollm2-135m", help="packaged name, tiny test model, folder or hub id")
     p.add_argument("--prompt-length", type=int, default=20, help="soft-prompt vectors L (default 20)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float64"],
-                   help="auto (default): bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX), else float32")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float64"],
+        help="auto (default): bfloat16 on a CPU with native bf16 (AVX512-BF16/AMX), else float32",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--max-input-tokens", type=int, default=256)
 
 
 def add_tuning_args(p: argparse.ArgumentParser) -> None:
     """Flags of downstream prompt tuning (``TuneConfig``)."""
-    p.add_argument("--lr", type=float, nargs="+", default=0.3, metavar="LR",
-                   help="prompt learning rate (default 0.3); several, e.g. 0.5 0.4 0.3 0.2 (Qin et al.): tune "
-                        "with each and keep the run with the best dev score (a tie keeps the earlier)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        nargs="+",
+        default=0.3,
+        metavar="LR",
+        help="prompt learning rate (default 0.3); several, e.g. 0.5 0.4 0.3 0.2 (Qin et al.): tune "
+        "with each and keep the run with the best dev score (a tie keeps the earlier)",
+    )
     p.add_argument("--optimizer", default="adafactor", choices=["adafactor", "adam", "sgd"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=3000, help="tuning steps (paper: 3000)")
@@ -44,7 +65,10 @@ def backbone_config(args: argparse.Namespace):
     check_device(args.device)
     try:
         return BackboneConfig(
-            args.model, prompt_length=args.prompt_length, dtype=args.dtype, device=args.device,
+            args.model,
+            prompt_length=args.prompt_length,
+            dtype=args.dtype,
+            device=args.device,
             max_input_tokens=args.max_input_tokens,
         )
     except PromptinitError as err:
@@ -64,8 +88,10 @@ def check_device(device: str) -> None:
     if d.type == "cuda" and not torch.cuda.is_available():
         raise PromptinitError(f"option '--device': {device!r}, but torch sees no CUDA device here; use cpu or auto")
     if d.type == "cuda" and d.index is not None and d.index >= torch.cuda.device_count():
-        raise PromptinitError(f"option '--device': {device!r}, but there are {torch.cuda.device_count()} CUDA "
-                              f"devices (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+        raise PromptinitError(
+            f"option '--device': {device!r}, but there are {torch.cuda.device_count()} CUDA "
+            f"devices (cuda:0..cuda:{torch.cuda.device_count() - 1})"
+        )
     if d.type == "mps" and not torch.backends.mps.is_available():
         raise PromptinitError(f"option '--device': {device!r}, but torch sees no MPS device here; use cpu or auto")
     if d.type not in ("cpu", "cuda", "mps"):
@@ -93,8 +119,12 @@ def tune_config(args: argparse.Namespace):
 
     try:
         return TuneConfig(
-            lr=lr_value(args.lr), optimizer=args.optimizer, batch_size=args.batch_size, steps=args.steps,
-            eval_every=args.eval_every, test_size=args.test_size,
+            lr=lr_value(args.lr),
+            optimizer=args.optimizer,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            eval_every=args.eval_every,
+            test_size=args.test_size,
         )
     except PromptinitError as err:
         raise flag_error(err, TUNE_FLAGS) from None
@@ -104,15 +134,24 @@ def register(sub) -> None:
     p = sub.add_parser("tune", help="tune a prompt on one task; print dev/test metrics")
     p.add_argument("--task", required=True, help="catalog task name (see `promptinit tasks`)")
     p.add_argument("--catalog", default=None, help="catalog YAML (default configs/tasks.yaml)")
-    p.add_argument("--init", default=None,
-                   help="initial prompt: an export folder (checked against the model) or a safetensors file; "
-                        "default: sampled vocabulary")
-    p.add_argument("--psi", default=None,
-                   help="SUPMER's meta-gradient regulariser ψ (an export folder or psi.safetensors): applied to "
-                        "every prompt gradient during tuning")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="initial prompt: an export folder (checked against the model) or a safetensors file; "
+        "default: sampled vocabulary",
+    )
+    p.add_argument(
+        "--psi",
+        default=None,
+        help="SUPMER's meta-gradient regulariser ψ (an export folder or psi.safetensors): applied to "
+        "every prompt gradient during tuning",
+    )
     p.add_argument("--init-text", default=None, help="initialise from the embeddings of this text")
-    p.add_argument("--init-labels", action="store_true",
-                   help="initialise from the task's class labels (Lester et al. 2021: a row per label, then vocabulary)")
+    p.add_argument(
+        "--init-labels",
+        action="store_true",
+        help="initialise from the task's class labels (Lester et al. 2021: a row per label, then vocabulary)",
+    )
     p.add_argument("--seed", type=int, default=100, help="few-shot seed (paper: 100, 13, 21, 42, 87)")
     p.add_argument("--out", default=None, help="write the best prompt here (safetensors)")
     add_backbone_args(p)
@@ -146,8 +185,10 @@ def check_inputs(args: argparse.Namespace, info) -> None:
 
         psi = load_regulariser(args.psi, device="cpu")
         if psi.dim != info.hidden_size:
-            raise PromptinitError(f"option '--psi': {args.psi}: ψ is for hidden size {psi.dim}, but {args.model} has "
-                                  f"{info.hidden_size}; use the ψ exported with this model's prompt")
+            raise PromptinitError(
+                f"option '--psi': {args.psi}: ψ is for hidden size {psi.dim}, but {args.model} has "
+                f"{info.hidden_size}; use the ψ exported with this model's prompt"
+            )
 
 
 def initial_prompt(backbone, args: argparse.Namespace, labels=None):
@@ -178,8 +219,10 @@ def run(args: argparse.Namespace) -> int:
     check_inputs(args, model_info(args))
     task = load_task(args.task, args.catalog)
     if args.init_labels and not task.labels:
-        raise PromptinitError(f"option '--init-labels': task {task.name!r} has no class labels (only a classification "
-                              "task has); use --init-text or the default")
+        raise PromptinitError(
+            f"option '--init-labels': task {task.name!r} has no class labels (only a classification "
+            "task has); use --init-text or the default"
+        )
     fewshot = sample_few_shot(task, args.seed, test_size=cfg.test_size)
     t0 = time.perf_counter()
     backbone = Backbone(bb_config)
@@ -191,12 +234,23 @@ def run(args: argparse.Namespace) -> int:
 
         psi = load_regulariser(args.psi, device=backbone.device)
         if psi.dim != backbone.hidden_size:
-            raise PromptinitError(f"{args.psi}: ψ is for hidden size {psi.dim}, but {args.model} has "
-                                  f"{backbone.hidden_size}; use the ψ exported with this model's prompt")
+            raise PromptinitError(
+                f"{args.psi}: ψ is for hidden size {psi.dim}, but {args.model} has "
+                f"{backbone.hidden_size}; use the ψ exported with this model's prompt"
+            )
         grad_transform = psi.as_grad_transform()
         logger.info("ψ (rank %d) from %s transforms every prompt gradient", psi.V1.shape[0], args.psi)
-    logger.info("task %s (%s, %s): train %d, dev %d, test %d; model %s loaded in %.1f s", task.name, task.kind.value,
-                task.metric.value, len(fewshot.train), len(fewshot.dev), len(fewshot.test), args.model, load_s)
+    logger.info(
+        "task %s (%s, %s): train %d, dev %d, test %d; model %s loaded in %.1f s",
+        task.name,
+        task.kind.value,
+        task.metric.value,
+        len(fewshot.train),
+        len(fewshot.dev),
+        len(fewshot.test),
+        args.model,
+        load_s,
+    )
     from promptinit.evaluation import evaluate
 
     init_test = evaluate(backbone, init, fewshot.test, task.metric.value, cfg.eval_batch_size)

@@ -2,16 +2,28 @@
 
 Importing this package registers every method; build one by name with ``build_method``.
 """
+
 from promptinit.methods.base import REGISTRY, Method, UpstreamMethod, build_method, make_config, register
 from promptinit.methods.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["REGISTRY", "Method", "UpstreamMethod", "build_method", "make_config", "register",
-           "save_checkpoint", "load_checkpoint"]
+# Each import below registers its method(s) in REGISTRY, in this order (REGISTRY's order, which
+# isort would change); a new method adds one line.
+# isort: off
+from promptinit.methods import pt  # noqa: F401 - imported to register the method
+from promptinit.methods import mtl  # noqa: F401 - imported to register the method
+from promptinit.methods import maml  # noqa: F401 - imported to register the method
+from promptinit.methods import reptile  # noqa: F401 - imported to register the method
+from promptinit.methods import supmer  # noqa: F401 - imported to register the method
+from promptinit.methods import metapt  # noqa: F401 - imported to register the method
+# isort: on
 
-# Each import below registers its method(s) in REGISTRY; a new method adds one line.
-from promptinit.methods import pt  # noqa: E402,F401
-from promptinit.methods import mtl  # noqa: E402,F401
-from promptinit.methods import maml  # noqa: E402,F401
-from promptinit.methods import reptile  # noqa: E402,F401
-from promptinit.methods import supmer  # noqa: E402,F401
-from promptinit.methods import metapt  # noqa: E402,F401
+__all__ = [
+    "REGISTRY",
+    "Method",
+    "UpstreamMethod",
+    "build_method",
+    "make_config",
+    "register",
+    "save_checkpoint",
+    "load_checkpoint",
+]

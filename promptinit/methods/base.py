@@ -8,11 +8,13 @@ it exactly (the next step after a reload equals the uninterrupted run's).
 A checkpoint is one dict of tensors and plain values (``{"prompt", "optimizer", "step",
 "rng", "config", ...}``), saved as safetensors + JSON by ``save_checkpoint``, never a pickle.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -71,15 +73,17 @@ def make_config(name: str, values: Mapping[str, Any] | None = None):
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(values) - known)
     if unknown:
-        raise PromptinitError(
-            f"method {name!r}: unknown setting(s) {unknown}; known: {sorted(known)}"
-        )
+        raise PromptinitError(f"method {name!r}: unknown setting(s) {unknown}; known: {sorted(known)}")
     return cls(**values)
 
 
 def build_method(
-    name: str, backbone: Backbone, tasks: Sequence[Task], config: Mapping[str, Any] | None = None,
-    seed: int = 0, **extra: Any,
+    name: str,
+    backbone: Backbone,
+    tasks: Sequence[Task],
+    config: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    **extra: Any,
 ) -> UpstreamMethod:
     """Build method ``name`` over source ``tasks`` with ``config`` (plain dict of settings)."""
     cfg = make_config(name, config)

@@ -6,10 +6,10 @@ the SHA-256 of the tensor file). Each file is written to a temporary name and re
 place; ``state.json`` is written last and names the tensor file's hash, so a crash between
 the two renames is detected on load instead of resuming from a mixed checkpoint.
 """
+
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,11 @@ def _encode(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
         return {"__tensor__": path}
     if isinstance(value, dict):
         # Optimizer state is keyed by int parameter ids; keep key types exact.
-        return {"__dict__": [[_encode(k, f"{path}/key", tensors), _encode(v, f"{path}/{k}", tensors)]
-                             for k, v in value.items()]}
+        return {
+            "__dict__": [
+                [_encode(k, f"{path}/key", tensors), _encode(v, f"{path}/{k}", tensors)] for k, v in value.items()
+            ]
+        }
     if isinstance(value, tuple):
         return {"__tuple__": [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]}
     if isinstance(value, list):
@@ -100,8 +103,9 @@ def read_checkpoint(folder: str | Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise PromptinitError(f"{state_file}: expected a JSON object (format, tensors, sha256, state); {afresh}")
     if doc.get("format") != FORMAT:
-        raise PromptinitError(f"{state_file}: field 'format': checkpoint format {doc.get('format')!r}, "
-                              f"this version reads {FORMAT}")
+        raise PromptinitError(
+            f"{state_file}: field 'format': checkpoint format {doc.get('format')!r}, this version reads {FORMAT}"
+        )
     for key in ("tensors", "sha256", "state"):
         if key not in doc or (key != "state" and not isinstance(doc[key], str)):
             raise PromptinitError(f"{state_file}: field {key!r}: missing or malformed; {afresh}")
@@ -113,12 +117,15 @@ def read_checkpoint(folder: str | Path) -> dict[str, Any]:
     try:
         tensors = load_file(str(tensor_file))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise PromptinitError(f"{tensor_file}: not a readable safetensors file ({' '.join(str(err).split())}); "
-                              f"{afresh}") from None
+        raise PromptinitError(
+            f"{tensor_file}: not a readable safetensors file ({' '.join(str(err).split())}); {afresh}"
+        ) from None
     try:
         return _decode(doc["state"], tensors)
     except (KeyError, TypeError, ValueError) as err:
-        raise PromptinitError(f"{state_file}: field 'state': malformed ({type(err).__name__}: {err}); {afresh}") from None
+        raise PromptinitError(
+            f"{state_file}: field 'state': malformed ({type(err).__name__}: {err}); {afresh}"
+        ) from None
 
 
 def load_checkpoint(method: Any, folder: str | Path) -> Any:

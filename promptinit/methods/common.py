@@ -5,6 +5,7 @@ random generator). ``step()`` is the same for all of them: draw a meta-batch, as
 for the (meta-)gradient of the prompt, let the outer optimizer apply it. The methods differ
 only in ``sample()`` and ``meta_gradient()``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -12,17 +13,18 @@ import dataclasses
 import json
 import numbers
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
 from promptinit.backbones import Backbone
 from promptinit.errors import PromptinitError
-from promptinit.tuning import make_optimizer
 from promptinit.meta import MetaTask, MetaTaskSampler, TaskSampling
 from promptinit.tasks.fewshot import SEEDS
 from promptinit.tasks.task import Example, Task
+from promptinit.tuning import make_optimizer
 
 OPTIMIZERS = ("adafactor", "adam", "sgd")
 T = TypeVar("T")
@@ -130,8 +132,10 @@ class SourceConfig:
         normalize_numbers(self)
         check_int(self, "steps", minimum=0)
         check_choice(self, "task_sampling", [s.value for s in TaskSampling])
-        if not isinstance(self.seeds, tuple) or not self.seeds or not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in self.seeds
+        if (
+            not isinstance(self.seeds, tuple)
+            or not self.seeds
+            or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in self.seeds)
         ):
             raise PromptinitError(
                 f"{type(self).__name__}: field 'seeds': {self.seeds!r} must be a non-empty list of integer "
@@ -215,8 +219,9 @@ class PromptMethod:
 
     name: ClassVar[str]
 
-    def __init__(self, backbone: Backbone, tasks: Sequence[Task], config: Any, seed: int = 0,
-                 init: torch.Tensor | None = None):
+    def __init__(
+        self, backbone: Backbone, tasks: Sequence[Task], config: Any, seed: int = 0, init: torch.Tensor | None = None
+    ):
         self.backbone = backbone
         self.config = config
         self.seed = seed
@@ -226,7 +231,9 @@ class PromptMethod:
         start = init if init is not None else backbone.init_prompt("vocab", seed=seed)
         expected = (backbone.config.prompt_length, backbone.hidden_size)
         if tuple(start.shape) != expected:
-            raise PromptinitError(f"init prompt shape {list(start.shape)} does not match the model's [L, d] = {list(expected)}")
+            raise PromptinitError(
+                f"init prompt shape {list(start.shape)} does not match the model's [L, d] = {list(expected)}"
+            )
         prompt = start.detach().clone().to(backbone.device).requires_grad_(True)
         self.state = TrainState(prompt, self._make_optimizer(prompt), 0, random.Random(seed))
 
@@ -238,8 +245,9 @@ class PromptMethod:
         """Draw the next meta-batch with the method's generator."""
         raise NotImplementedError
 
-    def meta_gradient(self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_gradient(
+        self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The direction the outer optimizer descends, for this meta-batch, and metrics."""
         raise NotImplementedError
 
@@ -252,8 +260,9 @@ class PromptMethod:
     def _batched(self, task_batched: bool | None) -> bool:
         return self.config.task_batched if task_batched is None else task_batched
 
-    def _task_groups(self, items: Sequence[T], task_batched: bool | None, rows_per_item: int,
-                     examples: Sequence[Example] = ()) -> list[list[T]]:
+    def _task_groups(
+        self, items: Sequence[T], task_batched: bool | None, rows_per_item: int, examples: Sequence[Example] = ()
+    ) -> list[list[T]]:
         """The meta-batch cut into the groups that share a pass.
 
         One item per group when ``task_batched`` is off; otherwise as many items as one pass of

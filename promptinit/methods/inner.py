@@ -6,10 +6,11 @@ task's prompt, and sum the per-task mean losses. The gradient of that sum with r
 row t of the stacked prompt is exactly task t's own gradient, because no other task's loss
 depends on that row. One batched forward/backward thus replaces T small ones.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -34,7 +35,7 @@ class TaskBatch:
     n_tasks: int
 
     @staticmethod
-    def encode(backbone: Backbone, groups: Sequence[Sequence[Example]]) -> "TaskBatch":
+    def encode(backbone: Backbone, groups: Sequence[Sequence[Example]]) -> TaskBatch:
         """Encode one group of examples per task into a single batch."""
         examples = [ex for g in groups for ex in g]
         owner = torch.tensor([t for t, g in enumerate(groups) for _ in g], device=backbone.device)
@@ -79,8 +80,14 @@ class Adapted:
     losses: list[torch.Tensor]
 
 
-def adapt(prompt: torch.Tensor, loss_fn: LossFn, batches: Sequence[TaskBatch], lr: float,
-          create_graph: bool, grad_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Adapted:
+def adapt(
+    prompt: torch.Tensor,
+    loss_fn: LossFn,
+    batches: Sequence[TaskBatch],
+    lr: float,
+    create_graph: bool,
+    grad_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Adapted:
     """Plain SGD on the prompt, one step per batch: ``p <- p - lr * psi(grad loss_fn(p, batch))``.
 
     Args:

@@ -9,17 +9,23 @@ Reference:
     Qin et al. 2023, "Learning to Initialize: Can Meta Learning Improve Cross-task
     Generalization in Prompt Tuning?" (MPT; defaults below).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from promptinit.meta import MetaTask
 from promptinit.methods.base import Method, register
 from promptinit.methods.common import (
-    QUERY_LOSS, SUPPORT_LOSS, InnerLoopConfig, PromptMethod, check_int, outer_optimizer,
+    QUERY_LOSS,
+    SUPPORT_LOSS,
+    InnerLoopConfig,
+    PromptMethod,
+    check_int,
+    outer_optimizer,
 )
 from promptinit.methods.inner import TaskBatch, adapt, summed_task_loss, task_losses
 
@@ -74,11 +80,13 @@ class MAML(PromptMethod):
 
     def sample(self) -> list[MetaTask]:
         c = self.config
-        return self.sampler.sample(self.state.rng, c.meta_batch_size, c.inner_batch_size, c.inner_steps,
-                                   c.query_batch_size)
+        return self.sampler.sample(
+            self.state.rng, c.meta_batch_size, c.inner_batch_size, c.inner_steps, c.query_batch_size
+        )
 
-    def meta_gradient(self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_gradient(
+        self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Meta-gradient of the mean post-adaptation query loss over ``meta_tasks``.
 
         Args:
@@ -91,8 +99,12 @@ class MAML(PromptMethod):
             ``(grad [L, d], {"meta/query_loss", "meta/support_loss"})``.
         """
         c = self.config
-        groups = self._task_groups(meta_tasks, task_batched, max(c.inner_batch_size, c.query_batch_size),
-                                   [ex for t in meta_tasks for ex in (*t.support[0], *t.query)])
+        groups = self._task_groups(
+            meta_tasks,
+            task_batched,
+            max(c.inner_batch_size, c.query_batch_size),
+            [ex for t in meta_tasks for ex in (*t.support[0], *t.query)],
+        )
         phi = self.state.prompt
         grad = torch.zeros_like(phi)
         query_sum = support_sum = 0.0

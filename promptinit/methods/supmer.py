@@ -41,11 +41,13 @@ Reference:
     Pan et al. 2023, "Self-Supervised Meta-Prompt Learning with Meta-Gradient Regularization
     for Few-shot Generalization" (SUPMER, EMNLP Findings), and its released code.
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,13 +56,27 @@ from promptinit.backbones import Backbone
 from promptinit.errors import PromptinitError
 from promptinit.methods.base import Method, register
 from promptinit.methods.common import (
-    GRAD_NORM, OPTIMIZERS, QUERY_LOSS, SUPPORT_LOSS, PromptMethod, check_choice, check_int, check_positive,
-    check_rows_per_pass, outer_optimizer,
+    GRAD_NORM,
+    OPTIMIZERS,
+    QUERY_LOSS,
+    SUPPORT_LOSS,
+    PromptMethod,
+    check_choice,
+    check_int,
+    check_positive,
+    check_rows_per_pass,
+    outer_optimizer,
 )
 from promptinit.methods.inner import TaskBatch
 from promptinit.methods.mgr import DownstreamContext, MetaGradRegulariser, PsiTransform, code_rank
 from promptinit.methods.mixup import (
-    Curriculum, MixupSite, draw_lambdas, ema, mixed_task_losses, qry_spt_similarity, resolve_site,
+    Curriculum,
+    MixupSite,
+    draw_lambdas,
+    ema,
+    mixed_task_losses,
+    qry_spt_similarity,
+    resolve_site,
 )
 from promptinit.selfsup.clustering import DEFAULT_ENCODER, ClusterConfig, Clusters, cluster_corpus
 from promptinit.selfsup.corpus import DEFAULT_SOURCES, Corpus, CorpusConfig, build_corpus
@@ -269,19 +285,35 @@ class SUPMER(PromptMethod):
 
     config: SUPMERConfig
 
-    def __init__(self, backbone: Backbone, tasks: Sequence[Task], config: SUPMERConfig, seed: int = 0,
-                 init: torch.Tensor | None = None, corpus: Corpus | None = None, clusters: Clusters | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        tasks: Sequence[Task],
+        config: SUPMERConfig,
+        seed: int = 0,
+        init: torch.Tensor | None = None,
+        corpus: Corpus | None = None,
+        clusters: Clusters | None = None,
+    ):
         super().__init__(backbone, tasks, config, seed=seed, init=init)
         c = config
         self.mixup_site = resolve_site(c.mixup_site, backbone)  # raises early for encoder_output on a causal model
         if corpus is None:
             corpus = build_corpus(CorpusConfig(sources=c.corpus_sources, max_sentences=c.max_sentences))
         if clusters is None:
-            clusters = cluster_corpus(corpus, ClusterConfig(k=c.num_clusters, encoder=c.encoder, seed=c.cluster_seed),
-                                      progress=False)
+            clusters = cluster_corpus(
+                corpus, ClusterConfig(k=c.num_clusters, encoder=c.encoder, seed=c.cluster_seed), progress=False
+            )
         self.corpus, self.clusters = corpus, clusters
-        self.sampler = SelfSupTaskSampler(corpus, clusters, c.formats, n_support=c.inner_batch_size,
-                                          n_query=c.query_batch_size, seed=seed, max_option_words=c.max_option_words)
+        self.sampler = SelfSupTaskSampler(
+            corpus,
+            clusters,
+            c.formats,
+            n_support=c.inner_batch_size,
+            n_query=c.query_batch_size,
+            seed=seed,
+            max_option_words=c.max_option_words,
+        )
         self.vectors = None
         if "scc" in c.formats:
             from promptinit.selfsup.scc import cluster_input_vectors
@@ -308,8 +340,9 @@ class SUPMER(PromptMethod):
     def lambdas(self, n: int) -> list[float]:
         """Mixup λ for ``n`` tasks at the current curriculum state (advances the generator)."""
         c = self.config
-        return draw_lambdas(self.state.rng, n, c.curriculum, self.curriculum_s, c.mixup_alpha, c.mixup_m,
-                            c.fixed_lambda)
+        return draw_lambdas(
+            self.state.rng, n, c.curriculum, self.curriculum_s, c.mixup_alpha, c.mixup_m, c.fixed_lambda
+        )
 
     # ------------------------------------------------------------------ schedules
     def lr_factor_at(self, step: int | None = None) -> float:
@@ -359,6 +392,7 @@ class SUPMER(PromptMethod):
     def _domain_sim(self, tasks: Sequence[MetaTask]) -> torch.Tensor:
         """(1 + cos)/2 of the mean centroid of each task's clusters and of its aug clusters
         (one cluster each, four for scc; the released code's ``get_domain_sim``)."""
+
         def mean(ids: Sequence[int]) -> torch.Tensor:
             return self._raw_centroids[list(ids)].mean(0)
 
@@ -366,8 +400,9 @@ class SUPMER(PromptMethod):
         b = torch.stack([mean(t.aug_clusters or t.clusters) for t in tasks])
         return (1 + torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)) / 2
 
-    def outer_gradients(self, meta_tasks: Sequence[MetaTask], lambdas: Sequence[float] | None = None,
-                        task_batched: bool | None = None) -> Outcome:
+    def outer_gradients(
+        self, meta_tasks: Sequence[MetaTask], lambdas: Sequence[float] | None = None, task_batched: bool | None = None
+    ) -> Outcome:
         """θ's first-order meta-gradient, φ's exact gradient and the step's statistics.
 
         Args:
@@ -384,26 +419,44 @@ class SUPMER(PromptMethod):
             raise PromptinitError(f"{len(lambdas)} lambdas for {n} tasks")
         order = list(range(n))
         c = self.config
-        groups = self._task_groups(order, task_batched, max(c.inner_batch_size, c.query_batch_size),
-                                   [ex for t in meta_tasks for ex in (*t.support, *t.query)])
+        groups = self._task_groups(
+            order,
+            task_batched,
+            max(c.inner_batch_size, c.query_batch_size),
+            [ex for t in meta_tasks for ex in (*t.support, *t.query)],
+        )
         phi = self.state.prompt
         theta_grad = torch.zeros_like(phi)
         phi_grads = {k: torch.zeros_like(v) for k, v in self.psi.named_parameters()} if self.psi is not None else {}
         sums = {QUERY_LOSS: 0.0, SUPPORT_LOSS: 0.0, GATE: 0.0, GATE_LOSS: 0.0, QRY_SPT_SIM: 0.0}
         support_h = []
         for idx in groups:
-            self._group(phi, [meta_tasks[i] for i in idx], [lambdas[i] for i in idx], theta_grad, phi_grads, sums,
-                        support_h)
+            self._group(
+                phi, [meta_tasks[i] for i in idx], [lambdas[i] for i in idx], theta_grad, phi_grads, sums, support_h
+            )
         metrics = {k: v / n for k, v in sums.items()}
         metrics[LAMBDA] = sum(lambdas) / n
         if self.psi is None:
             metrics.pop(GATE)
             metrics.pop(GATE_LOSS)
-        return Outcome(theta_grad / n, {k: g / n for k, g in phi_grads.items()}, metrics, metrics[QRY_SPT_SIM],
-                       torch.cat(support_h))
+        return Outcome(
+            theta_grad / n,
+            {k: g / n for k, g in phi_grads.items()},
+            metrics,
+            metrics[QRY_SPT_SIM],
+            torch.cat(support_h),
+        )
 
-    def _group(self, phi: torch.Tensor, tasks: list[MetaTask], lambdas: list[float], theta_grad: torch.Tensor,
-               phi_grads: dict[str, torch.Tensor], sums: dict[str, float], support_h: list) -> None:
+    def _group(
+        self,
+        phi: torch.Tensor,
+        tasks: list[MetaTask],
+        lambdas: list[float],
+        theta_grad: torch.Tensor,
+        phi_grads: dict[str, torch.Tensor],
+        sums: dict[str, float],
+        support_h: list,
+    ) -> None:
         """Add the gradients and statistics of ``tasks`` (one batched pass) to the accumulators."""
         c, bb, T = self.config, self.backbone, len(tasks)
         alpha = self.inner_lr_at()
@@ -428,7 +481,7 @@ class SUPMER(PromptMethod):
         g_q = grads[0]
         theta_grad += g_q.sum(0)
         sim = qry_spt_similarity(g_q, step_dir.detach())
-        for (name, _), g in zip(params, grads[1:]):
+        for (name, _), g in zip(params, grads[1:], strict=True):
             if g is not None:
                 phi_grads[name] += g
         if self.psi is not None:
@@ -446,8 +499,9 @@ class SUPMER(PromptMethod):
         sums[QRY_SPT_SIM] += sim.sum().item()
         support_h.append(s_h)
 
-    def meta_gradient(self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None,
-                      lambdas: Sequence[float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def meta_gradient(
+        self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None, lambdas: Sequence[float] | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """θ's meta-gradient and metrics for ``meta_tasks`` (default: λ = 1, no mixing).
 
         Returns:
@@ -519,8 +573,12 @@ class SUPMER(PromptMethod):
                 the linear schedule (the lrs decay over the run's own length).
         """
         theirs = (state.get("config") or {}).get("steps")
-        if (state.get("method") == self.name and self.config.lr_schedule == "linear" and theirs is not None
-                and theirs != self.config.steps):
+        if (
+            state.get("method") == self.name
+            and self.config.lr_schedule == "linear"
+            and theirs is not None
+            and theirs != self.config.steps
+        ):
             raise PromptinitError(
                 f"checkpoint config differs in ['steps']: field 'steps' is {theirs!r} there, {self.config.steps!r} "
                 f"here; lr_schedule 'linear' decays the learning rates over the run's own steps, so resume with "
@@ -534,4 +592,3 @@ class SUPMER(PromptMethod):
             self.psi_optimizer.load_state_dict(copy.deepcopy(dict(state["psi_optimizer"])))
         self.sampler.load_state_dict(dict(state["sampler"]))
         self.curriculum_s = float(state["curriculum"]["s"])
-

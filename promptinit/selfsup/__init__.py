@@ -2,7 +2,8 @@
 
 Stages, one module each:
 
-- ``corpus``: unlabelled documents of sentences (default: BIG-bench topical_chat conversations, fables and play dialogue: text no catalog task uses).
+- ``corpus``: unlabelled documents of sentences (default: BIG-bench topical_chat conversations,
+  fables and play dialogue: text no catalog task uses).
 - ``clustering``: sentence embeddings + K-means, cached on disk.
 - ``formats``: the five SUPMER task formats (nsp, nss, scsp, scss, scc) and a seeded sampler of
   meta-tasks with a support, a query and an "aug" query set.
@@ -10,6 +11,7 @@ Stages, one module each:
 - ``plot``: a 2-D projection PNG of the clusters.
 - ``metapt_groups``: MetaPT meta-tasks by K-means, LDA, random or by-label grouping.
 """
+
 from promptinit.selfsup.clustering import ClusterConfig, Clusters, cluster_corpus, embed_texts
 from promptinit.selfsup.corpus import Corpus, CorpusConfig, build_corpus, corpus_from_texts, split_sentences
 from promptinit.selfsup.formats import FORMATS, Format, SelfSupTaskSampler

@@ -17,15 +17,15 @@ all-MiniLM-L6-v2 costs ~8 ms of CPU per sentence (~120 sentences per CPU-second;
 average ~20 words), so encoding took 70 s at load average ~3 and 196 s at ~6; K-means with
 K = 50 takes ~1 s on one thread. Both happen once: a cached rerun does neither.
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -92,8 +92,11 @@ def encoder_id(name: str) -> str:
 
     where = _local_or_hub(name)
     weights = files_fingerprint(where) if Path(where).is_dir() else "hub"
-    return digest(ALIASES.get(name, name), weights,
-                  library_versions("sentence-transformers", "transformers", "torch", "tokenizers"))
+    return digest(
+        ALIASES.get(name, name),
+        weights,
+        library_versions("sentence-transformers", "transformers", "torch", "tokenizers"),
+    )
 
 
 def _embeddings_key(texts_key_: str, encoder: str, n: int) -> str:
@@ -114,8 +117,9 @@ def atomic_save_json(path: Path, obj: object) -> None:
 
 
 # ----------------------------------------------------------------------------- encoding
-def encode_sentences(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, batch_size: int = 64,
-                     progress: bool = True) -> np.ndarray:
+def encode_sentences(
+    texts: Sequence[str], encoder: str = DEFAULT_ENCODER, batch_size: int = 64, progress: bool = True
+) -> np.ndarray:
     """Run a sentence-transformers encoder (the one place that does embedding work).
 
     Args:
@@ -132,8 +136,13 @@ def encode_sentences(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, batch
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return np.zeros((0, get_dim()), np.float32)
     # one call: sentence-transformers sorts all texts by length, so batches carry little padding
-    emb = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                       show_progress_bar=progress and bars_enabled())
+    emb = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=progress and bars_enabled(),
+    )
     return np.asarray(emb, dtype=np.float32)
 
 
@@ -158,12 +167,21 @@ def _load_encoder(path: str):
             with quiet_hf_progress("transformers"):
                 _ENCODERS[path] = SentenceTransformer(path)  # CUDA when available, else CPU
         except OSError as err:
-            raise PromptinitError(f"encoder {path!r} could not be loaded ({err}); use a local folder or a packaged name") from err
+            raise PromptinitError(
+                f"encoder {path!r} could not be loaded ({err}); use a local folder or a packaged name"
+            ) from err
     return _ENCODERS[path]
 
 
-def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, *, key: str | None = None,
-                batch_size: int = 64, progress: bool = True, encode_fn: Encoder | None = None) -> np.ndarray:
+def embed_texts(
+    texts: Sequence[str],
+    encoder: str = DEFAULT_ENCODER,
+    *,
+    key: str | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    encode_fn: Encoder | None = None,
+) -> np.ndarray:
     """Sentence embeddings, computed once per (texts, encoder) and cached on disk.
 
     Args:
@@ -193,8 +211,10 @@ def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, *, key: st
     if emb.shape[0] != len(texts):
         raise ValueError(f"encoder returned {emb.shape[0]} embeddings for {len(texts)} texts")
     atomic_save_npy(path, emb)
-    atomic_save_json(folder / f"{key}.json", {"encoder": encoder, "n": len(texts), "dim": int(emb.shape[1]),
-                                         "seconds": round(time.perf_counter() - t0, 2)})
+    atomic_save_json(
+        folder / f"{key}.json",
+        {"encoder": encoder, "n": len(texts), "dim": int(emb.shape[1]), "seconds": round(time.perf_counter() - t0, 2)},
+    )
     return emb
 
 
@@ -237,8 +257,9 @@ class Clusters:
         return np.bincount(self.labels, minlength=self.k)
 
 
-def kmeans(embeddings: np.ndarray, k: int, seed: int = 0, n_init: int = 3,
-           threads: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(
+    embeddings: np.ndarray, k: int, seed: int = 0, n_init: int = 3, threads: int | None = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn K-means. Returns ``(labels [N], centroids [K, D])``."""
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
@@ -250,16 +271,29 @@ def kmeans(embeddings: np.ndarray, k: int, seed: int = 0, n_init: int = 3,
     return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
 
 
-def cluster_texts(texts: Sequence[str], config: ClusterConfig, *, key: str | None = None, progress: bool = True,
-                  encode_fn: Encoder | None = None) -> Clusters:
+def cluster_texts(
+    texts: Sequence[str],
+    config: ClusterConfig,
+    *,
+    key: str | None = None,
+    progress: bool = True,
+    encode_fn: Encoder | None = None,
+) -> Clusters:
     """Embed texts (cached) and K-means them (cached). See ``cluster_corpus``."""
     tk = key or texts_key(texts)
     t0 = time.perf_counter()
-    emb = embed_texts(texts, config.encoder, key=tk, batch_size=config.batch_size, progress=progress,
-                      encode_fn=encode_fn)
+    emb = embed_texts(
+        texts, config.encoder, key=tk, batch_size=config.batch_size, progress=progress, encode_fn=encode_fn
+    )
     t_enc = time.perf_counter() - t0
-    ckey = _sha("kmeans", _embeddings_key(tk, config.encoder, len(texts)), config.k, config.seed, config.n_init,
-                library_versions("scikit-learn"))
+    ckey = _sha(
+        "kmeans",
+        _embeddings_key(tk, config.encoder, len(texts)),
+        config.k,
+        config.seed,
+        config.n_init,
+        library_versions("scikit-learn"),
+    )
     folder = cache_dir("selfsup", "kmeans") / ckey
     if (folder / "meta.json").exists():
         labels, centroids = np.load(folder / "labels.npy"), np.load(folder / "centroids.npy")
@@ -271,14 +305,22 @@ def cluster_texts(texts: Sequence[str], config: ClusterConfig, *, key: str | Non
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save_npy(folder / "labels.npy", labels)
     atomic_save_npy(folder / "centroids.npy", centroids)
-    atomic_save_json(folder / "meta.json", {**asdict(config), "texts_key": tk, "n": len(texts),
-                                      "sizes": np.bincount(labels, minlength=config.k).tolist(),
-                                      "kmeans_seconds": round(t_km, 2)})
+    atomic_save_json(
+        folder / "meta.json",
+        {
+            **asdict(config),
+            "texts_key": tk,
+            "n": len(texts),
+            "sizes": np.bincount(labels, minlength=config.k).tolist(),
+            "kmeans_seconds": round(t_km, 2),
+        },
+    )
     return Clusters(labels, centroids, emb, config, ckey, {"encode": t_enc, "kmeans": t_km})
 
 
-def cluster_corpus(corpus: Corpus, config: ClusterConfig | None = None, *, progress: bool = True,
-                   encode_fn: Encoder | None = None) -> Clusters:
+def cluster_corpus(
+    corpus: Corpus, config: ClusterConfig | None = None, *, progress: bool = True, encode_fn: Encoder | None = None
+) -> Clusters:
     """Cluster a corpus's sentences, reusing cached embeddings and assignments.
 
     Args:
@@ -290,5 +332,6 @@ def cluster_corpus(corpus: Corpus, config: ClusterConfig | None = None, *, progr
     Returns:
         ``Clusters`` with labels, centroids and the embeddings.
     """
-    return cluster_texts(corpus.sentences, config or ClusterConfig(), key=corpus.fingerprint,
-                         progress=progress, encode_fn=encode_fn)
+    return cluster_texts(
+        corpus.sentences, config or ClusterConfig(), key=corpus.fingerprint, progress=progress, encode_fn=encode_fn
+    )

@@ -35,15 +35,16 @@ sentences/s on 2 CPU threads: documents are shuffled per source (seeded), interl
 round-robin across sources and taken whole (at most ``max_doc_sentences`` leading sentences
 each) until the cap is reached.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import random
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -54,7 +55,9 @@ from promptinit.paths import package_dir
 # bbc_topic target task of every shipped partition, so it is not in the default (SUPMER's
 # unlabelled corpus should not hold the targets' own inputs).
 DEFAULT_SOURCES: tuple[str, ...] = (
-    "topical_chat", "bigbench:understanding_fables", "bigbench:play_dialog_same_or_different",
+    "topical_chat",
+    "bigbench:understanding_fables",
+    "bigbench:play_dialog_same_or_different",
 )
 WORDNET_DIR = Path("/usr/share/wordnet")
 
@@ -92,8 +95,7 @@ class CorpusConfig:
             raise PromptinitError("field 'sources': empty; name at least one source, e.g. ('bbc',)")
         if self.min_words < 1 or self.max_words < self.min_words:
             raise PromptinitError(
-                f"fields 'min_words'/'max_words': {self.min_words}/{self.max_words}; "
-                "need 1 <= min_words <= max_words"
+                f"fields 'min_words'/'max_words': {self.min_words}/{self.max_words}; need 1 <= min_words <= max_words"
             )
         if self.min_doc_sentences < 1:
             raise PromptinitError(f"field 'min_doc_sentences': {self.min_doc_sentences} must be >= 1")
@@ -271,14 +273,16 @@ def _path(spec: str) -> Iterator[RawDocument]:
         if f.suffix == ".jsonl":
             yield from _jsonl(f, column or "text")
         else:
-            yield RawDocument(str(f.relative_to(path) if path.is_dir() else f.name),
-                              f.read_text(encoding="utf-8", errors="ignore").splitlines())
+            yield RawDocument(
+                str(f.relative_to(path) if path.is_dir() else f.name),
+                f.read_text(encoding="utf-8", errors="ignore").splitlines(),
+            )
 
 
 def _hf(spec: str) -> Iterator[RawDocument]:
     import datasets
 
-    body, _, column = spec[len("hf:"):].partition("#")
+    body, _, column = spec[len("hf:") :].partition("#")
     body, _, split = body.partition("@")
     name, _, config = body.partition(":")
     column, split = column or "text", split or "train"
@@ -464,11 +468,15 @@ def assemble(per_source: Sequence[list[RawDocument]], config: CorpusConfig) -> C
             f"{config.min_words}-{config.max_words} words; add text or relax min_words/min_doc_sentences"
         )
     h = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
-    for d, p, s in zip(doc_ids, positions, sentences):
+    for d, p, s in zip(doc_ids, positions, sentences, strict=True):
         h.update(f"{names[d]}\t{p}\t{s}\n".encode())
     return Corpus(
-        tuple(sentences), np.asarray(doc_ids, dtype=np.int64), np.asarray(positions, dtype=np.int64),
-        tuple(names), config, h.hexdigest()[:16],
+        tuple(sentences),
+        np.asarray(doc_ids, dtype=np.int64),
+        np.asarray(positions, dtype=np.int64),
+        tuple(names),
+        config,
+        h.hexdigest()[:16],
     )
 
 

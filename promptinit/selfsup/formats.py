@@ -58,12 +58,13 @@ Choices made here (not fixed by the paper):
 - Templates are plain English questions ending in ``Answer:``; the targets are the labels or
   letters, scored by log-likelihood like any classification / multiple-choice task.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Sequence
 
 from promptinit.errors import PromptinitError
 from promptinit.selfsup.clustering import Clusters
@@ -95,7 +96,7 @@ KIND = {
 LABELS = {Format.NSP: NSP_LABELS, Format.SCSP: SCSP_LABELS}
 
 NSP_TEMPLATE = (
-    'Sentence 1: {a}\nSentence 2: {b}\nDoes sentence 2 come right after sentence 1 (yes), '
+    "Sentence 1: {a}\nSentence 2: {b}\nDoes sentence 2 come right after sentence 1 (yes), "
     "elsewhere in the same text (maybe), or from another text (no)?\nAnswer:"
 )
 NSS_TEMPLATE = "Sentence: {a}\nWhich option comes right after this sentence?\n{options}\nAnswer:"
@@ -209,7 +210,7 @@ class _Builder:
         out = []
         for t in targets:
             anchors[:] = [a for a in anchors if a not in used]
-            b = self._first(anchors, lambda a: method(a, c, t, used))
+            b = self._first(anchors, lambda a, t=t: method(a, c, t, used))  # _first calls it before t moves on
             used.update(b.sentences)
             out.append(b)
         return out
@@ -287,8 +288,9 @@ class _Builder:
 
     def _scc(self, a: int, classes: tuple[int, ...], answer: int) -> _Built:
         letters = tuple(LETTERS[: len(classes)])
-        text = SCC_TEMPLATE.format(a=self._text(a),
-                                   options=self._options_block([marker(s) for s in range(len(classes))]))
+        text = SCC_TEMPLATE.format(
+            a=self._text(a), options=self._options_block([marker(s) for s in range(len(classes))])
+        )
         # the marker text is the same for every example, so the clusters go into the uid
         uid = content_id(text, letters[answer], *letters, "clusters", *map(str, classes))
         return _Built(Example(text, letters[answer], letters, uid=uid), (a,), classes)
@@ -321,8 +323,16 @@ class SelfSupTaskSampler:
         Regularization for Few-shot Generalization" (SUPMER).
     """
 
-    def __init__(self, corpus: Corpus, clusters: Clusters, formats: Sequence[str] = FORMATS, n_support: int = 4,
-                 n_query: int = 4, seed: int = 0, max_option_words: int = 24):
+    def __init__(
+        self,
+        corpus: Corpus,
+        clusters: Clusters,
+        formats: Sequence[str] = FORMATS,
+        n_support: int = 4,
+        n_query: int = 4,
+        seed: int = 0,
+        max_option_words: int = 24,
+    ):
         if len(clusters.labels) != len(corpus):
             raise PromptinitError(
                 f"clusters cover {len(clusters.labels)} sentences but the corpus has {len(corpus)}; "
@@ -334,7 +344,9 @@ class SelfSupTaskSampler:
         if n_support < 1 or n_query < 1:
             raise PromptinitError(f"fields 'n_support'/'n_query': {n_support}/{n_query} must be >= 1")
         if clusters.k < 5:
-            raise PromptinitError(f"field 'k': {clusters.k} clusters; scc/scss need >= 5 (1 + 3 others + an aug cluster)")
+            raise PromptinitError(
+                f"field 'k': {clusters.k} clusters; scc/scss need >= 5 (1 + 3 others + an aug cluster)"
+            )
         self.corpus, self.clusters = corpus, clusters
         self.formats = [Format(f) for f in formats]
         self.n_support, self.n_query, self.seed = n_support, n_query, seed
@@ -383,13 +395,18 @@ class SelfSupTaskSampler:
             self.count += 1
             built = support + query + aug_query
             return MetaTask(
-                format=fmt.value, cluster=classes[0] if classes else c, kind=KIND[fmt],
-                support=tuple(b.example for b in support), query=tuple(b.example for b in query),
-                aug_query=tuple(b.example for b in aug_query), aug_cluster=aug_classes[0] if aug_classes else aug,
+                format=fmt.value,
+                cluster=classes[0] if classes else c,
+                kind=KIND[fmt],
+                support=tuple(b.example for b in support),
+                query=tuple(b.example for b in query),
+                aug_query=tuple(b.example for b in aug_query),
+                aug_cluster=aug_classes[0] if aug_classes else aug,
                 labels=LABELS.get(fmt, ()),
                 sentences={b.example.uid: b.sentences for b in built},
                 option_clusters={b.example.uid: b.clusters for b in built if b.clusters},
-                classes=classes, aug_classes=aug_classes,
+                classes=classes,
+                aug_classes=aug_classes,
             )
         raise PromptinitError(
             f"format {fmt.value!r}: no cluster yielded {self.n_support}+{self.n_query}+{self.n_query} examples in "
@@ -398,9 +415,15 @@ class SelfSupTaskSampler:
 
     def state_dict(self) -> dict:
         """Plain JSON values: the RNG state, the number of tasks drawn and the settings."""
-        return {"rng": rng_state(self._rng), "count": self.count, "seed": self.seed,
-                "formats": [f.value for f in self.formats], "n_support": self.n_support, "n_query": self.n_query,
-                "clusters": self.clusters.key}
+        return {
+            "rng": rng_state(self._rng),
+            "count": self.count,
+            "seed": self.seed,
+            "formats": [f.value for f in self.formats],
+            "n_support": self.n_support,
+            "n_query": self.n_query,
+            "clusters": self.clusters.key,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from ``state_dict()``; the next ``sample()`` equals the uninterrupted run's."""
@@ -411,4 +434,3 @@ class SelfSupTaskSampler:
             )
         set_rng_state(self._rng, state["rng"])
         self.count = int(state["count"])
-

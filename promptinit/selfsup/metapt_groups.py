@@ -21,22 +21,22 @@ References:
     Huang et al. 2022, "Learning a Better Initialization for Soft Prompts via Meta-Learning"
     (MetaPT).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Sequence
 
 import numpy as np
 
 from promptinit.errors import PromptinitError
 from promptinit.fingerprints import digest, library_versions
 from promptinit.paths import cache_dir
-from promptinit.selfsup.clustering import (DEFAULT_ENCODER, Encoder, encoder_id, atomic_save_json, embed_texts,
-                                           kmeans)
+from promptinit.selfsup.clustering import DEFAULT_ENCODER, Encoder, atomic_save_json, embed_texts, encoder_id, kmeans
 from promptinit.selfsup.metatask import MetaTask, rng_state, set_rng_state
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
@@ -89,8 +89,9 @@ def flatten(data: Sequence[Example | Task]) -> list[Example]:
     return out
 
 
-def assign_groups(examples: Sequence[Example], config: GroupConfig, *, progress: bool = True,
-                  encode_fn: Encoder | None = None) -> np.ndarray:
+def assign_groups(
+    examples: Sequence[Example], config: GroupConfig, *, progress: bool = True, encode_fn: Encoder | None = None
+) -> np.ndarray:
     """Group id of each example (cached on disk).
 
     Args:
@@ -147,8 +148,9 @@ def _lda(texts: Sequence[str], config: GroupConfig) -> np.ndarray:
         counts = CountVectorizer(stop_words="english", max_features=config.lda_max_features).fit_transform(texts)
     except ValueError as err:  # empty vocabulary
         raise PromptinitError(f"grouping 'lda': no words to model ({err}); use kmeans or random") from err
-    lda = LatentDirichletAllocation(n_components=config.k, random_state=config.seed, max_iter=config.lda_max_iter,
-                                    learning_method="batch")
+    lda = LatentDirichletAllocation(
+        n_components=config.k, random_state=config.seed, max_iter=config.lda_max_iter, learning_method="batch"
+    )
     return lda.fit_transform(counts).argmax(axis=1).astype(np.int64)
 
 
@@ -164,8 +166,13 @@ def _as_task(name: str, examples: Sequence[Example]) -> Task:
     return Task(name, TaskKind.MULTIPLE_CHOICE, Metric.ACCURACY, tuple(examples), source="metapt")
 
 
-def build_groups(data: Sequence[Example | Task], config: GroupConfig | None = None, *, progress: bool = True,
-                 encode_fn: Encoder | None = None) -> list[Task]:
+def build_groups(
+    data: Sequence[Example | Task],
+    config: GroupConfig | None = None,
+    *,
+    progress: bool = True,
+    encode_fn: Encoder | None = None,
+) -> list[Task]:
     """Group a labelled pre-training set into MetaPT meta-tasks.
 
     Args:
@@ -184,7 +191,7 @@ def build_groups(data: Sequence[Example | Task], config: GroupConfig | None = No
         raise PromptinitError("MetaPT grouping: no examples; pass the pre-training tasks")
     groups = assign_groups(examples, config, progress=progress, encode_fn=encode_fn)
     members: dict[int, list[Example]] = {}
-    for ex, g in zip(examples, groups.tolist()):
+    for ex, g in zip(examples, groups.tolist(), strict=True):
         members.setdefault(g, []).append(ex)
     return [_as_task(f"metapt-{config.grouping}-g{g}", members[g]) for g in sorted(members)]
 
@@ -226,11 +233,17 @@ class GroupTaskSampler:
         return MetaTask(fmt, g, task.kind, support, query, labels=task.labels)
 
     def state_dict(self) -> dict:
-        return {"rng": rng_state(self._rng), "count": self.count, "seed": self.seed,
-                "groups": [t.fingerprint for t in self.groups]}
+        return {
+            "rng": rng_state(self._rng),
+            "count": self.count,
+            "seed": self.seed,
+            "groups": [t.fingerprint for t in self.groups],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("groups") not in (None, [t.fingerprint for t in self.groups]):
-            raise PromptinitError("sampler state was saved for other groups; rebuild them with the checkpoint's settings")
+            raise PromptinitError(
+                "sampler state was saved for other groups; rebuild them with the checkpoint's settings"
+            )
         set_rng_state(self._rng, state["rng"])
         self.count = int(state["count"])

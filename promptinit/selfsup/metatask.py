@@ -1,9 +1,11 @@
 """A meta-task (support, query, aug query) and the seeded RNG helpers the samplers share."""
+
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
@@ -61,8 +63,14 @@ class MetaTask:
 
     def as_task(self) -> Task:
         """Support + query as a ``Task`` that any backbone scores (scc markers stay text)."""
-        return Task(self.name, self.kind, Metric.ACCURACY, self.support + self.query, labels=self.labels,
-                    source=f"selfsup:{self.format}")
+        return Task(
+            self.name,
+            self.kind,
+            Metric.ACCURACY,
+            self.support + self.query,
+            labels=self.labels,
+            source=f"selfsup:{self.format}",
+        )
 
 
 def rng_state(rng: random.Random) -> list[Any]:

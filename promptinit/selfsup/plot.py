@@ -1,4 +1,5 @@
 """A 2-D picture of the clusters (PCA or t-SNE), written as a PNG without pyplot state."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,14 @@ def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np
     raise PromptinitError(f"option '--projection': {method!r} is not one of {', '.join(PROJECTIONS)}")
 
 
-def plot_clusters(clusters: Clusters, path: str | Path, method: str = "pca", max_points: int = 4000,
-                  seed: int = 0, title: str | None = None) -> Path:
+def plot_clusters(
+    clusters: Clusters,
+    path: str | Path,
+    method: str = "pca",
+    max_points: int = 4000,
+    seed: int = 0,
+    title: str | None = None,
+) -> Path:
     """Scatter the sentence embeddings in 2-D, coloured by cluster, cluster ids at their means.
 
     Args:
@@ -52,8 +59,14 @@ def plot_clusters(clusters: Clusters, path: str | Path, method: str = "pca", max
     ax.scatter(xy[:, 0], xy[:, 1], c=labels % 20, cmap="tab20", s=4, alpha=0.6, linewidths=0)
     for c in np.unique(labels):
         cx, cy = xy[labels == c].mean(0)
-        ax.annotate(str(c), (cx, cy), fontsize=7, ha="center", va="center",
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7, "lw": 0})
+        ax.annotate(
+            str(c),
+            (cx, cy),
+            fontsize=7,
+            ha="center",
+            va="center",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7, "lw": 0},
+        )
     ax.set_title(title or f"{clusters.k} clusters, {len(idx)} of {n} sentences ({method.upper()})")
     ax.set_xticks([])
     ax.set_yticks([])

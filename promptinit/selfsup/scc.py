@@ -26,12 +26,13 @@ embedding placed at one input position". Our ``Example`` holds text only, so:
 
 The vectors are computed once per (clusters, backbone fingerprint, method) and cached as ``.npy``.
 """
+
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -47,8 +48,9 @@ MARKER = re.compile(r"<c(\d+)>")
 METHODS = ("token_mean", "projection")
 
 
-def cluster_input_vectors(backbone, corpus: Corpus, clusters: Clusters, method: str = "token_mean",
-                          max_sentences: int = 64, seed: int = 0) -> torch.Tensor:
+def cluster_input_vectors(
+    backbone, corpus: Corpus, clusters: Clusters, method: str = "token_mean", max_sentences: int = 64, seed: int = 0
+) -> torch.Tensor:
     """One backbone-input-space vector per cluster (see the module docstring), cached.
 
     Args:
@@ -84,8 +86,9 @@ def cluster_input_vectors(backbone, corpus: Corpus, clusters: Clusters, method: 
     return torch.from_numpy(vecs).to(backbone.device, backbone.dtype)
 
 
-def _token_mean(tokenizer, table: torch.Tensor, corpus: Corpus, clusters: Clusters, max_sentences: int,
-                seed: int) -> torch.Tensor:
+def _token_mean(
+    tokenizer, table: torch.Tensor, corpus: Corpus, clusters: Clusters, max_sentences: int, seed: int
+) -> torch.Tensor:
     rng = random.Random(seed)
     special = set(tokenizer.all_special_ids)
     sent_means = []
@@ -156,8 +159,9 @@ def _ids_with_markers(tokenizer, text: str, placeholder: int) -> tuple[list[int]
     return ids, slots
 
 
-def encode_with_markers(backbone, examples: Sequence[Example], option_clusters: Mapping[str, Sequence[int]],
-                        vectors: torch.Tensor):
+def encode_with_markers(
+    backbone, examples: Sequence[Example], option_clusters: Mapping[str, Sequence[int]], vectors: torch.Tensor
+):
     """Encode scc examples like ``Backbone.encode``, one placeholder token per marker.
 
     Args:

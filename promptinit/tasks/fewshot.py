@@ -1,4 +1,5 @@
 """CrossFit-style few-shot sampling: deterministic, disjoint train / dev / test."""
+
 from __future__ import annotations
 
 import hashlib

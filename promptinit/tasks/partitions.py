@@ -11,6 +11,7 @@ A partition YAML (``configs/partitions/<name>.yaml``)::
 The three lists never share a task: methods are selected on ``validation`` and reported on
 ``target``, so any overlap would leak the evaluation into the search.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -75,8 +76,9 @@ class Partition(BaseModel):
         payload = json.dumps({f: sorted(getattr(self, f)) for f in FIELDS}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    def data_fingerprint(self, tasks: dict[str, Task] | None = None,
-                         catalog: dict[str, TaskSpec] | str | Path | None = None) -> str:
+    def data_fingerprint(
+        self, tasks: dict[str, Task] | None = None, catalog: dict[str, TaskSpec] | str | Path | None = None
+    ) -> str:
         """Hash of the names and of every task's content (changes when any example changes).
 
         Args:

@@ -1,4 +1,5 @@
 """The one text-to-text task type every loader produces and every backbone scores."""
+
 from __future__ import annotations
 
 import hashlib

@@ -94,8 +94,9 @@ def run(
             (M.VAL_ARG_RESCORED, c.rescored_arg),
             (M.VAL_ARG_RESCORED_SE, c.rescored_se),
         ):
-            if finite(value) is not None:  # NaN with one validation pair
-                metrics[f"{name}/{m}"] = value
+            number = finite(value)
+            if number is not None:  # NaN with one validation pair
+                metrics[f"{name}/{m}"] = number
     metrics.update(
         {
             "time/search_s": searched.seconds,

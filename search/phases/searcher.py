@@ -178,8 +178,8 @@ class StudySearcher(Searcher):
         else:
             # Tune hands a trial's last report only to this method: record it as a step too, so the
             # study's curve ends where the trial did (TPE never reads the steps).
-            if ITERATION in result:
-                trial.report(value, result[ITERATION])
+            if ITERATION in (result or {}):
+                trial.report(value, (result or {})[ITERATION])
             self.study.tell(trial, value)
         self.completed.add(trial_id)
 

@@ -49,7 +49,8 @@ class StudySection(Strict):
     labels: bool = Field(True, description="the PT arm from the class-label init (Lester et al. 2021)")
     presets: dict[str, Preset] = Field(default_factory=dict, description="arm name -> a method at its paper preset")
     algorithms: list[Literal["tpe", "random"]] = Field(
-        default_factory=lambda: ["tpe", "random"], description="one sweep per searched method and algorithm"
+        ["tpe", "random"],
+        description="one sweep per searched method and algorithm",  # pydantic copies the default
     )
 
 
@@ -169,7 +170,9 @@ def preset_settings(cfg: SweepConfig, arm: str, preset: Preset) -> dict:
 
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read and validate a study YAML (see ``config.load_sweep_config``)."""
-    return load_sweep_config(path, StudyConfig, STUDY_DIR)
+    cfg = load_sweep_config(path, StudyConfig, STUDY_DIR)
+    assert isinstance(cfg, StudyConfig)  # the class it was validated with
+    return cfg
 
 
 def added_arms(earlier: dict | None, now: dict) -> list[str] | None:

@@ -50,9 +50,9 @@ def run(
         jobs += score_jobs(ctx.backbone, f"{arm} (upstream seed {u})", tasks, seeds, tuning, start, (arm, u))
     by_owner = scores_by_owner(jobs, ctx.runner.run("target", jobs))
     arms: dict[str, dict[tuple, float]] = {}
-    for (arm, u), scores in by_owner.items():
-        if u is None:  # PT, or an arm of `also`
+    for (arm, upstream_seed), scores in by_owner.items():
+        if upstream_seed is None:  # PT, or an arm of `also`
             arms[arm] = dict(scores)
         else:
-            arms.setdefault(arm, {}).update({(task, seed, u): v for (task, seed), v in scores.items()})
+            arms.setdefault(arm, {}).update({(task, seed, upstream_seed): v for (task, seed), v in scores.items()})
     return TargetScores(arms.pop("pt"), arms)

@@ -45,7 +45,7 @@ def run(
             else:
                 jobs.append(train(ctx, arm, c, u))
     for job, folder in zip(jobs, ctx.runner.run("upstream", jobs, title=title), strict=True):
-        out[(job.owner[0], int(job.owner[1]))] = folder
+        out[(job.owner[0], job.kwargs["method"].seed)] = folder
     return out
 
 
