@@ -39,6 +39,7 @@ import math
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import cast
 
 import numpy as np
 import torch
@@ -185,7 +186,7 @@ def tune_prompts(
     _train(backbone, runs, score, config.rows_per_pass, progress)
     on_dev = iter([r.on_dev() for r in runs])  # in problem order, each problem's lrs in a row
     kept = [choose_lr(cfg, [next(on_dev) for _ in cfg.lrs]) for cfg in configs]
-    tests = score([(k.prompt, p.fewshot.test, k.metric) for k, p in zip(kept, problems, strict=True)])
+    tests = score([(k.tuned_prompt, p.fewshot.test, k.metric) for k, p in zip(kept, problems, strict=True)])
     return [dataclasses.replace(k, test=test) for k, test in zip(kept, tests, strict=True)]
 
 
@@ -215,6 +216,7 @@ def _train(backbone: Backbone, runs: Sequence[_Run], score: Callable, rows_per_p
         step += 1
         batches = [next(r.batches) for r in active]
         lengths = [[r.lengths[ex.uid] for ex in b] for r, b in zip(active, batches, strict=True)]
+        contexts: Sequence[torch.Tensor | None]
         if any(getattr(r.grad_transform, "takes_context", False) for r in active):  # SUPMER's per-batch ψ gate
             losses, grads, contexts = train_step_with_context(
                 backbone, [r.prompt for r in active], batches, lengths, rows_per_pass
@@ -263,8 +265,8 @@ def passes(
     """
     out: list[list[Row]] = []
     keyed = sorted(rows, key=lambda r: (repr(group(r)), -tokens(r), r))
-    for _, same in groupby(keyed, key=lambda r: repr(group(r))):
-        same = list(same)
+    for _, grouped in groupby(keyed, key=lambda r: repr(group(r))):
+        same = list(grouped)
         i = 0
         while i < len(same):
             n = size(tokens(same[i]))
@@ -411,4 +413,6 @@ def evaluate_many(
         out = backbone.predict(row_prompts, [exs[i][j] for i, j in chunk], batch_size=len(chunk))
         for (i, j), pred in zip(chunk, out, strict=True):
             preds[i][j] = pred
-    return [metrics.compute(m, preds[i], [ex.references for ex in exs[i]]) for i, (_, _, m) in enumerate(items)]
+    # every row was predicted above: no None is left
+    filled = cast(list[list[str]], preds)
+    return [metrics.compute(m, filled[i], [ex.references for ex in exs[i]]) for i, (_, _, m) in enumerate(items)]

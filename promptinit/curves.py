@@ -97,7 +97,7 @@ def summarize(records: Iterable[Mapping]) -> CurveSummary:
     columns = (*(f"lr {lr:g}" for lr in lrs), CHOSEN)
     rows = []
     for step in steps:
-        row = {"step": step}
+        row: dict[str, int | stats.Interval] = {"step": step}
         for lr in lrs:
             row[f"lr {lr:g}"] = _interval({p: best[(*p, lr)][step] for p in pairs})
         row[CHOSEN] = _interval({p: max(best[(*p, lr)][step] for lr in lrs) for p in pairs})

@@ -88,7 +88,7 @@ def tune_prompt(
     """
     runs = [_tune_on_dev(backbone, fewshot, init, c, grad_transform, progress) for c in config.candidates()]
     kept = choose_lr(config, runs)
-    kept.test = evaluate(backbone, kept.prompt, fewshot.test, kept.metric, config.eval_batch_size)
+    kept.test = evaluate(backbone, kept.tuned_prompt, fewshot.test, kept.metric, config.eval_batch_size)
     return kept
 
 
@@ -123,7 +123,7 @@ def _tune_on_dev(
     takes_context = getattr(grad_transform, "takes_context", False)
     for step in bar:
         batch = backbone.encode(next(batches))
-        if takes_context:
+        if takes_context and grad_transform is not None:
             per, h_sum, count = backbone.loss_with_context(prompt, batch)
             loss = per.mean()
             (grad,) = torch.autograd.grad(loss, prompt)
@@ -146,7 +146,16 @@ def _tune_on_dev(
             if config.patience is not None and since_best >= config.patience:
                 break
     return TuneResult(
-        task.name, fewshot.seed, task.metric.value, init_dev, best_dev, math.nan, best_step, curve, best, lr=config.single_lr
+        task.name,
+        fewshot.seed,
+        task.metric.value,
+        init_dev,
+        best_dev,
+        math.nan,
+        best_step,
+        curve,
+        best,
+        lr=config.single_lr,
     )
 
 
@@ -292,6 +301,14 @@ def _baseline_plan(
     return found, missing
 
 
+def _filled(found: dict[tuple[str, int], TuneResult | None]) -> dict[tuple[str, int], TuneResult]:
+    """``_baseline_plan``'s results once the missing ones are tuned, in the same order."""
+    filled = {k: r for k, r in found.items() if r is not None}
+    if len(filled) != len(found):
+        raise RuntimeError(f"PT baseline: no result for {[k for k, r in found.items() if r is None]}")
+    return filled
+
+
 def _store_baseline(missing: _Missing, result: TuneResult) -> TuneResult:
     atomic_write_json(missing.path, result.summary())
     return TuneResult(**result.summary())
@@ -324,7 +341,7 @@ def pt_baseline(
         results = batched.tune_prompts(backbone, [m.problem for m in missing], config, progress=progress)
         for m, res in zip(missing, results, strict=True):
             found[m.key] = _store_baseline(m, res)
-    return dict(found)
+    return _filled(found)
 
 
 def evaluate_init(
@@ -346,7 +363,7 @@ def evaluate_init(
     Returns:
         ``(arg, results, baseline)``.
     """
-    baseline, missing = _baseline_plan(backbone, tasks, seeds, config, use_cache=True)
+    found, missing = _baseline_plan(backbone, tasks, seeds, config, use_cache=True)
     keys = [(task.name, seed) for task in tasks for seed in seeds]
     own = [
         batched.TuneProblem(
@@ -357,7 +374,8 @@ def evaluate_init(
     ]
     tuned = batched.tune_prompts(backbone, [m.problem for m in missing] + own, config, progress=progress)
     for m, res in zip(missing, tuned[: len(missing)], strict=True):
-        baseline[m.key] = _store_baseline(m, res)
+        found[m.key] = _store_baseline(m, res)
+    baseline = _filled(found)
     results = dict(zip(keys, tuned[len(missing) :], strict=True))
     arg = average_relative_gain({k: r.test for k, r in results.items()}, {k: r.test for k, r in baseline.items()})
     return arg, results, baseline

@@ -21,6 +21,10 @@ from collections.abc import Iterable
 from importlib import import_module, metadata
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".onnx", ".h5", ".msgpack")
 _FILE_MEMO: dict[tuple, str] = {}
@@ -49,11 +53,14 @@ def source_fingerprint(*modules: str | ModuleType) -> str:
     for mod in modules:
         mod = import_module(mod) if isinstance(mod, str) else mod
         h.update(mod.__name__.encode() + b"\0")
-        h.update(Path(inspect.getsourcefile(mod)).read_bytes())
+        source = inspect.getsourcefile(mod)
+        if source is None:
+            raise ValueError(f"{mod.__name__}: no Python source file to fingerprint (a built-in or compiled module)")
+        h.update(Path(source).read_bytes())
     return h.hexdigest()[:16]
 
 
-def tensors_fingerprint(named_tensors: Iterable[tuple[str, object]]) -> str:
+def tensors_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
     """Hash of named tensors: names, dtypes, shapes and every byte of the values."""
     import torch
 

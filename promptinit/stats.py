@@ -126,10 +126,12 @@ def _by_task(scores: Mapping[tuple, float], baseline: Mapping[tuple[str, int], f
         for s in seeds:
             row = []
             for u in upstream:
-                key = (task, s) if u is None else (task, s, u)
-                if key not in scores:
-                    raise ValueError(f"no score of the method for {key}; every (task, seed) of the baseline needs one")
-                row.append(float(scores[key]))
+                score_key = (task, s) if u is None else (task, s, u)
+                if score_key not in scores:
+                    raise ValueError(
+                        f"no score of the method for {score_key}; every (task, seed) of the baseline needs one"
+                    )
+                row.append(float(scores[score_key]))
             rows.append(row)
         method[task] = np.asarray(rows)
         pt[task] = np.asarray([float(baseline[(task, s)]) for s in seeds])
@@ -169,8 +171,8 @@ def compare(
         raise ValueError("no (task, seed) pairs to compare")
     rng = np.random.default_rng(seed)
     up_idx = rng.integers(0, n_up, size=(resamples, n_up))  # one draw of upstream seeds for all tasks
-    stats = {"diff": [], "arg": [], "p_improve": []}
-    point = {"diff": [], "arg": [], "p_improve": []}
+    stats: dict[str, list] = {"diff": [], "arg": [], "p_improve": []}
+    point: dict[str, list] = {"diff": [], "arg": [], "p_improve": []}
     n_pairs = sum(len(b) for b in pt.values())
     # small-sample widening: t / z quantiles at the degrees of freedom each resampling rests on
     seed_scale = _t_over_z(n_pairs - len(pt), level)

@@ -137,6 +137,13 @@ class TuneResult:
     lr: float | None = None  # learning rate of this run (the one chosen on dev, for several)
     lr_search: list[dict] = field(default_factory=list)  # {"lr", "dev", "best_step"} per candidate; [] for one lr
 
+    @property
+    def tuned_prompt(self) -> torch.Tensor:
+        """``prompt``, which a run tuned in this process carries (a cached summary has none)."""
+        if self.prompt is None:
+            raise PromptinitError(f"{self.task} seed {self.seed}: this result carries no prompt (read from a cache?)")
+        return self.prompt
+
     def summary(self) -> dict:
         """Every field but the prompt tensor, as plain values (what the baseline cache stores)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "prompt"}

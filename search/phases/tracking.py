@@ -142,9 +142,7 @@ def target_metrics(table) -> dict[str, float]:
 def child_runs(uri: str, experiment: str, parent_run_id: str) -> list:
     """Every child run of a sweep's parent run."""
     return client(uri).search_runs(
-        [experiment],
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-        max_results=10000,
+        [experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10000
     )
 
 
