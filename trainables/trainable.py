@@ -91,7 +91,6 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     from promptinit.backbones import Backbone, BackboneConfig
     from promptinit.evaluation import TuneConfig
     from promptinit.methods import build_method
-    from promptinit.methods.checkpoint import load_checkpoint
     from promptinit.trainables.scoring import arg_against, arg_standard_error, grad_transform_of, tuned_scores
 
     method_name, settings = trial_settings(config)
@@ -106,13 +105,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     )
     tuning = TuneConfig(**shared.validation_tuning)
     total = int(settings["steps"])
-    step = 0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a restarted trial (failure, --resume): continue from the last report
-        with checkpoint.as_directory() as folder:
-            load_checkpoint(method, folder)
-            step = json.loads((Path(folder) / STATE_FILE).read_text())["step"]
-
+    step = _restore(method)
     while step < total and not _stopped(method):
         cpu0 = time.process_time()
         means, done, seconds = _chunk(method, min(shared.steps_per_report, total - step), step)
@@ -138,6 +131,18 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
         }
         _check_finite({M.VAL_ARG: arg.mean}, method.prompt, step)
         _report_with_checkpoint(method, method_name, settings, step, report)
+
+
+def _restore(method) -> int:
+    """The step a restarted trial (failure, --resume) continues from, its state loaded; 0 for a new trial."""
+    from promptinit.methods.checkpoint import load_checkpoint
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        load_checkpoint(method, folder)
+        return int(json.loads((Path(folder) / STATE_FILE).read_text())["step"])
 
 
 def _stopped(method) -> bool:

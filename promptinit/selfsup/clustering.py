@@ -238,7 +238,7 @@ class Clusters:
     config: ClusterConfig
     key: str
     timings: dict = field(default_factory=dict)
-    _members: list = field(default=None, repr=False)
+    _members: list = field(init=False, repr=False)  # set in __post_init__
 
     def __post_init__(self) -> None:
         order = np.argsort(self.labels, kind="stable")

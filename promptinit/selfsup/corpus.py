@@ -352,8 +352,8 @@ class Corpus:
     documents: tuple[str, ...]
     config: CorpusConfig
     fingerprint: str
-    _starts: np.ndarray = field(repr=False, compare=False, default=None)
-    _index: dict = field(repr=False, compare=False, default=None)
+    _starts: np.ndarray = field(init=False, repr=False, compare=False)  # set in __post_init__
+    _index: dict = field(init=False, repr=False, compare=False)  # set in __post_init__
 
     def __post_init__(self) -> None:
         starts = np.searchsorted(self.doc, np.arange(len(self.documents) + 1))

