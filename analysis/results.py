@@ -363,7 +363,7 @@ _GPU_UNKNOWN = "resources.gpu is 'auto' (decided by the cluster at run time), so
 def _config_resources(config: Mapping[str, Any]) -> tuple[float, float]:
     """(CPUs, GPUs) per trial from the sweep config; the config's defaults (1, auto) where missing."""
     res = config.get("resources") or {}
-    cpu = _num(res.get("cpu", 1))  # search.config.Resources defaults
+    cpu = _num(res.get("cpu", 1))  # search/phases/config.py Resources defaults
     gpu = res.get("gpu", "auto")
     return cpu, (math.nan if gpu == "auto" else _num(gpu))  # auto: decided by the cluster, unknown here
 
@@ -894,7 +894,7 @@ def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str |
             [exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=10000
         )
         params = parent.data.params
-        cpu = _num(params.get("resources/cpu", 1))  # search.config.Resources defaults: 1 CPU, GPU auto
+        cpu = _num(params.get("resources/cpu", 1))  # search/phases/config.py Resources defaults: 1 CPU, GPU auto
         gpu_param = params.get("resources/gpu", "auto")
         gpu = math.nan if gpu_param == "auto" else _num(gpu_param)
         resources_note = _fallback_note(

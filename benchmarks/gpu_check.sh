@@ -237,7 +237,7 @@ storage=$LOGS/smoke
 config=$WORK/demo.yaml
 # The demo's YAML with storage_path in this run's log folder and the MLflow store in the sweep
 # folder; paths relative to configs/sweep/ are made absolute for the copy (as
-# search/config.py resolves them next to the YAML).
+# search/phases/config.py resolves them next to the YAML).
 RAN=0
 if "$PY" - "$ROOT/configs/sweep/demo.yaml" "$config" "$storage" >"$LOGS/smoke_config.log" 2>&1 <<'EOF'
 import sys

@@ -1,7 +1,7 @@
 """A method's search space and the define-by-run function of a whole sweep.
 
 Trial configs look like ``{"method": "maml", "maml": {"inner_lr": 3.1e-5, ...}}``: Optuna
-parameters are named ``<method>/<setting>`` and Ray's ``OptunaSearch`` unflattens the ``/``
+parameters are named ``<method>/<setting>`` and the searcher (``promptinit.search.phases.searcher``) nests the ``/``
 into that nesting, so a setting of one method never shares a name (and a TPE model) with
 another method's, and the trainable reads ``config[config["method"]]``.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 VAL_ARG = "val/arg"  # ARG on the partition's validation tasks vs the PT baseline: the search objective
 VAL_ARG_SE = "val/arg_se"  # its standard error over the validation (task, seed) pairs (NaN with one pair)
 # On the parent run, per method (``<name>/<method>``): the chosen trial's validation ARG on fresh
-# few-shot seeds (``search.final.rescore``), and its standard error.
+# few-shot seeds (the select phase, ``promptinit.search.phases.select``), and its standard error.
 VAL_ARG_RESCORED = "val/arg_rescored"
 VAL_ARG_RESCORED_SE = "val/arg_rescored_se"
 VAL_SCORE = "val/score"  # mean validation test score after tuning from the current prompt

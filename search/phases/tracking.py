@@ -13,7 +13,7 @@ Terminal status: ``on_trial_complete`` (finished, or stopped by ASHA: tag
 FAILED; ``on_trial_recover`` (will be retried) keeps the run RUNNING. The driver closes what a
 killed driver left open (``close_open_children``) and ends the parent run in ``finally``.
 
-Optuna: the searcher (``StudySearch``) keeps its study in ``<sweep>/optuna.db`` (sqlite, study
+Optuna: the searcher (``searcher.StudySearcher``) keeps its study in ``<sweep>/optuna.db`` (sqlite, study
 name = sweep name), so ``optuna-dashboard sqlite:///<sweep>/optuna.db`` shows every trial's
 parameters, value and intermediate values, during the sweep and after; ``--resume`` continues
 the same study and closes the trials a killed driver left open, as it does with the runs.

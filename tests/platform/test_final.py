@@ -1,4 +1,4 @@
-"""After the search (``search.final``): a method meta-trained afresh with the search's seed is
+"""After the search (the select, upstream and target phases of ``promptinit.search.phases``): a method meta-trained afresh with the search's seed is
 the search's own run, another upstream seed is another run, and finished jobs are kept on disk
 (``--resume`` redoes nothing) while every job prints its progress."""
 from __future__ import annotations

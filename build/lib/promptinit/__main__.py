@@ -1,5 +1,0 @@
-import sys
-
-from promptinit.cli import main
-
-sys.exit(main())

@@ -1,1 +1,0 @@
-"""Subcommands of the ``promptinit`` CLI, one module each (see ``promptinit.cli``)."""

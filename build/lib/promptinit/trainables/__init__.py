@@ -1,5 +1,0 @@
-"""Ray Tune trainables: thin wrappers that run a promptinit method and report ``val/arg``."""
-from promptinit.trainables.metrics import METRIC, MODE
-from promptinit.trainables.trainable import Shared, make_trainable, train_prompt_init
-
-__all__ = ["METRIC", "MODE", "Shared", "make_trainable", "train_prompt_init"]
