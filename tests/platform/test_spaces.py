@@ -85,14 +85,24 @@ def test_every_available_method_has_a_space_whose_settings_its_config_accepts():
         study.tell(trial, 0.0)
 
 
-def test_optuna_search_proposes_paper_defaults_first_as_nested_configs():
+def _searchers(space, tmp_path):
+    """Ray's OptunaSearch and promptinit's StudySearcher, same space, sampler seed and defaults."""
     from ray.tune.search.optuna import OptunaSearch
 
-    space = build_space(["maml", "reptile"], steps=[10, 20])
+    from promptinit.search.phases.searcher import StudySearcher
+
     points = space.points_to_evaluate()
-    assert [p[METHOD_KEY] for p in points] == ["maml", "reptile"]
-    searcher = OptunaSearch(space, metric="val/arg", mode="max", points_to_evaluate=points,
-                            sampler=optuna.samplers.TPESampler(seed=0))
+    theirs = OptunaSearch(space, metric="val/arg", mode="max", points_to_evaluate=points,
+                          sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+    ours = StudySearcher(space, optuna.samplers.TPESampler(seed=0, n_startup_trials=2),
+                         f"sqlite:///{tmp_path / 'optuna.db'}", "s", points, "val/arg", "max")
+    return theirs, ours
+
+
+def test_the_searcher_proposes_paper_defaults_first_as_nested_configs(tmp_path):
+    space = build_space(["maml", "reptile"], steps=[10, 20])
+    assert [p[METHOD_KEY] for p in space.points_to_evaluate()] == ["maml", "reptile"]
+    _, searcher = _searchers(space, tmp_path)
     first = searcher.suggest("t1")
     method, settings = trial_settings(first)
     assert method == "maml"
@@ -102,6 +112,20 @@ def test_optuna_search_proposes_paper_defaults_first_as_nested_configs():
     assert trial_settings(second)[0] == "reptile" and second["reptile"]["inner_steps"] == 10
     third = searcher.suggest("t3")
     assert set(third) == {METHOD_KEY, third[METHOD_KEY]}  # nested: one method's settings only
+
+
+def test_the_searcher_proposes_what_rays_optuna_search_proposes(tmp_path):
+    """Owning the study changed where it lives, not what it proposes: with the same sampler seed,
+    defaults and results (TPE past its start-up trials), Ray's OptunaSearch is the reference."""
+    space = build_space(["maml", "reptile"], steps=[10, 20])
+    theirs, ours = _searchers(space, tmp_path)
+    for i in range(8):
+        tid = f"t{i}"
+        a, b = theirs.suggest(tid), ours.suggest(tid)
+        assert a == b and list(a[a[METHOD_KEY]]) == list(b[b[METHOD_KEY]]), i  # same values, same key order
+        result = {"val/arg": 0.1 * ((i * 7) % 5), "training_iteration": 1}
+        theirs.on_trial_complete(tid, result)
+        ours.on_trial_complete(tid, result)
 
 
 def test_single_method_space_has_no_method_choice():
