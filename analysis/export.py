@@ -223,40 +223,8 @@ def export_method(
     shape = (info.prompt_length, info.hidden_size) if info.prompt_length else None
     prompt = load_prompt(best.checkpoint / CHECKPOINT_PROMPT, expected_shape=shape)
     fingerprints, facts = _task_fingerprints(sweep, method)
-
-    def finite(v):  # JSON has no NaN (val/arg_se is NaN with one validation pair)
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    se = best.report.get("val/arg_se")
-    validation = {
-        "arg": best.val_arg,
-        "arg_se": se if finite(se) else None,
-        "step": best.report.get("upstream/step"),
-        "seeds": (cfg.get("validation") or {}).get("seeds"),
-        "tuning": (cfg.get("validation") or {}).get("tuning"),
-        "report": {
-            k: v
-            for k, v in best.report.items()
-            if ("/" in k or k in ("training_iteration", "time_total_s")) and finite(v)
-        },
-    }
-    target = _target_record(sweep, method, best.trial_id)
-    metrics: dict[str, Any] = {"validation": validation, "target": target}
-    if target is None:
-        metrics["target_note"] = "the sweep did not score this checkpoint on the target tasks"
-    extra = {
-        "trial_id": best.trial_id,
-        "checkpoint": str(best.checkpoint.relative_to(sweep.dir)),
-        "prompt_length": cfg.get("prompt_length"),
-        "dtype": cfg.get("dtype"),
-        **facts,
-        "sweep": {
-            "name": sweep.name,
-            "dir": str(sweep.dir),
-            "mlflow_parent_run": sweep.parent_run_id,
-            "tracking_uri": sweep.tracking_uri,
-        },
-    }
+    metrics = _export_metrics(sweep, method, best)
+    extra = _export_extra(sweep, best, facts)
     psi = psi_from_checkpoint(best.checkpoint) if method == SUPMER else None
     extra.update(psi_note(method, psi))
     folder = export_prompt(
@@ -274,6 +242,53 @@ def export_method(
     if log_mlflow and sweep.tracking_uri and sweep.parent_run_id:
         log_export(sweep.tracking_uri, sweep.parent_run_id, folder, method, best)
     return folder
+
+
+def _finite(v: Any) -> bool:
+    """Whether ``v`` is a finite number (JSON has no NaN; val/arg_se is NaN with one validation pair)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _export_metrics(sweep: Sweep, method: str, best: Best) -> dict[str, Any]:
+    """The export's metrics: the checkpoint's validation, and its target comparison when the sweep scored it."""
+    cfg = sweep.config
+    se = best.report.get("val/arg_se")
+    validation = {
+        "arg": best.val_arg,
+        "arg_se": se if _finite(se) else None,
+        "step": best.report.get("upstream/step"),
+        "seeds": (cfg.get("validation") or {}).get("seeds"),
+        "tuning": (cfg.get("validation") or {}).get("tuning"),
+        "report": {
+            k: v
+            for k, v in best.report.items()
+            if ("/" in k or k in ("training_iteration", "time_total_s")) and _finite(v)
+        },
+    }
+    target = _target_record(sweep, method, best.trial_id)
+    metrics: dict[str, Any] = {"validation": validation, "target": target}
+    if target is None:
+        metrics["target_note"] = "the sweep did not score this checkpoint on the target tasks"
+    return metrics
+
+
+def _export_extra(sweep: Sweep, best: Best, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The export's extra facts: the trial and checkpoint, the model settings, the partition, the sweep."""
+    assert sweep.dir is not None  # load_sweep reads a folder
+    cfg = sweep.config
+    return {
+        "trial_id": best.trial_id,
+        "checkpoint": str(best.checkpoint.relative_to(sweep.dir)),
+        "prompt_length": cfg.get("prompt_length"),
+        "dtype": cfg.get("dtype"),
+        **facts,
+        "sweep": {
+            "name": sweep.name,
+            "dir": str(sweep.dir),
+            "mlflow_parent_run": sweep.parent_run_id,
+            "tracking_uri": sweep.tracking_uri,
+        },
+    }
 
 
 def log_export(uri: str, parent_run_id: str, folder: Path, method: str, best: Best) -> None:

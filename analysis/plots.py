@@ -224,29 +224,7 @@ def best_so_far_curves(
     for ax, method in zip(axes.flat, panels, strict=False):  # the grid may have spare panels
         for i, sweep in enumerate(sweeps):  # one colour per sweep in every panel
             g = progress[(progress["method"] == method) & (progress["sweep"] == sweep)]
-            x = g["compute"].to_numpy(dtype=float)
-            y = 100 * g["best"].to_numpy(dtype=float)
-            half = 100 * z * g["best_se"].to_numpy(dtype=float)
-            ok = np.isfinite(y)
-            if not ok.any():
-                continue
-            x, y, half = x[ok], y[ok], half[ok]
-            ax.step(x, y, where="post", color=f"C{i}", lw=1.5, label=labels.get(sweep, sweep))
-            ax.plot(x, y, "o", ms=3, color=f"C{i}")
-            band = np.isfinite(half)
-            if band.any():
-                ax.fill_between(
-                    x,
-                    y - np.nan_to_num(half),
-                    y + np.nan_to_num(half),
-                    where=band,
-                    step="post",
-                    color=f"C{i}",
-                    alpha=0.2,
-                    lw=0,
-                )
-            if band[-1]:  # the band ends at the last trial: the final best gets a whisker
-                ax.errorbar(x[-1], y[-1], yerr=half[-1], color=f"C{i}", capsize=3, lw=1)
+            _best_so_far_line(ax, g, f"C{i}", labels.get(sweep, sweep), z)
         ax.set_xlim(left=0)  # compute from the start of the search
         ax.set_title(method)
         ax.set_xlabel(f"cumulative {progress['unit'].iloc[0]}")
@@ -258,6 +236,33 @@ def best_so_far_curves(
         ax.set_visible(False)
     fig.suptitle(f"best validation ARG found so far (band: ±{z:.2f} SE of the best trial)")
     return _save(fig, path)
+
+
+def _best_so_far_line(ax, g: pd.DataFrame, color: str, label: str, z: float) -> None:
+    """Draws one sweep's line of a panel (steps, a dot per trial, the band, the final whisker); returns nothing."""
+    x = g["compute"].to_numpy(dtype=float)
+    y = 100 * g["best"].to_numpy(dtype=float)
+    half = 100 * z * g["best_se"].to_numpy(dtype=float)
+    ok = np.isfinite(y)
+    if not ok.any():
+        return
+    x, y, half = x[ok], y[ok], half[ok]
+    ax.step(x, y, where="post", color=color, lw=1.5, label=label)
+    ax.plot(x, y, "o", ms=3, color=color)
+    band = np.isfinite(half)
+    if band.any():
+        ax.fill_between(
+            x,
+            y - np.nan_to_num(half),
+            y + np.nan_to_num(half),
+            where=band,
+            step="post",
+            color=color,
+            alpha=0.2,
+            lw=0,
+        )
+    if band[-1]:  # the band ends at the last trial: the final best gets a whisker
+        ax.errorbar(x[-1], y[-1], yerr=half[-1], color=color, capsize=3, lw=1)
 
 
 def importances(values: Mapping[str, float], method: str, path: Path) -> Path:

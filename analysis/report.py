@@ -165,73 +165,95 @@ def build(
     arg, val, progress = _tables(report, trials, targets, tdir)
 
     plot_links: list[tuple[str, Path]] = []
-    if len(arg) and arg["diff_mean"].notna().any():
-        plot_links.append(
-            ("Difference with PT on the target tasks (95 % CI)", plots.arg_bars(arg, pdir / "arg_bars.png"))
-        )
-    elif len(val):
-        why = "no target-task results yet" if not len(arg) else "no per-pair target scores (the sweeps predate them)"
-        report.notes.append(f"{why}: the bars show the best validation ARG (whiskers ±1.96 SE)")
-        se = val["val_arg_best_se"].astype(float)
-        bars = val.assign(lo=val["val_arg_best"] - NORMAL_95 * se, hi=val["val_arg_best"] + NORMAL_95 * se)
-        plot_links.append(
-            (
-                "Best validation ARG per method",
-                plots.arg_bars(
-                    bars,
-                    pdir / "arg_bars.png",
-                    value="val_arg_best",
-                    lo="lo",
-                    hi="hi",
-                    ylabel="best validation ARG (%)",
-                    title="best validation ARG\n(whiskers: ±1.96 SE over validation pairs)",
-                ),
-            )
-        )
+    bars = _arg_bars_link(report, arg, val, pdir)
+    if bars:
+        plot_links.append(bars)
     curves = plots.learning_curves(trials, pdir / "learning_curves.png") if len(trials) else None
     if curves:
         plot_links.append(("Learning curves (validation ARG)", curves))
-    captions: dict[str, str] = {}
+    study_links, study_lines = _study_links_and_lines(report, sweeps, tdir, pdir)
+    plot_links += study_links
+    captions = {path.name: CURVES_CAPTION for _, path in study_links}
+    methods = _study_arm_methods(sweeps)
+    contrast_text = _contrasts(report, sweeps, targets, methods, tdir, pdir, plot_links)
+    progress_link = _best_so_far_link(progress, sweeps, methods, pdir)
+    if progress_link:
+        plot_links.append(progress_link)
+        captions[progress_link[1].name] = BEST_SO_FAR_CAPTION.format(unit=progress["unit"].iloc[0])
+    plot_links += _sensitivity_and_importances(report, trials, tdir, pdir, seed)
+    if task_prompts:
+        plot_links.append(_similarity_link(report, task_prompts, similarity_rank, tdir, pdir))
+    report.files += [p for _, p in plot_links]
+    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes, captions, study_lines, contrast_text))
+    report.files.append(folder / INDEX)
+    return report
+
+
+def _arg_bars_link(report: Report, arg: pd.DataFrame, val: pd.DataFrame, pdir: Path) -> tuple[str, Path] | None:
+    """The link to the bars: Δ vs PT with CIs, else (noted) the best validation ARG; None without trials."""
+    if len(arg) and arg["diff_mean"].notna().any():
+        return ("Difference with PT on the target tasks (95 % CI)", plots.arg_bars(arg, pdir / "arg_bars.png"))
+    if not len(val):
+        return None
+    why = "no target-task results yet" if not len(arg) else "no per-pair target scores (the sweeps predate them)"
+    report.notes.append(f"{why}: the bars show the best validation ARG (whiskers ±1.96 SE)")
+    se = val["val_arg_best_se"].astype(float)
+    bars = val.assign(lo=val["val_arg_best"] - NORMAL_95 * se, hi=val["val_arg_best"] + NORMAL_95 * se)
+    path = plots.arg_bars(
+        bars,
+        pdir / "arg_bars.png",
+        value="val_arg_best",
+        lo="lo",
+        hi="hi",
+        ylabel="best validation ARG (%)",
+        title="best validation ARG\n(whiskers: ±1.96 SE over validation pairs)",
+    )
+    return ("Best validation ARG per method", path)
+
+
+def _study_links_and_lines(
+    report: Report, sweeps: Sequence[Sweep], tdir: Path, pdir: Path
+) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The studies' PT curve plot links and their design lines for the index (none for plain sweeps)."""
+    links: list[tuple[str, Path]] = []
     study_lines = []
     for s in sweeps:
         curve_plot, lines = _study_parts(s, tdir, pdir)
         study_lines += lines
         if curve_plot:
-            plot_links.append(("PT's dev learning curves on the target tasks", curve_plot))
-            captions[curve_plot.name] = CURVES_CAPTION
+            links.append(("PT's dev learning curves on the target tasks", curve_plot))
             report.files.append(tdir / "pt_curves.md")
-    methods = {
+    return links, study_lines
+
+
+def _study_arm_methods(sweeps: Sequence[Sweep]) -> dict[str, str]:
+    """Arm label -> method, over the arms of every study among ``sweeps``."""
+    return {
         label: m for s in sweeps if s.dir is not None and is_study(s.dir) for label, m in arm_methods(s.dir).items()
     }
-    contrast_text = _contrasts(report, sweeps, targets, methods, tdir, pdir, plot_links)
+
+
+def _best_so_far_link(
+    progress: pd.DataFrame, sweeps: Sequence[Sweep], methods: Mapping[str, str], pdir: Path
+) -> tuple[str, Path] | None:
+    """The link to the best-so-far plot (None when no trial has a result yet)."""
     # a study's searches of one method and its defaults share a panel, so they compare at equal compute
     by_method = progress.assign(method=progress["method"].map(lambda label: methods.get(label, label)))
-    progress_plot = plots.best_so_far_curves(
-        by_method, pdir / "best_so_far.png", labels=_search_labels(sweeps), z=NORMAL_95
-    )
-    if progress_plot:
-        plot_links.append(("Best validation ARG so far against compute", progress_plot))
-        captions[progress_plot.name] = BEST_SO_FAR_CAPTION.format(unit=progress["unit"].iloc[0])
-    plot_links += _sensitivity_and_importances(report, trials, tdir, pdir, seed)
+    path = plots.best_so_far_curves(by_method, pdir / "best_so_far.png", labels=_search_labels(sweeps), z=NORMAL_95)
+    return ("Best validation ARG so far against compute", path) if path else None
 
-    if task_prompts:
-        from promptinit.similarity import similarity_matrix
 
-        names, S = similarity_matrix(task_prompts, k=similarity_rank)
-        pd.DataFrame(S, index=names, columns=names).to_csv(tdir / "similarity.csv")
-        report.files.append(tdir / "similarity.csv")
-        plot_links.append(
-            (
-                "Task similarity (prompt subspaces)",
-                plots.similarity_heatmap(
-                    names, S, pdir / "similarity.png", f"task similarity (top-{similarity_rank} prompt subspaces)"
-                ),
-            )
-        )
-    report.files += [p for _, p in plot_links]
-    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes, captions, study_lines, contrast_text))
-    report.files.append(folder / INDEX)
-    return report
+def _similarity_link(
+    report: Report, task_prompts: Mapping[str, torch.Tensor], rank: int, tdir: Path, pdir: Path
+) -> tuple[str, Path]:
+    """The link to the task similarity heat map (its matrix goes to ``similarity.csv``)."""
+    from promptinit.similarity import similarity_matrix
+
+    names, S = similarity_matrix(task_prompts, k=rank)
+    pd.DataFrame(S, index=names, columns=names).to_csv(tdir / "similarity.csv")
+    report.files.append(tdir / "similarity.csv")
+    path = plots.similarity_heatmap(names, S, pdir / "similarity.png", f"task similarity (top-{rank} prompt subspaces)")
+    return ("Task similarity (prompt subspaces)", path)
 
 
 def _search_labels(sweeps: Sequence[Sweep]) -> dict[str, str]:
@@ -372,9 +394,32 @@ def _index(
     study_lines: Sequence[str] = (),
     contrast_text: str = "",
 ) -> str:
+    """The text of ``index.md``: studies, sweeps, the target table, contrasts, table links, plots and notes."""
     lines = ["# promptinit report", ""]
     lines += list(study_lines)
     lines += ["## Sweeps", ""]
+    lines.append(_sweeps_table(sweeps))
+    lines += ["## Target tasks: each method's best prompt against prompt tuning", ""]
+    lines.append(tables.arg_markdown(arg) if len(arg) else "No target-task results yet.\n")
+    if contrast_text:
+        lines += [
+            "## The study's arms against each other",
+            "",
+            contrast_text,
+            "[Markdown](tables/contrasts.md), [CSV](tables/contrasts.csv)",
+            "",
+        ]
+    lines += ["## Tables", ""]
+    lines += _table_links(plot_links)
+    lines += ["", "## Plots", ""]
+    lines += _plot_sections(plot_links, captions)
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def _sweeps_table(sweeps: Sequence[Sweep]) -> str:
+    """The index's Markdown table of the sweeps: partition, model, trials, where they are."""
     rows = [
         [
             s.name,
@@ -387,20 +432,14 @@ def _index(
         ]
         for s in sweeps
     ]
-    lines.append(
-        tables.markdown(["sweep", "partition", "model", "trials", "finished", "directory", "MLflow parent run"], rows)
+    return tables.markdown(
+        ["sweep", "partition", "model", "trials", "finished", "directory", "MLflow parent run"], rows
     )
-    lines += ["## Target tasks: each method's best prompt against prompt tuning", ""]
-    lines.append(tables.arg_markdown(arg) if len(arg) else "No target-task results yet.\n")
-    if contrast_text:
-        lines += [
-            "## The study's arms against each other",
-            "",
-            contrast_text,
-            "[Markdown](tables/contrasts.md), [CSV](tables/contrasts.csv)",
-            "",
-        ]
-    lines += ["## Tables", ""]
+
+
+def _table_links(plot_links) -> list[str]:
+    """The index's list of links to the tables (the similarity matrix when there is its plot)."""
+    lines = []
     for stem, title in [
         ("arg_table", "Target tasks: Δ, ARG, P(>PT) with CIs per method"),
         ("validation", "Search: validation ARG per method"),
@@ -414,16 +453,19 @@ def _index(
     lines.append("- Best validation ARG so far against compute: [CSV](tables/best_so_far.csv)")
     if any(p.name == "similarity.png" for _, p in plot_links):
         lines.append("- Task similarity matrix: [CSV](tables/similarity.csv)")
-    lines += ["", "## Plots", ""]
+    return lines
+
+
+def _plot_sections(plot_links, captions: Mapping[str, str] | None) -> list[str]:
+    """The index's lines of the plots: one titled image each, with its caption where there is one."""
+    lines = []
     for title, path in plot_links:
         rel = f"plots/{path.name}"
         lines += [f"### {title}", "", f"![{title}]({rel})", ""]
         caption = (captions or {}).get(path.name)
         if caption:
             lines += [caption, ""]
-    if notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    return "\n".join(lines)
+    return lines
 
 
 def write_report(

@@ -866,91 +866,18 @@ def load_mlflow(tracking_uri: str, *, parent_run_id: str | None = None, experime
 
 
 def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str | None) -> Sweep:
+    """The sweep of ``load_mlflow``; an MLflow store error becomes a ``PromptinitError``."""
     from mlflow.exceptions import MlflowException
 
     if not (parent_run_id or experiment):
         raise PromptinitError("name the MLflow parent run (--parent) or the experiment (--experiment)")
     c = _client(tracking_uri)
     try:
-        if parent_run_id is None:
-            exp = c.get_experiment_by_name(experiment) or (
-                c.get_experiment(experiment) if str(experiment).isdigit() else None
-            )
-            if exp is None:
-                raise PromptinitError(f"MLflow {tracking_uri}: no experiment {experiment!r}")
-            parents = c.search_runs(
-                [exp.experiment_id],
-                filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
-                order_by=["attributes.start_time DESC"],
-                max_results=1,
-            )
-            if not parents:
-                raise PromptinitError(f"MLflow {tracking_uri}: experiment {experiment!r} has no sweep (parent) run")
-            parent = parents[0]
-        else:
-            parent = c.get_run(parent_run_id)
-        exp_id = parent.info.experiment_id
-        children = c.search_runs(
-            [exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=10000
-        )
+        parent = _mlflow_parent(c, tracking_uri, parent_run_id, experiment)
         params = parent.data.params
-        cpu = _num(params.get("resources/cpu", 1))  # search/phases/config.py Resources defaults: 1 CPU, GPU auto
-        gpu_param = params.get("resources/gpu", "auto")
-        gpu = math.nan if gpu_param == "auto" else _num(gpu_param)
-        resources_note = _fallback_note(
-            "the parent run's params resources/cpu, resources/gpu",
-            "MLflow does not record a trial's own reservation",
-            gpu,
-        )
         name = parent.info.run_name or params.get("name", "")
         partition = parent.data.tags.get("partition") or _partition_name(params)
-        rows = []
-        for run in children:
-            tags, rp, metrics = run.data.tags, run.data.params, run.data.metrics
-            method = rp.get("method") or tags.get("method", "")
-            config = {
-                "method": method,
-                method: {k.split("/", 1)[1]: parse_value(v) for k, v in rp.items() if k.startswith(method + "/")},
-            }
-            if SOURCES_KEY in rp:
-                config[SOURCES_KEY] = parse_value(rp[SOURCES_KEY])
-            history = c.get_metric_history(run.info.run_id, VAL_ARG)
-            vals = {m.step: m.value for m in history}
-            stamps = {m.step: m.timestamp / 1000 for m in history}  # ms -> Unix seconds, as Tune's timestamp
-            times = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "time_total_s")}
-            ses = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG_SE)}
-            results = [
-                {
-                    STEP: s,
-                    VAL_ARG: v,
-                    VAL_ARG_SE: ses.get(s),
-                    "time_total_s": times.get(s),
-                    "training_iteration": i + 1,
-                    TOTAL_STEPS: metrics.get(TOTAL_STEPS),
-                    "timestamp": stamps.get(s),
-                }
-                for i, (s, v) in enumerate(sorted(vals.items()))
-            ]
-            summary = _curve_and_summary(results, None)
-            if not math.isfinite(summary["wall_s"]) and run.info.end_time and run.info.start_time:
-                summary["wall_s"] = (run.info.end_time - run.info.start_time) / 1000
-            stopped = tags.get(STOPPED_TAG)
-            rows.append(
-                _row(
-                    sweep=name,
-                    partition=partition,
-                    trial_id=tags.get(TRIAL_TAG, run.info.run_id),
-                    config=config,
-                    status=_STATUS.get(run.info.status, run.info.status.lower()),
-                    summary=summary,
-                    cpu=cpu,
-                    gpu=gpu,
-                    source="mlflow",
-                    run_id=run.info.run_id,
-                    stopped=None if stopped is None else stopped == "true",
-                    resources_note=resources_note,
-                )
-            )
+        rows = _mlflow_trial_rows(c, parent, name, partition)
         targets = _mlflow_targets(c, parent, name, partition)
     except (MlflowException, OSError) as err:
         raise PromptinitError(f"MLflow {tracking_uri}: {' '.join(str(err).split())[:300]}") from None
@@ -961,6 +888,106 @@ def _load_mlflow(tracking_uri: str, parent_run_id: str | None, experiment: str |
     }
     config = {"name": name, "partition": partition, "model": parent.data.tags.get("model") or params.get("model")}
     return Sweep(None, name, partition, config, meta, trials_frame(rows), pd.DataFrame(targets, columns=TARGET_COLUMNS))
+
+
+def _mlflow_parent(c, tracking_uri: str, parent_run_id: str | None, experiment: str | None):
+    """The sweep's parent run: ``parent_run_id``, else the latest sweep run of ``experiment``."""
+    if parent_run_id is not None:
+        return c.get_run(parent_run_id)
+    exp = c.get_experiment_by_name(experiment) or (c.get_experiment(experiment) if str(experiment).isdigit() else None)
+    if exp is None:
+        raise PromptinitError(f"MLflow {tracking_uri}: no experiment {experiment!r}")
+    parents = c.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not parents:
+        raise PromptinitError(f"MLflow {tracking_uri}: experiment {experiment!r} has no sweep (parent) run")
+    return parents[0]
+
+
+def _mlflow_resources(params: Mapping[str, Any]) -> tuple[float, float, str]:
+    """(CPUs, GPUs, resources note) per trial from the parent run's params."""
+    cpu = _num(params.get("resources/cpu", 1))  # search.config.Resources defaults: 1 CPU, GPU auto
+    gpu_param = params.get("resources/gpu", "auto")
+    gpu = math.nan if gpu_param == "auto" else _num(gpu_param)
+    note = _fallback_note(
+        "the parent run's params resources/cpu, resources/gpu",
+        "MLflow does not record a trial's own reservation",
+        gpu,
+    )
+    return cpu, gpu, note
+
+
+def _mlflow_trial_rows(c, parent, name: str, partition: str) -> list[dict[str, Any]]:
+    """The trials rows of a parent run: one per child run (a trial each)."""
+    children = c.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+        max_results=10000,
+    )
+    cpu, gpu, resources_note = _mlflow_resources(parent.data.params)
+    return [_mlflow_trial_row(c, run, name, partition, cpu, gpu, resources_note) for run in children]
+
+
+def _mlflow_config(run) -> dict[str, Any]:
+    """A child run's trial config (``{"method": m, m: {its settings}}``, plus the sources) from its params."""
+    rp = run.data.params
+    method = rp.get("method") or run.data.tags.get("method", "")
+    config = {
+        "method": method,
+        method: {k.split("/", 1)[1]: parse_value(v) for k, v in rp.items() if k.startswith(method + "/")},
+    }
+    if SOURCES_KEY in rp:
+        config[SOURCES_KEY] = parse_value(rp[SOURCES_KEY])
+    return config
+
+
+def _mlflow_results(c, run) -> list[dict[str, Any]]:
+    """A child run's reports as Tune's result rows, one per step of its validation ARG history."""
+    history = c.get_metric_history(run.info.run_id, VAL_ARG)
+    vals = {m.step: m.value for m in history}
+    stamps = {m.step: m.timestamp / 1000 for m in history}  # ms -> Unix seconds, as Tune's timestamp
+    times = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "time_total_s")}
+    ses = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG_SE)}
+    return [
+        {
+            STEP: s,
+            VAL_ARG: v,
+            VAL_ARG_SE: ses.get(s),
+            "time_total_s": times.get(s),
+            "training_iteration": i + 1,
+            TOTAL_STEPS: run.data.metrics.get(TOTAL_STEPS),
+            "timestamp": stamps.get(s),
+        }
+        for i, (s, v) in enumerate(sorted(vals.items()))
+    ]
+
+
+def _mlflow_trial_row(c, run, name: str, partition: str, cpu: float, gpu: float, resources_note: str) -> dict[str, Any]:
+    """The trials row of one child run."""
+    tags = run.data.tags
+    config = _mlflow_config(run)
+    summary = _curve_and_summary(_mlflow_results(c, run), None)
+    if not math.isfinite(summary["wall_s"]) and run.info.end_time and run.info.start_time:
+        summary["wall_s"] = (run.info.end_time - run.info.start_time) / 1000
+    stopped = tags.get(STOPPED_TAG)
+    return _row(
+        sweep=name,
+        partition=partition,
+        trial_id=tags.get(TRIAL_TAG, run.info.run_id),
+        config=config,
+        status=_STATUS.get(run.info.status, run.info.status.lower()),
+        summary=summary,
+        cpu=cpu,
+        gpu=gpu,
+        source="mlflow",
+        run_id=run.info.run_id,
+        stopped=None if stopped is None else stopped == "true",
+        resources_note=resources_note,
+    )
 
 
 def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:

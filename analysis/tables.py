@@ -220,73 +220,83 @@ def arg_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFra
     rows = []
     for r in target_rows(targets):
         c = comparison_of(r)
-        sizes = list(r["n_test"].values())
-        out = {
-            "partition": r["partition"],
-            "method": r["method"],
-            "val_arg": r["val_arg"],
-            "val_arg_se": r["val_arg_se"],
-            "val_arg_rescored": r["val_arg_rescored"],
-            "val_arg_rescored_se": r["val_arg_rescored_se"],
-            "trials": r["trials"],
-            "finished": r["finished"],
-            "trial_id": r["trial_id"],
-            "settings": json.dumps(r["settings"], default=str),
-            "note": _note(r, c),
-            "n_test_min": min(sizes) if sizes else math.nan,
-            "n_test_max": max(sizes) if sizes else math.nan,
-        }
-        if c is None:
-            out.update(
-                {
-                    k: math.nan
-                    for k in (
-                        "diff_mean",
-                        "diff_lo",
-                        "diff_hi",
-                        "arg_lo",
-                        "arg_hi",
-                        "p_improve_mean",
-                        "p_improve_lo",
-                        "p_improve_hi",
-                        "p_value",
-                    )
-                }
-            )
-            out.update(
-                arg_mean=r["arg_mean"],
-                verdict="n/a",
-                distinguishable=None,
-                n_tasks=len(r["per_task"]) or math.nan,
-                n_seeds=r["n_seeds"] or math.nan,
-                n_upstream=math.nan,
-                n_pairs=math.nan,
-                low_baseline=math.nan,
-            )
-        else:
-            interval = has_interval(c)
-            for name in ("diff", "arg", "p_improve"):
-                iv = getattr(c, name)
-                out.update(
-                    {
-                        f"{name}_mean": iv.mean,
-                        f"{name}_lo": iv.lo if interval else math.nan,
-                        f"{name}_hi": iv.hi if interval else math.nan,
-                    }
-                )
-            verdict = UNDETERMINED if not interval else NO_DIFFERENCE if not c.distinguishable else c.verdict()
-            out.update(
-                p_value=c.p_value,
-                verdict=verdict,
-                distinguishable=c.distinguishable if interval else None,
-                n_tasks=c.n_tasks,
-                n_seeds=r["n_seeds"],
-                n_upstream=c.n_upstream,
-                n_pairs=c.n_pairs,
-                low_baseline=c.low_baseline,
-            )
-        rows.append(out)
+        rows.append({**_record_cells(r, c), **(_unmeasured_cells(r) if c is None else _measured_cells(r, c))})
     return pd.DataFrame(rows, columns=ARG_COLUMNS)
+
+
+def _record_cells(r: Mapping[str, Any], c: Comparison | None) -> dict[str, Any]:
+    """The cells of a table row that come from the sweep's record: the trial, its search, the note, the test sizes."""
+    sizes = list(r["n_test"].values())
+    return {
+        "partition": r["partition"],
+        "method": r["method"],
+        "val_arg": r["val_arg"],
+        "val_arg_se": r["val_arg_se"],
+        "val_arg_rescored": r["val_arg_rescored"],
+        "val_arg_rescored_se": r["val_arg_rescored_se"],
+        "trials": r["trials"],
+        "finished": r["finished"],
+        "trial_id": r["trial_id"],
+        "settings": json.dumps(r["settings"], default=str),
+        "note": _note(r, c),
+        "n_test_min": min(sizes) if sizes else math.nan,
+        "n_test_max": max(sizes) if sizes else math.nan,
+    }
+
+
+_INTERVAL_CELLS = (
+    "diff_mean",
+    "diff_lo",
+    "diff_hi",
+    "arg_lo",
+    "arg_hi",
+    "p_improve_mean",
+    "p_improve_lo",
+    "p_improve_hi",
+    "p_value",
+)
+
+
+def _unmeasured_cells(r: Mapping[str, Any]) -> dict[str, Any]:
+    """The comparison cells of a row without per-pair scores: NaN, verdict ``n/a``, an old record's ARG."""
+    return {
+        **dict.fromkeys(_INTERVAL_CELLS, math.nan),
+        "arg_mean": r["arg_mean"],
+        "verdict": "n/a",
+        "distinguishable": None,
+        "n_tasks": len(r["per_task"]) or math.nan,
+        "n_seeds": r["n_seeds"] or math.nan,
+        "n_upstream": math.nan,
+        "n_pairs": math.nan,
+        "low_baseline": math.nan,
+    }
+
+
+def _measured_cells(r: Mapping[str, Any], c: Comparison) -> dict[str, Any]:
+    """The comparison cells of a row with per-pair scores: means, bounds (NaN without an interval), verdict."""
+    interval = has_interval(c)
+    out: dict[str, Any] = {}
+    for name in ("diff", "arg", "p_improve"):
+        iv = getattr(c, name)
+        out.update(
+            {
+                f"{name}_mean": iv.mean,
+                f"{name}_lo": iv.lo if interval else math.nan,
+                f"{name}_hi": iv.hi if interval else math.nan,
+            }
+        )
+    verdict = UNDETERMINED if not interval else NO_DIFFERENCE if not c.distinguishable else c.verdict()
+    return {
+        **out,
+        "p_value": c.p_value,
+        "verdict": verdict,
+        "distinguishable": c.distinguishable if interval else None,
+        "n_tasks": c.n_tasks,
+        "n_seeds": r["n_seeds"],
+        "n_upstream": c.n_upstream,
+        "n_pairs": c.n_pairs,
+        "low_baseline": c.low_baseline,
+    }
 
 
 def _cell(r: Any, name: str, **fmt: Any) -> str:
@@ -319,8 +329,16 @@ def arg_markdown(table: pd.DataFrame) -> str:
     ARG of the chosen checkpoint and the trial counts; notes (old records, one seed per task,
     low baselines) below."""
     several = len(_order(table["partition"])) > 1
+    rows = [_arg_cells(r, several) for r in table.itertuples()]
+    text = markdown(_arg_header(several), rows) + "\n" + ARG_NOTE + "\n"
+    lines = [f"- {', '.join(names)}: {note}." for note, names in _arg_notes(table, several).items()]
+    return text + ("\n" + "\n".join(lines) + "\n" if lines else "")
+
+
+def _arg_header(several: bool) -> list[str]:
+    """The header of the Markdown target table (with a partition column when there are several)."""
     level = f"{100 * LEVEL:.0f} % CI"
-    head = [
+    return [
         "method",
         *(["partition"] if several else []),
         f"Δ vs PT, points [{level}]",
@@ -333,52 +351,48 @@ def arg_markdown(table: pd.DataFrame) -> str:
         "val ARG % (SE): re-scored",
         "trials (finished)",
     ]
-    rows: list[list[Any]] = []
-    notes: dict[str, list[str]] = {}  # note -> the rows it applies to
+
+
+def _arg_cells(r: Any, several: bool) -> list[Any]:
+    """The cells of one table row in the Markdown, in ``_arg_header``'s order."""
+    if not math.isfinite(r.diff_mean):  # no per-pair scores: an old record's ARG is in the note
+        compared = ["n/a", "n/a", "n/a", "n/a", f"n/a: {r.note}" if r.note == NO_TRIAL else "n/a (see note)"]
+    else:
+        compared = _compared_cells(r)
+    return [
+        r.method,
+        *([r.partition] if several else []),
+        *compared,
+        _rests_on(r),
+        pct_se(r.val_arg, r.val_arg_se),
+        pct_se(r.val_arg_rescored, r.val_arg_rescored_se),
+        _trials(r),
+    ]
+
+
+def _compared_cells(r: Any) -> list[str]:
+    """Δ, ARG (flagged when unreliable), P(>PT), Wilcoxon p and verdict cells of a row with per-pair scores."""
+    arg_cell = _cell(r, "arg")
+    if math.isfinite(r.arg_mean) and math.isfinite(r.low_baseline) and r.low_baseline:
+        n = int(r.low_baseline)
+        arg_cell += f" (unreliable: {n} pair{'s' if n > 1 else ''} with PT < {LOW_BASELINE})"
+    return [
+        _cell(r, "diff"),
+        arg_cell,
+        _cell(r, "p_improve", scale=1, digits=2, signed=False),
+        f"{r.p_value:.2g}",
+        r.verdict,
+    ]
+
+
+def _arg_notes(table: pd.DataFrame, several: bool) -> dict[str, list[str]]:
+    """Note -> the rows (method, and partition when there are several) it applies to, in table order."""
+    notes: dict[str, list[str]] = {}
     for r in table.itertuples():
-        if not math.isfinite(r.diff_mean):  # no per-pair scores: an old record's ARG is in the note
-            rows.append(
-                [
-                    r.method,
-                    *([r.partition] if several else []),
-                    "n/a",
-                    "n/a",
-                    "n/a",
-                    "n/a",
-                    f"n/a: {r.note}" if r.note == NO_TRIAL else "n/a (see note)",
-                    _rests_on(r),
-                    pct_se(r.val_arg, r.val_arg_se),
-                    pct_se(r.val_arg_rescored, r.val_arg_rescored_se),
-                    _trials(r),
-                ]
-            )
-            if r.note != NO_TRIAL:
-                notes.setdefault(r.note, []).append(r.method + (f" ({r.partition})" if several else ""))
-            continue
-        arg_cell = _cell(r, "arg")
-        if math.isfinite(r.arg_mean) and math.isfinite(r.low_baseline) and r.low_baseline:
-            n = int(r.low_baseline)
-            arg_cell += f" (unreliable: {n} pair{'s' if n > 1 else ''} with PT < {LOW_BASELINE})"
-        rows.append(
-            [
-                r.method,
-                *([r.partition] if several else []),
-                _cell(r, "diff"),
-                arg_cell,
-                _cell(r, "p_improve", scale=1, digits=2, signed=False),
-                f"{r.p_value:.2g}",
-                r.verdict,
-                _rests_on(r),
-                pct_se(r.val_arg, r.val_arg_se),
-                pct_se(r.val_arg_rescored, r.val_arg_rescored_se),
-                _trials(r),
-            ]
-        )
-        if r.note:
+        shown = r.note != NO_TRIAL if not math.isfinite(r.diff_mean) else bool(r.note)
+        if shown:
             notes.setdefault(r.note, []).append(r.method + (f" ({r.partition})" if several else ""))
-    text = markdown(head, rows) + "\n" + ARG_NOTE + "\n"
-    lines = [f"- {', '.join(names)}: {note}." for note, names in notes.items()]
-    return text + ("\n" + "\n".join(lines) + "\n" if lines else "")
+    return notes
 
 
 @dataclass

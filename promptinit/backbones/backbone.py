@@ -239,7 +239,7 @@ def _from_pretrained(cls, path: str, dtype: str, attn: str):
 
 
 @functools.cache
-def _cache_keyword_for(model_cls: type) -> str:
+def _cache_keyword_for(model_cls: type[torch.nn.Module]) -> str:
     # transformers 5.x takes and returns the key/value cache as `cache` and warns on every
     # `past_key_values` (removed in 5.40); the releases before know only `past_key_values`
     return "cache" if "cache" in inspect.signature(model_cls.forward).parameters else "past_key_values"
@@ -470,7 +470,8 @@ class Backbone:
 
     def _cache_keyword(self) -> str:
         """The name the causal model's forward takes, and its output holds, the key/value cache by."""
-        return _cache_keyword_for(type(self.model.base_model))
+        model_cls: type = type(self.model.base_model)  # not type[...]: mypy thinks those unhashable (mypy#11470)
+        return _cache_keyword_for(model_cls)
 
     @torch.no_grad()
     def score_options(

@@ -117,9 +117,10 @@ def lr_value(values: float | list[float]) -> float | list[float]:
 def tune_config(args: argparse.Namespace):
     from promptinit.tuning import TuneConfig
 
+    lr = lr_value(args.lr)
     try:
         return TuneConfig(
-            lr=lr_value(args.lr),
+            lr=tuple(lr) if isinstance(lr, list) else lr,  # TuneConfig stores several as a tuple
             optimizer=args.optimizer,
             batch_size=args.batch_size,
             steps=args.steps,
@@ -262,6 +263,6 @@ def run(args: argparse.Namespace) -> int:
         tried = ", ".join(f"{c['lr']:g}: {100 * c['dev']:.1f}" for c in res.lr_search)
         print(f"lr {res.lr:g} chosen on dev (best dev per lr: {tried})")
     if args.out:
-        path = save_prompt(res.prompt, args.out, {"task": task.name, "model": args.model, "seed": str(args.seed)})
+        path = save_prompt(res.tuned_prompt, args.out, {"task": task.name, "model": args.model, "seed": str(args.seed)})
         logger.info("prompt written to %s", path)
     return 0

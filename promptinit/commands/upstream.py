@@ -137,9 +137,10 @@ def run(args: argparse.Namespace) -> int:
         config = make_config(args.method, settings)
     except PromptinitError as err:
         raise flag_error(err, {"steps": "--steps", **{k: f"--set {k}" for k in settings if k != "steps"}}) from None
+    tune_lr = lr_value(args.tune_lr)
     try:
         tune_cfg = TuneConfig(
-            lr=lr_value(args.tune_lr),
+            lr=tuple(tune_lr) if isinstance(tune_lr, list) else tune_lr,  # TuneConfig stores several as a tuple
             optimizer=args.tune_optimizer,
             batch_size=args.tune_batch_size,
             steps=args.tune_steps,

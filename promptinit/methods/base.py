@@ -11,16 +11,20 @@ A checkpoint is one dict of tensors and plain values (``{"prompt", "optimizer", 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 
 from promptinit.backbones import Backbone
 from promptinit.errors import PromptinitError
 from promptinit.tasks.task import Task
+
+if TYPE_CHECKING:
+    from promptinit.methods.common import TrainState
 
 
 class Method(str, Enum):
@@ -36,6 +40,8 @@ class Method(str, Enum):
 class UpstreamMethod(Protocol):
     name: ClassVar[str]
     prompt: torch.Tensor  # [L, d], the current initialisation
+    state: TrainState  # prompt, outer optimizer, step, rng
+    config: Any  # the method's config dataclass
 
     def step(self) -> dict[str, float]: ...
 
@@ -70,7 +76,7 @@ def make_config(name: str, values: Mapping[str, Any] | None = None):
         raise PromptinitError(f"method {name!r} is unknown; known methods: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name].config_cls
     values = dict(values or {})
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise PromptinitError(f"method {name!r}: unknown setting(s) {unknown}; known: {sorted(known)}")

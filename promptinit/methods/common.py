@@ -15,19 +15,21 @@ import numbers
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
 from promptinit.backbones import Backbone
 from promptinit.errors import PromptinitError
-from promptinit.meta import MetaTask, MetaTaskSampler, TaskSampling
+from promptinit.meta import MetaTaskSampler, TaskSampling
 from promptinit.tasks.fewshot import SEEDS
 from promptinit.tasks.task import Example, Task
 from promptinit.tuning import make_optimizer
 
 OPTIMIZERS = ("adafactor", "adam", "sgd")
 T = TypeVar("T")
+# what a method's sample() draws and its meta_gradient() takes (SUPMER: self-supervised tasks)
+MetaTaskT = TypeVar("MetaTaskT")
 
 # Metric names (constants, so trainables and sweeps refer to the same strings).
 QUERY_LOSS = "meta/query_loss"
@@ -205,7 +207,7 @@ def _rng_from_plain(value: Sequence) -> tuple:
     return (int(version), tuple(int(v) for v in internal), gauss)
 
 
-class PromptMethod:
+class PromptMethod(Generic[MetaTaskT]):
     """Base of the upstream methods: explicit state and the shared outer step.
 
     Args:
@@ -241,12 +243,12 @@ class PromptMethod:
     def _make_optimizer(self, prompt: torch.Tensor) -> torch.optim.Optimizer | None:
         return None
 
-    def sample(self) -> list[MetaTask]:
+    def sample(self) -> list[MetaTaskT]:
         """Draw the next meta-batch with the method's generator."""
         raise NotImplementedError
 
     def meta_gradient(
-        self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None
+        self, meta_tasks: Sequence[MetaTaskT], task_batched: bool | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The direction the outer optimizer descends, for this meta-batch, and metrics."""
         raise NotImplementedError
@@ -256,6 +258,20 @@ class PromptMethod:
     def prompt(self) -> torch.Tensor:
         """The current initialisation φ [L, d] (detached)."""
         return self.state.prompt.detach()
+
+    @property
+    def source_sampler(self) -> MetaTaskSampler:
+        """The sampler of the source tasks (methods with a ``SourceConfig``)."""
+        if not isinstance(self.sampler, MetaTaskSampler):
+            raise PromptinitError(f"method {self.name!r} draws no source tasks (its config is not a SourceConfig)")
+        return self.sampler
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """``state.optimizer``, which every method that takes an outer step has."""
+        if self.state.optimizer is None:
+            raise PromptinitError(f"method {self.name!r} has no outer optimizer")
+        return self.state.optimizer
 
     def _batched(self, task_batched: bool | None) -> bool:
         return self.config.task_batched if task_batched is None else task_batched
@@ -297,7 +313,7 @@ class PromptMethod:
         grad, metrics = self.meta_gradient(self.sample())
         p = self.state.prompt
         p.grad = grad.to(p.dtype)
-        self.state.optimizer.step()
+        self.optimizer.step()
         p.grad = None
         self.state.step += 1
         metrics[GRAD_NORM] = float(grad.norm())

@@ -57,7 +57,7 @@ class FoMAMLConfig(MAMLConfig):
 
 
 @register(Method.MAML.value, MAMLConfig)
-class MAML(PromptMethod):
+class MAML(PromptMethod[MetaTask]):
     """Prompt-MAML: learns φ so that a few SGD steps on a task's support set fit its query set.
 
     Args:
@@ -80,7 +80,7 @@ class MAML(PromptMethod):
 
     def sample(self) -> list[MetaTask]:
         c = self.config
-        return self.sampler.sample(
+        return self.source_sampler.sample(
             self.state.rng, c.meta_batch_size, c.inner_batch_size, c.inner_steps, c.query_batch_size
         )
 

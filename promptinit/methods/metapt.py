@@ -388,7 +388,8 @@ class MetaPT(MAML):
         >>> init = m.prompt  # the best held-out evaluation's prompt
     """
 
-    config: MetaPTConfig
+    config: MetaPTConfig  # type: ignore[assignment]  # MAML's loop with MetaPT's own config (the fields it reads)
+    sampler: GroupTaskSampler  # type: ignore[assignment]  # draws from the clustered groups, not the source tasks
 
     def __init__(
         self,
@@ -490,7 +491,7 @@ class MetaPT(MAML):
 
     def _early_metrics(self) -> dict[str, float]:
         es = self.early
-        if not self.config.patience or es.evals == 0:
+        if not self.config.patience or es.evals == 0 or es.last_loss is None or es.best_loss is None:
             return {}
         return {
             HELDOUT_LOSS: es.last_loss,

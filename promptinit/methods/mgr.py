@@ -115,6 +115,10 @@ class MetaGradRegulariser(nn.Module):
         >>> tune_prompt(bb, fewshot, init, grad_transform=psi.as_grad_transform())
     """
 
+    # buffers (register_buffer below), declared for the type checker
+    h_ref: torch.Tensor  # [d] running mean of the meta-training support contexts
+    h_count: torch.Tensor  # [] contexts folded into h_ref
+
     def __init__(
         self,
         dim: int,

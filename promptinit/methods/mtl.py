@@ -93,7 +93,7 @@ class MTLConfig(SourceConfig):
 
 
 @register(Method.MTL.value, MTLConfig)
-class MTL(PromptMethod):
+class MTL(PromptMethod[MetaTask]):
     """Multi-task prompt tuning: minimise the mean of the per-task losses with one prompt.
 
     Args:
@@ -115,7 +115,8 @@ class MTL(PromptMethod):
     ):
         super().__init__(backbone, tasks, config, seed, init)
         if config.steps == 0:
-            pooled = sum(self.sampler.pool_size(name, s) for name in self.sampler.names for s in config.seeds)
+            sampler = self.source_sampler
+            pooled = sum(sampler.pool_size(name, s) for name in sampler.names for s in config.seeds)
             self.config = dataclasses.replace(config, steps=math.ceil(config.epochs * pooled / config.batch_size))
 
     def _make_optimizer(self, prompt: torch.Tensor):
@@ -123,7 +124,7 @@ class MTL(PromptMethod):
 
     def sample(self) -> list[MetaTask]:
         c = self.config
-        return self.sampler.sample_mixed(self.state.rng, c.draws, c.batch_size // c.draws)
+        return self.source_sampler.sample_mixed(self.state.rng, c.draws, c.batch_size // c.draws)
 
     def meta_gradient(
         self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None

@@ -33,7 +33,7 @@ class ReptileConfig(InnerLoopConfig):
 
 
 @register(Method.REPTILE.value, ReptileConfig)
-class Reptile(PromptMethod):
+class Reptile(PromptMethod[MetaTask]):
     """Prompt-Reptile: moves φ toward the prompts adapted by k inner steps on each task.
 
     Args:
@@ -50,7 +50,7 @@ class Reptile(PromptMethod):
 
     def sample(self) -> list[MetaTask]:
         c = self.config
-        return self.sampler.sample(self.state.rng, c.meta_batch_size, c.inner_batch_size, c.inner_steps, 0)
+        return self.source_sampler.sample(self.state.rng, c.meta_batch_size, c.inner_batch_size, c.inner_steps, 0)
 
     def meta_gradient(
         self, meta_tasks: Sequence[MetaTask], task_batched: bool | None = None

@@ -263,7 +263,7 @@ class Outcome:
 
 
 @register(Method.SUPMER.value, SUPMERConfig)
-class SUPMER(PromptMethod):
+class SUPMER(PromptMethod[MetaTask]):
     """SUPMER meta-prompt learning on self-supervised meta-tasks.
 
     Args:
@@ -284,6 +284,7 @@ class SUPMER(PromptMethod):
     """
 
     config: SUPMERConfig
+    sampler: SelfSupTaskSampler  # type: ignore[assignment]  # self-supervised tasks, not the base's source tasks
 
     def __init__(
         self,
@@ -429,7 +430,7 @@ class SUPMER(PromptMethod):
         theta_grad = torch.zeros_like(phi)
         phi_grads = {k: torch.zeros_like(v) for k, v in self.psi.named_parameters()} if self.psi is not None else {}
         sums = {QUERY_LOSS: 0.0, SUPPORT_LOSS: 0.0, GATE: 0.0, GATE_LOSS: 0.0, QRY_SPT_SIM: 0.0}
-        support_h = []
+        support_h: list[torch.Tensor] = []
         for idx in groups:
             self._group(
                 phi, [meta_tasks[i] for i in idx], [lambdas[i] for i in idx], theta_grad, phi_grads, sums, support_h
@@ -523,7 +524,7 @@ class SUPMER(PromptMethod):
         c = self.config
         # The lrs are set from the step counter (a pure function), so a resumed run gets them too.
         factor = self.lr_factor_at()
-        for group in self.state.optimizer.param_groups:
+        for group in self.optimizer.param_groups:
             group["lr"] = c.outer_lr * factor
         if self.psi_optimizer is not None:
             for group in self.psi_optimizer.param_groups:
@@ -537,9 +538,9 @@ class SUPMER(PromptMethod):
         metrics[GRAD_NORM] = float(p.grad.norm())
         if c.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_([p], c.max_grad_norm)
-        self.state.optimizer.step()
+        self.optimizer.step()
         p.grad = None
-        if self.psi is not None:
+        if self.psi is not None and self.psi_optimizer is not None:  # set together (use_mgr)
             params = dict(self.psi.named_parameters())
             for name, g in out.phi_grads.items():
                 params[name].grad = g.to(params[name].dtype)
@@ -585,7 +586,7 @@ class SUPMER(PromptMethod):
                 f"steps={theirs}, or train with lr_schedule='constant' to extend runs"
             )
         super().load_state_dict(state)
-        if self.psi is not None:
+        if self.psi is not None and self.psi_optimizer is not None:  # set together (use_mgr)
             if not state.get("psi"):
                 raise PromptinitError("checkpoint has no ψ tensors although use_mgr is set; resume with its settings")
             self.psi.load_tensors(state["psi"])

@@ -269,7 +269,7 @@ def load_hf(
         path = _builder_for(name, files)
 
     def where(s: str | None) -> str:
-        if isinstance(data_files, Mapping) and s in data_files:
+        if isinstance(data_files, Mapping) and s is not None and s in data_files:
             chosen = data_files[s]
             return ", ".join(chosen) if isinstance(chosen, (list, tuple)) else str(chosen)
         return ", ".join(str(f) for f in files) if files else f"{path}[{s}]"
@@ -312,7 +312,11 @@ def load_hf(
     train_rows = rows(ds)
     test_rows = rows(test_ds) if test_ds is not None else []
     splits = [split] + ([test_split] if test_split else [])
-    builders = {s: _Builder(fmt, fmt.template, lambda i, s=s: f"{where(s)}: row {i}") for s in splits}
+
+    def locate_in(s: str) -> Callable[[Any], str]:
+        return lambda i: f"{where(s)}: row {i}"
+
+    builders = {s: _Builder(fmt, fmt.template, locate_in(s)) for s in splits}
 
     def raw_label(value: Any) -> Any:
         # ClassLabel ints become their names unless the verbalizer is keyed by the ids.
