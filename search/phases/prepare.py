@@ -134,7 +134,13 @@ def sweep(checked: Checked) -> Prepared:
     experiment = tracking.experiment_id(uri, cfg.name, cfg.sweep_dir)
     parent = _reopen(checked) if checked.resume else _new_parent(checked, experiment)
     logger.info(
-        "sweep %s: %s\nMLflow: %s (experiment %r, parent run %s)", cfg.name, cfg.sweep_dir, uri, cfg.name, parent
+        "sweep %s: %s\nMLflow: %s (experiment %r, parent run %s); with `mlflow ui`: %s",
+        cfg.name,
+        cfg.sweep_dir,
+        uri,
+        cfg.name,
+        parent,
+        tracking.ui_link(experiment),
     )
     return Prepared(context(cfg, checked.tasks.source), Run(uri, experiment, parent))
 

@@ -60,6 +60,13 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 
 
+def ui_link(experiment: str, host: str = "http://127.0.0.1:5000") -> str:
+    """The experiment's page in the MLflow UI (``mlflow ui``'s default host), on its runs table:
+    MLflow 3.17's UI opens on the GenAI Overview unless the URL (or the browser's last choice)
+    says ``workflowType=machine_learning``."""
+    return f"{host}/#/experiments/{experiment}?workflowType=machine_learning"
+
+
 def experiment_id(uri: str, name: str, sweep_dir: Path) -> str:
     """The id of experiment ``name``, created when missing and marked as a model-training
     experiment (local stores keep artifacts in the sweep directory instead of ``./mlruns`` of

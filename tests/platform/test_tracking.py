@@ -100,3 +100,8 @@ def test_experiments_are_marked_model_training_so_the_mlflow_ui_opens_on_their_r
     assert tracking.EXPERIMENT_KIND_TAG not in c.get_experiment(old).tags
     assert tracking.experiment_id(uri, "old", tmp_path) == old
     assert c.get_experiment(old).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_the_ui_link_opens_the_runs_table():
+    """The parameter the MLflow 3.17 UI reads to open an experiment on its runs (checked in headless Chromium)."""
+    assert tracking.ui_link("7") == "http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning"
