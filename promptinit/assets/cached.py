@@ -5,6 +5,7 @@ half-written folder is never a cache hit; a lock beside it makes processes that 
 (Ray trials, parallel test workers) build it once and reuse it, instead of each building its
 own copy and renaming it over a folder another process may be reading.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,14 @@ def stored_sha256(path: str | Path) -> str:
     """
     path = Path(path).resolve()
     st = path.stat()
-    ident = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
-             "inode": st.st_ino, "device": st.st_dev}
+    ident = {
+        "path": str(path),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "inode": st.st_ino,
+        "device": st.st_dev,
+    }
     memo = cache_dir("sha256") / f"{digest(ident, n=32)}.json"
     try:
         known = json.loads(memo.read_text())

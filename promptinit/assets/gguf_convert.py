@@ -16,6 +16,7 @@ Example:
     >>> folder = converted_folder("~/models/model.gguf")   # minutes the first time, then a lookup
     >>> AutoModelForCausalLM.from_pretrained(folder)
 """
+
 from __future__ import annotations
 
 import inspect
@@ -48,20 +49,27 @@ def gguf_file(name: str | Path) -> Path:
     path = Path(name).expanduser()
     shown = path if path.is_absolute() else f"{path} (in {Path.cwd()})"
     if not path.exists():
-        raise PromptinitError(f"model {str(name)!r}: {shown}: no such file; give the path of a .gguf file "
-                              "(absolute, ~/..., or relative to the working folder)")
+        raise PromptinitError(
+            f"model {str(name)!r}: {shown}: no such file; give the path of a .gguf file "
+            "(absolute, ~/..., or relative to the working folder)"
+        )
     if path.is_dir():
-        raise PromptinitError(f"model {str(name)!r}: {shown} is a folder without a config.json, not a GGUF file; "
-                              "give the .gguf file's path")
+        raise PromptinitError(
+            f"model {str(name)!r}: {shown} is a folder without a config.json, not a GGUF file; "
+            "give the .gguf file's path"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(len(MAGIC))
     except OSError as err:
-        raise PromptinitError(f"model {str(name)!r}: {shown}: cannot read it ({err.strerror or err}); "
-                              "check the file's permissions") from None
+        raise PromptinitError(
+            f"model {str(name)!r}: {shown}: cannot read it ({err.strerror or err}); check the file's permissions"
+        ) from None
     if head != MAGIC:
-        raise PromptinitError(f"model {str(name)!r}: {shown} is not a GGUF file (it does not start with "
-                              f"{MAGIC!r}); give a llama.cpp .gguf checkpoint, or a model folder")
+        raise PromptinitError(
+            f"model {str(name)!r}: {shown} is not a GGUF file (it does not start with "
+            f"{MAGIC!r}); give a llama.cpp .gguf checkpoint, or a model folder"
+        )
     return path.resolve()
 
 
@@ -97,11 +105,17 @@ def converted_folder(name: str | Path, *, model: str | None = None, sha256: str 
 
     def build(tmp: Path) -> None:
         t0 = time.perf_counter()
-        print(f"[promptinit] converting {path.name} ({path.stat().st_size / 1e6:.1f} MB, GGUF) to a safetensors "
-              "folder, once ...", flush=True)
+        print(
+            f"[promptinit] converting {path.name} ({path.stat().st_size / 1e6:.1f} MB, GGUF) to a safetensors "
+            "folder, once ...",
+            flush=True,
+        )
         convert_gguf(path, tmp, model=model)
-        atomic_write_json(tmp / SOURCE_FILE, {"gguf": str(path), "sha256": sha256,
-                                              "libraries": library_versions(*CONVERSION_LIBRARIES)}, indent=1)
+        atomic_write_json(
+            tmp / SOURCE_FILE,
+            {"gguf": str(path), "sha256": sha256, "libraries": library_versions(*CONVERSION_LIBRARIES)},
+            indent=1,
+        )
         print(f"[promptinit] converted in {time.perf_counter() - t0:.0f} s; cached in {dest}", flush=True)
 
     return build_once(dest, build)
@@ -126,8 +140,10 @@ def convert_gguf(path: Path, out: Path, model: str | None = None) -> None:
 
     where = f"model {model or str(path)!r}: {path}"
     if importlib.util.find_spec("gguf") is None:
-        raise PromptinitError(f"{where}: reading GGUF files needs the gguf package; run `pip install gguf` "
-                              "(or `pip install -r requirements.lock`)")
+        raise PromptinitError(
+            f"{where}: reading GGUF files needs the gguf package; run `pip install gguf` "
+            "(or `pip install -r requirements.lock`)"
+        )
     try:
         config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
         cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM

@@ -1,4 +1,5 @@
 """Tiny random models for tests: built from configs with a fixed seed, no downloads."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,9 +32,17 @@ def _llama(vocab: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        pad_token_id=0, eos_token_id=1, bos_token_id=3, tie_word_embeddings=False,
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=3,
+        tie_word_embeddings=False,
         initializer_range=0.3,
     )
     return LlamaForCausalLM(cfg)
@@ -43,8 +52,15 @@ def _gpt2(vocab: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
-        vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=1024,
-        pad_token_id=0, eos_token_id=1, bos_token_id=3, initializer_range=0.3,
+        vocab_size=vocab,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        n_positions=1024,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=3,
+        initializer_range=0.3,
     )
     return GPT2LMHeadModel(cfg)
 
@@ -52,10 +68,21 @@ def _gpt2(vocab: int):
 def _t5(vocab: int):
     from transformers import T5Config, T5ForConditionalGeneration
 
-    cfg = T5Config(
-        vocab_size=vocab, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2,
-        num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+    # decoder_start_token_id and tie_word_embeddings reach T5Config through **kwargs, which
+    # transformers' @strict dataclass hides from mypy
+    cfg = T5Config(  # type: ignore[call-arg]
+        vocab_size=vocab,
+        d_model=64,
+        d_ff=128,
+        d_kv=16,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
     )
     return T5ForConditionalGeneration(cfg)
 
@@ -64,10 +91,20 @@ def _bart(vocab: int):
     from transformers import BartConfig, BartForConditionalGeneration
 
     cfg = BartConfig(
-        vocab_size=vocab, d_model=64, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
-        decoder_ffn_dim=128, max_position_embeddings=1024, pad_token_id=0, eos_token_id=1,
-        bos_token_id=3, decoder_start_token_id=1, forced_eos_token_id=None,
+        vocab_size=vocab,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=3,
+        decoder_start_token_id=1,
+        forced_eos_token_id=None,
     )
     return BartForConditionalGeneration(cfg)
 

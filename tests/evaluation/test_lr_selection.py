@@ -148,7 +148,9 @@ def test_a_float_lr_gives_the_results_and_cache_key_of_before_lr_lists():
     for res in (one, many):
         assert (res.dev, res.test, res.best_step) == (0.6875, 0.5625, 6)
         assert [c["dev"] for c in res.curve] == [0.5, 0.5, 0.5625, 0.6875]
-        assert float(res.prompt.sum()) == pytest.approx(-8.5301076566561, abs=1e-9)
+        # pinned before lr lists existed; float64 training differs across machines' kernels by
+        # ~1.5e-9 here (-8.530107655141304 on the 2-core CI kind), far below any change of behaviour
+        assert float(res.prompt.sum()) == pytest.approx(-8.5301076566561, abs=1e-7)
         assert res.lr == 0.3 and res.lr_search == []
     listed = tune_prompt(bb, fs, init, dataclasses.replace(cfg, lr=[0.3]), progress=False)
     assert torch.equal(listed.prompt, one.prompt) and listed.test == one.test
