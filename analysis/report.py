@@ -43,7 +43,7 @@ from promptinit.analysis import plots, tables
 from promptinit.analysis.importance import param_importances
 from promptinit.analysis.results import Sweep, arm_methods, curves_frame, is_study, preset_label, study_result
 from promptinit.errors import PromptinitError
-from promptinit.paths import atomic_folder
+from promptinit.files import atomic_folder
 
 INDEX = "index.md"
 NORMAL_95 = 1.959964  # a normal 95 % interval from a standard error (validation ARG)

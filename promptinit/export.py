@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from promptinit.backbones.prompts import PROMPT_KEY
 from promptinit.errors import PromptinitError
 from promptinit.files import atomic_folder, atomic_write
 from promptinit.fingerprints import WEIGHT_SUFFIXES, file_sha256
@@ -49,7 +50,6 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 METADATA = "promptinit.json"
 PSI = "psi.safetensors"
-PROMPT_KEY = "prompt_embeddings"  # the key PEFT's prompt tuning reads
 PEFT_TYPE = "PROMPT_TUNING"
 TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 FORMAT = 1  # version of promptinit.json
@@ -143,14 +143,11 @@ class ModelInfo:
 
 def hub_id(name: str) -> str | None:
     """The Hugging Face hub id of a packaged model (``smollm2-135m`` or ``smollm2`` ->
-    ``HuggingFaceTB/SmolLM2-135M-Instruct``); None for other names (hub ids, folders and tiny
-    test models are recorded as given)."""
-    from promptinit.assets import ALIASES, PACKAGED
+    ``HuggingFaceTB/SmolLM2-135M-Instruct``, ``gemma3-270m`` -> ``google/gemma-3-270m``); None
+    for other names (hub ids, folders, .gguf files and tiny test models are recorded as given)."""
+    from promptinit.assets import ALIASES, HUB_IDS
 
-    key = ALIASES.get(name, name)
-    if key in PACKAGED:
-        return next((alias for alias, target in ALIASES.items() if target == key and "/" in alias), None)
-    return None
+    return HUB_IDS.get(ALIASES.get(name, name))
 
 
 def model_config(name: str, path: str) -> Any:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from promptinit.files import atomic_folder  # noqa: F401 - re-exported: assets and analysis import it from here
-
 CACHE_ENV = "PROMPTINIT_CACHE"
 
 

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from promptinit.errors import PromptinitError
-from promptinit.paths import atomic_folder, cache_dir, package_dir
+from promptinit.files import atomic_folder
+from promptinit.paths import cache_dir, package_dir
 
 VERSION = "1.0.0"
 SDIST_ENV = "PROMPTINIT_BIGBENCH_SDIST"

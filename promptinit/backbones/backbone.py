@@ -50,7 +50,7 @@ class BackboneConfig:
     """How to load the frozen model and shape its prompt.
 
     Attributes:
-        model: packaged name, tiny test model, local folder or hub id.
+        model: packaged name, tiny test model, ``.gguf`` file (made absolute), local folder or hub id.
         prompt_length: number of soft-prompt vectors L.
         dtype: weights and activations: float32, bfloat16, float64 (tests) or ``auto``:
             bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX), where its accuracy
@@ -72,6 +72,8 @@ class BackboneConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.model.lower().endswith(".gguf"):  # a file: the same one wherever a Ray worker runs
+            object.__setattr__(self, "model", str(Path(self.model).expanduser().resolve()))
         if self.dtype not in (*DTYPES, AUTO):
             raise PromptinitError(f"field 'dtype': {self.dtype!r} is not one of {', '.join((*DTYPES, AUTO))}")
         if self.prompt_length < 1:

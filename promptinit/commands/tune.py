@@ -28,7 +28,11 @@ TUNE_FLAGS = {
 
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by every command that loads a backbone."""
-    p.add_argument("--model", default="smollm2-135m", help="packaged name, tiny test model, folder or hub id")
+    p.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="packaged name (smollm2-135m, gemma3-270m), tiny test model, .gguf file, folder or hub id",
+    )
     p.add_argument("--prompt-length", type=int, default=20, help="soft-prompt vectors L (default 20)")
     p.add_argument(
         "--dtype",

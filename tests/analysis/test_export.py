@@ -431,3 +431,11 @@ def test_a_corrupt_report_line_is_an_error_not_a_dropped_checkpoint(fake_sweep):
     (trial / "result.json").write_text("\n".join(lines) + "\n")
     with pytest.raises(PromptinitError, match=r"result\.json: line 1: not valid JSON"):
         best_checkpoint(sweep, "maml")
+
+
+def test_packaged_models_record_their_hub_id():
+    from promptinit.export import hub_id
+
+    assert hub_id("smollm2") == hub_id("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_id("gemma3-270m") == "google/gemma-3-270m"
+    assert hub_id("tiny-llama") is None and hub_id("/models/x.gguf") is None

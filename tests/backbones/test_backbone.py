@@ -210,3 +210,11 @@ def test_auto_dtype_is_bfloat16_exactly_where_the_cpu_has_native_bf16(monkeypatc
     assert bb.config.dtype == want and bb.dtype == DTYPES[want]
     assert {p.dtype for p in bb.model.parameters()} == {DTYPES[want]}
     assert want in bb.fingerprint  # cache keys name the dtype it stands for, never "auto"
+
+
+def test_a_gguf_model_path_is_made_absolute_so_ray_workers_find_the_same_file(tmp_path, monkeypatch):
+    from promptinit.backbones import BackboneConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert BackboneConfig("models/m.gguf").model == str(tmp_path / "models" / "m.gguf")
+    assert BackboneConfig("tiny-llama").model == "tiny-llama"  # names stay names
