@@ -9,6 +9,14 @@ Usage::
     python -m promptinit.assets.bigbench      # once; no-op when the cache is complete
 
 Set ``PROMPTINIT_BIGBENCH_SDIST=/path/bigbench-1.0.0.tar.gz`` to use a tarball already on disk.
+
+When the sdist cannot be had (on 4 Dec 2026 the package index stopped serving ``bigbench==1.0.0``
+to our machines: it lists only 0.0.1), the cache is filled from ``SUBSET``, the ``task.json`` of
+every BIG-bench task the catalog and the default SUPMER corpus use (52 files, unchanged bytes,
+6.7 MB as xz; BIG-bench is Apache-2.0), shipped with promptinit. Other BIG-bench tasks then need
+the sdist. The subset was written from an extracted cache with::
+
+    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - -T FILES | xz -9 > SUBSET
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ SDIST_ENV = "PROMPTINIT_BIGBENCH_SDIST"
 MARKER = ".complete"
 _PREFIX = f"bigbench-{VERSION}/bigbench/benchmark_tasks/"
 _HINT = "run `python -m promptinit.assets.bigbench` (once, ~1 min)"
+SUBSET = Path(__file__).with_name(f"bigbench_catalog_tasks-{VERSION}.tar.xz")
+SUBSET_NOTE = "subset"  # the marker's first word when the cache holds the shipped subset only
 
 
 def tasks_cache() -> Path:
@@ -65,6 +75,11 @@ def bigbench_task_path(name: str) -> Path:
         return cached
     if not is_extracted():
         raise PromptinitError(f"BIG-bench task {name!r}: the task files are not in {tasks_cache()}; {_HINT}")
+    if (tasks_cache() / MARKER).read_text().startswith(SUBSET_NOTE):
+        raise PromptinitError(
+            f"BIG-bench task {name!r}: not among the catalog's tasks that promptinit ships ({tasks_cache()}); "
+            f"get the bigbench {VERSION} sdist, set {SDIST_ENV} to it, delete {tasks_cache()} and {_HINT}"
+        )
     raise PromptinitError(
         f"BIG-bench task {name!r}: no {rel} in {tasks_cache()}; check the name "
         "(folder names under bigbench/benchmark_tasks, subtasks as `task/subtask`)"
@@ -130,7 +145,15 @@ def ensure_extracted() -> Path:
             raise PromptinitError(f"{SDIST_ENV}={sdist}: no such file; unset it to download the sdist")
         if sdist is None:
             print(f"[promptinit] downloading bigbench=={VERSION} sdist (358 MB) ...", flush=True)
-            sdist = _download_sdist(Path(dl))
+            try:
+                sdist = _download_sdist(Path(dl))
+            except PromptinitError as err:
+                print(
+                    f"[promptinit] {err}\n[promptinit] using the catalog's BIG-bench tasks shipped with promptinit "
+                    f"({SUBSET.name}); other BIG-bench tasks need the sdist",
+                    flush=True,
+                )
+                return _extract_subset(dest, t0)
         print(f"[promptinit] extracting BIG-bench task.json files from {sdist.name} ...", flush=True)
         # Extract next to the destination and rename: an interrupted run leaves no half cache.
         with atomic_folder(dest) as tmp:
@@ -139,6 +162,16 @@ def ensure_extracted() -> Path:
                 raise PromptinitError(f"{sdist}: no {_PREFIX}**/task.json inside; is it the bigbench {VERSION} sdist?")
             (tmp / MARKER).write_text(f"{n} files\n")
     print(f"[promptinit] {n} BIG-bench task files in {dest} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return dest
+
+
+def _extract_subset(dest: Path, t0: float) -> Path:
+    """Fill the cache from ``SUBSET`` (the marker says so)."""
+    with atomic_folder(dest) as tmp, tarfile.open(SUBSET, mode="r:xz") as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith("/task.json")]
+        tar.extractall(tmp, members=members, filter="data")  # "data": no absolute paths, links or ..
+        (tmp / MARKER).write_text(f"{SUBSET_NOTE}: {len(members)} files from {SUBSET.name}\n")
+    print(f"[promptinit] {len(members)} BIG-bench task files in {dest} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return dest
 
 

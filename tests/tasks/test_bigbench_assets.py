@@ -51,11 +51,46 @@ def test_extracts_only_task_json_files_once(tmp_path, monkeypatch, capsys):
     assert bigbench.ensure_extracted() == root
 
 
-def test_pip_failure_says_to_use_an_older_pip(tmp_path, monkeypatch):
+def test_pip_failure_says_to_use_an_older_pip_and_falls_back_to_the_shipped_subset(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PROMPTINIT_CACHE", str(tmp_path))
     monkeypatch.delenv(bigbench.SDIST_ENV, raising=False)
     failed = subprocess.CompletedProcess([], 1, "", "ERROR: invalid metadata")
     monkeypatch.setattr(bigbench.subprocess, "run", lambda *a, **k: failed)
-    with pytest.raises(PromptinitError, match=r"pip<25"):
-        bigbench.ensure_extracted()
-    assert not bigbench.is_extracted()
+    bigbench.ensure_extracted()
+    out = capsys.readouterr().out
+    assert "pip<25" in out and "invalid metadata" in out and bigbench.SUBSET.name in out
+    assert (bigbench.tasks_cache() / bigbench.MARKER).read_text().startswith(bigbench.SUBSET_NOTE)
+
+
+def test_the_shipped_subset_holds_every_bigbench_task_the_catalog_and_corpus_use():
+    from pathlib import Path
+
+    import yaml
+
+    from promptinit.selfsup.corpus import DEFAULT_SOURCES
+
+    catalog = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "tasks.yaml").read_text())
+    wanted = {t["source"]["task"] for t in catalog["tasks"] if t["source"]["type"] == "bigbench"}
+    wanted |= {s.removeprefix("bigbench:") for s in DEFAULT_SOURCES if s.startswith("bigbench:")} | {"topical_chat"}
+    with tarfile.open(bigbench.SUBSET, mode="r:xz") as tar:
+        shipped = {m.name.removesuffix("/task.json") for m in tar.getmembers() if m.isfile()}
+    assert wanted <= shipped, sorted(wanted - shipped)
+
+
+def test_without_the_sdist_the_cache_is_filled_from_the_shipped_subset(tmp_path, monkeypatch, capsys, bigbench_files):
+    """The index stopped serving bigbench 1.0.0 (4 Dec 2026): install still works, with the
+    catalog's tasks, byte for byte those of the cache install.sh filled (from the sdist where it
+    could still be downloaded, as on the machine the subset was written on)."""
+    def no_index(dest):
+        raise PromptinitError("`pip download --no-deps bigbench==1.0.0` failed (No matching distribution found)")
+
+    full = bigbench.tasks_cache()
+    monkeypatch.setenv("PROMPTINIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(bigbench.SDIST_ENV, raising=False)
+    monkeypatch.setattr(bigbench, "_download_sdist", no_index)
+    assert bigbench.main() == 0
+    assert "shipped with promptinit" in capsys.readouterr().out
+    strategyqa = bigbench.bigbench_task_path("strategyqa")
+    assert strategyqa.read_bytes() == (full / "strategyqa" / "task.json").read_bytes()
+    with pytest.raises(PromptinitError, match=r"'arithmetic': not among the catalog's tasks .*PROMPTINIT_BIGBENCH_SDIST"):
+        bigbench.bigbench_task_path("arithmetic")
