@@ -78,6 +78,7 @@ def bigbench_task_path(name: str) -> Path:
     if (tasks_cache() / MARKER).read_text().startswith(SUBSET_NOTE):
         raise PromptinitError(
             f"BIG-bench task {name!r}: not among the catalog's tasks that promptinit ships ({tasks_cache()}); "
+            "check the name, or, for a task outside the catalog, "
             f"get the bigbench {VERSION} sdist, set {SDIST_ENV} to it, delete {tasks_cache()} and {_HINT}"
         )
     raise PromptinitError(
