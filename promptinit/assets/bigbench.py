@@ -93,10 +93,11 @@ def _download_sdist(dest: Path) -> Path:
     tarballs = sorted(dest.glob(f"bigbench-{VERSION}.tar.gz"))
     if proc.returncode != 0 or not tarballs:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        # pip >= 25 rejects this sdist's metadata; 23.x accepts it.
+        # Two causes seen: pip >= 25 rejects this sdist's metadata (23.x accepts it), and since
+        # 4 Dec 2026 the index we reach lists only bigbench 0.0.1.
         raise PromptinitError(
-            f"`{' '.join(cmd[1:])}` failed ({tail[0]}); use pip<25 "
-            f"(`python -m pip install 'pip<25'`) or download the sdist elsewhere and set {SDIST_ENV}"
+            f"`{' '.join(cmd[1:])}` failed ({tail[0]}); the index may not serve it, or pip >= 25 rejects "
+            f"its metadata (`python -m pip install 'pip<25'`); or download the sdist elsewhere and set {SDIST_ENV}"
         )
     return tarballs[0]
 
