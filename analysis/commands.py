@@ -2,6 +2,7 @@
 group ``promptinit.commands`` (they need Optuna, MLflow and pandas, which the core never imports).
 
     promptinit report runs/my-sweep [runs/other-partition ...] [--out DIR] [--task-prompts DIR]
+                      [--equivalence-margin POINTS]
     promptinit export runs/my-sweep --method maml --out exports/maml
 """
 
@@ -11,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from promptinit.errors import PromptinitError, check_writable
+from promptinit.stats import DELTA
 
 
 def register_report(subparsers) -> None:
@@ -43,6 +45,14 @@ def register_report(subparsers) -> None:
     p.add_argument(
         "--similarity-rank", type=int, default=4, help="subspace rank k of the similarity scores (default 4)"
     )
+    p.add_argument(
+        "--equivalence-margin",
+        type=float,
+        default=100 * DELTA,
+        metavar="POINTS",
+        help="a difference whose 95 %% interval holds 0 and lies within this many points of it reads "
+        "'equivalent to PT' (default %(default)g)",
+    )
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to the sweeps' MLflow parent runs")
     p.set_defaults(func=run_report)
 
@@ -53,6 +63,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     if args.similarity_rank < 1:
         raise PromptinitError(f"option '--similarity-rank': {args.similarity_rank} must be >= 1")
+    if not 0 <= args.equivalence_margin < 100:
+        raise PromptinitError(f"option '--equivalence-margin': {args.equivalence_margin} must be in [0, 100) points")
     # The flags and the output folder are checked before any sweep is read.
     out = Path(args.out) if args.out else Path(args.sweeps[0]) / "report"
     check_writable(out, "option '--out'", folder=True)
@@ -68,7 +80,12 @@ def run_report(args: argparse.Namespace) -> int:
     # a study's run folder (search/study.py) stands for the study and its search sweeps
     sweeps = [s for d in args.sweeps for s in (load_study(d, source) if is_study(d) else [load_sweep(d, source)])]
     report = write_report(
-        sweeps, out, task_prompts=prompts, similarity_rank=args.similarity_rank, log_mlflow=not args.no_mlflow
+        sweeps,
+        out,
+        task_prompts=prompts,
+        similarity_rank=args.similarity_rank,
+        log_mlflow=not args.no_mlflow,
+        delta=args.equivalence_margin / 100,
     )
     print(f"report: {report.folder / 'index.md'} ({len(report.files)} files)")
     for note in report.notes:

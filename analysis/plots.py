@@ -43,7 +43,8 @@ def arg_bars(
     """Bars per method with asymmetric error bars from ``lo`` to ``hi`` and the zero line,
     one group of bars per partition. The default is the headline: the absolute difference with
     PT and its bootstrap interval (``analysis.tables.arg_table``); a bar whose whisker crosses
-    the zero line is "no difference". A row without an interval (an old sweep) gets a bar
+    the zero line is not "better" or "worse" than PT (the table's verdict says whether it is
+    equivalent or undetermined). A row without an interval (an old sweep) gets a bar
     without whiskers, a missing value no bar.
 
     Args:
@@ -80,7 +81,7 @@ def arg_bars(
 
 def contrast_bars(table: pd.DataFrame, path: Path) -> Path | None:
     """One horizontal bar per contrast (``analysis.tables.contrasts``): Δ a − b in points with
-    its 95 % CI as whiskers and the zero line; a whisker across the line is "no difference".
+    its 95 % CI as whiskers and the zero line; a whisker across the line is neither "better" nor "worse".
     Labelled "a − b" over its question, coloured by question; None when no contrast has a value."""
     rows = table[table["diff_mean"].notna()] if len(table) else table
     if not len(rows):

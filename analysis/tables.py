@@ -2,9 +2,10 @@
 
 - ``arg_table`` / ``arg_markdown`` / ``write_target_table``: each method's best prompt against
   prompt tuning on the target tasks, from the per-pair test scores (``promptinit.stats.compare``):
-  the absolute difference in points (the headline), ARG and P(improvement), each as
-  ``mean [95 % CI]``, the Wilcoxon p-value, a verdict ("no difference" when the difference's
-  interval holds 0) and how many tasks, seeds and test examples it rests on.
+  the absolute difference in points (the headline), ARG and P(>PT) per cell, each as
+  ``mean [95 % CI]``, the Wilcoxon p-value and its Holm adjustment over the table's rows, a
+  verdict (``promptinit.stats.verdict``: better or worse than PT, equivalent to PT within δ points,
+  or undetermined) and how many tasks, seeds and test examples it rests on.
   ``write_target_table`` is the one writer of ``arg_table.{md,csv}`` (+ ``target_scores.csv``):
   ``search/sweep.py`` and ``promptinit report`` both call it;
 - ``validation_table``: what the search saw: best validation ARG per method (with its standard
@@ -12,7 +13,8 @@
   the papers warn about);
 - ``task_gains``: difference and relative gain per target task, mean [95 % CI] over its seeds;
 - ``contrasts``: one arm against another on the same pairs (a study's ablations, meta-learning
-  against MTL, a search against its preset, TPE against random), Δ and P(a > b) with CIs;
+  against MTL, a search against its preset, TPE against random), Δ and P(a > b) with CIs, Wilcoxon
+  and Holm p;
 - ``cost_table``: trials, wall / CPU / GPU hours and ARG per accelerator-hour;
 - ``best_so_far``: the best validation ARG found so far against cumulative compute, per sweep
   and method (to compare searchers at equal compute).
@@ -36,25 +38,66 @@ import pandas as pd
 
 from promptinit.analysis.results import ARG_TABLE, SCORE_COLUMNS, TARGET_SCORES, pair_records, target_row
 from promptinit.files import atomic_write
-from promptinit.stats import LEVEL, LOW_BASELINE, MIN_BASELINE, RESAMPLES, Comparison, Interval, compare
+from promptinit.stats import (
+    DELTA,
+    EXACT_FLIPS,
+    LEVEL,
+    LOW_BASELINE,
+    MIN_BASELINE,
+    NOT_AFTER_HOLM,
+    RESAMPLES,
+    WHOLE,
+    Comparison,
+    Interval,
+    compare,
+    equivalent,
+    holm,
+    verdict,
+)
 
 TABLE_MD = "arg_table.md"
-NO_DIFFERENCE = "no difference (not distinguishable from PT)"  # the verdict when Δ's interval holds 0
-UNDETERMINED = "undetermined (one seed per task)"  # the verdict when there is no interval
+UNDETERMINED = "undetermined: no interval (one seed per task)"  # the verdict when there is no interval
 NO_TRIAL = "no finished trial"
-ARG_NOTE = (
-    f"Cells: mean [{100 * LEVEL:.0f} % CI] over (target task, few-shot seed) pairs, by a stratified bootstrap "
-    f"({RESAMPLES} resamples; few-shot seeds resampled within each task, so every task keeps its weight, and "
-    "upstream seeds, when the method was meta-trained with several, resampled too; promptinit.stats). "
-    "Δ: test score of the method minus that of prompt tuning from a sampled-vocabulary init "
-    "(PT), in points (the headline). ARG: relative gain (s − s_PT) / s_PT averaged over tasks, in % (s_PT "
-    f"clamped at {MIN_BASELINE} as a guard; pairs with s_PT < {LOW_BASELINE} make ARG unreliable and are flagged). "
-    "P(>PT): share of pairs the method wins (ties count half). p: two-sided Wilcoxon signed-rank test of the pair "
-    'differences. A row whose Δ interval holds 0 is "no difference": not distinguishable from PT. '
-    "Rests on: tasks × few-shot seeds (× upstream seeds), and the test examples behind each score. Val ARG: the "
-    "chosen trial's validation ARG in the search, and re-scored on fresh few-shot seeds (the choice among each "
-    "method's best trials; selection.md)."
+NOT_COUNTS = (
+    "Wilcoxon p on the scores as recorded: not every score is a whole number of correct answers out of its "
+    "test examples (a metric such as macro-F1 or ROUGE-L, or unknown test sizes)"
 )
+
+
+def verdict_words(delta: float = DELTA, than: str = "PT", rows: str = "rows") -> str:
+    """How a table's verdicts read, for its note (``rows``: what Holm's family is)."""
+    return (
+        f'"better than {than}" or "worse than {than}": the Δ interval lies wholly above or below 0; '
+        f'"{equivalent(delta, than)}": it holds 0 and lies between −{100 * delta:g} and +{100 * delta:g} points '
+        '(the equivalence margin); "undetermined: interval too wide": it holds 0 and reaches past that margin. '
+        '"(not after Holm)": the '
+        f"Wilcoxon p adjusted by Holm's method over the table's {rows} is not below {1 - LEVEL:.2g}, so the "
+        "effect does not survive the correction for testing them all"
+    )
+
+
+def arg_note(delta: float = DELTA) -> str:
+    """The explanation under the target table (``delta``: its equivalence margin)."""
+    return (
+        f"Cells: mean [{100 * LEVEL:.0f} % CI] over (target task, few-shot seed) pairs, by a hierarchical bootstrap "
+        f"({RESAMPLES} resamples; upstream seeds, when the method was meta-trained with several, resampled once for "
+        "all tasks, then few-shot seeds within each task, so every task keeps its weight; rescaled per level and "
+        "widened by t at the Welch-Satterthwaite degrees of freedom; promptinit.stats). "
+        "Δ: test score of the method minus that of prompt tuning from a sampled-vocabulary init "
+        "(PT), in points (the headline). ARG: relative gain (s − s_PT) / s_PT averaged over tasks, in % (s_PT "
+        f"clamped at {MIN_BASELINE} as a guard; pairs with s_PT < {LOW_BASELINE} make ARG unreliable and are "
+        "flagged). P(>PT) per cell: the share of cells, one (task, few-shot seed, upstream seed) score each, that "
+        "the method wins (ties count half), averaged over tasks: a pair counts once per upstream seed. Wilcoxon p: "
+        "two-sided signed-rank test of the pair differences (the method averaged over its upstream seeds), on "
+        f"counts of correct answers, exact (with ties: all sign flips up to {EXACT_FLIPS} pairs, else the normal "
+        "approximation); Holm p: that p adjusted over the table's rows. Verdict: " + verdict_words(delta) + ". "
+        "Rests on: tasks × few-shot seeds (× upstream seeds), and the test examples behind each score. Val ARG: the "
+        "chosen trial's validation ARG in the search, and re-scored on fresh few-shot seeds (the choice among each "
+        "method's best trials; selection.md)."
+    )
+
+
+ARG_NOTE = arg_note()
 ARG_COLUMNS = [
     "partition",
     "method",
@@ -68,6 +111,8 @@ ARG_COLUMNS = [
     "p_improve_lo",
     "p_improve_hi",
     "p_value",
+    "p_holm",
+    "p_method",
     "verdict",
     "distinguishable",
     "n_tasks",
@@ -168,13 +213,28 @@ def target_rows(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dic
     return out
 
 
-def comparison_of(row: Mapping[str, Any]) -> Comparison | None:
-    """``promptinit.stats.compare`` of a target row's per-pair scores with PT's (None without them).
+def counted_sizes(scores: Mapping[tuple, float], row: Mapping[str, Any]) -> Mapping[tuple, int] | None:
+    """The row's test sizes when ``scores`` (and PT's) are whole numbers of correct answers out of
+    them, so ``compare`` tests exact counts; None when a size is missing or a score is not such a
+    share (macro-F1, ROUGE-L): the test then takes the scores as recorded, and the note says so."""
+    sizes = row.get("n_test") or {}
+    if any((k[0], k[1]) not in sizes for k in scores):
+        return None
+    for key, value in [*scores.items(), *row["baseline"].items()]:
+        exact = float(value) * int(sizes[(key[0], key[1])])
+        if abs(exact - round(exact)) > WHOLE:
+            return None
+    return sizes
+
+
+def comparison_of(row: Mapping[str, Any], delta: float = DELTA) -> Comparison | None:
+    """``promptinit.stats.compare`` of a target row's per-pair scores with PT's (None without them),
+    on counts of correct answers when the scores are shares of their test examples (``counted_sizes``).
     ``compare`` orders the pairs itself, so a study's own table and the report (which reads the
     scores back from CSV in another order) give the same cells."""
     if not row.get("scores"):
         return None
-    return compare(row["scores"], row["baseline"])
+    return compare(row["scores"], row["baseline"], n_test=counted_sizes(row["scores"], row), delta=delta)
 
 
 def has_interval(c: Comparison) -> bool:
@@ -197,6 +257,8 @@ def _note(row: Mapping[str, Any], c: Comparison | None) -> str:
                 f"{c.low_baseline} of {c.n_pairs} pairs have a PT score below {LOW_BASELINE}: ARG is unreliable "
                 "(its denominator is near 0), read Δ"
             )
+        if not c.on_counts:
+            notes.append(NOT_COUNTS)
         return "; ".join(notes)
     if math.isfinite(row.get("arg_mean", math.nan)):
         return (
@@ -206,22 +268,39 @@ def _note(row: Mapping[str, Any], c: Comparison | None) -> str:
     return NO_TRIAL if not row.get("trial_id") else "no target scores"
 
 
-def arg_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+def arg_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]], delta: float = DELTA) -> pd.DataFrame:
     """Each (partition, method) against PT on the target tasks, long form (``ARG_COLUMNS``).
 
     ``diff_*`` (absolute difference, fraction), ``arg_*`` and ``p_improve_*`` are mean, lo, hi
-    of ``promptinit.stats.compare`` over the row's per-pair scores; ``verdict`` is "better than
-    PT", "worse than PT" or ``NO_DIFFERENCE`` (the difference's interval holds 0). Rows without
-    an interval (one seed per task) keep their means with NaN bounds and verdict
+    of ``promptinit.stats.compare`` over the row's per-pair scores; ``p_holm`` is the Wilcoxon
+    p adjusted by Holm's method over the table's rows (``with_holm``); ``verdict`` is
+    ``promptinit.stats.verdict`` of the difference's interval ("better than PT", "worse than
+    PT", "equivalent to PT within 2 points" for ``delta`` = 0.02, "undetermined: interval too
+    wide"), with " (not after Holm)" when an effect's adjusted p is not below 1 - ``LEVEL``.
+    Rows without an interval (one seed per task) keep their means with NaN bounds and verdict
     ``UNDETERMINED``; rows without per-pair scores (an old sweep, a method without a finished
     trial) are NaN with verdict ``n/a`` (``arg_mean`` keeps an old record's point value). Each
     has a ``note`` saying why.
     """
     rows = []
     for r in target_rows(targets):
-        c = comparison_of(r)
+        c = comparison_of(r, delta)
         rows.append({**_record_cells(r, c), **(_unmeasured_cells(r) if c is None else _measured_cells(r, c))})
-    return pd.DataFrame(rows, columns=ARG_COLUMNS)
+    return with_holm(pd.DataFrame(rows, columns=ARG_COLUMNS))
+
+
+def with_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``p_holm``: its ``p_value`` column adjusted by Holm's method over the rows that
+    have one (``promptinit.stats.holm``); a "better" or "worse" verdict whose adjusted p is not
+    below 1 - ``LEVEL`` gets " (not after Holm)"."""
+    out = table.copy()
+    out["p_holm"] = holm(out["p_value"].astype(float).tolist()) if len(out) else []
+    alpha = 1 - LEVEL
+    for i, r in out.iterrows():
+        directed = str(r["verdict"]).startswith(("better than", "worse than"))
+        if directed and not float(r["p_holm"]) < alpha:
+            out.at[i, "verdict"] = f"{r['verdict']} ({NOT_AFTER_HOLM})"
+    return out
 
 
 def _record_cells(r: Mapping[str, Any], c: Comparison | None) -> dict[str, Any]:
@@ -261,6 +340,7 @@ def _unmeasured_cells(r: Mapping[str, Any]) -> dict[str, Any]:
     """The comparison cells of a row without per-pair scores: NaN, verdict ``n/a``, an old record's ARG."""
     return {
         **dict.fromkeys(_INTERVAL_CELLS, math.nan),
+        "p_method": "",
         "arg_mean": r["arg_mean"],
         "verdict": "n/a",
         "distinguishable": None,
@@ -285,11 +365,11 @@ def _measured_cells(r: Mapping[str, Any], c: Comparison) -> dict[str, Any]:
                 f"{name}_hi": iv.hi if interval else math.nan,
             }
         )
-    verdict = UNDETERMINED if not interval else NO_DIFFERENCE if not c.distinguishable else c.verdict()
     return {
         **out,
         "p_value": c.p_value,
-        "verdict": verdict,
+        "p_method": c.p_method,
+        "verdict": c.verdict() if interval else UNDETERMINED,
         "distinguishable": c.distinguishable if interval else None,
         "n_tasks": c.n_tasks,
         "n_seeds": r["n_seeds"],
@@ -323,14 +403,15 @@ def _trials(r: Any) -> str:
     return f"{int(r.trials)} ({int(r.finished)})" if math.isfinite(r.trials) and math.isfinite(r.finished) else "—"
 
 
-def arg_markdown(table: pd.DataFrame) -> str:
+def arg_markdown(table: pd.DataFrame, delta: float = DELTA) -> str:
     """One row per method (and partition, when there are several): Δ (points), ARG (%) and
-    P(>PT) as ``mean [95 % CI]``, Wilcoxon p, the verdict, what it rests on, the validation
-    ARG of the chosen checkpoint and the trial counts; notes (old records, one seed per task,
-    low baselines) below."""
+    P(>PT) per cell as ``mean [95 % CI]``, Wilcoxon and Holm p, the verdict, what it rests on,
+    the validation ARG of the chosen checkpoint and the trial counts; notes (old records, one
+    seed per task, low baselines, scores that are not counts) below. ``delta``: the equivalence
+    margin the table's verdicts used (for the note)."""
     several = len(_order(table["partition"])) > 1
     rows = [_arg_cells(r, several) for r in table.itertuples()]
-    text = markdown(_arg_header(several), rows) + "\n" + ARG_NOTE + "\n"
+    text = markdown(_arg_header(several), rows) + "\n" + arg_note(delta) + "\n"
     lines = [f"- {', '.join(names)}: {note}." for note, names in _arg_notes(table, several).items()]
     return text + ("\n" + "\n".join(lines) + "\n" if lines else "")
 
@@ -343,8 +424,9 @@ def _arg_header(several: bool) -> list[str]:
         *(["partition"] if several else []),
         f"Δ vs PT, points [{level}]",
         f"ARG % [{level}]",
-        f"P(>PT) [{level}]",
+        f"P(>PT) per cell [{level}]",
         "Wilcoxon p",
+        "Holm p",
         "verdict",
         "rests on",
         "val ARG % (SE): search",
@@ -356,7 +438,7 @@ def _arg_header(several: bool) -> list[str]:
 def _arg_cells(r: Any, several: bool) -> list[Any]:
     """The cells of one table row in the Markdown, in ``_arg_header``'s order."""
     if not math.isfinite(r.diff_mean):  # no per-pair scores: an old record's ARG is in the note
-        compared = ["n/a", "n/a", "n/a", "n/a", f"n/a: {r.note}" if r.note == NO_TRIAL else "n/a (see note)"]
+        compared = ["n/a"] * 5 + [f"n/a: {r.note}" if r.note == NO_TRIAL else "n/a (see note)"]
     else:
         compared = _compared_cells(r)
     return [
@@ -371,7 +453,7 @@ def _arg_cells(r: Any, several: bool) -> list[Any]:
 
 
 def _compared_cells(r: Any) -> list[str]:
-    """Δ, ARG (flagged when unreliable), P(>PT), Wilcoxon p and verdict cells of a row with per-pair scores."""
+    """Δ, ARG (flagged when unreliable), P(>PT), Wilcoxon and Holm p and verdict cells of a row with per-pair scores."""
     arg_cell = _cell(r, "arg")
     if math.isfinite(r.arg_mean) and math.isfinite(r.low_baseline) and r.low_baseline:
         n = int(r.low_baseline)
@@ -381,6 +463,7 @@ def _compared_cells(r: Any) -> list[str]:
         arg_cell,
         _cell(r, "p_improve", scale=1, digits=2, signed=False),
         f"{r.p_value:.2g}",
+        f"{r.p_holm:.2g}",
         r.verdict,
     ]
 
@@ -440,7 +523,9 @@ def target_record(row: Mapping[str, Any], table_row: Mapping[str, Any] | None = 
     return {"scores": pair_records(row["scores"], row["baseline"], row["n_test"]), "comparison": stats}
 
 
-def write_target_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]], folder: str | Path) -> TargetTable:
+def write_target_table(
+    targets: pd.DataFrame | Iterable[Mapping[str, Any]], folder: str | Path, delta: float = DELTA
+) -> TargetTable:
     """Write ``arg_table.md``, ``arg_table.csv`` and ``target_scores.csv`` into ``folder``.
 
     The one writer of the ARG table: the sweep calls it after its target evaluation, ``promptinit
@@ -451,6 +536,7 @@ def write_target_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]], fold
     Args:
         targets: target rows (see ``target_rows``), e.g. ``Sweep.targets``.
         folder: where the files go (created).
+        delta: the equivalence margin of the verdicts (fraction; 0.02 = 2 points).
 
     Returns:
         A ``TargetTable``.
@@ -458,8 +544,8 @@ def write_target_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]], fold
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = target_rows(targets)
-    table = arg_table(rows)
-    text = arg_markdown(table) if len(table) else "No target-task results yet.\n"
+    table = arg_table(rows, delta)
+    text = arg_markdown(table, delta) if len(table) else "No target-task results yet.\n"
     md, csv_path, scores_path = folder / TABLE_MD, folder / ARG_TABLE, folder / TARGET_SCORES
     out = TargetTable(table, text, [md, csv_path, scores_path])
     scores = io.StringIO(newline="")
@@ -498,6 +584,8 @@ CONTRAST_COLUMNS = [
     "p_a_lo",
     "p_a_hi",
     "p_value",
+    "p_holm",
+    "p_method",
     "verdict",
     "n_tasks",
     "n_seeds",
@@ -507,17 +595,26 @@ CONTRAST_COLUMNS = [
     "n_test_max",
     "note",
 ]
-CONTRAST_NOTE = (
-    f"Δ: arm a's test score minus arm b's on the same (task, few-shot seed) pairs, in points, mean "
-    f"[{100 * LEVEL:.0f} % CI]; P(a > b): the share of comparisons a wins (ties count half); p: Wilcoxon "
-    "signed-rank over the (task, seed) pairs' differences, averaged over upstream seeds, so it does not see the "
-    "upstream seeds' spread (the interval does, and the verdict follows the interval). The interval comes from "
-    "promptinit.stats.compare given the per-pair differences a − b against a zero baseline, so it is the same "
-    "stratified bootstrap as the arm table (few-shot seeds resampled within each task, tasks weigh alike), with a's "
-    "and b's upstream seeds resampled together by number: they are independent draws for both arms, so the "
-    "pairing by number is as good as any and the interval holds both arms' upstream variance. A Δ whose interval "
-    "holds 0 is no difference."
-)
+
+
+def contrast_note(delta: float = DELTA) -> str:
+    """The explanation under the contrasts table (``delta``: its equivalence margin)."""
+    return (
+        f"Δ: arm a's test score minus arm b's on the same (task, few-shot seed) pairs, in points, mean "
+        f"[{100 * LEVEL:.0f} % CI]; P(a > b) per cell: the share of cells, one (task, few-shot seed, upstream seed) "
+        "score each, that a wins (ties count half): a pair counts once per upstream seed. Wilcoxon p: signed-rank "
+        "test over the (task, seed) pairs' differences, averaged over upstream seeds, on counts of correct answers, "
+        "so it does not see the upstream seeds' spread (the interval does, and the verdict follows the interval); "
+        "Holm p: that p adjusted over the table's contrasts. The interval comes from promptinit.stats.compare "
+        "given the per-pair differences a − b against a zero baseline, so it is the same hierarchical bootstrap as "
+        "the arm table (upstream seeds resampled once for all tasks, few-shot seeds within each task, tasks weigh "
+        "alike), with a's and b's upstream seeds resampled together by number: they are independent draws for both "
+        "arms, so the pairing by number is as good as any and the interval holds both arms' upstream variance. "
+        "Verdict, of a against b: " + verdict_words(delta, "b", "contrasts") + "."
+    )
+
+
+CONTRAST_NOTE = contrast_note()
 
 
 @dataclass(frozen=True)
@@ -529,12 +626,17 @@ class Contrast:
     question: str
 
 
-def contrasts(targets: pd.DataFrame | Iterable[Mapping[str, Any]], pairs: Sequence[Contrast]) -> pd.DataFrame:
+def contrasts(
+    targets: pd.DataFrame | Iterable[Mapping[str, Any]], pairs: Sequence[Contrast], delta: float = DELTA
+) -> pd.DataFrame:
     """Arm ``a`` against arm ``b`` on the target tasks for each of ``pairs`` (``CONTRAST_COLUMNS``).
 
     Both arms need per-pair scores on the same (task, seed[, upstream seed]) keys and the same PT
     baseline; a pair whose arm is missing (not run yet) is left out, one whose keys differ is kept
-    with NaN and a note saying so. ``diff_*`` are fractions; ``p_a_*`` is P(a > b).
+    with NaN and a note saying so. ``diff_*`` are fractions; ``p_a_*`` is P(a > b) per cell;
+    ``p_holm`` adjusts ``p_value`` over the contrasts (``with_holm``). The verdict is
+    ``promptinit.stats.verdict`` of a against b: "better than b", "worse than b", "equivalent to
+    b within 2 points" (``delta`` = 0.02), "undetermined: interval too wide".
     """
     rows_by = {(r["partition"], r["method"]): r for r in target_rows(targets) if r["scores"]}
     out = []
@@ -554,37 +656,37 @@ def contrasts(targets: pd.DataFrame | Iterable[Mapping[str, Any]], pairs: Sequen
                 )
                 continue
             zero = {k: 0.0 for k in ra["baseline"]}  # compare's Δ is then a − b itself
-            c = compare({k: ra["scores"][k] - rb["scores"][k] for k in ra["scores"]}, zero)
+            sizes, sizes_b = counted_sizes(ra["scores"], ra), counted_sizes(rb["scores"], rb)
+            sizes = sizes if sizes is not None and sizes == sizes_b else None  # counts only on one scale
+            c = compare({k: ra["scores"][k] - rb["scores"][k] for k in ra["scores"]}, zero, n_test=sizes, delta=delta)
             interval = has_interval(c)
-            sizes = [*ra["n_test"].values(), *rb["n_test"].values()]
+            known = [*ra["n_test"].values(), *rb["n_test"].values()]
             row.update(
                 diff_mean=c.diff.mean,
                 p_a_mean=c.p_improve.mean,
                 p_value=c.p_value,
+                p_method=c.p_method,
                 n_tasks=c.n_tasks,
                 n_seeds=ra["n_seeds"],
                 n_upstream=c.n_upstream,
                 n_pairs=c.n_pairs,
-                n_test_min=min(sizes) if sizes else math.nan,
-                n_test_max=max(sizes) if sizes else math.nan,
+                n_test_min=min(known) if known else math.nan,
+                n_test_max=max(known) if known else math.nan,
             )
             for name, iv in (("diff", c.diff), ("p_a", c.p_improve)):
                 row.update(
                     {f"{name}_lo": iv.lo if interval else math.nan, f"{name}_hi": iv.hi if interval else math.nan}
                 )
-            row["verdict"] = (
-                UNDETERMINED
-                if not interval
-                else "no difference"
-                if not c.distinguishable
-                else f"{pair.a if c.diff.mean > 0 else pair.b} better"
-            )
+            row["verdict"] = verdict(c.diff, delta, than=pair.b) if interval else UNDETERMINED
+            if not c.on_counts:
+                row["note"] = NOT_COUNTS
             out.append(row)
-    return pd.DataFrame(out, columns=CONTRAST_COLUMNS)
+    return with_holm(pd.DataFrame(out, columns=CONTRAST_COLUMNS))
 
 
-def contrasts_markdown(table: pd.DataFrame) -> str:
-    """One row per contrast: the question, a − b in points and P(a > b) with CIs, p, the verdict."""
+def contrasts_markdown(table: pd.DataFrame, delta: float = DELTA) -> str:
+    """One row per contrast: the question, a − b in points and P(a > b) with CIs, Wilcoxon and Holm p,
+    the verdict (``delta``: the equivalence margin it used, for the note)."""
     if not len(table):
         return "No contrasts yet: each needs both of its arms finished.\n"
     several = len(_order(table["partition"])) > 1
@@ -595,17 +697,20 @@ def contrasts_markdown(table: pd.DataFrame) -> str:
         "b",
         *(["partition"] if several else []),
         f"Δ a − b, points [{level}]",
-        f"P(a > b) [{level}]",
+        f"P(a > b) per cell [{level}]",
         "Wilcoxon p",
+        "Holm p",
         "verdict",
         "rests on",
     ]
     rows, notes = [], []
     for r in table.itertuples():
         if r.verdict == "n/a":
-            rows.append([r.question, r.a, r.b, *([r.partition] if several else []), "n/a", "n/a", "n/a", "n/a", "—"])
+            rows.append([r.question, r.a, r.b, *([r.partition] if several else []), *["n/a"] * 5, "—"])
             notes.append(f"- {r.a} vs {r.b}: {r.note}.")
             continue
+        if r.note:
+            notes.append(f"- {r.a} vs {r.b}: {r.note}.")
         rows.append(
             [
                 r.question,
@@ -615,11 +720,12 @@ def contrasts_markdown(table: pd.DataFrame) -> str:
                 _cell(r, "diff"),
                 _cell(r, "p_a", scale=1, digits=2, signed=False),
                 f"{r.p_value:.2g}",
+                f"{r.p_holm:.2g}",
                 r.verdict,
                 _rests_on(r),
             ]
         )
-    return markdown(head, rows) + "\n" + CONTRAST_NOTE + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    return markdown(head, rows) + "\n" + contrast_note(delta) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 def validation_table(trials: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """A study's arms against each other (``analysis.tables.contrasts``): Δ a − b and P(a > b) are
 the hand-computed means over the same pairs, a constant difference has an interval of that
-constant alone, a noisy zero effect reads "no difference", and the report derives the questions
+constant alone, a noisy zero effect is not called better, and the report derives the questions
 (ablations, meta-learning against MTL, searches) from the study's arms."""
 from __future__ import annotations
 
@@ -32,20 +32,21 @@ def test_the_difference_and_the_win_rate_are_the_hand_computed_means():
     d = np.array([a["scores"][k] - b["scores"][k] for k in a["scores"]])  # every task has 5 seeds x 3 upstream
     assert row.diff_mean == pytest.approx(d.mean())
     assert row.p_a_mean == pytest.approx(((d > 0) + 0.5 * (d == 0)).mean())
-    assert 0 < row.diff_lo < row.diff_mean < row.diff_hi and row.verdict == "a better"
+    assert 0 < row.diff_lo < row.diff_mean < row.diff_hi and row.verdict == "better than b"
     assert (row.n_tasks, row.n_seeds, row.n_upstream, row.n_pairs) == (3, 5, 3, 15)
     back = contrasts([a, b], [Contrast("b", "a", "does b beat a?")]).iloc[0]  # the other way round
-    assert back.diff_mean == pytest.approx(-row.diff_mean) and back.verdict == "a better"
+    assert back.diff_mean == pytest.approx(-row.diff_mean) and back.verdict == "worse than a"
     assert back.diff_lo == pytest.approx(-row.diff_hi, abs=0.005)
 
 
-def test_a_constant_difference_has_no_spread_and_a_noisy_zero_effect_is_no_difference():
+def test_a_constant_difference_has_no_spread_and_a_noisy_zero_effect_is_not_called_better():
     a, b = _arms(np.random.default_rng(1), effect=0.0)
     shifted = _arm("c", {k: v + 0.04 for k, v in b["scores"].items()}, b["baseline"])
     row = contrasts([b, shifted], [Contrast("c", "b", "?")]).iloc[0]
     assert row.diff_lo == pytest.approx(0.04) and row.diff_hi == pytest.approx(0.04) and row.p_a_mean == 1.0
     same = contrasts([a, b], [Contrast("a", "b", "?")]).iloc[0]
-    assert same.diff_lo < 0 < same.diff_hi and same.verdict == "no difference"
+    assert same.diff_lo < 0 < same.diff_hi and same.verdict == "undetermined: interval too wide"
+    assert row.verdict == "better than b"
 
 
 def test_a_missing_arm_is_left_out_and_arms_on_different_pairs_say_so():
@@ -123,3 +124,22 @@ def test_the_plot_draws_each_contrast_with_its_interval_and_skips_an_empty_table
     assert [t.get_text() for t in top_down] == ["a − b\ndoes a beat b?", "b − a\ndoes b beat a?"]  # from the top
     assert any(list(line.get_xdata()) == [0, 0] for line in ax.lines)  # the zero line
     assert plots.contrast_bars(table.iloc[:0], tmp_path / "none.png") is None
+
+
+def test_contrasts_test_counts_and_carry_holm_adjusted_p_values():
+    """Arms whose scores are whole numbers of their 100 test examples: each contrast's Wilcoxon p
+    is ``compare``'s on the counts of a − b, and the Holm column adjusts the table's p column."""
+    from promptinit.stats import compare, holm
+
+    rng = np.random.default_rng(4)
+    baseline = {(t, s): int(rng.integers(40, 70)) / 100 for t in TASKS for s in SEEDS}
+    arms = [_arm(m, {(t, s, u): (round(100 * baseline[(t, s)]) + int(rng.integers(-3, 4)) + shift) / 100
+                     for t in TASKS for s in SEEDS for u in UPSTREAM}, baseline)
+            for m, shift in (("a", 5), ("b", 0), ("c", 1))]
+    table = contrasts(arms, [Contrast("a", "b", "?"), Contrast("c", "b", "?"), Contrast("a", "c", "?")])
+    for r in table.itertuples():
+        a, b = (next(x for x in arms if x["method"] == m) for m in (r.a, r.b))
+        c = compare({k: a["scores"][k] - b["scores"][k] for k in a["scores"]}, {k: 0.0 for k in baseline}, n_test=100)
+        assert r.p_value == c.p_value and "on counts of correct answers" in r.p_method and not r.note
+    assert list(table["p_holm"]) == pytest.approx(holm(list(table["p_value"])))
+    assert table.iloc[0].verdict == "better than b" and "| Holm p |" in contrasts_markdown(table)

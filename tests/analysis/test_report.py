@@ -70,13 +70,15 @@ def test_report_numbers_match_hand_computed_values(fake_sweep, tmp_path, monkeyp
     assert arg.loc["maml", "n_seeds"] == 3 and arg.loc["maml", "n_pairs"] == 6 and arg.loc["maml", "n_test_min"] == 16
     c = compare({k: PT * (1 + g) for k, g in TARGETS["maml"][1].items()}, {k: PT for k in TARGETS["maml"][1]})
     assert (arg.loc["maml", "diff_lo"], arg.loc["maml", "diff_hi"]) == pytest.approx((c.diff.lo, c.diff.hi), abs=1e-12)
-    assert arg.loc["maml", "verdict"] == "better than PT" and not arg.loc["mtl", "distinguishable"]
+    # maml's 6 pair differences are all positive: p = 2 / 2^6 = 0.031, and Holm over the 2 rows doubles it
+    assert arg.loc["maml", "p_value"] == pytest.approx(2 / 64) and arg.loc["maml", "p_holm"] == pytest.approx(4 / 64)
+    assert arg.loc["maml", "verdict"] == "better than PT (not after Holm)" and not arg.loc["mtl", "distinguishable"]
     md = (out / "tables" / "arg_table.md").read_text()
     assert md.startswith("| method | Δ vs PT, points [95 % CI] | ARG % [95 % CI] |")
     assert f"| maml | {c.diff.fmt()} | {c.arg.fmt()} |" in md
     c_mtl = compare({k: PT * (1 + g) for k, g in TARGETS["mtl"][1].items()}, {k: PT for k in TARGETS["mtl"][1]})
     assert c_mtl.diff.mean == pytest.approx(0.0, abs=1e-12) and c_mtl.diff.holds_zero
-    assert f"| mtl | {c_mtl.diff.fmt()} |" in md and "not distinguishable from PT" in md
+    assert f"| mtl | {c_mtl.diff.fmt()} |" in md and "| undetermined: interval too wide |" in md
     assert "±" not in md
 
     # Validation: maml best = m2 (0.30; failed m4's 0.50 is no result); its non-failed trials'
@@ -139,6 +141,19 @@ def test_report_writes_every_promised_file_and_pngs_open(fake_sweep, tmp_path, m
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
+def test_the_equivalence_margin_is_a_report_setting(fake_sweep, tmp_path, monkeypatch):
+    """mtl's Δ interval holds 0 and reaches past ±2 points (undetermined at the default); with a
+    margin of 50 points the same interval reads equivalent, in the table and in its note."""
+    out = tmp_path / "report"
+    assert cli(["report", str(fake_sweep), "--out", str(out), "--no-mlflow", "--equivalence-margin", "50"],
+               monkeypatch) == 0
+    arg = pd.read_csv(out / "tables" / "arg_table.csv").set_index("method")
+    assert arg.loc["mtl", "verdict"] == "equivalent to PT within 50 points"
+    md = (out / "tables" / "arg_table.md").read_text()
+    assert "| equivalent to PT within 50 points |" in md and "lies between −50 and +50 points" in md
+    assert "lies between −50 and +50 points" in (out / "index.md").read_text()
+
+
 def test_two_partitions_make_table2_columns(tmp_path, monkeypatch):
     a = make_sweep(tmp_path, "sweep-a", "cls_to_cls")
     b = make_sweep(tmp_path, "sweep-b", "noncls_to_cls", scale=0.5)
@@ -177,6 +192,8 @@ def test_cli_errors_are_one_line_exit_2(fake_sweep, tmp_path, monkeypatch, capsy
     assert "\n" not in err and "no trials of method 'reptile'" in err and "maml, mtl" in err
     assert cli(["report", str(tmp_path)], monkeypatch) == 2
     assert "not a promptinit sweep directory" in capsys.readouterr().err
+    assert cli(["report", str(fake_sweep), "--equivalence-margin", "-1", "--no-mlflow"], monkeypatch) == 2
+    assert "option '--equivalence-margin': -1.0 must be in [0, 100) points" in capsys.readouterr().err
     # A checkpoint that does not fit the sweep's model (wrong L): refused, naming file and field.
     meta_path = fake_sweep / "promptinit-sweep.json"
     meta = json.loads(meta_path.read_text())

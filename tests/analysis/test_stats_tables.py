@@ -1,6 +1,8 @@
 """The target table, its plot and the sweep's use of analysis: every cell is
-``promptinit.stats.compare`` on the per-pair scores, a zero effect reads "no difference", a low
-PT baseline flags ARG, old sweeps without per-pair scores read n/a, bars draw the CIs."""
+``promptinit.stats.compare`` on the per-pair scores (its Wilcoxon p on counts of correct answers
+when the scores are shares of their test examples), a zero effect reads "equivalent to PT within
+2 points", the p-values carry Holm's adjustment, a low PT baseline flags ARG, old sweeps without
+per-pair scores read n/a, bars draw the CIs."""
 from __future__ import annotations
 
 import ast
@@ -14,8 +16,8 @@ import pytest
 
 import promptinit.analysis
 from promptinit.analysis.results import load_sweep
-from promptinit.analysis.tables import NO_DIFFERENCE, UNDETERMINED, arg_table, write_target_table
-from promptinit.stats import compare
+from promptinit.analysis.tables import NOT_COUNTS, UNDETERMINED, arg_table, write_target_table
+from promptinit.stats import compare, holm
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,17 +41,20 @@ def test_table_cells_are_the_comparisons_of_the_per_pair_scores(tmp_path):
     c = compare(good, baseline)
     assert c.distinguishable and c.diff.lo > 0
     row = (f"| maml | {c.diff.fmt()} | {c.arg.fmt()} | {c.p_improve.fmt(1, 2, signed=False)} | {c.p_value:.2g} | "
-           f"better than PT | 3 tasks × 4 seeds, 50 test ex. per score | +5.0 (SE 1.0) | +2.0 (SE 1.5) | 3 (2) |")
+           f"{c.p_value:.2g} | better than PT | 3 tasks × 4 seeds, 50 test ex. per score | +5.0 (SE 1.0) | "
+           "+2.0 (SE 1.5) | 3 (2) |")
     md = (tmp_path / "arg_table.md").read_text()
     assert row in md.splitlines() and md == table.text
-    assert md.splitlines()[0] == ("| method | Δ vs PT, points [95 % CI] | ARG % [95 % CI] | P(>PT) [95 % CI] | "
-                                  "Wilcoxon p | verdict | rests on | val ARG % (SE): search | "
-                                  "val ARG % (SE): re-scored | trials (finished) |")
+    assert md.splitlines()[0] == ("| method | Δ vs PT, points [95 % CI] | ARG % [95 % CI] | "
+                                  "P(>PT) per cell [95 % CI] | Wilcoxon p | Holm p | verdict | rests on | "
+                                  "val ARG % (SE): search | val ARG % (SE): re-scored | trials (finished) |")
     assert "±" not in md
     # The CSV holds the same numbers as fractions, and the per-pair scores to recompute them.
     csv_row = pd.read_csv(tmp_path / "arg_table.csv").iloc[0]
     assert (csv_row.diff_mean, csv_row.diff_lo, csv_row.diff_hi) == (c.diff.mean, c.diff.lo, c.diff.hi)
     assert (csv_row.arg_lo, csv_row.arg_hi, csv_row.p_value) == (c.arg.lo, c.arg.hi, c.p_value)
+    assert csv_row.p_holm == c.p_value and csv_row.p_method == c.p_method  # one row: Holm changes nothing
+    assert NOT_COUNTS in md  # these made-up scores are not whole numbers of 50 test examples
     assert csv_row.n_pairs == 12 and csv_row.n_test_min == 50 and bool(csv_row.distinguishable)
     assert (csv_row.val_arg_rescored, csv_row.val_arg_rescored_se) == (0.02, 0.015)
     with (tmp_path / "target_scores.csv").open() as f:
@@ -79,22 +84,61 @@ def test_a_hand_computed_row_with_one_seed_per_task_has_means_but_no_interval(tm
     scores, baseline = {("a", 1): 0.6, ("b", 1): 0.3}, {("a", 1): 0.5, ("b", 1): 0.25}
     table = write_target_table([_row("mtl", scores, baseline)], tmp_path)
     line = next(ln for ln in table.text.splitlines() if ln.startswith("| mtl |"))
-    assert line == ("| mtl | +7.5 [no CI] | +20.0 [no CI] | 1.00 [no CI] | 0.5 | undetermined (one seed per task) | "
-                    "2 tasks × 1 seed, 50 test ex. per score | — | — | — |")
+    assert line == ("| mtl | +7.5 [no CI] | +20.0 [no CI] | 1.00 [no CI] | 0.5 | 0.5 | "
+                    "undetermined: no interval (one seed per task) | 2 tasks × 1 seed, 50 test ex. per score | "
+                    "— | — | — |")
     assert table.table.iloc[0]["verdict"] == UNDETERMINED and np.isnan(table.table.iloc[0]["diff_lo"])
     assert "one few-shot seed per task" in table.text
 
 
-def test_a_zero_effect_method_is_not_distinguishable_from_pt(tmp_path):
+def test_a_zero_effect_method_is_equivalent_to_pt(tmp_path):
     rng = np.random.default_rng(1)
     good, baseline = _pairs(rng, effect=0.05)
     same = dict(baseline)  # the method scores exactly what PT scores
     t = arg_table([_row("maml", good, baseline), _row("reptile", same, baseline)]).set_index("method")
-    assert t.loc["reptile", "verdict"] == NO_DIFFERENCE and not t.loc["reptile", "distinguishable"]
+    assert t.loc["reptile", "verdict"] == "equivalent to PT within 2 points"
+    assert not t.loc["reptile", "distinguishable"]
     assert t.loc["reptile", "diff_lo"] <= 0 <= t.loc["reptile", "diff_hi"] and t.loc["reptile", "p_value"] == 1.0
     assert t.loc["maml", "verdict"] == "better than PT"
     md = write_target_table([_row("reptile", same, baseline)], tmp_path).text
-    assert "| reptile | +0.0 [+0.0, +0.0] |" in md and "no difference (not distinguishable from PT)" in md
+    assert "| reptile | +0.0 [+0.0, +0.0] |" in md and "| equivalent to PT within 2 points |" in md
+    assert "no difference" not in md
+    wide = arg_table([_row("reptile", same, baseline)], delta=0.0).iloc[0]
+    assert wide.verdict == "equivalent to PT within 0 points"  # [0, 0] lies within any margin
+
+
+def _counted(rng, effect, tasks=("t1", "t2", "t3"), seeds=(100, 13, 21, 42), n=50):
+    """Scores that are whole numbers of correct answers out of ``n``."""
+    baseline = {(t, s): int(rng.integers(20, 35)) / n for t in tasks for s in seeds}
+    scores = {k: (round(v * n) + int(rng.integers(-2, 3)) + round(effect * n)) / n for k, v in baseline.items()}
+    return scores, baseline
+
+
+def test_the_table_tests_counts_of_correct_answers_and_adjusts_its_p_values_by_holm(tmp_path):
+    """Scores that are shares of 50 test examples: the row's Wilcoxon p is ``compare``'s on the
+    counts (exact: ties), no note says otherwise, and with three rows the Holm column is
+    ``promptinit.stats.holm`` of the p column; an interval above 0 whose adjusted p is not
+    below 0.05 reads "better than PT (not after Holm)"."""
+    rng = np.random.default_rng(4)
+    rows = [_row(m, *_counted(rng, effect)) for m, effect in (("maml", 0.1), ("mtl", 0.02), ("reptile", 0.0))]
+    table = write_target_table(rows, tmp_path)
+    t = table.table.set_index("method")
+    for r in rows:
+        c = compare(r["scores"], r["baseline"], n_test=50)
+        assert t.loc[r["method"], "p_value"] == c.p_value and "on counts of correct answers" in c.p_method
+        assert (t.loc[r["method"], "diff_lo"], t.loc[r["method"], "diff_hi"]) == (c.diff.lo, c.diff.hi)
+    assert list(table.table["p_holm"]) == pytest.approx(holm(list(table.table["p_value"])))
+    assert NOT_COUNTS not in table.text and "exact (all 2^12 sign flips" in t.loc["mtl", "p_method"]
+    assert t.loc["maml", "verdict"] == "better than PT"
+    # the same rows with a made-up p column: an effect that does not survive the adjustment says so
+    made_up = table.table.assign(p_value=[0.001, 0.03, 0.04], diff_lo=[0.01, 0.01, -0.03],
+                                 verdict=["better than PT", "better than PT", "undetermined: interval too wide"])
+    from promptinit.analysis.tables import with_holm
+
+    adjusted = with_holm(made_up)
+    assert list(adjusted["p_holm"]) == pytest.approx([0.003, 0.06, 0.06])
+    assert list(adjusted["verdict"]) == ["better than PT", "better than PT (not after Holm)",
+                                         "undetermined: interval too wide"]
 
 
 def test_a_low_baseline_flags_the_arg_cell_and_keeps_the_difference_first(tmp_path):
@@ -125,7 +169,7 @@ def test_an_old_sweep_without_per_pair_scores_reads_as_na_with_a_note(tmp_path):
     assert list(s.targets["method"]) == ["maml"] and s.targets.iloc[0]["scores"] == {}
     out = write_target_table(s.targets, tmp_path / "report")
     line = next(ln for ln in out.text.splitlines() if ln.startswith("| maml |"))
-    assert line.startswith("| maml | n/a | n/a | n/a | n/a | n/a (see note) |")
+    assert line.startswith("| maml | n/a | n/a | n/a | n/a | n/a | n/a (see note) |")
     assert "no per-pair scores: this sweep predates them" in out.text and "ARG +20.0 %" in out.text
     assert out.table.iloc[0]["arg_mean"] == pytest.approx(0.2)  # the record's point value, kept in the CSV
 
