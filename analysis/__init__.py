@@ -25,6 +25,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names for type checkers; at run time they load on first use (__getattr__)
+    from promptinit.analysis.calibration import write_calibration as write_calibration
     from promptinit.analysis.export import export_best as export_best
     from promptinit.analysis.results import load_sweep as load_sweep
     from promptinit.analysis.results import preset_label as preset_label
@@ -45,6 +46,8 @@ _PUBLIC = {
     "load_sweep": "promptinit.analysis.results",
     # a study's label of a method's paper-preset arm (its table row)
     "preset_label": "promptinit.analysis.results",
+    # does the search objective predict the target? (search.calibrate: calibration.{md,csv})
+    "write_calibration": "promptinit.analysis.calibration",
 }
 __all__ = sorted(_PUBLIC)
 

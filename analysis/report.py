@@ -4,12 +4,14 @@ Layout of the report folder::
 
     index.md                      links everything below (and shows the ARG table)
     tables/arg_table.{md,csv}     per method (x partition) vs PT on the target tasks: Δ points, ARG,
-                                  P(>PT) with 95 % CIs, Wilcoxon p, verdict, what it rests on
+                                  P(>PT) per cell with 95 % CIs, Wilcoxon and Holm p, verdict (better,
+                                  worse, equivalent within 2 points, undetermined), what it rests on
     tables/target_scores.csv      the per-pair test scores (method, PT, test size) behind it
     tables/validation.{md,csv}    the search: best validation ARG (with its SE) and its range per method
     tables/task_gains.{md,csv}    difference and relative gain per target task, with CIs
     tables/contrasts.{md,csv}     a study's arms against each other: ablations, meta-learning vs MTL,
-                                  search vs preset, TPE vs random (Δ and P(a > b) with CIs; studies only)
+                                  search vs preset, TPE vs random (Δ and P(a > b) per cell with CIs,
+                                  Wilcoxon and Holm p; studies only)
     tables/cost.{md,csv}          trials, CPU/GPU hours, ARG per accelerator-hour
     tables/importances.csv        Optuna parameter importances per method
     tables/trials.csv             the tidy trial table (params as JSON)
@@ -44,6 +46,7 @@ from promptinit.analysis.importance import param_importances
 from promptinit.analysis.results import Sweep, arm_methods, curves_frame, is_study, preset_label, study_result
 from promptinit.errors import PromptinitError
 from promptinit.files import atomic_folder
+from promptinit.stats import DELTA
 
 INDEX = "index.md"
 NORMAL_95 = 1.959964  # a normal 95 % interval from a standard error (validation ARG)
@@ -102,11 +105,11 @@ def _sensitivity_and_importances(
 
 
 def _tables(
-    report: Report, trials: pd.DataFrame, targets: pd.DataFrame, tdir: Path
+    report: Report, trials: pd.DataFrame, targets: pd.DataFrame, tdir: Path, delta: float = DELTA
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The report's tables: target (with CIs), validation, per-task gains, cost, trials, curves,
     best so far. Returns (target table, validation table, best-so-far table)."""
-    target_table = tables.write_target_table(targets, tdir)  # the sweep's own writer: the same table
+    target_table = tables.write_target_table(targets, tdir, delta)  # the sweep's own writer: the same table
     arg = target_table.table
     report.files += target_table.files
     if len(arg) and arg["diff_mean"].isna().all():
@@ -136,13 +139,14 @@ def _contrasts(
     tdir: Path,
     pdir: Path,
     plot_links: list[tuple[str, Path]],
+    delta: float = DELTA,
 ) -> str:
     """A study's arm-against-arm table (``contrasts.{md,csv}``) and its bars; its Markdown ("" without a study)."""
     pairs = [c for s in sweeps for c in study_contrasts(_study_result(s), methods)]
     if not pairs:
         return ""
-    table = tables.contrasts(targets, pairs)
-    text = tables.contrasts_markdown(table)
+    table = tables.contrasts(targets, pairs, delta)
+    text = tables.contrasts_markdown(table, delta)
     report.files += tables.write(table, text, tdir, "contrasts")
     bars = plots.contrast_bars(table, pdir / "contrasts.png")
     if bars:
@@ -156,13 +160,15 @@ def build(
     task_prompts: Mapping[str, torch.Tensor] | None = None,
     similarity_rank: int = 4,
     seed: int = 0,
+    delta: float = DELTA,
 ) -> Report:
-    """Write the tables, plots and ``index.md`` of ``sweeps`` into ``folder`` (created)."""
+    """Write the tables, plots and ``index.md`` of ``sweeps`` into ``folder`` (created); ``delta``:
+    the equivalence margin of the verdicts (fraction)."""
     report = Report(folder)
     tdir, pdir = folder / "tables", folder / "plots"
     trials, targets = _combine(sweeps)
 
-    arg, val, progress = _tables(report, trials, targets, tdir)
+    arg, val, progress = _tables(report, trials, targets, tdir, delta)
 
     plot_links: list[tuple[str, Path]] = []
     bars = _arg_bars_link(report, arg, val, pdir)
@@ -175,7 +181,8 @@ def build(
     plot_links += study_links
     captions = {path.name: CURVES_CAPTION for _, path in study_links}
     methods = _study_arm_methods(sweeps)
-    contrast_text = _contrasts(report, sweeps, targets, methods, tdir, pdir, plot_links)
+    contrast_text = _contrasts(report, sweeps, targets, methods, tdir, pdir, plot_links, delta)
+    calibration_text = _calibration(report, sweeps, tdir)
     progress_link = _best_so_far_link(progress, sweeps, methods, pdir)
     if progress_link:
         plot_links.append(progress_link)
@@ -184,9 +191,31 @@ def build(
     if task_prompts:
         plot_links.append(_similarity_link(report, task_prompts, similarity_rank, tdir, pdir))
     report.files += [p for _, p in plot_links]
-    (folder / INDEX).write_text(_index(sweeps, arg, plot_links, report.notes, captions, study_lines, contrast_text))
+    index = _index(sweeps, arg, plot_links, report.notes, captions, study_lines, contrast_text, delta, calibration_text)
+    (folder / INDEX).write_text(index)
     report.files.append(folder / INDEX)
     return report
+
+
+def _calibration(report: Report, sweeps: Sequence[Sweep], tdir: Path) -> str:
+    """Every calibrated trial of the sweeps (and of a study's search sweeps), ``calibration.{md,csv}``
+    in the tables folder; its Markdown ("" when no sweep calibrated)."""
+    from promptinit.analysis import calibration
+
+    folders = [s.dir for s in sweeps if s.dir is not None]
+    folders += [Path(f) for s in sweeps for f in _study_result(s).get("searches", {}).values()]
+    found = [(f, calibration.read(f)) for f in folders]
+    frames = [
+        df.assign(method=[f"{m} ({f.name})" for m in df["method"]]) if len(found) > 1 else df
+        for f, df in found
+        if df is not None and len(df)
+    ]
+    if not frames:
+        return ""
+    rows = pd.concat(frames, ignore_index=True).drop(columns=["target_rank"]).to_dict("records")
+    text = calibration.write_calibration(rows, tdir)
+    report.files += [tdir / f"{calibration.FILE}.md", tdir / f"{calibration.FILE}.csv"]
+    return text
 
 
 def _arg_bars_link(report: Report, arg: pd.DataFrame, val: pd.DataFrame, pdir: Path) -> tuple[str, Path] | None:
@@ -393,6 +422,8 @@ def _index(
     captions: Mapping[str, str] | None = None,
     study_lines: Sequence[str] = (),
     contrast_text: str = "",
+    delta: float = DELTA,
+    calibration_text: str = "",
 ) -> str:
     """The text of ``index.md``: studies, sweeps, the target table, contrasts, table links, plots and notes."""
     lines = ["# promptinit report", ""]
@@ -400,13 +431,21 @@ def _index(
     lines += ["## Sweeps", ""]
     lines.append(_sweeps_table(sweeps))
     lines += ["## Target tasks: each method's best prompt against prompt tuning", ""]
-    lines.append(tables.arg_markdown(arg) if len(arg) else "No target-task results yet.\n")
+    lines.append(tables.arg_markdown(arg, delta) if len(arg) else "No target-task results yet.\n")
     if contrast_text:
         lines += [
             "## The study's arms against each other",
             "",
             contrast_text,
             "[Markdown](tables/contrasts.md), [CSV](tables/contrasts.csv)",
+            "",
+        ]
+    if calibration_text:
+        lines += [
+            "## Does the search objective predict the target?",
+            "",
+            calibration_text,
+            "[Markdown](tables/calibration.md), [CSV](tables/calibration.csv)",
             "",
         ]
     lines += ["## Tables", ""]
@@ -441,7 +480,7 @@ def _table_links(plot_links) -> list[str]:
     """The index's list of links to the tables (the similarity matrix when there is its plot)."""
     lines = []
     for stem, title in [
-        ("arg_table", "Target tasks: Δ, ARG, P(>PT) with CIs per method"),
+        ("arg_table", "Target tasks: Δ, ARG, P(>PT) per cell with CIs, Wilcoxon and Holm p per method"),
         ("validation", "Search: validation ARG per method"),
         ("task_gains", "Difference and relative gain per target task"),
         ("cost", "Cost and ARG per accelerator-hour"),
@@ -475,6 +514,7 @@ def write_report(
     task_prompts: Mapping[str, torch.Tensor] | None = None,
     similarity_rank: int = 4,
     log_mlflow: bool = True,
+    delta: float = DELTA,
 ) -> Report:
     """Build the report folder atomically, then log it to each sweep's MLflow parent run.
 
@@ -484,6 +524,7 @@ def write_report(
         task_prompts: task name -> tuned prompt, for the similarity heat map.
         similarity_rank: subspace rank of the similarity scores.
         log_mlflow: log the folder to every sweep that names a tracking URI and parent run.
+        delta: the equivalence margin of the verdicts (fraction; 0.02 = 2 points).
 
     Returns:
         The ``Report`` (paths point into the final folder).
@@ -495,7 +536,7 @@ def write_report(
         raise PromptinitError("no sweeps to report on")
     out = Path(out).expanduser().resolve()
     with atomic_folder(out) as tmp:
-        report = build(sweeps, tmp, task_prompts, similarity_rank)
+        report = build(sweeps, tmp, task_prompts, similarity_rank, delta=delta)
     report.folder = out
     report.files = [out / p.relative_to(tmp) for p in report.files]
     if log_mlflow:

@@ -44,13 +44,21 @@ from typing import cast
 import numpy as np
 import torch
 
-from promptinit import metrics, throughput
+from promptinit import compiled, metrics, throughput
 from promptinit.backbones import Backbone
 from promptinit.progress import progress_bar
 from promptinit.tasks.fewshot import FewShot
 from promptinit.tasks.task import Example
 from promptinit.throughput import example_tokens
-from promptinit.tuning import GradTransform, TuneConfig, TuneResult, choose_lr, make_optimizer, train_batches
+from promptinit.tuning import (
+    GradTransform,
+    TuneConfig,
+    TuneResult,
+    choose_lr,
+    halving_rungs,
+    make_optimizer,
+    train_batches,
+)
 
 Row = tuple[int, int]  # (problem or item index, example index)
 
@@ -92,7 +100,9 @@ class _Run:
     since_best: int = 0
     curve: list[dict] = field(default_factory=list)
     running: list[float] = field(default_factory=list)
-    stopped: bool = False  # patience ran out
+    stopped: bool = False  # patience ran out, or successive halving dropped it
+    problem: int = -1  # index of its problem in the batched run (its lr runs share it)
+    rungs: dict[int, int] = field(default_factory=dict)  # its problem's successive-halving rungs
 
     @property
     def metric(self) -> str:
@@ -177,7 +187,11 @@ def tune_prompts(
         >>> results = tune_prompts(backbone, probs, TuneConfig(steps=300, lr=[0.5, 0.4, 0.3, 0.2]))
     """
     configs = [p.config or config for p in problems]
-    runs = [_start(backbone, p, c) for p, cfg in zip(problems, configs, strict=True) for c in cfg.candidates()]
+    runs = [
+        dataclasses.replace(_start(backbone, p, c), problem=i, rungs=halving_rungs(cfg))
+        for i, (p, cfg) in enumerate(zip(problems, configs, strict=True))
+        for c in cfg.candidates()
+    ]
     min_rows = max([r.config.eval_batch_size for r in runs], default=1)  # the one-by-one scoring pass
 
     def score(items: Sequence[tuple[torch.Tensor, Sequence[Example], str]]) -> list[float]:
@@ -236,6 +250,7 @@ def _train(backbone: Backbone, runs: Sequence[_Run], score: Callable, rows_per_p
         due = [r for r in active if step % r.config.eval_every == 0 or step == r.config.steps]
         for r, dev in zip(due, score([(r.prompt, r.fewshot.dev, r.metric) for r in due]), strict=True):
             r.record(step, dev)
+        _halve(active, step)
         bar.update(len(active))
         for r in active:
             if r.stopped and step < r.config.steps and not bar.disable:
@@ -243,6 +258,17 @@ def _train(backbone: Backbone, runs: Sequence[_Run], score: Callable, rows_per_p
         active = [r for r in active if not r.stopped and step < r.config.steps]
         bar.set_postfix(active=f"{len(active)}/{len(runs)}")
     bar.close()
+
+
+def _halve(active: Sequence[_Run], step: int) -> None:
+    """Successive halving (``TuneConfig.lr_halving``): at a rung, each problem's live lr runs
+    beyond the number it keeps stop, the lowest best-dev first (a tie stops the later lr)."""
+    for _, group in groupby(active, key=lambda r: r.problem):  # a problem's lr runs are adjacent
+        live = [r for r in group if not r.stopped]
+        keep = live[0].rungs.get(step) if live else None
+        if keep is not None and len(live) > keep:
+            for r in sorted(live, key=lambda r: -r.best_dev)[keep:]:  # stable: ties keep the earlier lr
+                r.stopped = True
 
 
 # --------------------------------------------------------------------------- passes
@@ -346,16 +372,18 @@ def _train_step(backbone, prompts, batches, lengths, rows_per_pass, with_context
     ):
         owners, index, row_prompts = _row_prompts(backbone, prompts, [k for k, _ in chunk])
         batch = backbone.encode([batches[k][j] for k, j in chunk])
+        with compiled.passes(backbone):  # PROMPTINIT_COMPILE=on: this pass's forward runs compiled
+            if with_context:
+                per, h_sum, count = backbone.loss_with_context(row_prompts, batch)
+            else:
+                per = backbone.loss(row_prompts, batch, per_example=True)
         if with_context:
-            per, h_sum, count = backbone.loss_with_context(row_prompts, batch)
             h_by = torch.zeros(len(owners), h_sum.shape[-1], dtype=h_sum.dtype, device=h_sum.device)
             h_by = h_by.index_add(0, index, h_sum)
             n_by = torch.zeros(len(owners), dtype=count.dtype, device=count.device).index_add(0, index, count)
             for i, k in enumerate(owners):
                 h_sums[k] = h_sums[k] + h_by[i]
                 counts[k] = counts[k] + n_by[i]
-        else:
-            per = backbone.loss(row_prompts, batch, per_example=True)
         # each row weighs 1 / (its problem's batch size): the sum over a problem's rows is its mean loss
         weight = torch.tensor([1.0 / len(batches[k]) for k, _ in chunk], dtype=per.dtype, device=per.device)
         weighted = per * weight

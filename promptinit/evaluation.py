@@ -34,7 +34,15 @@ from promptinit.tasks.fewshot import SEEDS, FewShot, sample_few_shot
 from promptinit.tasks.task import Example, Task
 
 # TuneConfig and TuneResult are this module's vocabulary, and many callers import them from here
-from promptinit.tuning import GradTransform, TuneConfig, TuneResult, choose_lr, make_optimizer, train_batches
+from promptinit.tuning import (
+    GradTransform,
+    TuneConfig,
+    TuneResult,
+    choose_lr,
+    halving_rungs,
+    make_optimizer,
+    train_batches,
+)
 
 # The code that decides a cached baseline's content: its source is part of the cache key.
 BASELINE_CODE = (
@@ -72,7 +80,8 @@ def tune_prompt(
 
     With several learning rates (``config.lr`` a list) the prompt is tuned once per lr, one
     run after the other, and the run with the best dev score is kept (``choose_lr``; a tie
-    keeps the earlier lr); only its prompt is scored on test.
+    keeps the earlier lr); only its prompt is scored on test. With ``lr_halving`` the runs
+    advance together and the trailing ones stop at each rung (``halving_rungs``).
 
     Args:
         backbone: the frozen model.
@@ -86,6 +95,9 @@ def tune_prompt(
     Returns:
         A ``TuneResult`` with the best prompt, its ``lr`` and (several lrs) ``lr_search``.
     """
+    if halving_rungs(config):  # the lr runs advance in step to be halved: the batched loop does that
+        problem = batched.TuneProblem(fewshot, init, grad_transform=grad_transform)
+        return batched.tune_prompts(backbone, [problem], config, progress=progress)[0]
     runs = [_tune_on_dev(backbone, fewshot, init, c, grad_transform, progress) for c in config.candidates()]
     kept = choose_lr(config, runs)
     kept.test = evaluate(backbone, kept.tuned_prompt, fewshot.test, kept.metric, config.eval_batch_size)
@@ -263,7 +275,10 @@ def _cache_key(*parts: object) -> str:
 
 
 def _tuning_key(config: TuneConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in SPEED_SETTINGS}
+    key = {k: v for k, v in dataclasses.asdict(config).items() if k not in SPEED_SETTINGS}
+    if not config.lr_halving:  # added later: off, the key stays what it was before the setting existed
+        del key["lr_halving"]
+    return key
 
 
 @dataclass
@@ -344,6 +359,41 @@ def pt_baseline(
     return _filled(found)
 
 
+def tune_with_baseline(
+    backbone: Backbone,
+    problems: Sequence[batched.TuneProblem],
+    baseline: Sequence[tuple[Task, int]],
+    config: TuneConfig,
+    *,
+    progress: bool = True,
+) -> tuple[list[TuneResult], dict[tuple[str, int], TuneResult]]:
+    """Tune ``problems`` and the PT baseline of the ``baseline`` (task, seed) pairs not yet on
+    disk as one batched computation (``promptinit.batched.tune_prompts``), storing the new
+    baseline results as ``pt_baseline`` does.
+
+    Returns:
+        ``(results of problems in order, {(task, seed): baseline result})``.
+    """
+    found: dict[tuple[str, int], TuneResult | None] = {}
+    missing: list[_Missing] = []
+    for task, seeds in seeds_by_task(baseline):
+        cached, todo = _baseline_plan(backbone, [task], seeds, config, use_cache=True)
+        found.update(cached)
+        missing += todo
+    tuned = batched.tune_prompts(backbone, [m.problem for m in missing] + list(problems), config, progress=progress)
+    for m, res in zip(missing, tuned[: len(missing)], strict=True):
+        found[m.key] = _store_baseline(m, res)
+    return tuned[len(missing) :], _filled(found)
+
+
+def seeds_by_task(pairs: Sequence[tuple[Task, int]]) -> list[tuple[Task, list[int]]]:
+    """``[(task, seed), ...]`` as ``[(task, [seed, ...]), ...]`` in first-seen order (tasks by name)."""
+    out: dict[str, tuple[Task, list[int]]] = {}
+    for task, seed in pairs:
+        out.setdefault(task.name, (task, []))[1].append(seed)
+    return list(out.values())
+
+
 def evaluate_init(
     backbone: Backbone,
     init: torch.Tensor,
@@ -363,7 +413,6 @@ def evaluate_init(
     Returns:
         ``(arg, results, baseline)``.
     """
-    found, missing = _baseline_plan(backbone, tasks, seeds, config, use_cache=True)
     keys = [(task.name, seed) for task in tasks for seed in seeds]
     own = [
         batched.TuneProblem(
@@ -372,10 +421,9 @@ def evaluate_init(
         for task in tasks
         for seed in seeds
     ]
-    tuned = batched.tune_prompts(backbone, [m.problem for m in missing] + own, config, progress=progress)
-    for m, res in zip(missing, tuned[: len(missing)], strict=True):
-        found[m.key] = _store_baseline(m, res)
-    baseline = _filled(found)
-    results = dict(zip(keys, tuned[len(missing) :], strict=True))
+    tuned, baseline = tune_with_baseline(
+        backbone, own, [(t, s) for t in tasks for s in seeds], config, progress=progress
+    )
+    results = dict(zip(keys, tuned, strict=True))
     arg = average_relative_gain({k: r.test for k, r in results.items()}, {k: r.test for k, r in baseline.items()})
     return arg, results, baseline

@@ -14,7 +14,8 @@ a ``study`` block (``promptinit.search.phases.study_config``). It composes the s
    first evaluation within ``study.curves.tolerance`` points of the last one;
 3. **baselines**: PT from the vocabulary (every arm's baseline) and from the class labels;
 4. **presets**, two at a time: each arm of ``study.presets`` meta-trained with every upstream
-   seed (``upstream``), then tuned on every target pair (``target``);
+   seed (``upstream``), then both arms' upstream seeds tuned on every target pair, each task's
+   problems in one batched run (``target``);
 5. **searches**: per searched method and ``study.algorithms`` a whole sweep (``sweep.run_sweep``)
    in ``<study>/sweeps/``, with the study's downstream tuning;
 6. **publish**: after each arm, ``arg_table.{md,csv}``, ``target_scores.csv`` and ``study.json``.
@@ -108,6 +109,8 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
                 "have not finished; resume with that config, or change `name` for a new study"
             )
         added, respaced = plan
+    if any(a.kind == "search" for a in cfg.arms()):
+        check.refuse_search_seed(cfg, where)
     check_model(cfg, where)
     partition = load_partition(cfg)
     tasks = check.load_tasks(cfg, partition)
@@ -169,20 +172,17 @@ def preset_rows(study: Study, arms: list[Arm], tuning: dict, common: dict) -> li
     chosen = {a.name: preset_candidate(cfg, a) for a in arms}
     upstream.build_caches(ctx, chosen)
     checkpoints = upstream.run(ctx, chosen, cfg.target.upstream_seeds, title=f"upstream {', '.join(chosen)}")
-    rows = []
-    for a in arms:
-        mine = {k: v for k, v in checkpoints.items() if k[0] == a.name}
-        scores = target.run(ctx, {a.name: chosen[a.name]}, mine, study.tasks.target, cfg.target.seeds, tuning)
-        rows.append(
-            {
-                **common,
-                "method": a.label,
-                "trial_id": "preset",
-                "settings": chosen[a.name].settings,
-                "scores": scores.arms[a.name],
-            }
-        )
-    return rows
+    scores = target.run(ctx, chosen, checkpoints, study.tasks.target, cfg.target.seeds, tuning)  # batched together
+    return [
+        {
+            **common,
+            "method": a.label,
+            "trial_id": "preset",
+            "settings": chosen[a.name].settings,
+            "scores": scores.arms[a.name],
+        }
+        for a in arms
+    ]
 
 
 def search_rows(study: Study, arm: Arm, steps: int) -> list[dict]:

@@ -25,6 +25,7 @@ Every phase after the search keeps finished jobs in ``<sweep>/final/`` for ``--r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -34,7 +35,17 @@ from pathlib import Path
 
 from promptinit.errors import PromptinitError
 from promptinit.logs import add_verbosity_flags, setup_logging, verbosity
-from promptinit.search.phases import check, prepare, publish, searching, select, target, tracking, upstream
+from promptinit.search.phases import (
+    calibrate,
+    check,
+    prepare,
+    publish,
+    searching,
+    select,
+    target,
+    tracking,
+    upstream,
+)
 from promptinit.search.phases.config import DEFAULT_CONFIG
 
 logger = logging.getLogger("promptinit.search.sweep")
@@ -92,10 +103,24 @@ def run_phases(checked: check.Checked, prepared: prepare.Prepared) -> publish.Pu
     searched = searching.run(checked, prepared)
     t0 = time.perf_counter()
     selected = select.run(checked, ctx, searched)
-    checkpoints = upstream.run(ctx, selected.chosen, cfg.target.upstream_seeds, reuse_seed=cfg.seed)
+    checkpoints = upstream.run(ctx, selected.chosen, cfg.target.upstream_seeds)
+    k = cfg.search.calibrate
     scores = target.run(
-        ctx, selected.chosen, checkpoints, checked.tasks.target, cfg.target.seeds, cfg.target.tuning_dict()
+        ctx,
+        selected.chosen,
+        checkpoints,
+        checked.tasks.target,
+        cfg.target.seeds,
+        cfg.target.tuning_dict(),
+        also=calibrate.starts(ctx, searched.ranked, selected.chosen, k),
     )
+    arms, trials = calibrate.split(scores.arms)
+    scores = dataclasses.replace(scores, arms=arms)
+    if trials:
+        from promptinit.analysis import write_calibration
+
+        calibrated = calibrate.rows(searched.ranked, selected.chosen, selected.candidates, k, trials, scores.pt)
+        logger.info("\n%s", write_calibration(calibrated, cfg.sweep_dir))
     post_s = time.perf_counter() - t0
     logger.info(
         "after the search: %d methods chosen, x %d upstream seeds, on %d target tasks x %d seeds in %.0f s "

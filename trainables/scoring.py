@@ -18,7 +18,7 @@ import torch
 
 from promptinit.backbones import Backbone
 from promptinit.batched import TuneProblem, tune_prompts
-from promptinit.evaluation import ARG, TuneConfig, average_relative_gain, pt_baseline
+from promptinit.evaluation import ARG, TuneConfig, average_relative_gain
 from promptinit.files import atomic_folder
 from promptinit.stats import relative_gain
 from promptinit.tasks.fewshot import sample_few_shot
@@ -53,24 +53,6 @@ class MethodSpec:
 
 
 PROMPT_FILE = "prompt.safetensors"  # the prompt in every checkpoint folder (key prompt_embeddings)
-
-
-def baseline_scores(
-    backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int], tuning: TuneConfig
-) -> dict[Key, float]:
-    """PT baseline test score per (task, seed), from the on-disk cache when present.
-
-    Args:
-        backbone: the frozen model.
-        tasks: tasks to tune.
-        seeds: few-shot seeds.
-        tuning: downstream tuning settings (part of the cache key).
-
-    Returns:
-        ``{(task, seed): test score}``.
-    """
-    results = pt_baseline(backbone, tasks, seeds, tuning, progress=False)
-    return {k: r.test for k, r in results.items()}
 
 
 def tuned_scores(
@@ -119,23 +101,6 @@ def held_out_sizes(tasks: Sequence[Task], seeds: Sequence[int], test_size: int |
     return {(t.name, s): len(sample_few_shot(t, s, test_size=test_size).test) for t in tasks for s in seeds}
 
 
-def label_scores(
-    backbone: Backbone, tasks: Sequence[Task], seeds: Sequence[int], tuning: TuneConfig
-) -> dict[Key, float]:
-    """Test score per (task, seed) after tuning from the task's class-label init (Lester et al.
-    2021: a row per label, the rest sampled vocabulary with the few-shot seed, as PT's init)."""
-    keys = [(task, seed) for task in tasks for seed in seeds]
-    problems = [
-        TuneProblem(
-            sample_few_shot(task, seed, test_size=tuning.test_size),
-            backbone.init_prompt("labels", seed=seed, labels=task.labels),
-        )
-        for task, seed in keys
-    ]
-    results = tune_prompts(backbone, problems, tuning, progress=False)
-    return {(task.name, seed): res.test for (task, seed), res in zip(keys, results, strict=True)}
-
-
 def curve_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tuning: dict) -> list[dict]:
     """PT's dev curves (``promptinit.curves.pt_curves``) for a Ray task."""
     from promptinit.backbones import BackboneConfig
@@ -144,45 +109,68 @@ def curve_job(backbone: dict, tasks: Sequence[Task], seeds: Sequence[int], tunin
     return pt_curves(Backbone(BackboneConfig(**backbone)), tasks, seeds, TuneConfig(**tuning))
 
 
-def score_job(
-    backbone: dict,
-    tasks: Sequence[Task],
-    seeds: Sequence[int],
-    tuning: dict,
-    init: torch.Tensor | str | None = None,
-    method: MethodSpec | None = None,
-) -> dict[Key, float]:
-    """One unit of evaluation work for a Ray task: the PT baseline (no ``init``, no ``method``;
-    cached on disk), or tuning from ``init``, or from a method restored from its checkpoint.
+def score_problems(
+    backbone: dict, task: Task, tuning: dict, problems: Sequence[tuple[Mapping[str, Any], int]]
+) -> list[float]:
+    """Every problem that tunes on ``task`` as one batched run (a Ray task of the phases after
+    the search): PT's, each arm's and upstream seed's, each few-shot seed's and (with several
+    learning rates in ``tuning``) each lr's runs share the model's passes.
 
     Args:
         backbone: ``BackboneConfig`` fields.
-        tasks: tasks to tune.
-        seeds: few-shot seeds.
-        tuning: ``TuneConfig`` fields.
-        init: the prompt to start from, or ``"labels"``: each task's class-label init
-            (``label_scores``).
-        method: a ``MethodSpec`` with its ``checkpoint``, for a method whose
-            downstream tuning also needs its ``grad_transform`` (SUPMER's ψ): it is rebuilt and
-            loaded from the Tune checkpoint, and tuning starts from its prompt.
+        task: the task every problem tunes on.
+        tuning: ``TuneConfig`` fields, shared by every problem.
+        problems: ``(start, few-shot seed)`` pairs; ``start`` is ``{}`` (PT, from the sampled
+            vocabulary, with the on-disk baseline cache), ``{"init": "labels"}`` (the task's
+            class-label init, Lester et al. 2021), ``{"init": prompt}``, or ``{"method":
+            MethodSpec}`` (a method restored from its checkpoint, for a ψ that acts downstream).
 
     Returns:
-        ``{(task, seed): test score}``.
+        The test score of each problem, in order.
     """
     from promptinit.backbones import BackboneConfig
+    from promptinit.evaluation import tune_with_baseline
 
     bb = Backbone(BackboneConfig(**backbone))
     config = TuneConfig(**tuning)
-    if method is not None:
-        restored = restore_method(bb, method)
-        return tuned_scores(bb, restored.prompt, tasks, seeds, config, grad_transform_of(restored))
-    if init is None:
-        return baseline_scores(bb, tasks, seeds, config)
+    restored: dict[int, Any] = {}  # a MethodSpec shared by several problems is restored once
+    own: list[tuple[int, TuneProblem]] = []
+    pt: list[tuple[int, int]] = []
+    for i, (start, seed) in enumerate(problems):
+        if not start:
+            pt.append((i, seed))
+            continue
+        init, transform = _start_prompt(bb, task, seed, start, restored)
+        own.append(
+            (i, TuneProblem(sample_few_shot(task, seed, test_size=config.test_size), init, grad_transform=transform))
+        )
+    tuned, baseline = tune_with_baseline(bb, [p for _, p in own], [(task, s) for _, s in pt], config, progress=False)
+    scores = [math.nan] * len(problems)
+    for (i, _), res in zip(own, tuned, strict=True):
+        scores[i] = res.test
+    for i, seed in pt:
+        scores[i] = baseline[(task.name, seed)].test
+    return scores
+
+
+def _start_prompt(
+    bb: Backbone, task: Task, seed: int, start: Mapping[str, Any], restored: dict[int, Any]
+) -> tuple[torch.Tensor, Callable | None]:
+    """The initial prompt (and gradient transform) of one ``score_problems`` problem."""
+    if "method" in start:
+        spec = start["method"]
+        if id(spec) not in restored:
+            restored[id(spec)] = restore_method(bb, spec)
+        m = restored[id(spec)]
+        return m.prompt.detach(), grad_transform_of(m)
+    init = start.get("init")
     if isinstance(init, str):
         if init != "labels":
             raise ValueError(f"init {init!r}: a prompt tensor or 'labels'")
-        return label_scores(bb, tasks, seeds, config)
-    return tuned_scores(bb, init.to(bb.device), tasks, seeds, config)
+        return bb.init_prompt("labels", seed=seed, labels=task.labels), None
+    if not isinstance(init, torch.Tensor):
+        raise ValueError(f"start {sorted(start)}: expected 'init' (a prompt or 'labels') or 'method'")
+    return init.detach().to(bb.device), None
 
 
 def timed(fn: Callable, **kwargs) -> tuple[object, float]:
@@ -196,7 +184,7 @@ def timed(fn: Callable, **kwargs) -> tuple[object, float]:
 
 def restore_method(backbone: Backbone, method: MethodSpec):
     """Rebuild a method and load its state from a Tune checkpoint or a checkpoint folder
-    (``train_job``'s; see ``score_job``)."""
+    (``train_job``'s; see ``score_problems``)."""
     from promptinit.methods.checkpoint import load_checkpoint
 
     m = method.build(backbone)

@@ -5,7 +5,8 @@ scores the current prompt on the partition's *validation* tasks (downstream prom
 from the prompt, test score vs the PT baseline: ``val/arg`` and its standard error over the
 (task, seed) pairs ``val/arg_se``; the target tasks are never touched here) and reports with
 a checkpoint (prompt + method state), so ASHA can stop it between chunks and a restarted
-trial resumes from its last report.
+trial resumes from its last report. Each report also says where the trial runs (``placement``:
+the Ray node, its GPUs, ``CUDA_VISIBLE_DEVICES``, the torch device), as the later jobs do.
 
 Everything the trials share (source and validation tasks, the PT baseline scores, model
 settings) reaches them once through ``tune.with_parameters``; the PT baseline is computed
@@ -31,6 +32,10 @@ from promptinit.trainables import metrics as M
 from promptinit.trainables.scoring import PROMPT_FILE
 
 STATE_FILE = "trial.json"  # step, method, settings and the report, in every checkpoint
+# In every report: where this run of the trial is placed, the facts the phases after the search
+# keep for their jobs (``jobs.Ran``): {"node", "gpu_ids", "cuda_visible_devices", "device",
+# "started", "reported"} (the last two wall-clock Unix seconds: the run's start, this report).
+PLACEMENT = "placement"
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,14 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
+def _placement() -> dict[str, Any]:
+    """Where this run of the trial is placed (``trainables.placement``: node, GPUs,
+    ``CUDA_VISIBLE_DEVICES``, torch device) and its wall-clock start (Unix seconds)."""
+    from promptinit.trainables.placement import placement
+
+    return {**placement("trial"), "node": _node_id(), "started": time.time()}
+
+
 def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     """Run one trial: build the method, train it in chunks, report ``val/arg`` with checkpoints.
 
@@ -94,6 +107,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     from promptinit.trainables.scoring import arg_against, arg_standard_error, grad_transform_of, tuned_scores
 
     method_name, settings = trial_settings(config)
+    placement = _placement()
     backbone = Backbone(BackboneConfig(**shared.backbone))
     method = build_method(
         method_name,
@@ -127,7 +141,8 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
             M.SECONDS_PER_STEP: seconds,
             M.VALIDATION_SECONDS: time.perf_counter() - t1,
             M.CPU_SECONDS: time.process_time() - cpu0,
-            M.NODE_ID: _node_id(),
+            M.NODE_ID: placement["node"],
+            PLACEMENT: {**placement, "reported": time.time()},
         }
         _check_finite({M.VAL_ARG: arg.mean}, method.prompt, step)
         _report_with_checkpoint(method, method_name, settings, step, report)

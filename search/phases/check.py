@@ -84,6 +84,7 @@ def config(cfg: SweepConfig, where: str, resume: bool) -> Checked:
         PromptinitError: one line naming the file, the field and the fix.
     """
     check_storage(cfg, where)
+    refuse_search_seed(cfg, where)
     tuner = cfg.sweep_dir / TUNER_FILE
     if resume and not tuner.exists():
         raise PromptinitError(f"{cfg.sweep_dir}: nothing to resume (no {TUNER_FILE}); run without --resume")
@@ -99,6 +100,18 @@ def config(cfg: SweepConfig, where: str, resume: bool) -> Checked:
     tasks = load_tasks(cfg, partition)
     check_metapt_pool(cfg, where, (*tasks.validation, *tasks.target))
     return Checked(cfg, where, resume, uri, record, partition, tasks)
+
+
+def refuse_search_seed(cfg: SweepConfig, where: str) -> None:
+    """Refuse target upstream seeds that hold the search's own ``seed``: meta-trained with it, the
+    chosen configuration repeats the very run the search picked for its validation score (the
+    winner's upward bias), so that seed would not be exchangeable with the others."""
+    if cfg.seed in cfg.target.upstream_seeds:
+        raise PromptinitError(
+            f"{where}: field 'target.upstream_seeds': {cfg.target.upstream_seeds} holds the search's seed "
+            f"{cfg.seed} (field 'seed'); its run is the one the search chose for its validation score, so it is "
+            f"not exchangeable with fresh runs; list only seeds other than {cfg.seed}"
+        )
 
 
 def load_tasks(cfg: SweepConfig, partition: Any) -> TaskSets:

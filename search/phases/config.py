@@ -120,11 +120,11 @@ class Target(Evaluation):
     """The final comparison with PT, over few-shot seeds and upstream (meta-training) seeds."""
 
     upstream_seeds: list[int] = Field(
-        [0, 1, 2],
+        [1, 2, 3],
         min_length=1,
-        description="seeds each method's chosen configuration is meta-trained with for the target evaluation "
-        "(the sweep's `seed` reuses the search's checkpoint); >= 3 lets the interval cover "
-        "the variance of meta-training",
+        description="seeds each method's chosen configuration is meta-trained with afresh for the target "
+        "evaluation, never the search's `seed` (its run is the one the search selected); >= 3 lets the "
+        "interval cover the variance of meta-training",
     )
 
     @field_validator("upstream_seeds")
@@ -176,6 +176,13 @@ class Search(Strict):
     )
     top_k: int = Field(
         3, ge=1, description="best trials per method re-scored on fresh validation seeds before the choice"
+    )
+    calibrate: int = Field(
+        0,
+        ge=0,
+        description="also target-score this many of each method's trials (their search checkpoints), spread "
+        "over the validation ranking, to measure whether the search objective predicts the target "
+        "(Spearman rho in calibration.md and the report); 0: off",
     )
 
 

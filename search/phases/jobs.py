@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,26 +54,40 @@ class Job:
     valid: Callable[[Any], bool] = field(default=_always)
 
 
-def _call(fn: Callable[..., Any], kwargs: dict) -> tuple[Any, float]:
-    """Runs in the Ray worker: the result as JSON-ready data, and the CPU seconds it took."""
-    t0 = time.process_time()
+@dataclass(frozen=True)
+class Ran:
+    """Where and how long a job ran, kept with its result (``"ran"`` in its file).
+
+    Attributes:
+        cpu_s: CPU seconds of the worker process.
+        node, gpu_ids, cuda_visible_devices, device: ``trainables.placement.placement``'s facts.
+        started, ended: wall-clock times (Unix seconds).
+    """
+
+    cpu_s: float
+    node: str = ""
+    gpu_ids: str = ""
+    cuda_visible_devices: str | None = None
+    device: str = "cpu"
+    started: float = 0.0
+    ended: float = 0.0
+
+
+def _call(fn: Callable[..., Any], kwargs: dict) -> tuple[Any, Ran]:
+    """Runs in the Ray worker: the result as JSON-ready data, and where and how long it ran."""
+    from promptinit.trainables.placement import placement
+
+    where = placement("job")
+    started, t0 = time.time(), time.process_time()
     out = fn(**kwargs)
     if isinstance(out, dict):  # {(task, seed): score}
         out = [[k[0], int(k[1]), float(v)] for k, v in out.items()]
-    return out, time.process_time() - t0
+    return out, Ran(time.process_time() - t0, **where, started=started, ended=time.time())
 
 
 def scores_of(value: list) -> dict[Pair, float]:
     """A score job's kept result back to ``{(task, seed): score}``."""
     return {(t, int(s)): float(v) for t, s, v in value}
-
-
-def scores_by_owner(jobs: Sequence[Job], values: Sequence[Any]) -> dict[Owner, dict[Pair, float]]:
-    """Score jobs' results gathered by their owner: ``{(arm, upstream seed): {(task, seed): score}}``."""
-    out: dict[Owner, dict[Pair, float]] = {}
-    for job, value in zip(jobs, values, strict=True):
-        out.setdefault(job.owner, {}).update(scores_of(value))
-    return out
 
 
 def code_fingerprint() -> str:
@@ -129,38 +144,42 @@ class Runner:
         """Each job's result, in the order of ``jobs``; kept results are reused, the others
         computed. ``phase`` names the kept files (with each job's key), ``title`` (default:
         ``phase``) the logged lines."""
-        import ray
-
-        self.folder.mkdir(parents=True, exist_ok=True)
         results: list[Any] = [None] * len(jobs)
-        pending = {}
-        remote = ray.remote(num_cpus=self.cpu, num_gpus=self.gpu, max_retries=1)(_call)
+        todo = []
         for i, job in enumerate(jobs):
             found, value = self.kept(phase, job)
             if found:
                 results[i] = value
             else:
-                pending[remote.remote(job.fn, job.kwargs)] = i
+                todo.append(i)
         title = title or phase
-        done_before = len(jobs) - len(pending)
-        logger.info(
-            "%s: %d jobs%s",
-            title,
-            len(jobs),
-            f" ({done_before} done before, kept in {self.folder})" if done_before else "",
-        )
+        done_before = len(jobs) - len(todo)
+        kept = f" ({done_before} done before, kept in {self.folder})" if done_before else ""
+        for i, value, ran in self.execute([jobs[i] for i in todo], title, f"{title}: {len(jobs)} jobs{kept}"):
+            results[todo[i]] = value
+            job = jobs[todo[i]]
+            atomic_write_json(
+                self.file(phase, job),
+                {"label": job.label, "key": job.key, "value": value, "cpu_s": ran.cpu_s, "ran": asdict(ran)},
+                default=str,
+            )
+        return results
+
+    def execute(self, jobs: Sequence[Job], title: str, header: str) -> Iterator[tuple[int, Any, Ran]]:
+        """Run ``jobs`` as parallel Ray tasks (nothing kept): ``(index, result, where it ran)``
+        as each finishes; logs ``header``, then a line per finished job with the time left."""
+        import ray
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        remote = ray.remote(num_cpus=self.cpu, num_gpus=self.gpu, max_retries=1)(_call)
+        pending = {remote.remote(job.fn, job.kwargs): i for i, job in enumerate(jobs)}
+        logger.info("%s", header)
         t0, done, todo = time.perf_counter(), 0, len(pending)
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(ref)
-            results[i], cpu_s = ray.get(ref)
-            self.cpu_seconds += cpu_s
-            job = jobs[i]
-            atomic_write_json(
-                self.file(phase, job),
-                {"label": job.label, "key": job.key, "value": results[i], "cpu_s": cpu_s},
-                default=str,
-            )
+            value, ran = ray.get(ref)
+            self.cpu_seconds += ran.cpu_s
             done += 1
             elapsed = time.perf_counter() - t0
             left = f"~{duration(elapsed / done * (todo - done))} left" if todo > done else "done"
@@ -169,12 +188,22 @@ class Runner:
                 title,
                 done,
                 todo,
-                job.label,
-                cpu_s,
+                jobs[i].label,
+                ran.cpu_s,
                 duration(elapsed),
                 left,
             )
-        return results
+            yield i, value, ran
+
+    def workers(self) -> int:
+        """How many of this runner's jobs the Ray cluster runs at once (at least 1)."""
+        import ray
+
+        have = ray.cluster_resources()
+        slots = [have.get("CPU", 1.0) / self.cpu] if self.cpu else []
+        if self.gpu:
+            slots.append(have.get("GPU", 0.0) / self.gpu)
+        return max(1, int(min(slots, default=1.0)))
 
 
 @dataclass(frozen=True)
@@ -182,7 +211,7 @@ class Start:
     """Where a downstream tuning starts, and what identifies that start in a job's key.
 
     Attributes:
-        kwargs: ``score_job`` arguments: none (PT from the vocabulary), ``init="labels"``, ``init``
+        kwargs: ``score_problems``'s start: none (PT from the vocabulary), ``init="labels"``, ``init``
             a prompt, or ``method`` (a method restored from its checkpoint: SUPMER's ψ acts downstream).
         key: what identifies the start (the checkpoint, the method and settings, the upstream seed).
     """
@@ -195,19 +224,133 @@ PT_START = Start({}, {"pt": True})  # PT from the sampled-vocabulary init: the b
 LABELS_START = Start({"init": "labels"}, {"init": "labels"})  # PT from the class labels (Lester et al. 2021)
 
 
-def score_jobs(
-    backbone: dict, label: str, tasks: Sequence[Any], seeds: Sequence[int], tuning: dict, start: Start, owner: Owner
-) -> list[Job]:
-    """One job per task: tune from ``start`` on each few-shot seed, score on its test sample."""
-    from promptinit.trainables.scoring import score_job
+@dataclass(frozen=True)
+class Problem:
+    """One score a phase needs: ``owner`` tuned from ``start`` on ``task`` with few-shot ``seed``."""
 
-    return [
+    owner: Owner
+    label: str  # the owner as printed: ``PT``, ``maml (upstream seed 1)``
+    task: Any  # promptinit.tasks.task.Task
+    seed: int
+    start: Start
+
+
+MAX_PROBLEMS = 128  # problems per batched run at most (see ``plan_runs``)
+RUN_OVERHEAD = 2.0  # a run's fixed cost (model load, partly filled passes), in problems' worth of work
+
+
+def plan_runs(sizes: Sequence[int], workers: int, most: int = MAX_PROBLEMS) -> list[list[int]]:
+    """How to cut each task's problems into batched runs: ``[[run size, ...] per task]``.
+
+    A run never spans tasks and holds at most ``most`` problems. Fewer, larger runs share more
+    of the model's passes; enough runs keep every worker busy. Among cuts into near-equal runs
+    of ``ceil(total / (workers * k))`` problems (k = 1, 2, ...), the one with the shortest
+    estimated finish is chosen: the runs scheduled longest-first over ``workers`` (cost of a
+    run: its problems + ``RUN_OVERHEAD``). Deterministic: the same sizes and workers give the
+    same cut.
+    """
+    total = sum(sizes)
+    if total == 0:
+        return [[] for _ in sizes]
+    best: tuple[float, list[list[int]]] | None = None
+    for k in range(1, 2 * max(sizes) + 1):
+        size = max(1, math.ceil(total / (workers * k)))
+        if size > most:
+            continue
+        cut = [_split(n, math.ceil(n / size)) if n else [] for n in sizes]
+        finish = _finish([n + RUN_OVERHEAD for runs in cut for n in runs], workers)
+        if best is None or finish < best[0] - 1e-9:
+            best = (finish, cut)
+        if size == 1:
+            break
+    assert best is not None
+    return best[1]
+
+
+def _split(n: int, parts: int) -> list[int]:
+    """``n`` as ``parts`` near-equal sizes, larger first."""
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def _finish(costs: Sequence[float], workers: int) -> float:
+    """When the last of ``costs`` finishes, scheduled longest-first on ``workers``."""
+    loads = [0.0] * workers
+    for c in sorted(costs, reverse=True):
+        loads[loads.index(min(loads))] += c
+    return max(loads)
+
+
+def problem_key(backbone: dict, tuning: dict, p: Problem) -> dict:
+    """What decides a problem's score (its kept file is named by its hash)."""
+    return {"backbone": backbone, "task": p.task.fingerprint, "seed": p.seed, "tuning": tuning, **p.start.key}
+
+
+def run_scores(
+    runner: Runner, phase: str, backbone: dict, tuning: dict, problems: Sequence[Problem], title: str | None = None
+) -> dict[Owner, dict[Pair, float]]:
+    """Every problem's test score, gathered by owner: ``{(arm, upstream seed): {(task, seed): score}}``.
+
+    Kept scores are reused, one file per problem, so ``--resume`` and a study that adds an arm
+    redo nothing finished; the others are tuned task by task, each task's problems in one
+    batched run (``trainables.scoring.score_problems``) or cut by ``plan_runs`` to keep every
+    worker busy. A run's CPU seconds are shared evenly by its problems' kept files.
+    """
+    from promptinit.trainables.scoring import score_problems
+
+    title = title or phase
+    out: dict[Owner, dict[Pair, float]] = {}
+    todo: dict[str, list[Problem]] = {}
+    for p in problems:
+        job = Job(p.label, _always, {}, problem_key(backbone, tuning, p))
+        found, value = runner.kept(phase, job)
+        if found:
+            out.setdefault(p.owner, {})[(p.task.name, p.seed)] = float(value)
+        else:
+            todo.setdefault(p.task.name, []).append(p)
+    runs: list[list[Problem]] = []
+    for group, sizes in zip(todo.values(), plan_runs([len(g) for g in todo.values()], runner.workers()), strict=True):
+        start = 0
+        for n in sizes:
+            runs.append(group[start : start + n])
+            start += n
+    jobs = [
         Job(
-            f"{label} {t.name}, seeds {' '.join(map(str, seeds))}",
-            score_job,
-            dict(backbone=backbone, tasks=[t], seeds=list(seeds), tuning=tuning, **start.kwargs),
-            {"backbone": backbone, "task": t.fingerprint, "seeds": list(seeds), "tuning": tuning, **start.key},
-            owner,
+            f"{run[0].task.name}: {_who(run)}",
+            score_problems,
+            dict(backbone=backbone, task=run[0].task, tuning=tuning, problems=[(p.start.kwargs, p.seed) for p in run]),
+            {},
         )
-        for t in tasks
+        for run in runs
     ]
+    kept = len(problems) - sum(map(len, runs))
+    header = f"{title}: {len(problems)} problems in {len(runs)} batched runs" + (
+        f" ({kept} done before, kept in {runner.folder})" if kept else ""
+    )
+    for i, values, ran in runner.execute(jobs, title, header):
+        for p, value in zip(runs[i], values, strict=True):
+            key = problem_key(backbone, tuning, p)
+            atomic_write_json(
+                runner.file(phase, Job(p.label, _always, {}, key)),
+                {
+                    "label": f"{p.label} {p.task.name}, seed {p.seed}",
+                    "key": key,
+                    "value": value,
+                    "cpu_s": ran.cpu_s / len(runs[i]),
+                    "ran": asdict(ran),
+                },
+                default=str,
+            )
+            out.setdefault(p.owner, {})[(p.task.name, p.seed)] = float(value)
+    return out
+
+
+def _who(run: Sequence[Problem]) -> str:
+    """``12 problems: PT, maml (upstream seed 0), ...`` (each owner once)."""
+    owners = list(dict.fromkeys(p.label for p in run))
+    shown = ", ".join(owners[:3]) + (f" and {len(owners) - 3} more" if len(owners) > 3 else "")
+    return f"{len(run)} problems ({shown})"
+
+
+def problems_for(label: str, owner: Owner, tasks: Sequence[Any], seeds: Sequence[int], start: Start) -> list[Problem]:
+    """``owner``'s problems: every task x few-shot seed from ``start``."""
+    return [Problem(owner, label, t, s, start) for t in tasks for s in seeds]

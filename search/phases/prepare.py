@@ -103,6 +103,12 @@ def trial_resources(cfg: SweepConfig) -> tuple[float, float]:
     gpu = cfg.resources.gpu
     if gpu == "auto":
         gpu = AUTO_GPU_FRACTION if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        if not gpu and os.environ.get("RAY_ADDRESS"):  # a cluster, maybe one whose GPU workers start later
+            logger.warning(
+                "resources.gpu: auto found no GPU on the cluster now, so trials and jobs ask for none; an "
+                "autoscaling cluster whose GPU workers start later would run them there unscheduled on GPU "
+                "0 (docs/cluster.md); set resources.gpu to a fraction such as 0.25 for a GPU cluster"
+            )
     return cfg.resources.cpu, float(gpu)
 
 

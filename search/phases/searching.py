@@ -19,7 +19,7 @@ from typing import Any
 from promptinit.search.phases import tracking
 from promptinit.search.phases.check import Checked, trial_states
 from promptinit.search.phases.config import SweepConfig
-from promptinit.search.phases.jobs import PT_START, score_jobs, scores_by_owner
+from promptinit.search.phases.jobs import PT_START, problems_for, run_scores
 from promptinit.search.phases.prepare import Context, Prepared, Run
 from promptinit.search.phases.searcher import StudySearcher, drop_study, optuna_storage_url
 from promptinit.spaces import Choice, Fixed, Float, Int, SweepSpace, trial_settings
@@ -73,12 +73,14 @@ class Searched:
     Attributes:
         candidates: each method's best ``top_k`` trials, best first.
         counts: each method's trials and finished trials.
+        ranked: each method's every trial with a validation score, best first (for calibration).
         seconds: wall seconds of ``Tuner.fit``.
         trial_cpu_s: CPU seconds the trials reported.
     """
 
     candidates: dict[str, list[Candidate]]
     counts: dict[str, TrialCounts]
+    ranked: dict[str, list[Candidate]]
     seconds: float
     trial_cpu_s: float
 
@@ -89,8 +91,8 @@ def run(checked: Checked, prepared: Prepared) -> Searched:
 
     cfg, ctx, tasks = checked.cfg, prepared.ctx, checked.tasks
     tuning = cfg.validation.tuning_dict()
-    jobs = score_jobs(ctx.backbone, "PT", tasks.validation, cfg.validation.seeds, tuning, PT_START, ("pt", None))
-    baseline = scores_by_owner(jobs, ctx.runner.run("validation PT", jobs))[("pt", None)]
+    pt = problems_for("PT", ("pt", None), tasks.validation, cfg.validation.seeds, PT_START)
+    baseline = run_scores(ctx.runner, "validation PT", ctx.backbone, tuning, pt)[("pt", None)]
     build_caches(cfg.space(), ctx)
     shared = Shared(
         backbone=ctx.backbone,
@@ -115,8 +117,9 @@ def run(checked: Checked, prepared: Prepared) -> Searched:
         )
     )
     logger.info("search: %d trials in %.0f s (%.0f CPU s in trials)", len(results), seconds, trial_cpu)
-    candidates, counts = best_trials(results, cfg.methods, cfg.search.top_k)
-    return Searched(candidates, counts, seconds, trial_cpu)
+    ranked, counts = best_trials(results, cfg.methods, len(results))
+    candidates = {m: cs[: cfg.search.top_k] for m, cs in ranked.items()}
+    return Searched(candidates, counts, ranked, seconds, trial_cpu)
 
 
 def build_caches(space: SweepSpace, ctx: Context) -> None:

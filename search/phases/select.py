@@ -17,7 +17,7 @@ from pathlib import Path
 
 from promptinit.search.phases.arms import start_from
 from promptinit.search.phases.check import Checked
-from promptinit.search.phases.jobs import PT_START, score_jobs, scores_by_owner
+from promptinit.search.phases.jobs import PT_START, problems_for, run_scores
 from promptinit.search.phases.prepare import Context
 from promptinit.search.phases.searching import Candidate, Searched
 from promptinit.trainables import metrics as M
@@ -42,13 +42,11 @@ def run(checked: Checked, ctx: Context, searched: Searched) -> Selected:
 
     cfg, tasks = checked.cfg, checked.tasks.validation
     seeds, tuning = cfg.validation.fresh_seeds(), cfg.validation.tuning_dict()
-    jobs = score_jobs(ctx.backbone, "PT", tasks, seeds, tuning, PT_START, ("pt", None))
+    problems = problems_for("PT", ("pt", None), tasks, seeds, PT_START)
     for c in (c for cs in searched.candidates.values() for c in cs):
         start = start_from(ctx, c, c.checkpoint, ctx.seed)
-        jobs += score_jobs(
-            ctx.backbone, f"{c.method} trial {c.trial_id}", tasks, seeds, tuning, start, (c.trial_id, ctx.seed)
-        )
-    scores = scores_by_owner(jobs, ctx.runner.run("re-score", jobs))
+        problems += problems_for(f"{c.method} trial {c.trial_id}", (c.trial_id, ctx.seed), tasks, seeds, start)
+    scores = run_scores(ctx.runner, "re-score", ctx.backbone, tuning, problems)
     baseline = scores[("pt", None)]
     rescored = {
         m: [

@@ -1,4 +1,5 @@
-"""Phase 6, target: PT and every (arm, upstream seed) tuned on each target task x few-shot seed.
+"""Phase 6, target: PT and every (arm, upstream seed) tuned on each target task x few-shot seed,
+every problem of a task in one batched run (``jobs.run_scores``).
 
 Scores are keyed ``(task, seed, upstream seed)`` for ``promptinit.stats``; PT's ``(task, seed)``.
 """
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptinit.search.phases.arms import start_from
-from promptinit.search.phases.jobs import PT_START, Pair, Start, score_jobs, scores_by_owner
+from promptinit.search.phases.jobs import PT_START, Pair, Start, problems_for, run_scores
 from promptinit.search.phases.prepare import Context
 from promptinit.search.phases.searching import Candidate
 from promptinit.search.phases.upstream import Checkpoints
@@ -42,13 +43,13 @@ def run(
         also: more arms without an upstream run (a study's PT from class labels), keyed by arm;
             their scores are keyed ``(task, seed)`` like PT's.
     """
-    jobs = score_jobs(ctx.backbone, "PT", tasks, seeds, tuning, PT_START, ("pt", None))
+    problems = problems_for("PT", ("pt", None), tasks, seeds, PT_START)
     for arm, start in (also or {}).items():
-        jobs += score_jobs(ctx.backbone, arm, tasks, seeds, tuning, start, (arm, None))
+        problems += problems_for(arm, (arm, None), tasks, seeds, start)
     for (arm, u), checkpoint in checkpoints.items():
         start = start_from(ctx, chosen[arm], checkpoint, u)
-        jobs += score_jobs(ctx.backbone, f"{arm} (upstream seed {u})", tasks, seeds, tuning, start, (arm, u))
-    by_owner = scores_by_owner(jobs, ctx.runner.run("target", jobs))
+        problems += problems_for(f"{arm} (upstream seed {u})", (arm, u), tasks, seeds, start)
+    by_owner = run_scores(ctx.runner, "target", ctx.backbone, tuning, problems)
     arms: dict[str, dict[tuple, float]] = {}
     for (arm, upstream_seed), scores in by_owner.items():
         if upstream_seed is None:  # PT, or an arm of `also`

@@ -1,9 +1,10 @@
 """Phase 5, upstream: each chosen configuration meta-trained with every upstream seed.
 
-The target interval then covers the variance of meta-training itself. A sweep's own ``seed``
-reuses the checkpoint the search chose; every other seed trains afresh for as many outer steps
-as that checkpoint had (its schedule still spans the configured ``steps``). A study's preset
-arms train every seed afresh. Each run is a job kept in ``<sweep>/final/upstream/``.
+The target interval then covers the variance of meta-training itself. Every seed trains afresh
+for as many outer steps as the chosen checkpoint had (its schedule still spans the configured
+``steps``); the search's own checkpoint serves the selection only, and its ``seed`` is refused as
+an upstream seed (``check.refuse_search_seed``), so the seeds are exchangeable. Each run is a job
+kept in ``<sweep>/final/upstream/``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ def run(
     ctx: Context,
     chosen: Mapping[str, Candidate],
     seeds: Sequence[int],
-    reuse_seed: int | None = None,
     title: str = "upstream",
 ) -> Checkpoints:
     """``{(arm, upstream seed): checkpoint}`` for every arm of ``chosen`` and every seed.
@@ -33,17 +33,10 @@ def run(
         ctx: the sweep's context.
         chosen: arm -> its configuration (a sweep's arms are its methods).
         seeds: upstream seeds.
-        reuse_seed: the seed whose checkpoint is the candidate's own (the search's), or None.
         title: the logged lines' title.
     """
     out: Checkpoints = {}
-    jobs = []
-    for arm, c in chosen.items():
-        for u in seeds:
-            if u == reuse_seed:
-                out[(arm, u)] = c.checkpoint
-            else:
-                jobs.append(train(ctx, arm, c, u))
+    jobs = [train(ctx, arm, c, u) for arm, c in chosen.items() for u in seeds]
     for job, folder in zip(jobs, ctx.runner.run("upstream", jobs, title=title), strict=True):
         out[(job.owner[0], job.kwargs["method"].seed)] = folder
     return out

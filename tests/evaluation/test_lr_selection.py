@@ -154,7 +154,7 @@ def test_a_float_lr_gives_the_results_and_cache_key_of_before_lr_lists():
         assert res.lr == 0.3 and res.lr_search == []
     listed = tune_prompt(bb, fs, init, dataclasses.replace(cfg, lr=[0.3]), progress=False)
     assert torch.equal(listed.prompt, one.prompt) and listed.test == one.test
-    assert listed.lr_search == [{"lr": 0.3, "dev": one.dev, "best_step": 6}]
+    assert listed.lr_search == [{"lr": 0.3, "dev": one.dev, "best_step": 6, "steps": 6}]
 
 
 @pytest.mark.parametrize("lr,problem", [
@@ -238,3 +238,37 @@ def test_one_lr_on_the_command_line_is_a_float():
 
     assert lr_value([0.3]) == 0.3 and lr_value(0.3) == 0.3  # a single lr: its results and cache key as before
     assert lr_value([0.5, 0.4]) == [0.5, 0.4]
+
+
+def test_halving_rungs_by_hand():
+    from promptinit.tuning import halving_rungs
+
+    four = TuneConfig(lr=[0.5, 0.4, 0.3, 0.2], steps=60, eval_every=10, lr_halving=True)
+    assert halving_rungs(four) == {20: 2, 40: 1}  # 4x20 + 2x20 + 1x20 = 140 run-steps of 240
+    assert halving_rungs(dataclasses.replace(four, lr=[0.5, 0.3])) == {30: 1}
+    assert halving_rungs(dataclasses.replace(four, lr=[0.5, 0.4, 0.3])) == {20: 2, 40: 1}
+    assert halving_rungs(dataclasses.replace(four, eval_every=25)) == {25: 2, 50: 1}  # moved up to an evaluation
+    assert halving_rungs(dataclasses.replace(four, steps=20, eval_every=20)) == {}  # no evaluation before the end
+    assert halving_rungs(dataclasses.replace(four, lr_halving=False)) == {}
+    assert halving_rungs(dataclasses.replace(four, lr=0.3)) == {}
+
+
+@pytest.mark.parametrize("model", [CAUSAL, SEQ2SEQ])
+def test_halving_stops_the_trailing_lrs_at_each_rung_and_chooses_among_the_rest(model):
+    """4 lrs, 8 steps evaluated every 2: rungs {4: 2, 6: 1}. Each lr's run equals its own
+    single-lr run up to where it stopped (its best dev is that run's best up to that step),
+    the runs stopped at a rung trail the ones that went on, and the choice is the run that
+    went to the end: 4x4 + 2x2 + 1x2 = 22 run-steps instead of 32."""
+    bb = tiny_backbone(model, "float64")
+    config = TuneConfig(lr=[1.0, 0.3, 0.1, 0.01], steps=8, eval_every=2, batch_size=4, lr_halving=True)
+    problem = TuneProblem(biased("halve", 3), bb.init_prompt("vocab", seed=3))
+    got = tune_prompts(bb, [problem], config, progress=False)[0]
+    steps = [c["steps"] for c in got.lr_search]
+    assert sorted(steps) == [4, 4, 6, 8] and sum(steps) == 22
+    for c in got.lr_search:
+        alone = tune_prompts(bb, [problem], dataclasses.replace(config, lr=c["lr"], lr_halving=False), progress=False)[0]
+        assert c["dev"] == pytest.approx(max(p["dev"] for p in alone.curve if p["step"] <= c["steps"]), abs=TOL)
+    by_steps = sorted(got.lr_search, key=lambda c: c["steps"])
+    assert max(c["dev"] for c in by_steps[:2]) <= min(c["dev"] for c in by_steps[2:]) + TOL
+    assert got.lr == by_steps[-1]["lr"] or got.dev == pytest.approx(by_steps[-1]["dev"], abs=TOL)
+    assert tune_prompt(bb, problem.fewshot, problem.init, config, progress=False).lr_search == got.lr_search

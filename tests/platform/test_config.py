@@ -110,6 +110,22 @@ def test_rescore_and_upstream_seeds_are_checked(tmp_path):
             load_sweep_config(write_sweep(tmp_path, field, **{field: value}))
 
 
+def test_the_searchs_seed_is_refused_as_an_upstream_seed(tmp_path):
+    """Meta-trained with the search's own seed, the choice repeats the run the search picked for
+    its validation score: not exchangeable with fresh seeds, so the check refuses it (exit 2 at
+    the command line, as every PromptinitError) before anything is written."""
+    from promptinit.errors import PromptinitError
+    from promptinit.search.phases import check
+    from promptinit.search.phases.config import load_sweep_config
+
+    where = write_sweep(tmp_path, "seed0", seed=0, target={"seeds": [100], "upstream_seeds": [2, 0, 1]})
+    with pytest.raises(PromptinitError, match=r"field 'target.upstream_seeds': \[2, 0, 1\] holds the search's seed 0"):
+        check.config(load_sweep_config(where), str(where), resume=False)
+    assert not (tmp_path / "runs").exists()
+    fine = write_sweep(tmp_path, "seed7", seed=7, target={"seeds": [100], "upstream_seeds": [2, 0, 1]})
+    check.refuse_search_seed(load_sweep_config(fine), str(fine))  # seed 7 is not among them
+
+
 def test_tuning_lr_takes_a_list_chosen_on_dev(tmp_path):
     """Qin et al.'s downstream lrs: the YAML list reaches TuneConfig, the MLflow params and the
     plain fields the final evaluation's Ray jobs rebuild it from."""

@@ -117,3 +117,61 @@ def test_candidates_do_not_depend_on_the_order_tune_lists_trials_and_checkpoints
         cands, counts = best_trials(order, ["mtl"], 2)
         assert [(c.trial_id, c.checkpoint) for c in cands["mtl"]] == [("a", "a-ck2"), ("b", "b-ck2")]
         assert counts == {"mtl": TrialCounts(3, 3)}
+
+
+def test_plan_runs_cuts_each_tasks_problems_to_keep_every_worker_busy():
+    """The demo's target phase: 3 tasks x 33 problems on 2 workers. Whole tasks as 3 runs would
+    finish at 2 x 35 (one worker idles through the third); two runs per task finish at 56
+    (costs 19 19 19 18 18 18 longest-first), four at >= 61.5: two per task is the cut."""
+    from promptinit.search.phases.jobs import plan_runs
+
+    assert plan_runs([33, 33, 33], workers=2) == [[17, 16], [17, 16], [17, 16]]
+    assert plan_runs([33, 33, 33], workers=3) == [[33], [33], [33]]  # one run per task and worker
+    assert plan_runs([5, 0], workers=4) == [[2, 2, 1], []]  # finish 4 (cost 2 + 2); five runs of 1: 6
+    for sizes, workers, most in [([300, 7, 1], 8, 40), ([12], 1, 5), ([1, 1], 16, 128)]:
+        cut = plan_runs(sizes, workers, most)
+        assert [sum(c) for c in cut] == sizes and all(0 < n <= most for c in cut for n in c)
+        assert cut == plan_runs(sizes, workers, most)  # deterministic
+
+
+def test_run_scores_batches_a_tasks_problems_and_keeps_each_one(tmp_path, ray_tmp, caplog):
+    """Scores kept one file per problem: a second owner added later computes only its own
+    problems (as a study adding an arm, or --resume), and every score equals the problem's
+    own unbatched run to rounding."""
+    import logging
+
+    import ray
+
+    from promptinit.evaluation import TuneConfig, tune_prompt
+    from promptinit.search.phases.jobs import PT_START, Runner, Start, problems_for, run_scores
+    from promptinit.tasks.fewshot import sample_few_shot
+
+    bb = tiny_backbone()
+    backbone = dataclasses.asdict(bb.config)
+    tasks = [keyword_task(f"t{i}", n=60, seed=i) for i in range(2)]
+    tuning = dict(lr=0.3, batch_size=4, steps=4, eval_every=2, eval_batch_size=8, test_size=10, rows_per_pass=16)
+    init = bb.init_prompt("vocab", seed=7)
+    arm = Start({"init": init}, {"arm": "a"})
+    cache = tmp_path / "cache"
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80_000_000, log_to_driver=False,
+             _temp_dir=str(ray_tmp), runtime_env={"env_vars": {"PROMPTINIT_CACHE": str(cache)}})
+    caplog.set_level(logging.INFO, logger="promptinit")
+    try:
+        runner = Runner(tmp_path / "final", cpu=1, gpu=0, code="c1")
+        pt = problems_for("PT", ("pt", None), tasks, [1, 2], PT_START)
+        first = run_scores(runner, "target", backbone, tuning, pt)
+        assert "target: 4 problems in 2 batched runs" in caplog.text  # a run per task on 2 workers
+        caplog.clear()
+        both = run_scores(runner, "target", backbone, tuning, pt + problems_for("arm", ("a", 0), tasks, [1, 2], arm))
+        assert "target: 8 problems in 2 batched runs (4 done before" in caplog.text  # only the arm's ran
+        assert both[("pt", None)] == first[("pt", None)]
+        assert sorted(both) == [("a", 0), ("pt", None)] and len(list((tmp_path / "final").iterdir())) == 8
+    finally:
+        ray.shutdown()
+    cfg = TuneConfig(**tuning)
+    for t in tasks:
+        for s in (1, 2):
+            own = tune_prompt(bb, sample_few_shot(t, s, test_size=10), init, cfg)
+            assert both[("a", 0)][(t.name, s)] == pytest.approx(own.test, abs=1e-6)
+            pt_own = tune_prompt(bb, sample_few_shot(t, s, test_size=10), bb.init_prompt("vocab", seed=s), cfg)
+            assert both[("pt", None)][(t.name, s)] == pytest.approx(pt_own.test, abs=1e-6)

@@ -55,7 +55,7 @@ def test_sweep_logs_every_trial_to_mlflow_and_exports_best_prompts(tmp_path, ray
     from promptinit.backbones import load_prompt
     from promptinit.export import ModelInfo, load_export
 
-    config = write_sweep(tmp_path, "e2e")
+    config = write_sweep(tmp_path, "e2e", search={"calibrate": 2})
     log = tmp_path / "sweep.log"
     rc = run_sweep(config, env=sweep_env(ray_tmp, MLFLOW_TRACKING_URI=mlflow_server), log=log)
     assert rc == 0, tail(log)
@@ -110,7 +110,40 @@ def test_sweep_logs_every_trial_to_mlflow_and_exports_best_prompts(tmp_path, ray
         assert states[info["extra"]["trial_id"]][1]["method"] == method
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"arg_table.md", "arg_table.csv", "exports"} <= artifacts
+    check_calibration(sweep, states)
     assert {"target/arg/fomaml", "target/arg/mtl"} <= set(parent.data.metrics)
+
+
+def check_calibration(sweep: Path, states: dict) -> None:
+    """``search.calibrate: 2``: per method its best and worst trial (the choice among them),
+    tuned on the targets beside PT, with the target difference the kept problem files give."""
+    import json
+
+    import pandas as pd
+
+    cal = pd.read_csv(sweep / "calibration.csv", dtype={"trial_id": str})
+    selection = pd.read_csv(sweep / "selection.csv", dtype={"trial_id": str})
+    for method, g in cal.groupby("method"):
+        n = sum(1 for _, c in states.values() if c["method"] == method)
+        assert sorted(g["val_rank"]) == sorted({1, n}) and g["chosen"].sum() == 1
+        choice = selection[selection["chosen"] & (selection["method"] == method)]
+        assert g.loc[g["chosen"], "trial_id"].item() == choice["trial_id"].item()
+    kept: dict[str, dict[str, float]] = {}
+    for path in (sweep / "final").glob("target-*.json"):
+        record = json.loads(path.read_text())
+        owner, task, _, seed = record["label"].rsplit(" ", 3)  # "calibrate <trial> <task>, seed <seed>"
+        kept.setdefault(owner, {})[f"{task} {seed}"] = record["value"]
+    for r in cal.itertuples():
+        mine, pt = kept[f"calibrate {r.trial_id}"], kept["PT"]
+        assert r.target_diff == pytest.approx(sum(mine[p] - pt[p] for p in pt) / len(pt), abs=1e-12)
+    assert "Spearman" in (sweep / "calibration.md").read_text()
+    from promptinit.analysis.report import write_report
+    from promptinit.analysis.results import load_sweep
+
+    report = write_report([load_sweep(sweep)], sweep.parent / "report", log_mlflow=False)
+    index = (report.folder / "index.md").read_text()
+    assert "## Does the search objective predict the target?" in index and "Spearman" in index
+    assert (report.folder / "tables" / "calibration.csv").read_text() == (sweep / "calibration.csv").read_text()
 
 
 def _statuses_on_disk(sweep: Path) -> list[str]:

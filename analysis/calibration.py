@@ -1,0 +1,165 @@
+"""Does a sweep's search objective predict the target? Spearman's rho between the calibrated
+trials' validation objective and their target difference to PT (``search.calibrate``).
+
+The sweep writes ``calibration.csv`` (one row per calibrated trial) and ``calibration.md``;
+``promptinit report`` reads the csv back. Per method: rho with a 95 % percentile bootstrap
+interval (trials resampled with replacement; resamples in which either column is constant have
+no rank correlation and are dropped, and their share is printed), and where the method's chosen
+trial ranks on the target among the calibrated ones. With the 8-16 trials a CPU sweep affords,
+the interval is wide: a low or undetermined rho is a finding, not a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from promptinit.analysis.tables import markdown
+from promptinit.files import atomic_write
+
+FILE = "calibration"  # calibration.{csv,md} in the sweep folder
+RESAMPLES = 4000
+
+
+@dataclasses.dataclass(frozen=True)
+class Rho:
+    """Spearman's rho with its bootstrap interval."""
+
+    rho: float
+    lo: float
+    hi: float
+    n: int  # trials
+    dropped: float  # share of resamples without a rank correlation (a constant column)
+
+    def fmt(self) -> str:
+        if not math.isfinite(self.rho):
+            return "n/a"
+        return f"{self.rho:+.2f} [{self.lo:+.2f}, {self.hi:+.2f}]"
+
+
+def spearman(x: Sequence[float], y: Sequence[float], resamples: int = RESAMPLES, seed: int = 0) -> Rho:
+    """Spearman's rho of ``x`` and ``y`` with a 95 % percentile bootstrap interval over the pairs."""
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(a)
+    if n < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return Rho(math.nan, math.nan, math.nan, n, 1.0)
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    rx, ry = rankdata(a[idx], axis=1), rankdata(b[idx], axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
+    ok = den > 0
+    boot = (rx * ry).sum(axis=1)[ok] / den[ok]
+    point = _rho(a, b)
+    lo, hi = np.quantile(boot, [0.025, 0.975]) if boot.size else (math.nan, math.nan)
+    return Rho(point, float(lo), float(hi), n, float(1 - ok.mean()))
+
+
+def _rho(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
+def table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The calibrated trials (``search.phases.calibrate.Calibrated`` as dicts), with each trial's
+    rank on the target among its method's calibrated trials (1 = largest difference to PT)."""
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return df
+    df["target_rank"] = df.groupby("method")["target_diff"].rank(ascending=False, method="min").astype(int)
+    return df.sort_values(["method", "val_rank"]).reset_index(drop=True)
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method: trials, rho [95 % CI], and the chosen trial's rank on the target."""
+    out = []
+    for method, g in df.groupby("method", sort=True):
+        r = spearman(g["val_arg"].to_numpy(), g["target_diff"].to_numpy())
+        chosen = g[g["chosen"].astype(bool)]
+        out.append(
+            {
+                "method": method,
+                "trials": len(g),
+                "rho": r.rho,
+                "rho_lo": r.lo,
+                "rho_hi": r.hi,
+                "rho_dropped": r.dropped,
+                "chosen_target_rank": int(chosen["target_rank"].iloc[0]) if len(chosen) else None,
+                "pairs": int(g["pairs"].iloc[0]),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """The summary and the per-trial table, with what they rest on."""
+    if df.empty:
+        return "No calibrated trials."
+    s = summary(df)
+    head = markdown(
+        ["method", "trials", "Spearman rho [95 % CI]", "chosen trial's rank on target"],
+        [
+            [
+                r.method,
+                r.trials,
+                Rho(r.rho, r.rho_lo, r.rho_hi, r.trials, r.rho_dropped).fmt(),
+                f"{r.chosen_target_rank} of {r.trials}" if r.chosen_target_rank else "not calibrated",
+            ]
+            for r in s.itertuples()
+        ],
+    )
+    trials = markdown(
+        [
+            "method",
+            "trial",
+            "validation rank",
+            "validation ARG",
+            "re-scored ARG",
+            "target Δ vs PT (points)",
+            "target rank",
+        ],
+        [
+            [
+                r.method,
+                r.trial_id + (" (chosen)" if r.chosen else ""),
+                r.val_rank,
+                f"{100 * r.val_arg:+.1f} %",
+                f"{100 * r.rescored_arg:+.1f} %" if math.isfinite(r.rescored_arg) else "",
+                f"{100 * r.target_diff:+.1f}",
+                r.target_rank,
+            ]
+            for r in df.itertuples()
+        ],
+    )
+    pairs = int(s["pairs"].iloc[0])
+    return (
+        "Does the search objective predict the target? Spearman's rho between each calibrated trial's "
+        "validation ARG and its mean target difference to PT "
+        f"({pairs} target (task, seed) pairs per trial; trials spread over the validation ranking; 95 % "
+        f"percentile bootstrap over trials, {RESAMPLES} resamples).\n\n{head}\n\n{trials}\n"
+    )
+
+
+def write_calibration(rows: Iterable[Any], folder: str | Path) -> str:
+    """Write ``calibration.{csv,md}`` (atomically) from ``Calibrated`` rows (or dicts); returns the Markdown."""
+    df = table(dict(r) if isinstance(r, Mapping) else dataclasses.asdict(r) for r in rows)
+    folder = Path(folder)
+    text = to_markdown(df)
+    atomic_write(folder / f"{FILE}.csv", df.to_csv(index=False))
+    atomic_write(folder / f"{FILE}.md", text)
+    return text
+
+
+def read(folder: str | Path) -> pd.DataFrame | None:
+    """A sweep's ``calibration.csv``, or None when it calibrated nothing."""
+    path = Path(folder) / f"{FILE}.csv"
+    return pd.read_csv(path, dtype={"trial_id": str}) if path.is_file() else None

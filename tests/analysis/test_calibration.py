@@ -1,0 +1,70 @@
+"""Calibration of the search objective (``search.calibrate``): which trials are target-scored,
+and Spearman's rho with its bootstrap interval."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from promptinit.analysis import calibration
+from promptinit.search.phases.calibrate import spread
+from promptinit.search.phases.searching import Candidate
+
+
+def _cands(n: int) -> list[Candidate]:
+    return [Candidate("mtl", f"t{i}", None, 1.0 - i / n, {"upstream/step": 1}, {}, {}) for i in range(n)]
+
+
+def test_spread_takes_evenly_spaced_ranks_best_and_worst_and_the_choice():
+    ranked = _cands(10)
+    assert [r for r, _ in spread(ranked, 4, None)] == [1, 4, 7, 10]  # linspace(0, 9, 4) = 0, 3, 6, 9
+    assert [r for r, _ in spread(ranked, 4, ranked[1])] == [1, 2, 4, 7, 10]  # the choice joins
+    assert [r for r, _ in spread(ranked, 3, None)] == [1, 5, 10]  # indices 0, 4.5 -> 4 (half to even), 9
+    assert [r for r, _ in spread(ranked[:2], 8, None)] == [1, 2] and spread(ranked, 0, ranked[0]) == []
+
+
+def test_rho_is_scipys_and_its_interval_holds_it():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=12)
+    y = 0.6 * x + rng.normal(size=12)
+    r = calibration.spearman(x, y)
+    assert r.rho == pytest.approx(spearmanr(x, y).statistic) and r.lo <= r.rho <= r.hi and r.n == 12
+    assert calibration.spearman(x, 2 * x + 1).fmt() == "+1.00 [+1.00, +1.00]"  # every resample is monotone
+    assert calibration.spearman(x, -x).rho == pytest.approx(-1.0)
+    assert math.isnan(calibration.spearman(x, np.ones(12)).rho)  # a constant column: no rank correlation
+    assert calibration.spearman(x[:2], y[:2]).fmt() == "n/a"
+
+
+def test_the_bootstrap_interval_covers_a_planted_rho():
+    """200 samples of 12 trials from a bivariate normal with correlation 0.7 (Spearman's rho
+    6/pi asin(0.35) = 0.683): share of 95 % intervals holding it. Measured: 0.97, 0.955, 0.98
+    with this test's generator seeded 0, 1, 2 (it uses 0); the bound 0.90 keeps a margin of
+    several times that spread, and a broken interval (the point alone, or a wrong tail) covers
+    far less."""
+    truth = 6 / math.pi * math.asin(0.7 / 2)
+    rng = np.random.default_rng(0)
+    cov = [[1, 0.7], [0.7, 1]]
+    held = 0
+    for i in range(200):
+        x, y = rng.multivariate_normal([0, 0], cov, size=12).T
+        r = calibration.spearman(x, y, resamples=1000, seed=i)
+        held += r.lo <= truth <= r.hi
+    assert held / 200 >= 0.90
+
+
+def test_table_ranks_trials_on_target_and_the_markdown_says_what_it_rests_on(tmp_path):
+    rows = [
+        {"method": "mtl", "trial_id": f"t{i}", "val_rank": i + 1, "val_arg": 0.1 - 0.01 * i,
+         "rescored_arg": math.nan, "target_diff": d, "pairs": 9, "chosen": i == 1}
+        for i, d in enumerate([0.02, 0.05, -0.01, 0.0])
+    ]
+    text = calibration.write_calibration(rows, tmp_path)
+    assert (tmp_path / "calibration.md").read_text() == text
+    df = calibration.read(tmp_path)
+    assert list(df["target_rank"]) == [2, 1, 4, 3]
+    s = calibration.summary(df)
+    assert s.loc[0, "chosen_target_rank"] == 1  # rho: ranks 4321 vs 3412, 1 - 6 * 4 / (4 * 15) = 0.6
+    assert s.loc[0, "rho"] == pytest.approx(0.6)
+    assert "1 of 4" in text and "9 target (task, seed) pairs" in text and "t1 (chosen)" in text
