@@ -448,6 +448,55 @@ def case_partition_missing_validation(w):
     return named(tasks("--partition", str(path)), path.name, "field 'validation'")
 
 
+@case()
+def case_partition_validation_without_admission(w):
+    path = w.write("part.yaml", "source: [bb_strategyqa]\ntarget: [bbc_topic]\nvalidation_candidates: [bb_navigate]\n"
+                   "validation: [bb_navigate]\n")
+    return named(tasks("--partition", str(path)), path.name, "field 'admission'", "promptinit admit")
+
+
+# --- validation admission (promptinit admit ...)
+
+
+def admit(*args: str) -> Call:
+    return Call(["-m", "promptinit", "admit", "--model", "tiny-llama", "--prompt-length", "4", *args], ())
+
+
+CANDIDATES = "source: [bb_strategyqa]\ntarget: [bbc_topic]\nvalidation_candidates: [{}]\n"
+
+
+@case()
+def case_admit_unknown_candidate(w):
+    path = w.write("part.yaml", CANDIDATES.format("bb_navigate, bb_misconseptions"))
+    return named(admit("--partition", str(path)), path.name, "field 'validation_candidates'", "bb_misconseptions")
+
+
+@case()
+def case_admit_generation_candidate(w):
+    path = w.write("part.yaml", CANDIDATES.format("bb_navigate, bb_object_counting"))
+    return named(admit("--partition", str(path)), path.name, "field 'validation_candidates'",
+                 "bb_object_counting", "generation")
+
+
+@case()
+def case_admit_without_candidates(w):
+    path = w.write("part.yaml", "source: [bb_strategyqa]\ntarget: [bbc_topic]\nvalidation: [bb_navigate]\n")
+    return named(admit("--partition", str(path)), path.name, "field 'validation_candidates'", "missing")
+
+
+@case()
+def case_admit_two_learning_rates(w):
+    path = w.write("part.yaml", CANDIDATES.format("bb_navigate"))
+    return named(admit("--partition", str(path), "--lr", "0.3", "0.5"), "option '--lr'")
+
+
+@case()
+def case_sweep_partition_pending(w):
+    partition = w.write("pending.yaml", CANDIDATES.format("bb_navigate, bb_snarks"))
+    path = w.sweep_yaml(partition=str(partition))
+    return named(w.sweep(path), path, "field 'partition'", "pending.yaml", "field 'validation'", "promptinit admit")
+
+
 # --- task data files, one loader format each (promptinit tune --task ...)
 
 

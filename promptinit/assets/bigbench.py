@@ -12,11 +12,21 @@ Set ``PROMPTINIT_BIGBENCH_SDIST=/path/bigbench-1.0.0.tar.gz`` to use a tarball a
 
 When the sdist cannot be had (on 4 Dec 2026 the package index stopped serving ``bigbench==1.0.0``
 to our machines: it lists only 0.0.1), the cache is filled from ``SUBSET``, the ``task.json`` of
-every BIG-bench task the catalog and the default SUPMER corpus use (52 files, unchanged bytes,
-6.7 MB as xz; BIG-bench is Apache-2.0), shipped with promptinit. Other BIG-bench tasks then need
-the sdist. The subset was written from an extracted cache with::
+every BIG-bench task the catalog and the default SUPMER corpus use (103 files, unchanged bytes,
+12.0 MB as xz; BIG-bench is Apache-2.0), shipped with promptinit. Other BIG-bench tasks then need
+the sdist. The subset was written from a cache extracted from the sdist (not from the subset)
+with, in ``tasks_cache()``::
 
+    python -c "import yaml; from promptinit.selfsup.corpus import DEFAULT_SOURCES as D
+    t = {e['source']['task'] for e in yaml.safe_load(open('CATALOG'))['tasks'] if e['source']['type'] == 'bigbench'}
+    t |= {s.removeprefix('bigbench:') for s in D}
+    print(''.join(f'{n}/task.json\\n' for n in sorted(t)), end='')" > FILES
     tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - -T FILES | xz -9 > SUBSET
+
+(CATALOG: ``configs/tasks.yaml``.) The tar stream
+is reproducible: rerun on the same files it has the same SHA-256 (the xz container may differ
+with the xz version and its thread count). When the catalog gains a BIG-bench task, rebuild it:
+``tests/tasks/test_bigbench_assets.py`` checks that every catalog task is inside.
 """
 
 from __future__ import annotations

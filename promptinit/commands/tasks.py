@@ -22,8 +22,9 @@ def run(args: argparse.Namespace) -> int:
     if args.partition:
         from promptinit.tasks.partitions import load_partition
 
-        part = load_partition(args.partition, specs)
-        groups = [(role, [specs[n] for n in getattr(part, role)]) for role in ("source", "target", "validation")]
+        part = load_partition(args.partition, specs, pending_ok=True)
+        roles = ("source", "target", "validation") + (("validation_candidates",) if part.validation_candidates else ())
+        groups = [(role, [specs[n] for n in getattr(part, role)]) for role in roles]
     else:
         groups = [("", list(specs.values()))]
     for role, rows in groups:

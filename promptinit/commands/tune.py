@@ -33,7 +33,7 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
         default="smollm2-135m",
         help="packaged name (smollm2-135m, gemma3-270m), tiny test model, .gguf file, folder or hub id",
     )
-    p.add_argument("--prompt-length", type=int, default=20, help="soft-prompt vectors L (default 20)")
+    p.add_argument("--prompt-length", type=int, default=20, help="soft-prompt vectors L (default %(default)s)")
     p.add_argument(
         "--dtype",
         default="auto",

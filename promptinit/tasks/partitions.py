@@ -10,6 +10,12 @@ A partition YAML (``configs/partitions/<name>.yaml``)::
 
 The three lists never share a task: methods are selected on ``validation`` and reported on
 ``target``, so any overlap would leak the evaluation into the search.
+
+Instead of ``validation``, a partition may list ``validation_candidates``: ``promptinit admit``
+(``promptinit.admission``) then keeps the candidates on which plain prompt tuning learns at the
+validation budget, writes them as ``validation`` and records the numbers that admitted or
+refused each one under ``admission``. Until then the partition is *pending*: ``load_partition``
+refuses it (a search on all candidates would silently skip the rule).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from promptinit.errors import PromptinitError, read_yaml
@@ -34,7 +41,46 @@ from promptinit.tasks.catalog import (
 from promptinit.tasks.task import Task
 
 FIELDS = ("source", "target", "validation")
+CANDIDATES = "validation_candidates"
 PARTITIONS_DIR = "partitions"
+ADMIT_HINT = "run `promptinit admit --partition {name} --model MODEL`"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeedScore(_Record):
+    """PT's dev accuracy and the majority-class rate of one few-shot seed's dev examples."""
+
+    pt_dev: float = Field(ge=0.0, le=1.0, description="PT's best-on-dev accuracy at the validation budget")
+    majority: float = Field(ge=0.0, le=1.0, description="share of the most frequent answer in the same dev set")
+    init_dev: float | None = Field(
+        None, ge=0.0, le=1.0, description="the initial prompt's dev accuracy (pt_dev equal to it: tuning did not help)"
+    )
+
+
+class CandidateScore(_Record):
+    """What admitted or refused one validation candidate (means over the few-shot seeds)."""
+
+    pt_dev: float = Field(ge=0.0, le=1.0, description="mean over seeds of PT's dev accuracy")
+    majority: float = Field(ge=0.0, le=1.0, description="mean over seeds of the dev majority-class rate")
+    seeds: dict[int, SeedScore] = Field(min_length=1, description="the same per few-shot seed")
+    reason: str = Field("", description="why the rule refused it (empty when admitted)")
+
+
+class Admission(_Record):
+    """How ``validation`` was chosen from ``validation_candidates`` (written by ``promptinit admit``)."""
+
+    rule: str = Field(description="the rule in words")
+    margin: float = Field(description="points of accuracy above the majority rate a task needs (0.1 = 10)")
+    ceiling: float = Field(description="highest PT dev accuracy admitted")
+    model: str = Field(description="the backbone PT was tuned on")
+    backbone: dict[str, Any] = Field(default_factory=dict, description="BackboneConfig fields that shape the scores")
+    seeds: list[int] = Field(min_length=1, description="few-shot seeds")
+    tuning: dict[str, Any] = Field(default_factory=dict, description="TuneConfig of PT (the validation budget)")
+    admitted: dict[str, CandidateScore] = Field(default_factory=dict)
+    refused: dict[str, CandidateScore] = Field(default_factory=dict)
 
 
 class Partition(BaseModel):
@@ -46,24 +92,64 @@ class Partition(BaseModel):
     description: str = ""
     source: tuple[str, ...] = Field(min_length=1, description="tasks the initialisation is meta-learned on")
     target: tuple[str, ...] = Field(min_length=1, description="unseen tasks the result is reported on")
-    validation: tuple[str, ...] = Field(min_length=1, description="tasks hyperparameters are chosen on")
+    validation: tuple[str, ...] = Field((), description="tasks hyperparameters are chosen on")
+    validation_candidates: tuple[str, ...] = Field(
+        (), description="tasks `promptinit admit` chooses `validation` from (PT must learn on them)"
+    )
+    admission: Admission | None = Field(None, description="the numbers that admitted `validation` (written by admit)")
 
     @model_validator(mode="after")
     def _disjoint(self) -> Partition:
-        for f in FIELDS:
+        if not self.validation and not self.validation_candidates:
+            raise ValueError(
+                "field 'validation': missing or empty; list the validation tasks, "
+                f"or list {CANDIDATES} and {ADMIT_HINT.format(name=self.name)}"
+            )
+        for f in (*FIELDS, CANDIDATES):
             names = getattr(self, f)
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 raise ValueError(f"field {f!r}: lists {repeated} more than once")
         for i, a in enumerate(FIELDS):
-            for b in FIELDS[i + 1 :]:
+            for b in (*FIELDS[i + 1 :], *([CANDIDATES] if a != "validation" else [])):
                 shared = sorted(set(getattr(self, a)) & set(getattr(self, b)))
                 if shared:
                     raise ValueError(
                         f"fields {a!r} and {b!r} share tasks {shared}; "
                         "a task may be in only one of source, target, validation"
                     )
+        if self.validation_candidates:
+            self._check_admission()
+        elif self.admission is not None:
+            raise ValueError(f"field 'admission': records a choice from {CANDIDATES}, which is missing")
         return self
+
+    def _check_admission(self) -> None:
+        """``validation`` is exactly what the ``admission`` record admitted from the candidates."""
+        outside = [n for n in self.validation if n not in self.validation_candidates]
+        if outside:
+            raise ValueError(f"field 'validation': {outside} not among {CANDIDATES}; only admitted candidates go there")
+        hint = ADMIT_HINT.format(name=self.name)
+        if self.admission is None:
+            if self.validation:  # hand-picked from the candidates: the rule never ran
+                raise ValueError(f"field 'admission': missing, so nothing admitted {list(self.validation)}; {hint}")
+            return
+        admitted, refused = set(self.admission.admitted), set(self.admission.refused)
+        if admitted != set(self.validation):
+            raise ValueError(
+                f"field 'admission': admitted {sorted(admitted)}, but 'validation' lists "
+                f"{sorted(self.validation)}; {hint}"
+            )
+        if admitted & refused or admitted | refused != set(self.validation_candidates):
+            raise ValueError(
+                f"field 'admission': admitted and refused tasks {sorted(admitted | refused)} are not the "
+                f"{CANDIDATES} {sorted(self.validation_candidates)} once each; {hint}"
+            )
+
+    @property
+    def pending(self) -> bool:
+        """Whether ``validation`` is still to be admitted from ``validation_candidates``."""
+        return not self.validation
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -119,19 +205,26 @@ def partition_path(path_or_name: str | Path) -> Path:
     return partitions_dir() / f"{path_or_name}.yaml"
 
 
-def load_partition(path_or_name: str | Path, catalog: dict[str, TaskSpec] | str | Path | None = None) -> Partition:
+def load_partition(
+    path_or_name: str | Path,
+    catalog: dict[str, TaskSpec] | str | Path | None = None,
+    *,
+    pending_ok: bool = False,
+) -> Partition:
     """Read a partition and check it against the catalog.
 
     Args:
         path_or_name: a YAML path, or a name in ``configs/partitions`` (``tiny``, ``cls_to_cls``, ...).
         catalog: the catalog its names must come from; default: the repository catalog.
+        pending_ok: accept a partition whose ``validation`` is still to be admitted from its
+            ``validation_candidates`` (what ``promptinit admit`` reads); otherwise it raises.
 
     Returns:
         The partition (``name`` defaults to the file name).
 
     Raises:
         PromptinitError: one line naming the file and the field: missing file, bad YAML,
-            overlapping fields, unknown task names.
+            overlapping fields, unknown task names, a pending partition.
     """
     file = partition_path(path_or_name)
     where = display_path(file)
@@ -147,7 +240,7 @@ def load_partition(path_or_name: str | Path, catalog: dict[str, TaskSpec] | str 
     except ValidationError as e:
         raise PromptinitError(f"{where}: {field_error(e.errors()[0])}") from None
     known_tasks = list_tasks(catalog)
-    for f in FIELDS:
+    for f in (*FIELDS, CANDIDATES):
         unknown = [n for n in getattr(partition, f) if n not in known_tasks]
         if unknown:
             close = difflib.get_close_matches(unknown[0], known_tasks, n=3, cutoff=0.5)
@@ -155,4 +248,25 @@ def load_partition(path_or_name: str | Path, catalog: dict[str, TaskSpec] | str 
             raise PromptinitError(
                 f"{where}: field {f!r}: unknown tasks {unknown}{hint}; run `promptinit tasks` to see all task names"
             )
+    if partition.pending and not pending_ok:
+        raise PromptinitError(
+            f"{where}: field 'validation': not chosen yet from the {len(partition.validation_candidates)} "
+            f"{CANDIDATES}; {ADMIT_HINT.format(name=path_or_name)}"
+        )
     return partition
+
+
+def render_partition(partition: Partition, comments: str = "") -> str:
+    """A partition as the YAML text ``load_partition`` reads back.
+
+    Args:
+        partition: the partition (``name`` is left out: it is the file's name).
+        comments: ``#`` lines written above the fields.
+
+    Returns:
+        The file's text.
+    """
+    body = partition.model_dump(mode="python", exclude={"name"}, exclude_defaults=True)
+    body = {k: list(v) if isinstance(v, tuple) else v for k, v in body.items()}
+    text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=120)
+    return (comments.rstrip("\n") + "\n" if comments.strip() else "") + text
