@@ -3,7 +3,6 @@ every arm and phase of ``configs/study/cpu.yaml`` on a tiny random model): inter
 search phase, resumed, and reported by ``promptinit report``."""
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -42,10 +41,9 @@ def expected_arms(raw: dict) -> set[str]:
 
 def report(study: Path, out: Path) -> set[str]:
     """``promptinit report STUDY --out OUT --no-mlflow``; the arms of its table."""
-    from promptinit.analysis.commands import run_report
+    from promptinit.cli import main
 
-    assert run_report(argparse.Namespace(sweeps=[str(study)], out=str(out), from_mlflow=False, task_prompts=None,
-                                         similarity_rank=4, no_mlflow=True)) == 0
+    assert main(["report", str(study), "--out", str(out), "--no-mlflow"]) == 0  # the real parser: every option
     with (out / "tables" / "arg_table.csv").open() as f:
         return {r["method"] for r in csv.DictReader(f)}
 
