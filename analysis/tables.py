@@ -1053,6 +1053,35 @@ SELECTION_COLUMNS = [
 ]
 
 
+def objective_noise(df: pd.DataFrame) -> str:
+    """The selection table's note on the search objective's noise: the median per-trial SE of the
+    validation ARG on the fresh seeds (``val/arg_se`` of ``trainables.scoring``: few-shot-seed
+    noise on the fixed validation tasks) and on the search seeds, and how far the fresh scores fell
+    from the search's. '' without a finite SE."""
+    fresh = pd.to_numeric(df["rescored_se"], errors="coerce").dropna()
+    search = pd.to_numeric(df["val_arg_se"], errors="coerce").dropna()
+    if fresh.empty and search.empty:
+        return ""
+
+    def median(se: pd.Series) -> str:
+        if se.empty:
+            return "n/a"
+        return f"{100 * se.median():.1f} points ({len(se)} trials, {100 * se.min():.1f}-{100 * se.max():.1f})"
+
+    fresh_arg, search_arg = (pd.to_numeric(df[c], errors="coerce") for c in ("rescored_arg", "val_arg"))
+    shift = (fresh_arg - search_arg).dropna()
+    moved = (
+        f" Fresh minus search ARG: median {100 * shift.median():+.1f} points, largest |{100 * shift.abs().max():.1f}|"
+        " (the search scores of its best trials are biased upwards)."
+        if not shift.empty
+        else ""
+    )
+    return (
+        f"\nObjective noise: median per-trial SE of the validation ARG, fresh seeds {median(fresh)}; "
+        f"search seeds {median(search)}.{moved}\n"
+    )
+
+
 def write_selection(
     rows: Iterable[Mapping[str, Any]], folder: str | Path, seeds: Sequence[int], fresh: Sequence[int]
 ) -> tuple[str, list[Path]]:
@@ -1095,7 +1124,9 @@ def write_selection(
     )
     text = (
         "Each method's best trials in the search, re-scored on fresh validation seeds; the best re-scored one "
-        "is the method's choice (the best of several noisy scores is biased upwards, a fresh score is not).\n\n" + body
+        "is the method's choice (the best of several noisy scores is biased upwards, a fresh score is not).\n\n"
+        + body
+        + objective_noise(df)
     )
     (folder / SELECTION_MD).write_text(text)
     return text, [folder / SELECTION_MD, folder / SELECTION_CSV]

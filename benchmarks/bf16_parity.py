@@ -49,12 +49,24 @@ Usage:
     python benchmarks/bf16_parity.py --steps 2 --seeds 100 13 --test-size 20   # a quick look
     python benchmarks/bf16_parity.py --steps 40 --eval-every 20 --dev-size 0 --test-size 200   # the PT protocol, slower
     python benchmarks/bf16_parity.py --speed-only --speed-repeats 5   # only the interleaved timing, a few minutes
+
+Compiled vs eager passes (``promptinit.compiled``, ``PROMPTINIT_COMPILE``): run it once eager and
+once compiled with the same tasks, seeds and settings, the second reading the first's scores:
+
+    python benchmarks/bf16_parity.py --compile off --out /tmp/bf16-eager
+    python benchmarks/bf16_parity.py --compile on --out /tmp/bf16-compiled --against /tmp/bf16-eager
+
+The second run adds, per dtype and task, the compiled - eager difference in test accuracy with
+its 95 % interval (``promptinit.stats.compare``, pairs by task and seed) and the number of pairs
+whose score is equal: the change is harmless where every interval holds 0 and its width is that
+of rounding noise (bf16 - fp32's own interval is the yardstick).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,7 +75,7 @@ import numpy as np
 import torch
 
 
-from promptinit import stats, throughput
+from promptinit import compiled, stats, throughput
 from promptinit.backbones import Backbone, BackboneConfig
 from promptinit.batched import TuneProblem, evaluate_many, train_step, tune_prompts
 from promptinit.evaluation import TuneConfig, TuneResult, make_optimizer
@@ -233,6 +245,34 @@ def write_scores(path: Path, runs: dict[str, dict]) -> None:
             w.writerow([*key, *row])
 
 
+def read_scores(path: Path) -> dict[str, Scores]:
+    """Test accuracy per dtype and (task, seed) from a ``scores.csv`` that ``write_scores`` wrote."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {d: {(r["task"], int(r["seed"])): float(r[f"{d}_test"]) for r in rows} for d in DTYPES}
+
+
+def against_table(runs: dict[str, dict], other: Path, tasks: list[str], compile_setting: str) -> list[str]:
+    """This run's test accuracy against another run's (``--against``, e.g. compiled vs eager),
+    per dtype and task: the difference with its 95 % interval and the pairs that are equal."""
+    theirs = read_scores(other / "scores.csv")
+    out = [f"this run (compile {compile_setting}) - {other} per dtype and task, test accuracy in points:",
+           "| dtype | task | difference, 95 % CI | pairs equal |", "|---|---|---|---|"]
+    for d in DTYPES:
+        mine = {k: r.test for k, r in runs[d]["results"].items()}
+        missing = sorted(set(mine) - set(theirs[d]))
+        if missing:
+            raise ValueError(f"--against {other}: no {d} score for {missing[:3]}; "
+                             "run it with the same --tasks and --seeds")
+        for task in [*tasks, "all"]:
+            keys = [k for k in mine if task in ("all", k[0])]
+            diff = stats.compare({k: mine[k] for k in keys}, {k: theirs[d][k] for k in keys}).diff
+            equal = sum(mine[k] == theirs[d][k] for k in keys)
+            out.append(f"| {d} | {task} | {diff.fmt()} ({'holds 0' if diff.holds_zero else 'excludes 0'}) | "
+                       f"{equal}/{len(keys)} |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -252,7 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--progress", action="store_true", help="show the tuning progress bars")
     p.add_argument("--speed-repeats", type=int, default=3, help="interleaved timing units per dtype; 0: none")
     p.add_argument("--speed-only", action="store_true", help="only the interleaved timing (writes speed.md)")
+    p.add_argument("--compile", choices=compiled.MODES, default=None,
+                   help="set PROMPTINIT_COMPILE for this run (compiled tuning and scoring passes); default: as set")
+    p.add_argument("--against", type=Path, default=None,
+                   help="folder of another run's scores.csv (same tasks and seeds) to compare this run's with")
     args = p.parse_args(argv)
+    if args.compile:
+        os.environ[compiled.ENV] = args.compile
+    if args.against and not (args.against / "scores.csv").is_file():
+        p.error(f"--against: {args.against / 'scores.csv'} not found; "
+                f"run the other arm first with --out {args.against}")
     if len(args.seeds) < 2:
         p.error(f"--seeds: {args.seeds} gives no interval; pass at least 2 seeds")
     if args.speed_only and args.speed_repeats < 1:
@@ -266,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             f"PT baseline: {len(tasks)} tasks x {len(args.seeds)} seeds (seeds {' '.join(map(str, args.seeds))}), "
             f"{config.steps} steps, batch {config.batch_size}, lr {config.lr} {config.optimizer}, dev every "
             f"{config.eval_every} steps, {f'first {args.dev_size}' if args.dev_size else 'all'} dev and <= "
-            f"{config.test_size} test examples, L = {args.prompt_length}",
+            f"{config.test_size} test examples, L = {args.prompt_length}; compiled passes: {compiled.setting()}",
             *cpu_bf16_support(), ""]
     print(*head, sep="\n", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -278,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = {d: run_dtype(d, tasks, args, config) for d in DTYPES}
     body = tables(runs, args.tasks)
+    if args.against:
+        body += ["", *against_table(runs, args.against, args.tasks, compiled.setting())]
     print("", *body, sep="\n", flush=True)
     speed = interleaved_speed(tasks, args, config) if args.speed_repeats else []
     print("", *speed, sep="\n", flush=True)

@@ -30,6 +30,11 @@ Usage:
     python benchmarks/eval_throughput.py --threads 1 --clock cpu   # steady on a shared, busy machine
     python benchmarks/eval_throughput.py --dtypes float32 --ns 1 6 --steps 4
     python benchmarks/eval_throughput.py --model tiny-llama --ns 1 6 12 36 --steps 20
+    # the demo's target problems (a real task, its shapes, one thread as in a Ray job): is a job
+    # of 16 problems cheaper per problem than the 3 a job held before (N = 3)?
+    python benchmarks/eval_throughput.py --task bb_sports_understanding --dtypes bfloat16 --ns 1 3 16 \
+        --steps 20 --eval-every 20 --dev-size 0 --test-size 100 --prompt-length 8 --rows-per-pass 32 \
+        --threads 1 --clock cpu
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ from promptinit import throughput
 from promptinit.backbones import Backbone, BackboneConfig
 from promptinit.batched import TuneProblem, tune_prompts
 from promptinit.evaluation import TuneConfig, tune_prompt
+from promptinit.tasks import load_task
 from promptinit.tasks.fewshot import sample_few_shot
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
@@ -70,17 +76,17 @@ def synthetic_task(t: int, words: int, n: int = 120) -> Task:
 
 
 def problems(bb: Backbone, n: int, args: argparse.Namespace) -> list[TuneProblem]:
-    """The first ``n`` of 6 tasks x 3 seeds x 2 learning rates, tasks varying fastest."""
-    tasks = [synthetic_task(t, args.words) for t in range(6)]
+    """The first ``n`` of 36 problems: 6 synthetic tasks (or ``--task``) x 3 seeds x 2 learning
+    rates, tasks varying fastest; with one ``--task`` each problem has an init prompt of its own."""
+    tasks = [load_task(args.task)] if args.task else [synthetic_task(t, args.words) for t in range(6)]
     out = []
-    for lr in LRS:
-        for seed in SEEDS:
-            for task in tasks:
-                fs = sample_few_shot(task, seed, test_size=args.test_size)
-                fs = dataclasses.replace(fs, dev=fs.dev[: args.dev_size])
-                cfg = TuneConfig(lr=lr, batch_size=args.batch_size, steps=args.steps, eval_every=args.eval_every,
-                                 eval_batch_size=args.eval_batch_size, test_size=args.test_size)
-                out.append(TuneProblem(fs, bb.init_prompt("vocab", seed=seed), cfg))
+    for i in range(36):
+        task, seed, lr = tasks[i % len(tasks)], SEEDS[i // len(tasks) % 3], LRS[i // (3 * len(tasks)) % 2]
+        fs = sample_few_shot(task, seed, test_size=args.test_size)
+        fs = dataclasses.replace(fs, dev=fs.dev[: args.dev_size or None])
+        cfg = TuneConfig(lr=lr, batch_size=args.batch_size, steps=args.steps, eval_every=args.eval_every,
+                         eval_batch_size=args.eval_batch_size, test_size=args.test_size)
+        out.append(TuneProblem(fs, bb.init_prompt("vocab", seed=seed if len(tasks) > 1 else i), cfg))
     return out[:n]
 
 
@@ -95,8 +101,8 @@ def bench_dtype(dtype: str, args: argparse.Namespace) -> list[str]:
     tokens = {kind: throughput.tokens_per_pass(bb, kind) for kind in throughput.KINDS}
     probe_s = time.perf_counter() - t0
     lines = [f"\n## {args.model} {dtype} on {bb.device.type} ({torch.get_num_threads()} threads, {args.clock} clock): "
-             f"{args.steps} steps, batch {args.batch_size}, {args.dev_size} dev + {args.test_size} test examples, "
-             f"{args.words}-word inputs, {args.prompt_length} prompt vectors",
+             f"{args.steps} steps, batch {args.batch_size}, {args.dev_size or 'all'} dev + {args.test_size} test examples, "
+             f"{args.task or f'{args.words}-word synthetic'} inputs, {args.prompt_length} prompt vectors",
              f"pass size: train {tokens['train']} tokens, score {tokens['score']} tokens per pass "
              f"(probe / cache read {probe_s:.1f} s)",
              f"{'N':>4}{'one by one s/prob-step':>24}{'batched s/prob-step':>21}{'batched/one':>13}"]
@@ -143,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2, help="tuning steps per problem")
     p.add_argument("--eval-every", type=int, default=2, help="steps between dev evaluations")
     p.add_argument("--batch-size", type=int, default=4, help="training examples per step")
-    p.add_argument("--dev-size", type=int, default=4, help="dev examples per problem")
+    p.add_argument("--dev-size", type=int, default=4, help="dev examples per problem; 0: all of the few-shot dev set")
     p.add_argument("--test-size", type=int, default=4, help="test examples per problem")
     p.add_argument("--eval-batch-size", type=int, default=32, help="one-by-one scoring pass")
     p.add_argument("--words", type=int, default=8, help="words per input (~1.5 tokens each)")
+    p.add_argument("--task", default=None, help="a catalog task (configs/tasks.yaml) instead of the synthetic ones")
     p.add_argument("--prompt-length", type=int, default=20)
     p.add_argument("--rows-per-pass", type=int, default=0, help="0: the measured rule")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")

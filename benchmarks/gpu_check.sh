@@ -5,7 +5,9 @@
 #                                     0.25 GPU running at the same time on one GPU
 #   2. benchmarks/meta_step.py        outer-step cost of each method vs a PT step, on cuda
 #   3. benchmarks/eval_throughput.py  batched vs one-by-one downstream tuning, on cuda
-#   4. search/sweep.py --smoke-test   the demo (configs/sweep/demo.yaml, resources.gpu: auto) on a
+#   4. benchmarks/utilisation.py      model FLOP rate of a tuning and a scoring pass as % of the
+#                                     GPU's matmul peak, bf16 and fp32, eager and sdpa attention
+#   5. search/sweep.py --smoke-test   the demo (configs/sweep/demo.yaml, resources.gpu: auto) on a
 #                                     copy whose storage_path is this run's log folder, so the
 #                                     user's runs/ sweeps and MLflow store are never touched
 #
@@ -27,6 +29,7 @@ MIN_S=20       # a check is not started with less time than this left
 BUDGET_TESTS=110
 BUDGET_META=75
 BUDGET_EVAL=100
+BUDGET_UTIL=60
 BUDGET_SMOKE=$TOTAL_S
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd) || exit 2
@@ -34,7 +37,8 @@ cd "$ROOT" || exit 2
 PY=$ROOT/.venv/bin/python
 
 NAMES=("pytest -m gpu tests/gpu" "benchmarks/meta_step.py --device cuda"
-       "benchmarks/eval_throughput.py --device cuda" "search/sweep.py --smoke-test (demo)")
+       "benchmarks/eval_throughput.py --device cuda" "benchmarks/utilisation.py --device cuda"
+       "search/sweep.py --smoke-test (demo)")
 STATUS=() SECS=() FIGURE=() BUDGET_USED=()
 
 print_table() {
@@ -231,7 +235,30 @@ if (( RAN )); then
     say_timeout 2
 fi
 
-# 4. the demo's smoke test ----------------------------------------------------------------------
+# 4. utilisation.py on cuda ---------------------------------------------------------------------
+log=$LOGS/utilisation.log
+# Eager passes only: a cold torch.compile of the 30-layer model would take most of the budget
+# (run `benchmarks/utilisation.py --device cuda --compile off on` by hand for that).
+run_check 3 "$BUDGET_UTIL" "$log" "$PY" benchmarks/utilisation.py --device cuda --dtype bfloat16 float32 \
+    --attn eager sdpa --rounds 3
+rc=$?
+# Table rows: | device | dtype | threads | pass | attention | compiled | GFLOP/s | % of peak | ...
+if (( RAN )); then
+    FIGURE[3]=$(awk -F'|' '
+        $2 ~ /^ *cuda *$/ && $9 ~ /%/ {
+            d = $3; p = $5; a = $6; pct = $9; gsub(/ /, "", d); gsub(/ /, "", p); gsub(/ /, "", a); gsub(/ /, "", pct)
+            sub(/bfloat16/, "bf16", d); sub(/float32/, "fp32", d)
+            out = out sep d " " p " " a " " pct; sep = ", "
+        }
+        END { if (out != "") print "% of matmul peak: " out }' "$log")
+    [[ -n ${FIGURE[3]} ]] || FIGURE[3]=$(last_line "$log")
+    if (( rc == 0 )) && [[ ${FIGURE[3]} != "% of matmul peak: "* ]]; then
+        fail_with 3 "no cuda result"
+    fi
+    say_timeout 3
+fi
+
+# 5. the demo's smoke test ----------------------------------------------------------------------
 log=$LOGS/sweep_smoke.log
 storage=$LOGS/smoke
 config=$WORK/demo.yaml
@@ -260,10 +287,10 @@ raw.update(storage_path=storage, tracking_uri=None)
 dst.write_text(yaml.safe_dump(raw, sort_keys=False))
 EOF
 then
-    run_check 3 "$BUDGET_SMOKE" "$log" "$PY" search/sweep.py --config "$config" --smoke-test
+    run_check 4 "$BUDGET_SMOKE" "$log" "$PY" search/sweep.py --config "$config" --smoke-test
     rc=$?
 else
-    STATUS[3]=fail SECS[3]="-" FIGURE[3]="could not copy configs/sweep/demo.yaml: $(last_line "$LOGS/smoke_config.log")"
+    STATUS[4]=fail SECS[4]="-" FIGURE[4]="could not copy configs/sweep/demo.yaml: $(last_line "$LOGS/smoke_config.log")"
 fi
 if (( RAN )); then
     finished=$(grep -Eo 'sweep finished in [0-9]+ s \(search [0-9]+ s\)' "$log" | tail -1)
@@ -283,11 +310,11 @@ print(f"{len(trials)} trials ({', '.join(f'{n} {s}' for s, n in sorted(status.it
 EOF
         )
     fi
-    FIGURE[3]="${trials:-trials unreadable}; ${finished:-$(last_line "$log")}"
+    FIGURE[4]="${trials:-trials unreadable}; ${finished:-$(last_line "$log")}"
     if (( rc == 0 )) && [[ $trials != *"GPU per trial 0.25" ]]; then
-        fail_with 3 "trials did not get 0.25 GPU each"
+        fail_with 4 "trials did not get 0.25 GPU each"
     fi
-    say_timeout 3
+    say_timeout 4
 fi
 
 # --------------------------------------------------------------------------- the table

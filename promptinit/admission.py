@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -39,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 from promptinit.errors import PromptinitError
 from promptinit.files import atomic_write
-from promptinit.tasks.fewshot import sample_few_shot
 from promptinit.tasks.partitions import Admission, CandidateScore, Partition, SeedScore, render_partition
 from promptinit.tasks.task import Example, Metric, Task, TaskKind
 
@@ -223,7 +221,7 @@ def admit(
     for task in tasks:
         per_seed = {}
         for seed in seeds:
-            dev = sample_few_shot(task, seed, test_size=config.test_size).dev  # the dev set PT was scored on
+            dev = config.few_shot(task, seed).dev  # the dev set PT was scored on
             run = results[(task.name, seed)]
             per_seed[seed] = SeedScore(pt_dev=run.dev, majority=majority_rate(dev), init_dev=run.init_dev)
         verdicts.append((rule or AdmissionRule()).judge(task.name, per_seed))
@@ -259,7 +257,7 @@ def admitted_partition(
         model=model,
         backbone=dict(backbone),
         seeds=list(seeds),
-        tuning=_plain(dataclasses.asdict(config)),
+        tuning=_plain(config.key_fields()),
         admitted={v.task: v.score() for v in verdicts if v.admitted},
         refused={v.task: v.score() for v in verdicts if not v.admitted},
     )

@@ -44,7 +44,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from promptinit import metrics, throughput
+from promptinit import compiled, metrics, throughput
 from promptinit.backbones import Backbone
 from promptinit.progress import progress_bar
 from promptinit.tasks.fewshot import FewShot
@@ -372,10 +372,11 @@ def _train_step(backbone, prompts, batches, lengths, rows_per_pass, with_context
     ):
         owners, index, row_prompts = _row_prompts(backbone, prompts, [k for k, _ in chunk])
         batch = backbone.encode([batches[k][j] for k, j in chunk])
-        if with_context:
-            per, h_sum, count = backbone.loss_with_context(row_prompts, batch)
-        else:
-            per = backbone.loss(row_prompts, batch, per_example=True)
+        with compiled.passes(backbone):  # PROMPTINIT_COMPILE=on: this pass's forward runs compiled
+            if with_context:
+                per, h_sum, count = backbone.loss_with_context(row_prompts, batch)
+            else:
+                per = backbone.loss(row_prompts, batch, per_example=True)
         if with_context:
             h_by = torch.zeros(len(owners), h_sum.shape[-1], dtype=h_sum.dtype, device=h_sum.device)
             h_by = h_by.index_add(0, index, h_sum)
@@ -437,7 +438,8 @@ def evaluate_many(
         rows, lambda r: (L(r), bool(exs[r[0]][r[1]].options)), lambda r: L(r) + lengths[r[0]][r[1]], size
     ):
         _, _, row_prompts = _row_prompts(backbone, prompts, [i for i, _ in chunk])
-        out = backbone.predict(row_prompts, [exs[i][j] for i, j in chunk], batch_size=len(chunk))
+        with compiled.passes(backbone):  # PROMPTINIT_COMPILE=on: the prompt-and-input prefix runs compiled
+            out = backbone.predict(row_prompts, [exs[i][j] for i, j in chunk], batch_size=len(chunk))
         for (i, j), pred in zip(chunk, out, strict=True):
             preds[i][j] = pred
     # every row was predicted above: no None is left

@@ -40,12 +40,11 @@ def pt_curves(backbone, tasks, seeds: Sequence[int], tuning: TuneConfig, progres
         run at each evaluation step (step 0: the initial prompt).
     """
     from promptinit.batched import TuneProblem, tune_prompts
-    from promptinit.tasks.fewshot import sample_few_shot
 
     keys, problems = [], []
     for task in tasks:
         for seed in seeds:
-            fs = sample_few_shot(task, seed, test_size=tuning.test_size)
+            fs = tuning.few_shot(task, seed)
             for config in tuning.candidates():
                 keys.append((task.name, int(seed), float(config.single_lr)))
                 problems.append(TuneProblem(fs, backbone.init_prompt("vocab", seed=seed), config))

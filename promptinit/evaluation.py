@@ -12,7 +12,6 @@ can be imported from here as well.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from promptinit.files import atomic_write_json
 from promptinit.fingerprints import digest, source_fingerprint
 from promptinit.paths import cache_dir
 from promptinit.progress import progress_bar
-from promptinit.tasks.fewshot import SEEDS, FewShot, sample_few_shot
+from promptinit.tasks.fewshot import SEEDS, FewShot
 from promptinit.tasks.task import Example, Task
 
 # TuneConfig and TuneResult are this module's vocabulary, and many callers import them from here
@@ -275,7 +274,7 @@ def _cache_key(*parts: object) -> str:
 
 
 def _tuning_key(config: TuneConfig) -> dict:
-    key = {k: v for k, v in dataclasses.asdict(config).items() if k not in SPEED_SETTINGS}
+    key = {k: v for k, v in config.key_fields().items() if k not in SPEED_SETTINGS}
     if not config.lr_halving:  # added later: off, the key stays what it was before the setting existed
         del key["lr_halving"]
     return key
@@ -310,7 +309,7 @@ def _baseline_plan(
             if use_cache and path.exists():
                 found[(task.name, seed)] = TuneResult(**json.loads(path.read_text()))
                 continue
-            fs = sample_few_shot(task, seed, test_size=config.test_size)
+            fs = config.few_shot(task, seed)
             problem = batched.TuneProblem(fs, backbone.init_prompt("vocab", seed=seed))
             missing.append(_Missing((task.name, seed), path, problem))
     return found, missing
@@ -415,9 +414,7 @@ def evaluate_init(
     """
     keys = [(task.name, seed) for task in tasks for seed in seeds]
     own = [
-        batched.TuneProblem(
-            sample_few_shot(task, seed, test_size=config.test_size), init, grad_transform=grad_transform
-        )
+        batched.TuneProblem(config.few_shot(task, seed), init, grad_transform=grad_transform)
         for task in tasks
         for seed in seeds
     ]

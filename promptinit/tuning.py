@@ -19,7 +19,8 @@ from typing import cast
 import torch
 
 from promptinit.errors import PromptinitError
-from promptinit.tasks.task import Example
+from promptinit.tasks.fewshot import FewShot, sample_few_shot
+from promptinit.tasks.task import Example, Task
 
 # g -> g'; one with ``takes_context = True`` (SUPMER's ψ) is called as g, h -> g', h the batch's
 # mean target hidden state (``Backbone.loss_with_context``).
@@ -51,6 +52,10 @@ class TuneConfig:
             (``halving_rungs``) a problem keeps the better half of its lr runs by best dev
             score so far and stops the others; the choice is then made among every run as
             without it. Off by default (see ``benchmarks/lr_halving.py`` for what it changes).
+        test_per_seed: each few-shot seed scores on its own draw of ``test_size`` held-out
+            examples (``sample_few_shot``), so intervals over seeds cover the test sample's
+            variance; off: one draw shared by every seed (the papers' scripts, and every run
+            before 5 Dec 2026).
     """
 
     lr: float | tuple[float, ...] = 0.3  # one lr, or candidates chosen on dev per problem
@@ -63,6 +68,7 @@ class TuneConfig:
     patience: int | None = None
     rows_per_pass: int = 0  # rows per pass; 0: measured per backbone and device
     lr_halving: bool = False  # successive halving over the candidate lrs (see halving_rungs)
+    test_per_seed: bool = False  # each few-shot seed draws its own test sample
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adafactor", "adam", "sgd"):
@@ -93,6 +99,18 @@ class TuneConfig:
         if isinstance(self.lr, tuple):
             raise PromptinitError(f"field 'lr': {list(self.lr)} lists candidates; tune each of candidates()")
         return self.lr
+
+    def few_shot(self, task: Task, seed: int) -> FewShot:
+        """The train, dev and test sets a problem on (``task``, ``seed``) tunes and scores on."""
+        return sample_few_shot(task, seed, test_size=self.test_size, test_per_seed=self.test_per_seed)
+
+    def key_fields(self) -> dict:
+        """The fields as a dict, for job keys and Ray workers; ``test_per_seed`` only when on, so
+        the keys of runs made before the setting existed still hold."""
+        fields = dataclasses.asdict(self)
+        if not self.test_per_seed:
+            del fields["test_per_seed"]
+        return fields
 
     def candidates(self) -> list[TuneConfig]:
         """One config per candidate lr, in ``lr``'s order (``[self]`` for a single lr)."""

@@ -13,6 +13,7 @@ import yaml
 
 from promptinit.admission import BLOCK_START, AdmissionRule, majority_rate
 from promptinit.cli import main
+from promptinit.errors import PromptinitError
 from promptinit.tasks.partitions import SeedScore, load_partition
 from promptinit.tasks.task import Example
 from tests.conftest import fresh_cache, keyword_task
@@ -166,6 +167,15 @@ def test_admit_records_pt_dev_and_majority_rate_and_refuses_by_the_rule(tmp_path
                      "--margin", "99", "--ceiling", "100"]) == 2
         assert "0 of 3 validation_candidates admitted" in capsys.readouterr().err
         assert partition.read_text() == again
+        # a candidate dropped after an admission: the old record no longer matches the candidates,
+        # so the partition does not load, and admit (which admits anew) rewrites it
+        partition.write_text(again.replace("- skewed\n", ""))
+        with pytest.raises(PromptinitError, match="are not the validation_candidates"):
+            load_partition(partition, catalog)
+        assert main(["admit", "--partition", str(partition), "--catalog", str(catalog), *FLAGS,
+                     "--margin", f"{margin:.3f}", "--ceiling", "100"]) == 0
+        readmitted = load_partition(partition, catalog)
+        assert readmitted.validation == ("keyword",) and set(readmitted.admission.refused) == {"onelabel"}
 
 
 def test_admit_names_the_file_and_field_of_an_unknown_candidate(tmp_path, capsys):

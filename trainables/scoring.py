@@ -67,10 +67,7 @@ def tuned_scores(
     the (task, seed) problems run as one batched computation (``promptinit.batched``)."""
     init = init.detach()
     keys = [(task, seed) for task in tasks for seed in seeds]
-    problems = [
-        TuneProblem(sample_few_shot(task, seed, test_size=tuning.test_size), init, grad_transform=grad_transform)
-        for task, seed in keys
-    ]
+    problems = [TuneProblem(tuning.few_shot(task, seed), init, grad_transform=grad_transform) for task, seed in keys]
     results = tune_prompts(backbone, problems, tuning, progress=False)
     return {(task.name, seed): res.test for (task, seed), res in zip(keys, results, strict=True)}
 
@@ -81,18 +78,28 @@ def arg_against(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> A
 
 
 def arg_standard_error(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> float:
-    """Standard error of ARG over the (task, seed) pairs: std of the pairs' relative gains
-    (ddof=1) / sqrt(n pairs); NaN with one pair.
+    """Standard error of ARG as a search objective: its few-shot-seed noise on a fixed task set.
 
-    ARG is the mean of the pairs' gains when every task has the same seeds (as here), so this
-    is the standard error of that mean; relative gains use ``promptinit.stats.relative_gain``
-    (PT clamped as in ARG).
+    ARG is the mean of the (task, seed) pairs' relative gains (every task has the same seeds, as
+    here). A search compares trials on the same tasks, so what makes two trials' ARG differ by
+    chance is the seeds, not which tasks were drawn. With >= 2 seeds on every task the SE is the
+    stratified one: ``sqrt(sum_t var_t / n_t) / T`` (``var_t`` the sample variance, ddof=1, of
+    task t's n_t gains, T tasks). With one seed on some task the within-task spread cannot be
+    measured, and it falls back to the pooled ``std(all gains, ddof=1) / sqrt(n pairs)``, which
+    also counts the spread between tasks (larger). NaN with one pair. Relative gains use
+    ``promptinit.stats.relative_gain`` (PT clamped as in ARG).
     """
     keys = sorted(scores)
     if len(keys) < 2:
         return math.nan
     rg = relative_gain([scores[k] for k in keys], np.array([baseline[k] for k in keys], dtype=float))
-    return float(rg.std(ddof=1) / math.sqrt(len(keys)))
+    by_task: dict[str, list[float]] = {}
+    for (task, _), g in zip(keys, rg, strict=True):
+        by_task.setdefault(task, []).append(float(g))
+    if min(len(g) for g in by_task.values()) < 2:
+        return float(rg.std(ddof=1) / math.sqrt(len(keys)))
+    within = sum(float(np.var(g, ddof=1)) / len(g) for g in by_task.values())
+    return math.sqrt(within) / len(by_task)
 
 
 def held_out_sizes(tasks: Sequence[Task], seeds: Sequence[int], test_size: int | None) -> dict[Key, int]:
@@ -141,9 +148,7 @@ def score_problems(
             pt.append((i, seed))
             continue
         init, transform = _start_prompt(bb, task, seed, start, restored)
-        own.append(
-            (i, TuneProblem(sample_few_shot(task, seed, test_size=config.test_size), init, grad_transform=transform))
-        )
+        own.append((i, TuneProblem(config.few_shot(task, seed), init, grad_transform=transform)))
     tuned, baseline = tune_with_baseline(bb, [p for _, p in own], [(task, s) for _, s in pt], config, progress=False)
     scores = [math.nan] * len(problems)
     for (i, _), res in zip(own, tuned, strict=True):

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from promptinit import compiled
 from promptinit.assets import resolve_model
 from promptinit.backbones.prompts import PromptInit, load_prompt
 from promptinit.errors import PromptinitError
@@ -356,7 +357,11 @@ class Backbone:
         L = prompt.shape[-2]
         emb, mask = self._prepend(prompt, batch.input_ids, batch.attention_mask, batch.inject)
         if self.family is Family.CAUSAL:
-            h = self.model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+            # compiled: only inside promptinit.compiled.passes (bf16/fp32 tuning), else eager
+            if compiled.active() and compiled.supported(self):
+                h = compiled.hidden_states(self.model, emb, mask)
+            else:
+                h = self.model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
             rows, cols = (batch.labels != IGNORE).nonzero(as_tuple=True)
             return h[rows, L + cols - 1], batch.labels[rows, cols], rows
         enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask).last_hidden_state
@@ -467,6 +472,10 @@ class Backbone:
         ids, mask = ids.to(self.device), mask.to(self.device)
         emb, mask = self._prepend(prompt, ids, mask)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        # compiled: only inside promptinit.compiled.passes (bf16/fp32 scoring), else eager
+        if compiled.active() and compiled.supported(self):
+            h, cache = compiled.prefix_states(self.model, emb, mask, pos, self._cache_keyword())
+            return h[:, -1], cache, mask, pos[:, -1]
         out = self.model.base_model(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True)
         return out.last_hidden_state[:, -1], out[self._cache_keyword()], mask, pos[:, -1]
 

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     specs = load_catalog(args.catalog)
     path = partition_path(args.partition)
     where = display_path(path)
-    partition = load_partition(path, specs, pending_ok=True)
+    partition = load_partition(path, specs, pending_ok=True, readmit=True)  # admits anew
     if not partition.validation_candidates:
         raise PromptinitError(f"{where}: field {CANDIDATES!r}: missing; list the tasks the rule should choose from")
     tasks = [load_task(n, specs) for n in partition.validation_candidates]

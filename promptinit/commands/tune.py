@@ -216,7 +216,6 @@ def run(args: argparse.Namespace) -> int:
     from promptinit.backbones import Backbone, save_prompt
     from promptinit.evaluation import tune_prompt
     from promptinit.tasks.catalog import load_task
-    from promptinit.tasks.fewshot import sample_few_shot
 
     # Every flag and input file is checked before any data or weights load.
     cfg = tune_config(args)
@@ -228,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
             f"option '--init-labels': task {task.name!r} has no class labels (only a classification "
             "task has); use --init-text or the default"
         )
-    fewshot = sample_few_shot(task, args.seed, test_size=cfg.test_size)
+    fewshot = cfg.few_shot(task, args.seed)
     t0 = time.perf_counter()
     backbone = Backbone(bb_config)
     load_s = time.perf_counter() - t0

@@ -57,6 +57,7 @@ def sample_few_shot(
     per_class: int = PER_CLASS,
     per_task: int = PER_TASK,
     test_size: int | None = 200,
+    test_per_seed: bool = False,
 ) -> FewShot:
     """Draw train and dev sets CrossFit-style and a capped held-out test set.
 
@@ -65,8 +66,10 @@ def sample_few_shot(
         seed: few-shot seed (the paper uses 100, 13, 21, 42, 87).
         per_class: classification: examples per class in train and in dev.
         per_task: other kinds: examples in train and in dev.
-        test_size: cap on the test set (``None`` keeps all held-out examples). The same test
-            set is used for every seed.
+        test_size: cap on the test set (``None`` keeps all held-out examples).
+        test_per_seed: draw the capped test set with the few-shot seed, so each seed scores on
+            a sample of its own and an interval over seeds covers the test sample's variance;
+            False: one sample (``TEST_SEED``) for every seed, as the papers' scripts.
 
     Returns:
         A ``FewShot`` whose train, dev and test share no example (checked).
@@ -98,7 +101,7 @@ def sample_few_shot(
             f"(pool {len(pool)}, held-out {len(test)}); give it a larger source or drop it from the catalog"
         )
     if test_size is not None and len(test) > test_size:
-        test = random.Random(TEST_SEED).sample(test, test_size)
+        test = random.Random(f"test/{seed}" if test_per_seed else TEST_SEED).sample(test, test_size)
     _check_disjoint(task.name, train, dev, test)
     return FewShot(task=task, seed=seed, train=tuple(train), dev=tuple(dev), test=tuple(test))
 

@@ -210,6 +210,7 @@ def load_partition(
     catalog: dict[str, TaskSpec] | str | Path | None = None,
     *,
     pending_ok: bool = False,
+    readmit: bool = False,
 ) -> Partition:
     """Read a partition and check it against the catalog.
 
@@ -218,6 +219,9 @@ def load_partition(
         catalog: the catalog its names must come from; default: the repository catalog.
         pending_ok: accept a partition whose ``validation`` is still to be admitted from its
             ``validation_candidates`` (what ``promptinit admit`` reads); otherwise it raises.
+        readmit: drop ``validation`` and its ``admission`` record where the file has
+            ``validation_candidates``, so the partition reads as pending: what ``promptinit admit``
+            reads, which writes both anew (a record of other candidates than today's is then no error).
 
     Returns:
         The partition (``name`` defaults to the file name).
@@ -235,6 +239,8 @@ def load_partition(
     if not isinstance(raw, dict):
         raise PromptinitError(f"{where}: expected a mapping with source, target and validation lists")
     raw.setdefault("name", file.stem)
+    if readmit and raw.get(CANDIDATES):
+        raw = {k: v for k, v in raw.items() if k not in ("validation", "admission")}
     try:
         partition = Partition.model_validate(raw)
     except ValidationError as e:

@@ -70,7 +70,7 @@ class Evaluation(Strict):
 
     def tuning_dict(self) -> dict[str, Any]:
         """``tune_config()`` as plain fields (they travel to Ray workers and into job keys)."""
-        return dataclasses.asdict(self.tune_config())
+        return self.tune_config().key_fields()
 
     def select(self, names: tuple[str, ...], field: str) -> list[str]:
         """The partition's task names this evaluation uses (``field`` names them in errors)."""

@@ -8,7 +8,6 @@ points of the last one's. Writes ``pt_curves.{csv,md}`` (``promptinit report`` d
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -52,4 +51,4 @@ def run(ctx: Context, cfg: StudyConfig, tasks: Sequence[Any]) -> tuple[int, dict
         cfg.study.curves.tolerance,
         summary.steps[-1],
     )
-    return steps, dataclasses.asdict(TuneConfig(**{**cfg.target.tuning, "steps": steps}))
+    return steps, TuneConfig(**{**cfg.target.tuning, "steps": steps}).key_fields()

@@ -17,12 +17,19 @@ BASELINE = {("a", 100): 0.50, ("a", 13): 0.40, ("b", 100): 0.20, ("b", 13): 0.25
 SCORES = {("a", 100): 0.60, ("a", 13): 0.40, ("b", 100): 0.30, ("b", 13): 0.20}
 # Relative gains: 0.2, 0.0, 0.5, -0.2 -> mean 0.125; deviations 0.075, -0.125, 0.375, -0.325;
 # squares 0.005625 + 0.015625 + 0.140625 + 0.105625 = 0.2675; / 3 = 0.0891667; sd 0.298608;
-# SE = sd / 2 = 0.149304.
-HAND_ARG, HAND_SE = 0.125, math.sqrt(0.2675 / 3) / 2
+# SE = sd / 2 = 0.149304 pooled. Every task has 2 seeds, so the SE is the stratified one: task a's
+# gains 0.2, 0.0 (variance 0.02), task b's 0.5, -0.2 (variance 0.245) ->
+# sqrt(0.02 / 2 + 0.245 / 2) / 2 tasks = sqrt(0.1325) / 2 = 0.182003.
+HAND_ARG, HAND_SE = 0.125, math.sqrt(0.02 / 2 + 0.245 / 2) / 2
 
 
 def test_arg_standard_error_by_hand():
     assert scoring.arg_standard_error(SCORES, BASELINE) == pytest.approx(HAND_SE, rel=1e-12)
+    # one seed on task b: the within-task spread is not measurable there -> pooled over the 3 pairs
+    three = {k: v for k, v in SCORES.items() if k != ("b", 13)}
+    # gains 0.2, 0.0, 0.5: mean 7/30; squared deviations 1/900 + 49/900 + 64/900 = 114/900
+    pooled = math.sqrt(114 / 900 / 2) / math.sqrt(3)
+    assert scoring.arg_standard_error(three, BASELINE) == pytest.approx(pooled, rel=1e-12)
     assert math.isnan(scoring.arg_standard_error({("a", 100): 0.6}, BASELINE))  # one pair: no spread to measure
     # PT clamped at 0.01 as in ARG: RG (0.1 - 0.0) / 0.01 = 10 and (0.5 - 0.5) / 0.5 = 0 -> sd sqrt(50), SE 5
     assert scoring.arg_standard_error({("z", 1): 0.1, ("y", 1): 0.5}, {("z", 1): 0.0, ("y", 1): 0.5}) == pytest.approx(5.0)

@@ -67,3 +67,33 @@ def test_a_shipped_test_split_is_used_as_test():
 def test_too_few_examples_raise():
     with pytest.raises(PromptinitError, match="too few examples"):
         sample_few_shot(_classification(per_label=1, labels=("a", "b")), 13)
+
+
+def test_each_seed_can_draw_its_own_test_sample():
+    """``test_per_seed``: the capped test sample depends on the few-shot seed (so intervals over
+    seeds cover test-sample variance); off, every seed scores on the same sample. Train and dev
+    do not depend on the setting."""
+    from tests.conftest import keyword_task
+
+    task = keyword_task(n=400)
+    shared = {s: sample_few_shot(task, s, test_size=50) for s in (100, 13)}
+    own = {s: sample_few_shot(task, s, test_size=50, test_per_seed=True) for s in (100, 13)}
+    assert shared[100].test == shared[13].test
+    assert set(own[100].test) != set(own[13].test) and len(own[100].test) == len(own[13].test) == 50
+    assert own[100].test == sample_few_shot(task, 100, test_size=50, test_per_seed=True).test  # repeatable
+    held_out = set(sample_few_shot(task, 100, test_size=None).test)
+    for s in (100, 13):
+        assert (own[s].train, own[s].dev) == (shared[s].train, shared[s].dev)
+        assert set(own[s].test) <= held_out
+
+
+def test_the_setting_enters_keys_only_when_on():
+    """Off, ``TuneConfig.key_fields`` (job keys, Ray payloads) and the PT-baseline cache key are
+    what they were before the setting existed; on, both change."""
+    from promptinit.evaluation import _tuning_key
+    from promptinit.tuning import TuneConfig
+
+    off, on = TuneConfig(steps=20), TuneConfig(steps=20, test_per_seed=True)
+    assert "test_per_seed" not in off.key_fields() and on.key_fields()["test_per_seed"] is True
+    assert TuneConfig(**off.key_fields()) == off and TuneConfig(**on.key_fields()) == on
+    assert "test_per_seed" not in _tuning_key(off) and _tuning_key(on) != _tuning_key(off)

@@ -80,22 +80,34 @@ def test_fingerprint_ignores_order_and_tracks_names():
 STUDY_TARGETS = ("bbc_topic", "bb_intent_recognition", "bb_multiemo_hotels_en")  # configs/study/partitions/cpu.yaml
 
 
-def test_cls_to_cls_v2_is_classification_with_30_sources_and_9_candidates_awaiting_admission():
+def test_cls_to_cls_v2_has_30_classification_sources_5_targets_and_admitted_validation_tasks():
     kind = {name: spec.kind for name, spec in CATALOG.items()}
-    p = load_partition("cls_to_cls_v2", pending_ok=True)
-    assert all(kind[n] is TaskKind.CLASSIFICATION for n in (*p.tasks, *p.validation_candidates))
-    assert len(p.source) >= 30 and len(p.target) >= 5 and len(p.validation_candidates) >= 8
+    p = load_partition("cls_to_cls_v2")
+    assert all(kind[n] is TaskKind.CLASSIFICATION for n in (*p.source, *p.target))
+    assert len(p.source) >= 30 and len(p.target) >= 5
     assert set(STUDY_TARGETS) <= set(p.target)
-    assert p.pending and p.admission is None
-    with pytest.raises(PromptinitError, match=r"cls_to_cls_v2\.yaml: field 'validation': not chosen yet .*promptinit admit"):
-        load_partition("cls_to_cls_v2")
+    # chosen by `promptinit admit` (5 Dec 2026, SmolLM2) from classification and multiple-choice
+    # candidates: >= 4 tasks, each with PT's dev score >= majority + 10 points recorded
+    assert p.admission is not None and len(p.validation) >= 4
+    assert all(kind[n] is not TaskKind.GENERATION for n in p.validation_candidates)
+    assert set(p.admission.admitted) == set(p.validation)
+    for score in p.admission.admitted.values():
+        assert score.majority + 0.10 - 1e-9 <= score.pt_dev <= 0.90
 
 
-def test_demo_v2_differs_from_the_demo_only_in_its_16_sources():
+def test_demo_v2_has_the_demos_targets_16_sources_and_admitted_validation_tasks():
     demo, v2 = load_partition("demo"), load_partition("demo_v2")
-    assert (v2.target, v2.validation) == (demo.target, demo.validation)
+    assert v2.target == demo.target
     assert len(v2.source) >= 16 and set(demo.source) <= set(v2.source)
     assert all(CATALOG[n].kind is not TaskKind.GENERATION for n in v2.source)
+    # chosen by `promptinit admit` (5 Dec 2026, SmolLM2): >= 4 tasks, each with its PT dev score
+    # >= majority + 10 points recorded; the demo's own two validation tasks were refused
+    assert v2.admission is not None and len(v2.validation) >= 4
+    assert set(v2.admission.admitted) == set(v2.validation)
+    assert set(demo.validation) <= set(v2.admission.refused)
+    for score in v2.admission.admitted.values():
+        assert score.majority + 0.10 - 1e-9 <= score.pt_dev <= 0.90
+        assert len(score.seeds) == 3
 
 
 def _shared_text(name: str) -> str:

@@ -1,0 +1,42 @@
+"""selection.md states the search objective's noise: the median per-trial SE on the search and the
+fresh seeds and how far the fresh scores fell from the search's, computed by hand here."""
+
+from __future__ import annotations
+
+import math
+
+from analysis.tables import write_selection
+
+
+def _row(rank: int, val: float, val_se: float, fresh: float, fresh_se: float) -> dict:
+    return {
+        "method": "mtl",
+        "rank_in_search": rank,
+        "trial_id": f"t{rank}",
+        "step": 6,
+        "val_arg": val,
+        "val_arg_se": val_se,
+        "rescored_arg": fresh,
+        "rescored_se": fresh_se,
+        "chosen": rank == 1,
+        "settings": "{}",
+    }
+
+
+def test_selection_states_the_median_se_and_the_shift(tmp_path):
+    rows = [
+        _row(1, 0.10, 0.02, 0.04, 0.010),
+        _row(2, 0.08, 0.04, 0.09, 0.030),
+        _row(3, 0.05, math.nan, 0.01, 0.025),
+    ]
+    text, files = write_selection(rows, tmp_path, [100, 13, 21], [42, 87, 7])
+    # fresh SEs 1.0, 3.0, 2.5 -> median 2.5; search SEs 2.0, 4.0 (one NaN dropped) -> median 3.0;
+    # fresh - search: -6, +1, -4 points -> median -4.0, largest |6.0|
+    assert "fresh seeds 2.5 points (3 trials, 1.0-3.0); search seeds 3.0 points (2 trials, 2.0-4.0)" in text
+    assert "median -4.0 points, largest |6.0|" in text
+    assert (tmp_path / "selection.md").read_text() == text
+
+
+def test_selection_without_any_se_says_nothing_of_noise(tmp_path):
+    text, _ = write_selection([_row(1, 0.1, math.nan, 0.1, math.nan)], tmp_path, [100], [13])
+    assert "Objective noise" not in text
