@@ -130,6 +130,7 @@ TARGET_COLUMNS = [
     "trials",
     "finished",
     "settings",
+    "test_per_seed",
 ]
 _STATUS = {
     "TERMINATED": "finished",
@@ -605,6 +606,7 @@ def _targets_from_table(sweep_dir: Path, sweep: str, partition: str, label: str 
                     settings,
                     _num(r.get("val_arg_rescored")),
                     _num(r.get("val_arg_rescored_se")),
+                    _flag(r.get("test_per_seed")),
                 )
             )
     return rows
@@ -684,13 +686,15 @@ def target_row(
     settings,
     val_arg_rescored=math.nan,
     val_arg_rescored_se=math.nan,
+    test_per_seed=None,
 ) -> dict:
     """One target row (``TARGET_COLUMNS``), the shape every loader and ``tables.target_rows`` produce.
 
     With per-pair ``scores`` (keyed ``(task, seed[, upstream seed])``, PT's ``baseline`` keyed
     ``(task, seed)``), ARG, its per-task gains and the seed count are computed from the pairs;
     without them (an old table, MLflow metrics) the given ``arg_mean``, ``n_seeds`` and
-    ``per_task`` are kept as recorded.
+    ``per_task`` are kept as recorded. ``test_per_seed``: whether each few-shot seed scored on its
+    own test sample (``TuneConfig.test_per_seed``); None where not on record (before 5 Dec 2026).
     """
     if scores:  # ARG and RG per task from the pairs (tasks weigh equally, as in promptinit.stats.compare)
         from promptinit.stats import relative_gain
@@ -719,7 +723,13 @@ def target_row(
         "trials": trials,
         "finished": finished,
         "settings": dict(settings or {}),
+        "test_per_seed": test_per_seed,
     }
+
+
+def _flag(text: str | None) -> bool | None:
+    """A CSV cell written from True / False / None (pandas writes None as empty)."""
+    return {"True": True, "False": False}.get(str(text or "").strip())
 
 
 def _partition_name(config: Mapping[str, Any]) -> str:

@@ -121,6 +121,7 @@ ARG_COLUMNS = [
     "n_pairs",
     "n_test_min",
     "n_test_max",
+    "test_per_seed",
     "low_baseline",
     "val_arg",
     "val_arg_se",
@@ -208,6 +209,7 @@ def target_rows(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dic
                 get("settings", {}),
                 get("val_arg_rescored"),
                 get("val_arg_rescored_se"),
+                get("test_per_seed", None),
             )
         )
     return out
@@ -320,6 +322,7 @@ def _record_cells(r: Mapping[str, Any], c: Comparison | None) -> dict[str, Any]:
         "note": _note(r, c),
         "n_test_min": min(sizes) if sizes else math.nan,
         "n_test_max": max(sizes) if sizes else math.nan,
+        "test_per_seed": r.get("test_per_seed"),
     }
 
 
@@ -396,7 +399,11 @@ def _rests_on(r: Any) -> str:
     if not math.isfinite(r.n_test_min):
         return text + ", test size unknown"
     lo, hi = int(r.n_test_min), int(r.n_test_max)
-    return text + (f", {lo} test ex. per score" if lo == hi else f", {lo}–{hi} test ex. per score")
+    text += f", {lo} test ex. per score" if lo == hi else f", {lo}–{hi} test ex. per score"
+    draw = getattr(r, "test_per_seed", None)
+    if draw is True or draw is False:  # None / NaN: not on record
+        text += " (each seed its own sample)" if draw else " (one sample shared by the seeds)"
+    return text
 
 
 def _trials(r: Any) -> str:

@@ -67,6 +67,7 @@ def target_rows(checked: Checked, searched: Searched, selected: Selected, scores
                 scores=scores.arms[m],
                 baseline=scores.pt,
                 n_test=n_test,
+                test_per_seed=cfg.target.tune_config().test_per_seed,
             )
         rows.append(row)
     return rows

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import promptinit.analysis
-from promptinit.analysis.results import load_sweep
+from promptinit.analysis.results import _targets_from_table, load_sweep
 from promptinit.analysis.tables import NOT_COUNTS, UNDETERMINED, arg_table, write_target_table
 from promptinit.stats import compare, holm
 
@@ -66,6 +66,23 @@ def test_table_cells_are_the_comparisons_of_the_per_pair_scores(tmp_path):
     record = table.records[("p", "maml")]
     assert record["comparison"]["diff_lo"] == c.diff.lo and len(record["scores"]) == 12
     json.dumps(record)  # an export's target block
+
+
+def test_rests_on_says_whether_each_seed_drew_its_own_test_sample(tmp_path):
+    """``TuneConfig.test_per_seed`` reaches "rests on" and survives the CSV round trip that
+    ``promptinit report`` reads; a table from before it was recorded says nothing about it."""
+    rng = np.random.default_rng(2)
+    scores, baseline = _pairs(rng, effect=0.05)
+    rests = {True: "3 tasks × 4 seeds, 50 test ex. per score (each seed its own sample) |",
+             False: "3 tasks × 4 seeds, 50 test ex. per score (one sample shared by the seeds) |",
+             None: "3 tasks × 4 seeds, 50 test ex. per score |"}
+    for flag, text in rests.items():
+        folder = tmp_path / str(flag)
+        md = write_target_table([_row("maml", scores, baseline, test_per_seed=flag)], folder).text
+        assert text in md
+        (row,) = _targets_from_table(folder, "s", "p")
+        assert row["test_per_seed"] is flag
+        assert write_target_table([row], folder / "again").text == md
 
 
 def test_a_row_reads_the_same_whatever_order_its_pairs_come_in(tmp_path):

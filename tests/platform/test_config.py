@@ -90,10 +90,15 @@ def test_shipped_sweep_configs_validate():
 
     demo = load_sweep_config(ROOT / "configs" / "sweep" / "demo.yaml")
     assert set(demo.methods) <= set(available_methods())
-    # What the demo's numbers rest on: an objective over >= 2 validation tasks, the choice
-    # re-scored on fresh seeds, >= 3 upstream seeds behind every target row.
-    assert len(demo.validation.select(load_partition(demo).validation, "validation")) >= 2
+    # What the demo's numbers rest on: an objective over >= 4 admitted validation tasks x >= 3
+    # few-shot seeds with the target's own recipe, the choice re-scored on >= 3 fresh seeds, every
+    # seed on its own test sample, >= 3 upstream seeds behind every target row.
+    partition = load_partition(demo)
+    assert partition.admission is not None
+    assert len(demo.validation.select(partition.validation, "validation")) >= 4
+    assert len(demo.validation.seeds) >= 3 and len(demo.validation.fresh_seeds()) >= 3
     assert not set(demo.validation.fresh_seeds()) & set(demo.validation.seeds)
+    assert demo.validation.tune_config() == demo.target.tune_config() and demo.target.tune_config().test_per_seed
     assert len(demo.target.upstream_seeds) >= 3 and demo.search.top_k >= 2
 
 
