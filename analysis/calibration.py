@@ -43,13 +43,15 @@ class Rho:
         return f"{self.rho:+.2f} [{self.lo:+.2f}, {self.hi:+.2f}]"
 
 
-def spearman(x: Sequence[float], y: Sequence[float], resamples: int = RESAMPLES, seed: int = 0) -> Rho:
+def spearman(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, resamples: int = RESAMPLES, seed: int = 0
+) -> Rho:
     """Spearman's rho of ``x`` and ``y`` with a 95 % percentile bootstrap interval over the pairs."""
     from scipy.stats import rankdata
 
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     n = len(a)
-    if n < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+    if n < 3 or not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
         return Rho(math.nan, math.nan, math.nan, n, 1.0)
     idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     rx, ry = rankdata(a[idx], axis=1), rankdata(b[idx], axis=1)
@@ -80,10 +82,13 @@ def table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method: trials, rho [95 % CI], and the chosen trial's rank on the target."""
+    """Per method: trials, rho [95 % CI] of the validation ARG (the objective) and of the
+    validation score difference (``val/delta``, NaN where not on record), and the chosen trial's
+    rank on the target."""
     out = []
     for method, g in df.groupby("method", sort=True):
         r = spearman(g["val_arg"].to_numpy(), g["target_diff"].to_numpy())
+        d = spearman(_column(g, "val_delta"), g["target_diff"].to_numpy())
         chosen = g[g["chosen"].astype(bool)]
         out.append(
             {
@@ -93,11 +98,20 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                 "rho_lo": r.lo,
                 "rho_hi": r.hi,
                 "rho_dropped": r.dropped,
+                "rho_delta": d.rho,
+                "rho_delta_lo": d.lo,
+                "rho_delta_hi": d.hi,
+                "rho_delta_dropped": d.dropped,
                 "chosen_target_rank": int(chosen["target_rank"].iloc[0]) if len(chosen) else None,
                 "pairs": int(g["pairs"].iloc[0]),
             }
         )
     return pd.DataFrame(out)
+
+
+def _column(g: pd.DataFrame, name: str) -> np.ndarray:
+    """A numeric column, all NaN when the file predates it."""
+    return pd.to_numeric(g[name], errors="coerce").to_numpy() if name in g else np.full(len(g), np.nan)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -106,12 +120,19 @@ def to_markdown(df: pd.DataFrame) -> str:
         return "No calibrated trials."
     s = summary(df)
     head = markdown(
-        ["method", "trials", "Spearman rho [95 % CI]", "chosen trial's rank on target"],
+        [
+            "method",
+            "trials",
+            "Spearman rho [95 % CI]",
+            "rho of validation Δ [95 % CI]",
+            "chosen trial's rank on target",
+        ],
         [
             [
                 r.method,
                 r.trials,
                 Rho(r.rho, r.rho_lo, r.rho_hi, r.trials, r.rho_dropped).fmt(),
+                Rho(r.rho_delta, r.rho_delta_lo, r.rho_delta_hi, r.trials, r.rho_delta_dropped).fmt(),
                 f"{r.chosen_target_rank} of {r.trials}" if r.chosen_target_rank else "not calibrated",
             ]
             for r in s.itertuples()
@@ -123,6 +144,7 @@ def to_markdown(df: pd.DataFrame) -> str:
             "trial",
             "validation rank",
             "validation ARG",
+            "validation Δ (points)",
             "re-scored ARG",
             "target Δ vs PT (points)",
             "target rank",
@@ -133,6 +155,9 @@ def to_markdown(df: pd.DataFrame) -> str:
                 r.trial_id + (" (chosen)" if r.chosen else ""),
                 r.val_rank,
                 f"{100 * r.val_arg:+.1f} %",
+                f"{100 * getattr(r, 'val_delta', math.nan):+.1f}"
+                if math.isfinite(getattr(r, "val_delta", math.nan))
+                else "",
                 f"{100 * r.rescored_arg:+.1f} %" if math.isfinite(r.rescored_arg) else "",
                 f"{100 * r.target_diff:+.1f}",
                 r.target_rank,
@@ -143,7 +168,8 @@ def to_markdown(df: pd.DataFrame) -> str:
     pairs = int(s["pairs"].iloc[0])
     return (
         "Does the search objective predict the target? Spearman's rho between each calibrated trial's "
-        "validation ARG and its mean target difference to PT "
+        "validation ARG (the objective; beside it, its validation score difference to PT) and its mean "
+        "target difference to PT "
         f"({pairs} target (task, seed) pairs per trial; trials spread over the validation ranking; 95 % "
         f"percentile bootstrap over trials, {RESAMPLES} resamples).\n\n{head}\n\n{trials}\n"
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 VAL_ARG = "val/arg"  # ARG on the partition's validation tasks vs the PT baseline: the search objective
 VAL_ARG_SE = "val/arg_se"  # its standard error over the validation (task, seed) pairs (NaN with one pair)
+VAL_DELTA = "val/delta"  # the mean validation score difference to PT (fraction; not the objective, reported beside it)
+VAL_DELTA_SE = "val/delta_se"  # its standard error, as VAL_ARG_SE's
 # On the parent run, per method (``<name>/<method>``): the chosen trial's validation ARG on fresh
 # few-shot seeds (the select phase, ``promptinit.search.phases.select``), and its standard error.
 VAL_ARG_RESCORED = "val/arg_rescored"

@@ -90,15 +90,34 @@ def arg_standard_error(scores: Mapping[Key, float], baseline: Mapping[Key, float
     ``promptinit.stats.relative_gain`` (PT clamped as in ARG).
     """
     keys = sorted(scores)
-    if len(keys) < 2:
-        return math.nan
     rg = relative_gain([scores[k] for k in keys], np.array([baseline[k] for k in keys], dtype=float))
+    return _seed_standard_error(dict(zip(keys, (float(g) for g in rg), strict=True)))
+
+
+def difference_against(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> tuple[float, float]:
+    """The mean score difference to PT (tasks weigh equally: the mean over tasks of each task's
+    mean over seeds) and its few-shot-seed standard error, as ``arg_standard_error`` computes it.
+
+    The difference in score points does not divide by PT's score, so a seed on which PT happens to
+    score low does not blow a gain up as it does in ARG (docs/objective.md measures both)."""
+    diff = {k: float(scores[k]) - float(baseline[k]) for k in sorted(scores)}
     by_task: dict[str, list[float]] = {}
-    for (task, _), g in zip(keys, rg, strict=True):
-        by_task.setdefault(task, []).append(float(g))
-    if min(len(g) for g in by_task.values()) < 2:
-        return float(rg.std(ddof=1) / math.sqrt(len(keys)))
-    within = sum(float(np.var(g, ddof=1)) / len(g) for g in by_task.values())
+    for (task, _), d in diff.items():
+        by_task.setdefault(task, []).append(d)
+    return float(np.mean([np.mean(d) for d in by_task.values()])), _seed_standard_error(diff)
+
+
+def _seed_standard_error(values: Mapping[Key, float]) -> float:
+    """Stratified SE ``sqrt(sum_t var_t / n_t) / T`` of the mean over tasks of per-(task, seed)
+    values; pooled ``std / sqrt(n)`` when some task has one seed; NaN with one value."""
+    if len(values) < 2:
+        return math.nan
+    by_task: dict[str, list[float]] = {}
+    for (task, _), v in values.items():
+        by_task.setdefault(task, []).append(v)
+    if min(len(v) for v in by_task.values()) < 2:
+        return float(np.std(list(values.values()), ddof=1) / math.sqrt(len(values)))
+    within = sum(float(np.var(v, ddof=1)) / len(v) for v in by_task.values())
     return math.sqrt(within) / len(by_task)
 
 

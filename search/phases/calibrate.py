@@ -21,6 +21,7 @@ from promptinit.search.phases.arms import start_from
 from promptinit.search.phases.jobs import Pair, Start
 from promptinit.search.phases.prepare import Context
 from promptinit.search.phases.searching import Candidate
+from promptinit.trainables import metrics as M
 
 PREFIX = "calibrate "  # the target phase's arm label of a calibrated trial: "calibrate <trial id>"
 
@@ -37,6 +38,7 @@ class Calibrated:
     target_diff: float  # mean over the target pairs of (trial - PT), a fraction
     pairs: int
     chosen: bool
+    val_delta: float = float("nan")  # its validation score difference to PT (``val/delta``), a fraction
 
 
 def spread(ranked: Sequence[Candidate], k: int, chosen: Candidate | None) -> list[tuple[int, Candidate]]:
@@ -96,6 +98,7 @@ def rows(
                     diff,
                     len(pt),
                     choice is not None and c.trial_id == choice.trial_id,
+                    float(c.metrics.get(M.VAL_DELTA, float("nan"))),
                 )
             )
     return out

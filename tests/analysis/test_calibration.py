@@ -68,3 +68,18 @@ def test_table_ranks_trials_on_target_and_the_markdown_says_what_it_rests_on(tmp
     assert s.loc[0, "chosen_target_rank"] == 1  # rho: ranks 4321 vs 3412, 1 - 6 * 4 / (4 * 15) = 0.6
     assert s.loc[0, "rho"] == pytest.approx(0.6)
     assert "1 of 4" in text and "9 target (task, seed) pairs" in text and "t1 (chosen)" in text
+    assert "rho of validation Δ" in text and math.isnan(s.loc[0, "rho_delta"])  # rows without val_delta: n/a
+
+
+def test_rho_of_the_validation_difference_sits_beside_the_objectives():
+    """``val/delta`` of each trial gets its own rho; here it orders the trials as the target does
+    (rho 1) while the ARG objective orders them 4321 against the target's 3412 (rho 0.6)."""
+    diffs = [0.02, 0.05, -0.01, 0.0]
+    rows = [
+        {"method": "mtl", "trial_id": f"t{i}", "val_rank": i + 1, "val_arg": 0.1 - 0.01 * i,
+         "rescored_arg": math.nan, "target_diff": d, "pairs": 9, "chosen": i == 1, "val_delta": d / 2}
+        for i, d in enumerate(diffs)
+    ]
+    s = calibration.summary(calibration.table(rows))
+    assert s.loc[0, "rho"] == pytest.approx(0.6) and s.loc[0, "rho_delta"] == pytest.approx(1.0)
+    assert "+2.5" in calibration.to_markdown(calibration.table(rows))  # t1's val Δ, in points

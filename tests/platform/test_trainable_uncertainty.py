@@ -21,6 +21,9 @@ SCORES = {("a", 100): 0.60, ("a", 13): 0.40, ("b", 100): 0.30, ("b", 13): 0.20}
 # gains 0.2, 0.0 (variance 0.02), task b's 0.5, -0.2 (variance 0.245) ->
 # sqrt(0.02 / 2 + 0.245 / 2) / 2 tasks = sqrt(0.1325) / 2 = 0.182003.
 HAND_ARG, HAND_SE = 0.125, math.sqrt(0.02 / 2 + 0.245 / 2) / 2
+# Differences: task a 0.1, 0.0 (mean 0.05, variance 0.005), task b 0.1, -0.05 (mean 0.025,
+# variance 0.01125) -> mean over tasks 0.0375; SE sqrt(0.005 / 2 + 0.01125 / 2) / 2.
+HAND_DELTA, HAND_DELTA_SE = 0.0375, math.sqrt(0.005 / 2 + 0.01125 / 2) / 2
 
 
 def test_arg_standard_error_by_hand():
@@ -33,6 +36,14 @@ def test_arg_standard_error_by_hand():
     assert math.isnan(scoring.arg_standard_error({("a", 100): 0.6}, BASELINE))  # one pair: no spread to measure
     # PT clamped at 0.01 as in ARG: RG (0.1 - 0.0) / 0.01 = 10 and (0.5 - 0.5) / 0.5 = 0 -> sd sqrt(50), SE 5
     assert scoring.arg_standard_error({("z", 1): 0.1, ("y", 1): 0.5}, {("z", 1): 0.0, ("y", 1): 0.5}) == pytest.approx(5.0)
+
+
+def test_score_difference_and_its_standard_error_by_hand():
+    delta, se = scoring.difference_against(SCORES, BASELINE)
+    assert delta == pytest.approx(HAND_DELTA, rel=1e-12) and se == pytest.approx(HAND_DELTA_SE, rel=1e-12)
+    # PT near 0 blows ARG's SE up (5.0 above); the difference stays in score points: 0.1 and 0.0
+    delta, se = scoring.difference_against({("z", 1): 0.1, ("y", 1): 0.5}, {("z", 1): 0.0, ("y", 1): 0.5})
+    assert delta == pytest.approx(0.05) and se == pytest.approx(0.05)
 
 
 class _Method:
@@ -70,6 +81,8 @@ def test_the_trainable_reports_val_arg_and_its_standard_error(monkeypatch):
     for report in reports:
         assert report[M.VAL_ARG] == pytest.approx(HAND_ARG, rel=1e-12)
         assert report[M.VAL_ARG_SE] == pytest.approx(HAND_SE, rel=1e-12)
+        assert report[M.VAL_DELTA] == pytest.approx(HAND_DELTA, rel=1e-12)
+        assert report[M.VAL_DELTA_SE] == pytest.approx(HAND_DELTA_SE, rel=1e-12)
         assert "val/arg_std" not in report
 
 
