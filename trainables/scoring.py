@@ -77,6 +77,23 @@ def arg_against(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> A
     return average_relative_gain(dict(scores), dict(baseline))
 
 
+def validation_metrics(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> dict[str, float]:
+    """A trial's validation report from its scores and PT's: ARG (the objective) and its SE, the
+    score difference to PT and its SE, the mean score, and each task's relative gain."""
+    from promptinit.trainables import metrics as M
+
+    arg = arg_against(scores, baseline)
+    delta, delta_se = difference_against(scores, baseline)
+    return {
+        M.VAL_ARG: arg.mean,
+        M.VAL_ARG_SE: arg_standard_error(scores, baseline),
+        M.VAL_DELTA: delta,
+        M.VAL_DELTA_SE: delta_se,
+        M.VAL_SCORE: sum(scores.values()) / len(scores),
+        **{f"val/rg/{task}": rg for task, rg in arg.per_task.items()},
+    }
+
+
 def arg_standard_error(scores: Mapping[Key, float], baseline: Mapping[Key, float]) -> float:
     """Standard error of ARG as a search objective: its few-shot-seed noise on a fixed task set.
 

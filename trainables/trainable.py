@@ -104,13 +104,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     from promptinit.backbones import Backbone, BackboneConfig
     from promptinit.evaluation import TuneConfig
     from promptinit.methods import build_method
-    from promptinit.trainables.scoring import (
-        arg_against,
-        arg_standard_error,
-        difference_against,
-        grad_transform_of,
-        tuned_scores,
-    )
+    from promptinit.trainables.scoring import grad_transform_of, tuned_scores, validation_metrics
 
     method_name, settings = trial_settings(config)
     placement = _placement()
@@ -135,16 +129,9 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
         scores = tuned_scores(
             backbone, method.prompt, shared.validation_tasks, shared.validation_seeds, tuning, grad_transform_of(method)
         )
-        arg = arg_against(scores, shared.baseline)
-        delta, delta_se = difference_against(scores, shared.baseline)
         report = {
             **means,
-            M.VAL_ARG: arg.mean,
-            M.VAL_ARG_SE: arg_standard_error(scores, shared.baseline),
-            M.VAL_DELTA: delta,
-            M.VAL_DELTA_SE: delta_se,
-            M.VAL_SCORE: sum(scores.values()) / len(scores),
-            **{f"val/rg/{task}": rg for task, rg in arg.per_task.items()},
+            **validation_metrics(scores, shared.baseline),
             M.STEP: step,
             M.TOTAL_STEPS: total,
             M.SECONDS_PER_STEP: seconds,
@@ -153,7 +140,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
             M.NODE_ID: placement["node"],
             PLACEMENT: {**placement, "reported": time.time()},
         }
-        _check_finite({M.VAL_ARG: arg.mean}, method.prompt, step)
+        _check_finite({M.VAL_ARG: report[M.VAL_ARG]}, method.prompt, step)
         _report_with_checkpoint(method, method_name, settings, step, report)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from analysis.tables import write_selection
+from promptinit.analysis.tables import write_selection
 
 
 def _row(rank: int, val: float, val_se: float, fresh: float, fresh_se: float) -> dict:
@@ -33,7 +33,11 @@ def test_selection_states_the_median_se_and_the_shift(tmp_path):
     # fresh SEs 1.0, 3.0, 2.5 -> median 2.5; search SEs 2.0, 4.0 (one NaN dropped) -> median 3.0;
     # fresh - search: -6, +1, -4 points -> median -4.0, largest |6.0|
     assert "fresh seeds 2.5 points (3 trials, 1.0-3.0); search seeds 3.0 points (2 trials, 2.0-4.0)" in text
-    assert "median -4.0 points, largest |6.0|" in text
+    assert "median -4.0 points, largest |6.0| (the search scores of its best trials are biased upwards)" in text
+    assert (tmp_path / "selection.md").read_text() == text
+    # fresh above search (the demo of 5 Dec 2026: +11.0): not called a bias
+    text, _ = write_selection([_row(1, 0.0, 0.04, 0.14, 0.11)], tmp_path, [100], [13])
+    assert "median +14.0 points, largest |14.0| (higher on the fresh seeds" in text
     assert (tmp_path / "selection.md").read_text() == text
 
 

@@ -137,6 +137,7 @@ def check_calibration(sweep: Path, states: dict) -> None:
         mine, pt = kept[f"calibrate {r.trial_id}"], kept["PT"]
         assert r.target_diff == pytest.approx(sum(mine[p] - pt[p] for p in pt) / len(pt), abs=1e-12)
     assert "Spearman" in (sweep / "calibration.md").read_text()
+    assert cal["val_delta"].notna().all()  # each trial's val/delta reached the table beside its ARG
     from promptinit.analysis.report import write_report
     from promptinit.analysis.results import load_sweep
 
