@@ -244,14 +244,16 @@ class PromptMethod(Generic[MetaTaskT]):
         return None
 
     def sample(self) -> list[MetaTaskT]:
-        """Draw the next meta-batch with the method's generator."""
-        raise NotImplementedError
+        """Draw the next meta-batch with the method's generator. A method either overrides this and
+        ``meta_gradient`` (MAML, MTL, Reptile, SUPMER) or ``step`` itself (PT, which has no meta-batch),
+        so the hooks are not abstract."""
+        raise NotImplementedError(f"{type(self).__name__} overrides neither sample() nor step()")
 
     def meta_gradient(
         self, meta_tasks: Sequence[MetaTaskT], task_batched: bool | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The direction the outer optimizer descends, for this meta-batch, and metrics."""
-        raise NotImplementedError
+        """The direction the outer optimizer descends, for this meta-batch, and metrics (see ``sample``)."""
+        raise NotImplementedError(f"{type(self).__name__} overrides neither meta_gradient() nor step()")
 
     # ------------------------------------------------------------------ shared
     @property
