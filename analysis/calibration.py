@@ -82,9 +82,10 @@ def table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method: trials, rho [95 % CI] of the validation ARG (the objective) and of the
-    validation score difference (``val/delta``, NaN where not on record), and the chosen trial's
-    rank on the target."""
+    """Per method: trials, rho [95 % CI] of the validation ARG and of the validation score
+    difference (``val/delta``, NaN where not on record), the search objective (``arg`` or
+    ``delta``; ``arg`` for files from before it was a setting), and the chosen trial's rank on
+    the target."""
     out = []
     for method, g in df.groupby("method", sort=True):
         r = spearman(g["val_arg"].to_numpy(), g["target_diff"].to_numpy())
@@ -102,6 +103,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                 "rho_delta_lo": d.lo,
                 "rho_delta_hi": d.hi,
                 "rho_delta_dropped": d.dropped,
+                "objective": str(g["objective"].iloc[0]) if "objective" in g else "arg",
                 "chosen_target_rank": int(chosen["target_rank"].iloc[0]) if len(chosen) else None,
                 "pairs": int(g["pairs"].iloc[0]),
             }
@@ -119,11 +121,15 @@ def to_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "No calibrated trials."
     s = summary(df)
+
+    def mark(rho: Rho, objective: str, r: Any) -> str:
+        return rho.fmt() + (" (the objective)" if r.objective == objective else "")
+
     head = markdown(
         [
             "method",
             "trials",
-            "Spearman rho [95 % CI]",
+            "Spearman rho of validation ARG [95 % CI]",
             "rho of validation Δ [95 % CI]",
             "chosen trial's rank on target",
         ],
@@ -131,8 +137,8 @@ def to_markdown(df: pd.DataFrame) -> str:
             [
                 r.method,
                 r.trials,
-                Rho(r.rho, r.rho_lo, r.rho_hi, r.trials, r.rho_dropped).fmt(),
-                Rho(r.rho_delta, r.rho_delta_lo, r.rho_delta_hi, r.trials, r.rho_delta_dropped).fmt(),
+                mark(Rho(r.rho, r.rho_lo, r.rho_hi, r.trials, r.rho_dropped), "arg", r),
+                mark(Rho(r.rho_delta, r.rho_delta_lo, r.rho_delta_hi, r.trials, r.rho_delta_dropped), "delta", r),
                 f"{r.chosen_target_rank} of {r.trials}" if r.chosen_target_rank else "not calibrated",
             ]
             for r in s.itertuples()
@@ -168,8 +174,8 @@ def to_markdown(df: pd.DataFrame) -> str:
     pairs = int(s["pairs"].iloc[0])
     return (
         "Does the search objective predict the target? Spearman's rho between each calibrated trial's "
-        "validation ARG (the objective; beside it, its validation score difference to PT) and its mean "
-        "target difference to PT "
+        "validation ARG, and its validation score difference Δ to PT, and its mean target difference to PT "
+        "(the search ranked trials by the one marked the objective) "
         f"({pairs} target (task, seed) pairs per trial; trials spread over the validation ranking; 95 % "
         f"percentile bootstrap over trials, {RESAMPLES} resamples).\n\n{head}\n\n{trials}\n"
     )

@@ -92,8 +92,8 @@ def arg_note(delta: float = DELTA) -> str:
         f"counts of correct answers, exact (with ties: all sign flips up to {EXACT_FLIPS} pairs, else the normal "
         "approximation); Holm p: that p adjusted over the table's rows. Verdict: " + verdict_words(delta) + ". "
         "Rests on: tasks × few-shot seeds (× upstream seeds), and the test examples behind each score. Val ARG: the "
-        "chosen trial's validation ARG in the search, and re-scored on fresh few-shot seeds (the choice among each "
-        "method's best trials; selection.md)."
+        "chosen trial's validation ARG in the search, and re-scored on fresh few-shot seeds (selection.md: the choice "
+        "among each method's best trials, by the search objective)."
     )
 
 
@@ -1051,46 +1051,49 @@ SELECTION_COLUMNS = [
     "rank_in_search",
     "trial_id",
     "step",
-    "val_arg",
-    "val_arg_se",
-    "rescored_arg",
+    "objective",
+    "val",
+    "val_se",
+    "rescored",
     "rescored_se",
     "chosen",
     "settings",
 ]
+OBJECTIVE_WORDS = {"delta": ("Δ", "points"), "arg": ("ARG", "%")}  # ``search.objective`` in tables: name, unit
 
 
 def objective_noise(df: pd.DataFrame) -> str:
     """The selection table's note on the search objective's noise: the median per-trial SE of the
-    validation ARG on the fresh seeds (``val/arg_se`` of ``trainables.scoring``: few-shot-seed
-    noise on the fixed validation tasks) and on the search seeds, and how far the fresh scores fell
-    from the search's. '' without a finite SE."""
+    validation objective on the fresh seeds and on the search seeds (``trainables.scoring``:
+    few-shot-seed noise on the fixed validation tasks), and how far the fresh scores fell from the
+    search's. '' without a finite SE."""
     fresh = pd.to_numeric(df["rescored_se"], errors="coerce").dropna()
-    search = pd.to_numeric(df["val_arg_se"], errors="coerce").dropna()
+    search = pd.to_numeric(df["val_se"], errors="coerce").dropna()
     if fresh.empty and search.empty:
         return ""
+    name, _ = OBJECTIVE_WORDS[str(df["objective"].iloc[0])]
 
     def median(se: pd.Series) -> str:
         if se.empty:
             return "n/a"
         return f"{100 * se.median():.1f} points ({len(se)} trials, {100 * se.min():.1f}-{100 * se.max():.1f})"
 
-    fresh_arg, search_arg = (pd.to_numeric(df[c], errors="coerce") for c in ("rescored_arg", "val_arg"))
-    shift = (fresh_arg - search_arg).dropna()
+    fresh_value, search_value = (pd.to_numeric(df[c], errors="coerce") for c in ("rescored", "val"))
+    shift = (fresh_value - search_value).dropna()
     why = (
         "the search scores of its best trials are biased upwards"
         if shift.median() < 0
         else "higher on the fresh seeds: the selection's upward bias is smaller than the noise here"
     )
     moved = (
-        f" Fresh minus search ARG: median {100 * shift.median():+.1f} points, largest |{100 * shift.abs().max():.1f}|"
-        f" ({why})."
+        f" Fresh minus search {name}: median {100 * shift.median():+.1f} points, largest "
+        f"|{100 * shift.abs().max():.1f}| ({why})."
         if not shift.empty
         else ""
     )
     return (
-        f"\nObjective noise: median per-trial SE of the validation ARG, fresh seeds {median(fresh)}; "
-        f"search seeds {median(search)}.{moved}\n"
+        f"\nObjective noise: median per-trial SE of the validation {name} (the objective), fresh seeds "
+        f"{median(fresh)}; search seeds {median(search)}.{moved}\n"
     )
 
 
@@ -1100,8 +1103,9 @@ def write_selection(
     """Write ``selection.md`` and ``selection.csv``: how each method's configuration was chosen.
 
     Args:
-        rows: one per candidate (``SELECTION_COLUMNS``): its rank in the search, the search's
-            validation ARG (SE), the re-scored one on fresh seeds, whether it was chosen.
+        rows: one per candidate (``SELECTION_COLUMNS``): its rank in the search, the search
+            objective (``objective``: delta or arg) on the search's validation seeds with its SE,
+            the same on fresh seeds, whether it was chosen.
         folder: the sweep folder.
         seeds: the search's validation seeds; ``fresh``: the re-scoring's.
 
@@ -1111,14 +1115,15 @@ def write_selection(
     folder = Path(folder)
     df = pd.DataFrame(list(rows), columns=SELECTION_COLUMNS)
     df.to_csv(folder / SELECTION_CSV, index=False)
+    name, unit = OBJECTIVE_WORDS[str(df["objective"].iloc[0])] if len(df) else ("objective", "%")
     body = markdown(
         [
             "method",
             "search rank",
             "trial",
             "step",
-            f"val ARG % (SE), search seeds {' '.join(map(str, seeds))}",
-            f"val ARG % (SE), fresh seeds {' '.join(map(str, fresh))}",
+            f"val {name} {unit} (SE), search seeds {' '.join(map(str, seeds))}",
+            f"val {name} {unit} (SE), fresh seeds {' '.join(map(str, fresh))}",
             "chosen",
         ],
         [
@@ -1127,18 +1132,17 @@ def write_selection(
                 r.rank_in_search,
                 r.trial_id,
                 r.step,
-                pct_se(r.val_arg, r.val_arg_se),
-                pct_se(r.rescored_arg, r.rescored_se),
+                pct_se(r.val, r.val_se),
+                pct_se(r.rescored, r.rescored_se),
                 "✓" if r.chosen else "",
             ]
             for r in df.itertuples()
         ],
     )
     text = (
-        "Each method's best trials in the search, re-scored on fresh validation seeds; the best re-scored one "
-        "is the method's choice (the best of several noisy scores is biased upwards, a fresh score is not).\n\n"
-        + body
-        + objective_noise(df)
+        f"Each method's best trials in the search by the validation {name} (the search objective), re-scored on "
+        "fresh validation seeds; the best re-scored one is the method's choice (the best of several noisy scores "
+        "is biased upwards, a fresh score is not).\n\n" + body + objective_noise(df)
     )
     (folder / SELECTION_MD).write_text(text)
     return text, [folder / SELECTION_MD, folder / SELECTION_CSV]

@@ -119,7 +119,9 @@ def run_phases(checked: check.Checked, prepared: prepare.Prepared) -> publish.Pu
     if trials:
         from promptinit.analysis import write_calibration
 
-        calibrated = calibrate.rows(searched.ranked, selected.chosen, selected.candidates, k, trials, scores.pt)
+        calibrated = calibrate.rows(
+            searched.ranked, selected.chosen, selected.candidates, k, trials, scores.pt, cfg.search.objective
+        )
         logger.info("\n%s", write_calibration(calibrated, cfg.sweep_dir))
     post_s = time.perf_counter() - t0
     logger.info(

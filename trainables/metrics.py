@@ -6,9 +6,9 @@ top-level keys, which Tune keeps as they are.
 
 from __future__ import annotations
 
-VAL_ARG = "val/arg"  # ARG on the partition's validation tasks vs the PT baseline: the search objective
+VAL_ARG = "val/arg"  # ARG on the partition's validation tasks vs the PT baseline (the objective with `arg`)
 VAL_ARG_SE = "val/arg_se"  # its standard error over the validation (task, seed) pairs (NaN with one pair)
-VAL_DELTA = "val/delta"  # the mean validation score difference to PT (fraction; not the objective, reported beside it)
+VAL_DELTA = "val/delta"  # the mean validation score difference to PT (fraction; the objective with `delta`)
 VAL_DELTA_SE = "val/delta_se"  # its standard error, as VAL_ARG_SE's
 # On the parent run, per method (``<name>/<method>``): the chosen trial's validation ARG on fresh
 # few-shot seeds (the select phase, ``promptinit.search.phases.select``), and its standard error.
@@ -24,7 +24,12 @@ VALIDATION_SECONDS = "time/val_s"  # wall seconds of this report's validation sc
 CPU_SECONDS = "time/cpu_s"  # CPU seconds of this report (steps + validation): cost without contention
 NODE_ID = "node_id"  # Ray node the report came from
 
-METRIC = VAL_ARG
+# The search objective (``search.objective``): the reported metric Optuna, ASHA and the checkpoint
+# ranking maximise, its standard error, and its name in tables. Every trial reports both.
+OBJECTIVES: dict[str, tuple[str, str, str]] = {
+    "delta": (VAL_DELTA, VAL_DELTA_SE, "Δ points"),
+    "arg": (VAL_ARG, VAL_ARG_SE, "ARG %"),
+}
 MODE = "max"
 
 # On the parent run, per method (``<name>/<method>``), from ``promptinit.stats.compare`` of the

@@ -39,6 +39,7 @@ class Calibrated:
     pairs: int
     chosen: bool
     val_delta: float = float("nan")  # its validation score difference to PT (``val/delta``), a fraction
+    objective: str = "arg"  # the search's objective (``search.objective``); "arg" before 6 Dec 2026
 
 
 def spread(ranked: Sequence[Candidate], k: int, chosen: Candidate | None) -> list[tuple[int, Candidate]]:
@@ -79,6 +80,7 @@ def rows(
     k: int,
     scores: Mapping[str, Mapping[Pair, float]],
     pt: Mapping[Pair, float],
+    objective: str,
 ) -> list[Calibrated]:
     """One ``Calibrated`` per trial of ``spread``, from its target ``scores`` and PT's."""
     again = {c.trial_id: c.rescored_arg for cs in rescored.values() for c in cs}
@@ -99,6 +101,7 @@ def rows(
                     len(pt),
                     choice is not None and c.trial_id == choice.trial_id,
                     float(c.metrics.get(M.VAL_DELTA, float("nan"))),
+                    objective,
                 )
             )
     return out

@@ -174,6 +174,13 @@ class Search(Strict):
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per method: setting -> value | [choices] | {low, high, log}"
     )
+    objective: Literal["delta", "arg"] = Field(
+        "delta",
+        description="what the search maximises on the validation tasks: delta, the mean test-score difference "
+        "to PT in points, or arg, the Average Relative Gain over PT in %; every trial reports both. delta by "
+        "measurement (docs/objective.md): its per-trial few-shot-seed SE was 1.4-3.4 points where ARG's was "
+        "2.6-11.5, as one low PT score inflates every relative gain on its task",
+    )
     top_k: int = Field(
         3, ge=1, description="best trials per method re-scored on fresh validation seeds before the choice"
     )

@@ -92,6 +92,8 @@ def run(
         metrics[f"{M.VAL_ARG}/{m}"] = c.val_arg
         for name, value in (
             (M.VAL_ARG_SE, c.metrics.get(M.VAL_ARG_SE)),
+            (M.VAL_DELTA, c.metrics.get(M.VAL_DELTA)),
+            (M.VAL_DELTA_SE, c.metrics.get(M.VAL_DELTA_SE)),
             (M.VAL_ARG_RESCORED, c.rescored_arg),
             (M.VAL_ARG_RESCORED_SE, c.rescored_se),
         ):
@@ -146,6 +148,11 @@ def export(
         "task_fingerprints": {t.name: t.fingerprint for t in (*tasks.source, *tasks.validation, *tasks.target)},
         "source_tasks": [t.name for t in trial_sources(c.config, tasks.source)],
         "validation": {
+            "objective": cfg.search.objective,
+            "delta": finite(c.metrics.get(M.VAL_DELTA)),
+            "delta_se": finite(c.metrics.get(M.VAL_DELTA_SE)),
+            "rescored_delta": finite(c.rescored.get(M.VAL_DELTA)),
+            "rescored_delta_se": finite(c.rescored.get(M.VAL_DELTA_SE)),
             "arg": c.val_arg,
             "arg_se": finite(c.metrics.get(M.VAL_ARG_SE)),
             "seeds": cfg.validation.seeds,

@@ -102,7 +102,8 @@ class StudySearcher(Searcher):
         storage_url: the study's RDB URL (``optuna_storage_url``).
         study_name: the study's name (the sweep's).
         points: paper-default points enqueued first (Optuna parameter names).
-        metric: the objective Tune reports (``val/arg``), also the study's metric name.
+        metric: the objective Tune reports (``val/delta`` or ``val/arg``, ``search.objective``), also
+            the study's metric name.
         mode: ``max`` or ``min``.
     """
 
@@ -140,7 +141,7 @@ class StudySearcher(Searcher):
                 load_if_exists=True,
                 direction="maximize" if self.mode == "max" else "minimize",
             )
-            self._study.set_metric_names([self.metric])  # optuna-dashboard plots "val/arg", not "Objective 0"
+            self._study.set_metric_names([self.metric])  # optuna-dashboard plots "val/delta", not "Objective 0"
         return self._study
 
     def _reopen(self, number: int) -> optuna.Trial:

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from promptinit.search.phases import tracking
@@ -37,11 +37,11 @@ class Candidate:
         trial_id: Tune's trial id (``"preset"`` for a study's preset arm).
         checkpoint: a ``tune.Checkpoint`` or a checkpoint folder (None for a preset not yet trained).
         val_arg: its validation ARG in the search (NaN for a preset).
-        metrics: the report it was checkpointed with.
+        metrics: the report it was checkpointed with (``val/delta``, ``val/arg`` and their SEs).
         settings: the method's settings.
         config: the trial's config (``spaces.SweepSpace``), e.g. with the number of sources.
-        rescored_arg: its validation ARG on fresh few-shot seeds (filled in by the select phase).
-        rescored_se: that ARG's standard error.
+        rescored: the same validation metrics on fresh few-shot seeds (filled in by the select
+            phase, ``trainables.scoring.validation_metrics``); empty before.
     """
 
     method: str
@@ -51,13 +51,30 @@ class Candidate:
     metrics: Mapping[str, Any]
     settings: Mapping[str, Any]
     config: Mapping[str, Any]
-    rescored_arg: float = math.nan
-    rescored_se: float = math.nan
+    rescored: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def step(self) -> int:
         """Upstream steps of the checkpoint."""
         return int(self.metrics[M.STEP])
+
+    def value(self, objective: str) -> float:
+        """The search objective (``search.objective``) in the search; NaN where not reported."""
+        return float(self.metrics.get(M.OBJECTIVES[objective][0], math.nan))
+
+    def rescored_value(self, objective: str) -> float:
+        """The search objective on fresh few-shot seeds; NaN before the select phase."""
+        return float(self.rescored.get(M.OBJECTIVES[objective][0], math.nan))
+
+    @property
+    def rescored_arg(self) -> float:
+        """Its validation ARG on fresh few-shot seeds (NaN before the select phase)."""
+        return float(self.rescored.get(M.VAL_ARG, math.nan))
+
+    @property
+    def rescored_se(self) -> float:
+        """That ARG's standard error."""
+        return float(self.rescored.get(M.VAL_ARG_SE, math.nan))
 
 
 @dataclass(frozen=True)
@@ -117,7 +134,7 @@ def run(checked: Checked, prepared: Prepared) -> Searched:
         )
     )
     logger.info("search: %d trials in %.0f s (%.0f CPU s in trials)", len(results), seconds, trial_cpu)
-    ranked, counts = best_trials(results, cfg.methods, len(results))
+    ranked, counts = best_trials(results, cfg.methods, len(results), cfg.search.objective)
     candidates = {m: cs[: cfg.search.top_k] for m, cs in ranked.items()}
     return Searched(candidates, counts, ranked, seconds, trial_cpu)
 
@@ -157,7 +174,7 @@ def searcher_for(cfg: SweepConfig) -> StudySearcher:
         url,
         cfg.name,
         space.points_to_evaluate() if cfg.search.points_to_evaluate else None,
-        M.METRIC,
+        M.OBJECTIVES[cfg.search.objective][0],
         M.MODE,
     )
 
@@ -169,6 +186,7 @@ def tuner_for(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
 
     from promptinit.trainables.trainable import trial_dirname
 
+    metric = M.OBJECTIVES[cfg.search.objective][0]
     max_reports = max(-(-s // cfg.budget.steps_per_report) for s in all_steps(cfg.space()))
     scheduler: Any = FIFOScheduler()
     if cfg.scheduler.type == "asha":  # metric/mode come from TuneConfig (Tune refuses them on both)
@@ -183,7 +201,7 @@ def tuner_for(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
         tune_config=tune.TuneConfig(
             search_alg=searcher_for(cfg),
             scheduler=scheduler,
-            metric=M.METRIC,
+            metric=metric,
             mode=M.MODE,
             num_samples=cfg.budget.num_samples,
             max_concurrent_trials=cfg.budget.max_concurrent_trials,
@@ -197,7 +215,7 @@ def tuner_for(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
             failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=cfg.checkpoint.num_to_keep,
-                checkpoint_score_attribute=M.VAL_ARG,
+                checkpoint_score_attribute=metric,
                 checkpoint_score_order=M.MODE,
             ),
             callbacks=[tracking.TrialRuns(run.uri, run.experiment, run.parent)],
@@ -236,12 +254,13 @@ def all_steps(space: SweepSpace) -> list[int]:
 
 
 def best_trials(
-    results: Any, methods: Sequence[str], k: int
+    results: Any, methods: Sequence[str], k: int, objective: str
 ) -> tuple[dict[str, list[Candidate]], dict[str, TrialCounts]]:
-    """Each method's best ``k`` trials (a trial by its best kept checkpoint's ``val/arg``), best
-    first, and each method's trial counts. Ties go to the earlier checkpoint and the smaller trial
-    id, so the choice does not depend on the order Tune lists results in (a resumed sweep lists
-    trials and checkpoints in another order)."""
+    """Each method's best ``k`` trials (a trial by its best kept checkpoint's ``objective``, a key
+    of ``metrics.OBJECTIVES``), best first, and each method's trial counts. Ties go to the earlier
+    checkpoint and the smaller trial id, so the choice does not depend on the order Tune lists
+    results in (a resumed sweep lists trials and checkpoints in another order)."""
+    metric = M.OBJECTIVES[objective][0]
     out: dict[str, list[Candidate]] = {m: [] for m in methods}
     counts = {m: TrialCounts() for m in methods}
     for result in results:
@@ -251,21 +270,22 @@ def best_trials(
         finished = result.error is None
         counts[method] = TrialCounts(counts[method].trials + 1, counts[method].finished + finished)
         kept = [
-            (float(mt[M.VAL_ARG]), ck, mt)
+            (float(mt[metric]), ck, mt)
             for ck, mt in (result.best_checkpoints or [])
-            if finished and mt.get(M.VAL_ARG) is not None
+            if finished and mt.get(metric) is not None
         ]
         if kept:
-            value, checkpoint, metrics = max(kept, key=lambda x: (x[0], -float(x[2].get(M.STEP, 0))))
+            _, checkpoint, metrics = max(kept, key=lambda x: (x[0], -float(x[2].get(M.STEP, 0))))
             out[method].append(
                 Candidate(
                     method,
                     str(metrics.get("trial_id", "")),
                     checkpoint,
-                    value,
+                    float(metrics.get(M.VAL_ARG, math.nan)),
                     dict(metrics),
                     settings,
                     dict(result.config),
                 )
             )
-    return {m: sorted(cs, key=lambda c: (-c.val_arg, c.trial_id))[:k] for m, cs in out.items()}, counts
+    ranked = {m: sorted(cs, key=lambda c: (-c.value(objective), c.trial_id))[:k] for m, cs in out.items()}
+    return ranked, counts

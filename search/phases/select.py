@@ -1,5 +1,7 @@
 """Phase 4, select: each method's top trials re-scored on fresh validation seeds; the best re-scored one is chosen.
 
+"Best" is by the search objective (``search.objective``: the score difference to PT, or ARG).
+
 The search's maximum over noisy evaluations is biased upwards (the winner's curse); a score on
 fresh few-shot seeds (``validation.rescore_seeds``) is not, so each method's choice is its best
 re-scored candidate. Both values are written to ``selection.{md,csv}`` and reach the report.
@@ -38,7 +40,7 @@ class Selected:
 def run(checked: Checked, ctx: Context, searched: Searched) -> Selected:
     """Re-score every candidate on fresh validation seeds against PT on those seeds; choose."""
     from promptinit.analysis import write_selection
-    from promptinit.trainables.scoring import arg_against, arg_standard_error
+    from promptinit.trainables.scoring import validation_metrics
 
     cfg, tasks = checked.cfg, checked.tasks.validation
     seeds, tuning = cfg.validation.fresh_seeds(), cfg.validation.tuning_dict()
@@ -49,41 +51,40 @@ def run(checked: Checked, ctx: Context, searched: Searched) -> Selected:
     scores = run_scores(ctx.runner, "re-score", ctx.backbone, tuning, problems)
     baseline = scores[("pt", None)]
     rescored = {
-        m: [
-            dataclasses.replace(
-                c,
-                rescored_arg=arg_against(scores[(c.trial_id, ctx.seed)], baseline).mean,
-                rescored_se=arg_standard_error(scores[(c.trial_id, ctx.seed)], baseline),
-            )
-            for c in cs
-        ]
+        m: [dataclasses.replace(c, rescored=validation_metrics(scores[(c.trial_id, ctx.seed)], baseline)) for c in cs]
         for m, cs in searched.candidates.items()
     }
-    chosen = choose(rescored)
-    text, files = write_selection(selection_rows(rescored, chosen), cfg.sweep_dir, cfg.validation.seeds, seeds)
+    objective = cfg.search.objective
+    chosen = choose(rescored, objective)
+    rows = selection_rows(rescored, chosen, objective)
+    text, files = write_selection(rows, cfg.sweep_dir, cfg.validation.seeds, seeds)
     logger.info("\n%s", text)
     return Selected(rescored, chosen, seeds, list(files))
 
 
-def choose(candidates: Mapping[str, list[Candidate]]) -> dict[str, Candidate]:
-    """Each method's candidate with the best re-scored validation ARG (on a tie, the one the
-    search ranked higher)."""
-    return {m: max(cs, key=lambda c: c.rescored_arg) for m, cs in candidates.items() if cs}
+def choose(candidates: Mapping[str, list[Candidate]], objective: str) -> dict[str, Candidate]:
+    """Each method's candidate with the best re-scored validation ``objective`` (a key of
+    ``metrics.OBJECTIVES``; on a tie, the one the search ranked higher)."""
+    return {m: max(cs, key=lambda c: c.rescored_value(objective)) for m, cs in candidates.items() if cs}
 
 
-def selection_rows(candidates: Mapping[str, list[Candidate]], chosen: Mapping[str, Candidate]) -> list[dict]:
-    """One row per candidate (``analysis.write_selection``): the search's validation ARG next to
-    the re-scored one."""
+def selection_rows(
+    candidates: Mapping[str, list[Candidate]], chosen: Mapping[str, Candidate], objective: str
+) -> list[dict]:
+    """One row per candidate (``analysis.write_selection``): the search's validation objective
+    and its SE next to the re-scored ones."""
+    se_key = M.OBJECTIVES[objective][1]
     return [
         {
             "method": m,
             "rank_in_search": rank,
             "trial_id": c.trial_id,
             "step": c.step,
-            "val_arg": c.val_arg,
-            "val_arg_se": c.metrics.get(M.VAL_ARG_SE, math.nan),
-            "rescored_arg": c.rescored_arg,
-            "rescored_se": c.rescored_se,
+            "objective": objective,
+            "val": c.value(objective),
+            "val_se": float(c.metrics.get(se_key, math.nan)),
+            "rescored": c.rescored_value(objective),
+            "rescored_se": float(c.rescored.get(se_key, math.nan)),
             "chosen": chosen.get(m) is c,
             "settings": json.dumps(c.settings, default=str),
         }

@@ -82,4 +82,8 @@ def test_rho_of_the_validation_difference_sits_beside_the_objectives():
     ]
     s = calibration.summary(calibration.table(rows))
     assert s.loc[0, "rho"] == pytest.approx(0.6) and s.loc[0, "rho_delta"] == pytest.approx(1.0)
-    assert "+2.5" in calibration.to_markdown(calibration.table(rows))  # t1's val Δ, in points
+    text = calibration.to_markdown(calibration.table(rows))
+    assert "+2.5" in text  # t1's val Δ, in points
+    assert "| +0.60 [" in text and "] (the objective) |" in text.split("| +0.60 [")[1].split("\n")[0]  # no objective column: arg
+    delta = calibration.to_markdown(calibration.table([{**r, "objective": "delta"} for r in rows]))
+    assert "| +1.00 [+1.00, +1.00] (the objective) |" in delta and "] (the objective) | +1.00" not in delta

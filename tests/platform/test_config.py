@@ -34,6 +34,7 @@ BAD = [
     ("bad-tuning-lr-item", {"validation": {"tuning": {"lr": [0.5, "fast"]}}}, "field 'validation.tuning.lr'",
      "'fast' is not a number"),
     ("missing-model", {"model": None}, "field 'model'", ""),
+    ("unknown-objective", {"search": {"objective": "accuracy"}}, "field 'search.objective'", "'delta' or 'arg'"),
     ("task-not-in-partition", {"validation": {"tasks": ["bb_nope"]}}, "field 'validation.tasks'",
      "not among the partition's validation tasks"),
 ]
@@ -100,6 +101,7 @@ def test_shipped_sweep_configs_validate():
     assert not set(demo.validation.fresh_seeds()) & set(demo.validation.seeds)
     assert demo.validation.tune_config() == demo.target.tune_config() and demo.target.tune_config().test_per_seed
     assert len(demo.target.upstream_seeds) >= 3 and demo.search.top_k >= 2
+    assert demo.search.objective == "delta"  # the objective whose seed SE was measured <= 3 points (docs/objective.md)
 
 
 def test_rescore_and_upstream_seeds_are_checked(tmp_path):

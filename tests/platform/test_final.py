@@ -87,17 +87,20 @@ def test_the_choice_is_the_best_rescored_candidate_not_the_best_searched():
     from promptinit.search.phases.searching import Candidate
     from promptinit.search.phases.select import choose, selection_rows
 
-    def cand(trial, searched, rescored, step):
-        return Candidate("maml", trial, None, searched, {"upstream/step": step, "val/arg_se": 0.05}, {}, {},
-                         rescored_arg=rescored, rescored_se=0.02)
+    def cand(trial, searched, rescored, step, fresh_arg=0.0):
+        return Candidate("maml", trial, None, 0.0, {"upstream/step": step, "val/delta": searched, "val/delta_se": 0.05},
+                         {}, {}, rescored={"val/delta": rescored, "val/delta_se": 0.02, "val/arg": fresh_arg})
 
-    cands = {"maml": [cand("a", 0.30, 0.01, 6), cand("b", 0.20, 0.08, 4), cand("c", 0.10, 0.08, 2)],
+    cands = {"maml": [cand("a", 0.30, 0.01, 6, 0.9), cand("b", 0.20, 0.08, 4), cand("c", 0.10, 0.08, 2)],
              "mtl": [cand("d", 0.05, -0.02, 6)]}
-    chosen = choose(cands)
+    chosen = choose(cands, "delta")
     assert {m: c.trial_id for m, c in chosen.items()} == {"maml": "b", "mtl": "d"}  # tie b/c: the search's order
-    rows = selection_rows(cands, chosen)
+    assert choose(cands, "arg")["maml"].trial_id == "a"  # by the re-scored ARG instead
+    rows = selection_rows(cands, chosen, "delta")
     assert [(r["trial_id"], r["rank_in_search"], r["step"], r["chosen"]) for r in rows] == [
         ("a", 1, 6, False), ("b", 2, 4, True), ("c", 3, 2, False), ("d", 1, 6, True)]
+    assert (rows[1]["objective"], rows[1]["val"], rows[1]["val_se"], rows[1]["rescored"], rows[1]["rescored_se"]) == (
+        "delta", 0.20, 0.05, 0.08, 0.02)
 
 
 def test_candidates_do_not_depend_on_the_order_tune_lists_trials_and_checkpoints():
@@ -109,14 +112,18 @@ def test_candidates_do_not_depend_on_the_order_tune_lists_trials_and_checkpoints
     from promptinit.search.phases.searching import TrialCounts, best_trials
 
     def result(tid, reports):
-        ckpts = [(f"{tid}-ck{step}", {"val/arg": arg, "upstream/step": step, "trial_id": tid}) for step, arg in reports]
+        ckpts = [(f"{tid}-ck{step}", {"val/delta": d, "val/arg": -d, "upstream/step": step, "trial_id": tid})
+                 for step, d in reports]
         return SimpleNamespace(config={"method": "mtl", "mtl": {"lr": 0.3}}, error=None, best_checkpoints=ckpts)
 
     results = [result("b", [(2, 0.5), (4, 0.5)]), result("a", [(4, 0.5), (2, 0.5)]), result("c", [(2, 0.1)])]
     for order in (results, results[::-1]):
-        cands, counts = best_trials(order, ["mtl"], 2)
+        cands, counts = best_trials(order, ["mtl"], 2, "delta")
         assert [(c.trial_id, c.checkpoint) for c in cands["mtl"]] == [("a", "a-ck2"), ("b", "b-ck2")]
         assert counts == {"mtl": TrialCounts(3, 3)}
+        assert cands["mtl"][0].val_arg == -0.5  # the ARG it reported rides along
+    cands, _ = best_trials(results, ["mtl"], 2, "arg")  # ranked by val/arg instead: c (-0.1) first
+    assert [c.trial_id for c in cands["mtl"]] == ["c", "a"]
 
 
 def test_plan_runs_cuts_each_tasks_problems_to_keep_every_worker_busy():

@@ -44,8 +44,8 @@ def check_study_trial(trial, config: dict, reports: list[dict]) -> None:
 
     assert trial.state == TrialState.COMPLETE
     assert trial.params and trial.params.items() <= flat(config).items()
-    assert trial.value == reports[-1]["val/arg"]  # OptunaSearch tells the last report (ASHA may stop early)
-    assert trial.intermediate_values == {r["training_iteration"]: r["val/arg"] for r in reports}
+    assert trial.value == reports[-1]["val/delta"]  # the objective (search.objective: delta); the last report
+    assert trial.intermediate_values == {r["training_iteration"]: r["val/delta"] for r in reports}
 
 
 def test_sweep_logs_every_trial_to_mlflow_and_exports_best_prompts(tmp_path, ray_tmp, mlflow_server):

@@ -102,7 +102,8 @@ def test_sweep_keeps_per_pair_scores_and_writes_the_interval_table(tmp_path, ray
     assert arg_markdown(arg_table(from_mlflow.targets)) == md
 
     # The choice: each method's top 2 trials re-scored on the fresh seed 21; the chosen one has
-    # the best re-scored validation ARG, and the table and MLflow show it beside the search's.
+    # the best re-scored objective (the default: the validation score difference Δ), and the
+    # table and MLflow show its re-scored ARG beside the search's.
     with (sweep / "selection.csv").open() as f:
         selection = list(csv.DictReader(f))
     assert "fresh seeds 21" in (sweep / "selection.md").read_text()
@@ -110,10 +111,10 @@ def test_sweep_keeps_per_pair_scores_and_writes_the_interval_table(tmp_path, ray
         cands = [r for r in selection if r["method"] == method]
         assert 1 <= len(cands) <= 2 and [r["rank_in_search"] for r in cands] == [str(i + 1) for i in range(len(cands))]
         (chosen,) = [r for r in cands if r["chosen"] == "True"]
-        assert float(chosen["rescored_arg"]) == max(float(r["rescored_arg"]) for r in cands)
+        assert chosen["objective"] == "delta"
+        assert float(chosen["rescored"]) == max(float(r["rescored"]) for r in cands)
         assert chosen["trial_id"] == table.loc[method, "trial_id"]
-        assert float(chosen["rescored_arg"]) == pytest.approx(table.loc[method, "val_arg_rescored"])
-        assert parent.data.metrics[f"val/arg_rescored/{method}"] == pytest.approx(float(chosen["rescored_arg"]))
+        assert parent.data.metrics[f"val/arg_rescored/{method}"] == pytest.approx(table.loc[method, "val_arg_rescored"])
     assert {"selection.md", "selection.csv"} <= artifacts
 
     # Progress after the search: a line per finished job, with the time left.
