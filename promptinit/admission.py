@@ -238,33 +238,46 @@ def admitted_partition(
     seeds: Sequence[int],
     config: TuneConfig,
 ) -> Partition:
-    """``partition`` with ``validation`` the admitted candidates (in candidate order) and the
-    ``admission`` record.
+    """``partition`` with ``validation`` the admitted ``validation_candidates`` and ``target`` its
+    hand-listed targets followed by the admitted ``target_candidates`` (each in candidate order),
+    and the ``admission`` / ``target_admission`` records of the numbers.
 
     Raises:
         PromptinitError: the verdicts are not one per candidate.
     """
     by_task = {v.task: v for v in verdicts}
-    if sorted(by_task) != sorted(partition.validation_candidates) or len(by_task) != len(verdicts):
-        raise PromptinitError(
-            f"verdicts on {sorted(by_task)} do not match the validation_candidates "
-            f"{sorted(partition.validation_candidates)} once each"
-        )
-    record = Admission(
-        rule=rule.describe(),
-        margin=rule.margin,
-        ceiling=rule.ceiling,
-        model=model,
-        backbone=dict(backbone),
-        seeds=list(seeds),
-        tuning=_plain(config.key_fields()),
-        admitted={v.task: v.score() for v in verdicts if v.admitted},
-        refused={v.task: v.score() for v in verdicts if not v.admitted},
-    )
-    admitted = tuple(n for n in partition.validation_candidates if by_task[n].admitted)
-    return Partition.model_validate(
-        {**partition.model_dump(), "validation": admitted, "admission": record.model_dump()}
-    )
+    judged = (*partition.validation_candidates, *partition.target_candidates)
+    if sorted(by_task) != sorted(judged) or len(by_task) != len(verdicts):
+        raise PromptinitError(f"verdicts on {sorted(by_task)} do not match the candidates {sorted(judged)} once each")
+
+    def admitted(names: Sequence[str]) -> tuple[str, ...]:
+        return tuple(n for n in names if by_task[n].admitted)
+
+    def record(names: Sequence[str]) -> dict[str, Any]:
+        return Admission(
+            rule=rule.describe(),
+            margin=rule.margin,
+            ceiling=rule.ceiling,
+            model=model,
+            backbone=dict(backbone),
+            seeds=list(seeds),
+            tuning=_plain(config.key_fields()),
+            admitted={n: by_task[n].score() for n in names if by_task[n].admitted},
+            refused={n: by_task[n].score() for n in names if not by_task[n].admitted},
+        ).model_dump()
+
+    body = partition.model_dump()
+    if partition.validation_candidates:
+        body |= {
+            "validation": admitted(partition.validation_candidates),
+            "admission": record(partition.validation_candidates),
+        }
+    if partition.target_candidates:
+        body |= {
+            "target": (*partition.fixed_targets, *admitted(partition.target_candidates)),
+            "target_admission": record(partition.target_candidates),
+        }
+    return Partition.model_validate(body)
 
 
 def write_admitted(path: str | Path, partition: Partition, verdicts: Sequence[Verdict], date: str = "") -> Path:
@@ -284,13 +297,17 @@ def write_admitted(path: str | Path, partition: Partition, verdicts: Sequence[Ve
     """
     path = Path(path)
     header = _leading_comments(path.read_text(encoding="utf-8")) if path.is_file() else []
-    assert partition.admission is not None
-    block = admission_comments(partition.admission, verdicts, date)
+    record = partition.admission or partition.target_admission
+    assert record is not None
+    block = admission_comments(record, verdicts, date, targets=partition.target_candidates)
     return atomic_write(path, render_partition(partition, "\n".join([*header, *block])))
 
 
-def admission_comments(record: Admission, verdicts: Sequence[Verdict], date: str = "") -> list[str]:
-    """The comment block above a partition's fields: the rule, the budget and one line per candidate."""
+def admission_comments(
+    record: Admission, verdicts: Sequence[Verdict], date: str = "", targets: Sequence[str] = ()
+) -> list[str]:
+    """The comment block above a partition's fields: the rule, the budget and one line per
+    candidate, the validation candidates first, then the ``targets`` candidates under a line of their own."""
     tuning = record.tuning
     lines = [
         BLOCK_START + (f" on {date}" if date else "") + " ---",
@@ -300,7 +317,10 @@ def admission_comments(record: Admission, verdicts: Sequence[Verdict], date: str
         f"few-shot seeds {', '.join(map(str, record.seeds))}.",
     ]
     width = max((len(v.task) for v in verdicts), default=0)
-    for v in verdicts:
+    ordered = [v for v in verdicts if v.task not in targets] + [v for v in verdicts if v.task in targets]
+    for i, v in enumerate(ordered):
+        if v.task in targets and (i == 0 or ordered[i - 1].task not in targets):
+            lines.append("# Target candidates (an admitted one is appended to `target`; the hand-listed targets stay):")
         verdict = "admitted" if v.admitted else "refused "
         line = f"#   {verdict} {v.task:<{width}}  PT dev {100 * v.pt_dev:5.1f} %  majority {100 * v.majority:5.1f} %"
         inits = [s.init_dev for s in v.seeds.values() if s.init_dev is not None]

@@ -86,7 +86,8 @@ def write_inputs(tmp_path):
         "skewed": bigbench_file(tmp_path / "skewed.json", [(t, "no" if i < 30 else "yes") for i, t in enumerate(noise[:230])]),
         "onelabel": bigbench_file(tmp_path / "onelabel.json", [(t, "yes") for t in noise[:200]]),
     }
-    files |= {"src": files["keyword"], "tgt": files["keyword"]}  # named only: admit loads the candidates
+    # named only (admit loads the candidates), or a target candidate that learns as keyword does
+    files |= {"src": files["keyword"], "tgt": files["keyword"], "keyword2": files["keyword"]}
     entries = [{"name": n, "kind": "classification", "source": {"type": "bigbench", "path": f},
                 "template": "{input}", "options": ["yes", "no"]} for n, f in files.items()]
     catalog = tmp_path / "tasks.yaml"
@@ -134,7 +135,7 @@ def test_admit_records_pt_dev_and_majority_rate_and_refuses_by_the_rule(tmp_path
         assert main(["admit", "--partition", str(partition), "--catalog", str(catalog), *FLAGS,
                      "--margin", f"{margin:.3f}", "--ceiling", "100"]) == 0
         out = capsys.readouterr().out
-        assert "admitted keyword" in out.replace("  ", " ") and out.count("refused") == 2
+        assert "admitted validation keyword" in " ".join(out.split()) and out.count("refused") == 2
 
         text = partition.read_text()
         assert text.startswith("# my partition: kept above the admission block\n")
@@ -203,3 +204,48 @@ def test_the_default_budget_is_the_cpu_studys_validation_budget():
         study["model"], study["prompt_length"], study["max_input_tokens"], study["dtype"])
     assert (args.lr, args.steps, args.batch_size, args.eval_every, args.test_size, args.rows_per_pass) == tuple(
         VALIDATION_TUNING[k] for k in ("lr", "steps", "batch_size", "eval_every", "test_size", "rows_per_pass"))
+
+
+def test_admit_appends_the_target_candidates_pt_learns_on_and_keeps_the_hand_listed_targets(tmp_path, capsys):
+    """``target_candidates`` are judged by the same rule in the same run: keyword2 (learnable) is
+    appended to the hand-listed ``tgt``, skewed is refused, and both are recorded under
+    ``target_admission``; before the run the partition is pending and does not load. The margin
+    sits between the two candidates' gains, measured here first (as in the test above)."""
+    from promptinit.backbones import Backbone, BackboneConfig
+    from promptinit.evaluation import pt_baseline
+    from promptinit.tasks.catalog import load_task
+    from promptinit.tuning import TuneConfig
+
+    catalog, partition = write_inputs(tmp_path)
+    partition.write_text("description: targets too\nsource: [src]\ntarget: [tgt]\nvalidation: [onelabel]\n"
+                         "target_candidates: [skewed, keyword2]\n")
+    with pytest.raises(PromptinitError, match="field 'target_admission': not chosen yet from the 2 target_candidates"):
+        load_partition(partition, catalog)
+    (tmp_path / "cache").mkdir()
+    with fresh_cache(tmp_path / "cache"):
+        bb = Backbone(BackboneConfig("tiny-llama", prompt_length=4, dtype="float32", device="cpu", max_input_tokens=64))
+        config = TuneConfig(lr=0.5, batch_size=8, steps=60, eval_every=30, test_size=20, rows_per_pass=32)
+        tasks = [load_task(n, catalog) for n in ("skewed", "keyword2")]
+        pt = pt_baseline(bb, tasks, SEEDS, config, progress=False)
+        dev = {t.name: mean(pt[(t.name, s)].dev for s in SEEDS) for t in tasks}
+        assert dev["keyword2"] > dev["skewed"] + 0.05, dev
+        # majority rates: keyword2 1/2 (balanced dev sets), skewed above 1/2: a margin below
+        # keyword2's gain and above skewed's, whatever the tiny model learned
+        margin = 100 * (dev["keyword2"] - 0.5) - 2
+        assert main(["admit", "--partition", str(partition), "--catalog", str(catalog), *FLAGS,
+                     "--margin", f"{margin:.3f}", "--ceiling", "100"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "admitted target keyword2" in out and "refused target skewed" in out
+    written = load_partition(partition, catalog)
+    assert written.target == ("tgt", "keyword2") and written.fixed_targets == ("tgt",)
+    assert written.validation == ("onelabel",) and written.admission is None and not written.pending
+    record = written.target_admission
+    assert set(record.admitted) == {"keyword2"} and set(record.refused) == {"skewed"}
+    assert record.admitted["keyword2"].pt_dev == round(dev["keyword2"], 4)
+    text = partition.read_text()
+    assert "# Target candidates" in text and "#   admitted keyword2" in text
+    # a target taken from the candidates by hand, without the record: refused by name
+    partition.write_text("description: x\nsource: [src]\ntarget: [tgt, keyword2]\nvalidation: [onelabel]\n"
+                         "target_candidates: [skewed, keyword2]\n")
+    with pytest.raises(PromptinitError, match="field 'target_admission': missing, so nothing admitted"):
+        load_partition(partition, catalog)

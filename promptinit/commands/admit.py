@@ -1,11 +1,13 @@
-"""``promptinit admit``: choose a partition's validation tasks from its candidates by PT's dev scores.
+"""``promptinit admit``: choose a partition's validation tasks and extra targets from candidates by PT's dev scores.
 
-Runs plain prompt tuning on every ``validation_candidates`` task and few-shot seed at the
-validation budget (one batched run; results land in the PT-baseline cache a search reuses),
-prints each candidate's PT dev accuracy against its dev majority-class rate, and rewrites the
-partition file with the admitted tasks as ``validation`` and the numbers under ``admission``
-(``promptinit.admission``). The defaults are the CPU study's validation budget and backbone
-(prompt length 8, inputs cut to 64 tokens, lr 0.3, 20 steps, batch 4).
+Runs plain prompt tuning on every ``validation_candidates`` and ``target_candidates`` task and
+few-shot seed at the validation budget (one batched run; results land in the PT-baseline cache a
+search reuses), prints each candidate's PT dev accuracy against its dev majority-class rate, and
+rewrites the partition file with the admitted validation candidates as ``validation``, the
+admitted target candidates appended to the hand-listed ``target``, and the numbers under
+``admission`` and ``target_admission`` (``promptinit.admission``). The defaults are the CPU
+study's validation budget and backbone (prompt length 8, inputs cut to 64 tokens, lr 0.3, 20
+steps, batch 4).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "admit",
-        help="choose a partition's validation tasks from its validation_candidates (PT must learn on them)",
+        help="choose a partition's validation tasks from its validation_candidates, and add target_candidates to "
+        "its targets (PT must learn on them)",
     )
     p.add_argument("--partition", required=True, help="partition name in configs/partitions, or a YAML path")
     p.add_argument("--catalog", default=None, help="catalog YAML (default configs/tasks.yaml)")
@@ -44,7 +47,12 @@ def register(sub) -> None:
     )
     p.add_argument("--margin", type=float, default=10.0, help="points PT must gain over the majority rate (10)")
     p.add_argument("--ceiling", type=float, default=90.0, help="highest PT dev accuracy admitted, in %% (90)")
-    p.add_argument("--min-admitted", type=int, default=1, help="fail, writing nothing, if fewer are admitted (1)")
+    p.add_argument(
+        "--min-admitted",
+        type=int,
+        default=1,
+        help="fail, writing nothing, if fewer validation candidates are admitted (1)",
+    )
     p.add_argument("--rows-per-pass", type=int, default=BUDGET["rows_per_pass"], help="rows per pass (32)")
     p.add_argument("--dry-run", action="store_true", help="print the verdicts, leave the partition file alone")
     add_backbone_args(p)
@@ -61,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from promptinit.admission import AdmissionRule, admit, admitted_partition, check_candidate, write_admitted
     from promptinit.backbones import Backbone
     from promptinit.tasks.catalog import display_path, load_catalog, load_task
-    from promptinit.tasks.partitions import CANDIDATES, load_partition, partition_path
+    from promptinit.tasks.partitions import CANDIDATES, TARGET_CANDIDATES, load_partition, partition_path
 
     # Every flag and name is checked before any data or weights load.
     if isinstance(lr_value(args.lr), list):
@@ -84,29 +92,36 @@ def run(args: argparse.Namespace) -> int:
     path = partition_path(args.partition)
     where = display_path(path)
     partition = load_partition(path, specs, pending_ok=True, readmit=True)  # admits anew
-    if not partition.validation_candidates:
-        raise PromptinitError(f"{where}: field {CANDIDATES!r}: missing; list the tasks the rule should choose from")
-    tasks = [load_task(n, specs) for n in partition.validation_candidates]
-    for task in tasks:
-        try:
-            check_candidate(task)
-        except PromptinitError as err:
-            raise PromptinitError(f"{where}: field {CANDIDATES!r}: {err}") from None
+    if not partition.validation_candidates and not partition.target_candidates:
+        raise PromptinitError(
+            f"{where}: fields {CANDIDATES!r} and {TARGET_CANDIDATES!r}: missing; list the tasks the rule should "
+            "choose from"
+        )
+    tasks = []
+    for field in (CANDIDATES, TARGET_CANDIDATES):
+        for name in getattr(partition, field):
+            tasks.append(load_task(name, specs))
+            try:
+                check_candidate(tasks[-1])
+            except PromptinitError as err:
+                raise PromptinitError(f"{where}: field {field!r}: {err}") from None
 
     t0 = time.perf_counter()
     backbone = Backbone(bb_config)
     verdicts = admit(backbone, tasks, args.seeds, config, rule)
     logger.info("PT on %d candidates x %d seeds in %.0f s", len(tasks), len(args.seeds), time.perf_counter() - t0)
     width = max(len(v.task) for v in verdicts)
-    print(f"{'':9}{'task':<{width}}  {'PT dev':>7}  {'majority':>8}")
+    print(f"{'':9}{'for':<11}{'task':<{width}}  {'PT dev':>7}  {'majority':>8}")
     for v in verdicts:
         verdict = "admitted" if v.admitted else "refused"
-        line = f"{verdict:9}{v.task:<{width}}  {100 * v.pt_dev:7.1f}  {100 * v.majority:8.1f}"
+        use = "target" if v.task in partition.target_candidates else "validation"
+        line = f"{verdict:9}{use:<11}{v.task:<{width}}  {100 * v.pt_dev:7.1f}  {100 * v.majority:8.1f}"
         print(line + (f"  {v.reason}" if v.reason else ""))
-    n_admitted = sum(v.admitted for v in verdicts)
-    if n_admitted < args.min_admitted:
+    n_admitted = sum(v.admitted for v in verdicts if v.task in partition.validation_candidates)
+    if partition.validation_candidates and n_admitted < args.min_admitted:
         raise PromptinitError(
-            f"{where}: {n_admitted} of {len(verdicts)} {CANDIDATES} admitted, fewer than --min-admitted "
+            f"{where}: {n_admitted} of {len(partition.validation_candidates)} {CANDIDATES} admitted, fewer than "
+            "--min-admitted "
             f"{args.min_admitted}; the file is unchanged: add candidates PT learns on"
         )
     if args.dry_run:
@@ -120,5 +135,5 @@ def run(args: argparse.Namespace) -> int:
         partition, verdicts, rule, model=args.model, backbone=backbone_fields, seeds=args.seeds, config=config
     )
     write_admitted(path, new, verdicts, date=datetime.date.today().isoformat())
-    logger.info("%s: validation %s", where, ", ".join(new.validation))
+    logger.info("%s: validation %s; target %s", where, ", ".join(new.validation), ", ".join(new.target))
     return 0

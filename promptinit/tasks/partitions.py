@@ -16,6 +16,11 @@ Instead of ``validation``, a partition may list ``validation_candidates``: ``pro
 validation budget, writes them as ``validation`` and records the numbers that admitted or
 refused each one under ``admission``. Until then the partition is *pending*: ``load_partition``
 refuses it (a search on all candidates would silently skip the rule).
+
+Targets work the same way beside the ones listed by hand: ``target_candidates`` are judged by
+the same rule in the same run, the admitted ones are appended to ``target`` and the numbers go
+under ``target_admission`` (a target on which PT stays at chance cannot show a difference to
+PT). The hand-listed targets stay whatever their scores.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from promptinit.tasks.task import Task
 
 FIELDS = ("source", "target", "validation")
 CANDIDATES = "validation_candidates"
+TARGET_CANDIDATES = "target_candidates"
 PARTITIONS_DIR = "partitions"
 ADMIT_HINT = "run `promptinit admit --partition {name} --model MODEL`"
 
@@ -70,7 +76,8 @@ class CandidateScore(_Record):
 
 
 class Admission(_Record):
-    """How ``validation`` was chosen from ``validation_candidates`` (written by ``promptinit admit``)."""
+    """How ``validation`` was chosen from ``validation_candidates``, or the admitted targets from
+    ``target_candidates`` (written by ``promptinit admit``)."""
 
     rule: str = Field(description="the rule in words")
     margin: float = Field(description="points of accuracy above the majority rate a task needs (0.1 = 10)")
@@ -97,6 +104,12 @@ class Partition(BaseModel):
         (), description="tasks `promptinit admit` chooses `validation` from (PT must learn on them)"
     )
     admission: Admission | None = Field(None, description="the numbers that admitted `validation` (written by admit)")
+    target_candidates: tuple[str, ...] = Field(
+        (), description="tasks `promptinit admit` adds to `target` when PT learns on them"
+    )
+    target_admission: Admission | None = Field(
+        None, description="the numbers that admitted targets from `target_candidates` (written by admit)"
+    )
 
     @model_validator(mode="after")
     def _disjoint(self) -> Partition:
@@ -105,7 +118,7 @@ class Partition(BaseModel):
                 "field 'validation': missing or empty; list the validation tasks, "
                 f"or list {CANDIDATES} and {ADMIT_HINT.format(name=self.name)}"
             )
-        for f in (*FIELDS, CANDIDATES):
+        for f in (*FIELDS, CANDIDATES, TARGET_CANDIDATES):
             names = getattr(self, f)
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
@@ -118,38 +131,60 @@ class Partition(BaseModel):
                         f"fields {a!r} and {b!r} share tasks {shared}; "
                         "a task may be in only one of source, target, validation"
                     )
-        if self.validation_candidates:
-            self._check_admission()
-        elif self.admission is not None:
-            raise ValueError(f"field 'admission': records a choice from {CANDIDATES}, which is missing")
+        for other in ("source", "validation", CANDIDATES):
+            shared = sorted(set(self.target_candidates) & set(getattr(self, other)))
+            if shared:
+                raise ValueError(f"fields {TARGET_CANDIDATES!r} and {other!r} share tasks {shared}")
+        self._check_admission()
+        self._check_target_admission()
         return self
+
+    def _check_target_admission(self) -> None:
+        """The targets taken from ``target_candidates`` are exactly what ``target_admission`` admitted."""
+        taken = [n for n in self.target if n in self.target_candidates]
+        self._check_record("target_admission", self.target_admission, taken, TARGET_CANDIDATES, "takes")
 
     def _check_admission(self) -> None:
         """``validation`` is exactly what the ``admission`` record admitted from the candidates."""
         outside = [n for n in self.validation if n not in self.validation_candidates]
-        if outside:
+        if outside and self.validation_candidates:  # without candidates, validation is listed by hand
             raise ValueError(f"field 'validation': {outside} not among {CANDIDATES}; only admitted candidates go there")
+        taken = [n for n in self.validation if n in self.validation_candidates]
+        self._check_record("admission", self.admission, taken, CANDIDATES, "lists")
+
+    def _check_record(self, field: str, record: Admission | None, taken: list[str], candidates: str, verb: str) -> None:
+        """``taken`` (what ``validation`` or ``target`` holds of ``candidates``) is exactly what the
+        record ``field`` admitted, and the record judged every candidate once."""
         hint = ADMIT_HINT.format(name=self.name)
-        if self.admission is None:
-            if self.validation:  # hand-picked from the candidates: the rule never ran
-                raise ValueError(f"field 'admission': missing, so nothing admitted {list(self.validation)}; {hint}")
+        pool = getattr(self, candidates)
+        listed = "validation" if candidates == CANDIDATES else "target"
+        if record is None:
+            if taken:  # hand-picked from the candidates: the rule never ran
+                raise ValueError(f"field {field!r}: missing, so nothing admitted {taken}; {hint}")
             return
-        admitted, refused = set(self.admission.admitted), set(self.admission.refused)
-        if admitted != set(self.validation):
+        if not pool:
+            raise ValueError(f"field {field!r}: records a choice from {candidates}, which is missing")
+        admitted, refused = set(record.admitted), set(record.refused)
+        if admitted != set(taken):
             raise ValueError(
-                f"field 'admission': admitted {sorted(admitted)}, but 'validation' lists "
-                f"{sorted(self.validation)}; {hint}"
+                f"field {field!r}: admitted {sorted(admitted)}, but {listed!r} {verb} {sorted(taken)}; {hint}"
             )
-        if admitted & refused or admitted | refused != set(self.validation_candidates):
+        if admitted & refused or admitted | refused != set(pool):
             raise ValueError(
-                f"field 'admission': admitted and refused tasks {sorted(admitted | refused)} are not the "
-                f"{CANDIDATES} {sorted(self.validation_candidates)} once each; {hint}"
+                f"field {field!r}: admitted and refused tasks {sorted(admitted | refused)} are not the "
+                f"{candidates} {sorted(pool)} once each; {hint}"
             )
 
     @property
     def pending(self) -> bool:
-        """Whether ``validation`` is still to be admitted from ``validation_candidates``."""
-        return not self.validation
+        """Whether ``validation`` is still to be admitted from ``validation_candidates``, or the
+        ``target_candidates`` still to be judged."""
+        return not self.validation or (bool(self.target_candidates) and self.target_admission is None)
+
+    @property
+    def fixed_targets(self) -> tuple[str, ...]:
+        """The targets listed by hand (not taken from ``target_candidates``)."""
+        return tuple(n for n in self.target if n not in self.target_candidates)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -241,12 +276,15 @@ def load_partition(
     raw.setdefault("name", file.stem)
     if readmit and raw.get(CANDIDATES):
         raw = {k: v for k, v in raw.items() if k not in ("validation", "admission")}
+    if readmit and raw.get(TARGET_CANDIDATES) and isinstance(raw.get("target"), list):
+        raw = {k: v for k, v in raw.items() if k != "target_admission"}
+        raw["target"] = [n for n in raw["target"] if n not in raw[TARGET_CANDIDATES]]
     try:
         partition = Partition.model_validate(raw)
     except ValidationError as e:
         raise PromptinitError(f"{where}: {field_error(e.errors()[0])}") from None
     known_tasks = list_tasks(catalog)
-    for f in (*FIELDS, CANDIDATES):
+    for f in (*FIELDS, CANDIDATES, TARGET_CANDIDATES):
         unknown = [n for n in getattr(partition, f) if n not in known_tasks]
         if unknown:
             close = difflib.get_close_matches(unknown[0], known_tasks, n=3, cutoff=0.5)
@@ -255,10 +293,13 @@ def load_partition(
                 f"{where}: field {f!r}: unknown tasks {unknown}{hint}; run `promptinit tasks` to see all task names"
             )
     if partition.pending and not pending_ok:
-        raise PromptinitError(
-            f"{where}: field 'validation': not chosen yet from the {len(partition.validation_candidates)} "
-            f"{CANDIDATES}; {ADMIT_HINT.format(name=path_or_name)}"
+        field, n, candidates = (
+            ("validation", len(partition.validation_candidates), CANDIDATES)
+            if not partition.validation
+            else ("target_admission", len(partition.target_candidates), TARGET_CANDIDATES)
         )
+        hint = ADMIT_HINT.format(name=path_or_name)
+        raise PromptinitError(f"{where}: field {field!r}: not chosen yet from the {n} {candidates}; {hint}")
     return partition
 
 
