@@ -116,16 +116,13 @@ def _column(g: pd.DataFrame, name: str) -> np.ndarray:
     return pd.to_numeric(g[name], errors="coerce").to_numpy() if name in g else np.full(len(g), np.nan)
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    """The summary and the per-trial table, with what they rest on."""
-    if df.empty:
-        return "No calibrated trials."
-    s = summary(df)
+def _summary_markdown(s: pd.DataFrame) -> str:
+    """``summary``'s rows as a table; the rho of the search's objective is marked."""
 
     def mark(rho: Rho, objective: str, r: Any) -> str:
         return rho.fmt() + (" (the objective)" if r.objective == objective else "")
 
-    head = markdown(
+    return markdown(
         [
             "method",
             "trials",
@@ -144,6 +141,14 @@ def to_markdown(df: pd.DataFrame) -> str:
             for r in s.itertuples()
         ],
     )
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """The summary and the per-trial table, with what they rest on."""
+    if df.empty:
+        return "No calibrated trials."
+    s = summary(df)
+    head = _summary_markdown(s)
     trials = markdown(
         [
             "method",

@@ -481,7 +481,7 @@ def case_admit_generation_candidate(w):
 @case()
 def case_admit_without_candidates(w):
     path = w.write("part.yaml", "source: [bb_strategyqa]\ntarget: [bbc_topic]\nvalidation: [bb_navigate]\n")
-    return named(admit("--partition", str(path)), path.name, "field 'validation_candidates'", "missing")
+    return named(admit("--partition", str(path)), path.name, "fields 'validation_candidates' and 'target_candidates'", "missing")
 
 
 @case()

@@ -18,7 +18,7 @@ from promptinit.search.phases.config import load_sweep_config
 from promptinit.search.phases.searching import searcher_for
 from tests.platform.conftest import write_sweep
 
-VAL = "val/arg"
+VAL = "val/delta"  # the default objective (search.objective: delta)
 
 
 def _config(tmp_path, name: str, **search):
@@ -47,7 +47,7 @@ def test_search_algorithm_picks_the_sampler_and_keeps_the_defaults_first(tmp_pat
     assert len(defaults) == 2  # one per method of tiny-test.yaml
     # The enqueued defaults are in the file (what the dashboard shows), and are proposed first.
     study = optuna.load_study(study_name=cfg.name, storage=url)
-    assert study.metric_names == [VAL]  # optuna-dashboard plots "val/arg", not "Objective 0"
+    assert study.metric_names == [VAL]  # optuna-dashboard plots "val/delta", not "Objective 0"
     assert [t.user_attrs[tracking.DEFAULTS_ATTR] for t in study.trials] == defaults
     assert {t.state for t in study.trials} == {TrialState.WAITING}
     proposed = [_flat(searcher.suggest(tid)) for tid in ("t0", "t1")]
@@ -55,6 +55,14 @@ def test_search_algorithm_picks_the_sampler_and_keeps_the_defaults_first(tmp_pat
         assert want.items() <= got.items()
     study = optuna.load_study(study_name=cfg.name, storage=url)
     assert [t.user_attrs[tracking.TUNE_TRIAL_ATTR] for t in study.trials] == ["t0", "t1"]
+
+
+def test_the_objective_setting_is_the_metric_the_study_learns_from(tmp_path):
+    for objective, metric in (("delta", "val/delta"), ("arg", "val/arg")):
+        cfg = _config(tmp_path, f"objective-{objective}", objective=objective)
+        searcher, url = _searcher(cfg)
+        assert searcher.metric == metric
+        assert optuna.load_study(study_name=cfg.name, storage=url).metric_names == [metric]
 
 
 def test_search_algorithm_is_tpe_by_default(tmp_path):
