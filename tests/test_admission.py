@@ -234,16 +234,27 @@ def test_admit_appends_the_target_candidates_pt_learns_on_and_keeps_the_hand_lis
         margin = 100 * (dev["keyword2"] - 0.5) - 2
         assert main(["admit", "--partition", str(partition), "--catalog", str(catalog), *FLAGS,
                      "--margin", f"{margin:.3f}", "--ceiling", "100"]) == 0
-    out = " ".join(capsys.readouterr().out.split())
-    assert "admitted target keyword2" in out and "refused target skewed" in out
-    written = load_partition(partition, catalog)
-    assert written.target == ("tgt", "keyword2") and written.fixed_targets == ("tgt",)
-    assert written.validation == ("onelabel",) and written.admission is None and not written.pending
-    record = written.target_admission
-    assert set(record.admitted) == {"keyword2"} and set(record.refused) == {"skewed"}
-    assert record.admitted["keyword2"].pt_dev == round(dev["keyword2"], 4)
-    text = partition.read_text()
-    assert "# Target candidates" in text and "#   admitted keyword2" in text
+        out = " ".join(capsys.readouterr().out.split())
+        assert "admitted target keyword2" in out and "refused target skewed" in out
+        written = load_partition(partition, catalog)
+        assert written.target == ("tgt", "keyword2") and written.fixed_targets == ("tgt",)
+        assert written.validation == ("onelabel",) and written.admission is None and not written.pending
+        record = written.target_admission
+        assert set(record.admitted) == {"keyword2"} and set(record.refused) == {"skewed"}
+        assert record.admitted["keyword2"].pt_dev == round(dev["keyword2"], 4)
+        text = partition.read_text()
+        assert "# Target candidates" in text and "#   admitted keyword2" in text
+
+        # every target by the rule (none listed by hand); none admitted is an error that writes nothing
+        partition.write_text("description: y\nsource: [src]\nvalidation: [onelabel]\ntarget_candidates: [skewed, keyword2]\n")
+        assert main(["admit", "--partition", str(partition), "--catalog", str(catalog), *FLAGS,
+                     "--margin", f"{margin:.3f}", "--ceiling", "100"]) == 0
+        assert load_partition(partition, catalog).target == ("keyword2",)
+        before = partition.read_text()
+        assert main(["admit", "--partition", str(partition), "--catalog", str(catalog), *FLAGS,
+                     "--margin", "99", "--ceiling", "100"]) == 2
+        assert "0 of 2 target_candidates admitted and 'target' lists none by hand" in capsys.readouterr().err
+        assert partition.read_text() == before
     # a target taken from the candidates by hand, without the record: refused by name
     partition.write_text("description: x\nsource: [src]\ntarget: [tgt, keyword2]\nvalidation: [onelabel]\n"
                          "target_candidates: [skewed, keyword2]\n")

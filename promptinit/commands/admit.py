@@ -124,6 +124,15 @@ def run(args: argparse.Namespace) -> int:
             "--min-admitted "
             f"{args.min_admitted}; the file is unchanged: add candidates PT learns on"
         )
+    if (
+        partition.target_candidates
+        and not partition.fixed_targets
+        and not any(v.admitted for v in verdicts if v.task in partition.target_candidates)
+    ):
+        raise PromptinitError(
+            f"{where}: 0 of {len(partition.target_candidates)} {TARGET_CANDIDATES} admitted and 'target' lists none "
+            "by hand; the file is unchanged: add candidates PT learns on"
+        )
     if args.dry_run:
         return 0
     backbone_fields = {

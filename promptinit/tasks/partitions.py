@@ -20,7 +20,8 @@ refuses it (a search on all candidates would silently skip the rule).
 Targets work the same way beside the ones listed by hand: ``target_candidates`` are judged by
 the same rule in the same run, the admitted ones are appended to ``target`` and the numbers go
 under ``target_admission`` (a target on which PT stays at chance cannot show a difference to
-PT). The hand-listed targets stay whatever their scores.
+PT). The hand-listed targets stay whatever their scores; ``target`` may list none, so that
+every target is chosen by the rule.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ class Partition(BaseModel):
     name: str
     description: str = ""
     source: tuple[str, ...] = Field(min_length=1, description="tasks the initialisation is meta-learned on")
-    target: tuple[str, ...] = Field(min_length=1, description="unseen tasks the result is reported on")
+    target: tuple[str, ...] = Field(
+        (), description="unseen tasks the result is reported on (by hand, or admitted from `target_candidates`)"
+    )
     validation: tuple[str, ...] = Field((), description="tasks hyperparameters are chosen on")
     validation_candidates: tuple[str, ...] = Field(
         (), description="tasks `promptinit admit` chooses `validation` from (PT must learn on them)"
@@ -113,6 +116,11 @@ class Partition(BaseModel):
 
     @model_validator(mode="after")
     def _disjoint(self) -> Partition:
+        if not self.target and not self.target_candidates:
+            raise ValueError(
+                "field 'target': missing or empty; list the target tasks, "
+                f"or list {TARGET_CANDIDATES} and {ADMIT_HINT.format(name=self.name)}"
+            )
         if not self.validation and not self.validation_candidates:
             raise ValueError(
                 "field 'validation': missing or empty; list the validation tasks, "
@@ -143,6 +151,10 @@ class Partition(BaseModel):
         """The targets taken from ``target_candidates`` are exactly what ``target_admission`` admitted."""
         taken = [n for n in self.target if n in self.target_candidates]
         self._check_record("target_admission", self.target_admission, taken, TARGET_CANDIDATES, "takes")
+        if self.target_admission is not None and not self.target:
+            raise ValueError(
+                f"field 'target': empty: no target is listed by hand and no {TARGET_CANDIDATES} was admitted"
+            )
 
     def _check_admission(self) -> None:
         """``validation`` is exactly what the ``admission`` record admitted from the candidates."""

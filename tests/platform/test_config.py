@@ -96,6 +96,9 @@ def test_shipped_sweep_configs_validate():
     # seed on its own test sample, >= 3 upstream seeds behind every target row.
     partition = load_partition(demo)
     assert partition.admission is not None
+    # every target admitted by the same rule (PT learns there at the demo's budget), at least 3 of them
+    assert partition.target_admission is not None and set(partition.target) == set(partition.target_admission.admitted)
+    assert len(partition.target) >= 3
     assert len(demo.validation.select(partition.validation, "validation")) >= 4
     assert len(demo.validation.seeds) >= 3 and len(demo.validation.fresh_seeds()) >= 3
     assert not set(demo.validation.fresh_seeds()) & set(demo.validation.seeds)
