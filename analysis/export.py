@@ -1,8 +1,11 @@
 """Export a sweep's best prompt of one method as a PEFT folder (``promptinit export``).
 
-The best prompt is the kept checkpoint with the highest validation ARG among the method's
-trials (the rule ``search/sweep.py`` uses before scoring on the target tasks; on a tie the
-trial the sweep scored on the targets wins, so the exported target metrics belong to it).
+The best prompt is the kept checkpoint with the highest validation objective (the sweep's
+``search.objective``: the score difference to PT, or ARG for sweeps recorded before it) among the
+method's trials; on a tie the trial the sweep scored on the targets wins, so the exported target
+metrics belong to it. The sweep's own export (written at the end of its run) is of the trial its
+re-score on fresh seeds chose (selection.md), which need not be the highest in the search: pass
+``--trial`` to export that one here.
 The export carries the validation metrics of that checkpoint, the target metrics the sweep
 measured for it (when it is the one the sweep scored), the sweep config's model and tuning
 settings, and the fingerprints of every task of the partition.
@@ -19,7 +22,20 @@ from typing import Any
 
 import torch
 
-from promptinit.analysis.results import CHECKPOINT_PROMPT, CHECKPOINT_STATE, EXPORTS, Sweep, load_sweep, read_results
+from promptinit.analysis.results import (
+    CHECKPOINT_PROMPT,
+    CHECKPOINT_STATE,
+    EXPORTS,
+    OBJECTIVE_METRICS,
+    VAL_ARG,
+    VAL_ARG_SE,
+    VAL_DELTA,
+    VAL_DELTA_SE,
+    Sweep,
+    load_sweep,
+    read_results,
+    sweep_objective,
+)
 from promptinit.errors import PromptinitError
 
 SUPMER = "supmer"
@@ -33,16 +49,17 @@ class Best:
     method: str
     trial_id: str
     checkpoint: Path
-    val_arg: float
+    objective: str  # the sweep's search.objective (analysis.results.sweep_objective)
+    value: float  # the checkpoint's validation objective
     params: dict
     report: dict  # the trainable's report saved with the checkpoint
 
 
-def _checkpoints(trial_dir: Path) -> list[tuple[float, Path, dict]]:
-    """(val ARG, folder, report) of every kept checkpoint of a trial, from Tune's result.json."""
+def _checkpoints(trial_dir: Path, metric: str) -> list[tuple[float, Path, dict]]:
+    """(validation ``metric``, folder, report) of every kept checkpoint of a trial, from Tune's result.json."""
     out = []
     for r in read_results(trial_dir):  # a corrupt report is an error, not a silently dropped checkpoint
-        name, value = r.get("checkpoint_dir_name"), r.get("val/arg")
+        name, value = r.get("checkpoint_dir_name"), r.get(metric)
         if (
             name
             and isinstance(value, (int, float))
@@ -72,14 +89,16 @@ def best_checkpoint(sweep: Sweep, method: str, trial_id: str | None = None) -> B
             raise PromptinitError(f"{sweep.dir}: no trial {trial_id!r} of method {method!r}")
     scored = sweep.targets[sweep.targets["method"] == method]
     evaluated = set(scored["trial_id"])
+    objective = sweep_objective(sweep.config)
     candidates: list[Any] = []
     for r in rows.itertuples():
         ckpt = r.best_checkpoint
         if not ckpt:
             continue
         trial_dir = Path(ckpt).parent
-        for value, folder, report in _checkpoints(trial_dir):
-            # Highest val ARG; on a tie the trial the sweep evaluated on the targets, then the earlier checkpoint.
+        for value, folder, report in _checkpoints(trial_dir, OBJECTIVE_METRICS[objective][0]):
+            # Highest validation objective; on a tie the trial the sweep evaluated on the targets,
+            # then the earlier checkpoint.
             candidates.append(((value, r.trial_id in evaluated, -len(candidates)), r, folder, report))
     if not candidates:
         raise PromptinitError(
@@ -89,7 +108,7 @@ def best_checkpoint(sweep: Sweep, method: str, trial_id: str | None = None) -> B
     (value, _, _), row, folder, report = max(candidates, key=lambda c: c[0])
     state_file = folder / CHECKPOINT_STATE
     saved = json.loads(state_file.read_text()).get("report", {}) if state_file.is_file() else {}
-    return Best(method, row.trial_id, folder, value, dict(row.params or {}), {**report, **saved})
+    return Best(method, row.trial_id, folder, objective, value, dict(row.params or {}), {**report, **saved})
 
 
 def psi_from_checkpoint(folder: Path) -> dict[str, torch.Tensor] | None:
@@ -245,17 +264,24 @@ def export_method(
 
 
 def _finite(v: Any) -> bool:
-    """Whether ``v`` is a finite number (JSON has no NaN; val/arg_se is NaN with one validation pair)."""
+    """Whether ``v`` is a finite number (JSON has no NaN; an SE is NaN with one validation pair)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _export_metrics(sweep: Sweep, method: str, best: Best) -> dict[str, Any]:
     """The export's metrics: the checkpoint's validation, and its target comparison when the sweep scored it."""
     cfg = sweep.config
-    se = best.report.get("val/arg_se")
+
+    def reported(name: str) -> float | None:
+        v = best.report.get(name)
+        return v if _finite(v) else None
+
     validation = {
-        "arg": best.val_arg,
-        "arg_se": se if _finite(se) else None,
+        "objective": best.objective,
+        "arg": reported(VAL_ARG),
+        "arg_se": reported(VAL_ARG_SE),
+        "delta": reported(VAL_DELTA),
+        "delta_se": reported(VAL_DELTA_SE),
         "step": best.report.get("upstream/step"),
         "seeds": (cfg.get("validation") or {}).get("seeds"),
         "tuning": (cfg.get("validation") or {}).get("tuning"),
@@ -304,7 +330,7 @@ def log_export(uri: str, parent_run_id: str, folder: Path, method: str, best: Be
             c.set_tag(
                 parent_run_id,
                 f"promptinit.export.{method}",
-                f"{folder} (trial {best.trial_id}, val/arg {best.val_arg:.4g})",
+                f"{folder} (trial {best.trial_id}, {OBJECTIVE_METRICS[best.objective][0]} {best.value:.4g})",
             )
     except Exception as err:  # noqa: BLE001 - any store / network error becomes one line
         raise PromptinitError(

@@ -52,13 +52,14 @@ def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
-def rebuild_study(trials: pd.DataFrame, method: str, value: str = "val_arg"):
+def rebuild_study(trials: pd.DataFrame, method: str, value: str = "val"):
     """An in-memory Optuna study (maximise) with one completed trial per scored, non-failed trial of ``method``.
 
     Args:
         trials: the tidy trial table (``analysis.results``).
         method: which method's trials.
-        value: the column that is the objective (default: best validation ARG).
+        value: the column that is the objective (default: each trial's best validation objective,
+            ``search.objective``).
 
     Returns:
         ``(study, distributions)``; the study is empty when no trial was scored.

@@ -115,15 +115,14 @@ def _is_number(v) -> bool:
 
 
 def sensitivity(trials: pd.DataFrame, method: str, path: Path) -> Path | None:
-    """Validation ARG against each searched setting of ``method`` (one panel per setting).
+    """The validation objective (``search.objective``) against each searched setting of ``method``
+    (one panel per setting).
 
     Failed trials are left out. Hollow markers: trials ASHA stopped early. Settings that never varied are left out; None
     when nothing varied.
     """
     g = trials[
-        (trials["method"] == method)
-        & trials["val_arg"].astype(float).map(math.isfinite)
-        & (trials["status"] != "failed")
+        (trials["method"] == method) & trials["val"].astype(float).map(math.isfinite) & (trials["status"] != "failed")
     ]
     params = [dict(p or {}) for p in g["params"]]
     names = [n for n in sorted({k for p in params for k in p}) if len({repr(p.get(n)) for p in params}) > 1]
@@ -132,7 +131,8 @@ def sensitivity(trials: pd.DataFrame, method: str, path: Path) -> Path | None:
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = _subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
-    y = 100 * g["val_arg"].astype(float).to_numpy()
+    y = 100 * g["val"].astype(float).to_numpy()
+    label = _objective_label(g)
     stopped = g["stopped_early"].fillna(False).astype(bool).to_numpy()
     for ax, name in zip(axes.flat, names, strict=False):  # the grid may have spare panels
         values = [p.get(name) for p in params]
@@ -148,18 +148,25 @@ def sensitivity(trials: pd.DataFrame, method: str, path: Path) -> Path | None:
         if stopped.any():
             ax.scatter(xs[stopped], y[stopped], facecolors="none", edgecolors="C0", label="stopped early")
         ax.set_xlabel(name)
-        ax.set_ylabel("val ARG (%)")
+        ax.set_ylabel(label)
         ax.axhline(0, color="grey", lw=0.6)
     if stopped.any():
         axes.flat[0].legend(fontsize="small")
     for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
-    fig.suptitle(f"{method}: sensitivity of validation ARG")
+    fig.suptitle(f"{method}: sensitivity of the validation objective ({label})")
     return _save(fig, path)
 
 
+def _objective_label(rows: pd.DataFrame) -> str:
+    """The axis label of the validation objective of ``rows`` (trials or best-so-far rows of one panel)."""
+    from promptinit.analysis.tables import objective_label, objective_of
+
+    return objective_label(objective_of(rows))
+
+
 def learning_curves(trials: pd.DataFrame, path: Path) -> Path | None:
-    """Validation ARG against upstream steps: one panel per method, one line per trial."""
+    """The validation objective against upstream steps: one panel per method, one line per trial."""
     methods = list(dict.fromkeys(trials["method"]))
     if not methods or not any(len(c or []) for c in trials["curve"]):
         return None
@@ -168,7 +175,7 @@ def learning_curves(trials: pd.DataFrame, path: Path) -> Path | None:
     fig, axes = _subplots(rows, cols, figsize=(4.0 * cols, 3.0 * rows), squeeze=False)
     for ax, method in zip(axes.flat, methods, strict=False):  # the grid may have spare panels
         for t in trials[trials["method"] == method].itertuples():
-            pts = [(p["step"], p["val_arg"]) for p in (t.curve or []) if _is_number(p["val_arg"])]
+            pts = [(p["step"], p["val"]) for p in (t.curve or []) if _is_number(p["val"])]
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 failed = t.status == "failed"
@@ -183,18 +190,18 @@ def learning_curves(trials: pd.DataFrame, path: Path) -> Path | None:
                 )
         ax.set_title(method)
         ax.set_xlabel("upstream step")
-        ax.set_ylabel("val ARG (%)")
+        ax.set_ylabel(_objective_label(trials[trials["method"] == method]))
         ax.axhline(0, color="grey", lw=0.6)
     for ax in list(axes.flat)[len(methods) :]:
         ax.set_visible(False)
-    fig.suptitle("validation ARG during meta-training (dashed: stopped early, dotted/x: failed)")
+    fig.suptitle("the validation objective during meta-training (dashed: stopped early, dotted/x: failed)")
     return _save(fig, path)
 
 
 def best_so_far_curves(
     progress: pd.DataFrame, path: Path, labels: Mapping[str, str] | None = None, z: float = 1.959964
 ) -> Path | None:
-    """The best validation ARG found so far against cumulative compute: one panel per method
+    """The best validation objective found so far against cumulative compute: one panel per method
     (a sweep's trials of every method first, where there are several), one line per sweep.
 
     Each line steps up where a trial beat the best so far (a dot per trial); the band is
@@ -229,13 +236,13 @@ def best_so_far_curves(
         ax.set_xlim(left=0)  # compute from the start of the search
         ax.set_title(method)
         ax.set_xlabel(f"cumulative {progress['unit'].iloc[0]}")
-        ax.set_ylabel("best val ARG so far (%)")
+        ax.set_ylabel(f"best {_objective_label(progress[progress['method'] == method])} so far")
         ax.axhline(0, color="grey", lw=0.6)
     # the legend on the first panel with a line (a sweep may have no result for some methods)
     next(ax for ax in axes.flat if ax.get_legend_handles_labels()[0]).legend(fontsize="small", title="sweep")
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    fig.suptitle(f"best validation ARG found so far (band: ±{z:.2f} SE of the best trial)")
+    fig.suptitle(f"best validation objective found so far (band: ±{z:.2f} SE of the best trial)")
     return _save(fig, path)
 
 

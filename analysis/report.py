@@ -7,7 +7,7 @@ Layout of the report folder::
                                   P(>PT) per cell with 95 % CIs, Wilcoxon and Holm p, verdict (better,
                                   worse, equivalent within 2 points, undetermined), what it rests on
     tables/target_scores.csv      the per-pair test scores (method, PT, test size) behind it
-    tables/validation.{md,csv}    the search: best validation ARG (with its SE) and its range per method
+    tables/validation.{md,csv}    the search: the best validation objective (with its SE) and its range per method
     tables/task_gains.{md,csv}    difference and relative gain per target task, with CIs
     tables/contrasts.{md,csv}     a study's arms against each other: ablations, meta-learning vs MTL,
                                   search vs preset, TPE vs random (Δ and P(a > b) per cell with CIs,
@@ -16,13 +16,13 @@ Layout of the report folder::
     tables/importances.csv        Optuna parameter importances per method
     tables/trials.csv             the tidy trial table (params as JSON)
     tables/curves.csv             validation curves, long form
-    tables/best_so_far.csv        best validation ARG found so far against cumulative compute, per sweep and method
+    tables/best_so_far.csv        best validation objective so far against cumulative compute, per sweep and method
     plots/arg_bars.png            Δ vs PT per method with 95 % CI whiskers and the zero line
     plots/contrasts.png           a study's arms against each other: Δ a − b with 95 % CI whiskers
-    plots/learning_curves.png     validation ARG against upstream steps
-    plots/best_so_far.png         best validation ARG so far against compute, one line per sweep (TPE vs random
+    plots/learning_curves.png     the validation objective (search.objective) against upstream steps
+    plots/best_so_far.png         best validation objective so far against compute, one line per sweep (TPE vs random
                                   vs the defaults at equal compute, when the report is given those sweeps)
-    plots/sensitivity_<m>.png     validation ARG against each searched setting
+    plots/sensitivity_<m>.png     the validation objective against each searched setting
     plots/importance_<m>.png      Optuna importances
     plots/similarity.png          task similarity (only with task prompts)
 
@@ -72,7 +72,7 @@ def _combine(sweeps: Sequence[Sweep]) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials = pd.concat([s.trials for s in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
     targets = pd.concat([s.targets for s in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
     # Columns of all-NaN frames concatenated lose their dtype; the tables expect floats.
-    for col in ("val_arg", "val_arg_se", "wall_s", "cpu_s", "gpu_s"):
+    for col in ("val", "val_se", "val_arg", "val_arg_se", "wall_s", "cpu_s", "gpu_s"):
         if col in trials:
             trials[col] = trials[col].astype(float)
     return trials, targets
@@ -219,25 +219,26 @@ def _calibration(report: Report, sweeps: Sequence[Sweep], tdir: Path) -> str:
 
 
 def _arg_bars_link(report: Report, arg: pd.DataFrame, val: pd.DataFrame, pdir: Path) -> tuple[str, Path] | None:
-    """The link to the bars: Δ vs PT with CIs, else (noted) the best validation ARG; None without trials."""
+    """The link to the bars: Δ vs PT with CIs, else (noted) the best validation objective; None without trials."""
     if len(arg) and arg["diff_mean"].notna().any():
         return ("Difference with PT on the target tasks (95 % CI)", plots.arg_bars(arg, pdir / "arg_bars.png"))
     if not len(val):
         return None
     why = "no target-task results yet" if not len(arg) else "no per-pair target scores (the sweeps predate them)"
-    report.notes.append(f"{why}: the bars show the best validation ARG (whiskers ±1.96 SE)")
-    se = val["val_arg_best_se"].astype(float)
-    bars = val.assign(lo=val["val_arg_best"] - NORMAL_95 * se, hi=val["val_arg_best"] + NORMAL_95 * se)
+    label = tables.objective_label(tables.objective_of(val))
+    report.notes.append(f"{why}: the bars show the best validation objective, {label} (whiskers ±1.96 SE)")
+    se = val["val_best_se"].astype(float)
+    bars = val.assign(lo=val["val_best"] - NORMAL_95 * se, hi=val["val_best"] + NORMAL_95 * se)
     path = plots.arg_bars(
         bars,
         pdir / "arg_bars.png",
-        value="val_arg_best",
+        value="val_best",
         lo="lo",
         hi="hi",
-        ylabel="best validation ARG (%)",
-        title="best validation ARG\n(whiskers: ±1.96 SE over validation pairs)",
+        ylabel=f"best {label}",
+        title=f"best validation objective, {label}\n(whiskers: ±1.96 SE over validation pairs)",
     )
-    return ("Best validation ARG per method", path)
+    return ("Best validation objective per method", path)
 
 
 def _study_links_and_lines(
@@ -489,7 +490,7 @@ def _table_links(plot_links) -> list[str]:
     lines.append("- Per-pair target scores (method, PT, test size): [CSV](tables/target_scores.csv)")
     lines.append("- Optuna parameter importances: [CSV](tables/importances.csv)")
     lines.append("- All trials (tidy): [CSV](tables/trials.csv); validation curves: [CSV](tables/curves.csv)")
-    lines.append("- Best validation ARG so far against compute: [CSV](tables/best_so_far.csv)")
+    lines.append("- Best validation objective so far against compute: [CSV](tables/best_so_far.csv)")
     if any(p.name == "similarity.png" for _, p in plot_links):
         lines.append("- Task similarity matrix: [CSV](tables/similarity.csv)")
     return lines

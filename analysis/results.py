@@ -23,10 +23,12 @@ under the sweep's parent run).
 
 One row per trial; columns (``TRIAL_COLUMNS``): sweep, partition, trial_id, method, status
 (finished | failed | running | pending), params (dict of the method's settings), one
-``param/<name>`` column per setting, curve (list of ``{step, iteration, val_arg, time_s, timestamp}``:
-``timestamp`` the report's Unix time, NaN where not recorded),
-val_arg (best report), val_arg_se (its standard error over the validation pairs),
-val_arg_last, best_step, best_checkpoint (folder or None), steps_done, total_steps,
+``param/<name>`` column per setting, curve (list of ``{step, iteration, val, val_arg, time_s,
+timestamp}``: ``val`` the search objective, ``timestamp`` the report's Unix time, NaN where not
+recorded), objective (the sweep's ``search.objective``: ``delta`` or ``arg``), val (the objective at
+the best report, by the objective), val_se (its standard error over the validation pairs), val_last
+(the last report's), val_arg and val_arg_se (ARG at that best report), best_step, best_checkpoint
+(folder or None; the kept checkpoint best by the objective), steps_done, total_steps,
 stopped_early, reports, wall_s, cpu, gpu (per-trial resources), cpu_s, gpu_s,
 resources_note, source (tune | mlflow), run_id.
 
@@ -72,6 +74,12 @@ CHECKPOINT_STATE = "trial.json"  # trainables/trainable.py STATE_FILE
 # the analysis runs without the platform's packages.
 VAL_ARG = "val/arg"
 VAL_ARG_SE = "val/arg_se"
+VAL_DELTA = "val/delta"
+VAL_DELTA_SE = "val/delta_se"
+# ``search.objective`` -> the metric a sweep ranked its trials by and its SE (trainables/metrics.py
+# OBJECTIVES); a sweep recorded before the setting existed (6 Dec 2026) ranked them by ARG.
+OBJECTIVE_METRICS = {"arg": (VAL_ARG, VAL_ARG_SE), "delta": (VAL_DELTA, VAL_DELTA_SE)}
+LEGACY_OBJECTIVE = "arg"
 STEP = "upstream/step"
 TOTAL_STEPS = "upstream/total_steps"
 TARGET_ARG = "target/arg"
@@ -90,9 +98,12 @@ TRIAL_COLUMNS = [
     "status",
     "params",
     "curve",
+    "objective",
+    "val",
+    "val_se",
+    "val_last",
     "val_arg",
     "val_arg_se",
-    "val_arg_last",
     "best_step",
     "best_checkpoint",
     "steps_done",
@@ -212,20 +223,35 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def _curve_and_summary(results: list[dict], trial_dir: Path | None) -> dict[str, Any]:
-    """Validation curve and final numbers from a trial's reports (Tune results)."""
+def sweep_objective(config: Mapping[str, Any]) -> str:
+    """The objective a sweep ranked its trials by (``search.objective`` of its config, or of its
+    MLflow parent run's params); ``arg`` for a sweep recorded before the setting existed."""
+    name = (config.get("search") or {}).get("objective") or config.get("search/objective") or LEGACY_OBJECTIVE
+    if name not in OBJECTIVE_METRICS:
+        raise PromptinitError(
+            f"field 'search.objective': {name!r} is not one of {sorted(OBJECTIVE_METRICS)}; the sweep's record "
+            "is from another promptinit version"
+        )
+    return str(name)
+
+
+def _curve_and_summary(results: list[dict], trial_dir: Path | None, objective: str) -> dict[str, Any]:
+    """Validation curve and final numbers from a trial's reports (Tune results); "best" is by the
+    search objective (``sweep_objective``)."""
+    metric, metric_se = OBJECTIVE_METRICS[objective]
     curve, best, best_ckpt = [], None, None
     for r in results:
-        v = _num(r.get(VAL_ARG))
+        v = _num(r.get(metric))
         point = {
             "step": _num(r.get(STEP, r.get("training_iteration"))),
             "iteration": _num(r.get("training_iteration")),
-            "val_arg": v,
+            "val": v,
+            "val_arg": _num(r.get(VAL_ARG)),
             "time_s": _num(r.get("time_total_s")),
             "timestamp": _num(r.get("timestamp")),
         }
         curve.append(point)
-        if math.isfinite(v) and (best is None or v > _num(best.get(VAL_ARG))):
+        if math.isfinite(v) and (best is None or v > _num(best.get(metric))):
             best = r
         name = r.get("checkpoint_dir_name")
         if name and trial_dir is not None and (trial_dir / name / CHECKPOINT_PROMPT).is_file() and math.isfinite(v):
@@ -234,9 +260,12 @@ def _curve_and_summary(results: list[dict], trial_dir: Path | None) -> dict[str,
     last = results[-1] if results else {}
     return {
         "curve": curve,
+        "objective": objective,
+        "val": _num(best.get(metric)) if best else math.nan,
+        "val_se": _num(best.get(metric_se)) if best else math.nan,
+        "val_last": _num(last.get(metric)),
         "val_arg": _num(best.get(VAL_ARG)) if best else math.nan,
         "val_arg_se": _num(best.get(VAL_ARG_SE)) if best else math.nan,
-        "val_arg_last": _num(last.get(VAL_ARG)),
         "best_step": _num(best.get(STEP)) if best else math.nan,
         "best_checkpoint": str(best_ckpt[1]) if best_ckpt else None,
         "steps_done": _num(last.get(STEP)),
@@ -330,15 +359,22 @@ def trials_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def curves_frame(trials: pd.DataFrame) -> pd.DataFrame:
-    """Validation curves in long form: sweep, partition, method, trial_id, step, iteration, val_arg, time_s."""
+    """Validation curves in long form: sweep, partition, method, trial_id, objective, step, iteration,
+    val (the objective), val_arg, time_s."""
     rows = [
-        {"sweep": t.sweep, "partition": t.partition, "method": t.method, "trial_id": t.trial_id, **point}
+        {
+            "sweep": t.sweep,
+            "partition": t.partition,
+            "method": t.method,
+            "trial_id": t.trial_id,
+            "objective": t.objective,
+            **point,
+        }
         for t in trials.itertuples()
         for point in (t.curve or [])
     ]
-    return pd.DataFrame(
-        rows, columns=["sweep", "partition", "method", "trial_id", "step", "iteration", "val_arg", "time_s"]
-    )
+    columns = ["sweep", "partition", "method", "trial_id", "objective", "step", "iteration", "val", "val_arg", "time_s"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 # --------------------------------------------------------------------------- sweep directory
@@ -762,7 +798,7 @@ def _trials_from_tune(d: Path, name: str, partition: str, config: Mapping[str, A
     rows = []
     for t in found:
         folder = t["folder"] if t["folder"] is not None and Path(t["folder"]).is_dir() else None
-        summary = _curve_and_summary(read_results(folder) if folder else [], folder)
+        summary = _curve_and_summary(read_results(folder) if folder else [], folder, sweep_objective(config))
         status = _STATUS.get(t["status"], t["status"].lower())
         if status == "pending" and summary["reports"]:  # the experiment state lags the trial folders
             status = "running"
@@ -939,7 +975,8 @@ def _mlflow_trial_rows(c, parent, name: str, partition: str) -> list[dict[str, A
         max_results=10000,
     )
     cpu, gpu, resources_note = _mlflow_resources(parent.data.params)
-    return [_mlflow_trial_row(c, run, name, partition, cpu, gpu, resources_note) for run in children]
+    objective = sweep_objective(parent.data.params)
+    return [_mlflow_trial_row(c, run, name, partition, cpu, gpu, resources_note, objective) for run in children]
 
 
 def _mlflow_config(run) -> dict[str, Any]:
@@ -956,31 +993,34 @@ def _mlflow_config(run) -> dict[str, Any]:
 
 
 def _mlflow_results(c, run) -> list[dict[str, Any]]:
-    """A child run's reports as Tune's result rows, one per step of its validation ARG history."""
-    history = c.get_metric_history(run.info.run_id, VAL_ARG)
-    vals = {m.step: m.value for m in history}
-    stamps = {m.step: m.timestamp / 1000 for m in history}  # ms -> Unix seconds, as Tune's timestamp
-    times = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "time_total_s")}
-    ses = {m.step: m.value for m in c.get_metric_history(run.info.run_id, VAL_ARG_SE)}
+    """A child run's reports as Tune's result rows, one per step of its validation history (ARG and,
+    where reported, the score difference, with their SEs)."""
+    histories = {
+        name: c.get_metric_history(run.info.run_id, name)
+        for name in (VAL_ARG, VAL_ARG_SE, VAL_DELTA, VAL_DELTA_SE, "time_total_s")
+    }
+    stamps = {m.step: m.timestamp / 1000 for m in histories[VAL_ARG]}  # ms -> Unix seconds, as Tune's timestamp
+    values = {name: {m.step: m.value for m in h} for name, h in histories.items()}
+    steps = sorted(set(values[VAL_ARG]) | set(values[VAL_DELTA]))
     return [
         {
             STEP: s,
-            VAL_ARG: v,
-            VAL_ARG_SE: ses.get(s),
-            "time_total_s": times.get(s),
+            **{name: v.get(s) for name, v in values.items()},
             "training_iteration": i + 1,
             TOTAL_STEPS: run.data.metrics.get(TOTAL_STEPS),
             "timestamp": stamps.get(s),
         }
-        for i, (s, v) in enumerate(sorted(vals.items()))
+        for i, s in enumerate(steps)
     ]
 
 
-def _mlflow_trial_row(c, run, name: str, partition: str, cpu: float, gpu: float, resources_note: str) -> dict[str, Any]:
+def _mlflow_trial_row(
+    c, run, name: str, partition: str, cpu: float, gpu: float, resources_note: str, objective: str
+) -> dict[str, Any]:
     """The trials row of one child run."""
     tags = run.data.tags
     config = _mlflow_config(run)
-    summary = _curve_and_summary(_mlflow_results(c, run), None)
+    summary = _curve_and_summary(_mlflow_results(c, run), None, objective)
     if not math.isfinite(summary["wall_s"]) and run.info.end_time and run.info.start_time:
         summary["wall_s"] = (run.info.end_time - run.info.start_time) / 1000
     stopped = tags.get(STOPPED_TAG)

@@ -8,7 +8,7 @@
   or undetermined) and how many tasks, seeds and test examples it rests on.
   ``write_target_table`` is the one writer of ``arg_table.{md,csv}`` (+ ``target_scores.csv``):
   ``search/sweep.py`` and ``promptinit report`` both call it;
-- ``validation_table``: what the search saw: best validation ARG per method (with its standard
+- ``validation_table``: what the search saw: the best validation objective per method (with its standard
   error over validation pairs) and the range over its trials (the hyperparameter sensitivity
   the papers warn about);
 - ``task_gains``: difference and relative gain per target task, mean [95 % CI] over its seeds;
@@ -16,7 +16,7 @@
   against MTL, a search against its preset, TPE against random), Δ and P(a > b) with CIs, Wilcoxon
   and Holm p;
 - ``cost_table``: trials, wall / CPU / GPU hours and ARG per accelerator-hour;
-- ``best_so_far``: the best validation ARG found so far against cumulative compute, per sweep
+- ``best_so_far``: the best validation objective found so far against cumulative compute, per sweep
   and method (to compare searchers at equal compute).
 
 Values are fractions in the CSVs and percentages (points for differences) in the Markdown.
@@ -735,34 +735,47 @@ def contrasts_markdown(table: pd.DataFrame, delta: float = DELTA) -> str:
     return markdown(head, rows) + "\n" + contrast_note(delta) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
-def validation_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """The search per (partition, method): trial counts and validation ARG (best and spread).
+def objective_of(trials: pd.DataFrame) -> str:
+    """The search objective of a group of trials (one sweep's: ``search.objective``); ``arg`` for none."""
+    names = list(dict.fromkeys(trials["objective"].dropna())) if "objective" in trials else []
+    return str(names[0]) if names else "arg"
 
-    Columns: partition, method, trials, finished, failed, stopped_early, best_trial,
-    val_arg_best, val_arg_best_se (its standard error over the validation (task, seed) pairs),
-    val_arg_mean, val_arg_min, val_arg_max (over the trials' bests: the sensitivity to the
-    hyperparameters, not an uncertainty).
+
+def objective_label(objective: str) -> str:
+    """``val Δ points`` / ``val ARG %``: a column head for the search objective."""
+    name, unit = OBJECTIVE_WORDS[objective]
+    return f"val {name} {unit}"
+
+
+def validation_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """The search per (partition, method): trial counts and the validation objective (best and spread).
+
+    Columns: partition, method, objective (the sweeps' ``search.objective``: ``delta`` or ``arg``),
+    trials, finished, failed, stopped_early, best_trial, val_best, val_best_se (its standard error
+    over the validation (task, seed) pairs), val_mean, val_min, val_max (over the trials' bests:
+    the sensitivity to the hyperparameters, not an uncertainty). Values are fractions.
     """
     rows = []
     for (partition, method), g in trials.groupby(["partition", "method"], sort=False):
         # Failed trials count as trials but not as results (the sweep never picks them either).
-        scored = g[np.isfinite(g["val_arg"].astype(float)) & (g["status"] != "failed")]
-        best = scored.loc[scored["val_arg"].astype(float).idxmax()] if len(scored) else None
-        v = scored["val_arg"].astype(float)
+        scored = g[np.isfinite(g["val"].astype(float)) & (g["status"] != "failed")]
+        best = scored.loc[scored["val"].astype(float).idxmax()] if len(scored) else None
+        v = scored["val"].astype(float)
         rows.append(
             {
                 "partition": partition,
                 "method": method,
+                "objective": objective_of(g),
                 "trials": len(g),
                 "finished": int((g["status"] == "finished").sum()),
                 "failed": int((g["status"] == "failed").sum()),
                 "stopped_early": int(g["stopped_early"].fillna(False).astype(bool).sum()),
                 "best_trial": best["trial_id"] if best is not None else "",
-                "val_arg_best": float(best["val_arg"]) if best is not None else math.nan,
-                "val_arg_best_se": float(best["val_arg_se"]) if best is not None else math.nan,
-                "val_arg_mean": float(v.mean()) if len(v) else math.nan,
-                "val_arg_min": float(v.min()) if len(v) else math.nan,
-                "val_arg_max": float(v.max()) if len(v) else math.nan,
+                "val_best": float(best["val"]) if best is not None else math.nan,
+                "val_best_se": float(best["val_se"]) if best is not None else math.nan,
+                "val_mean": float(v.mean()) if len(v) else math.nan,
+                "val_min": float(v.min()) if len(v) else math.nan,
+                "val_max": float(v.max()) if len(v) else math.nan,
             }
         )
     return pd.DataFrame(rows)
@@ -774,16 +787,18 @@ def validation_markdown(table: pd.DataFrame) -> str:
             r.partition,
             r.method,
             f"{r.trials} ({r.finished} finished, {r.failed} failed, {r.stopped_early} stopped early)",
-            pct_se(r.val_arg_best, r.val_arg_best_se),
+            objective_label(r.objective),
+            pct_se(r.val_best, r.val_best_se),
             r.best_trial,
-            pct(r.val_arg_mean),
-            f"{pct(r.val_arg_min)} … {pct(r.val_arg_max)}",
+            pct(r.val_mean),
+            f"{pct(r.val_min)} … {pct(r.val_max)}",
         ]
         for r in table.itertuples()
     ]
-    head = ["partition", "method", "trials", "best val ARG % (SE)", "best trial", "mean val ARG % over trials", "range"]
+    head = ["partition", "method", "trials", "objective", "best (SE)", "best trial", "mean over trials", "range"]
     return markdown(head, rows) + (
-        "\nValidation ARG: on the partition's validation tasks (the search objective). "
+        "\nObjective: what the search ranked trials by on the partition's validation tasks (search.objective: "
+        "val Δ, the score difference to PT in points, or val ARG, the relative gain in %). "
         "Best: the best report of the method's trials, with its standard error over the "
         "validation (task, seed) pairs (n/a with one pair). Over trials: mean and range of "
         "each trial's best (the sensitivity to the hyperparameters).\n"
@@ -861,9 +876,9 @@ def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
     method is measured in the same unit). Hours are resource-seconds / 3600 summed over the
     method's trials (the search only; the final target evaluation is not included).
 
-    Columns: partition, method, trials, wall_h, cpu_h, gpu_h, accelerator, accel_h,
-    val_arg_best, target_arg (+ _lo, _hi: its 95 % interval), target_arg_per_accel_h (+ _lo,
-    _hi), val_arg_per_accel_h.
+    Columns: partition, method, trials, wall_h, cpu_h, gpu_h, accelerator, accel_h, objective
+    (``search.objective``), val_best (the best trial's validation objective), target_arg (+ _lo, _hi:
+    its 95 % interval), target_arg_per_accel_h (+ _lo, _hi), val_per_accel_h.
     """
     use_gpu = bool((trials["gpu_s"].astype(float).fillna(0) > 0).any()) if len(trials) else False
     target = {(t.partition, t.method): (t.arg_mean, t.arg_lo, t.arg_hi) for t in arg_table(targets).itertuples()}
@@ -874,7 +889,7 @@ def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
         cpu_h = float(g["cpu_s"].astype(float).sum(skipna=False)) / 3600
         gpu_h = float(g["gpu_s"].astype(float).sum(skipna=False)) / 3600
         accel_h = gpu_h if use_gpu else cpu_h
-        val = g["val_arg"].astype(float)
+        val = g["val"].astype(float)
         best = float(val.max()) if val.notna().any() else math.nan
         tgt, lo, hi = target.get((partition, method), (math.nan, math.nan, math.nan))
 
@@ -892,14 +907,15 @@ def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
                 "gpu_h": gpu_h,
                 "accelerator": "GPU" if use_gpu else "CPU",
                 "accel_h": accel_h,
-                "val_arg_best": best,
+                "objective": objective_of(g),
+                "val_best": best,
                 "target_arg": tgt,
                 "target_arg_lo": lo,
                 "target_arg_hi": hi,
                 "target_arg_per_accel_h": per(tgt),
                 "target_arg_per_accel_h_lo": per(lo),
                 "target_arg_per_accel_h_hi": per(hi),
-                "val_arg_per_accel_h": per(best),
+                "val_per_accel_h": per(best),
             }
         )
     return pd.DataFrame(rows)
@@ -923,7 +939,7 @@ def cost_markdown(table: pd.DataFrame) -> str:
             num(r.gpu_h),
             _gain_cell(r, "target_arg"),
             _gain_cell(r, "target_arg_per_accel_h"),
-            pct(r.val_arg_per_accel_h),
+            f"{pct(r.val_per_accel_h)} ({objective_label(r.objective)})",
         ]
         for r in table.itertuples()
     ]
@@ -936,7 +952,7 @@ def cost_markdown(table: pd.DataFrame) -> str:
         "GPU h",
         f"target ARG % [{100 * LEVEL:.0f} % CI]",
         f"target ARG % per {unit} h [CI]",
-        f"best val ARG % per {unit} h",
+        f"best validation objective per {unit} h",
     ]
     return markdown(head, rows) + (
         f"\nCost of the search (all trials of the method, failed ones included; the final "
@@ -954,7 +970,8 @@ BEST_SO_FAR_COLUMNS = [
     "method",
     "trial_id",
     "status",
-    "val_arg",
+    "objective",
+    "val",
     "compute",
     "unit",
     "best",
@@ -978,7 +995,7 @@ def _ended(curve) -> float:
 
 
 def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:
-    """The search's progress: the best validation ARG found so far against the compute spent so far.
+    """The search's progress: the best validation objective found so far against the compute spent so far.
 
     Per sweep and method, and per sweep over all its methods (method ``ALL_METHODS``) when it
     searched several, one row per trial that reported, in the order the trials ended (their
@@ -993,8 +1010,9 @@ def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:
         trials: the tidy trial table (``analysis.results``), of one or more sweeps.
 
     Returns:
-        Columns ``BEST_SO_FAR_COLUMNS``: val_arg (the trial's best report; NaN when it failed),
-        compute, unit, best (the running max of val_arg; NaN before the first result), best_se
+        Columns ``BEST_SO_FAR_COLUMNS``: objective (the sweep's ``search.objective``), val (the
+        trial's best report of it; NaN when it failed), compute, unit, best (the running max of
+        val; NaN before the first result), best_se
         and best_trial (the standard error and id of the trial that holds it).
     """
     if trials.empty:
@@ -1004,13 +1022,13 @@ def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:
     cost = t["wall_s" if unit == TRIAL_SECONDS else "steps_done"]
     t = t.assign(
         cost=pd.to_numeric(cost, errors="coerce").fillna(0.0),
-        value=pd.to_numeric(t["val_arg"], errors="coerce").where(t["status"] != "failed"),
-        se=pd.to_numeric(t["val_arg_se"], errors="coerce"),
+        value=pd.to_numeric(t["val"], errors="coerce").where(t["status"] != "failed"),
+        se=pd.to_numeric(t["val_se"], errors="coerce"),
         ended=[_ended(c) for c in t["curve"]],
     )
     rows = []
     for sweep, g in t.groupby("sweep", sort=False):
-        methods = list(dict.fromkeys(g["method"]))
+        methods, objective = list(dict.fromkeys(g["method"])), objective_of(g)
         groups = ([(ALL_METHODS, g)] if len(methods) > 1 else []) + [(m, g[g["method"] == m]) for m in methods]
         for method, h in groups:
             compute, best, best_se, best_trial = 0.0, math.nan, math.nan, ""
@@ -1025,7 +1043,8 @@ def best_so_far(trials: pd.DataFrame) -> pd.DataFrame:
                         "method": method,
                         "trial_id": r["trial_id"],
                         "status": r["status"],
-                        "val_arg": value,
+                        "objective": objective,
+                        "val": value,
                         "compute": compute,
                         "unit": unit,
                         "best": best,

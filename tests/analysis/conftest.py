@@ -18,6 +18,9 @@ Known numbers (hand-computed values are in the tests):
   0.05/0.15/0.10 on task_a and -0.15/-0.05/-0.10 on task_b: ARG per seed {100: -0.05, 13: 0.05,
   21: 0.00}, per task {task_a: 0.10, task_b: -0.10}, ARG 0.0, difference 0.0; best trial t1.
 - 16 test examples per score; resources: 1 CPU and 0.5 GPU per trial.
+- The sweep's config has no ``search.objective`` (a sweep from before it: ranked by ARG), unless
+  ``make_sweep(objective="delta")``: then every report also has ``val/delta`` = −(its val ARG), so
+  the two objectives rank the trials and their reports in reverse (maml's best by Δ: m3, 0.10).
 """
 from __future__ import annotations
 
@@ -60,8 +63,9 @@ def checkpoint_prompt(trial_id: str, index: int) -> torch.Tensor:
 
 
 def make_sweep(root: Path, name: str = "fake", partition: str = "fake-part", tracking_uri: str | None = None,
-               parent_run_id: str | None = None, scale: float = 1.0) -> Path:
-    """Write a finished fake sweep under ``root/name``; ``scale`` multiplies every target ARG."""
+               parent_run_id: str | None = None, scale: float = 1.0, objective: str | None = None) -> Path:
+    """Write a finished fake sweep under ``root/name``; ``scale`` multiplies every target ARG; ``objective``
+    (``search.objective``) None: a sweep recorded before the setting."""
     from promptinit.analysis import export_best, write_target_table
 
     sweep = root / name
@@ -72,6 +76,8 @@ def make_sweep(root: Path, name: str = "fake", partition: str = "fake-part", tra
         "resources": {"cpu": 1, "gpu": 0.5},
         "validation": {"seeds": [100], "tuning": {"steps": 2}}, "target": {"seeds": SEEDS, "tuning": {"steps": 2}},
     }
+    if objective is not None:
+        config["search"] = {"objective": objective}
     meta = {"parent_run_id": parent_run_id, "tracking_uri": tracking_uri, "experiment_id": "1", "config": config}
     (sweep / "promptinit-sweep.json").write_text(json.dumps(meta, indent=1))
     for trial_id, (method, settings, vals, wall, ended) in TRIALS.items():
@@ -85,6 +91,8 @@ def make_sweep(root: Path, name: str = "fake", partition: str = "fake-part", tra
             ckpt = f"checkpoint_{i:06d}"
             report_i = {"val/arg": v, "val/arg_se": 0.01 * (i + 1), "upstream/step": step,
                         "upstream/total_steps": settings["steps"]}
+            if objective == "delta":
+                report_i |= {"val/delta": -v, "val/delta_se": 0.005 * (i + 1)}
             save_prompt(checkpoint_prompt(trial_id, i), folder / ckpt / "prompt.safetensors")
             (folder / ckpt / "trial.json").write_text(json.dumps({"step": step, "method": method, "settings": settings,
                                                                   "report": report_i}))

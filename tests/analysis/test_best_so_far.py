@@ -28,10 +28,10 @@ def table(sweep: str = "tpe", trials: dict = TRIALS, changes: dict | None = None
     with ``changes`` (trial id -> column -> value)."""
     rows = []
     for tid, (method, status, val, se, wall, steps, reports, ended) in trials.items():
-        curve = [{"step": steps, "iteration": i + 1, "val_arg": val, "time_s": wall,
+        curve = [{"step": steps, "iteration": i + 1, "val": val, "time_s": wall,
                   "timestamp": ended - reports + i + 1} for i in range(reports)]
         rows.append({"sweep": sweep, "partition": "p", "trial_id": tid, "method": method, "status": status,
-                     "params": {}, "curve": curve, "val_arg": val, "val_arg_se": se, "steps_done": steps,
+                     "params": {}, "curve": curve, "objective": "delta", "val": val, "val_se": se, "steps_done": steps,
                      "reports": reports, "wall_s": wall, **(changes or {}).get(tid, {})})
     return trials_frame(rows)
 
@@ -66,8 +66,9 @@ def test_running_best_against_cumulative_trial_seconds_in_the_order_trials_ended
     for _, g in progress.groupby(["sweep", "method"]):
         best = g["best"].dropna().to_numpy()
         assert (np.diff(best) >= 0).all() and (np.diff(g["compute"].to_numpy()) >= 0).all()
-    # Each row's val_arg is that trial's own result (NaN for the failed one).
-    by_trial = progress[progress["method"] == ALL_METHODS].set_index("trial_id")["val_arg"]
+    # Each row's val is that trial's own result (NaN for the failed one), of the sweep's objective.
+    by_trial = progress[progress["method"] == ALL_METHODS].set_index("trial_id")["val"]
+    assert set(progress["objective"]) == {"delta"}
     assert math.isnan(by_trial["b"]) and by_trial["d"] == 0.25
 
 

@@ -42,9 +42,11 @@ def test_tidy_table_from_the_sweep_directory(fake_sweep):
     assert sorted(t.index) == sorted(TRIALS)
     assert t.loc["m2", "method"] == "maml" and t.loc["m2", "params"] == TRIALS["m2"][1]
     assert t.loc["m2", "param/inner_lr"] == 0.2
-    assert t.loc["m2", "val_arg"] == pytest.approx(0.30) and t.loc["m2", "val_arg_last"] == pytest.approx(0.30)
-    assert t.loc["t2", "val_arg"] == pytest.approx(0.05) and t.loc["t2", "best_step"] == 2
-    assert [p["val_arg"] for p in t.loc["m1", "curve"]] == [0.05, 0.20]
+    assert set(t["objective"]) == {"arg"}  # recorded without search.objective: ranked by ARG
+    assert t.loc["m2", "val"] == pytest.approx(0.30) and t.loc["m2", "val_last"] == pytest.approx(0.30)
+    assert t.loc["t2", "val"] == pytest.approx(0.05) and t.loc["t2", "best_step"] == 2
+    assert t.loc["t2", "val_arg"] == t.loc["t2", "val"] and t.loc["t2", "val_se"] == pytest.approx(0.01)
+    assert [p["val"] for p in t.loc["m1", "curve"]] == [0.05, 0.20]
     assert bool(t.loc["m3", "stopped_early"]) and not bool(t.loc["m1", "stopped_early"])
     assert t.loc["m4", "status"] == "failed" and not bool(t.loc["m4", "stopped_early"])
     assert t.loc["m2", "wall_s"] == 200.0 and t.loc["m2", "gpu_s"] == 100.0 and t.loc["m2", "cpu_s"] == 200.0
@@ -52,6 +54,30 @@ def test_tidy_table_from_the_sweep_directory(fake_sweep):
     assert Path(t.loc["m2", "best_checkpoint"]).name == "checkpoint_000001"
     tg = sweep.targets.set_index("method")
     assert tg.loc["maml", "arg_mean"] == pytest.approx(0.2) and tg.loc["maml", "trial_id"] == "m2"
+
+
+def test_a_delta_sweep_ranks_trials_reports_and_checkpoints_by_the_score_difference(tmp_path):
+    """search.objective: delta. The fake reports carry val/delta = -(val ARG), so Δ ranks in reverse:
+    maml's best trial is m3 (Δ +0.10) where ARG's is m2, and m1's best report is its first."""
+    from promptinit.analysis.export import best_checkpoint
+    from promptinit.analysis.tables import best_so_far, validation_markdown, validation_table
+
+    sweep = load_sweep(make_sweep(tmp_path / "runs", objective="delta"))
+    t = sweep.trials.set_index("trial_id")
+    assert set(t["objective"]) == {"delta"}
+    assert t.loc["m1", "val"] == pytest.approx(-0.05) and t.loc["m1", "val_se"] == pytest.approx(0.005)
+    assert t.loc["m1", "val_arg"] == pytest.approx(0.05) and t.loc["m1", "best_step"] == 2
+    assert t.loc["m1", "val_last"] == pytest.approx(-0.20)
+    assert Path(t.loc["m1", "best_checkpoint"]).name == "checkpoint_000000"
+    val = validation_table(sweep.trials).set_index("method")
+    assert val.loc["maml", "best_trial"] == "m3" and val.loc["maml", "val_best"] == pytest.approx(0.10)
+    assert val.loc["mtl", "best_trial"] == "t1" and val.loc["mtl", "val_best"] == pytest.approx(0.0)
+    assert "| val Δ points | +10.0 (SE 0.5) | m3 |" in validation_markdown(validation_table(sweep.trials))
+    progress = best_so_far(sweep.trials)
+    assert set(progress["objective"]) == {"delta"}
+    assert progress[progress["method"] == "maml"]["best"].max() == pytest.approx(0.10)
+    best = best_checkpoint(sweep, "maml")
+    assert (best.trial_id, best.objective, best.value) == ("m3", "delta", pytest.approx(0.10))
 
 
 def test_report_numbers_match_hand_computed_values(fake_sweep, tmp_path, monkeypatch):
@@ -84,11 +110,14 @@ def test_report_numbers_match_hand_computed_values(fake_sweep, tmp_path, monkeyp
     # Validation: maml best = m2 (0.30; failed m4's 0.50 is no result); its non-failed trials'
     # bests 0.20, 0.30, -0.10 -> mean 0.1333.
     val = pd.read_csv(out / "tables" / "validation.csv").set_index("method")
-    assert val.loc["maml", "best_trial"] == "m2" and val.loc["maml", "val_arg_best"] == pytest.approx(0.30)
-    assert val.loc["maml", "val_arg_mean"] == pytest.approx((0.20 + 0.30 - 0.10) / 3)
+    assert val.loc["maml", "best_trial"] == "m2" and val.loc["maml", "val_best"] == pytest.approx(0.30)
+    assert val.loc["maml", "val_mean"] == pytest.approx((0.20 + 0.30 - 0.10) / 3)
+    assert val.loc["maml", "objective"] == "arg" and "| val ARG % | +30.0 (SE 2.0) | m2 |" in (
+        out / "tables" / "validation.md"
+    ).read_text()
     assert val.loc["maml", "stopped_early"] == 1 and val.loc["maml", "trials"] == 4
     assert val.loc["maml", "failed"] == 1 and val.loc["maml", "finished"] == 3
-    assert val.loc["mtl", "best_trial"] == "t1" and val.loc["mtl", "val_arg_best"] == pytest.approx(0.10)
+    assert val.loc["mtl", "best_trial"] == "t1" and val.loc["mtl", "val_best"] == pytest.approx(0.10)
 
     gains = pd.read_csv(out / "tables" / "task_gains.csv")
     got = {(r.method, r.task): r.rg for r in gains.itertuples()}
@@ -104,7 +133,7 @@ def test_report_numbers_match_hand_computed_values(fake_sweep, tmp_path, monkeyp
     assert cost.loc["maml", "gpu_h"] == pytest.approx(190 / 3600)
     assert cost.loc["maml", "cpu_h"] == pytest.approx(380 / 3600)
     assert cost.loc["maml", "target_arg_per_accel_h"] == pytest.approx(0.2 / (190 / 3600))
-    assert cost.loc["mtl", "val_arg_per_accel_h"] == pytest.approx(0.10 / (50 / 3600))
+    assert cost.loc["mtl", "val_per_accel_h"] == pytest.approx(0.10 / (50 / 3600))
 
     imp = pd.read_csv(out / "tables" / "importances.csv")
     for method, g in imp.groupby("method"):
@@ -255,7 +284,7 @@ def test_cost_table_counts_unknown_gpu_reservations_as_unknown_not_as_zero():
     from promptinit.analysis.tables import cost_table
 
     trials = pd.DataFrame({"partition": ["p", "p"], "method": ["mtl", "mtl"], "wall_s": [3600.0, 3600.0],
-                           "cpu_s": [3600.0, 7200.0], "gpu_s": [1800.0, math.nan], "val_arg": [0.1, 0.2]})
+                           "cpu_s": [3600.0, 7200.0], "gpu_s": [1800.0, math.nan], "val": [0.1, 0.2]})
     targets = pd.DataFrame(columns=["partition", "method", "arg_mean", "scores", "baseline", "trial_id"])
     row = cost_table(trials, targets).iloc[0]
     assert row["cpu_h"] == 3.0 and math.isnan(row["gpu_h"])  # half an hour known + one unknown

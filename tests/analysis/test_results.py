@@ -58,7 +58,8 @@ def stub_trial(config):
     for i, v in enumerate(VALUES[key]):
         with tempfile.TemporaryDirectory() as folder:
             save_file({"prompt_embeddings": torch.full((4, 64), float(10 * key + i))}, f"{folder}/prompt.safetensors")
-            report = {"val/arg": v, "val/arg_se": 0.0, "upstream/step": 2 * (i + 1), "upstream/total_steps": 4}
+            report = {"val/arg": v, "val/arg_se": 0.0, "val/delta": v / 2, "val/delta_se": 0.0,
+                      "upstream/step": 2 * (i + 1), "upstream/total_steps": 4}
             Path(folder, "trial.json").write_text(json.dumps({"step": 2 * (i + 1), "report": report}))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
@@ -78,13 +79,14 @@ def real_sweep(tmp_path_factory):
     parent = c.create_run(exp, run_name="real", tags={"promptinit.role": "sweep", "partition": "p"}).info.run_id
     c.log_param(parent, "resources/cpu", "1")
     c.log_param(parent, "resources/gpu", "0")
+    c.log_param(parent, "search/objective", "delta")  # tracking.flat_params of the sweep config
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     ray.init(num_cpus=1, include_dashboard=False, object_store_memory=80_000_000, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         tuner = tune.Tuner(
             tune.with_resources(stub_trial, {"cpu": 1}),
-            tune_config=tune.TuneConfig(search_alg=FixedConfigs(CONFIGS), num_samples=len(CONFIGS), metric="val/arg", mode="max", reuse_actors=True),
+            tune_config=tune.TuneConfig(search_alg=FixedConfigs(CONFIGS), num_samples=len(CONFIGS), metric="val/delta", mode="max", reuse_actors=True),
             run_config=tune.RunConfig(name="real", storage_path=str(root), verbose=0,
                                       callbacks=[TrialRuns(uri, exp, parent)],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
@@ -95,7 +97,7 @@ def real_sweep(tmp_path_factory):
     sweep = root / "real"
     # The repository's tiny partition: the export computes its task fingerprints from the catalog.
     config = {"name": "real", "model": "tiny-llama", "prompt_length": 4, "partition": "tiny",
-              "resources": {"cpu": 1, "gpu": 0}}
+              "resources": {"cpu": 1, "gpu": 0}, "search": {"objective": "delta"}}
     (sweep / "promptinit-sweep.json").write_text(json.dumps(
         {"parent_run_id": parent, "tracking_uri": uri, "experiment_id": exp, "config": config}))
     return sweep
@@ -113,7 +115,11 @@ def test_tune_files_and_mlflow_give_the_same_table(real_sweep):
         other = ml.loc[trial_id]
         key = row.params.get("inner_lr", row.params.get("lr"))
         assert row.params == other.params  # MLflow's string params parsed back to numbers
+        # the objective (val/delta = val ARG / 2 here) from both sources, and ARG at its best report
+        assert row.objective == other.objective == "delta"
+        assert row.val == pytest.approx(max(VALUES[key]) / 2) == other.val
         assert row.val_arg == pytest.approx(max(VALUES[key])) == other.val_arg
+        assert [p["val"] for p in row.curve] == [v / 2 for v in VALUES[key]] == [p["val"] for p in other.curve]
         assert [p["val_arg"] for p in row.curve] == VALUES[key] == [p["val_arg"] for p in other.curve]
         assert [p["step"] for p in row.curve] == [2, 4] == [p["step"] for p in other.curve]
         assert row.status == other.status == "finished"
@@ -139,7 +145,9 @@ def test_report_and_export_on_a_real_tune_layout(real_sweep, tmp_path):
     ex = load_export(out, ModelInfo.from_name("tiny-llama", 4))
     # Best maml checkpoint: inner_lr 0.1, second report (val ARG 0.3): filled with 10 * 0.1 + 1.
     assert torch.allclose(ex.prompt, torch.full((4, 64), 2.0))
-    assert ex.metadata["metrics"]["target"] is None and ex.metadata["metrics"]["validation"]["arg"] == 0.3
+    validation = ex.metadata["metrics"]["validation"]
+    assert ex.metadata["metrics"]["target"] is None
+    assert (validation["objective"], validation["delta"], validation["arg"]) == ("delta", 0.15, 0.3)
     assert {"bb_strategyqa", "bb_sports_understanding", "bb_si_conversion"} <= set(ex.metadata["task_fingerprints"])
     assert ex.metadata["extra"]["partition"] == "tiny" and ex.metadata["extra"]["partition_data_fingerprint"]
 
