@@ -203,8 +203,9 @@ def _calibration(report: Report, sweeps: Sequence[Sweep], tdir: Path) -> str:
     from promptinit.analysis import calibration
 
     folders = [s.dir for s in sweeps if s.dir is not None]
-    folders += [Path(f) for s in sweeps for f in _study_result(s).get("searches", {}).values()]
-    found = [(f, calibration.read(f)) for f in folders]
+    # a study's search sweeps, recorded relative to the study's folder (load_study lists them too)
+    folders += [s.dir / f for s in sweeps if s.dir is not None for f in _study_result(s).get("searches", {}).values()]
+    found = [(f, calibration.read(f)) for f in dict.fromkeys(Path(f).resolve() for f in folders)]
     frames = [
         df.assign(method=[f"{m} ({f.name})" for m in df["method"]]) if len(found) > 1 else df
         for f, df in found
@@ -323,7 +324,7 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
             f"- Targets: {', '.join(result.get('targets', []))}; few-shot seeds {result.get('target_seeds')}; "
             f"upstream seeds {result.get('upstream_seeds')}; {tuning.get('test_size')} test examples per score "
             "at most.",
-            f"- Downstream tuning of every arm: {steps} steps (chosen from PT's curves below), batch "
+            f"- Downstream tuning of every arm: {_budget_text(result)}, batch "
             f"{tuning.get('batch_size')}, {tuning.get('optimizer')}, dev every {tuning.get('eval_every')} steps; "
             "the lr "
             f"chosen on dev per problem from {tuning.get('lr')}.",
@@ -348,6 +349,21 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
         lines.append("")
     lines += ["PT's best dev score so far (%, mean over the pairs [95 % CI]):", "", curves.markdown(summary)]
     return plot, lines
+
+
+def _budget_text(result: Mapping) -> str:
+    """``120 steps (chosen from PT's curves below)``, or a study's two budgets and its cuts."""
+    named = [b for b in result.get("budgets", []) if b.get("label")]
+    if not named:
+        return f"{result.get('downstream_steps')} steps (chosen from PT's curves below)"
+    parts = [
+        f"{b['steps']} steps ({'the end: PT converged by its curves below, or their cap' if b['end'] else 'a start'})"
+        for b in named
+    ]
+    only = result.get("start_only") or []
+    cut = f"; {', '.join(only)} at the start budget only (a stated cost cut)" if only and len(named) > 1 else ""
+    count = f"{len(named)} budget{'s' if len(named) > 1 else ''}"
+    return f"{count}, {' and '.join(parts)}, each row labelled by its own{cut}"
 
 
 def _study_result(sweep: Sweep) -> dict:
@@ -381,7 +397,21 @@ def study_contrasts(result: Mapping, methods: Mapping[str, str]) -> list[tables.
     - each meta-learning preset against the MTL preset (Qin et al.: MTL is a strong baseline);
     - each search arm against its method's preset (does searching pay);
     - a method's search arms against each other, in the study's order (TPE against random).
+
+    A study with two downstream budgets (``study.json``'s ``budgets``) asks each at each budget,
+    between rows of that budget (labels ``<arm> · <n> steps``); a pair with an arm the budget did
+    not run is left out by ``tables.contrasts``.
     """
+    suffixes = [f" · {b['label']}" for b in result.get("budgets", []) if b.get("label")] or [""]
+    return [
+        tables.Contrast(c.a + suffix, c.b + suffix, c.question)
+        for suffix in suffixes
+        for c in _study_questions(result, methods)
+    ]
+
+
+def _study_questions(result: Mapping, methods: Mapping[str, str]) -> list[tables.Contrast]:
+    """``study_contrasts`` at one budget, between the arms' plain labels."""
     presets = result.get("presets", {})
     out = []
     for arm, p in presets.items():

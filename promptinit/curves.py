@@ -4,9 +4,10 @@ A study must tune long enough that PT itself has converged, and pick that step c
 curves rather than by guess. ``pt_curves`` tunes PT (the sampled-vocabulary init of
 ``pt_baseline``) on every (task, seed, lr) as one batched run and records the best dev score so
 far after each evaluation; ``summarize`` gives, per evaluation step, the mean over the (task,
-seed) pairs with its 95 % interval for each lr and for the lr chosen on dev per pair; and
+seed) pairs with its 95 % interval for each lr and for the lr chosen on dev per pair;
 ``enough_steps`` is the first evaluation step whose selected mean is within a tolerance of the
-last one's.
+last one's, and ``converged_steps`` the first at which it gained less than a tolerance over the
+last quarter of its steps.
 """
 
 from __future__ import annotations
@@ -111,6 +112,26 @@ def enough_steps(summary: CurveSummary, tolerance: float) -> int:
     0.01 for one point) of the last step's."""
     last = summary.rows[-1][CHOSEN].mean
     return next(r["step"] for r in summary.rows if r[CHOSEN].mean >= last - tolerance)
+
+
+def converged_steps(summary: CurveSummary, tolerance: float, share: float = 0.25, at_least: int = 0) -> int:
+    """PT's convergence: the first evaluation step N >= ``at_least`` at which the selected-lr mean
+    best dev so far gained less than ``tolerance`` (a fraction) over the last ``share`` of its
+    steps, i.e. since the last evaluation at or before (1 - ``share``) x N; the last step (the cap)
+    when no evaluation meets it. Unlike ``enough_steps`` it does not depend on where the curves
+    stop, only on how they flatten.
+
+    Example: means 40, 50, 55, 57, 57.5 % at steps 0, 20, 40, 60, 80 with a 1-point tolerance: at
+    40 the gain since 20 is 5 points, at 60 it is 2 since 40, at 80 it is 0.5 since 60: N = 80.
+    """
+    means = {r["step"]: r[CHOSEN].mean for r in summary.rows}
+    for step in summary.steps:
+        if step <= 0 or step < at_least:
+            continue
+        since = max(s for s in summary.steps if s <= (1 - share) * step)
+        if means[step] - means[since] < tolerance:
+            return step
+    return summary.steps[-1]
 
 
 def markdown(summary: CurveSummary) -> str:

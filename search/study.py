@@ -10,14 +10,18 @@ a ``study`` block (``promptinit.search.phases.study_config``). It composes the s
 (``promptinit.search.phases``) through their Python API, arm by arm:
 
 1. **check** and **prepare** as a sweep's (the same source-selection rule for every arm);
-2. **curves**: PT's dev curves on every target; the downstream step count of every arm is the
-   first evaluation within ``study.curves.tolerance`` points of the last one;
+2. **curves**: PT's dev curves on every target give the downstream step count of every arm
+   (``study.curves.rule``); with ``study.start_steps`` every arm is tuned for that fixed budget
+   too (a start and an end: two **budgets**, each row's label naming its own, each compared with
+   PT at the same budget; arms of ``study.start_only`` get the start budget only);
 3. **baselines**: PT from the vocabulary (every arm's baseline) and from the class labels;
 4. **presets**, two at a time: each arm of ``study.presets`` meta-trained with every upstream
-   seed (``upstream``), then both arms' upstream seeds tuned on every target pair, each task's
-   problems in one batched run (``target``);
+   seed (``upstream``), then both arms' upstream seeds tuned on every target pair at each budget,
+   each task's problems in one batched run (``target``);
 5. **searches**: per searched method and ``study.algorithms`` a whole sweep (``sweep.run_sweep``)
-   in ``<study>/sweeps/``, with the study's downstream tuning;
+   in ``<study>/sweeps/``, with the study's first budget's downstream tuning; its choice
+   (``chosen.json``: the configuration and its fresh upstream checkpoints) is then tuned at the
+   other budget by the study;
 6. **publish**: after each arm, ``arg_table.{md,csv}``, ``target_scores.csv`` and ``study.json``.
 
 ``--resume`` continues an interrupted study: finished jobs and sweeps are kept, an interrupted
@@ -43,6 +47,7 @@ from promptinit.logs import add_verbosity_flags, setup_logging, verbosity
 from promptinit.search.phases import check, curves, prepare, target, upstream
 from promptinit.search.phases.config import check_model, check_storage, config_dict, load_partition
 from promptinit.search.phases.jobs import LABELS_START
+from promptinit.search.phases.publish import read_chosen
 from promptinit.search.phases.searching import Candidate
 from promptinit.search.phases.study_config import (
     ALGORITHM_LABEL,
@@ -62,6 +67,41 @@ from promptinit.spaces import METHOD_KEY
 from promptinit.trainables import metrics as M
 
 logger = logging.getLogger("promptinit.search.study")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One downstream budget: the arms' rows at it carry ``suffix`` and PT's scores at it.
+
+    Attributes:
+        steps: downstream steps.
+        tuning: ``TuneConfig`` fields with those steps.
+        suffix: the rows' label suffix (``" · 60 steps"``; ``""`` in a study with one budget).
+        end: the budget of PT's curves (``study.start_only`` arms skip it when there are two).
+    """
+
+    steps: int
+    tuning: dict
+    suffix: str
+    end: bool
+
+    def runs(self, cfg: StudyConfig, arm: Arm) -> bool:
+        """Whether ``arm`` is tuned at this budget."""
+        return not (self.end and self.suffix and arm.key in cfg.study.start_only)
+
+
+def budgets(cfg: StudyConfig, steps: int, tuning: dict) -> list[Budget]:
+    """The study's downstream budgets, the start first: ``study.start_steps`` (when set and below
+    the curves' ``steps``) and the curves' ``steps``."""
+    start = cfg.study.start_steps
+    if start is None:
+        return [Budget(steps, tuning, "", True)]
+    if steps <= start:  # PT converged by the start budget: one budget, named
+        return [Budget(start, {**tuning, "steps": start}, f" · {start} steps", True)]
+    return [
+        Budget(start, {**tuning, "steps": start}, f" · {start} steps", False),
+        Budget(steps, tuning, f" · {steps} steps", True),
+    ]
 
 
 @dataclass(frozen=True)
@@ -166,27 +206,56 @@ def preset_candidate(cfg: StudyConfig, arm: Arm) -> Candidate:
     )
 
 
-def preset_rows(study: Study, arms: list[Arm], tuning: dict, common: dict) -> list[dict]:
-    """Meta-train ``arms`` side by side with every upstream seed, then tune each on the targets."""
+def baseline_rows(study: Study, plan: list[Budget]) -> tuple[list[dict], list[dict]]:
+    """PT (every arm's baseline) and PT from the class labels at each budget: ``(the labels arm's
+    rows, each budget's fields shared by its rows: PT's scores and the test sizes among them)``."""
+    cfg = study.cfg
+    rows, commons = [], []
+    for b in plan:
+        also = {a.label: LABELS_START for a in cfg.arms() if a.kind == "labels" and b.runs(cfg, a)}
+        base = target.run(study.ctx, {}, {}, study.tasks.target, cfg.target.seeds, b.tuning, also=also)
+        n_test = held_out(study, b.tuning)
+        commons.append({"sweep": cfg.name, "partition": study.partition.name, "n_test": n_test, "baseline": base.pt})
+        rows += [{**commons[-1], "method": arm + b.suffix, "trial_id": "", "scores": base.arms[arm]} for arm in also]
+    return rows, commons
+
+
+def preset_rows(study: Study, arms: list[Arm], plan: list[Budget], commons: list[dict]) -> list[dict]:
+    """Meta-train ``arms`` side by side with every upstream seed, then tune each on the targets at
+    each budget of ``plan`` (``commons``: each budget's shared row fields, PT's scores among them)."""
     cfg, ctx = study.cfg, study.ctx
     chosen = {a.name: preset_candidate(cfg, a) for a in arms}
     upstream.build_caches(ctx, chosen)
     checkpoints = upstream.run(ctx, chosen, cfg.target.upstream_seeds, title=f"upstream {', '.join(chosen)}")
-    scores = target.run(ctx, chosen, checkpoints, study.tasks.target, cfg.target.seeds, tuning)  # batched together
-    return [
-        {
-            **common,
-            "method": a.label,
-            "trial_id": "preset",
-            "settings": chosen[a.name].settings,
-            "scores": scores.arms[a.name],
-        }
-        for a in arms
-    ]
+    rows = []
+    for b, common in zip(plan, commons, strict=True):
+        now = [a for a in arms if b.runs(cfg, a)]
+        if not now:
+            continue
+        scores = target.run(  # the round's arms batched together
+            ctx,
+            {a.name: chosen[a.name] for a in now},
+            {k: v for k, v in checkpoints.items() if k[0] in {a.name for a in now}},
+            study.tasks.target,
+            cfg.target.seeds,
+            b.tuning,
+        )
+        rows += [
+            {
+                **common,
+                "method": a.label + b.suffix,
+                "trial_id": "preset",
+                "settings": chosen[a.name].settings,
+                "scores": scores.arms[a.name],
+            }
+            for a in now
+        ]
+    return rows
 
 
-def search_rows(study: Study, arm: Arm, steps: int) -> list[dict]:
-    """Run (or resume, or keep) one search arm's sweep; its target rows, labelled by the arm."""
+def search_rows(study: Study, arm: Arm, plan: list[Budget], commons: list[dict]) -> list[dict]:
+    """Run (or resume, or keep) one search arm's sweep, tuned downstream at the first budget; then its
+    choice at the other budget. Its target rows, labelled by the arm and budget."""
     from promptinit.analysis import load_sweep
 
     cfg = study.cfg
@@ -204,9 +273,20 @@ def search_rows(study: Study, arm: Arm, steps: int) -> list[dict]:
             " (resumed)" if resume else "",
         )
         where = f"{study.where}: search arm {arm.label}"
-        run_sweep(check.config(cfg.sub_sweep(arm, steps), where, resume))
+        run_sweep(check.config(cfg.sub_sweep(arm, plan[0].steps), where, resume))
     targets = load_sweep(folder).targets
-    return [{**r, "sweep": cfg.name, "method": arm.label} for r in targets.to_dict("records")]
+    rows = [{**r, "sweep": cfg.name, "method": arm.label + plan[0].suffix} for r in targets.to_dict("records")]
+    if len(plan) > 1:
+        chosen, checkpoints = read_chosen(folder)
+        if arm.method not in chosen:  # no trial finished: the first budget's row says so
+            return rows
+        for b, common in zip(plan[1:], commons[1:], strict=True):
+            scores = target.run(study.ctx, chosen, checkpoints, study.tasks.target, cfg.target.seeds, b.tuning)
+            rows += [
+                {**r, **common, "method": arm.label + b.suffix, "scores": scores.arms[arm.method]}
+                for r in rows[:1]  # the sweep's record of the choice (trial, settings, validation)
+            ]
+    return rows
 
 
 def publish(study: Study, rows: list[dict], summary: dict, finished: bool = False) -> Any:
@@ -232,11 +312,14 @@ def run(where: str, resume: bool) -> Any:
     cfg, ctx = study.cfg, study.ctx
     times: dict[str, float] = {}
     steps, tuning = curves.run(ctx, cfg, study.tasks.target)
+    plan = budgets(cfg, steps, tuning)
     times["curves_s"] = time.perf_counter() - t_start
     arms = cfg.arms()
     summary = {
         "downstream_steps": steps,
         "tuning": tuning,
+        "budgets": [{"steps": b.steps, "label": b.suffix.strip(" ·"), "end": b.end} for b in plan],
+        "start_only": list(cfg.study.start_only),
         "target_seeds": list(cfg.target.seeds),
         "upstream_seeds": cfg.target.upstream_seeds,
         "targets": [t.name for t in study.tasks.target],
@@ -256,20 +339,16 @@ def run(where: str, resume: bool) -> Any:
         "times": times,
     }
     t0 = time.perf_counter()
-    also = {a.label: LABELS_START for a in arms if a.kind == "labels"}
-    base = target.run(ctx, {}, {}, study.tasks.target, cfg.target.seeds, tuning, also=also)
-    n_test = held_out(study, tuning)
-    common = {"sweep": cfg.name, "partition": study.partition.name, "n_test": n_test, "baseline": base.pt}
-    rows = [{**common, "method": label, "trial_id": "", "scores": base.arms[label]} for label in also]
+    rows, commons = baseline_rows(study, plan)
     publish(study, rows, summary)
     presets = [a for a in arms if a.kind == "preset"]
     for i in range(0, len(presets), ROUND):  # a round's upstream runs side by side; a row per arm as it is done
-        rows += preset_rows(study, presets[i : i + ROUND], tuning, common)
+        rows += preset_rows(study, presets[i : i + ROUND], plan, commons)
         publish(study, rows, summary)
     times["presets_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for arm in (a for a in arms if a.kind == "search"):
-        rows += search_rows(study, arm, steps)
+        rows += search_rows(study, arm, plan, commons)
         publish(study, rows, summary)
     times["searches_s"] = time.perf_counter() - t0
     times["wall_s"] = time.perf_counter() - t_start

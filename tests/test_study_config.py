@@ -15,6 +15,8 @@ from promptinit.search.phases import study_config as study
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ROOT / "configs" / "study" / "cpu.yaml"
 SMOKE = ROOT / "configs" / "study" / "smoke.yaml"
+CPU_V2 = ROOT / "configs" / "study" / "cpu-v2.yaml"
+SMOKE_V2 = ROOT / "configs" / "study" / "smoke-v2.yaml"
 
 
 def write(folder: Path, **changes) -> Path:
@@ -38,6 +40,47 @@ def test_smoke_config_is_the_cpu_study_in_miniature():
     assert cpu.target.tuning["lr"] == [0.5, 0.4, 0.3, 0.2]  # Qin et al.'s list, for every arm
     assert len(cpu.target.seeds) == 5 and len(cpu.target.upstream_seeds) >= 3
     assert all(p.steps >= 200 and p.cut for p in cpu.study.presets.values())  # the issue's floor; every cut stated
+
+
+def test_v2_meets_the_issue_floors_and_its_smoke_is_it_in_miniature():
+    """Study v2 (issue 30): >= 16 sources, >= 5 targets, 5 few-shot seeds with their own test samples,
+    >= 3 upstream seeds, two budgets (60 steps and PT's convergence capped at >= 300), presets at
+    >= 500 steps with their cuts stated, 16 trials per search (TPE's random start <= 1/4), 8
+    calibrated, the end budget kept for PT, MTL, MAML and the searches; smoke-v2 has its arms."""
+    from promptinit.search.phases.config import load_partition
+
+    cfg, smoke = study.load_study_config(CPU_V2), study.load_study_config(SMOKE_V2)
+    part = load_partition(cfg)
+    assert len(part.source) >= 16 and len(part.target) >= 5 and len(part.validation) >= 4
+    assert len(cfg.target.seeds) == 5 and cfg.target.tuning["test_per_seed"] and len(cfg.validation.seeds) >= 3
+    assert len(cfg.target.upstream_seeds) >= 3 and cfg.seed not in cfg.target.upstream_seeds
+    assert cfg.study.start_steps == 60 and cfg.target.tuning["steps"] >= 300 and cfg.study.curves.rule == "converged"
+    assert all(p.steps >= 500 and p.cut for p in cfg.study.presets.values())
+    assert cfg.budget.num_samples >= 16 and cfg.search.startup_trials * 4 <= cfg.budget.num_samples
+    assert cfg.search.calibrate >= 8 and cfg.search.objective == "delta"
+    assert not {"mtl", "maml"} & set(cfg.study.start_only)
+    assert cfg.target.tuning["lr"] == [0.5, 0.4, 0.3, 0.2]
+    assert cfg.methods == smoke.methods
+    assert (set(cfg.study.presets), cfg.study.algorithms, cfg.study.labels, cfg.study.curves.rule) == (
+        set(smoke.study.presets), smoke.study.algorithms, smoke.study.labels, smoke.study.curves.rule)
+    assert set(cfg.study.start_only) == set(smoke.study.start_only) and smoke.search.calibrate >= 1
+
+
+def test_budgets_of_a_study():
+    """One unnamed budget without start_steps; with it, the start then the curves' end, the
+    start-only arms skipping the end; a curve that converged by the start gives one named budget."""
+    one = study.load_study_config(SMOKE)
+    (b,) = study_cli.budgets(one, 4, {"steps": 4})
+    assert (b.steps, b.suffix, b.end) == (4, "", True) and b.runs(one, study.Arm("labels", "pt"))
+    cfg = study.load_study_config(SMOKE_V2)
+    start, end = study_cli.budgets(cfg, 6, {"steps": 6, "lr": [0.5, 0.3]})
+    assert (start.steps, start.suffix, start.tuning) == (2, " · 2 steps", {"steps": 2, "lr": [0.5, 0.3]})
+    assert (end.steps, end.suffix, end.end) == (6, " · 6 steps", True)
+    reptile, maml = study.Arm("preset", "reptile", name="reptile"), study.Arm("preset", "maml", name="maml")
+    assert start.runs(cfg, reptile) and not end.runs(cfg, reptile) and end.runs(cfg, maml)
+    assert not end.runs(cfg, study.Arm("labels", "pt")) and end.runs(cfg, study.Arm("search", "mtl", algorithm="tpe"))
+    (only,) = study_cli.budgets(cfg, 2, {"steps": 2})
+    assert (only.steps, only.suffix, only.end) == (2, " · 2 steps", True)
 
 
 def test_presets_are_the_paper_defaults_with_only_the_stated_cuts():
@@ -79,6 +122,10 @@ def test_sub_sweep_is_the_study_config_for_one_method_and_algorithm(tmp_path):
     ({"study": {"algorithms": ["grid"]}}, "study.algorithms"),
     ({"study": {"curves": {"seeds": [100]}}}, "study.curves.seeds"),
     ({"study": {"bogus": 1}}, "study.bogus"),
+    ({"study": {"start_steps": 4}}, "study.start_steps"),  # not below the curves' length (4)
+    ({"study": {"start_only": ["maml"]}}, "study.start_only"),  # needs start_steps
+    ({"study": {"start_steps": 2, "start_only": ["dpo"]}}, "study.start_only"),  # not an arm
+    ({"study": {"curves": {"rule": "median"}}}, "study.curves.rule"),
 ])
 def test_a_bad_study_field_is_one_line_naming_it(tmp_path, capsys, changes, field):
     path = write(tmp_path, **changes)
@@ -123,9 +170,9 @@ def test_resume_accepts_added_preset_arms_and_nothing_else():
     assert study.added_arms(None, full) is None
 
 
-def records(values: dict) -> list[dict]:
-    """Curve records from ``{(task, seed, lr): [best dev at steps 0, 10, 20]}``."""
-    return [{"task": t, "seed": s, "lr": lr, "step": 10 * i, "best_dev": v}
+def records(values: dict, every: int = 10) -> list[dict]:
+    """Curve records from ``{(task, seed, lr): [best dev at steps 0, every, 2 x every, ...]}``."""
+    return [{"task": t, "seed": s, "lr": lr, "step": every * i, "best_dev": v}
             for (t, s, lr), vs in values.items() for i, v in enumerate(vs)]
 
 
@@ -151,6 +198,22 @@ def test_curve_summary_and_chosen_steps_by_hand():
     assert curves.enough_steps(s, 0.01) == 20 and curves.enough_steps(s, 0.05) == 10
     # the lr chosen per pair at the last step; the tie of (a, 2) goes to the earlier lr
     assert s.chosen_lr == {("a", 1): 0.3, ("a", 2): 0.5, ("b", 1): 0.5, ("b", 2): 0.3}
+
+
+def test_converged_steps_is_where_the_last_quarter_gains_under_the_tolerance():
+    """One pair, one lr: the selected mean is the curve itself, at steps 0, 20, ..., 160. The last
+    quarter of N steps reaches back to the last evaluation at or before 0.75 N."""
+    values = [0.40, 0.50, 0.55, 0.57, 0.575, 0.578, 0.60, 0.605, 0.606]
+    s = curves.summarize(records({("a", 1, 0.3): values}, every=20))
+    assert s.steps == tuple(range(0, 161, 20))
+    # gains: 20 vs 0 10 points, 40 vs 20 5, 60 vs 40 2, 80 vs 60 0.5 (< 1: converged at 80)
+    assert curves.converged_steps(s, 0.01) == 80 and curves.converged_steps(s, 0.03) == 60
+    # 100 vs 60 0.8; 120 vs 80 2.5, 140 vs 100 2.7, 160 vs 120 0.6
+    assert curves.converged_steps(s, 0.01, at_least=100) == 100
+    assert curves.converged_steps(s, 0.01, at_least=120) == 160
+    assert curves.enough_steps(s, 0.01) == 120  # the old rule: within 1 point of the last (cap's) mean
+    climbing = curves.summarize(records({("a", 1, 0.3): [0.1 * i for i in range(9)]}, every=20))
+    assert curves.converged_steps(climbing, 0.01) == 160  # never flat by the cap: the cap
 
 
 def test_curve_records_round_trip_through_csv(tmp_path):

@@ -1,9 +1,11 @@
 """A study's first phase, curves: PT's dev curves on the targets decide every arm's downstream steps.
 
 PT (vocabulary init) is tuned on every target (task, curve seed, lr of ``target.tuning.lr``) for
-``target.tuning.steps`` steps, dev every ``eval_every``. The step count is the first evaluation
-whose mean best-dev-so-far (lr chosen on dev per pair) is within ``study.curves.tolerance``
-points of the last one's. Writes ``pt_curves.{csv,md}`` (``promptinit report`` draws them).
+``target.tuning.steps`` steps, dev every ``eval_every``. The step count comes from the mean
+best-dev-so-far (lr chosen on dev per pair) by ``study.curves.rule``: ``last``, the first
+evaluation within ``study.curves.tolerance`` points of the last one's; ``converged``, the first
+evaluation (one past ``study.start_steps`` at least) that gained less than that over the last
+quarter of its steps, else the cap. Writes ``pt_curves.{csv,md}`` (``promptinit report`` draws them).
 """
 
 from __future__ import annotations
@@ -38,17 +40,27 @@ def run(ctx: Context, cfg: StudyConfig, tasks: Sequence[Any]) -> tuple[int, dict
     ]
     records = [r for value in ctx.runner.run("curves", jobs) for r in value]
     summary = curves.summarize(records)
+    rule, tolerance = cfg.study.curves.rule, cfg.study.curves.tolerance / 100
+    if rule == "converged":
+        # with a start budget, the end is at least one evaluation past it: two budgets, never one twice
+        start = cfg.study.start_steps
+        at_least = start + tuning.get("eval_every", 50) if start else 0
+        found = curves.converged_steps(summary, tolerance, at_least=at_least)
+        how = f"the first evaluation that gained under {cfg.study.curves.tolerance:g} points over its last quarter"
+    else:
+        found = curves.enough_steps(summary, tolerance)
+        how = f"the first evaluation within {cfg.study.curves.tolerance:g} points of the last one's"
     # at least one evaluation's worth: a curve already flat at the initial prompt still gets tuned
-    steps = max(curves.enough_steps(summary, cfg.study.curves.tolerance / 100), tuning.get("eval_every", 50))
+    steps = max(found, tuning.get("eval_every", 50))
     curves.write_csv(records, cfg.sweep_dir / CURVES_CSV)
     atomic_write(cfg.sweep_dir / CURVES_MD, curves.markdown(summary))
     logger.info(
         "\nPT's dev curves (best dev so far, %%, mean over %d pairs [95 %% CI]):\n%s\ndownstream steps: %d "
-        "(the first evaluation within %g points of step %d's)",
+        "(%s; the curves end at step %d)",
         len(summary.pairs),
         curves.markdown(summary),
         steps,
-        cfg.study.curves.tolerance,
+        how,
         summary.steps[-1],
     )
     return steps, TuneConfig(**{**cfg.target.tuning, "steps": steps}).key_fields()

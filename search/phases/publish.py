@@ -2,7 +2,9 @@
 
 The table (difference with PT, ARG, P(>PT), 95 % CIs; ``analysis.write_target_table``: Markdown,
 CSV and the per-pair scores), one PEFT export per chosen method (the prompt of the first upstream
-seed, whose target scores are in the table), and every number and file logged to MLflow.
+seed, whose target scores are in the table), and every number and file logged to MLflow. Before
+them, ``chosen.json``: each method's chosen configuration and its upstream checkpoints, which a
+study reads to tune the same choice for a second downstream budget (``read_chosen``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promptinit.errors import PromptinitError, read_json
+from promptinit.files import atomic_write_json
 from promptinit.search.phases import tracking
 from promptinit.search.phases.arms import checkpoint_path, checkpoint_prompt
 from promptinit.search.phases.check import Checked
@@ -85,6 +89,7 @@ def run(
     """Write the table and the exports; log them and the sweep's numbers to the parent run."""
     from promptinit.analysis import write_target_table
 
+    write_chosen(checked.cfg.sweep_dir, selected.chosen, checkpoints)  # before the table, which marks the sweep done
     table = write_target_table(target_rows(checked, searched, selected, scores), checked.cfg.sweep_dir)
     exports = [export(checked, prepared, selected, m, c, checkpoints, table) for m, c in selected.chosen.items()]
     metrics = tracking.target_metrics(table.table)
@@ -116,6 +121,47 @@ def run(
     for folder in exports:
         c.log_artifacts(run_.parent, str(folder), artifact_path=f"exports/{folder.name}")
     return Published(table, exports)
+
+
+CHOSEN_FILE = "chosen.json"
+
+
+def write_chosen(sweep_dir: Path, chosen: dict[str, Candidate], checkpoints: Checkpoints) -> None:
+    """``chosen.json``: per method its choice (trial, settings, config, upstream steps) and the
+    checkpoint of every upstream seed, as paths relative to the sweep folder."""
+    record = {
+        m: {
+            "trial_id": c.trial_id,
+            "settings": dict(c.settings),
+            "config": dict(c.config),
+            "step": c.step,
+            "upstream": {
+                str(u): str(Path(checkpoint_path(ckpt)).resolve().relative_to(sweep_dir.resolve()))
+                for (arm, u), ckpt in checkpoints.items()
+                if arm == m
+            },
+        }
+        for m, c in chosen.items()
+    }
+    atomic_write_json(sweep_dir / CHOSEN_FILE, record, indent=1, default=str)
+
+
+def read_chosen(sweep_dir: Path) -> tuple[dict[str, Candidate], Checkpoints]:
+    """A finished sweep's ``chosen.json`` back as ``(method -> candidate, (method, upstream seed) ->
+    checkpoint folder)``, what the upstream phase returned (``upstream.run``)."""
+    path = sweep_dir / CHOSEN_FILE
+    if not path.is_file():
+        raise PromptinitError(
+            f"{sweep_dir}: no {CHOSEN_FILE} (a sweep finished before promptinit wrote it); a second downstream "
+            "budget needs it: delete the sweep's arg_table.csv and resume the study to republish it"
+        )
+    chosen: dict[str, Candidate] = {}
+    checkpoints: Checkpoints = {}
+    for m, r in read_json(path).items():
+        chosen[m] = Candidate(m, r["trial_id"], None, math.nan, {M.STEP: r["step"]}, r["settings"], r["config"])
+        for u, rel in r["upstream"].items():
+            checkpoints[(m, int(u))] = sweep_dir / rel
+    return chosen, checkpoints
 
 
 def export(

@@ -31,7 +31,14 @@ class Curves(Strict):
     seeds: list[int] | None = Field(
         None, min_length=2, description="few-shot seeds of the curves (default: target.seeds)"
     )
-    tolerance: float = Field(1.0, ge=0, description="points below the last evaluation's selected mean")
+    tolerance: float = Field(1.0, ge=0, description="points of PT's selected mean dev that count as no gain")
+    rule: Literal["last", "converged"] = Field(
+        "last",
+        description="how PT's dev curves give the step count (target.tuning.steps is the curves' length, the cap): "
+        "`last`, the first evaluation within `tolerance` points of the last one's (the first study); `converged`, "
+        "the first evaluation after `study.start_steps` at which PT gained less than `tolerance` points over "
+        "the last quarter of its steps (promptinit.curves.converged_steps)",
+    )
 
 
 class Preset(Strict):
@@ -46,6 +53,18 @@ class Preset(Strict):
 
 class StudySection(Strict):
     curves: Curves = Curves()
+    start_steps: int | None = Field(
+        None,
+        gt=0,
+        description="a second, fixed downstream budget: every arm is tuned for this many steps too (a start) "
+        "besides the step count of PT's curves (the end); each row's label says its budget ('· 60 steps'). "
+        "None: one budget, the curves'",
+    )
+    start_only: list[str] = Field(
+        default_factory=list,
+        description="arms tuned at the start budget only (a stated cost cut): names under `presets`, or "
+        "`labels` for PT from the class labels",
+    )
     labels: bool = Field(True, description="the PT arm from the class-label init (Lester et al. 2021)")
     presets: dict[str, Preset] = Field(default_factory=dict, description="arm name -> a method at its paper preset")
     algorithms: list[Literal["tpe", "random"]] = Field(
@@ -79,6 +98,20 @@ class StudyConfig(SweepConfig):
             or self.target.tuning.get("eval_every", 50) > self.target.tuning["steps"]
         ):
             raise ValueError("field 'target.tuning': give `steps` (the curves' length) >= `eval_every`")
+        start = self.study.start_steps
+        if start is not None and start >= self.target.tuning["steps"]:
+            raise ValueError(
+                f"field 'study.start_steps': {start} must be below target.tuning.steps "
+                f"({self.target.tuning['steps']}, the curves' length and the cap of the other budget)"
+            )
+        arms = {*self.study.presets, *(["labels"] if self.study.labels else [])}
+        for name in self.study.start_only:
+            if start is None:
+                raise ValueError("field 'study.start_only': needs `study.start_steps` (the budget those arms keep)")
+            if name not in arms:
+                raise ValueError(
+                    f"field 'study.start_only': {name!r} is not an arm of this study; arms: {', '.join(sorted(arms))}"
+                )
         return self
 
     @property
@@ -134,6 +167,11 @@ class Arm:
         if self.kind == "preset":
             return preset_label(self.name)
         return f"{self.method} ({ALGORITHM_LABEL[self.algorithm]})"
+
+    @property
+    def key(self) -> str:
+        """The arm's name in ``study.start_only``: its preset name, ``labels``, or its searched method."""
+        return self.name if self.kind == "preset" else "labels" if self.kind == "labels" else self.method
 
     def record(self) -> dict[str, str]:
         """The arm in ``study.json`` (the report reads its kind and method from here)."""

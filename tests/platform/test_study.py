@@ -127,3 +127,62 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     for pair, r in contrasts.items():
         assert float(r["diff_lo"]) <= float(r["diff_mean"]) <= float(r["diff_hi"]) and r["verdict"], pair
     assert "## The study's arms against each other" in index
+
+
+SMOKE_V2 = ROOT / "configs" / "study" / "smoke-v2.yaml"
+
+
+def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_an_interrupt(tmp_path, ray_tmp):
+    """configs/study/smoke-v2.yaml (study v2 in miniature): killed once its first search sweep has
+    finished, resumed; every arm has a row at the start budget and, except the start-only arms, at
+    PT's converged budget, each against PT at the same budget; the searches' calibration is in the
+    report."""
+    from promptinit.search.phases.study_config import Arm
+
+    raw = yaml.safe_load(SMOKE_V2.read_text())
+    raw["partition"] = str((SMOKE_V2.parent / raw["partition"]).resolve())
+    raw["storage_path"] = str(tmp_path / "runs")
+    config = tmp_path / "smoke-v2.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    study = tmp_path / "runs" / raw["name"]
+    env = sweep_env(ray_tmp)
+    log = tmp_path / "first.log"
+    proc = start_sweep(config, env=env, log=log, script=STUDY)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and "search arm mtl, random" not in log.read_text():
+            time.sleep(1)
+        assert proc.poll() is None, f"the study ended before it could be interrupted:\n{tail(log)}"
+    finally:
+        kill_tree(proc)
+        kill_ray_under(ray_tmp)
+    log2 = tmp_path / "resume.log"
+    assert run_sweep(config, "--resume", env=env, log=log2, script=STUDY, timeout=900) == 0, tail(log2)
+    assert "== search arm mtl, TPE + ASHA" not in log2.read_text()  # the finished sweep is kept
+
+    result = json.loads((study / "study.json").read_text())
+    start, end = (b["steps"] for b in result["budgets"])
+    assert result["finished"] and start == raw["study"]["start_steps"] < end == result["downstream_steps"]
+    assert end <= raw["target"]["tuning"]["steps"] and [b["end"] for b in result["budgets"]] == [False, True]
+    arms = [Arm(**{k: v for k, v in r.items() if k != "label"}) for r in result["arm_records"]]
+    expected = {a.label + f" · {start} steps" for a in arms} | {
+        a.label + f" · {end} steps" for a in arms if a.key not in raw["study"]["start_only"]
+    }
+    out = tmp_path / "report"
+    assert report(study, out) == expected
+    with (out / "tables" / "target_scores.csv").open() as f:
+        pt = {}
+        for r in csv.DictReader(f):  # each budget's rows share PT's scores at that budget
+            pt.setdefault(r["method"].rsplit(" · ", 1)[1], {}).setdefault((r["task"], r["seed"]), set()).add(r["pt"])
+    assert set(pt) == {f"{start} steps", f"{end} steps"} and all(len(v) == 1 for b in pt.values() for v in b.values())
+    index = (out / "index.md").read_text()
+    assert f"{start} steps (a start) and {end} steps (the end" in index
+    assert "## Does the search objective predict the target?" in index
+    with (out / "tables" / "calibration.csv").open() as f:
+        calibrated = list(csv.DictReader(f))
+    assert len(calibrated) == 4 * raw["search"]["calibrate"]  # every search arm's calibrated trials
+    with (out / "tables" / "contrasts.csv").open() as f:
+        contrasts = {(r["a"], r["b"]) for r in csv.DictReader(f)}
+    for steps in (start, end):  # each question asked within each budget
+        assert (f"maml (preset) · {steps} steps", f"mtl (preset) · {steps} steps") in contrasts
+        assert (f"mtl (TPE + ASHA) · {steps} steps", f"mtl (preset) · {steps} steps") in contrasts
