@@ -1,6 +1,9 @@
 """Shared fixtures: tiny random backbones of both families and small synthetic tasks."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import random
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,3 +90,14 @@ def tiny_task() -> Task:
 def _seed():
     torch.manual_seed(0)
     random.seed(0)
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is not a package), registered in
+    ``sys.modules`` first, as its dataclasses need."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module

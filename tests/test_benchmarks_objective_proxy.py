@@ -16,19 +16,10 @@ from scipy.stats import spearmanr
 
 from promptinit.backbones import save_prompt
 from promptinit.trainables import scoring
-from tests.conftest import CAUSAL, fresh_cache, tiny_backbone
+from tests.conftest import CAUSAL, fresh_cache, load_benchmark, tiny_backbone
 
 
-def _load_script(path: Path):
-    """A benchmark script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module  # its dataclasses need it
-    spec.loader.exec_module(module)
-    return module
-
-
-objective_proxy = _load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "objective_proxy.py")
+objective_proxy = load_benchmark("objective_proxy")
 
 TASK = "bb_si_conversion"  # a fast-to-score catalog task whose scores vary between random prompts (tiny-test.yaml)
 L = 4

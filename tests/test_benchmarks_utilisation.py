@@ -8,20 +8,10 @@ from pathlib import Path
 import pytest
 from torch.utils.flop_counter import FlopCounterMode
 
-from tests.conftest import CAUSAL, tiny_backbone
+from tests.conftest import CAUSAL, load_benchmark, tiny_backbone
 
 
-def _load_script(path: Path):
-    """A benchmark script as a module (benchmarks/ is not a package); registered in
-    ``sys.modules`` first, as its dataclasses need."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-utilisation = _load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "utilisation.py")
+utilisation = load_benchmark("utilisation")
 
 
 @pytest.mark.parametrize("model", [CAUSAL, "tiny-gpt2"])

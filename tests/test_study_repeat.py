@@ -11,17 +11,10 @@ import torch
 
 from promptinit.backbones import save_prompt
 from promptinit.trainables.scoring import PROMPT_FILE
+from tests.conftest import load_benchmark
 
 
-def _load_script(path: Path):
-    """A benchmark script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-study_repeat = _load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "study_repeat.py")
+study_repeat = load_benchmark("study_repeat")
 
 
 def write_job(folder: Path, phase: str, digest: str, label: str, key: dict, value) -> None:
