@@ -59,7 +59,7 @@ def test_v2_meets_the_issue_floors_and_its_smoke_is_it_in_miniature():
     assert cfg.budget.num_samples >= 16 and cfg.search.startup_trials * 4 <= cfg.budget.num_samples
     assert cfg.search.calibrate >= 8 and cfg.search.objective == "delta"
     assert not {"mtl", "maml"} & set(cfg.study.start_only)
-    assert cfg.target.tuning["lr"] == [0.5, 0.4, 0.3, 0.2]
+    assert cfg.target.tuning["lr"] == smoke.target.tuning["lr"] == 0.3  # the plan's cut: one lr, every arm
     assert cfg.methods == smoke.methods
     assert (set(cfg.study.presets), cfg.study.algorithms, cfg.study.labels, cfg.study.curves.rule) == (
         set(smoke.study.presets), smoke.study.algorithms, smoke.study.labels, smoke.study.curves.rule)
@@ -73,8 +73,8 @@ def test_budgets_of_a_study():
     (b,) = study_cli.budgets(one, 4, {"steps": 4})
     assert (b.steps, b.suffix, b.end) == (4, "", True) and b.runs(one, study.Arm("labels", "pt"))
     cfg = study.load_study_config(SMOKE_V2)
-    start, end = study_cli.budgets(cfg, 6, {"steps": 6, "lr": [0.5, 0.3]})
-    assert (start.steps, start.suffix, start.tuning) == (2, " · 2 steps", {"steps": 2, "lr": [0.5, 0.3]})
+    start, end = study_cli.budgets(cfg, 6, {"steps": 6, "lr": 0.3})
+    assert (start.steps, start.suffix, start.tuning) == (2, " · 2 steps", {"steps": 2, "lr": 0.3})
     assert (end.steps, end.suffix, end.end) == (6, " · 6 steps", True)
     reptile, maml = study.Arm("preset", "reptile", name="reptile"), study.Arm("preset", "maml", name="maml")
     assert start.runs(cfg, reptile) and not end.runs(cfg, reptile) and end.runs(cfg, maml)
