@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -141,7 +142,9 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
         finished = {
             a.method for a in cfg.arms() if a.kind == "search" and (cfg.sweep_folder(a) / "arg_table.csv").is_file()
         }
-        plan = resume_plan(read_json(meta).get("config"), config_dict(cfg), finished)
+        record = read_json(meta)
+        check_code(record, where, cfg.sweep_dir)
+        plan = resume_plan(record.get("config"), config_dict(cfg), finished)
         if plan is None:
             raise PromptinitError(
                 f"{where}: the config differs from the one {cfg.sweep_dir} ran with ({meta}) by more "
@@ -170,6 +173,43 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
     return cfg, partition, tasks, added, respaced
 
 
+def code_record() -> dict[str, str | None]:
+    """The code a study's kept jobs are keyed by (``jobs.code_fingerprint``) and the git commit it
+    came from (``+changes`` when the core library differs from it; None outside a git checkout)."""
+    from promptinit.search.phases.jobs import code_fingerprint
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit and git("status", "--porcelain", "--", "promptinit", "trainables/scoring.py"):
+        commit += "+changes"
+    return {"code": code_fingerprint(), "commit": commit}
+
+
+def check_code(record: dict, where: str, folder: Path) -> None:
+    """Refuse to resume a study under other code than its kept jobs were computed with: their
+    files are keyed by the code's fingerprint, so every one of them would silently run again (a
+    study of many hours). A study recorded before the fingerprint was (the first study) passes."""
+    from promptinit.search.phases.jobs import code_fingerprint
+
+    started, now = record.get("code"), code_fingerprint()
+    if started is None or started == now:
+        return
+    commit = f", commit {record['commit']}" if record.get("commit") else ""
+    raise PromptinitError(
+        f"{where}: the code that decides the jobs' results (promptinit/ and trainables/scoring.py, fingerprint "
+        f"{now}) is not the code {folder} started with ({started}{commit}), so none of its kept jobs would be "
+        "reused; resume from a checkout of that commit, or change `name` for a new study"
+    )
+
+
 def prepare_study(where: str, resume: bool) -> Study:
     """Check, then write the study's record and connect to Ray."""
     cfg, partition, tasks, added, respaced = check_study(where, resume)
@@ -183,9 +223,9 @@ def prepare_study(where: str, resume: bool) -> Study:
             )
             shutil.rmtree(cfg.sweep_folder(arm))
     if not resume or added or respaced:
-        atomic_write_json(
-            cfg.sweep_dir / META_FILE, {"config": config_dict(cfg), "partition": partition.name}, indent=1
-        )
+        meta = cfg.sweep_dir / META_FILE
+        code = {k: read_json(meta).get(k) for k in ("code", "commit")} if resume else code_record()
+        atomic_write_json(meta, {"config": config_dict(cfg), "partition": partition.name, **code}, indent=1)
     logger.info("study %s: %s", cfg.name, cfg.sweep_dir)
     if added:
         logger.info("resume: arms added to the config since the last run: %s", ", ".join(added))
@@ -204,6 +244,16 @@ def preset_candidate(cfg: StudyConfig, arm: Arm) -> Candidate:
         settings,
         {METHOD_KEY: arm.method, arm.method: settings},
     )
+
+
+def row_labels(cfg: StudyConfig, plan: list[Budget]) -> list[str]:
+    """Every row of the study's table (an arm at a budget), in the order the study writes them:
+    PT from labels, the presets round by round, the searches."""
+    arms = cfg.arms()
+    presets = [a for a in arms if a.kind == "preset"]
+    rounds = [[a for a in arms if a.kind == "labels"], *(presets[i : i + ROUND] for i in range(0, len(presets), ROUND))]
+    out = [a.label + b.suffix for group in rounds for b in plan for a in group if b.runs(cfg, a)]
+    return out + [a.label + b.suffix for a in arms if a.kind == "search" for b in plan]
 
 
 def baseline_rows(study: Study, plan: list[Budget]) -> tuple[list[dict], list[dict]]:
@@ -323,7 +373,7 @@ def run(where: str, resume: bool) -> Any:
         "target_seeds": list(cfg.target.seeds),
         "upstream_seeds": cfg.target.upstream_seeds,
         "targets": [t.name for t in study.tasks.target],
-        "arms": [a.label for a in arms],
+        "arms": row_labels(cfg, plan),  # the table's rows, in the order they arrive
         "arm_records": [a.record() for a in arms],
         "presets": {
             a.label: {

@@ -81,6 +81,14 @@ def test_budgets_of_a_study():
     assert not end.runs(cfg, study.Arm("labels", "pt")) and end.runs(cfg, study.Arm("search", "mtl", algorithm="tpe"))
     (only,) = study_cli.budgets(cfg, 2, {"steps": 2})
     assert (only.steps, only.suffix, only.end) == (2, " · 2 steps", True)
+    # the table's rows in the order they arrive: labels, preset rounds (each at both budgets), searches
+    assert study_cli.row_labels(one, [b]) == [a.label for a in one.arms()]
+    s, e = " · 2 steps", " · 6 steps"
+    assert study_cli.row_labels(cfg, [start, end]) == [
+        "pt (class labels)" + s, "mtl (preset)" + s, "maml (preset)" + s, "mtl (preset)" + e, "maml (preset)" + e,
+        "fomaml (preset)" + s, "reptile (preset)" + s, "supmer (preset)" + s,
+        *(f"{m} ({a})" + x for m in ("mtl", "maml") for a in ("TPE + ASHA", "random + ASHA") for x in (s, e)),
+    ]
 
 
 def test_presets_are_the_paper_defaults_with_only_the_stated_cuts():
@@ -148,6 +156,25 @@ def test_resume_and_rerun_are_refused_before_anything_runs(tmp_path, capsys):
     changed = write(tmp_path, seed=1)
     assert study_cli.main(["--config", str(changed), "--resume"]) == 2
     assert "the config differs" in capsys.readouterr().err
+
+
+def test_resume_under_other_code_is_refused_naming_the_commit(tmp_path, capsys):
+    """A study's kept jobs are keyed by the code's fingerprint: resuming under other code would rerun
+    them all, so it is refused before anything runs; the record of a new study names its code."""
+    from promptinit.search.phases.jobs import code_fingerprint
+
+    path = write(tmp_path)
+    cfg = study.load_study_config(path)
+    folder = tmp_path / "runs" / "study-smoke"
+    folder.mkdir(parents=True)
+    config = json.loads(json.dumps(study.config_dict(cfg)))
+    (folder / study.META_FILE).write_text(json.dumps({"config": config, "code": "0123456789abcdef", "commit": "abc1234"}))
+    assert study_cli.main(["--config", str(path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"fingerprint {code_fingerprint()})" in err and "(0123456789abcdef, commit abc1234)" in err, err
+    assert err.count("\n") == 1 and "resume from a checkout of that commit" in err
+    record = study_cli.code_record()
+    assert record["code"] == code_fingerprint() and (record["commit"] is None or len(record["commit"]) >= 40)
 
 
 def test_resume_accepts_added_preset_arms_and_nothing_else():

@@ -162,6 +162,7 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
 
     result = json.loads((study / "study.json").read_text())
     start, end = (b["steps"] for b in result["budgets"])
+    assert result["done"] == result["arms"]  # every row, in the planned order
     assert result["finished"] and start == raw["study"]["start_steps"] < end == result["downstream_steps"]
     assert end <= raw["target"]["tuning"]["steps"] and [b["end"] for b in result["budgets"]] == [False, True]
     arms = [Arm(**{k: v for k, v in r.items() if k != "label"}) for r in result["arm_records"]]
