@@ -22,7 +22,7 @@ Two measurements:
 Writes ``lr_halving.md`` and ``lr_halving.csv`` to ``--out``.
 
 Usage:
-    python benchmarks/lr_halving.py                        # the CPU study's 15 pairs (~40 CPU-min)
+    python benchmarks/lr_halving.py                        # the CPU study's 15 pairs (2 h of CPU on 2 threads, 6 Dec 2026)
     python benchmarks/lr_halving.py --offline-only         # the agreement from the committed curves
     python benchmarks/lr_halving.py --tasks bbc_topic --seeds 100 13 --steps 20 --eval-every 10
 """
