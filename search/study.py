@@ -164,11 +164,10 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
             check.refuse_leaky_pool(
                 [str(preset_settings(cfg, name, p).get("pool"))], f"{where}: field 'study.presets.{name}'", heldout
             )
-    unlabelled = [t.name for t in tasks.target if not t.labels] if cfg.study.labels else []
-    if unlabelled:
+    if cfg.study.labels and not any(t.labels for t in tasks.target):
         raise PromptinitError(
-            f"{where}: field 'study.labels': target task {unlabelled[0]!r} has no class labels for "
-            "the class-label init; set `labels: false` or choose classification targets"
+            f"{where}: field 'study.labels': no target task has class labels for the class-label init "
+            f"(targets: {', '.join(t.name for t in tasks.target)}); set `labels: false` or add classification targets"
         )
     return cfg, partition, tasks, added, respaced
 
@@ -259,14 +258,28 @@ def row_labels(cfg: StudyConfig, plan: list[Budget]) -> list[str]:
 def baseline_rows(study: Study, plan: list[Budget]) -> tuple[list[dict], list[dict]]:
     """PT (every arm's baseline) and PT from the class labels at each budget: ``(the labels arm's
     rows, each budget's fields shared by its rows: PT's scores and the test sizes among them)``."""
-    cfg = study.cfg
+    cfg, targets = study.cfg, study.tasks.target
+    labelled = [t for t in targets if t.labels]  # a multiple-choice task without fixed classes has no label init
+    if cfg.study.labels and len(labelled) < len(targets):
+        logger.info(
+            "PT from the class labels: on the %d of %d targets with class labels (not %s)",
+            len(labelled),
+            len(targets),
+            ", ".join(t.name for t in targets if not t.labels),
+        )
     rows, commons = [], []
     for b in plan:
         also = {a.label: LABELS_START for a in cfg.arms() if a.kind == "labels" and b.runs(cfg, a)}
-        base = target.run(study.ctx, {}, {}, study.tasks.target, cfg.target.seeds, b.tuning, also=also)
+        same = len(labelled) == len(targets)  # then PT and the labels arm share one batched run per task
+        base = target.run(study.ctx, {}, {}, targets, cfg.target.seeds, b.tuning, also=also if same else None)
+        arms = (
+            base.arms
+            if same or not also
+            else target.run(study.ctx, {}, {}, labelled, cfg.target.seeds, b.tuning, also=also).arms
+        )  # PT's scores there come from its cache
         n_test = held_out(study, b.tuning)
         commons.append({"sweep": cfg.name, "partition": study.partition.name, "n_test": n_test, "baseline": base.pt})
-        rows += [{**commons[-1], "method": arm + b.suffix, "trial_id": "", "scores": base.arms[arm]} for arm in also]
+        rows += [{**commons[-1], "method": arm + b.suffix, "trial_id": "", "scores": arms[arm]} for arm in also]
     return rows, commons
 
 
