@@ -279,7 +279,9 @@ def baseline_rows(study: Study, plan: list[Budget]) -> tuple[list[dict], list[di
         )  # PT's scores there come from its cache
         n_test = held_out(study, b.tuning)
         commons.append({"sweep": cfg.name, "partition": study.partition.name, "n_test": n_test, "baseline": base.pt})
-        rows += [{**commons[-1], "method": arm + b.suffix, "trial_id": "", "scores": arms[arm]} for arm in also]
+        names = {t.name for t in labelled}  # the label arm's pairs: PT's there
+        mine = {"baseline": {k: v for k, v in base.pt.items() if k[0] in names}}
+        rows += [{**commons[-1], **mine, "method": arm + b.suffix, "trial_id": "", "scores": arms[arm]} for arm in also]
     return rows, commons
 
 

@@ -135,8 +135,8 @@ SMOKE_V2 = ROOT / "configs" / "study" / "smoke-v2.yaml"
 def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_an_interrupt(tmp_path, ray_tmp):
     """configs/study/smoke-v2.yaml (study v2 in miniature): killed once its first search sweep has
     finished, resumed; every arm has a row at the start budget and, except the start-only arms, at
-    PT's converged budget, each against PT at the same budget; the searches' calibration is in the
-    report."""
+    PT's converged budget, each against PT at the same budget; PT from the class labels on the
+    target that has labels only; the searches' calibration is in the report."""
     from promptinit.search.phases.study_config import Arm
 
     raw = yaml.safe_load(SMOKE_V2.read_text())
@@ -176,6 +176,9 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
         for r in csv.DictReader(f):  # each budget's rows share PT's scores at that budget
             pt.setdefault(r["method"].rsplit(" · ", 1)[1], {}).setdefault((r["task"], r["seed"]), set()).add(r["pt"])
     assert set(pt) == {f"{start} steps", f"{end} steps"} and all(len(v) == 1 for b in pt.values() for v in b.values())
+    with (out / "tables" / "target_scores.csv").open() as f:  # the label init: the labelled target only
+        labelled = {r["task"] for r in csv.DictReader(f) if r["method"].startswith("pt (class labels)")}
+    assert labelled == {"bb_sports_understanding"}, labelled
     index = (out / "index.md").read_text()
     assert f"{start} steps (a start) and {end} steps (the end" in index
     assert "## Does the search objective predict the target?" in index
