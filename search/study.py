@@ -59,6 +59,7 @@ from promptinit.search.phases.study_config import (
     SWEEPS,
     Arm,
     StudyConfig,
+    config_changes,
     load_study_config,
     preset_settings,
     resume_plan,
@@ -144,12 +145,14 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
         }
         record = read_json(meta)
         check_code(record, where, cfg.sweep_dir)
-        plan = resume_plan(record.get("config"), config_dict(cfg), finished)
+        now = config_dict(cfg)
+        plan = resume_plan(record.get("config"), now, finished)
         if plan is None:
+            changed = config_changes(record.get("config"), now)
             raise PromptinitError(
-                f"{where}: the config differs from the one {cfg.sweep_dir} ran with ({meta}) by more "
-                "than new arms under `study.presets` and the search space of a method whose sweeps "
-                "have not finished; resume with that config, or change `name` for a new study"
+                f"{where}: the config differs from the one {cfg.sweep_dir} ran with ({meta}) in "
+                f"{', '.join(changed)}: more than new arms under `study.presets` and the search space of a "
+                "method whose sweeps have not finished; resume with that config, or change `name` for a new study"
             )
         added, respaced = plan
     if any(a.kind == "search" for a in cfg.arms()):

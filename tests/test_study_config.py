@@ -1,5 +1,6 @@
 """The study's config (``search/study.py``), its errors, and PT's curve summary
 (``promptinit.curves``), without Ray: what the study decides before it runs anything."""
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from promptinit import curves
+from promptinit.errors import PromptinitError
 from promptinit.search import study as study_cli
 from promptinit.search.phases import study_config as study
 
@@ -36,7 +38,11 @@ def test_smoke_config_is_the_cpu_study_in_miniature():
     same searched methods, algorithms, targets' lr list and the same non-step preset settings."""
     cpu, smoke = study.load_study_config(CPU), study.load_study_config(SMOKE)
     assert set(cpu.study.presets) <= set(smoke.study.presets)
-    assert (cpu.methods, cpu.study.algorithms, cpu.study.labels) == (smoke.methods, smoke.study.algorithms, smoke.study.labels)
+    assert (cpu.methods, cpu.study.algorithms, cpu.study.labels) == (
+        smoke.methods,
+        smoke.study.algorithms,
+        smoke.study.labels,
+    )
     assert cpu.target.tuning["lr"] == [0.5, 0.4, 0.3, 0.2]  # Qin et al.'s list, for every arm
     assert len(cpu.target.seeds) == 5 and len(cpu.target.upstream_seeds) >= 3
     assert all(p.steps >= 200 and p.cut for p in cpu.study.presets.values())  # the issue's floor; every cut stated
@@ -62,7 +68,11 @@ def test_v2_meets_the_issue_floors_and_its_smoke_is_it_in_miniature():
     assert cfg.target.tuning["lr"] == smoke.target.tuning["lr"] == 0.3  # the plan's cut: one lr, every arm
     assert cfg.methods == smoke.methods
     assert (set(cfg.study.presets), cfg.study.algorithms, cfg.study.labels, cfg.study.curves.rule) == (
-        set(smoke.study.presets), smoke.study.algorithms, smoke.study.labels, smoke.study.curves.rule)
+        set(smoke.study.presets),
+        smoke.study.algorithms,
+        smoke.study.labels,
+        smoke.study.curves.rule,
+    )
     assert set(cfg.study.start_only) == set(smoke.study.start_only) and smoke.search.calibrate >= 1
 
 
@@ -85,8 +95,14 @@ def test_budgets_of_a_study():
     assert study_cli.row_labels(one, [b]) == [a.label for a in one.arms()]
     s, e = " · 2 steps", " · 6 steps"
     assert study_cli.row_labels(cfg, [start, end]) == [
-        "pt (class labels)" + s, "mtl (preset)" + s, "maml (preset)" + s, "mtl (preset)" + e, "maml (preset)" + e,
-        "fomaml (preset)" + s, "reptile (preset)" + s, "supmer (preset)" + s,
+        "pt (class labels)" + s,
+        "mtl (preset)" + s,
+        "maml (preset)" + s,
+        "mtl (preset)" + e,
+        "maml (preset)" + e,
+        "fomaml (preset)" + s,
+        "reptile (preset)" + s,
+        "supmer (preset)" + s,
         *(f"{m} ({a})" + x for m in ("mtl", "maml") for a in ("TPE + ASHA", "random + ASHA") for x in (s, e)),
     ]
 
@@ -101,9 +117,11 @@ def test_presets_are_the_paper_defaults_with_only_the_stated_cuts():
     mtl = study.preset_settings(cfg, "mtl", cfg.study.presets["mtl"])
     assert (mtl["lr"], mtl["batch_size"], mtl["steps"]) == (0.5, 4, 200)  # Qin §5.3
     for c in (cfg, study.load_study_config(SMOKE)):  # each ablation is its preset with one setting changed
-        for arm, base, change in (("supmer-no-mgr", "supmer", {"use_mgr": False}),
-                                  ("supmer-no-curriculum", "supmer", {"curriculum": "none"}),
-                                  ("metapt-random", "metapt", {"grouping": "random"})):
+        for arm, base, change in (
+            ("supmer-no-mgr", "supmer", {"use_mgr": False}),
+            ("supmer-no-curriculum", "supmer", {"curriculum": "none"}),
+            ("metapt-random", "metapt", {"grouping": "random"}),
+        ):
             p = c.study.presets[arm]
             preset = study.preset_settings(c, base, c.study.presets[base])
             assert p.method_of(arm) == base and p.steps == c.study.presets[base].steps
@@ -121,20 +139,25 @@ def test_sub_sweep_is_the_study_config_for_one_method_and_algorithm(tmp_path):
     assert sub.name == "study-smoke-maml-random" and sub.sweep_dir == cfg.sweep_dir / "sweeps" / sub.name
 
 
-@pytest.mark.parametrize("changes,field", [
-    ({"study": {"presets": {"nope": {"steps": 2}}}}, "study.presets.nope.method"),
-    ({"study": {"presets": {"maml": {"steps": 2, "settings": {"inner_lr": -1}}}}}, "study.presets.maml"),
-    ({"study": {"presets": {"maml": {"steps": 0}}}}, "study.presets.maml.steps"),
-    ({"study": {"presets": {"maml": {"steps": 2, "settings": {"inner_steps": [1, 7]}}}}},
-     "study.presets.maml.settings.inner_steps"),
-    ({"study": {"algorithms": ["grid"]}}, "study.algorithms"),
-    ({"study": {"curves": {"seeds": [100]}}}, "study.curves.seeds"),
-    ({"study": {"bogus": 1}}, "study.bogus"),
-    ({"study": {"start_steps": 4}}, "study.start_steps"),  # not below the curves' length (4)
-    ({"study": {"start_only": ["maml"]}}, "study.start_only"),  # needs start_steps
-    ({"study": {"start_steps": 2, "start_only": ["dpo"]}}, "study.start_only"),  # not an arm
-    ({"study": {"curves": {"rule": "median"}}}, "study.curves.rule"),
-])
+@pytest.mark.parametrize(
+    "changes,field",
+    [
+        ({"study": {"presets": {"nope": {"steps": 2}}}}, "study.presets.nope.method"),
+        ({"study": {"presets": {"maml": {"steps": 2, "settings": {"inner_lr": -1}}}}}, "study.presets.maml"),
+        ({"study": {"presets": {"maml": {"steps": 0}}}}, "study.presets.maml.steps"),
+        (
+            {"study": {"presets": {"maml": {"steps": 2, "settings": {"inner_steps": [1, 7]}}}}},
+            "study.presets.maml.settings.inner_steps",
+        ),
+        ({"study": {"algorithms": ["grid"]}}, "study.algorithms"),
+        ({"study": {"curves": {"seeds": [100]}}}, "study.curves.seeds"),
+        ({"study": {"bogus": 1}}, "study.bogus"),
+        ({"study": {"start_steps": 4}}, "study.start_steps"),  # not below the curves' length (4)
+        ({"study": {"start_only": ["maml"]}}, "study.start_only"),  # needs start_steps
+        ({"study": {"start_steps": 2, "start_only": ["dpo"]}}, "study.start_only"),  # not an arm
+        ({"study": {"curves": {"rule": "median"}}}, "study.curves.rule"),
+    ],
+)
 def test_a_bad_study_field_is_one_line_naming_it(tmp_path, capsys, changes, field):
     path = write(tmp_path, **changes)
     assert study_cli.main(["--config", str(path)]) == 2
@@ -155,7 +178,34 @@ def test_resume_and_rerun_are_refused_before_anything_runs(tmp_path, capsys):
     assert "a study already ran" in capsys.readouterr().err
     changed = write(tmp_path, seed=1)
     assert study_cli.main(["--config", str(changed), "--resume"]) == 2
-    assert "the config differs" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the config differs" in err and study.META_FILE + ") in seed: more than" in err, err
+
+
+def test_a_study_resumes_from_another_checkout_of_the_project(tmp_path):
+    """A session ends and the next one clones the project elsewhere: the record's absolute paths
+    of the project's own files (the partition) name the old clone, and that is no change. A
+    partition elsewhere is one, and the refusal names the field."""
+    path = write(tmp_path)
+    cfg = study.load_study_config(path)
+    now = json.loads(json.dumps(study.config_dict(cfg)))
+    inside = Path(now["partition"]).relative_to(study.REPO)
+    elsewhere = {**now, "partition": str(Path("/old/clone/of/promptinit", inside))}
+    assert study.resume_plan(elsewhere, now, finished=set()) == ([], [])
+    other = {**now, "partition": str(tmp_path / inside.name)}
+    assert study.resume_plan(other, now, finished=set()) is None
+    assert study.config_changes(other, now) == ["partition"]
+    assert study.config_changes({**other, "study": {**now["study"], "start_steps": 7}}, now) == [
+        "partition",
+        "study.start_steps",
+    ]
+    folder = tmp_path / "runs" / "study-smoke"
+    folder.mkdir(parents=True)
+    (folder / study.META_FILE).write_text(json.dumps({"config": elsewhere}))
+    assert study_cli.check_study(str(path), resume=True)[3:] == ([], [])
+    (folder / study.META_FILE).write_text(json.dumps({"config": other}))
+    with pytest.raises(PromptinitError, match=r"\) in partition: more than"):
+        study_cli.check_study(str(path), resume=True)
 
 
 def test_resume_under_other_code_is_refused_naming_the_commit(tmp_path, capsys):
@@ -168,7 +218,9 @@ def test_resume_under_other_code_is_refused_naming_the_commit(tmp_path, capsys):
     folder = tmp_path / "runs" / "study-smoke"
     folder.mkdir(parents=True)
     config = json.loads(json.dumps(study.config_dict(cfg)))
-    (folder / study.META_FILE).write_text(json.dumps({"config": config, "code": "0123456789abcdef", "commit": "abc1234"}))
+    (folder / study.META_FILE).write_text(
+        json.dumps({"config": config, "code": "0123456789abcdef", "commit": "abc1234"})
+    )
     assert study_cli.main(["--config", str(path), "--resume"]) == 2
     err = capsys.readouterr().err
     assert f"fingerprint {code_fingerprint()})" in err and "(0123456789abcdef, commit abc1234)" in err, err
@@ -185,13 +237,19 @@ def test_resume_accepts_added_preset_arms_and_nothing_else():
         return json.loads(json.dumps(study.config_dict(study.StudyConfig(**r))))
 
     full = dump(raw)
-    fewer = {**raw, "study": {**raw["study"], "presets": {k: v for k, v in raw["study"]["presets"].items()
-                                                           if k not in ("supmer-no-mgr", "metapt-random")}}}
+    fewer = {
+        **raw,
+        "study": {
+            **raw["study"],
+            "presets": {
+                k: v for k, v in raw["study"]["presets"].items() if k not in ("supmer-no-mgr", "metapt-random")
+            },
+        },
+    }
     assert study.added_arms(dump(fewer), full) == ["supmer-no-mgr", "metapt-random"]
     assert study.added_arms(full, full) == []
     assert study.added_arms(full, dump(fewer)) is None  # an arm dropped
-    reptile = {**raw, "study": {**raw["study"], "presets": {**raw["study"]["presets"],
-                                                            "reptile": {"steps": 3}}}}
+    reptile = {**raw, "study": {**raw["study"], "presets": {**raw["study"]["presets"], "reptile": {"steps": 3}}}}
     assert study.added_arms(full, dump(reptile)) is None  # a finished arm changed
     assert study.added_arms(dump(fewer), dump({**raw, "seed": 1})) is None  # arms added and another change
     assert study.added_arms(None, full) is None
@@ -199,24 +257,32 @@ def test_resume_accepts_added_preset_arms_and_nothing_else():
 
 def records(values: dict, every: int = 10) -> list[dict]:
     """Curve records from ``{(task, seed, lr): [best dev at steps 0, every, 2 x every, ...]}``."""
-    return [{"task": t, "seed": s, "lr": lr, "step": every * i, "best_dev": v}
-            for (t, s, lr), vs in values.items() for i, v in enumerate(vs)]
+    return [
+        {"task": t, "seed": s, "lr": lr, "step": every * i, "best_dev": v}
+        for (t, s, lr), vs in values.items()
+        for i, v in enumerate(vs)
+    ]
 
 
 def test_curve_summary_and_chosen_steps_by_hand():
     """Two tasks x 2 seeds x 2 lrs. The selected column takes each pair's better lr at each step;
     the means are the plain means over the four pairs (tasks have the same number of seeds)."""
     values = {
-        ("a", 1, 0.5): [0.40, 0.60, 0.70], ("a", 1, 0.3): [0.40, 0.50, 0.72],
-        ("a", 2, 0.5): [0.50, 0.55, 0.60], ("a", 2, 0.3): [0.50, 0.58, 0.60],
-        ("b", 1, 0.5): [0.30, 0.50, 0.52], ("b", 1, 0.3): [0.30, 0.40, 0.50],
-        ("b", 2, 0.5): [0.20, 0.30, 0.30], ("b", 2, 0.3): [0.20, 0.35, 0.36],
+        ("a", 1, 0.5): [0.40, 0.60, 0.70],
+        ("a", 1, 0.3): [0.40, 0.50, 0.72],
+        ("a", 2, 0.5): [0.50, 0.55, 0.60],
+        ("a", 2, 0.3): [0.50, 0.58, 0.60],
+        ("b", 1, 0.5): [0.30, 0.50, 0.52],
+        ("b", 1, 0.3): [0.30, 0.40, 0.50],
+        ("b", 2, 0.5): [0.20, 0.30, 0.30],
+        ("b", 2, 0.3): [0.20, 0.35, 0.36],
     }
     s = curves.summarize(records(values))
     assert s.steps == (0, 10, 20) and s.columns == ("lr 0.5", "lr 0.3", curves.CHOSEN)
     chosen = [r[curves.CHOSEN].mean for r in s.rows]
-    assert chosen == pytest.approx([(0.4 + 0.5 + 0.3 + 0.2) / 4, (0.6 + 0.58 + 0.5 + 0.35) / 4,
-                                    (0.72 + 0.6 + 0.52 + 0.36) / 4])
+    assert chosen == pytest.approx(
+        [(0.4 + 0.5 + 0.3 + 0.2) / 4, (0.6 + 0.58 + 0.5 + 0.35) / 4, (0.72 + 0.6 + 0.52 + 0.36) / 4]
+    )
     assert s.rows[1]["lr 0.5"].mean == pytest.approx((0.6 + 0.55 + 0.5 + 0.3) / 4)
     for r in s.rows:
         i = r[curves.CHOSEN]
@@ -295,8 +361,10 @@ def test_resume_accepts_a_new_search_space_only_for_a_method_whose_sweeps_have_n
         return json.loads(json.dumps(study.config_dict(study.StudyConfig(**r))))
 
     full = dump(raw)
-    cut = {**raw, "search": {**raw["search"], "space": {**raw["search"].get("space", {}),
-                                                        "maml": {"inner_steps": [1, 2]}}}}
+    cut = {
+        **raw,
+        "search": {**raw["search"], "space": {**raw["search"].get("space", {}), "maml": {"inner_steps": [1, 2]}}},
+    }
     assert study.resume_plan(full, dump(cut), finished={"mtl"}) == ([], ["maml"])
     assert study.resume_plan(full, dump(cut), finished={"maml"}) is None
     assert study.resume_plan(full, dump({**cut, "seed": 1}), finished=set()) is None

@@ -229,6 +229,45 @@ def added_arms(earlier: dict | None, now: dict) -> list[str] | None:
     return [arm for arm in new if arm not in old] if rest(earlier) == rest(now) else None
 
 
+REPO = STUDY_DIR.parents[1]
+PATH_FIELDS = ("partition", "catalog", "model")  # made absolute by load_sweep_config
+
+
+def relocated(earlier: dict, now: dict) -> dict:
+    """``earlier`` with its file fields read as ``now``'s where both name the same file of the
+    project in another checkout (a study resumed from a new clone: its record holds the old clone's
+    absolute paths). A file outside this checkout must keep its path."""
+    moved = dict(earlier)
+    for key in PATH_FIELDS:
+        old, new = earlier.get(key), now.get(key)
+        if not (isinstance(old, str) and isinstance(new, str)) or old == new:
+            continue
+        try:
+            inside = Path(new).relative_to(REPO).parts
+        except ValueError:
+            continue
+        if Path(old).is_absolute() and Path(old).parts[-len(inside) :] == inside:
+            moved[key] = new
+    return moved
+
+
+def config_changes(earlier: dict | None, now: dict) -> list[str]:
+    """The dotted fields (two levels deep) whose values differ between a study's recorded config
+    and this one, for the error that refuses a resume."""
+    if not isinstance(earlier, dict):
+        return ["(no recorded config)"]
+    out = []
+    for key in sorted({*earlier, *now}):
+        old, new = earlier.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += [f"{key}.{k}" for k in sorted({*old, *new}) if old.get(k) != new.get(k)]
+        else:
+            out.append(key)
+    return out
+
+
 def resume_plan(earlier: dict | None, now: dict, finished: set[str]) -> tuple[list[str], list[str]] | None:
     """What a resumed study takes from a changed config: ``(added preset arms, searched methods
     whose search space changed)``, or None when the change is anything else, or changes the space
@@ -237,6 +276,7 @@ def resume_plan(earlier: dict | None, now: dict, finished: set[str]) -> tuple[li
     out of memory); that method's unfinished sweeps start afresh under it, every other job is kept."""
     if not isinstance(earlier, dict):
         return None
+    earlier = relocated(earlier, now)
     old, new = earlier.get("search", {}).get("space", {}), now["search"]["space"]
     respaced = sorted(m for m in {*old, *new} if old.get(m) != new.get(m))
     if finished & set(respaced):
