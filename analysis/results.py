@@ -79,6 +79,8 @@ VAL_DELTA_SE = "val/delta_se"
 # ``search.objective`` -> the metric a sweep ranked its trials by and its SE (trainables/metrics.py
 # OBJECTIVES); a sweep recorded before the setting existed (6 Dec 2026) ranked them by ARG.
 OBJECTIVE_METRICS = {"arg": (VAL_ARG, VAL_ARG_SE), "delta": (VAL_DELTA, VAL_DELTA_SE)}
+# A target row's chosen trial by the objective: in the search, its SE, re-scored on fresh seeds, its SE.
+OBJECTIVE_VALUES = ("val", "val_se", "val_rescored", "val_rescored_se")
 LEGACY_OBJECTIVE = "arg"
 STEP = "upstream/step"
 TOTAL_STEPS = "upstream/total_steps"
@@ -138,6 +140,11 @@ TARGET_COLUMNS = [
     "val_arg_se",
     "val_arg_rescored",
     "val_arg_rescored_se",
+    "objective",
+    "val",
+    "val_se",
+    "val_rescored",
+    "val_rescored_se",
     "trials",
     "finished",
     "settings",
@@ -643,6 +650,8 @@ def _targets_from_table(sweep_dir: Path, sweep: str, partition: str, label: str 
                     _num(r.get("val_arg_rescored")),
                     _num(r.get("val_arg_rescored_se")),
                     _flag(r.get("test_per_seed")),
+                    objective=r.get("objective") or LEGACY_OBJECTIVE,
+                    val={k: _num(r.get(k)) for k in OBJECTIVE_VALUES},
                 )
             )
     return rows
@@ -723,6 +732,9 @@ def target_row(
     val_arg_rescored=math.nan,
     val_arg_rescored_se=math.nan,
     test_per_seed=None,
+    *,
+    objective: str = LEGACY_OBJECTIVE,
+    val: Mapping[str, float] | None = None,
 ) -> dict:
     """One target row (``TARGET_COLUMNS``), the shape every loader and ``tables.target_rows`` produce.
 
@@ -731,7 +743,14 @@ def target_row(
     without them (an old table, MLflow metrics) the given ``arg_mean``, ``n_seeds`` and
     ``per_task`` are kept as recorded. ``test_per_seed``: whether each few-shot seed scored on its
     own test sample (``TuneConfig.test_per_seed``); None where not on record (before 5 Dec 2026).
+    ``objective``: the search objective the method's choice was made by (``search.objective``);
+    ``val``: the chosen trial's values of it by ``OBJECTIVE_VALUES`` name (in the search and
+    re-scored on fresh seeds, each with its SE; the ARG columns' when the objective is ARG).
     """
+    ranked = dict.fromkeys(OBJECTIVE_VALUES, math.nan)
+    if objective == "arg":
+        ranked.update(zip(OBJECTIVE_VALUES, (val_arg, val_arg_se, val_arg_rescored, val_arg_rescored_se), strict=True))
+    ranked.update({k: v for k, v in (val or {}).items() if v is not None and math.isfinite(v)})
     if scores:  # ARG and RG per task from the pairs (tasks weigh equally, as in promptinit.stats.compare)
         from promptinit.stats import relative_gain
 
@@ -756,6 +775,8 @@ def target_row(
         "val_arg_se": val_arg_se,
         "val_arg_rescored": val_arg_rescored,
         "val_arg_rescored_se": val_arg_rescored_se,
+        "objective": objective,
+        **ranked,
         "trials": trials,
         "finished": finished,
         "settings": dict(settings or {}),
@@ -1068,6 +1089,8 @@ def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:
             os.environ[_PROGRESS_ENV] = before
     m = parent.data.metrics
     prefix = TARGET_ARG + "/"
+    objective = sweep_objective(parent.data.params)
+    metric, metric_se = OBJECTIVE_METRICS[objective]
     # Means only: the per-pair scores (and so the intervals) live in the table's artifacts.
     return [
         target_row(
@@ -1086,6 +1109,11 @@ def _mlflow_targets(c, parent, name: str, partition: str) -> list[dict]:
             math.nan,
             math.nan,
             {},
+            objective=objective,
+            val={
+                "val": _num(m.get(f"{metric}/{k[len(prefix) :]}")),
+                "val_se": _num(m.get(f"{metric_se}/{k[len(prefix) :]}")),
+            },
         )
         for k, v in sorted(m.items())
         if k.startswith(prefix)

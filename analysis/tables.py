@@ -36,7 +36,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from promptinit.analysis.results import ARG_TABLE, SCORE_COLUMNS, TARGET_SCORES, pair_records, target_row
+from promptinit.analysis.results import (
+    ARG_TABLE,
+    OBJECTIVE_VALUES,
+    SCORE_COLUMNS,
+    TARGET_SCORES,
+    pair_records,
+    target_row,
+)
 from promptinit.files import atomic_write
 from promptinit.stats import (
     DELTA,
@@ -91,9 +98,10 @@ def arg_note(delta: float = DELTA) -> str:
         "two-sided signed-rank test of the pair differences (the method averaged over its upstream seeds), on "
         f"counts of correct answers, exact (with ties: all sign flips up to {EXACT_FLIPS} pairs, else the normal "
         "approximation); Holm p: that p adjusted over the table's rows. Verdict: " + verdict_words(delta) + ". "
-        "Rests on: tasks × few-shot seeds (× upstream seeds), and the test examples behind each score. Val ARG: the "
-        "chosen trial's validation ARG in the search, and re-scored on fresh few-shot seeds (selection.md: the choice "
-        "among each method's best trials, by the search objective)."
+        "Rests on: tasks × few-shot seeds (× upstream seeds), and the test examples behind each score. Val: the "
+        "chosen trial's validation score by the sweep's search objective (Δ in points or ARG in %, "
+        "`search.objective`), in the search and re-scored on fresh few-shot seeds (selection.md: the choice "
+        "among each method's best trials, by that objective)."
     )
 
 
@@ -127,6 +135,8 @@ ARG_COLUMNS = [
     "val_arg_se",
     "val_arg_rescored",
     "val_arg_rescored_se",
+    "objective",
+    *OBJECTIVE_VALUES,
     "trials",
     "finished",
     "trial_id",
@@ -210,6 +220,8 @@ def target_rows(targets: pd.DataFrame | Iterable[Mapping[str, Any]]) -> list[dic
                 get("val_arg_rescored"),
                 get("val_arg_rescored_se"),
                 get("test_per_seed", None),
+                objective=get("objective", "arg"),
+                val={k: get(k) for k in OBJECTIVE_VALUES},
             )
         )
     return out
@@ -315,6 +327,8 @@ def _record_cells(r: Mapping[str, Any], c: Comparison | None) -> dict[str, Any]:
         "val_arg_se": r["val_arg_se"],
         "val_arg_rescored": r["val_arg_rescored"],
         "val_arg_rescored_se": r["val_arg_rescored_se"],
+        "objective": r["objective"],
+        **{k: r[k] for k in OBJECTIVE_VALUES},
         "trials": r["trials"],
         "finished": r["finished"],
         "trial_id": r["trial_id"],
@@ -418,12 +432,14 @@ def arg_markdown(table: pd.DataFrame, delta: float = DELTA) -> str:
     margin the table's verdicts used (for the note)."""
     several = len(_order(table["partition"])) > 1
     rows = [_arg_cells(r, several) for r in table.itertuples()]
-    text = markdown(_arg_header(several), rows) + "\n" + arg_note(delta) + "\n"
+    objectives = list(dict.fromkeys(table["objective"].dropna())) if "objective" in table else []
+    head = objective_label(objectives[0]) if len(objectives) == 1 else "val (each row's objective)"
+    text = markdown(_arg_header(several, head), rows) + "\n" + arg_note(delta) + "\n"
     lines = [f"- {', '.join(names)}: {note}." for note, names in _arg_notes(table, several).items()]
     return text + ("\n" + "\n".join(lines) + "\n" if lines else "")
 
 
-def _arg_header(several: bool) -> list[str]:
+def _arg_header(several: bool, val: str) -> list[str]:
     """The header of the Markdown target table (with a partition column when there are several)."""
     level = f"{100 * LEVEL:.0f} % CI"
     return [
@@ -436,8 +452,8 @@ def _arg_header(several: bool) -> list[str]:
         "Holm p",
         "verdict",
         "rests on",
-        "val ARG % (SE): search",
-        "val ARG % (SE): re-scored",
+        f"{val} (SE): search",
+        f"{val} (SE): re-scored",
         "trials (finished)",
     ]
 
@@ -453,8 +469,8 @@ def _arg_cells(r: Any, several: bool) -> list[Any]:
         *([r.partition] if several else []),
         *compared,
         _rests_on(r),
-        pct_se(r.val_arg, r.val_arg_se),
-        pct_se(r.val_arg_rescored, r.val_arg_rescored_se),
+        pct_se(r.val, r.val_se),
+        pct_se(r.val_rescored, r.val_rescored_se),
         _trials(r),
     ]
 
@@ -519,6 +535,8 @@ def target_record(row: Mapping[str, Any], table_row: Mapping[str, Any] | None = 
             "val_arg_se",
             "val_arg_rescored",
             "val_arg_rescored_se",
+            "objective",
+            *OBJECTIVE_VALUES,
             "trials",
             "finished",
             "trial_id",

@@ -49,6 +49,7 @@ def target_rows(checked: Checked, searched: Searched, selected: Selected, scores
     from promptinit.trainables.scoring import held_out_sizes
 
     cfg = checked.cfg
+    objective = cfg.search.objective
     n_test = held_out_sizes(checked.tasks.target, cfg.target.seeds, cfg.target.tune_config().test_size)
     rows = []
     for m in cfg.methods:
@@ -68,6 +69,11 @@ def target_rows(checked: Checked, searched: Searched, selected: Selected, scores
                 val_arg_se=finite(c.metrics.get(M.VAL_ARG_SE)),
                 val_arg_rescored=c.rescored_arg,
                 val_arg_rescored_se=finite(c.rescored_se),
+                objective=objective,
+                val=c.value(objective),
+                val_se=finite(c.metrics.get(M.OBJECTIVES[objective][1])),
+                val_rescored=finite(c.rescored_value(objective)),
+                val_rescored_se=finite(c.rescored.get(M.OBJECTIVES[objective][1])),
                 scores=scores.arms[m],
                 baseline=scores.pt,
                 n_test=n_test,

@@ -114,6 +114,8 @@ def make_sweep(root: Path, name: str = "fake", partition: str = "fake-part", tra
         rows.append({"sweep": name, "partition": partition, "method": method, "trial_id": trial_id, "settings": settings,
                      "val_arg": best_val, "val_arg_se": 0.02, "trials": n_trials, "finished": n_ok, "scores": scores,
                      "baseline": baseline, "n_test": {k: N_TEST for k in gains}})
+        if objective == "delta":  # the target rows keep ARG's choice; their val columns are its Δ
+            rows[-1] |= {"objective": "delta", "val": -best_val, "val_se": 0.01, "val_rescored": -best_val / 2}
     table = write_target_table(rows, sweep)
     for row in rows:
         method, trial_id = row["method"], row["trial_id"]

@@ -78,6 +78,13 @@ def test_a_delta_sweep_ranks_trials_reports_and_checkpoints_by_the_score_differe
     assert progress[progress["method"] == "maml"]["best"].max() == pytest.approx(0.10)
     best = best_checkpoint(sweep, "maml")
     assert (best.trial_id, best.objective, best.value) == ("m3", "delta", pytest.approx(0.10))
+    # the target table's val columns are the chosen trial's objective, named as such, read back from its CSV
+    target = sweep.targets.set_index("method")
+    assert (target.loc["maml", "objective"], target.loc["maml", "val"]) == ("delta", pytest.approx(-0.30))
+    assert target.loc["maml", "val_arg"] == pytest.approx(0.30)
+    text = (tmp_path / "runs" / "fake" / "arg_table.md").read_text()
+    assert "| val Δ points (SE): search | val Δ points (SE): re-scored |" in text
+    assert "| −30.0 (SE 1.0) | −15.0 (SE n/a) |" in text, text
 
 
 def test_report_numbers_match_hand_computed_values(fake_sweep, tmp_path, monkeypatch):

@@ -311,10 +311,15 @@ def test_mlflow_targets_fall_back_to_metrics_only_without_a_table(mlflow_store, 
     exp = c.create_experiment(f"targets-{tmp_path.name}", artifact_location=(tmp_path / "art").as_uri())
     parent = c.create_run(exp, run_name="s", tags={"promptinit.role": "sweep", "partition": "p"}).info.run_id
     c.log_metric(parent, "target/arg/maml", 0.2)
+    c.log_param(parent, "search/objective", "delta")
+    c.log_metric(parent, "val/delta/maml", 0.04)
+    c.log_metric(parent, "val/arg/maml", 0.1)
     child = c.create_run(exp, tags={"mlflow.parentRunId": parent, "promptinit.trial_id": "m1"}).info.run_id
     c.log_param(child, "method", "maml")
     s = load_mlflow(mlflow_store, parent_run_id=parent)
     assert list(s.targets["method"]) == ["maml"] and s.targets["arg_mean"].iloc[0] == pytest.approx(0.2)
+    target = s.targets.iloc[0]
+    assert (target["objective"], target["val"], target["val_arg"]) == ("delta", pytest.approx(0.04), pytest.approx(0.1))
     (row,) = s.trials.itertuples()
     assert math.isnan(row.gpu) and "GPU hours are unknown" in row.resources_note and row.cpu == 1.0
     (tmp_path / "arg_table.csv").write_text("method,partition,arg_mean,arg_std,arg_per_seed\nmaml,p,0.2,0.0,{oops\n")
