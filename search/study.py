@@ -348,12 +348,10 @@ def search_rows(study: Study, arm: Arm, plan: list[Budget], commons: list[dict])
         chosen, checkpoints = read_chosen(folder)
         if arm.method not in chosen:  # no trial finished: the first budget's row says so
             return rows
+        record = rows[0]  # the sweep's one row: its choice (trial, settings, validation)
         for b, common in zip(plan[1:], commons[1:], strict=True):
             scores = target.run(study.ctx, chosen, checkpoints, study.tasks.target, cfg.target.seeds, b.tuning)
-            rows += [
-                {**r, **common, "method": arm.label + b.suffix, "scores": scores.arms[arm.method]}
-                for r in rows[:1]  # the sweep's record of the choice (trial, settings, validation)
-            ]
+            rows.append({**record, **common, "method": arm.label + b.suffix, "scores": scores.arms[arm.method]})
     return rows
 
 
