@@ -33,6 +33,7 @@ sweeps start afresh).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -48,6 +49,7 @@ from promptinit.logs import add_verbosity_flags, setup_logging, verbosity
 from promptinit.search.phases import check, curves, prepare, target, upstream
 from promptinit.search.phases.config import check_model, check_storage, config_dict, load_partition
 from promptinit.search.phases.jobs import LABELS_START
+from promptinit.search.phases.prepare import FINAL_DIR
 from promptinit.search.phases.publish import read_chosen
 from promptinit.search.phases.searching import Candidate
 from promptinit.search.phases.study_config import (
@@ -341,7 +343,10 @@ def search_rows(study: Study, arm: Arm, plan: list[Budget], commons: list[dict])
             " (resumed)" if resume else "",
         )
         where = f"{study.where}: search arm {arm.label}"
-        run_sweep(check.config(cfg.sub_sweep(arm, plan[0].steps), where, resume))
+        # PT's problems (targets, validation, re-score) are the same in every search and the study: tuned once
+        shared = [study.ctx.runner.folder, *(cfg.sweep_folder(a) / FINAL_DIR for a in cfg.arms() if a.kind == "search")]
+        checked = check.config(cfg.sub_sweep(arm, plan[0].steps), where, resume)
+        run_sweep(dataclasses.replace(checked, shared=tuple(f for f in shared if f != folder / FINAL_DIR)))
     targets = load_sweep(folder).targets
     rows = [{**r, "sweep": cfg.name, "method": arm.label + plan[0].suffix} for r in targets.to_dict("records")]
     if len(plan) > 1:

@@ -60,6 +60,7 @@ class Checked:
         record: the resumed sweep's record (``promptinit-sweep.json``), ``{}`` for a new sweep.
         partition: the partition (names).
         tasks: its tasks, loaded.
+        shared: other folders of kept job results the sweep reuses (a study's, for its searches).
     """
 
     cfg: SweepConfig
@@ -69,6 +70,7 @@ class Checked:
     record: dict
     partition: Any
     tasks: TaskSets
+    shared: tuple[Path, ...] = ()
 
 
 def sweep(request: Request) -> Checked:

@@ -119,12 +119,15 @@ class Runner:
         cpu: CPUs per job.
         gpu: GPUs per job (a fraction shares one).
         code: the code fingerprint in every kept file's name (default: ``code_fingerprint()``).
+        shared: other runners' folders whose kept results this one reuses (read only): a study's
+            search sweeps and the study itself tune PT on the same problems.
     """
 
-    def __init__(self, folder: Path, cpu: float, gpu: float, code: str | None = None):
+    def __init__(self, folder: Path, cpu: float, gpu: float, code: str | None = None, shared: Sequence[Path] = ()):
         self.folder = Path(folder)
         self.cpu, self.gpu = cpu, gpu
         self.code = code or code_fingerprint()
+        self.shared = tuple(Path(f) for f in shared)
         self.cpu_seconds = 0.0
 
     def file(self, phase: str, job: Job) -> Path:
@@ -132,12 +135,14 @@ class Runner:
         return self.folder / f"{phase}-{digest(job.key, self.code)}.json"
 
     def kept(self, phase: str, job: Job) -> tuple[bool, Any]:
-        """``(True, value)`` when a usable result of ``job`` is on disk."""
-        path = self.file(phase, job)
-        if path.is_file():
-            record = read_json(path)
-            if isinstance(record, dict) and "value" in record and job.valid(record["value"]):
-                return True, record["value"]
+        """``(True, value)`` when a usable result of ``job`` is on disk, here or in a shared folder
+        (the same file name: the job's key and the code's fingerprint)."""
+        name = self.file(phase, job).name
+        for path in (self.folder / name, *(f / name for f in self.shared)):
+            if path.is_file():
+                record = read_json(path)
+                if isinstance(record, dict) and "value" in record and job.valid(record["value"]):
+                    return True, record["value"]
         return False, None
 
     def run(self, phase: str, jobs: Sequence[Job], title: str | None = None) -> list[Any]:

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,9 @@ def trial_resources(cfg: SweepConfig) -> tuple[float, float]:
     return cfg.resources.cpu, float(gpu)
 
 
-def context(cfg: SweepConfig, source: tuple[Task, ...]) -> Context:
-    """Connect to Ray and build the shared context (the runner keeps jobs in ``<sweep>/final``)."""
+def context(cfg: SweepConfig, source: tuple[Task, ...], shared: Sequence[Path] = ()) -> Context:
+    """Connect to Ray and build the shared context (the runner keeps jobs in ``<sweep>/final`` and
+    reuses those kept in the ``shared`` folders)."""
     from promptinit.backbones import BackboneConfig
     from promptinit.backbones.backbone import resolve_dtype
 
@@ -128,7 +130,13 @@ def context(cfg: SweepConfig, source: tuple[Task, ...]) -> Context:
     )
     dtype = str(resolve_dtype(backbone.dtype, backbone.resolved_device()))  # `auto` as this node resolves it
     return Context(
-        dataclasses.asdict(backbone), source, cfg.seed, Runner(cfg.sweep_dir / FINAL_DIR, cpu, gpu), dtype, cpu, gpu
+        dataclasses.asdict(backbone),
+        source,
+        cfg.seed,
+        Runner(cfg.sweep_dir / FINAL_DIR, cpu, gpu, shared=shared),
+        dtype,
+        cpu,
+        gpu,
     )
 
 
@@ -148,7 +156,7 @@ def sweep(checked: Checked) -> Prepared:
         parent,
         tracking.ui_link(experiment),
     )
-    return Prepared(context(cfg, checked.tasks.source), Run(uri, experiment, parent))
+    return Prepared(context(cfg, checked.tasks.source, checked.shared), Run(uri, experiment, parent))
 
 
 def _reopen(checked: Checked) -> str:

@@ -79,6 +79,9 @@ def test_runner_keeps_finished_jobs_and_logs_progress(tmp_path, ray_tmp, caplog)
         Runner(tmp_path / "final", cpu=1, gpu=0, code="c1").run("target", jobs(tag="x"))
         Runner(tmp_path / "final", cpu=1, gpu=0, code="c2").run("target", jobs())
         assert len(list(calls.iterdir())) == 9
+        # A runner that shares another's folder reuses its results (read only); its own folder stays empty.
+        shared = Runner(tmp_path / "other", cpu=1, gpu=0, code="c1", shared=[tmp_path / "final"]).run("target", jobs())
+        assert shared == first and len(list(calls.iterdir())) == 9 and not list((tmp_path / "other").glob("*"))
     finally:
         ray.shutdown()
 

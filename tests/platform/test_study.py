@@ -159,6 +159,13 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     log2 = tmp_path / "resume.log"
     assert run_sweep(config, "--resume", env=env, log=log2, script=STUDY, timeout=900) == 0, tail(log2)
     assert "== search arm mtl, TPE + ASHA" not in log2.read_text()  # the finished sweep is kept
+    # PT's problems are tuned once for the study and its 4 searches: the searches' target phase
+    # reuses the study's PT at the start budget, and only the first search tunes PT on validation
+    sweeps = sorted((study / "sweeps").iterdir())
+    assert len(sweeps) == 4 and not [
+        f for s in sweeps for f in (s / "final").glob("target-*.json") if json.loads(f.read_text())["key"]["method"] is None
+    ]
+    assert [len(list((s / "final").glob("validation PT-*.json"))) for s in sweeps].count(0) == 3
 
     result = json.loads((study / "study.json").read_text())
     start, end = (b["steps"] for b in result["budgets"])
