@@ -17,14 +17,24 @@ as many validation reports. The end budget (PT's convergence) is unknown until P
 the plan is printed for each of ``--end-steps``. lr halving (``--halving``) runs the share of
 run-steps ``promptinit.tuning.halving_rungs`` keeps.
 
+While and after the study runs, ``--measured RUN_FOLDER`` prints the plan at the study's own end
+budget beside the CPU seconds its kept jobs recorded, per phase: PT's curves and tuning, each
+method's upstream runs and tuning (its preset and the searches' choices together, as they share
+batched runs), each method's searches (their trials' upstream steps and validation, from Tune's
+reports; re-score; calibration), and SUPMER's / MetaPT's preparation (unplanned), with the number
+of kept problems (or runs, or trial reports) behind each; while it runs, a phase's measured / planned
+is the share spent so far.
+
 Usage:
     python benchmarks/study_plan.py --config configs/study/cpu-v2.yaml --end-steps 120 180 300
+    python benchmarks/study_plan.py --config configs/study/cpu-v2.yaml --measured runs/cpu-study-v2
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,8 +113,11 @@ def _search(cfg, arm, units: Units, pairs: int, problem_s: float) -> list[tuple[
         (arm.label, f"validation: {reports:.0f} reports x {tasks * len(v.seeds)} problems", reports * per_report),
         (arm.label, "re-score", s.top_k * tasks * len(v.rescore_seeds) * units.validation_problem),
         (arm.label, f"calibration: {s.calibrate} trials", s.calibrate * pairs * problem_s),
-        (arm.label, f"choice upstream {steps} steps x {len(cfg.target.upstream_seeds)}",
-         steps * len(cfg.target.upstream_seeds) * step_s),
+        (
+            arm.label,
+            f"choice upstream {steps} steps x {len(cfg.target.upstream_seeds)}",
+            steps * len(cfg.target.upstream_seeds) * step_s,
+        ),
     ]
 
 
@@ -133,10 +146,103 @@ def markdown(rows_by_end: dict[int, list[tuple[str, str, float]]], cores: int) -
         out += f"| {arm} | {phase} | " + " | ".join(cells) + " |\n"
     totals = [sum(s for _, _, s in rows_by_end[e]) / 3600 for e in ends]
     out += "| **total** | | " + " | ".join(f"**{t:.1f}**" for t in totals) + " |\n"
-    out += f"| wall h on {cores} cores (if every core stays busy) | | " + " | ".join(
-        f"{t / cores:.1f}" for t in totals
-    ) + " |\n"
+    out += (
+        f"| wall h on {cores} cores (if every core stays busy) | | "
+        + " | ".join(f"{t / cores:.1f}" for t in totals)
+        + " |\n"
+    )
     return out
+
+
+def phase_of(cfg, arm: str, phase: str) -> str:
+    """The measured phase a plan row (``plan``'s arm label and phase) belongs to."""
+    budget = "end" if phase == "tuning, end" else "start"
+    if arm == "PT":
+        return "PT: curves" if phase.startswith("curves") else f"PT: tuning, {budget}"
+    one = {a.label: a for a in cfg.arms()}[arm]
+    if one.kind == "labels":
+        return "PT from class labels: tuning, start"
+    if phase.startswith("tuning"):
+        return f"{one.method}: tuning, {budget}"
+    if "upstream" in phase:  # a preset's runs and a search's choice, afresh
+        return f"{one.method}: upstream"
+    part = {"trials": "trials", "validation": "trials", "re-score": "re-score", "calibration": "calibration"}
+    return f"{one.method} searches: {part[phase.split(':')[0]]}"
+
+
+@dataclass
+class Measured:
+    """A phase's kept work: CPU seconds and how many problems (or runs, or trial reports) it holds."""
+
+    cpu_s: float = 0.0
+    done: int = 0
+
+
+def measured(folder: Path, start_steps: int | None) -> dict[str, Measured]:
+    """Phase -> the CPU seconds and count of a study's kept jobs (``<study>/final``, each search
+    sweep's ``final`` and its trials' Tune reports). A problem tuned once and reused by a search
+    (``jobs.Runner``'s shared folders) is counted once, where it ran."""
+    out: dict[str, Measured] = {}
+
+    def add(phase: str, cpu_s: float, n: int = 1) -> None:
+        m = out.setdefault(phase, Measured())
+        m.cpu_s, m.done = m.cpu_s + cpu_s, m.done + n
+
+    def budget(key: dict) -> str:
+        return "start" if key["tuning"]["steps"] == start_steps else "end"
+
+    for path in sorted(glob.glob(str(folder / "final" / "*.json"))):
+        job = read_json(path)
+        kind, key = Path(path).stem.rsplit("-", 1)[0], job["key"]
+        if kind == "curves":
+            add("PT: curves", job["cpu_s"])
+        elif kind == "upstream":
+            add(f"{key['method']}: upstream", job["cpu_s"])
+        elif kind == "prepare":
+            add("preparation (SUPMER, MetaPT)", job["cpu_s"])
+        elif job["label"].startswith("pt (class labels)"):
+            add("PT from class labels: tuning, start", job["cpu_s"])
+        else:  # a target problem: PT's or a meta-trained arm's
+            add(f"{key.get('method') or 'PT'}: tuning, {budget(key)}", job["cpu_s"])
+    for sweep in sorted(glob.glob(str(folder / "sweeps" / "*" / "promptinit-sweep.json"))):
+        _measured_sweep(Path(sweep).parent, read_json(sweep)["config"]["methods"][0], add, budget)
+    return out
+
+
+def _measured_sweep(sweep: Path, method: str, add, budget) -> None:
+    """One search sweep's kept jobs and its trials' reports (``time/cpu_s``: steps and validation)."""
+    for path in sorted(glob.glob(str(sweep / "final" / "*.json"))):
+        job = read_json(path)
+        kind, key = Path(path).stem.rsplit("-", 1)[0], job["key"]
+        if kind == "upstream":
+            add(f"{method}: upstream", job["cpu_s"])
+        elif kind in ("validation PT", "re-score"):
+            add(f"{method} searches: {'trials' if kind == 'validation PT' else 're-score'}", job["cpu_s"], 0)
+        elif job["label"].startswith("calibrate"):
+            add(f"{method} searches: calibration", job["cpu_s"])
+        elif kind == "target":
+            add(f"{key.get('method') or 'PT'}: tuning, {budget(key)}", job["cpu_s"])
+    for results in sorted(glob.glob(str(sweep / "*" / "result.json"))):
+        for line in Path(results).read_text().splitlines():
+            if line.strip():
+                add(f"{method} searches: trials", json.loads(line).get("time/cpu_s", 0.0))
+
+
+def measured_markdown(cfg, rows: list[tuple[str, str, float]], kept: dict[str, Measured], cores: int) -> str:
+    """The plan per phase beside the measured CPU-hours and the share of its work done."""
+    planned: dict[str, float] = {}
+    for arm, phase, cpu_s in rows:
+        planned[phase_of(cfg, arm, phase)] = planned.get(phase_of(cfg, arm, phase), 0.0) + cpu_s
+    out = "| phase | planned CPU h | measured CPU h (kept so far) | kept jobs | measured / planned |\n"
+    out += "|---|---|---|---|---|\n"
+    for phase in [*planned, *(p for p in kept if p not in planned)]:
+        plan_h, m = planned.get(phase, 0.0) / 3600, kept.get(phase, Measured())
+        ratio = "unplanned" if not plan_h else f"{m.cpu_s / 3600 / plan_h:.2f}" if m.done else "—"
+        out += f"| {phase} | {plan_h:.2f} | {m.cpu_s / 3600:.2f} | {m.done} | {ratio} |\n"
+    total_plan, total = sum(planned.values()) / 3600, sum(m.cpu_s for m in kept.values()) / 3600
+    out += f"| **total** | **{total_plan:.1f}** | **{total:.1f}** | | {total / total_plan:.2f} |\n"
+    wall = f"| wall h on {cores} cores (if every core stays busy) | {total_plan / cores:.1f} | {total / cores:.1f} |"
+    return out + wall + " | |\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--validation-problem-s", type=float, default=17.0)
     p.add_argument("--halving", type=float, default=1.0, help="share of run-steps lr halving keeps (140/240: 0.583)")
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument(
+        "--measured",
+        type=Path,
+        default=None,
+        help="a study's run folder: the plan at its end budget beside its kept jobs' CPU",
+    )
     args = p.parse_args(argv)
 
     from promptinit.search.phases.study_config import load_study_config
@@ -160,7 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         + f" (runs/cpu-study); downstream per run-step {units.run_step:.3f}; validation problem "
         f"{units.validation_problem:g}; lr halving share {units.halving:g}\n"
     )
-    print(markdown({e: plan(cfg, units, e) for e in args.end_steps}, args.cores))
+    if args.measured is None:
+        print(markdown({e: plan(cfg, units, e) for e in args.end_steps}, args.cores))
+        return 0
+    end = (
+        read_json(args.measured / "study.json").get("downstream_steps")
+        if (args.measured / "study.json").is_file()
+        else None
+    )
+    ends = [end] if end else args.end_steps[-1:]
+    print(f"end budget {ends[0]} steps ({'the study' if end else 'not known yet: the largest of --end-steps'})\n")
+    print(measured_markdown(cfg, plan(cfg, units, ends[0]), measured(args.measured, cfg.study.start_steps), args.cores))
     return 0
 
 

@@ -1,6 +1,7 @@
 """The study (``search/study.py``) end to end on its smoke version (``configs/study/smoke.yaml``:
 every arm and phase of ``configs/study/cpu.yaml`` on a tiny random model): interrupted in its
 search phase, resumed, and reported by ``promptinit report``."""
+
 from __future__ import annotations
 
 import csv
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import load_benchmark
 from tests.platform.conftest import ROOT, kill_ray_under, kill_tree, run_sweep, start_sweep, sweep_env, tail
+
+study_plan = load_benchmark("study_plan")
 
 pytestmark = pytest.mark.timeout(1200)
 STUDY = ROOT / "search" / "study.py"
@@ -34,9 +38,11 @@ def smoke_config(folder: Path, drop: tuple[str, ...] = (), name: str = "smoke.ya
 def expected_arms(raw: dict) -> set[str]:
     from promptinit.search.phases.study_config import Arm
 
-    return ({Arm("labels", "pt").label}
-            | {Arm("preset", p.get("method") or a, name=a).label for a, p in raw["study"]["presets"].items()}
-            | {Arm("search", m, algorithm=a).label for m in raw["methods"] for a in raw["study"]["algorithms"]})
+    return (
+        {Arm("labels", "pt").label}
+        | {Arm("preset", p.get("method") or a, name=a).label for a, p in raw["study"]["presets"].items()}
+        | {Arm("search", m, algorithm=a).label for m in raw["methods"] for a in raw["study"]["algorithms"]}
+    )
 
 
 def report(study: Path, out: Path) -> set[str]:
@@ -85,8 +91,9 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     assert "curves: 2 jobs (2 done before" in text, tail(log2)
     assert f"resume: arms added to the config since the last run: {added}\n" in text, tail(log2)
     upstream = re.findall(r"^upstream ([^:]+): (\d+) jobs(?: \((\d+) done before)?", text, re.M)
-    assert [arms for arms, _, _ in upstream] == [", ".join(list(raw["study"]["presets"])[i:i + 2])
-                                                for i in range(0, len(raw["study"]["presets"]), 2)]
+    assert [arms for arms, _, _ in upstream] == [
+        ", ".join(list(raw["study"]["presets"])[i : i + 2]) for i in range(0, len(raw["study"]["presets"]), 2)
+    ]
     assert all(n == kept for arms, n, kept in upstream if added not in arms), upstream
     assert [kept for arms, _, kept in upstream if added in arms] == [""], upstream  # the added arm alone, new
     assert "== search arm mtl, TPE + ASHA" not in text
@@ -122,8 +129,12 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     assert (params["lr"], params["batch_size"]) == (0.5, 4), params
     with (out / "tables" / "contrasts.csv").open() as f:  # the arms against each other, each with an interval
         contrasts = {(r["a"], r["b"]): r for r in csv.DictReader(f)}
-    assert {("supmer (preset)", "supmer-no-mgr (preset)"), ("metapt (preset)", "metapt-random (preset)"),
-            ("maml (preset)", "mtl (preset)"), ("mtl (TPE + ASHA)", "mtl (random + ASHA)")} <= set(contrasts)
+    assert {
+        ("supmer (preset)", "supmer-no-mgr (preset)"),
+        ("metapt (preset)", "metapt-random (preset)"),
+        ("maml (preset)", "mtl (preset)"),
+        ("mtl (TPE + ASHA)", "mtl (random + ASHA)"),
+    } <= set(contrasts)
     for pair, r in contrasts.items():
         assert float(r["diff_lo"]) <= float(r["diff_mean"]) <= float(r["diff_hi"]) and r["verdict"], pair
     assert "## The study's arms against each other" in index
@@ -137,7 +148,7 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     finished, resumed; every arm has a row at the start budget and, except the start-only arms, at
     PT's converged budget, each against PT at the same budget; PT from the class labels on the
     target that has labels only; the searches' calibration is in the report."""
-    from promptinit.search.phases.study_config import Arm
+    from promptinit.search.phases.study_config import Arm, load_study_config
 
     raw = yaml.safe_load(SMOKE_V2.read_text())
     raw["partition"] = str((SMOKE_V2.parent / raw["partition"]).resolve())
@@ -159,19 +170,32 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     log2 = tmp_path / "resume.log"
     assert run_sweep(config, "--resume", env=env, log=log2, script=STUDY, timeout=900) == 0, tail(log2)
     assert "== search arm mtl, TPE + ASHA" not in log2.read_text()  # the finished sweep is kept
-    # PT's problems are tuned once for the study and its 4 searches: the searches' target phase
-    # reuses the study's PT at the start budget, and only the first search tunes PT on validation
-    sweeps = sorted((study / "sweeps").iterdir())
-    assert len(sweeps) == 4 and not [
-        f for s in sweeps for f in (s / "final").glob("target-*.json") if json.loads(f.read_text())["key"]["method"] is None
-    ]
-    assert [len(list((s / "final").glob("validation PT-*.json"))) for s in sweeps].count(0) == 3
 
     result = json.loads((study / "study.json").read_text())
     start, end = (b["steps"] for b in result["budgets"])
     assert result["done"] == result["arms"]  # every row, in the planned order
     assert result["finished"] and start == raw["study"]["start_steps"] < end == result["downstream_steps"]
     assert end <= raw["target"]["tuning"]["steps"] and [b["end"] for b in result["budgets"]] == [False, True]
+    # PT's problems are tuned once for the study and its 4 searches: the searches' target phase
+    # reuses the study's PT at the start budget, and only the first search tunes PT on validation
+    sweeps = sorted((study / "sweeps").iterdir())
+    kept_pt = [json.loads(f.read_text())["key"] for s in sweeps for f in (s / "final").glob("target-*.json")]
+    pt = [k for k in kept_pt if "method" not in k]
+    assert len(sweeps) == 4 and not pt, pt
+    assert [len(list((s / "final").glob("validation PT-*.json"))) for s in sweeps].count(0) == 3
+    # the measured cost per phase (benchmarks/study_plan.py --measured), by the jobs kept: 2 targets x
+    # 2 seeds = 4 pairs, upstream seeds 1 and 2, 2 searches per method with 2 calibrated trials each
+    kept = study_plan.measured(study, start)
+    assert kept["maml: upstream"].done == 2 + 2 * 2  # the preset's 2 runs, each search's choice afresh
+    assert kept["maml: tuning, start"].done == 3 * 2 * 4 == kept["maml: tuning, end"].done  # preset + 2 choices
+    assert kept["fomaml: tuning, start"].done == 2 * 4 and "fomaml: tuning, end" not in kept  # start only
+    assert kept["PT: tuning, start"].done == 4 and kept["PT: curves"].done == 2  # PT once for the 5 runners
+    assert kept["mtl searches: calibration"].done == 2 * 2 * 4 and kept["mtl searches: trials"].cpu_s > 0
+    cfg = load_study_config(config)
+    units = study_plan.Units(dict.fromkeys(("mtl", "maml", "fomaml", "reptile", "supmer"), 1.0), 1.0, 10.0)
+    text = study_plan.measured_markdown(cfg, study_plan.plan(cfg, units, end), kept, cores=2)
+    unplanned = {ln.split(" | ")[0][2:] for ln in text.splitlines()[2:] if "unplanned" in ln}
+    assert unplanned <= {"preparation (SUPMER, MetaPT)"}, text
     arms = [Arm(**{k: v for k, v in r.items() if k != "label"}) for r in result["arm_records"]]
     expected = {a.label + f" · {start} steps" for a in arms} | {
         a.label + f" · {end} steps" for a in arms if a.key not in raw["study"]["start_only"]
