@@ -4,7 +4,7 @@
   tidy ``pandas`` table, plus its target-task results (per-pair scores of each method and PT);
 - ``analysis.tables``: each method against PT on the target tasks (difference, ARG,
   P(improvement) with bootstrap CIs; the one writer of ``arg_table.{md,csv}``), per-task gains,
-  the search's validation ARG, cost, the best validation ARG so far against compute;
+  the search's validation objective, cost, the best validation objective so far against compute;
 - ``analysis.plots``: difference bars with CI whiskers, hyperparameter sensitivity, learning
   curves, best-so-far curves (one line per sweep), importances, task-similarity heat map
   (matplotlib, PNG);

@@ -100,7 +100,8 @@ def register_export(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
         help="export a method's best prompt of a sweep as a PEFT prompt-tuning folder",
-        description="Write the best checkpoint (highest validation ARG) of one method as adapter_model.safetensors + "
+        description="Write the best checkpoint (by the sweep's search objective on validation) of one method as "
+        "adapter_model.safetensors + "
         "adapter_config.json (PEFT PROMPT_TUNING) + promptinit.json, and log it to the sweep's MLflow run.",
     )
     p.add_argument("sweep", metavar="SWEEP_DIR", help="the sweep directory")

@@ -2,7 +2,7 @@
 
 The sweep's own Optuna study lives inside Tune's searcher state (pickled, and one study for all
 methods), so it is rebuilt here: one in-memory study per method, one ``FrozenTrial`` per
-scored trial with its settings and its best validation ARG, and distributions inferred from
+scored trial with its settings and its best validation objective, and distributions inferred from
 the values seen. Settings that never varied carry no information and are left out.
 """
 
@@ -82,7 +82,7 @@ def rebuild_study(trials: pd.DataFrame, method: str, value: str = "val"):
 
 
 def param_importances(trials: pd.DataFrame, method: str, seed: int = 0) -> tuple[dict[str, float], str]:
-    """Importance of each searched setting of ``method`` for its validation ARG.
+    """Importance of each searched setting of ``method`` for its validation objective (``val``).
 
     Uses ``optuna.importance.get_param_importances`` with Optuna's default evaluator (fANOVA),
     seeded so a report is reproducible.
@@ -100,6 +100,6 @@ def param_importances(trials: pd.DataFrame, method: str, seed: int = 0) -> tuple
     if not dists:
         return {}, "no setting varied between its trials"
     if len({t.value for t in study.trials}) < 2:
-        return {}, "every trial scored the same validation ARG"
+        return {}, "every trial scored the same validation objective"
     imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
     return {k: float(v) for k, v in imp.items()}, ""

@@ -280,7 +280,7 @@ def importances(values: Mapping[str, float], method: str, path: Path) -> Path:
     ax.barh(names, [values[n] for n in names], color="C2")
     ax.set_xlabel("importance (fANOVA)")
     ax.set_xlim(0, 1)
-    ax.set_title(f"{method}: hyperparameter importance for val ARG")
+    ax.set_title(f"{method}: hyperparameter importance for the validation objective")
     return _save(fig, path)
 
 

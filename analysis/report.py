@@ -49,10 +49,11 @@ from promptinit.files import atomic_folder
 from promptinit.stats import DELTA
 
 INDEX = "index.md"
-NORMAL_95 = 1.959964  # a normal 95 % interval from a standard error (validation ARG)
+NORMAL_95 = 1.959964  # a normal 95 % interval from a standard error (the validation objective)
 ARTIFACT_PATH = "report"
 BEST_SO_FAR_CAPTION = (
-    "Best validation ARG found so far against cumulative {unit}, one line per sweep (trials in the order they "
+    "Best validation objective (the sweep's `search.objective`: Δ in points or ARG in %) found so far against "
+    "cumulative {unit}, one line per sweep (trials in the order they "
     "ended); band: ±1.96 SE of the best trial over its validation pairs. A running max of noisy estimates is "
     "biased upward (each sweep's selection.md re-scores its best trials on fresh seeds)."
 )
@@ -176,7 +177,7 @@ def build(
         plot_links.append(bars)
     curves = plots.learning_curves(trials, pdir / "learning_curves.png") if len(trials) else None
     if curves:
-        plot_links.append(("Learning curves (validation ARG)", curves))
+        plot_links.append(("Learning curves (validation objective)", curves))
     study_links, study_lines = _study_links_and_lines(report, sweeps, tdir, pdir)
     plot_links += study_links
     captions = {path.name: CURVES_CAPTION for _, path in study_links}
@@ -271,7 +272,7 @@ def _best_so_far_link(
     # a study's searches of one method and its defaults share a panel, so they compare at equal compute
     by_method = progress.assign(method=progress["method"].map(lambda label: methods.get(label, label)))
     path = plots.best_so_far_curves(by_method, pdir / "best_so_far.png", labels=_search_labels(sweeps), z=NORMAL_95)
-    return ("Best validation ARG so far against compute", path) if path else None
+    return ("Best validation objective so far against compute", path) if path else None
 
 
 def _similarity_link(
@@ -512,7 +513,7 @@ def _table_links(plot_links) -> list[str]:
     lines = []
     for stem, title in [
         ("arg_table", "Target tasks: Δ, ARG, P(>PT) per cell with CIs, Wilcoxon and Holm p per method"),
-        ("validation", "Search: validation ARG per method"),
+        ("validation", "Search: the validation objective per method"),
         ("task_gains", "Difference and relative gain per target task"),
         ("cost", "Cost and ARG per accelerator-hour"),
     ]:

@@ -8,7 +8,7 @@ A sweep directory (written by ``search/sweep.py``) holds:
 - ``promptinit-sweep.json``: the validated sweep config, the MLflow tracking URI, experiment id
   and parent run id;
 - ``arg_table.csv``: per method, its best prompt against PT on the target tasks (the statistics,
-  the chosen trial, validation ARG, trial counts; ``analysis.tables.write_target_table``);
+  the chosen trial, its validation objective and ARG, trial counts; ``analysis.tables.write_target_table``);
 - ``target_scores.csv``: the per-pair test scores those statistics come from, one row per
   (method, target task, few-shot seed): the method's score, PT's and the number of test
   examples each rests on, so any table can recompute them (sweeps from before it have none:

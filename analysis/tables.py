@@ -427,7 +427,7 @@ def _trials(r: Any) -> str:
 def arg_markdown(table: pd.DataFrame, delta: float = DELTA) -> str:
     """One row per method (and partition, when there are several): Δ (points), ARG (%) and
     P(>PT) per cell as ``mean [95 % CI]``, Wilcoxon and Holm p, the verdict, what it rests on,
-    the validation ARG of the chosen checkpoint and the trial counts; notes (old records, one
+    the validation objective of the chosen checkpoint and the trial counts; notes (old records, one
     seed per task, low baselines, scores that are not counts) below. ``delta``: the equivalence
     margin the table's verdicts used (for the note)."""
     several = len(_order(table["partition"])) > 1

@@ -130,6 +130,6 @@ def test_report_writes_the_curve_with_its_caption(tmp_path, monkeypatch):
     every = progress[(progress["sweep"] == "sweep-b") & (progress["method"] == ALL_METHODS)]
     assert list(every["compute"]) == [100.0, 300.0, 350.0, 380.0, 440.0, 480.0]
     index = (out / "index.md").read_text()
-    assert "![Best validation ARG so far against compute](plots/best_so_far.png)" in index
+    assert "![Best validation objective so far against compute](plots/best_so_far.png)" in index
     assert "against cumulative trial-seconds, one line per sweep" in index
     assert (out / "plots" / "best_so_far.png").is_file()
