@@ -357,14 +357,24 @@ def _budget_text(result: Mapping) -> str:
     named = [b for b in result.get("budgets", []) if b.get("label")]
     if not named:
         return f"{result.get('downstream_steps')} steps (chosen from PT's curves below)"
-    parts = [
-        f"{b['steps']} steps ({'the end: PT converged by its curves below, or their cap' if b['end'] else 'a start'})"
-        for b in named
-    ]
+    parts = [f"{b['steps']} steps ({_end_text(result) if b['end'] else 'a start'})" for b in named]
     only = result.get("start_only") or []
     cut = f"; {', '.join(only)} at the start budget only (a stated cost cut)" if only and len(named) > 1 else ""
     count = f"{len(named)} budget{'s' if len(named) > 1 else ''}"
     return f"{count}, {' and '.join(parts)}, each row labelled by its own{cut}"
+
+
+def _end_text(result: Mapping) -> str:
+    """How a study's end budget was found: PT's convergence, or the cap of a curve still rising."""
+    found = result.get("steps_rule") or {}
+    if "converged" not in found:  # recorded before 6 Dec 2026, or the `last` rule
+        return "the end: PT converged by its curves below, or their cap"
+    if found["converged"]:
+        return f"the end: PT converged by its curves below, +{found['gain']:.1f} points over the last quarter"
+    return (
+        f"the end: the cap of PT's curves below; PT had not converged, still +{found['gain']:.1f} points "
+        "over the last quarter"
+    )
 
 
 def _study_result(sweep: Sweep) -> dict:

@@ -382,12 +382,13 @@ def run(where: str, resume: bool) -> Any:
     study = prepare_study(where, resume)
     cfg, ctx = study.cfg, study.ctx
     times: dict[str, float] = {}
-    steps, tuning = curves.run(ctx, cfg, study.tasks.target)
+    steps, tuning, found = curves.run(ctx, cfg, study.tasks.target)
     plan = budgets(cfg, steps, tuning)
     times["curves_s"] = time.perf_counter() - t_start
     arms = cfg.arms()
     summary = {
         "downstream_steps": steps,
+        "steps_rule": found,  # for `converged`: whether PT converged by the cap, and its last-quarter gain
         "tuning": tuning,
         "budgets": [{"steps": b.steps, "label": b.suffix.strip(" ·"), "end": b.end} for b in plan],
         "start_only": list(cfg.study.start_only),

@@ -307,6 +307,17 @@ def test_converged_steps_is_where_the_last_quarter_gains_under_the_tolerance():
     assert curves.enough_steps(s, 0.01) == 120  # the old rule: within 1 point of the last (cap's) mean
     climbing = curves.summarize(records({("a", 1, 0.3): [0.1 * i for i in range(9)]}, every=20))
     assert curves.converged_steps(climbing, 0.01) == 160  # never flat by the cap: the cap
+    # what the study records and the report says of its end budget: converged, or a cap still rising
+    from promptinit.analysis.report import _end_text
+    from promptinit.search.phases.curves import last_quarter_gain
+
+    assert last_quarter_gain(s, 80) == pytest.approx(0.005) and last_quarter_gain(climbing, 160) == pytest.approx(0.2)
+    assert _end_text({"steps_rule": {"rule": "converged", "converged": True, "gain": 0.5}}).endswith(
+        "PT converged by its curves below, +0.5 points over the last quarter"
+    )
+    assert "PT had not converged, still +40.0 points" in _end_text(
+        {"steps_rule": {"rule": "converged", "converged": False, "gain": 40.0}}
+    )
 
 
 def test_curve_records_round_trip_through_csv(tmp_path):
