@@ -256,7 +256,7 @@ def config_changes(earlier: dict | None, now: dict) -> list[str]:
     and this one, for the error that refuses a resume."""
     if not isinstance(earlier, dict):
         return ["(no recorded config)"]
-    out = []
+    earlier, out = relocated(earlier, now), []
     for key in sorted({*earlier, *now}):
         old, new = earlier.get(key), now.get(key)
         if old == new:
