@@ -747,19 +747,9 @@ def target_row(
     ``val``: the chosen trial's values of it by ``OBJECTIVE_VALUES`` name (in the search and
     re-scored on fresh seeds, each with its SE; the ARG columns' when the objective is ARG).
     """
-    ranked = dict.fromkeys(OBJECTIVE_VALUES, math.nan)
-    if objective == "arg":
-        ranked.update(zip(OBJECTIVE_VALUES, (val_arg, val_arg_se, val_arg_rescored, val_arg_rescored_se), strict=True))
-    ranked.update({k: v for k, v in (val or {}).items() if v is not None and math.isfinite(v)})
-    if scores:  # ARG and RG per task from the pairs (tasks weigh equally, as in promptinit.stats.compare)
-        from promptinit.stats import relative_gain
-
-        by_task: dict[str, list[float]] = {}
-        for key, value in scores.items():
-            by_task.setdefault(key[0], []).append(float(relative_gain(value, baseline[(key[0], key[1])])))
-        per_task = {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
-        arg_mean = float(np.mean(list(per_task.values())))
-        n_seeds = len({k[1] for k in scores})
+    arg = (val_arg, val_arg_se, val_arg_rescored, val_arg_rescored_se)
+    if scores:
+        per_task, arg_mean, n_seeds = _pair_gains(scores, baseline)
     return {
         "sweep": sweep,
         "partition": partition,
@@ -776,12 +766,34 @@ def target_row(
         "val_arg_rescored": val_arg_rescored,
         "val_arg_rescored_se": val_arg_rescored_se,
         "objective": objective,
-        **ranked,
+        **_objective_values(objective, arg, val),
         "trials": trials,
         "finished": finished,
         "settings": dict(settings or {}),
         "test_per_seed": test_per_seed,
     }
+
+
+def _pair_gains(scores: Mapping[tuple, float], baseline: Mapping[tuple, float]) -> tuple[dict[str, float], float, int]:
+    """``(RG per task, ARG, few-shot seeds)`` from per-pair scores (tasks weigh equally, as in
+    ``promptinit.stats.compare``)."""
+    from promptinit.stats import relative_gain
+
+    by_task: dict[str, list[float]] = {}
+    for key, value in scores.items():
+        by_task.setdefault(key[0], []).append(float(relative_gain(value, baseline[(key[0], key[1])])))
+    per_task = {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
+    return per_task, float(np.mean(list(per_task.values()))), len({k[1] for k in scores})
+
+
+def _objective_values(objective: str, arg: Iterable[float], val: Mapping[str, float] | None) -> dict[str, float]:
+    """A target row's ``OBJECTIVE_VALUES``: ``val``'s finite ones, the ARG columns (``arg``, in
+    that order) standing in when the objective is ARG, NaN for the rest."""
+    out = dict.fromkeys(OBJECTIVE_VALUES, math.nan)
+    if objective == "arg":
+        out.update(zip(OBJECTIVE_VALUES, arg, strict=True))
+    out.update({k: v for k, v in (val or {}).items() if v is not None and math.isfinite(v)})
+    return out
 
 
 def _flag(text: str | None) -> bool | None:
