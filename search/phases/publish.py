@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,8 @@ CHOSEN_FILE = "chosen.json"
 
 def write_chosen(sweep_dir: Path, chosen: dict[str, Candidate], checkpoints: Checkpoints) -> None:
     """``chosen.json``: per method its choice (trial, settings, config, upstream steps) and the
-    checkpoint of every upstream seed, as paths relative to the sweep folder."""
+    checkpoint of every upstream seed, as paths relative to the sweep folder (``../..`` where the
+    run was kept by the study beside it: a choice equal to a preset reuses the preset's runs)."""
     record = {
         m: {
             "trial_id": c.trial_id,
@@ -142,7 +144,7 @@ def write_chosen(sweep_dir: Path, chosen: dict[str, Candidate], checkpoints: Che
             "config": dict(c.config),
             "step": c.step,
             "upstream": {
-                str(u): str(Path(checkpoint_path(ckpt)).resolve().relative_to(sweep_dir.resolve()))
+                str(u): os.path.relpath(Path(checkpoint_path(ckpt)).resolve(), sweep_dir.resolve())
                 for (arm, u), ckpt in checkpoints.items()
                 if arm == m
             },

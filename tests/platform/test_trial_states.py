@@ -84,7 +84,7 @@ def test_the_driver_warns_once_when_it_cannot_close_the_runs(tmp_path, monkeypat
             check.trial_states(checked.cfg.sweep_dir)  # what the --resume path does first
         return SimpleNamespace(table=SimpleNamespace(text=""))
 
-    monkeypatch.setattr(prepare, "context", lambda cfg, source: None)  # no Ray: the phases are faked
+    monkeypatch.setattr(prepare, "context", lambda cfg, source, shared=(): None)  # no Ray: the phases are faked
     monkeypatch.setattr(sweep, "run_phases", fake_phases)
     code = sweep.main(["--config", str(config)])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sweep:")]  # not MLflow's logs
