@@ -216,8 +216,10 @@ def _measured_sweep(sweep: Path, method: str, add, budget) -> None:
         kind, key = Path(path).stem.rsplit("-", 1)[0], job["key"]
         if kind == "upstream":
             add(f"{method}: upstream", job["cpu_s"])
-        elif kind in ("validation PT", "re-score"):
-            add(f"{method} searches: {'trials' if kind == 'validation PT' else 're-score'}", job["cpu_s"], 0)
+        elif kind == "validation PT":  # PT's validation scores, the searches' baseline: not a trial report
+            add(f"{method} searches: trials", job["cpu_s"], 0)
+        elif kind == "re-score":
+            add(f"{method} searches: re-score", job["cpu_s"])
         elif job["label"].startswith("calibrate"):
             add(f"{method} searches: calibration", job["cpu_s"])
         elif kind == "target":
