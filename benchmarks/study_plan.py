@@ -234,7 +234,8 @@ def measured_markdown(cfg, rows: list[tuple[str, str, float]], kept: dict[str, M
     """The plan per phase beside the measured CPU-hours and the share of its work done."""
     planned: dict[str, float] = {}
     for arm, phase, cpu_s in rows:
-        planned[phase_of(cfg, arm, phase)] = planned.get(phase_of(cfg, arm, phase), 0.0) + cpu_s
+        name = phase_of(cfg, arm, phase)
+        planned[name] = planned.get(name, 0.0) + cpu_s
     out = "| phase | planned CPU h | measured CPU h (kept so far) | kept jobs | measured / planned |\n"
     out += "|---|---|---|---|---|\n"
     for phase in [*planned, *(p for p in kept if p not in planned)]:
