@@ -51,6 +51,7 @@ from promptinit.search.phases.config import check_model, check_storage, config_d
 from promptinit.search.phases.jobs import LABELS_START
 from promptinit.search.phases.prepare import FINAL_DIR
 from promptinit.search.phases.publish import read_chosen
+from promptinit.search.phases.searcher import KEPT_FILE
 from promptinit.search.phases.searching import Candidate
 from promptinit.search.phases.study_config import (
     ALGORITHM_LABEL,
@@ -331,9 +332,14 @@ def search_rows(study: Study, arm: Arm, plan: list[Budget], commons: list[dict])
     cfg = study.cfg
     folder = cfg.sweep_folder(arm)
     if not (folder / "arg_table.csv").is_file():
-        resume = (folder / check.TUNER_FILE).is_file()
+        resume = check.resumable_from(folder) is not None
         if folder.exists() and not resume:  # it died before Tune saved anything: start it afresh
-            logger.info("%s: an interrupted start (no %s); starting that sweep afresh", folder, check.TUNER_FILE)
+            logger.info(
+                "%s: an interrupted start (no %s, no %s); starting that sweep afresh",
+                folder,
+                check.TUNER_FILE,
+                KEPT_FILE,
+            )
             shutil.rmtree(folder)
         logger.info(
             "\n== search arm %s, %s: sweep %s%s",

@@ -2,7 +2,8 @@
 
 The sweep YAML (``config.load_sweep_config``), ``storage_path``, the model (it resolves and its
 config loads), the partition's tasks (loaded, so a bad catalog entry is one line), a MetaPT pool
-that would leak a held-out task, and with ``--resume`` the sweep folder. A problem is one
+that would leak a held-out task, and with ``--resume`` the sweep folder (Tune's state, or without it
+the kept finished trials a search is rebuilt from: ``rebuild``). A problem is one
 ``PromptinitError`` line naming the file, the field and the fix (exit code 2).
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from promptinit.errors import PromptinitError, read_json
 from promptinit.search.phases.config import SweepConfig, check_model, check_storage, load_partition, load_sweep_config
+from promptinit.search.phases.searcher import KEPT_FILE
 from promptinit.search.phases.tracking import resolve_tracking_uri
 from promptinit.tasks.task import Task
 
@@ -56,6 +58,7 @@ class Checked:
         cfg: the validated config.
         where: the config's file (errors and the MLflow tag name it).
         resume: continue the sweep in ``cfg.sweep_dir``.
+        rebuild: resume without Tune's state, from the kept finished trials (``rebuild``).
         tracking_uri: MLflow's URI (``MLFLOW_TRACKING_URI``, the config's, or the sweep folder's sqlite).
         record: the resumed sweep's record (``promptinit-sweep.json``), ``{}`` for a new sweep.
         partition: the partition (names).
@@ -71,6 +74,15 @@ class Checked:
     partition: Any
     tasks: TaskSets
     shared: tuple[Path, ...] = ()
+    rebuild: bool = False
+
+
+def resumable_from(sweep_dir: Path) -> str | None:
+    """What ``--resume`` would continue a sweep folder from: ``"tune"`` (Tune's state), ``"kept"``
+    (no Tune state, the kept finished trials: ``rebuild``), or None (nothing to resume)."""
+    if (sweep_dir / TUNER_FILE).is_file():
+        return "tune"
+    return "kept" if (sweep_dir / KEPT_FILE).is_file() and (sweep_dir / RECORD_FILE).is_file() else None
 
 
 def sweep(request: Request) -> Checked:
@@ -87,21 +99,25 @@ def config(cfg: SweepConfig, where: str, resume: bool) -> Checked:
     """
     check_storage(cfg, where)
     refuse_search_seed(cfg, where)
-    tuner = cfg.sweep_dir / TUNER_FILE
-    if resume and not tuner.exists():
-        raise PromptinitError(f"{cfg.sweep_dir}: nothing to resume (no {TUNER_FILE}); run without --resume")
-    if not resume and tuner.exists():
+    found = resumable_from(cfg.sweep_dir)
+    if resume and found is None:
+        raise PromptinitError(
+            f"{cfg.sweep_dir}: nothing to resume (no {TUNER_FILE}, nor {KEPT_FILE} beside {RECORD_FILE}); "
+            "run without --resume"
+        )
+    if not resume and found is not None:
         raise PromptinitError(
             f"{where}: field 'name': a sweep already ran in {cfg.sweep_dir}; pass --resume to "
             "continue it, or change `name`"
         )
     uri = resolve_tracking_uri(cfg.tracking_uri, cfg.sweep_dir)
-    record = resumable(cfg.sweep_dir, uri) if resume else {}
+    rebuild = resume and found == "kept"
+    record = {} if not resume else kept_record(cfg.sweep_dir) if rebuild else resumable(cfg.sweep_dir, uri)
     check_model(cfg, where)
     partition = load_partition(cfg)
     tasks = load_tasks(cfg, partition)
     check_metapt_pool(cfg, where, (*tasks.validation, *tasks.target))
-    return Checked(cfg, where, resume, uri, record, partition, tasks)
+    return Checked(cfg, where, resume, uri, record, partition, tasks, rebuild=rebuild)
 
 
 def refuse_search_seed(cfg: SweepConfig, where: str) -> None:
@@ -220,9 +236,7 @@ def resumable(sweep_dir: Path, uri: str) -> dict:
             f"{path}: missing (the sweep's MLflow parent run and tracking URI are recorded there); "
             f"this folder cannot be resumed; {AFRESH}"
         )
-    record = read_json(path)
-    if not isinstance(record, dict):
-        raise PromptinitError(f"{path}: expected a JSON object (parent_run_id, tracking_uri, config); {AFRESH}")
+    record = _record(path)
     for key in ("parent_run_id", "tracking_uri"):
         if not isinstance(record.get(key), str) or not record[key]:
             raise PromptinitError(
@@ -251,6 +265,27 @@ def resumable(sweep_dir: Path, uri: str) -> dict:
         f"(Tune's searcher state points at it); {AFRESH}",
     )
     trial_states(sweep_dir)  # an unreadable experiment state is one line here, not after Ray started
+    return record
+
+
+def kept_record(sweep_dir: Path) -> dict:
+    """What a resume without Tune's state needs, read and checked: the sweep's record and the kept
+    finished trials, each with its folder (``rebuild.kept_trials``).
+
+    Returns:
+        The sweep's record.
+    """
+    from promptinit.search.phases.rebuild import kept_trials
+
+    record = _record(sweep_dir / RECORD_FILE)
+    kept_trials(sweep_dir)
+    return record
+
+
+def _record(path: Path) -> dict:
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise PromptinitError(f"{path}: expected a JSON object (parent_run_id, tracking_uri, config); {AFRESH}")
     return record
 
 

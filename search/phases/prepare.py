@@ -2,7 +2,8 @@
 
 The first phase that writes: ``<sweep>/promptinit-sweep.json`` (the parent run, the tracking URI,
 the validated config), the MLflow experiment (a model-training experiment, so the UI opens on
-its runs) and the parent run (new, or reopened on ``--resume``), then ``ray.init``.
+its runs) and the parent run (new, or reopened on ``--resume``; on a resume without Tune's state,
+``rebuild``, new when the store lost it), then ``ray.init``.
 """
 
 from __future__ import annotations
@@ -146,7 +147,10 @@ def sweep(checked: Checked) -> Prepared:
     cfg.sweep_dir.mkdir(parents=True, exist_ok=True)
     uri = checked.tracking_uri
     experiment = tracking.experiment_id(uri, cfg.name, cfg.sweep_dir)
-    parent = _reopen(checked) if checked.resume else _new_parent(checked, experiment)
+    if checked.rebuild:
+        parent = _rebuilt_parent(checked, experiment)
+    else:
+        parent = _reopen(checked) if checked.resume else _new_parent(checked, experiment)
     logger.info(
         "sweep %s: %s\nMLflow: %s (experiment %r, parent run %s); with `mlflow ui`: %s",
         cfg.name,
@@ -171,6 +175,30 @@ def _reopen(checked: Checked) -> str:
             f"{checked.tracking_uri} cannot be reopened ({' '.join(str(err).split())[:200]}); resume with the "
             "tracking store this sweep logged to"
         ) from None
+    return parent
+
+
+def _rebuilt_parent(checked: Checked, experiment: str) -> str:
+    """A sweep resumed without Tune's state (``rebuild``): its recorded parent run when this store
+    still has it (runs of trials that had not finished are closed FAILED, tagged orphaned); else a
+    new parent run with the kept trials replayed as its child runs."""
+    from mlflow.exceptions import MlflowException
+
+    from promptinit.search.phases.rebuild import kept_trials, replay_runs
+
+    cfg, uri, parent = checked.cfg, checked.tracking_uri, checked.record.get("parent_run_id")
+    if parent and checked.record.get("tracking_uri") == uri:
+        try:
+            tracking.client(uri).update_run(parent, status="RUNNING")
+        except MlflowException:  # the store lost it (a sqlite file that stayed behind): a new one
+            pass
+        else:
+            tracking.close_open_children(uri, experiment, parent, {})
+            return parent
+    parent = _new_parent(checked, experiment)
+    kept = kept_trials(cfg.sweep_dir)
+    replay_runs(uri, experiment, parent, cfg.sweep_dir, kept)
+    logger.info("resume: MLflow parent run %s is new; the %d kept trials replayed as its child runs", parent, len(kept))
     return parent
 
 

@@ -15,18 +15,23 @@ ahead of it; ``restore`` settles the difference the way Tune settles its own:
   default the default is enqueued again, as the snapshot's study would still hold it;
 - a trial told after the snapshot is run again by Tune from its checkpoint; the study keeps the
   value it first got (the repeated reports are ignored instead of failing on a finished trial).
+
+At each trial's end the searcher also writes the study's finished trials to ``<sweep>/trials.json``
+(``finished_trials``): with the trials' folders, what a sweep resumes from on a machine that lost
+Tune's state (``rebuild``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.distributions import distribution_to_json, json_to_distribution
+from optuna.trial import TrialState, create_trial
 from ray.tune.search import Searcher
 
 from promptinit.files import atomic_write_json
@@ -38,6 +43,7 @@ TUNE_TRIAL_ATTR = "tune_trial_id"  # user attr of each Optuna trial: its Tune tr
 ORPHAN_ATTR = "orphaned"  # user attr of an Optuna trial the resumed sweep no longer knows (closed FAIL)
 DEFAULTS_ATTR = "paper_defaults"  # user attr of an enqueued paper-defaults trial
 ITERATION = "training_iteration"  # Tune's report counter: the step of Optuna's intermediate values
+KEPT_FILE = "trials.json"  # the study's finished trials, written at each trial's end (``finished_trials``)
 
 
 def optuna_storage_url(sweep_dir: Path) -> str:
@@ -56,6 +62,45 @@ def drop_study(url: str, study_name: str) -> None:
         optuna.delete_study(study_name=study_name, storage=url)
     except KeyError:  # no such study: the usual case
         pass
+
+
+def finished_trials(study: optuna.Study) -> list[dict]:
+    """The study's finished trials that ran as Tune trials, as JSON: each trial's Tune trial id,
+    Optuna number, state, value, parameters with their distributions, intermediate values (the
+    objective at each Tune report) and user attrs. ``add_finished`` adds them to another study."""
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        if not t.state.is_finished() or ORPHAN_ATTR in t.user_attrs or TUNE_TRIAL_ATTR not in t.user_attrs:
+            continue
+        out.append(
+            {
+                TUNE_TRIAL_ATTR: t.user_attrs[TUNE_TRIAL_ATTR],
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": t.params,
+                "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
+                "intermediate_values": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+                "user_attrs": t.user_attrs,
+            }
+        )
+    return out
+
+
+def add_finished(study: optuna.Study, trials: Sequence[dict]) -> None:
+    """Add trials written by ``finished_trials`` to ``study``, in their order."""
+    for k in trials:
+        state = TrialState[k["state"]]
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=k["value"] if state != TrialState.FAIL else None,
+                params=k["params"],
+                distributions={n: json_to_distribution(d) for n, d in k["distributions"].items()},
+                user_attrs=k["user_attrs"],
+                intermediate_values={int(s): v for s, v in k["intermediate_values"].items()},
+            )
+        )
 
 
 class _Recorder:
@@ -105,6 +150,9 @@ class StudySearcher(Searcher):
         metric: the objective Tune reports (``val/delta`` or ``val/arg``, ``search.objective``), also
             the study's metric name.
         mode: ``max`` or ``min``.
+        kept_file: where to write the study's finished trials at each trial's end (``KEPT_FILE``).
+        kept: finished trials of an earlier study (``finished_trials``), added to this one before
+            the paper defaults; a default one of them ran is not enqueued again.
     """
 
     def __init__(
@@ -116,16 +164,22 @@ class StudySearcher(Searcher):
         points: list[dict] | None,
         metric: str,
         mode: str,
+        kept_file: Path | None = None,
+        kept: Sequence[dict] = (),
     ):
         super().__init__(metric=metric, mode=mode)
         self.space, self.sampler = space, sampler
         self.storage_url, self.study_name = storage_url, study_name
+        self.kept_file = kept_file
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self.completed: set[str] = set()
         self._study: optuna.Study | None = None
         self._live: dict[str, optuna.Trial] = {}
+        add_finished(self.study, kept)
+        ran = [k["user_attrs"].get(DEFAULTS_ATTR) for k in kept]
         for point in points or ():
-            self.study.enqueue_trial(point, user_attrs={DEFAULTS_ATTR: point})
+            if point not in ran:
+                self.study.enqueue_trial(point, user_attrs={DEFAULTS_ATTR: point})
 
     # Tune pickles the searcher (tuner.pkl); a database connection does not travel.
     def __getstate__(self) -> dict:
@@ -183,6 +237,8 @@ class StudySearcher(Searcher):
                 trial.report(value, (result or {})[ITERATION])
             self.study.tell(trial, value)
         self.completed.add(trial_id)
+        if self.kept_file is not None:
+            atomic_write_json(self.kept_file, finished_trials(self.study), indent=1)
 
     def save(self, checkpoint_path: str) -> None:
         atomic_write_json(checkpoint_path, {"numbers": self.numbers, "completed": sorted(self.completed)})

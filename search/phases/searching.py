@@ -4,7 +4,8 @@ PT's baseline on the validation tasks is computed once (or read from its cache) 
 every trial; methods with expensive on-disk caches (SUPMER's clustered corpus, MetaPT's groups)
 are built once before the trials. The searcher (``searcher.StudySearcher``: TPE or random by
 ``search.algorithm``, the paper defaults first) keeps its Optuna study in ``<sweep>/optuna.db``;
-ASHA stops trials early. The output: each method's best ``search.top_k`` trials, best first.
+ASHA stops trials early. A search resumed without Tune's state goes on from its kept finished
+trials (``rebuild``). The output: each method's best ``search.top_k`` trials, best first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from promptinit.search.phases import tracking
@@ -21,7 +23,8 @@ from promptinit.search.phases.check import Checked, trial_states
 from promptinit.search.phases.config import SweepConfig
 from promptinit.search.phases.jobs import PT_START, problems_for, run_scores
 from promptinit.search.phases.prepare import Context, Prepared, Run
-from promptinit.search.phases.searcher import StudySearcher, drop_study, optuna_storage_url
+from promptinit.search.phases.rebuild import KeptASHA, kept_results, kept_trials, remaining
+from promptinit.search.phases.searcher import KEPT_FILE, StudySearcher, drop_study, optuna_storage_url
 from promptinit.spaces import Choice, Fixed, Float, Int, SweepSpace, trial_settings
 from promptinit.trainables import metrics as M
 
@@ -122,9 +125,19 @@ def run(checked: Checked, prepared: Prepared) -> Searched:
         seed=cfg.seed,
     )
     trainable = make_trainable(shared, ctx.cpu, ctx.gpu)
-    tuner = _restore(cfg, trainable, prepared.run) if checked.resume else tuner_for(cfg, trainable, prepared.run)
+    if not checked.resume:  # a file an earlier sweep in this folder left: this search writes its own
+        (cfg.sweep_dir / KEPT_FILE).unlink(missing_ok=True)
+    kept = kept_trials(cfg.sweep_dir)
+    tuner = None
+    if checked.rebuild:
+        left = remaining(cfg.budget.num_samples, kept)
+        logger.info("resume without Tune's state: %d finished trials kept, %d to run", len(kept), left)
+        tuner = tuner_for(cfg, trainable, prepared.run, kept) if left else None
+    else:
+        tuner = _restore(cfg, trainable, prepared.run) if checked.resume else tuner_for(cfg, trainable, prepared.run)
     t0 = time.perf_counter()
-    results = tuner.fit()
+    results = list(tuner.fit()) if tuner is not None else []
+    results += kept_results(cfg.sweep_dir, kept, [Path(r.path) for r in results])  # those of an earlier Tune run
     seconds = time.perf_counter() - t0
     trial_cpu = float(
         sum(
@@ -156,16 +169,18 @@ def build_caches(space: SweepSpace, ctx: Context) -> None:
     logger.info("prepared %s", ", ".join(f"{s.method} ({t:.0f} s)" for s, t in zip(prepare, seconds, strict=True)))
 
 
-def searcher_for(cfg: SweepConfig) -> StudySearcher:
+def searcher_for(cfg: SweepConfig, kept: Sequence[dict] = ()) -> StudySearcher:
     """The sweep's searcher: Optuna's sampler of ``search.algorithm`` (TPE or random, seeded), the
-    paper defaults enqueued first, a fresh study named after the sweep in ``<sweep>/optuna.db``."""
+    paper defaults enqueued first, a fresh study named after the sweep in ``<sweep>/optuna.db``
+    (holding first the ``kept`` trials of a rebuilt search, the seed moved on by their number)."""
     from optuna.samplers import RandomSampler, TPESampler
 
     space = cfg.space()
+    seed = cfg.search.seed + len(kept)
     if cfg.search.algorithm == "tpe":
-        sampler: Any = TPESampler(seed=cfg.search.seed, n_startup_trials=cfg.search.startup_trials)
+        sampler: Any = TPESampler(seed=seed, n_startup_trials=cfg.search.startup_trials)
     else:
-        sampler = RandomSampler(seed=cfg.search.seed)
+        sampler = RandomSampler(seed=seed)
     url = optuna_storage_url(cfg.sweep_dir)
     drop_study(url, cfg.name)
     return StudySearcher(
@@ -176,13 +191,16 @@ def searcher_for(cfg: SweepConfig) -> StudySearcher:
         space.points_to_evaluate() if cfg.search.points_to_evaluate else None,
         M.OBJECTIVES[cfg.search.objective][0],
         M.MODE,
+        kept_file=cfg.sweep_dir / KEPT_FILE,
+        kept=kept,
     )
 
 
-def tuner_for(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
-    """A fresh ``tune.Tuner``: ``searcher_for`` + ASHA (or FIFO), every trial mirrored to MLflow."""
+def tuner_for(cfg: SweepConfig, trainable: Any, run: Run, kept: Sequence[dict] = ()) -> Any:
+    """A fresh ``tune.Tuner``: ``searcher_for`` + ASHA (or FIFO), every trial mirrored to MLflow;
+    for a rebuilt search, the trials left after the ``kept`` ones, which ASHA's rungs hold."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     from promptinit.trainables.trainable import trial_dirname
 
@@ -190,7 +208,8 @@ def tuner_for(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
     max_reports = max(-(-s // cfg.budget.steps_per_report) for s in all_steps(cfg.space()))
     scheduler: Any = FIFOScheduler()
     if cfg.scheduler.type == "asha":  # metric/mode come from TuneConfig (Tune refuses them on both)
-        scheduler = ASHAScheduler(
+        scheduler = KeptASHA(
+            kept,
             time_attr="training_iteration",
             max_t=max_reports,
             grace_period=min(cfg.scheduler.grace_period, max_reports),
@@ -199,11 +218,11 @@ def tuner_for(cfg: SweepConfig, trainable: Any, run: Run) -> Any:
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher_for(cfg),
+            search_alg=searcher_for(cfg, kept),
             scheduler=scheduler,
             metric=metric,
             mode=M.MODE,
-            num_samples=cfg.budget.num_samples,
+            num_samples=remaining(cfg.budget.num_samples, kept),
             max_concurrent_trials=cfg.budget.max_concurrent_trials,
             time_budget_s=cfg.budget.time_budget_s,
             reuse_actors=True,  # one actor runs trial after trial: no process start or model load per trial

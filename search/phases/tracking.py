@@ -162,6 +162,29 @@ def _error_line(trial) -> str:
     return "trial errored"
 
 
+def create_child(uri: str, experiment: str, parent_run_id: str, trial_id: str, config: Mapping[str, Any]) -> str:
+    """A new child run for Tune trial ``trial_id`` (tagged with it), its config logged as params."""
+    method = config.get("method", "")
+    run = client(uri).create_run(
+        experiment,
+        run_name=f"{method}-{trial_id}",
+        tags={PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, ROLE_TAG: "trial", "method": method},
+    )
+    log_dict(run.info.run_id, uri, params=flat_params(config))
+    return run.info.run_id
+
+
+def log_result(run_id: str, uri: str, result: Mapping[str, Any]) -> None:
+    """One Tune report in a trial's run: its numeric metrics at the report's upstream step."""
+    log_dict(
+        run_id,
+        uri,
+        metrics=_numeric(result),
+        tags={M.NODE_ID: result[M.NODE_ID]} if M.NODE_ID in result else {},
+        step=int(result.get(M.STEP, result.get("training_iteration", 0))),
+    )
+
+
 class TrialRuns(tune.Callback):
     """A Tune callback that mirrors every trial into a child run of the sweep's parent run.
 
@@ -208,14 +231,7 @@ class TrialRuns(tune.Callback):
         """The trial's child run: known, found by tag (after a resume), or created now."""
         rid = self._runs.get(trial.trial_id) or self._find(trial.trial_id)
         if rid is None:
-            method = trial.config.get("method", "")
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=f"{method}-{trial.trial_id}",
-                tags={PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, ROLE_TAG: "trial", "method": method},
-            )
-            rid = run.info.run_id
-            log_dict(rid, self.tracking_uri, params=flat_params(trial.config))
+            rid = create_child(self.tracking_uri, self.experiment_id, self.parent_run_id, trial.trial_id, trial.config)
         self._runs[trial.trial_id] = rid
         return rid
 
@@ -225,14 +241,7 @@ class TrialRuns(tune.Callback):
             self.client.update_run(rid, status="RUNNING")
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        tags = {M.NODE_ID: result[M.NODE_ID]} if M.NODE_ID in result else {}
-        log_dict(
-            self.run_id(trial),
-            self.tracking_uri,
-            metrics=_numeric(result),
-            tags=tags,
-            step=int(result.get(M.STEP, result.get("training_iteration", 0))),
-        )
+        log_result(self.run_id(trial), self.tracking_uri, result)
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         # Tune retries the trial from its last checkpoint: same run, still RUNNING.

@@ -224,14 +224,11 @@ if GATE:
 """
 
 
-def test_resume_after_driver_kill_runs_only_the_rest(tmp_path, ray_tmp, mlflow_server):
-    """The driver is killed at a definite point: the first two trials have ended (the experiment
-    state on disk says so) and the next two are held at their start by a gate; nothing depends
-    on how fast the trials run or how often the test looks."""
-    name = "resume"
-    config = write_sweep(tmp_path, name, budget={"num_samples": 6, "steps": [6, 8], "steps_per_report": 2})
-    sweep = tmp_path / "runs" / name
-    env = sweep_env(ray_tmp, MLFLOW_TRACKING_URI=mlflow_server)
+def _kill_after_two_trials(tmp_path: Path, config: Path, env: dict[str, str], sweep: Path) -> dict[str, int]:
+    """Run the sweep until its first two trials have ended (the experiment state on disk says so)
+    and the next two are held at their start by a gate, then kill it: a definite point that does
+    not depend on how fast the trials run or how often the test looks. Returns the two ended
+    trials -> their number of reports."""
     gate, hook = tmp_path / "gate", tmp_path / "gate-hook"
     gate.mkdir()
     hook.mkdir()
@@ -256,9 +253,19 @@ def test_resume_after_driver_kill_runs_only_the_rest(tmp_path, ray_tmp, mlflow_s
         assert len(done) == 2 and len(list(gate.iterdir())) == 4, (done, sorted(gate.iterdir()), tail(log))
     finally:
         kill_tree(proc)  # the driver and the local Ray it started, no goodbyes
-        kill_ray_under(ray_tmp)  # and any Ray process that outlived it (no stray trial keeps writing)
-    parent_id = json.loads((sweep / "promptinit-sweep.json").read_text())["parent_run_id"]
+        kill_ray_under(Path(env["RAY_TMPDIR"]))  # and any Ray process that outlived it (no stray trial keeps writing)
     assert _terminated_on_disk(sweep) == done
+    return done
+
+
+def test_resume_after_driver_kill_runs_only_the_rest(tmp_path, ray_tmp, mlflow_server):
+    """The driver is killed after two trials ended, two more held at their start (``_kill_after_two_trials``)."""
+    name = "resume"
+    config = write_sweep(tmp_path, name, budget={"num_samples": 6, "steps": [6, 8], "steps_per_report": 2})
+    sweep = tmp_path / "runs" / name
+    env = sweep_env(ray_tmp, MLFLOW_TRACKING_URI=mlflow_server)
+    done = _kill_after_two_trials(tmp_path, config, env, sweep)
+    parent_id = json.loads((sweep / "promptinit-sweep.json").read_text())["parent_run_id"]
 
     log2 = tmp_path / "resume.log"
     rc = run_sweep(config, "--resume", env=env, log=log2)
@@ -292,6 +299,56 @@ def test_resume_after_driver_kill_runs_only_the_rest(tmp_path, ray_tmp, mlflow_s
         check_study_trial(t, states[trial_id][1], results_of(folder))
     assert len(closed) == len(orphans) and {t.state for t in closed} <= {TrialState.FAIL}
     assert "optuna-dashboard sqlite:///" in log2.read_text()
+
+
+def test_resume_on_a_machine_without_tune_state_goes_on_from_the_kept_trials(tmp_path, ray_tmp):
+    """A machine that lost everything but the portable files (``rebuild.portable_files``: the
+    sweep's record, trials.json, the finished trials' results and prompts; no Tune state, no
+    Optuna or MLflow file) resumes the sweep: the two finished trials are kept, not run again, and
+    count in the search's 6 trials; their MLflow runs are replayed under a new parent run."""
+    from promptinit.search.phases.rebuild import portable_files
+
+    name = "rebuilt"
+    config = write_sweep(tmp_path, name, budget={"num_samples": 6, "steps": [6, 8], "steps_per_report": 2})
+    sweep = tmp_path / "runs" / name
+    env = sweep_env(ray_tmp)  # MLflow in the sweep folder's sqlite file: lost with the machine
+    done = _kill_after_two_trials(tmp_path, config, env, sweep)
+    kept_before = json.loads((sweep / "trials.json").read_text())
+    assert sorted(k["tune_trial_id"] for k in kept_before) == sorted(done)
+    portable = {p.resolve() for p in portable_files(sweep)}
+    for path in sorted(sweep.rglob("*"), reverse=True):  # the new machine: only what was kept
+        if path.is_file() and path.resolve() not in portable:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    assert not list(sweep.rglob("*.pkl")) and not (sweep / "optuna.db").exists() and not (sweep / "mlflow.db").exists()
+
+    log = tmp_path / "rebuilt.log"
+    assert run_sweep(config, "--resume", env=env, log=log) == 0, tail(log)
+    assert "2 finished trials kept, 4 to run" in log.read_text()
+    for tid, reports in done.items():  # not run again
+        folder = next(d for d in trial_dirs(sweep) if d.name.endswith(tid))
+        assert len(results_of(folder)) == reports, tid
+    kept = json.loads((sweep / "trials.json").read_text())
+    assert len(kept) == 6 and kept[:2] == [{**k, "number": i} for i, k in enumerate(kept_before)]
+    assert len({json.dumps(k["params"], sort_keys=True) for k in kept}) == 6  # no point drawn twice
+    study = optuna_study(sweep, name)
+    assert [t.user_attrs.get("tune_trial_id") for t in study.trials if t.state.is_finished()] == [
+        k["tune_trial_id"] for k in kept]
+    parent, children = mlflow_runs(f"sqlite:///{sweep.resolve()}/mlflow.db", name)
+    assert parent.info.status == "FINISHED"
+    assert sorted(r.data.tags["promptinit.trial_id"] for r in children) == sorted(k["tune_trial_id"] for k in kept)
+    assert {r.info.status for r in children} == {"FINISHED"}
+    from mlflow.tracking import MlflowClient
+
+    for r in children:
+        if r.data.tags["promptinit.trial_id"] in done:  # replayed: every report, at its step
+            history = MlflowClient(f"sqlite:///{sweep.resolve()}/mlflow.db").get_metric_history(r.info.run_id, "val/delta")
+            assert len(history) == done[r.data.tags["promptinit.trial_id"]]
+    import pandas as pd
+
+    table = pd.read_csv(sweep / "arg_table.csv")  # the search's trials, as the sweep's table counts them
+    assert (table["trials"].sum(), table["finished"].sum()) == (6, 6)
 
 
 def test_diverging_trials_fail_and_the_others_finish(tmp_path, ray_tmp, mlflow_server):

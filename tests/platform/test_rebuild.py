@@ -1,0 +1,158 @@
+"""A search rebuilt from its kept finished trials (``rebuild``), without starting Ray: the
+searcher's ``trials.json`` rebuilds its Optuna study in a new file, a rebuilt random search does
+not draw the kept trials' points again, and ASHA's rungs replayed from the kept trials decide a
+new trial as the scheduler that saw them live does. The end-to-end check (a sweep killed, its
+folder cut to the portable files, resumed) is in ``test_sweep.py``."""
+from __future__ import annotations
+
+import copy
+import json
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.schedulers import ASHAScheduler
+
+from promptinit.errors import PromptinitError
+from promptinit.search.phases import check
+from promptinit.search.phases import searcher as S
+from promptinit.search.phases.config import load_sweep_config
+from promptinit.search.phases.rebuild import KeptASHA, kept_trials, portable_files
+from promptinit.search.phases.searching import searcher_for
+from tests.platform.conftest import write_sweep
+
+VAL = "val/delta"
+
+
+def _cfg(tmp_path, name="rebuilt"):
+    cfg = load_sweep_config(write_sweep(tmp_path, name, search={"seed": 0, "algorithm": "random"}))
+    cfg.sweep_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def _trial_folder(cfg, tid: str, method: str = "maml") -> None:
+    folder = cfg.sweep_dir / f"{method}_{tid}"
+    (folder / "checkpoint_000000").mkdir(parents=True)
+    (folder / "checkpoint_000000" / "prompt.safetensors").write_bytes(b"x")
+    (folder / "params.json").write_text("{}")
+    (folder / "params.pkl").write_bytes(b"pickle")
+    (folder / "result.json").write_text(json.dumps({"trial_id": tid}) + "\n")
+
+
+def test_kept_trials_rebuild_the_study_on_a_machine_without_its_file(tmp_path):
+    """t0 (paper default 1) completes, t1 (default 2) is still running at the "kill", t2 (random)
+    is pruned and t3 (random) fails. trials.json keeps t0, t2 and t3; the rebuilt study holds them
+    as they were, enqueues default 2 again and then draws a point none of the kept trials had."""
+    cfg = _cfg(tmp_path)
+    first = searcher_for(cfg)
+    defaults = cfg.space().points_to_evaluate()
+    for tid in ("t0", "t1", "t2", "t3"):
+        first.suggest(tid)
+    first.on_trial_result("t0", {VAL: 0.1, "training_iteration": 1})
+    first.on_trial_complete("t0", {VAL: 0.3, "training_iteration": 2})
+    first.on_trial_result("t2", {VAL: -0.2, "training_iteration": 1})
+    first.on_trial_complete("t2", None)  # stopped with no value: PRUNED
+    first.on_trial_complete("t3", None, error=True)
+    kept = json.loads((cfg.sweep_dir / S.KEPT_FILE).read_text())
+    assert [k[S.TUNE_TRIAL_ATTR] for k in kept] == ["t0", "t2", "t3"]
+    before = {t.user_attrs[S.TUNE_TRIAL_ATTR]: t for t in first.study.trials if S.TUNE_TRIAL_ATTR in t.user_attrs}
+
+    (cfg.sweep_dir / S.OPTUNA_DB).unlink()  # a machine without the study's file
+    rebuilt = searcher_for(cfg, kept)
+    trials = optuna.load_study(study_name=cfg.name, storage=S.optuna_storage_url(cfg.sweep_dir)).trials
+    for t, tid in zip(trials, ("t0", "t2", "t3")):
+        was = before[tid]
+        assert (t.state, t.value, t.params, t.distributions, t.intermediate_values, t.user_attrs) == (
+            was.state, was.value, was.params, was.distributions, was.intermediate_values, was.user_attrs)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.WAITING]
+    assert trials[3].user_attrs[S.DEFAULTS_ATTR] == defaults[1]  # t1's default, lost with it: enqueued again
+    assert defaults[1].items() <= _flat(rebuilt.suggest("t4")).items()
+    rebuilt.suggest("t5")
+    new = rebuilt.study.trials[-1].params
+    # The sampler's seed moved on by the kept trials: a rebuilt random search seeded as the first
+    # would draw t2's point (its first draw) again here.
+    assert new != before["t2"].params and new != before["t3"].params
+    same_seed = searcher_for(cfg)  # the first seed again (a fresh study): defaults, then t2's point
+    for tid in ("u0", "u1", "u2"):
+        same_seed.suggest(tid)
+    assert same_seed.study.trials[2].params == before["t2"].params
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in config.items():
+        out.update(_flat(v, f"{prefix}{k}/") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _live(asha, histories: dict[str, list[float]]) -> None:
+    for tid in histories:
+        asha.on_trial_add(None, SimpleNamespace(trial_id=tid))
+    for step in range(1, max(map(len, histories.values())) + 1):
+        for tid, values in histories.items():
+            if step <= len(values):
+                asha.on_trial_result(None, SimpleNamespace(trial_id=tid),
+                                     {"training_iteration": step, VAL: values[step - 1]})
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_asha_replayed_from_kept_trials_decides_as_the_scheduler_that_saw_them(mode):
+    """Four trials ran (two stopped at the first rung, one at the second); a new trial's report at
+    each rung, over a grid of values, gets the same decision from ASHA rebuilt from the kept
+    trials' intermediate values as from the ASHA that saw the trials live."""
+    histories = {"a": [0.1, 0.2, 0.3, 0.5], "b": [0.4, 0.45, 0.5, 0.6], "c": [0.0], "d": [0.2, 0.1]}
+    kwargs = dict(time_attr="training_iteration", max_t=8, grace_period=1, reduction_factor=2)
+    live = ASHAScheduler(**kwargs)
+    live.set_search_properties(VAL, mode)
+    _live(live, histories)
+    kept = [{S.TUNE_TRIAL_ATTR: tid, "intermediate_values": {str(i + 1): v for i, v in enumerate(values)}}
+            for tid, values in histories.items()]
+    rebuilt = KeptASHA(kept, **kwargs)
+    rebuilt.set_search_properties(VAL, mode)
+    plain = ASHAScheduler(**kwargs)
+    plain.set_search_properties(VAL, mode)
+    decisions = {"live": [], "rebuilt": [], "plain": []}
+    for step in (1, 2, 4):
+        for value in (-0.1, 0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65):
+            for name, asha in (("live", live), ("rebuilt", rebuilt), ("plain", plain)):
+                a = copy.deepcopy(asha)
+                trial = SimpleNamespace(trial_id="new")
+                a.on_trial_add(None, trial)
+                decisions[name].append(a.on_trial_result(None, trial, {"training_iteration": step, VAL: value}))
+    assert decisions["rebuilt"] == decisions["live"]
+    assert "STOP" in decisions["live"] and decisions["plain"] != decisions["live"]  # the replay is what decides
+
+
+def test_resume_reads_the_kept_trials_when_tune_state_is_gone(tmp_path):
+    cfg = _cfg(tmp_path, "kept")
+    where = str(tmp_path / "kept.yaml")
+    with pytest.raises(PromptinitError, match=r"nothing to resume \(no tuner\.pkl, nor trials\.json beside "
+                                              r"promptinit-sweep\.json\)"):
+        check.config(cfg, where, resume=True)
+    (cfg.sweep_dir / check.RECORD_FILE).write_text(json.dumps({"parent_run_id": "p", "tracking_uri": "u"}))
+    (cfg.sweep_dir / S.KEPT_FILE).write_text(json.dumps([{S.TUNE_TRIAL_ATTR: "abc", "state": "COMPLETE"}]))
+    with pytest.raises(PromptinitError, match=r"trials\.json: field 'tune_trial_id': trial abc has no folder"):
+        check.config(cfg, where, resume=True)
+    _trial_folder(cfg, "abc")
+    checked = check.config(cfg, where, resume=True)
+    assert checked.rebuild and checked.record["parent_run_id"] == "p"
+    with pytest.raises(PromptinitError, match="field 'name': a sweep already ran"):
+        check.config(cfg, where, resume=False)
+    (cfg.sweep_dir / S.KEPT_FILE).write_text(json.dumps({"trials": []}))
+    with pytest.raises(PromptinitError, match=r"trials\.json: expected a list of trials"):
+        kept_trials(cfg.sweep_dir)
+
+
+def test_portable_files_are_the_kept_trials_results_and_prompts_without_pickles(tmp_path):
+    cfg = _cfg(tmp_path, "portable")
+    (cfg.sweep_dir / check.RECORD_FILE).write_text("{}")
+    (cfg.sweep_dir / S.KEPT_FILE).write_text(json.dumps([{S.TUNE_TRIAL_ATTR: "abc", "state": "COMPLETE"}]))
+    _trial_folder(cfg, "abc")
+    _trial_folder(cfg, "running")  # not finished: not in trials.json
+    (cfg.sweep_dir / "final").mkdir()
+    (cfg.sweep_dir / "final" / "score-1.json").write_text("{}")
+    (cfg.sweep_dir / "tuner.pkl").write_bytes(b"pickle")
+    names = sorted(str(p.relative_to(cfg.sweep_dir)) for p in portable_files(cfg.sweep_dir))
+    assert names == sorted([check.RECORD_FILE, S.KEPT_FILE, "final/score-1.json", "maml_abc/params.json",
+                            "maml_abc/result.json", "maml_abc/checkpoint_000000/prompt.safetensors"])
