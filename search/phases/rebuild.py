@@ -8,8 +8,10 @@ enough to go on:
 - ``promptinit-sweep.json``, the sweep's record;
 - ``trials.json``, the search's finished trials (``searcher.finished_trials``, rewritten at
   each trial's end);
-- each finished trial's folder: ``params.json``, ``result.json`` and its ``checkpoint_*``
-  folders (the prompts; no pickles).
+- each finished trial's folder: ``params.json``, ``result.json`` and in its ``checkpoint_*``
+  folders the prompt and the report (``prompt.safetensors``, ``trial.json``); no pickles, no
+  optimizer state (a finished trial is never trained on), except for a method tuned downstream
+  with its own state (SUPMER's ψ), whose checkpoints are kept whole.
 
 A resume without ``tuner.pkl`` but with ``trials.json`` rebuilds the search from them:
 
@@ -173,6 +175,8 @@ def portable_files(sweep_dir: Path) -> list[Path]:
     jobs (``final/``): the files to copy, or commit, for it to go on elsewhere."""
     from promptinit.search.phases.check import RECORD_FILE
     from promptinit.search.phases.prepare import FINAL_DIR
+    from promptinit.trainables.scoring import PROMPT_FILE, needs_restore
+    from promptinit.trainables.trainable import STATE_FILE
 
     sweep_dir = Path(sweep_dir)
     out = [sweep_dir / f for f in (RECORD_FILE, KEPT_FILE) if (sweep_dir / f).is_file()]
@@ -180,7 +184,9 @@ def portable_files(sweep_dir: Path) -> list[Path]:
     for t in kept_trials(sweep_dir):
         folder = trial_folder(sweep_dir, t[TUNE_TRIAL_ATTR])
         out += [folder / f for f in ("params.json", RESULT_FILE) if (folder / f).is_file()]
-        out += sorted(p for p in folder.glob("checkpoint_*/*") if p.is_file())
+        method = (reports(folder) or [{}])[-1].get("config", {}).get("method", "")
+        names = None if needs_restore(method) else (PROMPT_FILE, STATE_FILE)  # SUPMER: its ψ too
+        out += sorted(p for p in folder.glob("checkpoint_*/*") if p.is_file() and (names is None or p.name in names))
     return out
 
 

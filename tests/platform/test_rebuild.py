@@ -34,10 +34,11 @@ def _cfg(tmp_path, name="rebuilt"):
 def _trial_folder(cfg, tid: str, method: str = "maml") -> None:
     folder = cfg.sweep_dir / f"{method}_{tid}"
     (folder / "checkpoint_000000").mkdir(parents=True)
-    (folder / "checkpoint_000000" / "prompt.safetensors").write_bytes(b"x")
+    for name in ("prompt.safetensors", "trial.json", "tensors.safetensors", "state.json"):
+        (folder / "checkpoint_000000" / name).write_bytes(b"x")
     (folder / "params.json").write_text("{}")
     (folder / "params.pkl").write_bytes(b"pickle")
-    (folder / "result.json").write_text(json.dumps({"trial_id": tid}) + "\n")
+    (folder / "result.json").write_text(json.dumps({"trial_id": tid, "config": {"method": method}}) + "\n")
 
 
 def test_kept_trials_rebuild_the_study_on_a_machine_without_its_file(tmp_path):
@@ -144,15 +145,24 @@ def test_resume_reads_the_kept_trials_when_tune_state_is_gone(tmp_path):
         kept_trials(cfg.sweep_dir)
 
 
-def test_portable_files_are_the_kept_trials_results_and_prompts_without_pickles(tmp_path):
+def test_portable_files_are_the_kept_trials_results_and_prompts_without_pickles_or_optimizer_state(tmp_path):
+    """A MAML checkpoint travels as its prompt and report; a SUPMER one whole (its ψ, which
+    downstream tuning restores, lives in the method's state)."""
     cfg = _cfg(tmp_path, "portable")
     (cfg.sweep_dir / check.RECORD_FILE).write_text("{}")
-    (cfg.sweep_dir / S.KEPT_FILE).write_text(json.dumps([{S.TUNE_TRIAL_ATTR: "abc", "state": "COMPLETE"}]))
+    (cfg.sweep_dir / S.KEPT_FILE).write_text(json.dumps(
+        [{S.TUNE_TRIAL_ATTR: tid, "state": "COMPLETE"} for tid in ("abc", "def")]))
     _trial_folder(cfg, "abc")
+    _trial_folder(cfg, "def", method="supmer")
     _trial_folder(cfg, "running")  # not finished: not in trials.json
     (cfg.sweep_dir / "final").mkdir()
     (cfg.sweep_dir / "final" / "score-1.json").write_text("{}")
     (cfg.sweep_dir / "tuner.pkl").write_bytes(b"pickle")
     names = sorted(str(p.relative_to(cfg.sweep_dir)) for p in portable_files(cfg.sweep_dir))
-    assert names == sorted([check.RECORD_FILE, S.KEPT_FILE, "final/score-1.json", "maml_abc/params.json",
-                            "maml_abc/result.json", "maml_abc/checkpoint_000000/prompt.safetensors"])
+    trial = ["params.json", "result.json"]
+    assert names == sorted([check.RECORD_FILE, S.KEPT_FILE, "final/score-1.json",
+                            *(f"maml_abc/{f}" for f in trial),
+                            *(f"maml_abc/checkpoint_000000/{f}" for f in ("prompt.safetensors", "trial.json")),
+                            *(f"supmer_def/{f}" for f in trial),
+                            *(f"supmer_def/checkpoint_000000/{f}" for f in (
+                                "prompt.safetensors", "trial.json", "tensors.safetensors", "state.json"))])
