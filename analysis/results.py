@@ -7,6 +7,8 @@ A sweep directory (written by ``search/sweep.py``) holds:
   ``checkpoint_*`` folders with the prompt (``prompt.safetensors``);
 - ``promptinit-sweep.json``: the validated sweep config, the MLflow tracking URI, experiment id
   and parent run id;
+- ``trials.json``: the search's finished trials (a search resumed without Tune's state ran its
+  later trials in a new experiment, whose state lacks the earlier ones);
 - ``arg_table.csv``: per method, its best prompt against PT on the target tasks (the statistics,
   the chosen trial, its validation objective and ARG, trial counts; ``analysis.tables.write_target_table``);
 - ``target_scores.csv``: the per-pair test scores those statistics come from, one row per
@@ -69,6 +71,7 @@ SCORE_COLUMNS = ["partition", "method", "task", "seed", "upstream_seed", "score"
 EXPORTS = "exports"  # <sweep>/exports/<method>/: analysis.export.export_best
 CHECKPOINT_PROMPT = "prompt.safetensors"  # trainables/trainable.py PROMPT_FILE
 CHECKPOINT_STATE = "trial.json"  # trainables/trainable.py STATE_FILE
+KEPT_FILE = "trials.json"  # the search's finished trials (search/phases/searcher.py KEPT_FILE)
 
 # Metric names reported by the trainable (trainables/metrics.py); read, never imported, so
 # the analysis runs without the platform's packages.
@@ -509,6 +512,33 @@ def _folder_trials(sweep_dir: Path) -> list[dict]:
     return out
 
 
+def _kept_status(sweep_dir: Path) -> dict[str, str]:
+    """Trial id -> Tune status of the search's finished trials in ``trials.json`` (``{}`` without it)."""
+    path = sweep_dir / KEPT_FILE
+    if not path.is_file():
+        return {}
+    kept = read_json(path)
+    if not isinstance(kept, list) or not all(isinstance(t, dict) and "tune_trial_id" in t for t in kept):
+        raise PromptinitError(
+            f"{path}: expected a list of trials, each with 'tune_trial_id' (the sweep's searcher wrote it); restore it"
+        )
+    return {t["tune_trial_id"]: "ERROR" if t.get("state") == "FAIL" else "TERMINATED" for t in kept}
+
+
+def _with_kept(sweep_dir: Path, found: list[dict] | None) -> list[dict]:
+    """The trials of Tune's experiment state (or, without one, of the trial folders) and those of
+    ``trials.json``: a search resumed without Tune's state (``rebuild``) ran its later trials in a
+    new experiment whose state lacks the earlier ones, and a folder that holds only the kept files
+    has no state at all. The finished trials' statuses come from ``trials.json``; a trial folder
+    that is in neither is a trial lost unfinished when the search was rebuilt, and is left out."""
+    kept = _kept_status(sweep_dir)
+    in_state = {t["trial_id"] for t in found or []}
+    folders = _folder_trials(sweep_dir) if found is None or kept else []
+    if kept:
+        folders = [{**t, "status": kept[t["trial_id"]]} for t in folders if t["trial_id"] in kept]
+    return [*(found or []), *(t for t in folders if t["trial_id"] not in in_state)]
+
+
 def pair_records(
     scores: Mapping[tuple, float], baseline: Mapping[tuple, float], n_test: Mapping[tuple, int] | None = None
 ) -> list[dict]:
@@ -811,8 +841,7 @@ def _trials_from_tune(d: Path, name: str, partition: str, config: Mapping[str, A
     folders); a trial whose resources are not on record takes the sweep config's, with a warning."""
     cpu0, gpu0 = _config_resources(config)
     found, why, failed = _read_tune(d)
-    if found is None:
-        found = _folder_trials(d)
+    found = _with_kept(d, found)
     fallbacks: dict[str, int] = {}  # failure -> trials it affected
     if failed:  # statuses from the folders too
         fallbacks[f"{why}, so the trials were read from their folders"] = len(found)

@@ -27,8 +27,8 @@ A resume without ``tuner.pkl`` but with ``trials.json`` rebuilds the search from
 A trial that had not finished is lost: its folder is left and never read, and the search
 proposes a trial in its place (a paper default is enqueued again).
 
-``python -m promptinit.search.phases.rebuild <sweep>...`` prints those files (``portable_files``),
-with the sweep's kept jobs (``final/``), e.g. for ``git add -f``.
+``python -m promptinit.search.phases.rebuild <sweep or study>...`` prints those files with the
+folder's results (``portable_files``), e.g. for ``git add -f``.
 """
 
 from __future__ import annotations
@@ -170,24 +170,62 @@ def remaining(num_samples: int, kept: Sequence[dict]) -> int:
     return max(0, num_samples - len(kept))
 
 
-def portable_files(sweep_dir: Path) -> list[Path]:
-    """What a sweep resumes from without Tune's state (see the module docstring), with its kept
-    jobs (``final/``): the files to copy, or commit, for it to go on elsewhere."""
-    from promptinit.search.phases.check import RECORD_FILE
-    from promptinit.search.phases.prepare import FINAL_DIR
+KEEP_SUFFIXES = (".json", ".csv", ".md")  # a run folder's own records and tables
+TUNE_STATE = ("experiment_state-", "search_gen_state-")  # Tune's snapshots (with pickled fields)
+
+
+def portable_files(folder: Path) -> list[Path]:
+    """The results of a sweep or study folder and what it resumes from without Tune's state: the
+    files to copy, or commit, for it to go on elsewhere, and nothing Tune-internal.
+
+    A sweep's: its records and tables (``*.json``, ``*.csv``, ``*.md`` but Tune's snapshots), the
+    exported prompts (``exports/``), the kept jobs (``final/``; of a retrained checkpoint its
+    prompt, or for a method tuned downstream with its own state such as SUPMER's ψ the whole
+    checkpoint), and the kept finished trials (see the module docstring). A study's: the same of
+    the study folder and of each of its sweeps (``sweeps/*``).
+    """
+    folder = Path(folder)
+    out = [p for p in sorted(folder.iterdir()) if _own_record(p)]
+    out += sorted(p for p in (folder / "exports").rglob("*") if p.is_file())
+    out += _kept_jobs(folder / "final")
+    for t in kept_trials(folder):
+        trial = trial_folder(folder, t[TUNE_TRIAL_ATTR])
+        out += [trial / f for f in ("params.json", RESULT_FILE) if (trial / f).is_file()]
+        for checkpoint in sorted(trial.glob("checkpoint_*")):
+            out += _checkpoint_files(checkpoint, (reports(trial) or [{}])[-1].get("config", {}).get("method", ""))
+    for sweep in sorted((folder / "sweeps").glob("*")) if (folder / "sweeps").is_dir() else ():
+        out += portable_files(sweep)
+    return out
+
+
+def _own_record(path: Path) -> bool:
+    return path.is_file() and path.suffix in KEEP_SUFFIXES and not path.name.startswith(TUNE_STATE)
+
+
+def _kept_jobs(final: Path) -> list[Path]:
+    """A ``final/`` folder's kept jobs, and of each retrained upstream checkpoint what downstream
+    tuning reads (``_checkpoint_files``)."""
+    if not final.is_dir():
+        return []
+    out = sorted(p for p in final.glob("*.json"))
+    for job in out[:]:
+        value = read_json(job).get("value") if job.name.startswith("upstream-") else None
+        if isinstance(value, str) and Path(value).is_dir():
+            checkpoint = Path(value)
+            if checkpoint.resolve().is_relative_to(final.resolve()):  # named as the caller named the folder
+                checkpoint = final / checkpoint.resolve().relative_to(final.resolve())
+            out += _checkpoint_files(checkpoint, read_json(job).get("key", {}).get("method", ""))
+    return out
+
+
+def _checkpoint_files(checkpoint: Path, method: str) -> list[Path]:
+    """A checkpoint's prompt and report, no optimizer state; whole for a method whose downstream
+    tuning restores the method (SUPMER: its ψ lives in the method's state)."""
     from promptinit.trainables.scoring import PROMPT_FILE, needs_restore
     from promptinit.trainables.trainable import STATE_FILE
 
-    sweep_dir = Path(sweep_dir)
-    out = [sweep_dir / f for f in (RECORD_FILE, KEPT_FILE) if (sweep_dir / f).is_file()]
-    out += sorted(p for p in (sweep_dir / FINAL_DIR).rglob("*") if p.is_file())
-    for t in kept_trials(sweep_dir):
-        folder = trial_folder(sweep_dir, t[TUNE_TRIAL_ATTR])
-        out += [folder / f for f in ("params.json", RESULT_FILE) if (folder / f).is_file()]
-        method = (reports(folder) or [{}])[-1].get("config", {}).get("method", "")
-        names = None if needs_restore(method) else (PROMPT_FILE, STATE_FILE)  # SUPMER: its ψ too
-        out += sorted(p for p in folder.glob("checkpoint_*/*") if p.is_file() and (names is None or p.name in names))
-    return out
+    whole = needs_restore(method) if method else False
+    return sorted(p for p in checkpoint.iterdir() if p.is_file() and (whole or p.name in (PROMPT_FILE, STATE_FILE)))
 
 
 if __name__ == "__main__":

@@ -259,6 +259,26 @@ def test_folder_only_sweeps_note_where_resources_come_from_without_warning(fake_
                for n in s.trials["resources_note"])
 
 
+def test_a_folder_cut_to_the_kept_files_lists_the_kept_trials_with_their_statuses(fake_sweep):
+    """A search resumed without Tune's state keeps its finished trials in trials.json: without an
+    experiment state, a trial folder not in it (lost unfinished, here t2) is left out, and the kept
+    trials' statuses are the file's (m4 FAIL -> failed; m3, stopped by ASHA, finished)."""
+    kept = [{"tune_trial_id": tid, "state": state} for tid, state in
+            (("m1", "COMPLETE"), ("m2", "COMPLETE"), ("m3", "PRUNED"), ("m4", "FAIL"), ("t1", "COMPLETE"))]
+    (fake_sweep / "trials.json").write_text(json.dumps(kept))
+    results = fake_sweep / "maml_m1" / "result.json"  # its folder says unfinished; trials.json, finished
+    results.write_text(results.read_text().replace('"done": true', '"done": false'))
+    trials = load_sweep(fake_sweep).trials.set_index("trial_id")
+    assert sorted(trials.index) == ["m1", "m2", "m3", "m4", "t1"]
+    assert trials["status"].to_dict() == {"m1": "finished", "m2": "finished", "m3": "finished", "m4": "failed",
+                                          "t1": "finished"}
+    (fake_sweep / "trials.json").write_text(json.dumps({"m1": 1}))
+    from promptinit.errors import PromptinitError
+
+    with pytest.raises(PromptinitError, match=r"trials\.json: expected a list of trials"):
+        load_sweep(fake_sweep)
+
+
 def test_a_corrupt_report_line_is_an_error_but_a_half_written_last_one_is_not(fake_sweep):
     from promptinit.errors import PromptinitError
 

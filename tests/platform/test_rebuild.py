@@ -145,24 +145,39 @@ def test_resume_reads_the_kept_trials_when_tune_state_is_gone(tmp_path):
         kept_trials(cfg.sweep_dir)
 
 
-def test_portable_files_are_the_kept_trials_results_and_prompts_without_pickles_or_optimizer_state(tmp_path):
-    """A MAML checkpoint travels as its prompt and report; a SUPMER one whole (its ψ, which
-    downstream tuning restores, lives in the method's state)."""
-    cfg = _cfg(tmp_path, "portable")
-    (cfg.sweep_dir / check.RECORD_FILE).write_text("{}")
-    (cfg.sweep_dir / S.KEPT_FILE).write_text(json.dumps(
-        [{S.TUNE_TRIAL_ATTR: tid, "state": "COMPLETE"} for tid in ("abc", "def")]))
+def test_portable_files_are_results_and_kept_trials_without_pickles_or_optimizer_state(tmp_path):
+    """A sweep folder (here inside a study's) travels as its records, tables and exports, its kept
+    jobs, and its kept trials' results; a MAML checkpoint as its prompt and report, a SUPMER one
+    whole (its ψ, which downstream tuning restores, lives in the method's state); no Tune state."""
+    study = tmp_path / "study"
+    cfg = load_sweep_config(write_sweep(tmp_path, "portable", storage_path=str(study / "sweeps")))
+    sweep = cfg.sweep_dir
+    sweep.mkdir(parents=True)
+    for name in (check.RECORD_FILE, "arg_table.md", "arg_table.csv", "experiment_state-2026.json", "tuner.pkl",
+                 "optuna.db", "mlflow.db"):
+        (sweep / name).write_text("{}")
+    (sweep / S.KEPT_FILE).write_text(json.dumps([{S.TUNE_TRIAL_ATTR: tid, "state": "COMPLETE"} for tid in ("abc", "def")]))
     _trial_folder(cfg, "abc")
     _trial_folder(cfg, "def", method="supmer")
     _trial_folder(cfg, "running")  # not finished: not in trials.json
-    (cfg.sweep_dir / "final").mkdir()
-    (cfg.sweep_dir / "final" / "score-1.json").write_text("{}")
-    (cfg.sweep_dir / "tuner.pkl").write_bytes(b"pickle")
-    names = sorted(str(p.relative_to(cfg.sweep_dir)) for p in portable_files(cfg.sweep_dir))
+    (sweep / "exports" / "maml").mkdir(parents=True)
+    (sweep / "exports" / "maml" / "adapter_model.safetensors").write_bytes(b"x")
+    upstream = sweep / "final" / "upstream" / "maml-seed1-1234"
+    upstream.mkdir(parents=True)
+    for name in ("prompt.safetensors", "tensors.safetensors", "state.json"):
+        (upstream / name).write_bytes(b"x")
+    (sweep / "final" / "upstream-1234.json").write_text(json.dumps({"key": {"method": "maml"}, "value": str(upstream)}))
+    (sweep / "final" / "target-1.json").write_text("{}")
+    (study / "study.json").write_text("{}")
+    (study / "final").mkdir()
+    (study / "final" / "target-2.json").write_text("{}")
+    names = sorted(str(p.relative_to(study)) for p in portable_files(study))
     trial = ["params.json", "result.json"]
-    assert names == sorted([check.RECORD_FILE, S.KEPT_FILE, "final/score-1.json",
-                            *(f"maml_abc/{f}" for f in trial),
-                            *(f"maml_abc/checkpoint_000000/{f}" for f in ("prompt.safetensors", "trial.json")),
-                            *(f"supmer_def/{f}" for f in trial),
-                            *(f"supmer_def/checkpoint_000000/{f}" for f in (
-                                "prompt.safetensors", "trial.json", "tensors.safetensors", "state.json"))])
+    assert names == sorted(["study.json", "final/target-2.json", *(f"sweeps/portable/{f}" for f in [
+        check.RECORD_FILE, S.KEPT_FILE, "arg_table.md", "arg_table.csv", "exports/maml/adapter_model.safetensors",
+        "final/upstream-1234.json", "final/target-1.json", "final/upstream/maml-seed1-1234/prompt.safetensors",
+        *(f"maml_abc/{f}" for f in trial),
+        *(f"maml_abc/checkpoint_000000/{f}" for f in ("prompt.safetensors", "trial.json")),
+        *(f"supmer_def/{f}" for f in trial),
+        *(f"supmer_def/checkpoint_000000/{f}" for f in (
+            "prompt.safetensors", "trial.json", "tensors.safetensors", "state.json"))])])

@@ -349,6 +349,11 @@ def test_resume_on_a_machine_without_tune_state_goes_on_from_the_kept_trials(tmp
 
     table = pd.read_csv(sweep / "arg_table.csv")  # the search's trials, as the sweep's table counts them
     assert (table["trials"].sum(), table["finished"].sum()) == (6, 6)
+    from promptinit.analysis import load_sweep
+
+    trials = load_sweep(sweep).trials  # the report's: the new experiment's 4 and the 2 kept from trials.json
+    assert sorted(trials["trial_id"]) == sorted(k["tune_trial_id"] for k in kept)
+    assert set(trials["status"]) == {"finished"}
 
 
 def test_diverging_trials_fail_and_the_others_finish(tmp_path, ray_tmp, mlflow_server):
