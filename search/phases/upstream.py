@@ -9,6 +9,7 @@ kept in ``<sweep>/final/upstream/``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def run(
 def train(ctx: Context, arm: str, c: Candidate, seed: int) -> Job:
     """The job that meta-trains ``c``'s configuration afresh with upstream ``seed``."""
     from promptinit.spaces import trial_sources
-    from promptinit.trainables.scoring import MethodSpec, train_job
+    from promptinit.trainables.scoring import MethodSpec, needs_restore, train_job
 
     sources = trial_sources(c.config, ctx.source)
     key = {
@@ -64,12 +65,20 @@ def train(ctx: Context, arm: str, c: Candidate, seed: int) -> Job:
         dict(backbone=ctx.backbone, method=method, steps=c.step, folder=str(folder)),
         key,
         (arm, seed),
-        valid=_is_dir,
+        valid=functools.partial(usable, whole=needs_restore(c.method)),
     )
 
 
-def _is_dir(value: Any) -> bool:
-    return Path(value).is_dir()
+def usable(value: Any, whole: bool = False) -> bool:
+    """Whether a kept upstream checkpoint can still start downstream tuning: its prompt is there,
+    and with ``whole`` (a method tuned downstream with its own state, SUPMER's ψ) the method's
+    checkpoint too. A folder cut to its prompt (``rebuild.portable_files``) serves every other
+    method; for that one the run is trained again."""
+    from promptinit.methods.checkpoint import STATE
+    from promptinit.trainables.scoring import PROMPT_FILE
+
+    folder = Path(value)
+    return (folder / PROMPT_FILE).is_file() and (not whole or (folder / STATE).is_file())
 
 
 def build_caches(ctx: Context, chosen: Mapping[str, Candidate]) -> None:

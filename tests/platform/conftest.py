@@ -202,6 +202,21 @@ def results_of(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
 
 
+def keep_only_portable_files(folder: Path) -> None:
+    """Delete from a sweep or study folder all but its portable files (``rebuild.portable_files``):
+    what a fresh machine has of a run whose results were committed as they arrived."""
+    from promptinit.search.phases.rebuild import portable_files
+
+    keep = {p.resolve() for p in portable_files(folder)}
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_file() and path.resolve() not in keep:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    left = [p.name for p in folder.rglob("*") if p.suffix in (".pkl", ".db") or p.name.startswith("experiment_state")]
+    assert not left, left
+
+
 @pytest.fixture(scope="module")
 def database(tmp_path_factory, request):
     """One sqlite MLflow store per test module (creating MLflow's tables takes seconds)."""

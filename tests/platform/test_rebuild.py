@@ -181,3 +181,17 @@ def test_portable_files_are_results_and_kept_trials_without_pickles_or_optimizer
         *(f"supmer_def/{f}" for f in trial),
         *(f"supmer_def/checkpoint_000000/{f}" for f in (
             "prompt.safetensors", "trial.json", "tensors.safetensors", "state.json"))])])
+
+
+def test_a_kept_upstream_run_cut_to_its_prompt_serves_every_method_but_supmer(tmp_path):
+    """Kept upstream runs travel as their prompt (``portable_files``); SUPMER's downstream tuning
+    restores the method (its ψ), so its run is usable only whole, and is trained again otherwise."""
+    from promptinit.search.phases.upstream import usable
+
+    folder = tmp_path / "maml-seed1-1234"
+    assert not usable(str(folder))
+    folder.mkdir()
+    (folder / "prompt.safetensors").write_bytes(b"x")
+    assert usable(str(folder)) and not usable(str(folder), whole=True)
+    (folder / "state.json").write_text("{}")
+    assert usable(str(folder), whole=True)

@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from tests.conftest import load_benchmark
-from tests.platform.conftest import ROOT, kill_ray_under, kill_tree, run_sweep, start_sweep, sweep_env, tail
+from tests.platform.conftest import (
+    ROOT, keep_only_portable_files, kill_ray_under, kill_tree, run_sweep, start_sweep, sweep_env, tail,
+)
 
 study_plan = load_benchmark("study_plan")
 
@@ -167,6 +169,9 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     finally:
         kill_tree(proc)
         kill_ray_under(ray_tmp)
+    # resumed on a fresh machine: only what `git add -f $(python -m promptinit.search.phases.rebuild
+    # <study>)` would have committed is left (no Tune state, no optimizer state, no sqlite files)
+    keep_only_portable_files(study)
     log2 = tmp_path / "resume.log"
     assert run_sweep(config, "--resume", env=env, log=log2, script=STUDY, timeout=900) == 0, tail(log2)
     assert "== search arm mtl, TPE + ASHA" not in log2.read_text()  # the finished sweep is kept

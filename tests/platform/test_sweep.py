@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.platform.conftest import (
-    kill_ray_under, kill_tree, mlflow_runs, results_of, run_sweep, start_sweep, tail, sweep_env, trial_dirs, write_sweep,
+    keep_only_portable_files, kill_ray_under, kill_tree, mlflow_runs, results_of, run_sweep, start_sweep, tail, sweep_env,
+    trial_dirs, write_sweep,
 )
 
 pytestmark = pytest.mark.timeout(900)
@@ -306,8 +307,6 @@ def test_resume_on_a_machine_without_tune_state_goes_on_from_the_kept_trials(tmp
     sweep's record, trials.json, the finished trials' results and prompts; no Tune state, no
     Optuna or MLflow file) resumes the sweep: the two finished trials are kept, not run again, and
     count in the search's 6 trials; their MLflow runs are replayed under a new parent run."""
-    from promptinit.search.phases.rebuild import portable_files
-
     name = "rebuilt"
     config = write_sweep(tmp_path, name, budget={"num_samples": 6, "steps": [6, 8], "steps_per_report": 2})
     sweep = tmp_path / "runs" / name
@@ -315,13 +314,7 @@ def test_resume_on_a_machine_without_tune_state_goes_on_from_the_kept_trials(tmp
     done = _kill_after_two_trials(tmp_path, config, env, sweep)
     kept_before = json.loads((sweep / "trials.json").read_text())
     assert sorted(k["tune_trial_id"] for k in kept_before) == sorted(done)
-    portable = {p.resolve() for p in portable_files(sweep)}
-    for path in sorted(sweep.rglob("*"), reverse=True):  # the new machine: only what was kept
-        if path.is_file() and path.resolve() not in portable:
-            path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-    assert not list(sweep.rglob("*.pkl")) and not (sweep / "optuna.db").exists() and not (sweep / "mlflow.db").exists()
+    keep_only_portable_files(sweep)  # the new machine: only what was kept
 
     log = tmp_path / "rebuilt.log"
     assert run_sweep(config, "--resume", env=env, log=log) == 0, tail(log)
