@@ -32,11 +32,13 @@ MLflow parent run, the folder is logged to it as artifacts ``report/``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -311,7 +313,8 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
     summary = curves.summarize(curves.read_csv(sweep.dir / "pt_curves.csv"))
     steps = result.get("downstream_steps")
     tdir.mkdir(parents=True, exist_ok=True)
-    (tdir / "pt_curves.md").write_text(curves.markdown(summary))
+    table = curves.markdown(_one_lr(summary))
+    (tdir / "pt_curves.md").write_text(table)
     plot = plots.pt_curves(
         summary,
         pdir / "pt_curves.png",
@@ -327,8 +330,7 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
             "at most.",
             f"- Downstream tuning of every arm: {_budget_text(result)}, batch "
             f"{tuning.get('batch_size')}, {tuning.get('optimizer')}, dev every {tuning.get('eval_every')} steps; "
-            "the lr "
-            f"chosen on dev per problem from {tuning.get('lr')}.",
+            f"{_lr_text(tuning.get('lr'))}.",
             f"- Wall time of the last run (`--resume` runs count separately; jobs kept from earlier runs cost it "
             f"nothing): {_hours(times.get('wall_s', float('nan')))}"
             + "".join(f", {k.removesuffix('_s')} {_hours(v)}" for k, v in times.items() if k != "wall_s")
@@ -348,8 +350,23 @@ def _study_parts(sweep: Sweep, tdir: Path, pdir: Path) -> tuple[Path | None, lis
         for arm, folder in result.get("searches", {}).items():
             lines.append(f"| {arm} | {arm.split(' (')[0]} | searched | sweep `{folder}` | — |")
         lines.append("")
-    lines += ["PT's best dev score so far (%, mean over the pairs [95 % CI]):", "", curves.markdown(summary)]
+    lines += ["PT's best dev score so far (%, mean over the pairs [95 % CI]):", "", table]
     return plot, lines
+
+
+def _one_lr(summary: Any) -> Any:
+    """PT's curve summary without its "lr chosen on dev" column when there was one lr to choose
+    from (the column would repeat that lr's)."""
+    from promptinit.curves import CHOSEN
+
+    lrs = [c for c in summary.columns if c != CHOSEN]
+    return dataclasses.replace(summary, columns=tuple(lrs)) if len(lrs) == 1 else summary
+
+
+def _lr_text(lr: Any) -> str:
+    """``0.3`` -> "lr 0.3"; ``[0.5, 0.3]`` -> "the lr chosen on dev per problem from [0.5, 0.3]"."""
+    lrs = lr if isinstance(lr, list) else [lr]
+    return f"lr {lrs[0]}" if len(lrs) == 1 else f"the lr chosen on dev per problem from {lrs}"
 
 
 def _budget_text(result: Mapping) -> str:

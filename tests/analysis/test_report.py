@@ -295,3 +295,17 @@ def test_cost_table_counts_unknown_gpu_reservations_as_unknown_not_as_zero():
     targets = pd.DataFrame(columns=["partition", "method", "arg_mean", "scores", "baseline", "trial_id"])
     row = cost_table(trials, targets).iloc[0]
     assert row["cpu_h"] == 3.0 and math.isnan(row["gpu_h"])  # half an hour known + one unknown
+
+
+def test_pt_curves_with_one_lr_show_one_column_and_the_design_line_names_the_lr():
+    """With one lr there is no choice on dev: the "lr chosen on dev" column would repeat the lr's."""
+    from promptinit import curves
+    from promptinit.analysis.report import _lr_text, _one_lr
+
+    records = [{"task": t, "seed": s, "lr": lr, "step": step, "best_dev": 0.1 * step + s / 1000}
+               for t in ("a", "b") for s in (1, 2) for lr in (0.3,) for step in (0, 1)]
+    assert curves.markdown(_one_lr(curves.summarize(records))).splitlines()[0] == "| step | lr 0.3 |"
+    two = curves.summarize([{**r, "lr": lr} for r in records for lr in (0.3, 0.5)])
+    assert _one_lr(two).columns == ("lr 0.3", "lr 0.5", curves.CHOSEN)
+    assert _lr_text(0.3) == "lr 0.3" and _lr_text([0.3]) == "lr 0.3"
+    assert _lr_text([0.5, 0.3]) == "the lr chosen on dev per problem from [0.5, 0.3]"
