@@ -185,18 +185,20 @@ def _rebuilt_parent(checked: Checked, experiment: str) -> str:
     from mlflow.exceptions import MlflowException
 
     from promptinit.search.phases.rebuild import kept_trials, replay_runs
+    from promptinit.search.phases.searcher import TUNE_TRIAL_ATTR
 
     cfg, uri, parent = checked.cfg, checked.tracking_uri, checked.record.get("parent_run_id")
+    kept = kept_trials(cfg.sweep_dir)
     if parent and checked.record.get("tracking_uri") == uri:
         try:
             tracking.client(uri).update_run(parent, status="RUNNING")
         except MlflowException:  # the store lost it (a sqlite file that stayed behind): a new one
             pass
         else:
-            tracking.close_open_children(uri, experiment, parent, {})
+            ended = {t[TUNE_TRIAL_ATTR]: ("ERROR" if t["state"] == "FAIL" else "TERMINATED", None) for t in kept}
+            tracking.close_open_children(uri, experiment, parent, ended)  # the others: lost, orphaned
             return parent
     parent = _new_parent(checked, experiment)
-    kept = kept_trials(cfg.sweep_dir)
     replay_runs(uri, experiment, parent, cfg.sweep_dir, kept)
     logger.info("resume: MLflow parent run %s is new; the %d kept trials replayed as its child runs", parent, len(kept))
     return parent

@@ -128,7 +128,6 @@ def run(checked: Checked, prepared: Prepared) -> Searched:
     if not checked.resume:  # a file an earlier sweep in this folder left: this search writes its own
         (cfg.sweep_dir / KEPT_FILE).unlink(missing_ok=True)
     kept = kept_trials(cfg.sweep_dir)
-    tuner = None
     if checked.rebuild:
         left = remaining(cfg.budget.num_samples, kept)
         logger.info("resume without Tune's state: %d finished trials kept, %d to run", len(kept), left)
