@@ -195,3 +195,24 @@ def test_a_kept_upstream_run_cut_to_its_prompt_serves_every_method_but_supmer(tm
     assert usable(str(folder)) and not usable(str(folder), whole=True)
     (folder / "state.json").write_text("{}")
     assert usable(str(folder), whole=True)
+
+
+def test_a_store_that_kept_the_runs_goes_on_with_the_same_parent_run(tmp_path, store):
+    """A rebuilt sweep whose MLflow store survived (a server): the recorded parent run goes on; a
+    kept trial's run left open by the kill is closed FINISHED, a lost trial's FAILED and orphaned."""
+    from promptinit.search.phases import tracking
+    from promptinit.search.phases.prepare import _rebuilt_parent
+
+    uri, exp, parent = store
+    cfg = _cfg(tmp_path, "kept-runs")
+    (cfg.sweep_dir / S.KEPT_FILE).write_text(json.dumps([{S.TUNE_TRIAL_ATTR: "abc", "state": "COMPLETE"}]))
+    _trial_folder(cfg, "abc")
+    runs = {tid: tracking.create_child(uri, exp, parent, tid, {"method": "maml"}) for tid in ("abc", "lost")}
+    record = {"parent_run_id": parent, "tracking_uri": uri}
+    checked = check.Checked(cfg, "kept-runs.yaml", True, uri, record, None, None, rebuild=True)
+    assert _rebuilt_parent(checked, exp) == parent
+    c = tracking.client(uri)
+    assert c.get_run(parent).info.status == "RUNNING"
+    kept, lost = (c.get_run(runs[tid]) for tid in ("abc", "lost"))
+    assert kept.info.status == "FINISHED" and lost.info.status == "FAILED"
+    assert lost.data.tags.get(tracking.ORPHAN_TAG) == "true" and tracking.ORPHAN_TAG not in kept.data.tags
