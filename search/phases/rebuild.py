@@ -208,13 +208,14 @@ def _kept_jobs(final: Path) -> list[Path]:
     if not final.is_dir():
         return []
     out = sorted(p for p in final.glob("*.json"))
-    for job in out[:]:
-        value = read_json(job).get("value") if job.name.startswith("upstream-") else None
-        if isinstance(value, str) and Path(value).is_dir():
-            checkpoint = Path(value)
-            if checkpoint.resolve().is_relative_to(final.resolve()):  # named as the caller named the folder
-                checkpoint = final / checkpoint.resolve().relative_to(final.resolve())
-            out += _checkpoint_files(checkpoint, read_json(job).get("key", {}).get("method", ""))
+    for job in [p for p in out if p.name.startswith("upstream-")]:
+        record = read_json(job)
+        checkpoint = Path(str(record.get("value")))
+        if not checkpoint.is_dir():
+            continue
+        if checkpoint.resolve().is_relative_to(final.resolve()):  # named as the caller named the folder
+            checkpoint = final / checkpoint.resolve().relative_to(final.resolve())
+        out += _checkpoint_files(checkpoint, record.get("key", {}).get("method", ""))
     return out
 
 
