@@ -69,6 +69,24 @@ def committed_units(study: Path = STUDY) -> tuple[dict[str, float], float]:
     return {m: sum(v) / len(v) for m, v in per_step.items()}, sum(target) / len(target) / TARGET_RUN_STEPS
 
 
+def study_units(folder: Path, base: Units) -> Units:
+    """``base`` with the unit costs a running study measured so far (v2 layout: one kept file per
+    downstream problem): CPU s per outer step of each method with a kept upstream run, and per
+    downstream run-step over its kept target problems (those that tuned: PT's curve reads cost
+    under 1 CPU s). Methods and units not measured yet keep ``base``'s."""
+    upstream, _ = committed_units(folder)
+    cpu = steps = 0.0
+    for path in glob.glob(str(folder / "final" / "target-*.json")):
+        job = read_json(path)
+        tuning = job["key"].get("tuning", {})
+        lrs = tuning.get("lr")
+        if job["cpu_s"] > 1 and "steps" in tuning:
+            cpu += job["cpu_s"]
+            steps += tuning["steps"] * (len(lrs) if isinstance(lrs, list) else 1)
+    run_step = cpu / steps if steps else base.run_step
+    return Units({**base.upstream_step, **upstream}, run_step, base.validation_problem, base.halving)
+
+
 def asha_reports(trials: int, rungs: int, reduction: float) -> float:
     """Reports a search of ``trials`` makes under ASHA with ``rungs`` reports per full trial."""
     return sum(max(1.0, trials / reduction**k) for k in range(rungs))
@@ -286,6 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     ends = [end] if end else args.end_steps[-1:]
     print(f"end budget {ends[0]} steps ({'the study' if end else 'not known yet: the largest of --end-steps'})\n")
     print(measured_markdown(cfg, plan(cfg, units, ends[0]), measured(args.measured, cfg.study.start_steps), args.cores))
+    now = study_units(args.measured, units)
+    projected = sum(s for _, _, s in plan(cfg, now, ends[0])) / 3600
+    print(
+        f"\nprojected at the unit costs measured so far in {args.measured}: {projected:.1f} CPU-hours "
+        f"({projected / args.cores:.1f} h of {args.cores} cores); upstream per outer step "
+        + ", ".join(
+            f"{m} {v:.2f}{'' if v == units.upstream_step.get(m) else ' (measured)'}"
+            for m, v in sorted(now.upstream_step.items())
+        )
+        + f"; downstream per run-step {now.run_step:.3f}{' (measured)' if now.run_step != units.run_step else ''}"
+    )
     return 0
 
 

@@ -45,3 +45,26 @@ def test_asha_reports():
     plan = study_plan
     assert plan.asha_reports(16, 4, 2) == 16 + 8 + 4 + 2
     assert plan.asha_reports(3, 1, 2) == 3 and plan.asha_reports(2, 3, 2) == 2 + 1 + 1  # at least one goes on
+
+
+def test_study_units_are_what_a_running_study_measured_and_the_base_elsewhere(tmp_path):
+    """Per outer step from its kept upstream runs (MAML here), per downstream run-step from its
+    kept target problems that tuned (the 0.3 CPU s record reads a cache and is left out); the
+    rest stays the base's."""
+    import json
+
+    final = tmp_path / "final"
+    final.mkdir()
+    jobs = {
+        "upstream-a": {"key": {"method": "maml", "steps": 500, "settings": {}}, "cpu_s": 2700.0},
+        "upstream-b": {"key": {"method": "maml", "steps": 500, "settings": {}}, "cpu_s": 2800.0},
+        "target-a": {"key": {"tuning": {"lr": 0.3, "steps": 60}}, "cpu_s": 50.0},
+        "target-b": {"key": {"tuning": {"lr": [0.5, 0.3], "steps": 300}}, "cpu_s": 500.0},
+        "target-c": {"key": {"tuning": {"lr": 0.3, "steps": 300}}, "cpu_s": 0.3},
+    }
+    for name, job in jobs.items():
+        (final / f"{name}.json").write_text(json.dumps(job))
+    base = study_plan.Units({"maml": 2.94, "mtl": 0.49}, 0.596, 17.0)
+    units = study_plan.study_units(tmp_path, base)
+    assert units.upstream_step == {"maml": 5.5, "mtl": 0.49}
+    assert abs(units.run_step - 550 / (60 + 2 * 300)) < 1e-12 and units.validation_problem == 17.0
