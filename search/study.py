@@ -149,13 +149,14 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
         record = read_json(meta)
         check_code(record, where, cfg.sweep_dir)
         now = config_dict(cfg)
-        plan = resume_plan(record.get("config"), now, finished)
+        plan = resume_plan(record.get("config"), now, finished, unstarted_presets(cfg))
         if plan is None:
             changed = config_changes(record.get("config"), now)
             raise PromptinitError(
                 f"{where}: the config differs from the one {cfg.sweep_dir} ran with ({meta}) in "
-                f"{', '.join(changed)}: more than new arms under `study.presets` and the search space of a "
-                "method whose sweeps have not finished; resume with that config, or change `name` for a new study"
+                f"{', '.join(changed)}: more than arms under `study.presets` added or changed before any of "
+                "their jobs ran and the search space of a method whose sweeps have not finished; resume with that "
+                "config, or change `name` for a new study"
             )
         added, respaced = plan
     if any(a.kind == "search" for a in cfg.arms()):
@@ -176,6 +177,16 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
             f"(targets: {', '.join(t.name for t in tasks.target)}); set `labels: false` or add classification targets"
         )
     return cfg, partition, tasks, added, respaced
+
+
+def unstarted_presets(cfg: StudyConfig) -> set[str]:
+    """The preset arms none of whose jobs ran: no upstream run of theirs is kept (their target
+    jobs start from those runs)."""
+    started = set()
+    for path in (cfg.sweep_dir / FINAL_DIR).glob("upstream-*.json"):
+        label = read_json(path).get("label", "")
+        started.add(label.split(" upstream seed ")[0])
+    return {name for name in cfg.study.presets if name not in started}
 
 
 def code_record() -> dict[str, str | None]:
@@ -233,7 +244,7 @@ def prepare_study(where: str, resume: bool) -> Study:
         atomic_write_json(meta, {"config": config_dict(cfg), "partition": partition.name, **code}, indent=1)
     logger.info("study %s: %s", cfg.name, cfg.sweep_dir)
     if added:
-        logger.info("resume: arms added to the config since the last run: %s", ", ".join(added))
+        logger.info("resume: arms added, or changed before they ran, since the last run: %s", ", ".join(added))
     return Study(cfg, where, partition, tasks, prepare.context(cfg, tasks.source))
 
 

@@ -61,7 +61,10 @@ def test_v2_meets_the_issue_floors_and_its_smoke_is_it_in_miniature():
     assert len(cfg.target.seeds) == 5 and cfg.target.tuning["test_per_seed"] and len(cfg.validation.seeds) >= 3
     assert len(cfg.target.upstream_seeds) >= 3 and cfg.seed not in cfg.target.upstream_seeds
     assert cfg.study.start_steps == 60 and cfg.target.tuning["steps"] >= 300 and cfg.study.curves.rule == "converged"
-    assert all(p.steps >= 500 and p.cut for p in cfg.study.presets.values())
+    # >= 500 outer steps, but for Reptile's and SUPMER's, which the issue lets a study over its plan cut
+    assert all(p.cut for p in cfg.study.presets.values())
+    assert all(p.steps >= 500 for name, p in cfg.study.presets.items() if name not in ("reptile", "supmer"))
+    assert all("cut from 500" in cfg.study.presets[name].cut for name in ("reptile", "supmer"))
     assert cfg.budget.num_samples >= 16 and cfg.search.startup_trials * 4 <= cfg.budget.num_samples
     assert cfg.search.calibrate >= 8 and cfg.search.objective == "delta"
     assert not {"mtl", "maml"} & set(cfg.study.start_only)
@@ -251,6 +254,11 @@ def test_resume_accepts_added_preset_arms_and_nothing_else():
     assert study.added_arms(full, dump(fewer)) is None  # an arm dropped
     reptile = {**raw, "study": {**raw["study"], "presets": {**raw["study"]["presets"], "reptile": {"steps": 3}}}}
     assert study.added_arms(full, dump(reptile)) is None  # a finished arm changed
+    # an arm none of whose jobs ran may change (a cut decided after measuring the cost); not be dropped
+    assert study.added_arms(full, dump(reptile), unstarted={"reptile"}) == ["reptile"]
+    assert study.added_arms(full, dump(reptile), unstarted={"mtl"}) is None
+    assert study.added_arms(full, dump(fewer), unstarted={"supmer-no-mgr", "metapt-random"}) is None
+    assert study.resume_plan(full, dump(reptile), finished=set(), unstarted={"reptile"}) == (["reptile"], [])
     assert study.added_arms(dump(fewer), dump({**raw, "seed": 1})) is None  # arms added and another change
     assert study.added_arms(None, full) is None
 
@@ -385,3 +393,16 @@ def test_resume_accepts_a_new_search_space_only_for_a_method_whose_sweeps_have_n
     assert study.resume_plan(full, dump({**cut, "seed": 1}), finished=set()) is None
     assert study.resume_plan(full, full, finished={"mtl", "maml"}) == ([], [])
     assert study.resume_plan(None, full, finished=set()) is None
+
+
+def test_unstarted_presets_are_those_without_a_kept_upstream_run(tmp_path):
+    """``--resume`` lets a preset change only while no upstream run of it is kept: its target jobs
+    start from those runs, so none of its results exists yet."""
+    from promptinit.search.study import unstarted_presets
+
+    cfg = study.load_study_config(write(tmp_path))
+    final = cfg.sweep_dir / "final"
+    final.mkdir(parents=True)
+    (final / "upstream-1.json").write_text(json.dumps({"label": "maml upstream seed 1 (3 steps)", "value": "x"}))
+    (final / "upstream-2.json").write_text(json.dumps({"label": "supmer-no-mgr upstream seed 2 (3 steps)"}))
+    assert unstarted_presets(cfg) == set(cfg.study.presets) - {"maml", "supmer-no-mgr"}

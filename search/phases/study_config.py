@@ -6,6 +6,7 @@ an arm, never parsed back.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -213,20 +214,22 @@ def load_study_config(path: str | Path) -> StudyConfig:
     return cfg
 
 
-def added_arms(earlier: dict | None, now: dict) -> list[str] | None:
-    """The preset arms ``now`` adds to the config a study ran with, or None when it changes anything
-    else. Added arms change no finished job (jobs are keyed by their content), so a resumed study
-    keeps every finished arm and runs the new ones in their place among the presets."""
+def added_arms(earlier: dict | None, now: dict, unstarted: Collection[str] = ()) -> list[str] | None:
+    """The preset arms ``now`` adds to the config a study ran with (or changes, among ``unstarted``:
+    arms none of whose jobs ran), or None when it changes anything else. Such arms change no
+    finished job (jobs are keyed by their content), so a resumed study keeps every finished arm
+    and runs them in their place among the presets (a cut decided after measuring the cost, before
+    the arm ran)."""
     if not isinstance(earlier, dict):
         return None
     old, new = earlier.get("study", {}).get("presets", {}), now["study"]["presets"]
-    if any(new.get(arm) != p for arm, p in old.items()):
+    if any(new.get(arm) != p for arm, p in old.items() if not (arm in unstarted and arm in new)):
         return None
 
     def rest(config: dict) -> dict:
         return {**config, "study": {**config.get("study", {}), "presets": None}}
 
-    return [arm for arm in new if arm not in old] if rest(earlier) == rest(now) else None
+    return [arm for arm in new if new.get(arm) != old.get(arm)] if rest(earlier) == rest(now) else None
 
 
 REPO = STUDY_DIR.parents[1]
@@ -268,12 +271,15 @@ def config_changes(earlier: dict | None, now: dict) -> list[str]:
     return out
 
 
-def resume_plan(earlier: dict | None, now: dict, finished: set[str]) -> tuple[list[str], list[str]] | None:
-    """What a resumed study takes from a changed config: ``(added preset arms, searched methods
-    whose search space changed)``, or None when the change is anything else, or changes the space
-    of a method in ``finished`` (a method with a finished sweep: its arm is done under the old
-    space). A changed space is a budget decision taken after a sweep failed (say, trials that ran
-    out of memory); that method's unfinished sweeps start afresh under it, every other job is kept."""
+def resume_plan(
+    earlier: dict | None, now: dict, finished: set[str], unstarted: Collection[str] = ()
+) -> tuple[list[str], list[str]] | None:
+    """What a resumed study takes from a changed config: ``(preset arms added, or changed among
+    ``unstarted``, searched methods whose search space changed)``, or None when the change is
+    anything else, or changes the space of a method in ``finished`` (a method with a finished
+    sweep: its arm is done under the old space). A changed space is a budget decision taken after
+    a sweep failed (say, trials that ran out of memory); that method's unfinished sweeps start
+    afresh under it, every other job is kept."""
     if not isinstance(earlier, dict):
         return None
     earlier = relocated(earlier, now)
@@ -281,5 +287,5 @@ def resume_plan(earlier: dict | None, now: dict, finished: set[str]) -> tuple[li
     respaced = sorted(m for m in {*old, *new} if old.get(m) != new.get(m))
     if finished & set(respaced):
         return None
-    added = added_arms({**earlier, "search": {**earlier.get("search", {}), "space": new}}, now)
+    added = added_arms({**earlier, "search": {**earlier.get("search", {}), "space": new}}, now, unstarted)
     return None if added is None else (added, respaced)
