@@ -91,7 +91,7 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     # Nothing finished before the interrupt runs again: the curves, the presets' upstream runs
     # and the first search sweep are kept.
     assert "curves: 2 jobs (2 done before" in text, tail(log2)
-    assert f"resume: arms added to the config since the last run: {added}\n" in text, tail(log2)
+    assert f"resume: arms added, or changed before they ran, since the last run: {added}\n" in text, tail(log2)
     upstream = re.findall(r"^upstream ([^:]+): (\d+) jobs(?: \((\d+) done before)?", text, re.M)
     assert [arms for arms, _, _ in upstream] == [
         ", ".join(list(raw["study"]["presets"])[i : i + 2]) for i in range(0, len(raw["study"]["presets"]), 2)
