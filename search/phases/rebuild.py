@@ -34,7 +34,6 @@ folder's results (``portable_files``), e.g. for ``git add -f``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from collections.abc import Collection, Sequence
@@ -44,6 +43,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
 
+from promptinit.analysis.results import read_results
 from promptinit.errors import PromptinitError, read_json
 from promptinit.search.phases.searcher import KEPT_FILE, TUNE_TRIAL_ATTR
 
@@ -87,12 +87,6 @@ def trial_folder(sweep_dir: Path, trial_id: str) -> Path:
             "the trial's folder (params.json, result.json, checkpoint_*), or start the sweep afresh under a new `name`"
         )
     return found[0]
-
-
-def reports(trial_dir: Path) -> list[dict]:
-    """A trial's reports, from its ``result.json``."""
-    lines = (Path(trial_dir) / RESULT_FILE).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def kept_results(sweep_dir: Path, kept: Sequence[dict], known: Collection[Path]) -> list[Any]:
@@ -152,7 +146,7 @@ def replay_runs(uri: str, experiment: str, parent: str, sweep_dir: Path, kept: S
 
     c = tracking.client(uri)
     for t in kept:
-        rows = reports(trial_folder(sweep_dir, t[TUNE_TRIAL_ATTR]))
+        rows = read_results(trial_folder(sweep_dir, t[TUNE_TRIAL_ATTR]))
         config = rows[-1].get("config", {}) if rows else {}
         rid = tracking.create_child(uri, experiment, parent, t[TUNE_TRIAL_ATTR], config)
         for row in rows:
@@ -191,8 +185,9 @@ def portable_files(folder: Path) -> list[Path]:
     for t in kept_trials(folder):
         trial = trial_folder(folder, t[TUNE_TRIAL_ATTR])
         out += [trial / f for f in ("params.json", RESULT_FILE) if (trial / f).is_file()]
+        method = (read_results(trial) or [{}])[-1].get("config", {}).get("method", "")
         for checkpoint in sorted(trial.glob("checkpoint_*")):
-            out += _checkpoint_files(checkpoint, (reports(trial) or [{}])[-1].get("config", {}).get("method", ""))
+            out += _checkpoint_files(checkpoint, method)
     for sweep in sorted((folder / "sweeps").glob("*")) if (folder / "sweeps").is_dir() else ():
         out += portable_files(sweep)
     return out
