@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the names for type checkers; at run time they load on first
     from promptinit.analysis.export import export_best as export_best
     from promptinit.analysis.results import load_sweep as load_sweep
     from promptinit.analysis.results import preset_label as preset_label
+    from promptinit.analysis.results import read_results as read_results
     from promptinit.analysis.tables import TargetTable as TargetTable
     from promptinit.analysis.tables import write_selection as write_selection
     from promptinit.analysis.tables import write_target_table as write_target_table
@@ -46,6 +47,8 @@ _PUBLIC = {
     "load_sweep": "promptinit.analysis.results",
     # a study's label of a method's paper-preset arm (its table row)
     "preset_label": "promptinit.analysis.results",
+    # one trial's reports (a resumed search rebuilds its kept trials from them)
+    "read_results": "promptinit.analysis.results",
     # does the search objective predict the target? (search.calibrate: calibration.{md,csv})
     "write_calibration": "promptinit.analysis.calibration",
 }

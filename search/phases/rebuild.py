@@ -43,7 +43,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler
 
-from promptinit.analysis.results import read_results
+from promptinit.analysis import read_results
 from promptinit.errors import PromptinitError, read_json
 from promptinit.search.phases.searcher import KEPT_FILE, TUNE_TRIAL_ATTR
 
