@@ -130,7 +130,11 @@ def _search(cfg, arm, units: Units, pairs: int, problem_s: float) -> list[tuple[
         (arm.label, f"trials: {b.num_samples} x <= {steps} steps (ASHA)", reports * b.steps_per_report * step_s),
         (arm.label, f"validation: {reports:.0f} reports x {tasks * len(v.seeds)} problems", reports * per_report),
         (arm.label, "re-score", s.top_k * tasks * len(v.rescore_seeds) * units.validation_problem),
-        (arm.label, f"calibration: {s.calibrate} trials", s.calibrate * pairs * problem_s),
+        (
+            arm.label,
+            f"calibration: {s.calibrate} trials x {len(cfg.calibration_seeds())} seeds",
+            s.calibrate * pairs * problem_s * len(cfg.calibration_seeds()) / len(cfg.target.seeds),
+        ),
         (
             arm.label,
             f"choice upstream {steps} steps x {len(cfg.target.upstream_seeds)}",

@@ -149,7 +149,8 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
         record = read_json(meta)
         check_code(record, where, cfg.sweep_dir)
         now = config_dict(cfg)
-        plan = resume_plan(record.get("config"), now, finished, unstarted_presets(cfg))
+        searched = any(cfg.sweep_folder(a).exists() for a in cfg.arms() if a.kind == "search")
+        plan = resume_plan(record.get("config"), now, finished, unstarted_presets(cfg), searched)
         if plan is None:
             changed = config_changes(record.get("config"), now)
             raise PromptinitError(

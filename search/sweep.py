@@ -113,6 +113,7 @@ def run_phases(checked: check.Checked, prepared: prepare.Prepared) -> publish.Pu
         cfg.target.seeds,
         cfg.target.tuning_dict(),
         also=calibrate.starts(ctx, searched.ranked, selected.chosen, k),
+        also_seeds=cfg.calibration_seeds(),
     )
     arms, trials = calibrate.split(scores.arms)
     scores = dataclasses.replace(scores, arms=arms)

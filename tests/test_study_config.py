@@ -67,6 +67,7 @@ def test_v2_meets_the_issue_floors_and_its_smoke_is_it_in_miniature():
     assert all("cut from 500" in cfg.study.presets[name].cut for name in ("reptile", "supmer"))
     assert cfg.budget.num_samples >= 16 and cfg.search.startup_trials * 4 <= cfg.budget.num_samples
     assert cfg.search.calibrate >= 8 and cfg.search.objective == "delta"
+    assert len(cfg.calibration_seeds()) == 3 and len(smoke.calibration_seeds()) < len(smoke.target.seeds)  # the cut
     assert not {"mtl", "maml"} & set(cfg.study.start_only)
     assert cfg.target.tuning["lr"] == smoke.target.tuning["lr"] == 0.3  # the plan's cut: one lr, every arm
     assert cfg.methods == smoke.methods
@@ -393,6 +394,26 @@ def test_resume_accepts_a_new_search_space_only_for_a_method_whose_sweeps_have_n
     assert study.resume_plan(full, dump({**cut, "seed": 1}), finished=set()) is None
     assert study.resume_plan(full, full, finished={"mtl", "maml"}) == ([], [])
     assert study.resume_plan(None, full, finished=set()) is None
+
+
+def test_resume_accepts_fewer_calibration_seeds_only_before_any_search_started():
+    """The calibration's cost cut (``search.calibrate_seeds``) is decided after measuring the cost;
+    once a search sweep started, its calibration may be under way, so a change is refused. A record
+    from before the field existed reads as the default (every target seed)."""
+    raw = yaml.safe_load(SMOKE_V2.read_text())
+    raw["search"] = {k: v for k, v in raw["search"].items() if k != "calibrate_seeds"}
+
+    def dump(r: dict) -> dict:
+        return json.loads(json.dumps(study.config_dict(study.StudyConfig(**r))))
+
+    full = dump(raw)
+    old = {**full, "search": {k: v for k, v in full["search"].items() if k != "calibrate_seeds"}}
+    cut = dump({**raw, "search": {**raw["search"], "calibrate_seeds": [100]}})
+    assert study.resume_plan(full, cut, finished=set(), searched=False) == ([], [])
+    assert study.resume_plan(old, cut, finished=set(), searched=False) == ([], [])
+    assert study.resume_plan(full, cut, finished=set(), searched=True) is None
+    assert study.resume_plan(old, full, finished=set(), searched=True) == ([], [])  # unchanged: the default
+    assert study.resume_plan(full, dump({**raw, "seed": 1, "search": cut["search"]}), finished=set()) is None
 
 
 def test_unstarted_presets_are_those_without_a_kept_upstream_run(tmp_path):

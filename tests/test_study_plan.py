@@ -13,15 +13,15 @@ study_plan = load_benchmark("study_plan")
 def test_plan_of_the_smoke_v2_study_by_hand():
     """smoke-v2: 2 targets x 2 seeds = 4 pairs, one lr, start 2 steps, curves to 6, upstream seeds 1
     and 2, presets of 2 steps, searches of 3 trials x 2 steps (one report each), 1 validation task x
-    1 seed, top 1 re-scored on 1 seed, 2 calibrated. Unit costs 1 CPU s per outer step and per
+    1 seed, top 1 re-scored on 1 seed, 2 calibrated on 1 of the 2 seeds. Unit costs 1 CPU s per outer step and per
     run-step, 10 per validation problem; end budget 4 steps.
 
     PT: curves 4 x 6 = 24, start 4 x 2 = 8, end 4 x 4 = 16; labels (start only) 8.
     Presets: upstream 2 x 2 = 4 each; start 4 pairs x 2 seeds x 2 steps = 16 each; end 32 for mtl and
     maml only (fomaml, reptile, supmer are start-only): 52 + 52 + 20 x 3 = 164.
     Each search: trials 3 reports x 2 steps = 6, validation 3 x 10 = 30, re-score 10, calibration
-    2 trials x 4 pairs x 2 steps = 16, choice upstream 4, start 16, end 32: 114, x 4 = 456.
-    Total 24 + 8 + 16 + 8 + 164 + 456 = 676 CPU s; with end 6: + 8 + 2 x 16 + 4 x 16 = 780."""
+    2 trials x 2 pairs x 2 steps = 8, choice upstream 4, start 16, end 32: 106, x 4 = 424.
+    Total 24 + 8 + 16 + 8 + 164 + 424 = 644 CPU s; with end 6: + 8 + 2 x 16 + 4 x 16 = 748."""
     plan = study_plan
     from promptinit.search.phases.study_config import load_study_config
 
@@ -29,15 +29,15 @@ def test_plan_of_the_smoke_v2_study_by_hand():
     methods = ("mtl", "maml", "fomaml", "reptile", "supmer")
     units = plan.Units({m: 1.0 for m in methods}, run_step=1.0, validation_problem=10.0)
     rows = plan.plan(cfg, units, end=4)
-    assert sum(s for _, _, s in rows) == 676
+    assert sum(s for _, _, s in rows) == 644
     by = {(arm, phase): s for arm, phase, s in rows}
-    assert by[("mtl (TPE + ASHA)", "calibration: 2 trials")] == 16
+    assert by[("mtl (TPE + ASHA)", "calibration: 2 trials x 1 seeds")] == 8
     assert ("fomaml (preset)", "tuning, end") not in by and by[("maml (preset)", "tuning, end")] == 32
     halved = plan.plan(cfg, plan.Units({m: 1.0 for m in methods}, 1.0, 10.0, halving=0.5), end=4)
     assert by[("PT", "curves (to the cap)")] == dict(((a, p), s) for a, p, s in halved)[("PT", "curves (to the cap)")]
     assert dict(((a, p), s) for a, p, s in halved)[("PT", "tuning, end")] == 8  # halving: the tuning only
     text = plan.markdown({4: rows, 6: plan.plan(cfg, units, end=6)}, cores=2)
-    assert sum(s for _, _, s in plan.plan(cfg, units, end=6)) == 780
+    assert sum(s for _, _, s in plan.plan(cfg, units, end=6)) == 748
     assert "| **total** | | **0.2** | **0.2** |" in text and "| PT | tuning, end | 0.00 | 0.01 |" in text
 
 

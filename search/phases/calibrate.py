@@ -5,7 +5,8 @@ the target tasks. This phase measures it: ``k`` trials of each method, spread ev
 validation ranking (the best, the worst and between; the method's choice always among them),
 are tuned on the target tasks from their own search checkpoint, in the target phase's batched
 runs beside PT. Per trial: its validation objective and its target difference to PT (mean over
-the target (task, seed) pairs, in points). ``analysis.calibration`` turns them into Spearman's
+the target (task, seed) pairs it was tuned on, in points: all of them, or the seeds of
+``search.calibrate_seeds``). ``analysis.calibration`` turns them into Spearman's
 rho with a bootstrap interval and the rank the chosen trial holds on the target; the sweep writes
 ``calibration.{md,csv}`` and ``promptinit report`` shows them.
 """
@@ -35,7 +36,7 @@ class Calibrated:
     val_rank: int  # 1 = the search's best
     val_arg: float
     rescored_arg: float  # NaN unless it was re-scored (a top_k trial)
-    target_diff: float  # mean over the target pairs of (trial - PT), a fraction
+    target_diff: float  # mean over its target pairs of (trial - PT), a fraction
     pairs: int
     chosen: bool
     val_delta: float = float("nan")  # its validation score difference to PT (``val/delta``), a fraction
@@ -88,8 +89,8 @@ def rows(
     for method, cs in ranked.items():
         choice = chosen.get(method)
         for rank, c in spread(cs, k, choice):
-            mine = scores[c.trial_id]
-            diff = float(np.mean([mine[p] - pt[p] for p in pt]))
+            mine = scores[c.trial_id]  # its pairs: PT's, or those of `search.calibrate_seeds`
+            diff = float(np.mean([mine[p] - pt[p] for p in mine]))
             out.append(
                 Calibrated(
                     method,
@@ -98,7 +99,7 @@ def rows(
                     c.val_arg,
                     float(again.get(c.trial_id, float("nan"))),
                     diff,
-                    len(pt),
+                    len(mine),
                     choice is not None and c.trial_id == choice.trial_id,
                     float(c.metrics.get(M.VAL_DELTA, float("nan"))),
                     objective,

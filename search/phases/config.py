@@ -191,6 +191,12 @@ class Search(Strict):
         "over the validation ranking, to measure whether the search objective predicts the target "
         "(Spearman rho in calibration.md and the report); 0: off",
     )
+    calibrate_seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="the few-shot seeds of target.seeds the calibrated trials are scored on (default: all of "
+        "them); fewer seeds cost less and leave each trial's target difference noisier",
+    )
 
 
 class Scheduler(Strict):
@@ -314,6 +320,23 @@ class SweepConfig(Strict):
 
         check_space(build_space(self.methods, self.search.space, self.budget.steps))
         return self
+
+    @model_validator(mode="after")
+    def _calibrate_seeds(self) -> SweepConfig:
+        chosen = self.search.calibrate_seeds or []
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"field 'search.calibrate_seeds': a seed is listed twice: {chosen}")
+        foreign = [s for s in chosen if s not in self.target.seeds]
+        if foreign:
+            raise ValueError(
+                f"field 'search.calibrate_seeds': {foreign} not in target.seeds {self.target.seeds}; "
+                "calibration compares each trial with PT on the target pairs, so use seeds from there"
+            )
+        return self
+
+    def calibration_seeds(self) -> list[int]:
+        """The few-shot seeds calibrated trials are scored on (``search.calibrate_seeds``, else all)."""
+        return list(self.search.calibrate_seeds or self.target.seeds)
 
     def space(self):
         """The define-by-run ``SweepSpace``."""

@@ -272,20 +272,26 @@ def config_changes(earlier: dict | None, now: dict) -> list[str]:
 
 
 def resume_plan(
-    earlier: dict | None, now: dict, finished: set[str], unstarted: Collection[str] = ()
+    earlier: dict | None, now: dict, finished: set[str], unstarted: Collection[str] = (), searched: bool = False
 ) -> tuple[list[str], list[str]] | None:
     """What a resumed study takes from a changed config: ``(preset arms added, or changed among
     ``unstarted``, searched methods whose search space changed)``, or None when the change is
     anything else, or changes the space of a method in ``finished`` (a method with a finished
     sweep: its arm is done under the old space). A changed space is a budget decision taken after
     a sweep failed (say, trials that ran out of memory); that method's unfinished sweeps start
-    afresh under it, every other job is kept."""
+    afresh under it, every other job is kept. ``search.calibrate_seeds`` may change while no
+    search sweep has started (``searched`` False): a cut of the calibration's cost."""
     if not isinstance(earlier, dict):
         return None
     earlier = relocated(earlier, now)
-    old, new = earlier.get("search", {}).get("space", {}), now["search"]["space"]
+    search = earlier.get("search", {})
+    old, new = search.get("space", {}), now["search"]["space"]
     respaced = sorted(m for m in {*old, *new} if old.get(m) != new.get(m))
     if finished & set(respaced):
         return None
-    added = added_arms({**earlier, "search": {**earlier.get("search", {}), "space": new}}, now, unstarted)
+    calibrate_seeds = now["search"].get("calibrate_seeds")
+    if searched and search.get("calibrate_seeds") != calibrate_seeds:
+        return None
+    search = {**search, "space": new, "calibrate_seeds": calibrate_seeds}
+    added = added_arms({**earlier, "search": search}, now, unstarted)
     return None if added is None else (added, respaced)

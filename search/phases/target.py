@@ -33,6 +33,7 @@ def run(
     seeds: Sequence[int],
     tuning: dict,
     also: Mapping[str, Start] | None = None,
+    also_seeds: Sequence[int] | None = None,
 ) -> TargetScores:
     """Tune PT, every checkpoint's arm and every start of ``also`` on every (task, seed).
 
@@ -41,11 +42,12 @@ def run(
         chosen: arm -> its configuration; ``checkpoints`` are keyed by (arm, upstream seed).
         tasks: the target tasks; ``seeds``: few-shot seeds; ``tuning``: ``TuneConfig`` fields.
         also: more arms without an upstream run (a study's PT from class labels), keyed by arm;
-            their scores are keyed ``(task, seed)`` like PT's.
+            their scores are keyed ``(task, seed)`` like PT's; ``also_seeds``: the few-shot seeds they
+            are tuned on (default ``seeds``).
     """
     problems = problems_for("PT", ("pt", None), tasks, seeds, PT_START)
     for arm, start in (also or {}).items():
-        problems += problems_for(arm, (arm, None), tasks, seeds, start)
+        problems += problems_for(arm, (arm, None), tasks, seeds if also_seeds is None else also_seeds, start)
     for (arm, u), checkpoint in checkpoints.items():
         start = start_from(ctx, chosen[arm], checkpoint, u)
         problems += problems_for(f"{arm} (upstream seed {u})", (arm, u), tasks, seeds, start)

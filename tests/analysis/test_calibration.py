@@ -25,6 +25,19 @@ def test_spread_takes_evenly_spaced_ranks_best_and_worst_and_the_choice():
     assert [r for r, _ in spread(ranked[:2], 8, None)] == [1, 2] and spread(ranked, 0, ranked[0]) == []
 
 
+def test_a_trials_target_difference_is_over_the_pairs_it_was_tuned_on():
+    """With ``search.calibrate_seeds`` a calibrated trial is tuned on some of PT's pairs: its
+    difference is the mean over those, by hand (PT's other pairs do not enter)."""
+    from promptinit.search.phases.calibrate import rows
+
+    ranked = {"mtl": _cands(2)}
+    pt = {("a", 100): 0.50, ("a", 13): 0.90, ("b", 100): 0.40, ("b", 13): 0.10}
+    scores = {"t0": {("a", 100): 0.60, ("b", 100): 0.30}, "t1": {("a", 100): 0.70, ("b", 100): 0.60}}
+    got = rows(ranked, {"mtl": ranked["mtl"][0]}, {}, 2, scores, pt, "delta")
+    assert [(r.trial_id, r.pairs, r.chosen) for r in got] == [("t0", 2, True), ("t1", 2, False)]
+    assert [r.target_diff for r in got] == pytest.approx([(0.10 - 0.10) / 2, (0.20 + 0.20) / 2])
+
+
 def test_rho_is_scipys_and_its_interval_holds_it():
     rng = np.random.default_rng(3)
     x = rng.normal(size=12)

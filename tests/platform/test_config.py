@@ -35,6 +35,10 @@ BAD = [
      "'fast' is not a number"),
     ("missing-model", {"model": None}, "field 'model'", ""),
     ("unknown-objective", {"search": {"objective": "accuracy"}}, "field 'search.objective'", "'delta' or 'arg'"),
+    ("calibrate-seeds-not-target", {"search": {"calibrate_seeds": [100, 7]}}, "field 'search.calibrate_seeds'",
+     "[7] not in target.seeds [100, 13]"),
+    ("calibrate-seeds-twice", {"search": {"calibrate_seeds": [13, 13]}}, "field 'search.calibrate_seeds'",
+     "listed twice"),
     ("task-not-in-partition", {"validation": {"tasks": ["bb_nope"]}}, "field 'validation.tasks'",
      "not among the partition's validation tasks"),
 ]
