@@ -210,18 +210,25 @@ def _kept_jobs(final: Path) -> list[Path]:
             continue
         if checkpoint.resolve().is_relative_to(final.resolve()):  # named as the caller named the folder
             checkpoint = final / checkpoint.resolve().relative_to(final.resolve())
-        out += _checkpoint_files(checkpoint, record.get("key", {}).get("method", ""))
+        out += _checkpoint_files(checkpoint, record.get("key", {}).get("method", ""), upstream=True)
     return out
 
 
-def _checkpoint_files(checkpoint: Path, method: str) -> list[Path]:
+def _checkpoint_files(checkpoint: Path, method: str, upstream: bool = False) -> list[Path]:
     """A checkpoint's prompt and report, no optimizer state; whole for a method whose downstream
-    tuning restores the method (SUPMER: its ψ lives in the method's state)."""
+    tuning restores the method (SUPMER: its ψ lives in the method's state), but for a kept
+    ``upstream`` run that wrote its ψ apart (``upstream.keep_psi``): its prompt, report and ψ."""
+    from promptinit.export import PSI
     from promptinit.trainables.scoring import PROMPT_FILE, needs_restore
     from promptinit.trainables.trainable import STATE_FILE
 
-    whole = needs_restore(method) if method else False
-    return sorted(p for p in checkpoint.iterdir() if p.is_file() and (whole or p.name in (PROMPT_FILE, STATE_FILE)))
+    if upstream and (checkpoint / PSI).is_file():
+        keep: tuple[str, ...] = (PROMPT_FILE, STATE_FILE, PSI)
+    elif method and needs_restore(method):
+        return sorted(p for p in checkpoint.iterdir() if p.is_file())
+    else:
+        keep = (PROMPT_FILE, STATE_FILE)
+    return sorted(p for p in checkpoint.iterdir() if p.is_file() and p.name in keep)
 
 
 if __name__ == "__main__":

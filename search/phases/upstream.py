@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from promptinit.fingerprints import digest
 from promptinit.search.phases.jobs import Job
 from promptinit.search.phases.prepare import Context
@@ -36,11 +38,42 @@ def run(
         seeds: upstream seeds.
         title: the logged lines' title.
     """
+    from promptinit.trainables.scoring import needs_restore
+
     out: Checkpoints = {}
     jobs = [train(ctx, arm, c, u) for arm, c in chosen.items() for u in seeds]
     for job, folder in zip(jobs, ctx.runner.run("upstream", jobs, title=title), strict=True):
         out[(job.owner[0], job.kwargs["method"].seed)] = folder
+        if needs_restore(job.kwargs["method"].name):
+            keep_psi(Path(folder))
     return out
+
+
+PSI_DTYPE = torch.bfloat16
+PSI_NOTE = "SUPMER's psi from state.json's field 'psi', in bfloat16 (trained in float32; relative error <= 2^-8)"
+
+
+def keep_psi(folder: Path) -> Path | None:
+    """Write SUPMER's ψ beside a kept run's prompt as ``psi.safetensors`` (floating tensors in
+    bfloat16), so the run folder can keep its result without the method's state: ψ is 5.4 MB in
+    float32 per SmolLM2 run and its optimizer state 10.7 MB; in bfloat16 2.7 MB (a study's 15 MB
+    budget holds 3 seeds). Rewritten from the whole checkpoint whenever that is there (a run
+    trained again replaces it); a folder already cut to its prompt and ψ is left as it is. None
+    when the run trained no ψ (``use_mgr: false``)."""
+    from safetensors.torch import save
+
+    from promptinit.export import PSI
+    from promptinit.files import atomic_write
+    from promptinit.methods.checkpoint import STATE, read_checkpoint
+
+    if not (folder / STATE).is_file():
+        return folder / PSI if (folder / PSI).is_file() else None
+    psi = read_checkpoint(folder).get("psi")
+    if not psi:
+        return None
+    tensors = {k: (v.to(PSI_DTYPE) if v.is_floating_point() else v).contiguous() for k, v in psi.items()}
+    atomic_write(folder / PSI, save(tensors, metadata={"note": PSI_NOTE}))
+    return folder / PSI
 
 
 def train(ctx: Context, arm: str, c: Candidate, seed: int) -> Job:

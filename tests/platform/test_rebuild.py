@@ -197,6 +197,46 @@ def test_a_kept_upstream_run_cut_to_its_prompt_serves_every_method_but_supmer(tm
     assert usable(str(folder), whole=True)
 
 
+def test_a_kept_supmer_run_travels_as_its_prompt_and_its_psi_in_bfloat16(tmp_path):
+    """SUPMER's kept upstream run keeps its ψ apart (``keep_psi``): every ψ tensor to bfloat16's
+    rounding (relative error <= 2^-8), integers exact, read back from a real checkpoint; the run
+    travels as its prompt, report and ψ, not its optimizer states; a folder cut to those is
+    trained again (downstream tuning restores the method) and keeps its ψ file as it came."""
+    import torch
+    from safetensors.torch import load_file
+
+    from promptinit.methods.checkpoint import save_checkpoint
+    from promptinit.search.phases.upstream import keep_psi, usable
+
+    g = torch.Generator().manual_seed(0)
+    psi = {"U1": torch.randn(64, 64, generator=g) * 0.07, "b1": torch.randn(64, generator=g) * 1e-3,
+           "h_count": torch.tensor(7)}
+    state = {"prompt": torch.randn(8, 64, generator=g), "psi": psi,
+             "psi_optimizer": {"state": {0: {"exp_avg": torch.randn(64, 64, generator=g)}}}}
+    study = tmp_path / "study"
+    run = study / "final" / "upstream" / "supmer-seed1-99"
+    save_checkpoint(SimpleNamespace(state_dict=lambda: state), run)
+    for name in ("prompt.safetensors", "trial.json"):
+        (run / name).write_bytes(b"x")
+    (study / "final" / "upstream-99.json").write_text(json.dumps({"key": {"method": "supmer"}, "value": str(run)}))
+    assert keep_psi(run) == run / "psi.safetensors"
+    kept = load_file(str(run / "psi.safetensors"))
+    assert set(kept) == set(psi) and kept["U1"].dtype == torch.bfloat16 and kept["h_count"].item() == 7
+    for name in ("U1", "b1"):
+        error = (kept[name].float() - psi[name]).abs() / psi[name].abs()
+        assert 0 < error.max() <= 2**-8, name
+    names = sorted(p.name for p in portable_files(study) if p.parent == run)
+    assert names == ["prompt.safetensors", "psi.safetensors", "trial.json"]
+    for name in ("tensors.safetensors", "state.json"):
+        (run / name).unlink()
+    assert usable(str(run)) and not usable(str(run), whole=True)
+    before = (run / "psi.safetensors").read_bytes()
+    assert keep_psi(run) == run / "psi.safetensors" and (run / "psi.safetensors").read_bytes() == before
+    plain = tmp_path / "no-mgr"
+    save_checkpoint(SimpleNamespace(state_dict=lambda: {**state, "psi": None}), plain)
+    assert keep_psi(plain) is None and not (plain / "psi.safetensors").exists()
+
+
 def test_a_store_that_kept_the_runs_goes_on_with_the_same_parent_run(tmp_path, store):
     """A rebuilt sweep whose MLflow store survived (a server): the recorded parent run goes on; a
     kept trial's run left open by the kill is closed FINISHED, a lost trial's FAILED and orphaned."""
