@@ -175,6 +175,8 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     log2 = tmp_path / "resume.log"
     assert run_sweep(config, "--resume", env=env, log=log2, script=STUDY, timeout=900) == 0, tail(log2)
     assert "== search arm mtl, TPE + ASHA" not in log2.read_text()  # the finished sweep is kept
+    supmer = sorted((study / "final" / "upstream").glob("supmer-seed*"))  # its psi kept apart, for the commit
+    assert len(supmer) == 2 and all((run / "psi.safetensors").is_file() for run in supmer), supmer
 
     result = json.loads((study / "study.json").read_text())
     start, end = (b["steps"] for b in result["budgets"])
