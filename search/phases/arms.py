@@ -33,10 +33,13 @@ def start_from(ctx: Context, candidate: Candidate, checkpoint: Any, upstream_see
     from promptinit.spaces import trial_sources
     from promptinit.trainables.scoring import MethodSpec, needs_restore
 
+    where = Path(checkpoint_path(checkpoint))
     key = {
         "method": candidate.method,
         "settings": dict(candidate.settings),
-        "checkpoint": checkpoint_path(checkpoint),
+        # one spelling per folder: a search's choice that is a run the study trained already (the
+        # preset's) is read back from chosen.json as <sweep>/../../final/upstream/<run>
+        "checkpoint": str(where.resolve()) if where.exists() else str(where),
         "upstream_seed": upstream_seed,
     }
     if needs_restore(candidate.method):

@@ -237,6 +237,27 @@ def test_a_kept_supmer_run_travels_as_its_prompt_and_its_psi_in_bfloat16(tmp_pat
     assert keep_psi(plain) is None and not (plain / "psi.safetensors").exists()
 
 
+def test_a_run_read_back_by_another_spelling_of_its_folder_keys_the_same_target_problems(tmp_path):
+    """A study's search whose choice is the preset's configuration reuses the preset's upstream
+    runs, and reads them back from its chosen.json as ``<sweep>/../../final/upstream/<run>``: its
+    target problems must be the preset's (one key per folder), not tuned again at the end budget."""
+    import torch
+
+    from promptinit.backbones import save_prompt
+    from promptinit.search.phases.arms import start_from
+    from promptinit.search.phases.searching import Candidate
+    from promptinit.trainables.scoring import PROMPT_FILE
+
+    run = tmp_path / "study" / "final" / "upstream" / "maml-seed1-1234"
+    run.mkdir(parents=True)
+    save_prompt(torch.zeros(2, 4), run / PROMPT_FILE)
+    (tmp_path / "study" / "sweeps" / "study-maml-tpe").mkdir(parents=True)
+    choice = Candidate("maml", "t0", None, 0.0, {"upstream/step": 2}, {"inner_lr": 3e-5}, {})
+    direct = start_from(None, choice, run, 1)
+    again = start_from(None, choice, tmp_path / "study" / "sweeps" / "study-maml-tpe" / "../../final/upstream" / run.name, 1)
+    assert again.key == direct.key and direct.key["checkpoint"] == str(run.resolve())
+
+
 def test_a_store_that_kept_the_runs_goes_on_with_the_same_parent_run(tmp_path, store):
     """A rebuilt sweep whose MLflow store survived (a server): the recorded parent run goes on; a
     kept trial's run left open by the kill is closed FINISHED, a lost trial's FAILED and orphaned."""
