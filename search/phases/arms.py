@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from promptinit.search.phases.jobs import Start
+from promptinit.search.phases.jobs import Start, checkpoint_key
 from promptinit.search.phases.prepare import Context
 from promptinit.search.phases.searching import Candidate
 
@@ -33,13 +33,10 @@ def start_from(ctx: Context, candidate: Candidate, checkpoint: Any, upstream_see
     from promptinit.spaces import trial_sources
     from promptinit.trainables.scoring import MethodSpec, needs_restore
 
-    where = Path(checkpoint_path(checkpoint))
     key = {
         "method": candidate.method,
         "settings": dict(candidate.settings),
-        # one spelling per folder: a search's choice that is a run the study trained already (the
-        # preset's) is read back from chosen.json as <sweep>/../../final/upstream/<run>
-        "checkpoint": str(where.resolve()) if where.exists() else str(where),
+        "checkpoint": checkpoint_key(checkpoint_path(checkpoint)),
         "upstream_seed": upstream_seed,
     }
     if needs_restore(candidate.method):

@@ -130,6 +130,27 @@ class Runner:
         self.shared = tuple(Path(f) for f in shared)
         self.cpu_seconds = 0.0
 
+    def rekey(self) -> int:
+        """Give this folder's kept jobs keyed by a checkpoint's absolute path (written before 6 Dec
+        2026) the key ``checkpoint_key`` makes, under their new file names; returns how many. A
+        record written under other code, or whose name is not its key's digest, is left as it is."""
+        n = 0
+        for path in sorted(self.folder.glob("*-*.json")) if self.folder.is_dir() else ():
+            record = read_json(path)
+            key = record.get("key") if isinstance(record, dict) else None
+            if not isinstance(key, dict) or not Path(str(key.get("checkpoint", ""))).is_absolute():
+                continue
+            phase = path.name.rsplit("-", 1)[0]
+            if path.name != f"{phase}-{digest(key, self.code)}.json":
+                continue
+            key = {**key, "checkpoint": checkpoint_key(key["checkpoint"])}
+            atomic_write_json(
+                self.folder / f"{phase}-{digest(key, self.code)}.json", {**record, "key": key}, default=str
+            )
+            path.unlink()
+            n += 1
+        return n
+
     def file(self, phase: str, job: Job) -> Path:
         """Where ``job``'s result is kept."""
         return self.folder / f"{phase}-{digest(job.key, self.code)}.json"
@@ -209,6 +230,20 @@ class Runner:
         if self.gpu:
             slots.append(have.get("GPU", 0.0) / self.gpu)
         return max(1, int(min(slots, default=1.0)))
+
+
+UPSTREAM_DIR = "upstream"  # a runner's kept upstream runs: <final>/upstream/<arm>-seed<s>-<digest of the run's key>
+
+
+def checkpoint_key(checkpoint: str | Path) -> str:
+    """How a target job's key names the checkpoint it starts from, wherever the run folder lives
+    (a fresh machine, another checkout) and however the path is spelt: an upstream run as
+    ``upstream/<its folder>`` (the folder's name is the digest of what the run trained, so equal
+    runs have one name), a search trial's checkpoint as ``<sweep>/<trial>/<checkpoint>``."""
+    where = Path(checkpoint)
+    if where.parent.name == UPSTREAM_DIR:
+        return f"{UPSTREAM_DIR}/{where.name}"
+    return "/".join(where.parts[-3:])
 
 
 @dataclass(frozen=True)

@@ -130,11 +130,17 @@ def context(cfg: SweepConfig, source: tuple[Task, ...], shared: Sequence[Path] =
         max_input_tokens=cfg.max_input_tokens,
     )
     dtype = str(resolve_dtype(backbone.dtype, backbone.resolved_device()))  # `auto` as this node resolves it
+    runner = Runner(cfg.sweep_dir / FINAL_DIR, cpu, gpu, shared=shared)
+    rekeyed = runner.rekey()
+    if rekeyed:
+        logger.info(
+            "%s: %d kept jobs re-keyed by their checkpoint's name instead of its absolute path", runner.folder, rekeyed
+        )
     return Context(
         dataclasses.asdict(backbone),
         source,
         cfg.seed,
-        Runner(cfg.sweep_dir / FINAL_DIR, cpu, gpu, shared=shared),
+        runner,
         dtype,
         cpu,
         gpu,

@@ -45,6 +45,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from promptinit.analysis import read_results
 from promptinit.errors import PromptinitError, read_json
+from promptinit.search.phases.jobs import UPSTREAM_DIR
 from promptinit.search.phases.searcher import KEPT_FILE, TUNE_TRIAL_ATTR
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,8 @@ def _kept_jobs(final: Path) -> list[Path]:
     for job in [p for p in out if p.name.startswith("upstream-")]:
         record = read_json(job)
         checkpoint = Path(str(record.get("value")))
+        if not checkpoint.is_dir():  # recorded in another checkout: here under its name (upstream.located)
+            checkpoint = final / UPSTREAM_DIR / checkpoint.name
         if not checkpoint.is_dir():
             continue
         if checkpoint.resolve().is_relative_to(final.resolve()):  # named as the caller named the folder

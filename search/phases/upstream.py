@@ -9,7 +9,6 @@ kept in ``<sweep>/final/upstream/``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from promptinit.fingerprints import digest
-from promptinit.search.phases.jobs import Job
+from promptinit.search.phases.jobs import UPSTREAM_DIR, Job, Runner
 from promptinit.search.phases.prepare import Context
 from promptinit.search.phases.searching import Candidate
 
@@ -42,11 +41,25 @@ def run(
 
     out: Checkpoints = {}
     jobs = [train(ctx, arm, c, u) for arm, c in chosen.items() for u in seeds]
-    for job, folder in zip(jobs, ctx.runner.run("upstream", jobs, title=title), strict=True):
-        out[(job.owner[0], job.kwargs["method"].seed)] = folder
-        if needs_restore(job.kwargs["method"].name):
-            keep_psi(Path(folder))
+    for job, value in zip(jobs, ctx.runner.run("upstream", jobs, title=title), strict=True):
+        whole = needs_restore(job.kwargs["method"].name)
+        folder = located(ctx.runner, value, whole) or Path(value)
+        out[(job.owner[0], job.kwargs["method"].seed)] = str(folder)
+        if whole:
+            keep_psi(folder)
     return out
+
+
+def located(runner: Runner, value: Any, whole: bool = False) -> Path | None:
+    """Where the kept run a record names is on this machine: the recorded folder, or the folder of
+    its name in this runner's or a shared runner's ``upstream/`` (a record written in another
+    checkout names that checkout's absolute path; the name is the digest of what the run trained).
+    None when no usable one is there (``usable``)."""
+    name = Path(str(value)).name
+    for folder in (Path(str(value)), *(f / UPSTREAM_DIR / name for f in (runner.folder, *runner.shared))):
+        if usable(folder, whole):
+            return folder
+    return None
 
 
 PSI_DTYPE = torch.bfloat16
@@ -90,7 +103,7 @@ def train(ctx: Context, arm: str, c: Candidate, seed: int) -> Job:
         "upstream_seed": seed,
         "sources": [t.fingerprint for t in sources],
     }
-    folder = ctx.runner.folder / "upstream" / f"{arm}-seed{seed}-{digest(key, ctx.runner.code)}"
+    folder = ctx.runner.folder / UPSTREAM_DIR / f"{arm}-seed{seed}-{digest(key, ctx.runner.code)}"
     method = MethodSpec(c.method, dict(c.settings), tuple(sources), seed)
     return Job(
         f"{arm} upstream seed {seed} ({c.step} steps)",
@@ -98,7 +111,7 @@ def train(ctx: Context, arm: str, c: Candidate, seed: int) -> Job:
         dict(backbone=ctx.backbone, method=method, steps=c.step, folder=str(folder)),
         key,
         (arm, seed),
-        valid=functools.partial(usable, whole=needs_restore(c.method)),
+        valid=lambda value: located(ctx.runner, value, needs_restore(c.method)) is not None,
     )
 
 

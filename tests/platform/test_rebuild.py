@@ -255,7 +255,42 @@ def test_a_run_read_back_by_another_spelling_of_its_folder_keys_the_same_target_
     choice = Candidate("maml", "t0", None, 0.0, {"upstream/step": 2}, {"inner_lr": 3e-5}, {})
     direct = start_from(None, choice, run, 1)
     again = start_from(None, choice, tmp_path / "study" / "sweeps" / "study-maml-tpe" / "../../final/upstream" / run.name, 1)
-    assert again.key == direct.key and direct.key["checkpoint"] == str(run.resolve())
+    assert again.key == direct.key and direct.key["checkpoint"] == "upstream/maml-seed1-1234"  # no machine's path
+
+
+def test_kept_jobs_keyed_by_an_absolute_path_are_re_keyed_and_found_in_another_checkout(tmp_path):
+    """Records written before keys named checkpoints by name get the new key and file name once;
+    a kept upstream run recorded under another checkout's path is found here under its name."""
+    import torch
+
+    from promptinit.backbones import save_prompt
+    from promptinit.fingerprints import digest
+    from promptinit.search.phases.jobs import Runner
+    from promptinit.search.phases.upstream import located
+    from promptinit.trainables.scoring import PROMPT_FILE
+
+    final = tmp_path / "study" / "final"
+    final.mkdir(parents=True)
+    runner = Runner(final, 1, 0, code="c0de")
+    old = {"task": "t", "seed": 100, "checkpoint": "/elsewhere/runs/study/final/upstream/maml-seed1-1234"}
+    trial = {"task": "t", "seed": 13, "checkpoint": "/elsewhere/runs/study/sweeps/s-maml-tpe/maml_ab12/checkpoint_000003"}
+    pt = {"task": "t", "seed": 100}
+    for key in (old, trial, pt):
+        (final / f"target-{digest(key, 'c0de')}.json").write_text(json.dumps({"key": key, "value": {"test": 0.5}}))
+    (final / "target-notmine.json").write_text(json.dumps({"key": old, "value": {}}))  # another code's name
+    assert runner.rekey() == 2 and runner.rekey() == 0
+    for key in ({**old, "checkpoint": "upstream/maml-seed1-1234"}, {**trial, "checkpoint": "s-maml-tpe/maml_ab12/checkpoint_000003"}, pt):
+        record = json.loads((final / f"target-{digest(key, 'c0de')}.json").read_text())
+        assert record == {"key": key, "value": {"test": 0.5}}
+    assert len(list(final.glob("target-*.json"))) == 4
+    run = final / "upstream" / "maml-seed1-1234"
+    assert located(runner, old["checkpoint"]) is None
+    run.mkdir(parents=True)
+    save_prompt(torch.zeros(2, 4), run / PROMPT_FILE)
+    assert located(runner, old["checkpoint"]) == run and located(runner, str(run)) == run
+    assert located(runner, old["checkpoint"], whole=True) is None  # SUPMER's needs its method's state
+    elsewhere = Runner(tmp_path / "sweep" / "final", 1, 0, code="c0de", shared=[final])  # a search reusing it
+    assert located(elsewhere, old["checkpoint"]) == run
 
 
 def test_a_store_that_kept_the_runs_goes_on_with_the_same_parent_run(tmp_path, store):
