@@ -77,16 +77,19 @@ def keep_psi(folder: Path) -> Path | None:
 
     from promptinit.export import PSI
     from promptinit.files import atomic_write
-    from promptinit.methods.checkpoint import STATE, read_checkpoint
+    from promptinit.methods.checkpoint import STATE, TENSORS, read_checkpoint
 
+    kept = folder / PSI
     if not (folder / STATE).is_file():
-        return folder / PSI if (folder / PSI).is_file() else None
+        return kept if kept.is_file() else None
+    if kept.is_file() and kept.stat().st_mtime >= (folder / TENSORS).stat().st_mtime:
+        return kept  # written from this checkpoint already: not read again (16 MB) on every resume
     psi = read_checkpoint(folder).get("psi")
     if not psi:
         return None
     tensors = {k: (v.to(PSI_DTYPE) if v.is_floating_point() else v).contiguous() for k, v in psi.items()}
-    atomic_write(folder / PSI, save(tensors, metadata={"note": PSI_NOTE}))
-    return folder / PSI
+    atomic_write(kept, save(tensors, metadata={"note": PSI_NOTE}))
+    return kept
 
 
 def train(ctx: Context, arm: str, c: Candidate, seed: int) -> Job:
