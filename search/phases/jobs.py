@@ -276,6 +276,10 @@ class Problem:
 
 
 MAX_PROBLEMS = 128  # problems per batched run at most (see ``plan_runs``)
+# Problem-steps per batched run at most, so that a stop (a session's end) loses little: 8
+# problems of 300 steps (20-40 CPU minutes for SmolLM2 on one core), 40 of 60 steps. A run of 3
+# costs 1.08x a run of 16 per problem (README, "Every problem of a task in one batched run").
+MAX_RUN_STEPS = 2_400
 RUN_OVERHEAD = 2.0  # a run's fixed cost (model load, partly filled passes), in problems' worth of work
 
 
@@ -320,6 +324,15 @@ def _finish(costs: Sequence[float], workers: int) -> float:
     return max(loads)
 
 
+def run_size_limit(tuning: dict) -> int:
+    """Problems per batched run at most for ``tuning`` (``TuneConfig`` fields): ``MAX_PROBLEMS``,
+    and no more problem-steps than ``MAX_RUN_STEPS``."""
+    from promptinit.tuning import TuneConfig
+
+    steps = int(tuning.get("steps", TuneConfig.steps))
+    return max(1, min(MAX_PROBLEMS, MAX_RUN_STEPS // max(1, steps)))
+
+
 def problem_key(backbone: dict, tuning: dict, p: Problem) -> dict:
     """What decides a problem's score (its kept file is named by its hash)."""
     return {"backbone": backbone, "task": p.task.fingerprint, "seed": p.seed, "tuning": tuning, **p.start.key}
@@ -333,7 +346,8 @@ def run_scores(
     Kept scores are reused, one file per problem, so ``--resume`` and a study that adds an arm
     redo nothing finished; the others are tuned task by task, each task's problems in one
     batched run (``trainables.scoring.score_problems``) or cut by ``plan_runs`` to keep every
-    worker busy. A run's CPU seconds are shared evenly by its problems' kept files.
+    worker busy and no run longer than ``run_size_limit`` allows. A run's CPU seconds are shared
+    evenly by its problems' kept files.
     """
     from promptinit.trainables.scoring import score_problems
 
@@ -348,7 +362,9 @@ def run_scores(
         else:
             todo.setdefault(p.task.name, []).append(p)
     runs: list[list[Problem]] = []
-    for group, sizes in zip(todo.values(), plan_runs([len(g) for g in todo.values()], runner.workers()), strict=True):
+    most = run_size_limit(tuning)
+    cut = plan_runs([len(g) for g in todo.values()], runner.workers(), most)
+    for group, sizes in zip(todo.values(), cut, strict=True):
         start = 0
         for n in sizes:
             runs.append(group[start : start + n])
