@@ -200,7 +200,7 @@ class Runner:
         remote = ray.remote(num_cpus=self.cpu, num_gpus=self.gpu, max_retries=1)(_call)
         pending = {remote.remote(job.fn, job.kwargs): i for i, job in enumerate(jobs)}
         logger.info("%s", header)
-        t0, done, todo = time.perf_counter(), 0, len(pending)
+        t0, done, todo, slots, walls = time.perf_counter(), 0, len(pending), self.workers(), []
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(ref)
@@ -208,7 +208,8 @@ class Runner:
             self.cpu_seconds += ran.cpu_s
             done += 1
             elapsed = time.perf_counter() - t0
-            left = f"~{duration(elapsed / done * (todo - done))} left" if todo > done else "done"
+            walls.append(ran.ended - ran.started)
+            left = f"~{duration(time_left(walls, todo - done, slots))} left" if todo > done else "done"
             logger.info(
                 "  %s [%d/%d] %s (%.0f CPU s); %s elapsed, %s",
                 title,
@@ -230,6 +231,13 @@ class Runner:
         if self.gpu:
             slots.append(have.get("GPU", 0.0) / self.gpu)
         return max(1, int(min(slots, default=1.0)))
+
+
+def time_left(walls: Sequence[float], remaining: int, workers: int) -> float:
+    """Seconds until ``remaining`` more jobs finish on ``workers`` at once, each taking the mean
+    wall time of the finished ones (``walls``): the jobs run in parallel, so the first job done
+    among ``workers`` started together does not mean the rest run one after another."""
+    return sum(walls) / len(walls) * remaining / max(1, min(workers, remaining))
 
 
 UPSTREAM_DIR = "upstream"  # a runner's kept upstream runs: <final>/upstream/<arm>-seed<s>-<digest of the run's key>

@@ -144,6 +144,17 @@ def test_plan_runs_cuts_each_tasks_problems_to_keep_every_worker_busy():
         assert cut == plan_runs(sizes, workers, most)  # deterministic
 
 
+def test_time_left_counts_the_jobs_running_in_parallel():
+    """cpu-v2's 300-step round: 16 runs of about 39 minutes on 2 workers. When the first finishes,
+    15 are left: about 7.5 rounds of 39 minutes (293 min), not 15 x 39 (the estimate once logged
+    586 min, then 274 a few seconds later when the second run ended)."""
+    from promptinit.search.phases.jobs import time_left
+
+    assert time_left([39 * 60], 15, workers=2) == 39 * 60 * 7.5
+    assert time_left([100, 300], 1, workers=2) == 200  # the last job: one mean job time
+    assert time_left([60], 4, workers=8) == 60  # more workers than jobs: all at once
+
+
 def test_batched_runs_stay_short_enough_for_a_stop_to_lose_little():
     """At most 2,400 problem-steps per batched run: cpu-v2's 300-step tuning (30 problems per
     task left, 2 workers) runs as 4 runs of 8, 7, 8, 7 per task, not 1 of 30 (2.3 CPU-hours on
