@@ -157,7 +157,7 @@ def test_time_left_counts_the_jobs_running_in_parallel():
 
 def test_batched_runs_stay_short_enough_for_a_stop_to_lose_little():
     """At most 2,400 problem-steps per batched run: cpu-v2's 300-step tuning (30 problems per
-    task left, 2 workers) runs as 4 runs of 8, 7, 8, 7 per task, not 1 of 30 (2.3 CPU-hours on
+    task left, 2 workers) runs as 4 runs of 8, 8, 7, 7 per task, not 1 of 30 (2.3 CPU-hours on
     bb_intent_recognition); short runs are bounded by MAX_PROBLEMS."""
     from promptinit.search.phases.jobs import MAX_PROBLEMS, plan_runs, run_size_limit
 
