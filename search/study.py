@@ -17,7 +17,8 @@ a ``study`` block (``promptinit.search.phases.study_config``). It composes the s
 3. **baselines**: PT from the vocabulary (every arm's baseline) and from the class labels;
 4. **presets**, two at a time: each arm of ``study.presets`` meta-trained with every upstream
    seed (``upstream``), then both arms' upstream seeds tuned on every target pair at each budget,
-   each task's problems in one batched run (``target``);
+   each task's problems in one batched run (``target``); the searched methods' presets first, the
+   others after the searches (``stages``);
 5. **searches**: per searched method and ``study.algorithms`` a whole sweep (``sweep.run_sweep``)
    in ``<study>/sweeps/``, with the study's first budget's downstream tuning; its choice
    (``chosen.json``: the configuration and its fresh upstream checkpoints) is then tuned at the
@@ -263,14 +264,28 @@ def preset_candidate(cfg: StudyConfig, arm: Arm) -> Candidate:
     )
 
 
-def row_labels(cfg: StudyConfig, plan: list[Budget]) -> list[str]:
-    """Every row of the study's table (an arm at a budget), in the order the study writes them:
-    PT from labels, the presets round by round, the searches."""
+def stages(cfg: StudyConfig) -> list[list[Arm]]:
+    """The study's arms in the groups and the order they run: PT from the class labels; the
+    searched methods' presets, ``ROUND`` at a time (meta-trained side by side); each search; the
+    other presets, ``ROUND`` at a time. The searches, the study's question, run before the presets
+    they are not compared with: those come last, where a study over its plan may still cut them
+    (issue 30's rule cuts SUPMER's and Reptile's steps first)."""
     arms = cfg.arms()
     presets = [a for a in arms if a.kind == "preset"]
-    rounds = [[a for a in arms if a.kind == "labels"], *(presets[i : i + ROUND] for i in range(0, len(presets), ROUND))]
-    out = [a.label + b.suffix for group in rounds for b in plan for a in group if b.runs(cfg, a)]
-    return out + [a.label + b.suffix for a in arms if a.kind == "search" for b in plan]
+    searched = [a for a in presets if a.name in cfg.methods]
+    others = [a for a in presets if a not in searched]
+
+    def rounds(group: list[Arm]) -> list[list[Arm]]:
+        return [group[i : i + ROUND] for i in range(0, len(group), ROUND)]
+
+    labels = [a for a in arms if a.kind == "labels"]
+    return [labels, *rounds(searched), *([a] for a in arms if a.kind == "search"), *rounds(others)]
+
+
+def row_labels(cfg: StudyConfig, plan: list[Budget]) -> list[str]:
+    """Every row of the study's table (an arm at a budget), in the order the study writes them
+    (``stages``; a group's arms at each budget in turn)."""
+    return [a.label + b.suffix for group in stages(cfg) for b in plan for a in group if b.runs(cfg, a)]
 
 
 def baseline_rows(study: Study, plan: list[Budget]) -> tuple[list[dict], list[dict]]:
@@ -430,17 +445,13 @@ def run(where: str, resume: bool) -> Any:
     }
     t0 = time.perf_counter()
     rows, commons = baseline_rows(study, plan)
+    times["presets_s"], times["searches_s"] = time.perf_counter() - t0, 0.0  # the baselines with the presets
     publish(study, rows, summary)
-    presets = [a for a in arms if a.kind == "preset"]
-    for i in range(0, len(presets), ROUND):  # a round's upstream runs side by side; a row per arm as it is done
-        rows += preset_rows(study, presets[i : i + ROUND], plan, commons)
+    for group in stages(cfg)[1:]:  # a round's upstream runs side by side; a row per arm as it is done
+        t0, search = time.perf_counter(), group[0].kind == "search"
+        rows += search_rows(study, group[0], plan, commons) if search else preset_rows(study, group, plan, commons)
+        times["searches_s" if search else "presets_s"] += time.perf_counter() - t0
         publish(study, rows, summary)
-    times["presets_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for arm in (a for a in arms if a.kind == "search"):
-        rows += search_rows(study, arm, plan, commons)
-        publish(study, rows, summary)
-    times["searches_s"] = time.perf_counter() - t0
     times["wall_s"] = time.perf_counter() - t_start
     return publish(study, rows, summary, finished=True)
 

@@ -134,7 +134,7 @@ class StudyConfig(SweepConfig):
         return SweepConfig.model_validate(raw)
 
     def arms(self) -> list[Arm]:
-        """Every arm, in the order the study runs them: PT from labels, presets, searches."""
+        """Every arm: PT from labels, presets, searches (``search/study.py``'s ``stages`` orders their runs)."""
         return [
             *([Arm("labels", "pt")] if self.study.labels else []),
             *(Arm("preset", p.method_of(name), name=name) for name, p in self.study.presets.items()),

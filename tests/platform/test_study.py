@@ -58,28 +58,42 @@ def report(study: Path, out: Path) -> set[str]:
 
 def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interval(tmp_path, ray_tmp):
     """The first run lacks the last ablation arm, which the resumed run's config adds (an arm
-    decided on later), so the resume also runs an added arm and keeps everything else."""
+    decided on later), so the resume also runs an added arm and keeps everything else. The first
+    run is killed as its last preset round starts: after the searches, which run before the
+    presets they are not compared with."""
     config = smoke_config(tmp_path)
     raw = yaml.safe_load(config.read_text())
-    added = list(raw["study"]["presets"])[-1]
+    presets = list(raw["study"]["presets"])
+    added = presets[-1]
     first = smoke_config(tmp_path, drop=(added,), name="first.yaml")
-    n_first = len(raw["study"]["presets"]) - 1
+    rounds = [", ".join(presets[i : i + 2]) for i in range(0, len(presets), 2)]
+    assert rounds[-1] == added  # an odd number of presets: the added arm is a round of its own
+    killed = rounds[-2]  # the first run's last round
     study = tmp_path / "runs" / raw["name"]
     env = sweep_env(ray_tmp)
     log = tmp_path / "first.log"
-    second = "== search arm mtl, random + ASHA"  # printed once the first search sweep has finished
+    last = f"upstream {killed}:"  # printed as the first run's last preset round starts
     proc = start_sweep(first, env=env, log=log, script=STUDY)
     try:
         deadline = time.time() + 600
-        while time.time() < deadline and proc.poll() is None and second not in log.read_text(errors="replace"):
+        while time.time() < deadline and proc.poll() is None and last not in log.read_text(errors="replace"):
             time.sleep(1)
         assert proc.poll() is None, f"the study ended before it could be interrupted:\n{tail(log)}"
-        assert second in log.read_text(errors="replace"), tail(log)
+        assert last in log.read_text(errors="replace"), tail(log)
     finally:
         kill_tree(proc)  # the driver and its local Ray, no goodbyes
         kill_ray_under(ray_tmp)
     partial = json.loads((study / "study.json").read_text())  # the arms done so far are in the table already
-    assert not partial["finished"] and partial["done"] == partial["arms"][: 2 + n_first]  # PT labels, presets, mtl TPE
+    # PT from labels, the searched methods' presets, the 4 searches, the other presets up to the killed round
+    searches = [f"{m} ({a} + ASHA)" for m in ("mtl", "maml") for a in ("TPE", "random")]
+    others = [f"{p} (preset)" for p in presets[2:-3]]  # not the killed round's two, not the added one
+    assert not partial["finished"] and partial["done"] == [
+        "pt (class labels)",
+        "mtl (preset)",
+        "maml (preset)",
+        *searches,
+        *others,
+    ]
     assert report(study, tmp_path / "partial") == set(partial["done"])
     assert "**Partial**" in (tmp_path / "partial" / "index.md").read_text()
 
@@ -89,17 +103,14 @@ def test_smoke_study_survives_an_interrupt_and_reports_every_arm_with_an_interva
     assert run_sweep(config, "--resume", env=env, log=log2, script=STUDY, timeout=900) == 0, tail(log2)
     text = log2.read_text()
     # Nothing finished before the interrupt runs again: the curves, the presets' upstream runs
-    # and the first search sweep are kept.
+    # and the search sweeps are kept.
     assert "curves: 2 jobs (2 done before" in text, tail(log2)
     assert f"resume: arms added, or changed before they ran, since the last run: {added}\n" in text, tail(log2)
     upstream = re.findall(r"^upstream ([^:]+): (\d+) jobs(?: \((\d+) done before)?", text, re.M)
-    assert [arms for arms, _, _ in upstream] == [
-        ", ".join(list(raw["study"]["presets"])[i : i + 2]) for i in range(0, len(raw["study"]["presets"]), 2)
-    ]
-    assert all(n == kept for arms, n, kept in upstream if added not in arms), upstream
-    assert [kept for arms, _, kept in upstream if added in arms] == [""], upstream  # the added arm alone, new
-    assert "== search arm mtl, TPE + ASHA" not in text
-    assert "== search arm maml, random + ASHA" in text
+    assert [arms for arms, _, _ in upstream] == rounds
+    assert all(n == kept for arms, n, kept in upstream if arms not in (killed, added)), upstream
+    assert [kept for arms, _, kept in upstream if arms == added] == [""], upstream  # the added arm alone, new
+    assert "== search arm" not in text
 
     result = json.loads((study / "study.json").read_text())
     assert result["finished"] and result["done"] == result["arms"]
