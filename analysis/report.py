@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from promptinit.analysis import plots, tables
+from promptinit.analysis import noise, plots, tables
 from promptinit.analysis.importance import param_importances
 from promptinit.analysis.results import Sweep, arm_methods, curves_frame, is_study, preset_label, study_result
 from promptinit.errors import PromptinitError
@@ -186,6 +186,8 @@ def build(
     methods = _study_arm_methods(sweeps)
     contrast_text = _contrasts(report, sweeps, targets, methods, tdir, pdir, plot_links, delta)
     calibration_text = _calibration(report, sweeps, tdir)
+    noise_text, noise_files = noise.write_noise(sweeps, tdir)
+    report.files += noise_files
     progress_link = _best_so_far_link(progress, sweeps, methods, pdir)
     if progress_link:
         plot_links.append(progress_link)
@@ -194,7 +196,12 @@ def build(
     if task_prompts:
         plot_links.append(_similarity_link(report, task_prompts, similarity_rank, tdir, pdir))
     report.files += [p for _, p in plot_links]
-    index = _index(sweeps, arg, plot_links, report.notes, captions, study_lines, contrast_text, delta, calibration_text)
+    sections = [
+        ("The study's arms against each other", contrast_text, "contrasts"),
+        ("Does the search objective predict the target?", calibration_text, "calibration"),
+        ("The search objective's noise", noise_text, noise.FILE),
+    ]
+    index = _index(sweeps, arg, plot_links, report.notes, captions, study_lines, delta, sections)
     (folder / INDEX).write_text(index)
     report.files.append(folder / INDEX)
     return report
@@ -480,33 +487,20 @@ def _index(
     notes: list[str],
     captions: Mapping[str, str] | None = None,
     study_lines: Sequence[str] = (),
-    contrast_text: str = "",
     delta: float = DELTA,
-    calibration_text: str = "",
+    sections: Sequence[tuple[str, str, str]] = (),
 ) -> str:
-    """The text of ``index.md``: studies, sweeps, the target table, contrasts, table links, plots and notes."""
+    """The text of ``index.md``: studies, sweeps, the target table, the ``sections`` that have text
+    (heading, Markdown, the stem of their tables), table links, plots and notes."""
     lines = ["# promptinit report", ""]
     lines += list(study_lines)
     lines += ["## Sweeps", ""]
     lines.append(_sweeps_table(sweeps))
     lines += ["## Target tasks: each method's best prompt against prompt tuning", ""]
     lines.append(tables.arg_markdown(arg, delta) if len(arg) else "No target-task results yet.\n")
-    if contrast_text:
-        lines += [
-            "## The study's arms against each other",
-            "",
-            contrast_text,
-            "[Markdown](tables/contrasts.md), [CSV](tables/contrasts.csv)",
-            "",
-        ]
-    if calibration_text:
-        lines += [
-            "## Does the search objective predict the target?",
-            "",
-            calibration_text,
-            "[Markdown](tables/calibration.md), [CSV](tables/calibration.csv)",
-            "",
-        ]
+    for heading, text, stem in sections:
+        if text:
+            lines += [f"## {heading}", "", text, f"[Markdown](tables/{stem}.md), [CSV](tables/{stem}.csv)", ""]
     lines += ["## Tables", ""]
     lines += _table_links(plot_links)
     lines += ["", "## Plots", ""]

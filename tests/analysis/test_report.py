@@ -15,7 +15,7 @@ from tests.analysis.conftest import FINGERPRINTS, TRIALS, checkpoint_prompt, mak
 
 PNGS = ["arg_bars.png", "learning_curves.png", "sensitivity_maml.png", "sensitivity_mtl.png",
         "importance_maml.png", "importance_mtl.png"]
-TABLES = [f"{s}.{e}" for s in ("arg_table", "validation", "task_gains", "cost") for e in ("md", "csv")] + [
+TABLES = [f"{s}.{e}" for s in ("arg_table", "validation", "task_gains", "cost", "objective_noise") for e in ("md", "csv")] + [
     "importances.csv", "trials.csv", "curves.csv"]
 
 
@@ -166,6 +166,7 @@ def test_report_writes_every_promised_file_and_pngs_open(fake_sweep, tmp_path, m
     for name in TABLES + ["similarity.csv"]:
         assert (out / "tables" / name).is_file(), name
     index = (out / "index.md").read_text()
+    assert "## The search objective's noise" in index and "(tables/objective_noise.md)" in index
     for name in PNGS + ["similarity.png"]:
         path = out / "plots" / name
         with Image.open(path) as im:
