@@ -519,7 +519,7 @@ def _sweeps_table(sweeps: Sequence[Sweep]) -> str:
             s.model or "?",
             len(s.trials),
             int((s.trials["status"] == "finished").sum()),
-            str(s.dir or "(MLflow)"),
+            _where(s.dir) if s.dir else "(MLflow)",
             s.parent_run_id or "—",
         ]
         for s in sweeps
@@ -527,6 +527,15 @@ def _sweeps_table(sweeps: Sequence[Sweep]) -> str:
     return tables.markdown(
         ["sweep", "partition", "model", "trials", "finished", "directory", "MLflow parent run"], rows
     )
+
+
+def _where(folder: Path) -> str:
+    """``folder`` relative to the working directory when it lies under it (a committed report
+    names no machine's absolute paths), else as given."""
+    try:
+        return str(Path(folder).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
 
 
 def _table_links(plot_links) -> list[str]:

@@ -310,3 +310,11 @@ def test_pt_curves_with_one_lr_show_one_column_and_the_design_line_names_the_lr(
     assert _one_lr(two).columns == ("lr 0.3", "lr 0.5", curves.CHOSEN)
     assert _lr_text(0.3) == "lr 0.3" and _lr_text([0.3]) == "lr 0.3"
     assert _lr_text([0.5, 0.3]) == "the lr chosen on dev per problem from [0.5, 0.3]"
+
+
+def test_the_index_names_sweeps_relative_to_the_working_directory(fake_sweep, tmp_path, monkeypatch):
+    """A committed report (docs/results/) names no machine's absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    assert cli(["report", str(fake_sweep), "--out", str(tmp_path / "report"), "--no-mlflow"], monkeypatch) == 0
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert "| runs/fake |" in index and str(tmp_path) not in index
