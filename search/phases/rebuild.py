@@ -28,14 +28,15 @@ A trial that had not finished is lost: its folder is left and never read, and th
 proposes a trial in its place (a paper default is enqueued again).
 
 ``python -m promptinit.search.phases.rebuild <sweep or study>...`` prints those files with the
-folder's results (``portable_files``), e.g. for ``git add -f``.
+folder's results (``portable_files``), one per line: job records' names hold spaces
+(``validation PT-<key>.json``), so commit them with ``... | git add -f --pathspec-from-file=-``,
+not ``git add -f $(...)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -235,5 +236,10 @@ def _checkpoint_files(checkpoint: Path, method: str, upstream: bool = False) -> 
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        print("\n".join(str(p) for p in portable_files(Path(arg))))
+    import argparse
+
+    prog = "python -m promptinit.search.phases.rebuild"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="sweep or study run folders")
+    for folder in parser.parse_args().folders:
+        print("\n".join(str(p) for p in portable_files(folder)))

@@ -312,3 +312,25 @@ def test_a_store_that_kept_the_runs_goes_on_with_the_same_parent_run(tmp_path, s
     kept, lost = (c.get_run(runs[tid]) for tid in ("abc", "lost"))
     assert kept.info.status == "FINISHED" and lost.info.status == "FAILED"
     assert lost.data.tags.get(tracking.ORPHAN_TAG) == "true" and tracking.ORPHAN_TAG not in kept.data.tags
+
+
+def test_the_listing_commits_job_records_whose_names_hold_spaces(tmp_path):
+    """`python -m promptinit.search.phases.rebuild <folder> | git add -f --pathspec-from-file=-`
+    (the documented commit) adds `final/validation PT-<key>.json` whole; `git add -f $(...)`
+    would split its name and add nothing."""
+    import subprocess
+    import sys
+
+    study = tmp_path / "runs" / "study"
+    (study / "sweeps" / "s" / "final").mkdir(parents=True)
+    (study / "study.json").write_text("{}")
+    (study / "sweeps" / "s" / "final" / "validation PT-0123.json").write_text('{"value": 0.5}')
+    listed = subprocess.run(
+        [sys.executable, "-m", "promptinit.search.phases.rebuild", str(study)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-f", "--pathspec-from-file=-"], input=listed, text=True, check=True)
+    staged = subprocess.run([*git, "diff", "--cached", "--name-only"], capture_output=True, text=True).stdout
+    assert staged.splitlines() == ["runs/study/study.json", "runs/study/sweeps/s/final/validation PT-0123.json"]

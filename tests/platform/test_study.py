@@ -180,8 +180,8 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     finally:
         kill_tree(proc)
         kill_ray_under(ray_tmp)
-    # resumed on a fresh machine: only what `git add -f $(python -m promptinit.search.phases.rebuild
-    # <study>)` would have committed is left (no Tune state, no optimizer state, no sqlite files)
+    # resumed on a fresh machine: only what `python -m promptinit.search.phases.rebuild <study> |
+    # git add -f --pathspec-from-file=-` would have committed is left (no Tune state, no optimizer state, no sqlite files)
     keep_only_portable_files(study)
     log2 = tmp_path / "resume.log"
     assert run_sweep(config, "--resume", env=env, log=log2, script=STUDY, timeout=900) == 0, tail(log2)
