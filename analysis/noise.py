@@ -87,7 +87,7 @@ def noise_table(sweeps: Sequence[Sweep]) -> pd.DataFrame:
         for label, trials in s.trials.groupby("method", sort=False):
             fresh = selection if len(labels) == 1 else selection[selection["method"] == label]
             search_se = pd.to_numeric(trials["val_se"], errors="coerce")
-            fresh_se = pd.to_numeric(fresh["rescored_se"], errors="coerce").dropna()
+            fresh_se = pd.to_numeric(fresh.get("rescored_se", pd.Series(dtype=float)), errors="coerce").dropna()
             rows.append(
                 {
                     "search": str(label),
