@@ -240,14 +240,21 @@ def prepare_study(where: str, resume: bool) -> Study:
                 cfg.sweep_folder(arm),
             )
             shutil.rmtree(cfg.sweep_folder(arm))
-    if not resume or added or respaced:
-        meta = cfg.sweep_dir / META_FILE
-        code = {k: read_json(meta).get(k) for k in ("code", "commit")} if resume else code_record()
-        atomic_write_json(meta, {"config": config_dict(cfg), "partition": partition.name, **code}, indent=1)
+    write_record(cfg, partition.name, resume)
     logger.info("study %s: %s", cfg.name, cfg.sweep_dir)
     if added:
         logger.info("resume: arms added, or changed before they ran, since the last run: %s", ", ".join(added))
     return Study(cfg, where, partition, tasks, prepare.context(cfg, tasks.source))
+
+
+def write_record(cfg: StudyConfig, partition: str, resume: bool) -> None:
+    """Record the config the study runs with. A resume rewrites it with every change
+    ``check_study`` accepted (arms added, a respaced method, ``search.calibrate_seeds`` before any
+    search), so the next resume judges its changes against the config that last ran; the code
+    record stays the one the study started with."""
+    meta = cfg.sweep_dir / META_FILE
+    code = {k: read_json(meta).get(k) for k in ("code", "commit")} if resume else code_record()
+    atomic_write_json(meta, {"config": config_dict(cfg), "partition": partition, **code}, indent=1)
 
 
 def preset_candidate(cfg: StudyConfig, arm: Arm) -> Candidate:

@@ -420,6 +420,28 @@ def test_resume_accepts_fewer_calibration_seeds_only_before_any_search_started()
     assert study.resume_plan(full, dump({**raw, "seed": 1, "search": cut["search"]}), finished=set()) is None
 
 
+def test_a_resume_records_the_change_it_accepted_and_keeps_the_code_record(tmp_path):
+    """A resume that accepted a change (here the calibration's seeds, before any search) rewrites
+    the study's record: the next resume, once a search has started, judges against the config
+    that ran, so it is not refused for a change already taken (the v2 study was, on 6 Dec). The
+    code record stays the one the study started with."""
+    cfg = study.load_study_config(write(tmp_path))
+    cfg.sweep_dir.mkdir(parents=True)
+    study_cli.write_record(cfg, "smoke", resume=False)
+    meta = cfg.sweep_dir / study.META_FILE
+    record = json.loads(meta.read_text())
+    assert record["partition"] == "smoke" and record["code"]
+    meta.write_text(json.dumps({**record, "code": "started-with", "commit": "c0ffee"}))
+
+    seed = cfg.target.seeds[0]
+    cut = study.load_study_config(write(tmp_path, search={**cfg.search.model_dump(), "calibrate_seeds": [seed]}))
+    study_cli.write_record(cut, "smoke", resume=True)
+    again = json.loads(meta.read_text())
+    assert again["config"]["search"]["calibrate_seeds"] == [seed]
+    assert (again["code"], again["commit"]) == ("started-with", "c0ffee")
+    assert study.resume_plan(again["config"], study.config_dict(cut), finished=set(), searched=True) == ([], [])
+
+
 def test_unstarted_presets_are_those_without_a_kept_upstream_run(tmp_path):
     """``--resume`` lets a preset change only while no upstream run of it is kept: its target jobs
     start from those runs, so none of its results exists yet."""
