@@ -242,6 +242,11 @@ class StudySearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         atomic_write_json(checkpoint_path, {"numbers": self.numbers, "completed": sorted(self.completed)})
+        if self.kept_file is not None:
+            # Tune saves this state into its staging folder and uploads that folder's files over
+            # the sweep folder; after a restore the folder holds the kept file as it was then,
+            # so refresh it beside the state, or each snapshot puts the stale copy back.
+            atomic_write_json(Path(checkpoint_path).parent / self.kept_file.name, finished_trials(self.study), indent=1)
 
     def restore(self, checkpoint_path: str) -> None:
         state = json.loads(Path(checkpoint_path).read_text())

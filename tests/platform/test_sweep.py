@@ -300,6 +300,11 @@ def test_resume_after_driver_kill_runs_only_the_rest(tmp_path, ray_tmp, mlflow_s
         check_study_trial(t, states[trial_id][1], results_of(folder))
     assert len(closed) == len(orphans) and {t.state for t in closed} <= {TrialState.FAIL}
     assert "optuna-dashboard sqlite:///" in log2.read_text()
+    # The kept file (what a machine that loses Tune's state resumes from, and what a study commits)
+    # names every finished trial, those finished after the resume too: Tune's snapshots upload
+    # its staging copy, taken at the restore, over the sweep folder.
+    finished = json.loads((sweep / "trials.json").read_text())
+    assert sorted(k["tune_trial_id"] for k in finished) == sorted(states), finished
 
 
 def test_resume_on_a_machine_without_tune_state_goes_on_from_the_kept_trials(tmp_path, ray_tmp):
