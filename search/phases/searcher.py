@@ -87,6 +87,14 @@ def finished_trials(study: optuna.Study) -> list[dict]:
     return out
 
 
+def make_sampler(algorithm: str, seed: int, startup_trials: int, asked: int = 0) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler of ``search.algorithm`` (``tpe`` or ``random``), seeded with ``seed``
+    moved on by the ``asked`` trials its study holds already (0 for a new search)."""
+    if algorithm == "tpe":
+        return optuna.samplers.TPESampler(seed=seed + asked, n_startup_trials=startup_trials)
+    return optuna.samplers.RandomSampler(seed=seed + asked)
+
+
 def add_finished(study: optuna.Study, trials: Sequence[dict]) -> None:
     """Add trials written by ``finished_trials`` to ``study``, in their order."""
     for k in trials:
@@ -153,6 +161,10 @@ class StudySearcher(Searcher):
         kept_file: where to write the study's finished trials at each trial's end (``KEPT_FILE``).
         kept: finished trials of an earlier study (``finished_trials``), added to this one before
             the paper defaults; a default one of them ran is not enqueued again.
+        reseed: the sampler for a process resumed from Tune's snapshot, given the number of
+            trials the study holds (``make_sampler`` with the search's seed moved on by it). The
+            snapshot's sampler is the one pickled at the search's start; drawing from it again
+            would propose again the points the first process drew.
     """
 
     def __init__(
@@ -166,9 +178,10 @@ class StudySearcher(Searcher):
         mode: str,
         kept_file: Path | None = None,
         kept: Sequence[dict] = (),
+        reseed: Callable[[int], optuna.samplers.BaseSampler] | None = None,
     ):
         super().__init__(metric=metric, mode=mode)
-        self.space, self.sampler = space, sampler
+        self.space, self.sampler, self.reseed = space, sampler, reseed
         self.storage_url, self.study_name = storage_url, study_name
         self.kept_file = kept_file
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
@@ -254,6 +267,17 @@ class StudySearcher(Searcher):
         self.completed = set(state["completed"])
         self._live = {}
         self._reconcile()
+        self._move_seed_on()
+
+    def _move_seed_on(self) -> None:
+        """Draw the rest of the search from a sampler seeded past the trials already asked."""
+        asked = sum(t.state != TrialState.WAITING for t in self.study.get_trials(deepcopy=False))
+        reseed = self.__dict__.get("reseed")  # absent from a searcher Tune pickled before it existed
+        if reseed is not None:
+            self.sampler = self.study.sampler = reseed(asked)
+        else:
+            self.study.sampler.reseed_rng()  # no seed to move on: a fresh one from the OS
+        logger.info("resume: the search's sampler moved on past the %d trials asked so far", asked)
 
     def _reconcile(self) -> None:
         known = {n: tid for tid, n in self.numbers.items()}

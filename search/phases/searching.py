@@ -10,6 +10,7 @@ trials (``rebuild``). The output: each method's best ``search.top_k`` trials, be
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -24,7 +25,7 @@ from promptinit.search.phases.config import SweepConfig
 from promptinit.search.phases.jobs import PT_START, problems_for, run_scores
 from promptinit.search.phases.prepare import Context, Prepared, Run
 from promptinit.search.phases.rebuild import KeptASHA, kept_results, kept_trials, remaining
-from promptinit.search.phases.searcher import KEPT_FILE, StudySearcher, drop_study, optuna_storage_url
+from promptinit.search.phases.searcher import KEPT_FILE, StudySearcher, drop_study, make_sampler, optuna_storage_url
 from promptinit.spaces import Choice, Fixed, Float, Int, SweepSpace, trial_settings
 from promptinit.trainables import metrics as M
 
@@ -171,20 +172,15 @@ def build_caches(space: SweepSpace, ctx: Context) -> None:
 def searcher_for(cfg: SweepConfig, kept: Sequence[dict] = ()) -> StudySearcher:
     """The sweep's searcher: Optuna's sampler of ``search.algorithm`` (TPE or random, seeded), the
     paper defaults enqueued first, a fresh study named after the sweep in ``<sweep>/optuna.db``
-    (holding first the ``kept`` trials of a rebuilt search, the seed moved on by their number)."""
-    from optuna.samplers import RandomSampler, TPESampler
-
+    (holding first the ``kept`` trials of a rebuilt search, the seed moved on by their number, as
+    it is on a resume from Tune's snapshot by the trials asked before it)."""
     space = cfg.space()
-    seed = cfg.search.seed + len(kept)
-    if cfg.search.algorithm == "tpe":
-        sampler: Any = TPESampler(seed=seed, n_startup_trials=cfg.search.startup_trials)
-    else:
-        sampler = RandomSampler(seed=seed)
+    reseed = functools.partial(make_sampler, cfg.search.algorithm, cfg.search.seed, cfg.search.startup_trials)
     url = optuna_storage_url(cfg.sweep_dir)
     drop_study(url, cfg.name)
     return StudySearcher(
         space,
-        sampler,
+        reseed(len(kept)),
         url,
         cfg.name,
         space.points_to_evaluate() if cfg.search.points_to_evaluate else None,
@@ -192,6 +188,7 @@ def searcher_for(cfg: SweepConfig, kept: Sequence[dict] = ()) -> StudySearcher:
         M.MODE,
         kept_file=cfg.sweep_dir / KEPT_FILE,
         kept=kept,
+        reseed=reseed,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from types import SimpleNamespace
 
 import optuna
@@ -25,8 +26,8 @@ from tests.platform.conftest import write_sweep
 VAL = "val/delta"
 
 
-def _cfg(tmp_path, name="rebuilt"):
-    cfg = load_sweep_config(write_sweep(tmp_path, name, search={"seed": 0, "algorithm": "random"}))
+def _cfg(tmp_path, name="rebuilt", algorithm="random"):
+    cfg = load_sweep_config(write_sweep(tmp_path, name, search={"seed": 0, "algorithm": algorithm}))
     cfg.sweep_dir.mkdir(parents=True, exist_ok=True)
     return cfg
 
@@ -78,6 +79,40 @@ def test_kept_trials_rebuild_the_study_on_a_machine_without_its_file(tmp_path):
     for tid in ("u0", "u1", "u2"):
         same_seed.suggest(tid)
     assert same_seed.study.trials[2].params == before["t2"].params
+
+
+@pytest.mark.parametrize("algorithm", ["random", "tpe"])
+@pytest.mark.parametrize("pickled_before_reseed", [False, True])
+def test_a_searcher_resumed_from_tunes_snapshot_draws_no_point_again(tmp_path, algorithm, pickled_before_reseed):
+    """Tune resumes the searcher it pickled as the search started (tuner.pkl) and hands it the
+    state of its last snapshot. That searcher's sampler is the start's: drawing from it again
+    proposes the first process's points again (the v2 study's MTL search ran one point three
+    times over two resumes, 6-7 Dec). Its restore moves the seed on by the trials asked so far;
+    a searcher pickled before it had ``reseed`` takes a fresh seed from the OS."""
+    cfg = _cfg(tmp_path, algorithm=algorithm)
+    first = searcher_for(cfg)
+    if pickled_before_reseed:
+        del first.__dict__["reseed"]
+    pickled = pickle.dumps(first)  # tuner.pkl: the searcher as the search started
+    for tid in ("t0", "t1", "t2", "t3"):  # the two paper defaults, then two draws
+        first.suggest(tid)
+    first.on_trial_complete("t0", {VAL: 0.3, "training_iteration": 2})
+    state = tmp_path / "searcher-state.json"
+    first.save(str(state))
+    drawn = [t.params for t in first.study.trials]
+
+    resumed = pickle.loads(pickled)
+    resumed.restore(str(state))
+    resumed.suggest("t4")
+    resumed.suggest("t5")
+    new = [t.params for t in resumed.study.trials[4:]]
+    assert len(new) == 2 and not any(p in drawn for p in new), (new, drawn)
+    if not pickled_before_reseed:  # seeded past the 4 trials asked: the same on every resume
+        again = S.make_sampler(algorithm, cfg.search.seed, cfg.search.startup_trials, asked=4)
+        assert type(resumed.sampler) is type(again) and resumed.sampler is resumed.study.sampler
+    stale = pickle.loads(pickled)  # the start's sampler, as the resume used it before
+    stale.suggest("u0")
+    assert stale.study.trials[-1].params == drawn[2]  # t2's point, drawn again
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
