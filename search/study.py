@@ -496,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     except PromptinitError as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if (advice := prepare.out_of_memory(err)) is None:
+            raise
+        print(f"study: error: {advice}", file=sys.stderr)
+        return 1
     print(f"\n{table.text}\nreport: promptinit report {load_study_config(args.config).sweep_dir}")
     return 0
 

@@ -180,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     except PromptinitError as err:
         print(f"sweep: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if (advice := prepare.out_of_memory(err)) is None:
+            raise
+        print(f"sweep: error: {advice}", file=sys.stderr)
+        return 1
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)

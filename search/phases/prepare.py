@@ -80,6 +80,25 @@ def interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def out_of_memory(err: BaseException) -> str | None:
+    """What to do when Ray's memory monitor killed a worker (``ray.exceptions.OutOfMemoryError``
+    in ``err``'s chain: Tune does not count it as a trial's failure and ends the whole run), or
+    None for another error. Everything finished is kept, so the advice is ``--resume``."""
+    from ray.exceptions import OutOfMemoryError
+
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, OutOfMemoryError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    first = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+    return (
+        f"Ray's memory monitor killed a worker ({first}); finished trials, kept jobs and checkpoints "
+        "are kept: free memory on the node, or lower budget.max_concurrent_trials (or raise "
+        "resources.cpu so fewer run at once), then run again with --resume"
+    )
+
+
 def connect_ray(cfg: SweepConfig) -> None:
     """``ray.init()``: the cluster of ``RAY_ADDRESS`` or of the submitted job, else a local Ray
     sized by the config's ``ray`` block. Workers import ``promptinit.trainables`` from the
