@@ -110,8 +110,12 @@ def kept_results(sweep_dir: Path, kept: Sequence[dict], known: Collection[Path])
 
 
 class KeptASHA(ASHAScheduler):
-    """ASHA whose rungs first hold the kept trials' reports (``trials.json``'s intermediate
-    values: the objective at each Tune report), as they would after an uninterrupted search.
+    """ASHA whose rungs hold, as they would after an uninterrupted search, the kept trials'
+    reports (``trials.json``'s intermediate values: the objective at each Tune report) and, on a
+    resume from Tune's snapshot, the restored trials' reports (their folders' ``result.json``).
+    Tune keeps no scheduler state in its snapshots: it restores ASHA as ``tuner.pkl`` holds it,
+    from the search's start, so without this a resumed ASHA judges the trials left against the
+    results reported since the resume alone.
 
     Args:
         kept: the kept trials (``kept_trials``); ``[]`` is plain ASHA.
@@ -138,7 +142,20 @@ class KeptASHA(ASHAScheduler):
             trial: Any = SimpleNamespace(trial_id=t[TUNE_TRIAL_ATTR])  # the bracket reads only the id
             for step, value in sorted((int(s), v) for s, v in t["intermediate_values"].items()):
                 bracket.on_result(trial, step, self._metric_op * value)
-        self.kept = []  # replayed once: a restored experiment pickles the rungs themselves
+        self.kept = []  # replayed once
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        # A trial restored from Tune's snapshot has reported before: record its reports (a new
+        # trial's folder holds none yet). Rungs are keyed by trial, so a report twice is once.
+        bracket = self._trial_info[trial.trial_id]
+        rows = read_results(Path(trial.path)) if getattr(trial, "relative_logdir", None) else []
+        keys = (self._time_attr, self._metric)
+        reports = [(r[keys[0]], r[keys[1]]) for r in rows if all(r.get(k) is not None for k in keys)]
+        for step, value in reports:
+            bracket.on_result(trial, step, self._metric_op * value)
+        if reports:
+            logger.info("resume: ASHA's rungs take trial %s's %d reports again", trial.trial_id, len(reports))
 
 
 def replay_runs(uri: str, experiment: str, parent: str, sweep_dir: Path, kept: Sequence[dict]) -> None:

@@ -133,10 +133,13 @@ def _live(asha, histories: dict[str, list[float]]) -> None:
 
 
 @pytest.mark.parametrize("mode", ["max", "min"])
-def test_asha_replayed_from_kept_trials_decides_as_the_scheduler_that_saw_them(mode):
+def test_asha_replayed_from_kept_trials_decides_as_the_scheduler_that_saw_them(mode, tmp_path):
     """Four trials ran (two stopped at the first rung, one at the second); a new trial's report at
     each rung, over a grid of values, gets the same decision from ASHA rebuilt from the kept
-    trials' intermediate values as from the ASHA that saw the trials live."""
+    trials' intermediate values, and from ASHA as Tune restores it (pickled at the search's start,
+    then handed the restored trials, whose folders hold their reports), as from the ASHA that saw
+    the trials live. Plain ASHA restored so decided otherwise (the v2 study's MTL TPE search let a
+    trial past its first rung at 0.6 points, below every earlier trial there, 7 Dec)."""
     histories = {"a": [0.1, 0.2, 0.3, 0.5], "b": [0.4, 0.45, 0.5, 0.6], "c": [0.0], "d": [0.2, 0.1]}
     kwargs = dict(time_attr="training_iteration", max_t=8, grace_period=1, reduction_factor=2)
     live = ASHAScheduler(**kwargs)
@@ -148,15 +151,23 @@ def test_asha_replayed_from_kept_trials_decides_as_the_scheduler_that_saw_them(m
     rebuilt.set_search_properties(VAL, mode)
     plain = ASHAScheduler(**kwargs)
     plain.set_search_properties(VAL, mode)
-    decisions = {"live": [], "rebuilt": [], "plain": []}
+    restored = pickle.loads(pickle.dumps(KeptASHA([], **kwargs)))  # tuner.pkl's ASHA
+    restored.set_search_properties(VAL, mode)
+    for tid, values in histories.items():  # Tune adds each restored trial, its folder named
+        folder = tmp_path / f"mtl_{tid}"
+        folder.mkdir()
+        rows = [{"training_iteration": i + 1, VAL: v} for i, v in enumerate(values)]
+        (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        restored.on_trial_add(None, SimpleNamespace(trial_id=tid, relative_logdir=folder.name, path=str(folder)))
+    decisions: dict[str, list] = {"live": [], "rebuilt": [], "restored": [], "plain": []}
     for step in (1, 2, 4):
         for value in (-0.1, 0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65):
-            for name, asha in (("live", live), ("rebuilt", rebuilt), ("plain", plain)):
+            for name, asha in (("live", live), ("rebuilt", rebuilt), ("restored", restored), ("plain", plain)):
                 a = copy.deepcopy(asha)
                 trial = SimpleNamespace(trial_id="new")
                 a.on_trial_add(None, trial)
                 decisions[name].append(a.on_trial_result(None, trial, {"training_iteration": step, VAL: value}))
-    assert decisions["rebuilt"] == decisions["live"]
+    assert decisions["rebuilt"] == decisions["live"] == decisions["restored"]
     assert "STOP" in decisions["live"] and decisions["plain"] != decisions["live"]  # the replay is what decides
 
 
