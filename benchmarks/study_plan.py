@@ -71,9 +71,11 @@ def committed_units(study: Path = STUDY) -> tuple[dict[str, float], float]:
 
 def study_units(folder: Path, base: Units) -> Units:
     """``base`` with the unit costs a running study measured so far (v2 layout: one kept file per
-    downstream problem): CPU s per outer step of each method with a kept upstream run, and per
+    downstream problem): CPU s per outer step of each method with a kept upstream run, per
     downstream run-step over its kept target problems (those that tuned: PT's curve reads cost
-    under 1 CPU s). Methods and units not measured yet keep ``base``'s."""
+    under 1 CPU s), and per validation problem over its searches' kept PT validation problems
+    (PT at the validation recipe, as each trial report's validation is). Methods and units not
+    measured yet keep ``base``'s."""
     upstream, _ = committed_units(folder)
     cpu = steps = 0.0
     for path in glob.glob(str(folder / "final" / "target-*.json")):
@@ -84,7 +86,11 @@ def study_units(folder: Path, base: Units) -> Units:
             cpu += job["cpu_s"]
             steps += tuning["steps"] * (len(lrs) if isinstance(lrs, list) else 1)
     run_step = cpu / steps if steps else base.run_step
-    return Units({**base.upstream_step, **upstream}, run_step, base.validation_problem, base.halving)
+    validation = [
+        read_json(p)["cpu_s"] for p in glob.glob(str(folder / "sweeps" / "*" / "final" / "validation PT-*.json"))
+    ]
+    problem = sum(validation) / len(validation) if validation else base.validation_problem
+    return Units({**base.upstream_step, **upstream}, run_step, problem, base.halving)
 
 
 def asha_reports(trials: int, rungs: int, reduction: float) -> float:
@@ -318,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             for m, v in sorted(now.upstream_step.items())
         )
         + f"; downstream per run-step {now.run_step:.3f}{' (measured)' if now.run_step != units.run_step else ''}"
+        + f"; validation problem {now.validation_problem:.1f}"
+        + (" (measured)" if now.validation_problem != units.validation_problem else "")
     )
     return 0
 

@@ -49,8 +49,8 @@ def test_asha_reports():
 
 def test_study_units_are_what_a_running_study_measured_and_the_base_elsewhere(tmp_path):
     """Per outer step from its kept upstream runs (MAML here), per downstream run-step from its
-    kept target problems that tuned (the 0.3 CPU s record reads a cache and is left out); the
-    rest stays the base's."""
+    kept target problems that tuned (the 0.3 CPU s record reads a cache and is left out), per
+    validation problem from its searches' kept PT validation problems; the rest stays the base's."""
     import json
 
     final = tmp_path / "final"
@@ -68,3 +68,10 @@ def test_study_units_are_what_a_running_study_measured_and_the_base_elsewhere(tm
     units = study_plan.study_units(tmp_path, base)
     assert units.upstream_step == {"maml": 5.5, "mtl": 0.49}
     assert abs(units.run_step - 550 / (60 + 2 * 300)) < 1e-12 and units.validation_problem == 17.0
+    # A search's kept PT validation problems (PT at the validation recipe) price a validation
+    # problem: the mean of their CPU s (v2's: 35-39 against the plan's 17, 7 Dec).
+    sweep = tmp_path / "sweeps" / "s-mtl-tpe" / "final"
+    sweep.mkdir(parents=True)
+    for name, cpu_s in (("validation PT-1", 35.0), ("validation PT-2", 40.0), ("upstream-x", 9.0)):
+        (sweep / f"{name}.json").write_text(json.dumps({"key": {}, "cpu_s": cpu_s}))
+    assert study_plan.study_units(tmp_path, base).validation_problem == 37.5
