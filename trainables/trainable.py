@@ -15,6 +15,8 @@ before the trials start, never per trial.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import math
 import tempfile
@@ -90,6 +92,21 @@ def _placement() -> dict[str, Any]:
     return {**placement("trial"), "node": _node_id(), "started": time.time()}
 
 
+def release_memory() -> int:
+    """Collect garbage and hand the heap's free pages back to the OS (glibc's ``malloc_trim``);
+    returns 1 when memory was returned, 0 when none was or the C library has no such call.
+
+    Tune reuses a trial's actor for the next trial, and glibc keeps what a trial freed: on study
+    v2's MTL search (16 sources, 7 Dec) each actor's resident memory grew from 5-6 GB to 8-9 GB
+    with its second trial, toward Ray's out-of-memory kill at 95 % of the node; ``malloc_trim(0)``
+    on the live actors returned 9.2 -> 3.2 GB and 7.9 -> 2.5 GB (nothing was leaked, only kept)."""
+    gc.collect()
+    try:
+        return int(ctypes.CDLL(None).malloc_trim(0))
+    except AttributeError:  # not glibc (macOS, musl): the allocator returns memory its own way
+        return 0
+
+
 def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     """Run one trial: build the method, train it in chunks, report ``val/arg`` with checkpoints.
 
@@ -107,6 +124,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     from promptinit.trainables.scoring import grad_transform_of, tuned_scores, validation_metrics
 
     method_name, settings = trial_settings(config)
+    release_memory()  # what the actor's previous trial freed
     placement = _placement()
     backbone = Backbone(BackboneConfig(**shared.backbone))
     method = build_method(
@@ -141,6 +159,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
             PLACEMENT: {**placement, "reported": time.time()},
         }
         _check_finite({M.VAL_ARG: report[M.VAL_ARG]}, method.prompt, step)
+        release_memory()  # what the validation's batched tuning freed
         _report_with_checkpoint(method, method_name, settings, step, report)
 
 
