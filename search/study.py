@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     except PromptinitError as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
+    except Exception as err:  # Tune's RuntimeError around it, or Ray's own from a phase's job
         if (advice := prepare.out_of_memory(err)) is None:
             raise
         print(f"study: error: {advice}", file=sys.stderr)

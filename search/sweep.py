@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     except PromptinitError as err:
         print(f"sweep: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
+    except Exception as err:  # Tune's RuntimeError around it, or Ray's own from a phase's job
         if (advice := prepare.out_of_memory(err)) is None:
             raise
         print(f"sweep: error: {advice}", file=sys.stderr)

@@ -16,6 +16,11 @@ RAY_SAYS = (
 )
 
 
+def job_crash() -> OutOfMemoryError:
+    """What ``ray.get`` raises for a phase's job (an upstream run, a batched tuning) killed so."""
+    return OutOfMemoryError(RAY_SAYS)
+
+
 def tune_crash() -> RuntimeError:
     """What ``Tuner.fit`` raises (ray.air's actor manager), as the v2 study's log shows it."""
     try:
@@ -32,14 +37,16 @@ def test_the_advice_names_the_node_the_settings_and_resume():
     assert advice is not None and "\n" not in advice
     assert "22.37GB used / 23.54GB limit" in advice and "budget.max_concurrent_trials" in advice
     assert advice.endswith("--resume")
+    assert prepare.out_of_memory(job_crash()) == advice
     assert prepare.out_of_memory(RuntimeError("something else")) is None
 
 
+@pytest.mark.parametrize("error", [tune_crash, job_crash])
 @pytest.mark.parametrize("program, main, target", [("sweep", sweep.main, (check, "sweep")),
                                                     ("study", study.main, (study, "run"))])
-def test_an_out_of_memory_end_is_one_line_and_exit_1(monkeypatch, capsys, tmp_path, program, main, target):
+def test_an_out_of_memory_end_is_one_line_and_exit_1(monkeypatch, capsys, tmp_path, program, main, target, error):
     def crash(*args, **kwargs):
-        raise tune_crash()
+        raise error()
 
     monkeypatch.setattr(*target, crash)
     assert main(["--config", str(tmp_path / "any.yaml")]) == 1
