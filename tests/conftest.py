@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 import random
@@ -31,8 +32,10 @@ def pytest_sessionstart(session):
 @pytest.fixture(autouse=True)
 def _one_thread(request):
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
-    threads' spin-waiting makes each step ~20x slower. Slow tests (the real model) keep them."""
-    if request.node.get_closest_marker("slow"):
+    threads' spin-waiting makes each step ~20x slower. Slow tests (the real model) keep them,
+    unless the suite runs in parallel workers (pytest-xdist, `-n 2`): then every core
+    already has a worker, and a second thread would spin-wait against the other worker."""
+    if request.node.get_closest_marker("slow") and not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
     before = torch.get_num_threads()
