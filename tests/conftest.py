@@ -33,7 +33,7 @@ def pytest_sessionstart(session):
 def _one_thread(request):
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
     threads' spin-waiting makes each step ~20x slower. Slow tests (the real model) keep them,
-    unless the suite runs in parallel workers (pytest-xdist, `-n 2`): then every core
+    unless the suite runs in parallel workers (pytest-xdist, the default `-n 2`): then every core
     already has a worker, and a second thread would spin-wait against the other worker."""
     if request.node.get_closest_marker("slow") and not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
