@@ -130,6 +130,12 @@ class Runner:
         self.shared = tuple(Path(f) for f in shared)
         self.cpu_seconds = 0.0
 
+    def kept_note(self, n: int) -> str:
+        """The log's note on ``n`` results reused: where they may lie (this folder, or a shared
+        one: a study's search reuses the study's upstream runs and PT problems)."""
+        places = " or ".join(str(f) for f in (self.folder, *self.shared))
+        return f" ({n} done before, kept in {places})" if n else ""
+
     def rekey(self) -> int:
         """Give this folder's kept jobs keyed by a checkpoint's absolute path (written before 6 Dec
         2026) the key ``checkpoint_key`` makes, under their new file names; returns how many. A
@@ -179,9 +185,8 @@ class Runner:
             else:
                 todo.append(i)
         title = title or phase
-        done_before = len(jobs) - len(todo)
-        kept = f" ({done_before} done before, kept in {self.folder})" if done_before else ""
-        for i, value, ran in self.execute([jobs[i] for i in todo], title, f"{title}: {len(jobs)} jobs{kept}"):
+        header = f"{title}: {len(jobs)} jobs{self.kept_note(len(jobs) - len(todo))}"
+        for i, value, ran in self.execute([jobs[i] for i in todo], title, header):
             results[todo[i]] = value
             job = jobs[todo[i]]
             atomic_write_json(
@@ -387,9 +392,7 @@ def run_scores(
         for run in runs
     ]
     kept = len(problems) - sum(map(len, runs))
-    header = f"{title}: {len(problems)} problems in {len(runs)} batched runs" + (
-        f" ({kept} done before, kept in {runner.folder})" if kept else ""
-    )
+    header = f"{title}: {len(problems)} problems in {len(runs)} batched runs{runner.kept_note(kept)}"
     for i, values, ran in runner.execute(jobs, title, header):
         for p, value in zip(runs[i], values, strict=True):
             key = problem_key(backbone, tuning, p)

@@ -75,6 +75,10 @@ def test_runner_keeps_finished_jobs_and_logs_progress(tmp_path, ray_tmp, caplog)
         again = Runner(tmp_path / "final", cpu=1, gpu=0, code="c1").run("target", jobs())
         assert again == first and len(list(calls.iterdir())) == 3  # kept: nothing recomputed
         assert "3 done before" in "\n".join(caplog.messages)
+        # A runner that shares this folder (a study's search sharing the study's) reuses them and says where.
+        elsewhere = Runner(tmp_path / "other", cpu=1, gpu=0, code="c1", shared=[tmp_path / "final"])
+        assert elsewhere.run("target", jobs()) == first and len(list(calls.iterdir())) == 3
+        assert f"(3 done before, kept in {tmp_path / 'other'} or {tmp_path / 'final'})" in caplog.text
         # Another job description, or other code, is another result.
         Runner(tmp_path / "final", cpu=1, gpu=0, code="c1").run("target", jobs(tag="x"))
         Runner(tmp_path / "final", cpu=1, gpu=0, code="c2").run("target", jobs())
