@@ -296,19 +296,34 @@ def arg_table(targets: pd.DataFrame | Iterable[Mapping[str, Any]], delta: float 
     trial) are NaN with verdict ``n/a`` (``arg_mean`` keeps an old record's point value). Each
     has a ``note`` saying why.
     """
-    rows = []
-    for r in target_rows(targets):
+    rows: list[dict[str, Any]] = []
+    first: dict[Any, int] = {}  # the runs (a row's scores) -> the first row with them
+    same: dict[int, int | None] = {}
+    for i, r in enumerate(target_rows(targets)):
         c = comparison_of(r, delta)
-        rows.append({**_record_cells(r, c), **(_unmeasured_cells(r) if c is None else _measured_cells(r, c))})
-    return with_holm(pd.DataFrame(rows, columns=ARG_COLUMNS))
+        row = {**_record_cells(r, c), **(_unmeasured_cells(r) if c is None else _measured_cells(r, c))}
+        runs = (r["partition"], *(tuple(sorted(r[k].items())) for k in ("scores", "baseline"))) if r["scores"] else i
+        j = first.setdefault(runs, i)
+        if j != i:  # a search that chose the paper preset reuses its runs: the same test, counted once
+            same[i] = j
+            row["note"] = f"the same runs as {rows[j]['method']}: one test, counted once in Holm's adjustment"
+        rows.append(row)
+    return with_holm(pd.DataFrame(rows, columns=ARG_COLUMNS), same)
 
 
-def with_holm(table: pd.DataFrame) -> pd.DataFrame:
+def with_holm(table: pd.DataFrame, same: Mapping[int, int | None] | None = None) -> pd.DataFrame:
     """``table`` with ``p_holm``: its ``p_value`` column adjusted by Holm's method over the rows that
     have one (``promptinit.stats.holm``); a "better" or "worse" verdict whose adjusted p is not
-    below 1 - ``LEVEL`` gets " (not after Holm)"."""
+    below 1 - ``LEVEL`` gets " (not after Holm)". ``same`` maps a row (by position) that tests no
+    hypothesis of its own to the row whose runs it repeats (it takes that row's adjusted p: one
+    hypothesis counts once in the family) or to None (no hypothesis: no adjusted p)."""
     out = table.copy()
-    out["p_holm"] = holm(out["p_value"].astype(float).tolist()) if len(out) else []
+    same = same or {}
+    family = [math.nan if i in same else float(v) for i, v in enumerate(out["p_value"])]
+    adjusted = holm(family) if len(out) else []
+    for i, j in same.items():
+        adjusted[i] = math.nan if j is None else adjusted[j]
+    out["p_holm"] = adjusted
     alpha = 1 - LEVEL
     for i, r in out.iterrows():
         directed = str(r["verdict"]).startswith(("better than", "worse than"))
@@ -651,6 +666,12 @@ class Contrast:
     question: str
 
 
+SAME_RUNS = (
+    "every score of a equals b's: the same configuration's runs (a search that chose the paper preset"
+    " reuses the preset's), so the contrast measures nothing and is left out of Holm's adjustment"
+)
+
+
 def contrasts(
     targets: pd.DataFrame | Iterable[Mapping[str, Any]], pairs: Sequence[Contrast], delta: float = DELTA
 ) -> pd.DataFrame:
@@ -661,10 +682,12 @@ def contrasts(
     with NaN and a note saying so. ``diff_*`` are fractions; ``p_a_*`` is P(a > b) per cell;
     ``p_holm`` adjusts ``p_value`` over the contrasts (``with_holm``). The verdict is
     ``promptinit.stats.verdict`` of a against b: "better than b", "worse than b", "equivalent to
-    b within 2 points" (``delta`` = 0.02), "undetermined: interval too wide".
+    b within 2 points" (``delta`` = 0.02), "undetermined: interval too wide", or "the same runs as
+    b" when every score of a is b's (a search whose choice is the preset: not an equivalence shown).
     """
     rows_by = {(r["partition"], r["method"]): r for r in target_rows(targets) if r["scores"]}
-    out = []
+    out: list[dict[str, Any]] = []
+    same: dict[int, int | None] = {}  # contrasts of an arm with its own runs: no test
     for partition in _order(p for p, _ in rows_by):
         for pair in pairs:
             ra, rb = rows_by.get((partition, pair.a)), rows_by.get((partition, pair.b))
@@ -705,8 +728,12 @@ def contrasts(
             row["verdict"] = verdict(c.diff, delta, than=pair.b) if interval else UNDETERMINED
             if not c.on_counts:
                 row["note"] = NOT_COUNTS
+            if ra["scores"] == rb["scores"]:  # a search that chose the preset reuses the preset's runs
+                row["verdict"] = f"the same runs as {pair.b}"
+                row["note"] = SAME_RUNS
+                same[len(out)] = None
             out.append(row)
-    return with_holm(pd.DataFrame(out, columns=CONTRAST_COLUMNS))
+    return with_holm(pd.DataFrame(out, columns=CONTRAST_COLUMNS), same)
 
 
 def contrasts_markdown(table: pd.DataFrame, delta: float = DELTA) -> str:
@@ -745,7 +772,7 @@ def contrasts_markdown(table: pd.DataFrame, delta: float = DELTA) -> str:
                 _cell(r, "diff"),
                 _cell(r, "p_a", scale=1, digits=2, signed=False),
                 f"{r.p_value:.2g}",
-                f"{r.p_holm:.2g}",
+                f"{r.p_holm:.2g}" if math.isfinite(r.p_holm) else "—",
                 r.verdict,
                 _rests_on(r),
             ]
@@ -887,8 +914,12 @@ def _gain_cell(r: Any, name: str) -> str:
     return ci_cell(getattr(r, name), getattr(r, f"{name}_lo"), getattr(r, f"{name}_hi"))
 
 
+BUDGET_MARK = " · "  # a study's row label: "<method> · <budget>" (search/study.py, Budget.suffix)
+
+
 def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
-    """Search cost and ARG per accelerator-hour, per (partition, method).
+    """Search cost and ARG per accelerator-hour, per (partition, method); in a study with two
+    downstream budgets, per (partition, method, budget): the search's cost beside each budget's ARG.
 
     The accelerator is the GPU when any trial of the table used one, else the CPU (so every
     method is measured in the same unit). Hours are resource-seconds / 3600 summed over the
@@ -899,7 +930,12 @@ def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
     its 95 % interval), target_arg_per_accel_h (+ _lo, _hi), val_per_accel_h.
     """
     use_gpu = bool((trials["gpu_s"].astype(float).fillna(0) > 0).any()) if len(trials) else False
-    target = {(t.partition, t.method): (t.arg_mean, t.arg_lo, t.arg_hi) for t in arg_table(targets).itertuples()}
+    # A study with two downstream budgets labels a method's target rows "<method> · 60 steps", ...:
+    # the method's search cost then stands beside each budget's target ARG, one row each.
+    target: dict[tuple[str, str], list[tuple[str, float, float, float]]] = {}
+    for t in arg_table(targets).itertuples():
+        key = (str(t.partition), str(t.method).split(BUDGET_MARK)[0])
+        target.setdefault(key, []).append((str(t.method), t.arg_mean, t.arg_lo, t.arg_hi))
     rows = []
     for (partition, method), g in trials.groupby(["partition", "method"], sort=False):
         wall_h = float(g["wall_s"].astype(float).sum()) / 3600
@@ -909,33 +945,33 @@ def cost_table(trials: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
         accel_h = gpu_h if use_gpu else cpu_h
         val = g["val"].astype(float)
         best = float(val.max()) if val.notna().any() else math.nan
-        tgt, lo, hi = target.get((partition, method), (math.nan, math.nan, math.nan))
 
         def per(x: float, hours: float = accel_h) -> float:
             return x / hours if hours and math.isfinite(hours) and hours > 0 else math.nan
 
         # hours are a constant of the method, so the interval per hour is the interval / hours
-        rows.append(
-            {
-                "partition": partition,
-                "method": method,
-                "trials": len(g),
-                "wall_h": wall_h,
-                "cpu_h": cpu_h,
-                "gpu_h": gpu_h,
-                "accelerator": "GPU" if use_gpu else "CPU",
-                "accel_h": accel_h,
-                "objective": objective_of(g),
-                "val_best": best,
-                "target_arg": tgt,
-                "target_arg_lo": lo,
-                "target_arg_hi": hi,
-                "target_arg_per_accel_h": per(tgt),
-                "target_arg_per_accel_h_lo": per(lo),
-                "target_arg_per_accel_h_hi": per(hi),
-                "val_per_accel_h": per(best),
-            }
-        )
+        for label, tgt, lo, hi in target.get((str(partition), str(method))) or [(method, math.nan, math.nan, math.nan)]:
+            rows.append(
+                {
+                    "partition": partition,
+                    "method": label,
+                    "trials": len(g),
+                    "wall_h": wall_h,
+                    "cpu_h": cpu_h,
+                    "gpu_h": gpu_h,
+                    "accelerator": "GPU" if use_gpu else "CPU",
+                    "accel_h": accel_h,
+                    "objective": objective_of(g),
+                    "val_best": best,
+                    "target_arg": tgt,
+                    "target_arg_lo": lo,
+                    "target_arg_hi": hi,
+                    "target_arg_per_accel_h": per(tgt),
+                    "target_arg_per_accel_h_lo": per(lo),
+                    "target_arg_per_accel_h_hi": per(hi),
+                    "val_per_accel_h": per(best),
+                }
+            )
     return pd.DataFrame(rows)
 
 

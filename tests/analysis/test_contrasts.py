@@ -49,6 +49,24 @@ def test_a_constant_difference_has_no_spread_and_a_noisy_zero_effect_is_not_call
     assert row.verdict == "better than b"
 
 
+def test_a_search_that_chose_the_preset_is_called_the_same_runs_not_equivalent():
+    """A search whose choice is the paper preset reuses the preset's runs: every score is equal, the
+    interval is [0, 0], and the verdict must not claim an equivalence that was measured."""
+    _, b = _arms(np.random.default_rng(3), effect=0.0)
+    chosen = _arm("search", dict(b["scores"]), b["baseline"])
+    table = contrasts([chosen, b], [Contrast("search", "b", "does the search beat the paper preset?")])
+    row = table.iloc[0]
+    assert row.diff_lo == row.diff_hi == 0.0 and row.verdict == "the same runs as b"
+    assert "every score of a equals b's" in contrasts_markdown(table)
+    a, _ = _arms(np.random.default_rng(3), effect=0.05)  # beside a real contrast, it is no test in Holm's family
+    both = contrasts([a, chosen, b], [Contrast("a", "b", "?"), Contrast("search", "b", "?")])
+    assert both.iloc[0].p_holm == both.iloc[0].p_value and np.isnan(both.iloc[1].p_holm)
+    assert "| 1 | — | the same runs as b |" in contrasts_markdown(both)
+    nudged = _arm("search", {k: v + (1e-3 if k == min(b["scores"]) else 0) for k, v in b["scores"].items()},
+                  b["baseline"])  # one cell apart: a measured difference again
+    assert contrasts([nudged, b], [Contrast("search", "b", "?")]).iloc[0].verdict == "equivalent to b within 2 points"
+
+
 def test_a_missing_arm_is_left_out_and_arms_on_different_pairs_say_so():
     a, b = _arms(np.random.default_rng(2), effect=0.02)
     short = _arm("short", {k: v for k, v in a["scores"].items() if k[0] != "t3"},

@@ -233,3 +233,40 @@ def test_search_uses_only_the_public_names_of_analysis():
     for name in promptinit.analysis.__all__:
         assert callable(getattr(promptinit.analysis, name))
     assert not (ROOT / "search" / "report.py").exists()  # the table has one writer: analysis.tables
+
+
+def test_a_search_row_with_the_presets_runs_is_one_test_in_holms_family(tmp_path):
+    """A search that chose the paper preset reuses the preset's runs, so its row repeats the
+    preset's test: Holm's family counts it once (two distinct p-values, m = 2, not 3), the repeat
+    takes its original's adjusted p, and a note names the row it repeats."""
+    rng = np.random.default_rng(5)
+    preset, other = _counted(rng, 0.1), _counted(rng, 0.02)
+    rows = [_row("mtl (preset)", *preset), _row("maml (preset)", *other), _row("mtl (TPE + ASHA)", *preset)]
+    table = write_target_table(rows, tmp_path)
+    t = table.table.set_index("method")
+    assert list(table.table["p_holm"]) == pytest.approx([*holm(list(table.table["p_value"])[:2]),
+                                                         t.loc["mtl (preset)", "p_holm"]])
+    assert t.loc["mtl (TPE + ASHA)", "p_holm"] == t.loc["mtl (preset)", "p_holm"]
+    assert "mtl (TPE + ASHA): the same runs as mtl (preset): one test, counted once" in table.text
+
+
+def test_a_studys_search_cost_stands_beside_each_budgets_target_arg():
+    """A study labels a search's target rows by budget ("mtl (TPE + ASHA) · 60 steps"), its
+    trials by the search alone: the cost table gives one row per budget, each with that budget's
+    ARG and interval from the arm table, and the search's hours on both."""
+    import pandas as pd
+
+    from promptinit.analysis.tables import cost_table
+
+    rng = np.random.default_rng(6)
+    rows = [_row(f"mtl (TPE + ASHA) · {n} steps", *_counted(rng, effect)) for n, effect in ((60, 0.1), (300, 0.02))]
+    trials = pd.DataFrame({"partition": ["p"] * 2, "method": ["mtl (TPE + ASHA)"] * 2, "wall_s": [1800.0] * 2,
+                           "cpu_s": [3600.0] * 2, "gpu_s": [0.0] * 2, "val": [0.05, 0.08]})
+    cost = cost_table(trials, pd.DataFrame(rows)).set_index("method")
+    arms = arg_table(rows).set_index("method")
+    assert list(cost.index) == list(arms.index) and list(cost["cpu_h"]) == [2.0, 2.0]
+    for label in arms.index:
+        assert cost.loc[label, ["target_arg", "target_arg_lo", "target_arg_hi"]].tolist() == pytest.approx(
+            arms.loc[label, ["arg_mean", "arg_lo", "arg_hi"]].tolist())
+        assert cost.loc[label, "target_arg_per_accel_h"] == pytest.approx(arms.loc[label, "arg_mean"] / 2)
+
