@@ -52,7 +52,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,6 +405,26 @@ def read_meta(sweep_dir: Path) -> dict:
 
 
 _GPU_UNKNOWN = "resources.gpu is 'auto' (decided by the cluster at run time), so GPU hours are unknown (gpu_s NaN)"
+
+
+PLACEMENT = "placement"  # trainables.trainable.PLACEMENT (not imported: that module needs Ray)
+
+
+def _gpus_reported(results: Sequence[Mapping[str, Any]]) -> float | None:
+    """The GPUs a trial held by its own reports (``trainables.trainable.PLACEMENT``: ``gpu_ids``,
+    ``"0,1"`` or empty), when every report with a placement names as many; else None. A sweep
+    with ``resources.gpu: auto`` records the count Ray gave only in Tune's state, which a trial
+    kept across a fresh machine no longer has; its reports still say."""
+    counts = {
+        len([g for g in str(r[PLACEMENT].get("gpu_ids") or "").split(",") if g.strip()])
+        for r in results
+        if isinstance(r.get(PLACEMENT), Mapping)
+    }
+    return float(counts.pop()) if len(counts) == 1 else None
+
+
+def _is_dir(folder: Any) -> bool:
+    return folder is not None and Path(folder).is_dir()
 
 
 def _config_resources(config: Mapping[str, Any]) -> tuple[float, float]:
@@ -845,32 +865,52 @@ def _trials_from_tune(d: Path, name: str, partition: str, config: Mapping[str, A
     fallbacks: dict[str, int] = {}  # failure -> trials it affected
     if failed:  # statuses from the folders too
         fallbacks[f"{why}, so the trials were read from their folders"] = len(found)
+    reports = {t["trial_id"]: read_results(t["folder"]) if _is_dir(t["folder"]) else [] for t in found}
+    # GPUs per trial: Tune's record; with none and resources.gpu auto, what the trial's reports say
+    unsure = not math.isfinite(gpu0)
+    gpus = {
+        t["trial_id"]: _gpus_reported(reports[t["trial_id"]]) if t["gpu"] is None and unsure else t["gpu"]
+        for t in found
+    }
     for t in found:
         if t["resources_missing"]:
             fallbacks[t["resources_missing"]] = fallbacks.get(t["resources_missing"], 0) + 1
     if fallbacks:
         reasons = "; ".join(f"{n} of {len(found)} trials: {w}" for w, n in fallbacks.items())
+        unknown = any(v is None for v in gpus.values())
         warnings.warn(
             f"{d}: {reasons}: their CPU/GPU come from the sweep config's resources"
-            + (" (resources.gpu auto: GPU hours unknown)" if not math.isfinite(gpu0) else "")
+            + (
+                (" (resources.gpu auto: GPU hours unknown)" if unknown else " (GPUs: the trials' reports)")
+                if unsure
+                else ""
+            )
             + "; see the trials table's column resources_note",
             FallbackWarning,
             stacklevel=3,
         )
     rows = []
     for t in found:
-        folder = t["folder"] if t["folder"] is not None and Path(t["folder"]).is_dir() else None
-        summary = _curve_and_summary(read_results(folder) if folder else [], folder, sweep_objective(config))
+        folder = t["folder"] if _is_dir(t["folder"]) else None
+        summary = _curve_and_summary(reports[t["trial_id"]], folder, sweep_objective(config))
         status = _STATUS.get(t["status"], t["status"].lower())
         if status == "pending" and summary["reports"]:  # the experiment state lags the trial folders
             status = "running"
         note = None
-        if t["cpu"] is None or t["gpu"] is None:
+        gpu_t = gpus[t["trial_id"]]
+        reported = (
+            f"GPUs ({gpu_t:g}) from the trial's reports ({PLACEMENT})" if t["gpu"] is None and gpu_t is not None else ""
+        )
+        if t["cpu"] is None or gpu_t is None:
             note = _fallback_note(
-                f"the sweep config ({META_FILE}: config.resources)", t["resources_missing"] or why or "", gpu0
-            )
+                f"the sweep config ({META_FILE}: config.resources)",
+                t["resources_missing"] or why or "",
+                gpu0 if gpu_t is None else gpu_t,
+            ) + (f"; {reported}" if reported else "")
+        elif reported:
+            note = reported
         cpu = _num(t["cpu"]) if t["cpu"] is not None else cpu0
-        gpu = _num(t["gpu"]) if t["gpu"] is not None else gpu0
+        gpu = _num(gpu_t) if gpu_t is not None else gpu0
         rows.append(
             _row(
                 sweep=name,

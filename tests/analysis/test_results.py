@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from promptinit.analysis.results import load_mlflow, load_sweep, parse_value
+from promptinit.analysis.results import FallbackWarning, load_mlflow, load_sweep, parse_value
 
 ROOT = Path(__file__).resolve().parents[2]
 # config -> validation ARG per report (2 upstream steps per report)
@@ -231,6 +231,33 @@ def test_trial_resources_missing_from_tune_are_taken_from_the_config_and_said_so
         assert t.loc["m2", "gpu"] == 0.5 and t.loc["m2", "gpu_s"] == 100.0
         assert "unknown" not in t.loc["m2", "resources_note"]
         assert cost.loc["maml", "gpu_h"] == pytest.approx(190 / 3600)
+
+
+def test_with_gpu_auto_a_kept_trials_gpus_come_from_its_own_reports(fake_sweep, monkeypatch):
+    """A trial kept across a fresh machine has no resources in Tune's state; with ``gpu: auto``
+    its reports' placement (``gpu_ids``: "" on a CPU node, "0,1" on two GPUs) still says how many
+    GPUs it held, so its GPU hours are known; a trial whose reports disagree or have no placement
+    stays unknown."""
+    set_config_gpu(fake_sweep, "auto")
+    tune_state(fake_sweep, monkeypatch, {"t1": {"CPU": 2.0, "GPU": 0.25}, "t2": {"CPU": 1.0}})
+
+    def place(trial: str, *gpu_ids: str) -> None:
+        path = fake_sweep / f"maml_{trial}" / "result.json"
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        placed = [{**r, "placement": {"device": "cpu", "gpu_ids": gpu_ids[min(i, len(gpu_ids) - 1)]}}
+                  for i, r in enumerate(lines)]
+        path.write_text("\n".join(json.dumps(r) for r in placed) + "\n")
+
+    place("m1", "0", "0,1")  # its two reports disagree (a restart on other GPUs): unknown
+    place("m2", "0,1")
+    place("m3", "")  # one report, on a CPU node
+    with pytest.warns(FallbackWarning):
+        t = load_sweep(fake_sweep).trials.set_index("trial_id")
+    assert t.loc["m3", "gpu"] == 0.0 and t.loc["m3", "gpu_s"] == 0.0
+    assert t.loc["m2", "gpu"] == 2.0 and t.loc["m2", "gpu_s"] == 2 * t.loc["m2", "wall_s"] > 0
+    assert "GPUs (2) from the trial's reports" in t.loc["m2", "resources_note"]
+    for unknown in ("m1", "m4"):  # m4: no placement in its reports
+        assert math.isnan(t.loc[unknown, "gpu"]) and "GPU hours are unknown" in t.loc[unknown, "resources_note"]
 
 
 def test_unreadable_tune_state_falls_back_to_the_folders_and_says_so(fake_sweep):
