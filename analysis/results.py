@@ -856,6 +856,45 @@ def _partition_name(config: Mapping[str, Any]) -> str:
     return Path(p).stem if p.endswith((".yaml", ".yml")) else p
 
 
+def _warn_fallbacks(
+    d: Path, found: list[dict], fallbacks: dict[str, int], unsure: bool, gpus: Mapping[str, Any]
+) -> None:
+    """One warning for the trials whose resources come from the sweep config (``fallbacks``:
+    why -> trials it affected, completed here from each trial's ``resources_missing``)."""
+    for t in found:
+        if t["resources_missing"]:
+            fallbacks[t["resources_missing"]] = fallbacks.get(t["resources_missing"], 0) + 1
+    if fallbacks:
+        reasons = "; ".join(f"{n} of {len(found)} trials: {w}" for w, n in fallbacks.items())
+        unknown = any(v is None for v in gpus.values())
+        warnings.warn(
+            f"{d}: {reasons}: their CPU/GPU come from the sweep config's resources"
+            + (
+                (" (resources.gpu auto: GPU hours unknown)" if unknown else " (GPUs: the trials' reports)")
+                if unsure
+                else ""
+            )
+            + "; see the trials table's column resources_note",
+            FallbackWarning,
+            stacklevel=4,
+        )
+
+
+def _resources_note(t: Mapping[str, Any], gpu_t: Any, gpu0: float, why: str | None) -> str | None:
+    """The trials table's ``resources_note`` of trial ``t``: where its CPUs and GPUs (``gpu_t``;
+    None: unknown) came from when Tune's state did not say; None when it did."""
+    reported = (
+        f"GPUs ({gpu_t:g}) from the trial's reports ({PLACEMENT})" if t["gpu"] is None and gpu_t is not None else ""
+    )
+    if t["cpu"] is None or gpu_t is None:
+        return _fallback_note(
+            f"the sweep config ({META_FILE}: config.resources)",
+            t["resources_missing"] or why or "",
+            gpu0 if gpu_t is None else gpu_t,
+        ) + (f"; {reported}" if reported else "")
+    return reported or None
+
+
 def _trials_from_tune(d: Path, name: str, partition: str, config: Mapping[str, Any]) -> pd.DataFrame:
     """The trials of sweep folder ``d`` from Tune's files (its experiment state, else the trial
     folders); a trial whose resources are not on record takes the sweep config's, with a warning."""
@@ -872,23 +911,7 @@ def _trials_from_tune(d: Path, name: str, partition: str, config: Mapping[str, A
         t["trial_id"]: _gpus_reported(reports[t["trial_id"]]) if t["gpu"] is None and unsure else t["gpu"]
         for t in found
     }
-    for t in found:
-        if t["resources_missing"]:
-            fallbacks[t["resources_missing"]] = fallbacks.get(t["resources_missing"], 0) + 1
-    if fallbacks:
-        reasons = "; ".join(f"{n} of {len(found)} trials: {w}" for w, n in fallbacks.items())
-        unknown = any(v is None for v in gpus.values())
-        warnings.warn(
-            f"{d}: {reasons}: their CPU/GPU come from the sweep config's resources"
-            + (
-                (" (resources.gpu auto: GPU hours unknown)" if unknown else " (GPUs: the trials' reports)")
-                if unsure
-                else ""
-            )
-            + "; see the trials table's column resources_note",
-            FallbackWarning,
-            stacklevel=3,
-        )
+    _warn_fallbacks(d, found, fallbacks, unsure, gpus)
     rows = []
     for t in found:
         folder = t["folder"] if _is_dir(t["folder"]) else None
@@ -896,19 +919,8 @@ def _trials_from_tune(d: Path, name: str, partition: str, config: Mapping[str, A
         status = _STATUS.get(t["status"], t["status"].lower())
         if status == "pending" and summary["reports"]:  # the experiment state lags the trial folders
             status = "running"
-        note = None
         gpu_t = gpus[t["trial_id"]]
-        reported = (
-            f"GPUs ({gpu_t:g}) from the trial's reports ({PLACEMENT})" if t["gpu"] is None and gpu_t is not None else ""
-        )
-        if t["cpu"] is None or gpu_t is None:
-            note = _fallback_note(
-                f"the sweep config ({META_FILE}: config.resources)",
-                t["resources_missing"] or why or "",
-                gpu0 if gpu_t is None else gpu_t,
-            ) + (f"; {reported}" if reported else "")
-        elif reported:
-            note = reported
+        note = _resources_note(t, gpu_t, gpu0, why)
         cpu = _num(t["cpu"]) if t["cpu"] is not None else cpu0
         gpu = _num(gpu_t) if gpu_t is not None else gpu0
         rows.append(

@@ -672,6 +672,35 @@ SAME_RUNS = (
 )
 
 
+def _measured_contrast(ra: Mapping[str, Any], rb: Mapping[str, Any], pair: Contrast, delta: float) -> dict[str, Any]:
+    """The measured cells of contrast ``pair`` (a - b on the pairs both arms were scored on)."""
+    cells: dict[str, Any] = {}
+    zero = {k: 0.0 for k in ra["baseline"]}  # compare's Δ is then a − b itself
+    sizes, sizes_b = counted_sizes(ra["scores"], ra), counted_sizes(rb["scores"], rb)
+    sizes = sizes if sizes is not None and sizes == sizes_b else None  # counts only on one scale
+    c = compare({k: ra["scores"][k] - rb["scores"][k] for k in ra["scores"]}, zero, n_test=sizes, delta=delta)
+    interval = has_interval(c)
+    known = [*ra["n_test"].values(), *rb["n_test"].values()]
+    cells.update(
+        diff_mean=c.diff.mean,
+        p_a_mean=c.p_improve.mean,
+        p_value=c.p_value,
+        p_method=c.p_method,
+        n_tasks=c.n_tasks,
+        n_seeds=ra["n_seeds"],
+        n_upstream=c.n_upstream,
+        n_pairs=c.n_pairs,
+        n_test_min=min(known) if known else math.nan,
+        n_test_max=max(known) if known else math.nan,
+    )
+    for name, iv in (("diff", c.diff), ("p_a", c.p_improve)):
+        cells.update({f"{name}_lo": iv.lo if interval else math.nan, f"{name}_hi": iv.hi if interval else math.nan})
+    cells["verdict"] = verdict(c.diff, delta, than=pair.b) if interval else UNDETERMINED
+    if not c.on_counts:
+        cells["note"] = NOT_COUNTS
+    return cells
+
+
 def contrasts(
     targets: pd.DataFrame | Iterable[Mapping[str, Any]], pairs: Sequence[Contrast], delta: float = DELTA
 ) -> pd.DataFrame:
@@ -703,31 +732,7 @@ def contrasts(
                     }
                 )
                 continue
-            zero = {k: 0.0 for k in ra["baseline"]}  # compare's Δ is then a − b itself
-            sizes, sizes_b = counted_sizes(ra["scores"], ra), counted_sizes(rb["scores"], rb)
-            sizes = sizes if sizes is not None and sizes == sizes_b else None  # counts only on one scale
-            c = compare({k: ra["scores"][k] - rb["scores"][k] for k in ra["scores"]}, zero, n_test=sizes, delta=delta)
-            interval = has_interval(c)
-            known = [*ra["n_test"].values(), *rb["n_test"].values()]
-            row.update(
-                diff_mean=c.diff.mean,
-                p_a_mean=c.p_improve.mean,
-                p_value=c.p_value,
-                p_method=c.p_method,
-                n_tasks=c.n_tasks,
-                n_seeds=ra["n_seeds"],
-                n_upstream=c.n_upstream,
-                n_pairs=c.n_pairs,
-                n_test_min=min(known) if known else math.nan,
-                n_test_max=max(known) if known else math.nan,
-            )
-            for name, iv in (("diff", c.diff), ("p_a", c.p_improve)):
-                row.update(
-                    {f"{name}_lo": iv.lo if interval else math.nan, f"{name}_hi": iv.hi if interval else math.nan}
-                )
-            row["verdict"] = verdict(c.diff, delta, than=pair.b) if interval else UNDETERMINED
-            if not c.on_counts:
-                row["note"] = NOT_COUNTS
+            row.update(_measured_contrast(ra, rb, pair, delta))
             if ra["scores"] == rb["scores"]:  # a search that chose the preset reuses the preset's runs
                 row["verdict"] = f"the same runs as {pair.b}"
                 row["note"] = SAME_RUNS
