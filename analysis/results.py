@@ -87,6 +87,9 @@ OBJECTIVE_VALUES = ("val", "val_se", "val_rescored", "val_rescored_se")
 LEGACY_OBJECTIVE = "arg"
 STEP = "upstream/step"
 TOTAL_STEPS = "upstream/total_steps"
+# A replayed trial's reports (trainables/replay.py) carry the trial-seconds of the trial they came
+# from up to its last replayed report; added to Tune's time_total_s, the cost stays the computed one.
+REPLAYED_SECONDS = "replay/trial_s"
 TARGET_ARG = "target/arg"
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -257,7 +260,7 @@ def _curve_and_summary(results: list[dict], trial_dir: Path | None, objective: s
             "iteration": _num(r.get("training_iteration")),
             "val": v,
             "val_arg": _num(r.get(VAL_ARG)),
-            "time_s": _num(r.get("time_total_s")),
+            "time_s": _trial_seconds(r),
             "timestamp": _num(r.get("timestamp")),
         }
         curve.append(point)
@@ -281,8 +284,15 @@ def _curve_and_summary(results: list[dict], trial_dir: Path | None, objective: s
         "steps_done": _num(last.get(STEP)),
         "total_steps": _num(last.get(TOTAL_STEPS)),
         "reports": len(results),
-        "wall_s": _num(last.get("time_total_s")) if last else 0.0,
+        "wall_s": _trial_seconds(last) if last else 0.0,
     }
+
+
+def _trial_seconds(report: Mapping[str, Any]) -> float:
+    """A report's trial-seconds so far: Tune's ``time_total_s``, plus those of the trial its first
+    reports were replayed from (``REPLAYED_SECONDS``)."""
+    replayed = _num(report.get(REPLAYED_SECONDS))
+    return _num(report.get("time_total_s")) + (replayed if math.isfinite(replayed) else 0.0)
 
 
 def read_results(trial_dir: Path) -> list[dict]:
@@ -1111,7 +1121,7 @@ def _mlflow_results(c, run) -> list[dict[str, Any]]:
     where reported, the score difference, with their SEs)."""
     histories = {
         name: c.get_metric_history(run.info.run_id, name)
-        for name in (VAL_ARG, VAL_ARG_SE, VAL_DELTA, VAL_DELTA_SE, "time_total_s")
+        for name in (VAL_ARG, VAL_ARG_SE, VAL_DELTA, VAL_DELTA_SE, "time_total_s", REPLAYED_SECONDS)
     }
     stamps = {m.step: m.timestamp / 1000 for m in histories[VAL_ARG]}  # ms -> Unix seconds, as Tune's timestamp
     values = {name: {m.step: m.value for m in h} for name, h in histories.items()}

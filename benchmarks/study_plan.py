@@ -238,7 +238,8 @@ def measured(folder: Path, start_steps: int | None) -> dict[str, Measured]:
 
 
 def _measured_sweep(sweep: Path, method: str, add, budget) -> None:
-    """One search sweep's kept jobs and its trials' reports (``time/cpu_s``: steps and validation)."""
+    """One search sweep's kept jobs and its trials' reports (``time/cpu_s``: steps and validation;
+    none for a report replayed from another search's trial)."""
     for path in sorted(glob.glob(str(sweep / "final" / "*.json"))):
         job = read_json(path)
         kind, key = Path(path).stem.rsplit("-", 1)[0], job["key"]
@@ -255,7 +256,8 @@ def _measured_sweep(sweep: Path, method: str, add, budget) -> None:
     for results in sorted(glob.glob(str(sweep / "*" / "result.json"))):
         for line in Path(results).read_text().splitlines():
             if line.strip():
-                add(f"{method} searches: trials", json.loads(line).get("time/cpu_s", 0.0))
+                report = json.loads(line)  # a replayed report (trainables/replay.py) cost this study nothing
+                add(f"{method} searches: trials", 0.0 if "replay/of" in report else report.get("time/cpu_s", 0.0))
 
 
 def measured_markdown(cfg, rows: list[tuple[str, str, float]], kept: dict[str, Measured], cores: int) -> str:

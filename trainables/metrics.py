@@ -23,6 +23,11 @@ SECONDS_PER_STEP = "time/s_per_step"
 VALIDATION_SECONDS = "time/val_s"  # wall seconds of this report's validation scoring
 CPU_SECONDS = "time/cpu_s"  # CPU seconds of this report (steps + validation): cost without contention
 NODE_ID = "node_id"  # Ray node the report came from
+# A report replayed from a sibling sweep's trial with the same identity (``trainables.replay``): that
+# trial (``<sweep folder>/<trial folder>``), and, on every report from the first replayed one on,
+# its trial-seconds up to the last replayed report (the analysis adds them to ``time_total_s``).
+REPLAY_OF = "replay/of"
+REPLAYED_SECONDS = "replay/trial_s"
 
 # The search objective (``search.objective``): the reported metric Optuna, ASHA and the checkpoint
 # ranking maximise, and its standard error. Every trial reports both objectives. (Tables name them

@@ -5,8 +5,10 @@ scores the current prompt on the partition's *validation* tasks (downstream prom
 from the prompt, test score vs the PT baseline: ``val/arg`` and its standard error over the
 (task, seed) pairs ``val/arg_se``; the target tasks are never touched here) and reports with
 a checkpoint (prompt + method state), so ASHA can stop it between chunks and a restarted
-trial resumes from its last report. Each report also says where the trial runs (``placement``:
-the Ray node, its GPUs, ``CUDA_VISIBLE_DEVICES``, the torch device), as the later jobs do.
+trial resumes from its last report. A trial a sibling sweep already ran (the same identity:
+inputs, config and code) is replayed from that sweep's reports instead (``trainables.replay``).
+Each report also says where the trial runs (``placement``: the Ray node, its GPUs,
+``CUDA_VISIBLE_DEVICES``, the torch device), as the later jobs do.
 
 Everything the trials share (source and validation tasks, the PT baseline scores, model
 settings) reaches them once through ``tune.with_parameters``; the PT baseline is computed
@@ -19,21 +21,25 @@ import ctypes
 import gc
 import json
 import math
+import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
+from promptinit.errors import PromptinitError
+from promptinit.fingerprints import digest
 from promptinit.spaces.space import trial_settings, trial_sources
 from promptinit.trainables import metrics as M
+from promptinit.trainables.replay import IDENTITY, STATE_FILE, Original, Report, find_original, replayed
 from promptinit.trainables.scoring import PROMPT_FILE
 
-STATE_FILE = "trial.json"  # step, method, settings and the report, in every checkpoint
 # In every report: where this run of the trial is placed, the facts the phases after the search
 # keep for their jobs (``jobs.Ran``): {"node", "gpu_ids", "cuda_visible_devices", "device",
 # "started", "reported"} (the last two wall-clock Unix seconds: the run's start, this report).
@@ -54,6 +60,9 @@ class Shared:
         steps_per_report: outer steps between two reports (one ASHA rung unit).
         seed: the methods' seed (the same for every trial, so trials differ only by settings).
         method_kwargs: extra ``build_method`` arguments per method (hook for SUPMER / MetaPT data).
+        code: the fingerprint of the code that computes a trial's reports (``jobs.code_fingerprint``).
+        replay_from: sibling sweep folders whose trials this sweep's trials replay when they are
+            the same trial (``trainables.replay``); empty: every trial is computed.
     """
 
     backbone: dict
@@ -65,6 +74,25 @@ class Shared:
     steps_per_report: int
     seed: int = 0
     method_kwargs: dict = field(default_factory=dict)
+    code: str = ""
+    replay_from: tuple[str, ...] = ()
+
+    def identity(self, config: Mapping[str, Any]) -> str:
+        """A trial's identity: a digest of everything that decides its reports (these inputs, the
+        trial's config and the code), not of where its sweep or its files are."""
+        return digest(
+            self.code,
+            self.backbone,
+            [t.fingerprint for t in self.source_tasks],
+            [t.fingerprint for t in self.validation_tasks],
+            list(self.validation_seeds),
+            self.validation_tuning,
+            sorted([str(k), v] for k, v in self.baseline.items()),
+            self.steps_per_report,
+            self.seed,
+            self.method_kwargs,
+            dict(config),
+        )
 
 
 def _check_finite(values: Mapping[str, float], prompt, step: int) -> None:
@@ -124,8 +152,13 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     from promptinit.trainables.scoring import grad_transform_of, tuned_scores, validation_metrics
 
     method_name, settings = trial_settings(config)
+    total = int(settings["steps"])
+    state = {"method": method_name, "settings": settings, IDENTITY: shared.identity(config)}
     release_memory()  # what the actor's previous trial freed
     placement = _placement()
+    step, carried, load = _start(shared.replay_from, state, total)
+    if step >= total:
+        return
     backbone = Backbone(BackboneConfig(**shared.backbone))
     method = build_method(
         method_name,
@@ -135,9 +168,9 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
         seed=shared.seed,
         **shared.method_kwargs.get(method_name, {}),
     )
+    if load is not None:
+        load(method)
     tuning = TuneConfig(**shared.validation_tuning)
-    total = int(settings["steps"])
-    step = _restore(method)
     while step < total and not _stopped(method):
         cpu0 = time.process_time()
         means, done, seconds = _chunk(method, min(shared.steps_per_report, total - step), step)
@@ -157,22 +190,85 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
             M.CPU_SECONDS: time.process_time() - cpu0,
             M.NODE_ID: placement["node"],
             PLACEMENT: {**placement, "reported": time.time()},
+            **({M.REPLAYED_SECONDS: carried} if carried else {}),
         }
         _check_finite({M.VAL_ARG: report[M.VAL_ARG]}, method.prompt, step)
         release_memory()  # what the validation's batched tuning freed
-        _report_with_checkpoint(method, method_name, settings, step, report)
+        _report(report, {**state, "step": step}, partial(_write_method, method, method_name, step))
 
 
-def _restore(method) -> int:
-    """The step a restarted trial (failure, --resume) continues from, its state loaded; 0 for a new trial."""
+def _start(folders: tuple[str, ...], state: dict, total: int) -> tuple[int, float, Callable[[Any], object] | None]:
+    """Where a trial starts: its upstream step, the replayed trial-seconds its reports carry, and
+    what loads the method's state (None: a new method). A restarted trial goes on from its own
+    checkpoint; a new one, or one restarted from a replayed checkpoint without the method's
+    state, replays what a sibling sweep's trial with its identity reported (``_replay``)."""
     from promptinit.methods.checkpoint import load_checkpoint
+
+    step, carried, has_state = _restored()
+    if has_state:
+        return step, carried, _restore
+    step, carried, resume_from = _replay(folders, state, step, total, carried)
+    if resume_from is not None:
+        return step, carried, partial(load_checkpoint, folder=resume_from)
+    if 0 < step < total:
+        raise PromptinitError(
+            f"trial checkpoint at upstream step {step} was replayed from a trial that is gone and holds no "
+            "method state to go on from; delete the trial's folder to compute it afresh"
+        )
+    return step, carried, None
+
+
+def _restored() -> tuple[int, float, bool]:
+    """A restarted trial's (failure, --resume) checkpoint: its step (0 for a new trial), the replayed
+    trial-seconds its reports carry, and whether it holds the method's state (a checkpoint a
+    replay copied from a trial that kept only its prompt does not)."""
+    from promptinit.methods.checkpoint import STATE
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return 0
+        return 0, 0.0, False
+    with checkpoint.as_directory() as folder:
+        doc = json.loads((Path(folder) / STATE_FILE).read_text())
+        has_state = (Path(folder) / STATE).is_file()
+    return int(doc["step"]), float(doc["report"].get(M.REPLAYED_SECONDS, 0.0)), has_state
+
+
+def _replay(
+    folders: tuple[str, ...], state: dict, after: int, total: int, carried: float
+) -> tuple[int, float, Path | None]:
+    """Report the reports after upstream step ``after`` of a sibling sweep's trial with this
+    trial's identity (``trainables.replay``); returns the step reached, the replayed
+    trial-seconds the next reports carry, and the checkpoint to go on training from."""
+    original = find_original(folders, state[IDENTITY]) if folders else None
+    if original is None:
+        return after, carried, None
+    reports, resume = original.plan(after, total)
+    if reports:
+        print(f"replaying {len(reports)} reports of {original.trial} (the same trial: inputs, config and code)")
+    for r in reports:
+        _report_replayed(r, original, state)
+    last = resume or (reports[-1] if reports else None)
+    if last is None:
+        return after, carried, None
+    return last.step, last.seconds, resume.checkpoint if resume else None
+
+
+def _report_replayed(r: Report, original: Original, state: dict) -> None:
+    """One replayed report, with a copy of the original's checkpoint where it kept one."""
+    values = replayed(r, original)
+    if r.checkpoint is None:
+        tune.report(values)
+        return
+    _report(values, {**state, "step": r.step}, partial(shutil.copytree, r.checkpoint, dirs_exist_ok=True))
+
+
+def _restore(method) -> None:
+    """Load a restarted trial's method state from its checkpoint."""
+    from promptinit.methods.checkpoint import load_checkpoint
+
+    checkpoint = tune.get_checkpoint()
     with checkpoint.as_directory() as folder:
         load_checkpoint(method, folder)
-        return int(json.loads((Path(folder) / STATE_FILE).read_text())["step"])
 
 
 def _stopped(method) -> bool:
@@ -195,16 +291,21 @@ def _chunk(method, steps: int, step: int) -> tuple[dict[str, float], int, float]
     return {k: v / done for k, v in sums.items()}, done, (time.perf_counter() - t0) / done
 
 
-def _report_with_checkpoint(method, method_name: str, settings: dict, step: int, report: dict) -> None:
-    """``tune.report`` with a checkpoint of the method (prompt + state) and the report itself."""
+def _write_method(method, method_name: str, step: int, folder: Path) -> None:
+    """The method's checkpoint (prompt + state) in ``folder``."""
     from promptinit.backbones import save_prompt
     from promptinit.methods.checkpoint import save_checkpoint
 
+    save_checkpoint(method, folder)
+    save_prompt(method.prompt, folder / PROMPT_FILE, {"method": method_name, "step": str(step)})
+
+
+def _report(report: dict, state: dict, fill: Callable[[Path], object]) -> None:
+    """``tune.report`` with a checkpoint: ``fill`` writes its files, then the trial's state and
+    the report itself go in ``trial.json``."""
     with tempfile.TemporaryDirectory(prefix="promptinit-ckpt-") as folder:
-        save_checkpoint(method, folder)
-        save_prompt(method.prompt, Path(folder) / PROMPT_FILE, {"method": method_name, "step": str(step)})
-        state = {"step": step, "method": method_name, "settings": settings, "report": report}
-        (Path(folder) / STATE_FILE).write_text(json.dumps(state, indent=1, default=str))
+        fill(Path(folder))
+        (Path(folder) / STATE_FILE).write_text(json.dumps({**state, "report": report}, indent=1, default=str))
         # Tune copies the folder to the trial's storage before report() returns.
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 

@@ -161,7 +161,8 @@ class Search(Strict):
         description="Optuna sampler: tpe (TPESampler) or random (RandomSampler); the scheduler, the paper "
         "defaults first and the budget stay the same, so two sweeps differing only here spend "
         "the same compute. TPE samples at random until `startup_trials` trials have "
-        "finished, so with one seed both propose the same configurations until then",
+        "finished, so with one seed both propose the same configurations until then (`replay` saves "
+        "computing those twice)",
     )
     startup_trials: int = Field(
         10,
@@ -171,6 +172,12 @@ class Search(Strict):
     )
     seed: int = Field(0, description="seed of the Optuna sampler (tpe or random)")
     points_to_evaluate: bool = Field(True, description="start with each method's paper defaults")
+    replay: bool = Field(
+        True,
+        description="a trial that a sibling sweep (a folder beside this sweep's) already ran with the same "
+        "inputs, config and code is replayed from its reports and checkpoints instead of computed again; its "
+        "trial-seconds still count in the search's cost (trainables/replay.py). false: compute every trial",
+    )
     space: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per method: setting -> value | [choices] | {low, high, log}"
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from promptinit.search.phases import tracking
-from promptinit.search.phases.check import Checked, trial_states
+from promptinit.search.phases.check import RECORD_FILE, Checked, trial_states
 from promptinit.search.phases.config import SweepConfig
 from promptinit.search.phases.jobs import PT_START, problems_for, run_scores
 from promptinit.search.phases.prepare import Context, Prepared, Run
@@ -96,7 +96,7 @@ class Searched:
         counts: each method's trials and finished trials.
         ranked: each method's every trial with a validation score, best first (for calibration).
         seconds: wall seconds of ``Tuner.fit``.
-        trial_cpu_s: CPU seconds the trials reported.
+        trial_cpu_s: CPU seconds the trials spent (a replayed report spends none).
     """
 
     candidates: dict[str, list[Candidate]]
@@ -124,6 +124,8 @@ def run(checked: Checked, prepared: Prepared) -> Searched:
         baseline=baseline,
         steps_per_report=cfg.budget.steps_per_report,
         seed=cfg.seed,
+        code=ctx.runner.code,
+        replay_from=sibling_sweeps(cfg.sweep_dir) if cfg.search.replay else (),
     )
     trainable = make_trainable(shared, ctx.cpu, ctx.gpu)
     if not checked.resume:  # a file an earlier sweep in this folder left: this search writes its own
@@ -139,17 +141,40 @@ def run(checked: Checked, prepared: Prepared) -> Searched:
     results = list(tuner.fit()) if tuner is not None else []
     results += kept_results(cfg.sweep_dir, kept, [Path(r.path) for r in results])  # those of an earlier Tune run
     seconds = time.perf_counter() - t0
-    trial_cpu = float(
-        sum(
-            r.metrics_dataframe[M.CPU_SECONDS].sum()
-            for r in results
-            if r.metrics_dataframe is not None and M.CPU_SECONDS in r.metrics_dataframe
-        )
+    trial_cpu, replays = _spent(results)
+    logger.info(
+        "search: %d trials in %.0f s (%.0f CPU s in trials%s)",
+        len(results),
+        seconds,
+        trial_cpu,
+        f"; {replays} reports replayed from sibling sweeps' trials" if replays else "",
     )
-    logger.info("search: %d trials in %.0f s (%.0f CPU s in trials)", len(results), seconds, trial_cpu)
     ranked, counts = best_trials(results, cfg.methods, len(results), cfg.search.objective)
     candidates = {m: cs[: cfg.search.top_k] for m, cs in ranked.items()}
     return Searched(candidates, counts, ranked, seconds, trial_cpu)
+
+
+def _spent(results: list) -> tuple[float, int]:
+    """CPU seconds the trials' reports cost this search, and how many reports were replayed (they cost none)."""
+    cpu, replays = 0.0, 0
+    for r in results:
+        df = r.metrics_dataframe
+        if df is None or M.CPU_SECONDS not in df:
+            continue
+        if M.REPLAY_OF not in df:
+            cpu += float(df[M.CPU_SECONDS].sum())
+            continue
+        replayed = df[M.REPLAY_OF].notna()
+        cpu += float(df.loc[~replayed, M.CPU_SECONDS].sum())
+        replays += int(replayed.sum())
+    return cpu, replays
+
+
+def sibling_sweeps(sweep_dir: Path) -> tuple[str, ...]:
+    """The sweep folders beside ``sweep_dir`` (a study's other searches): where its trials look
+    for themselves to replay (``trainables.replay``)."""
+    own = sweep_dir.resolve()
+    return tuple(str(p) for p in sorted(own.parent.iterdir()) if p != own and (p / RECORD_FILE).is_file())
 
 
 def build_caches(space: SweepSpace, ctx: Context) -> None:

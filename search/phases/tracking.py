@@ -175,12 +175,13 @@ def create_child(uri: str, experiment: str, parent_run_id: str, trial_id: str, c
 
 
 def log_result(run_id: str, uri: str, result: Mapping[str, Any]) -> None:
-    """One Tune report in a trial's run: its numeric metrics at the report's upstream step."""
+    """One Tune report in a trial's run: its numeric metrics at the report's upstream step (and, as
+    tags, the node it came from and the trial a replayed report was replayed from)."""
     log_dict(
         run_id,
         uri,
         metrics=_numeric(result),
-        tags={M.NODE_ID: result[M.NODE_ID]} if M.NODE_ID in result else {},
+        tags={k: str(result[k]) for k in (M.NODE_ID, M.REPLAY_OF) if k in result},
         step=int(result.get(M.STEP, result.get("training_iteration", 0))),
     )
 

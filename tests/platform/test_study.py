@@ -200,6 +200,17 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     kept_pt = [json.loads(f.read_text())["key"] for s in sweeps for f in (s / "final").glob("target-*.json")]
     pt = [k for k in kept_pt if "method" not in k]
     assert len(sweeps) == 4 and not pt, pt
+    # the random searches start with the paper defaults, as the TPE searches did: that trial (and
+    # any other both proposed) is replayed from the TPE search's reports (trainables/replay.py)
+    for method in ("mtl", "maml"):
+        first = {(f.parent.name, r["upstream/step"]): r for f in (study / "sweeps" / f"{raw['name']}-{method}-tpe").glob("*/result.json")
+                 for r in map(json.loads, f.read_text().splitlines())}
+        replayed = [r for f in (study / "sweeps" / f"{raw['name']}-{method}-random").glob("*/result.json")
+                    for r in map(json.loads, f.read_text().splitlines()) if "replay/of" in r]
+        assert replayed, method
+        for r in replayed:
+            sweep, trial = r["replay/of"].split("/")
+            assert sweep == f"{raw['name']}-{method}-tpe" and r["val/delta"] == first[trial, r["upstream/step"]]["val/delta"]
     assert [len(list((s / "final").glob("validation PT-*.json"))) for s in sweeps].count(0) == 3
     # the measured cost per phase (benchmarks/study_plan.py --measured), by the jobs kept: 2 targets x
     # 2 seeds = 4 pairs, upstream seeds 1 and 2, 2 searches per method with 2 calibrated trials each
