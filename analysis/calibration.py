@@ -25,6 +25,7 @@ from promptinit.files import atomic_write
 
 FILE = "calibration"  # calibration.{csv,md} in the sweep folder
 RESAMPLES = 4000
+RHO_DELTA = "rho of validation Δ [95 % CI]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +112,67 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def pooled(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method searched more than once in one study: its calibrated trials of every search
+    together, each configuration once, and Spearman's rho of the validation ARG and of the
+    validation Δ with the target difference (columns as ``summary``'s, with ``searches``).
+
+    The same configuration in two searches of one study is the same trial (the same inputs and
+    code: computed twice, or replayed, with the same scores), so it counts once. Needs the columns
+    ``base_method`` (the method), ``search`` (the search's folder) and ``config`` (the trial's
+    settings as canonical JSON; "" where unknown: such a trial counts as distinct)."""
+    if df.empty or not {"base_method", "search", "config"} <= set(df.columns):
+        return pd.DataFrame()
+    key = df["config"].where(df["config"] != "", df["search"] + "/" + df["trial_id"])
+    out = []
+    for method, g in df.assign(key=key).groupby("base_method", sort=True):
+        if g["search"].nunique() < 2:
+            continue
+        g = g.drop_duplicates("key")
+        r = spearman(g["val_arg"].to_numpy(), g["target_diff"].to_numpy())
+        d = spearman(_column(g, "val_delta"), g["target_diff"].to_numpy())
+        out.append(
+            {
+                "method": method,
+                "searches": int(df.loc[df["base_method"] == method, "search"].nunique()),
+                "trials": len(g),
+                "rho": r.rho,
+                "rho_lo": r.lo,
+                "rho_hi": r.hi,
+                "rho_delta": d.rho,
+                "rho_delta_lo": d.lo,
+                "rho_delta_hi": d.hi,
+                "objective": str(g["objective"].iloc[0]) if "objective" in g else "arg",
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def _marked(rho: Rho, objective: str, r: Any) -> str:
+    """``rho`` formatted, marked when it is of the row's search objective."""
+    return rho.fmt() + (" (the objective)" if r.objective == objective else "")
+
+
+def _pooled_markdown(p: pd.DataFrame) -> str:
+    table_ = markdown(
+        ["method", "searches", "distinct trials", "Spearman rho of validation ARG [95 % CI]", RHO_DELTA],
+        [
+            [
+                r.method,
+                r.searches,
+                r.trials,
+                _marked(Rho(r.rho, r.rho_lo, r.rho_hi, r.trials, 0.0), "arg", r),
+                _marked(Rho(r.rho_delta, r.rho_delta_lo, r.rho_delta_hi, r.trials, 0.0), "delta", r),
+            ]
+            for r in p.itertuples()
+        ],
+    )
+    return (
+        "Each method's searches together (their calibrated trials pooled; a configuration two searches "
+        f"both ran is the same trial and counts once):\n\n{table_}"
+    )
+
+
 def _column(g: pd.DataFrame, name: str) -> np.ndarray:
     """A numeric column, all NaN when the file predates it."""
     return pd.to_numeric(g[name], errors="coerce").to_numpy() if name in g else np.full(len(g), np.nan)
@@ -118,24 +180,20 @@ def _column(g: pd.DataFrame, name: str) -> np.ndarray:
 
 def _summary_markdown(s: pd.DataFrame) -> str:
     """``summary``'s rows as a table; the rho of the search's objective is marked."""
-
-    def mark(rho: Rho, objective: str, r: Any) -> str:
-        return rho.fmt() + (" (the objective)" if r.objective == objective else "")
-
     return markdown(
         [
             "method",
             "trials",
             "Spearman rho of validation ARG [95 % CI]",
-            "rho of validation Δ [95 % CI]",
+            RHO_DELTA,
             "chosen trial's rank on target",
         ],
         [
             [
                 r.method,
                 r.trials,
-                mark(Rho(r.rho, r.rho_lo, r.rho_hi, r.trials, r.rho_dropped), "arg", r),
-                mark(Rho(r.rho_delta, r.rho_delta_lo, r.rho_delta_hi, r.trials, r.rho_delta_dropped), "delta", r),
+                _marked(Rho(r.rho, r.rho_lo, r.rho_hi, r.trials, r.rho_dropped), "arg", r),
+                _marked(Rho(r.rho_delta, r.rho_delta_lo, r.rho_delta_hi, r.trials, r.rho_delta_dropped), "delta", r),
                 f"{r.chosen_target_rank} of {r.trials}" if r.chosen_target_rank else "not calibrated",
             ]
             for r in s.itertuples()
@@ -177,12 +235,14 @@ def to_markdown(df: pd.DataFrame) -> str:
         ],
     )
     pairs = int(s["pairs"].iloc[0])
+    p = pooled(df)
+    together = f"{_pooled_markdown(p)}\n\n" if len(p) else ""
     return (
         "Does the search objective predict the target? Spearman's rho between each calibrated trial's "
         "validation ARG, and its validation score difference Δ to PT, and its mean target difference to PT "
         "(the search ranked trials by the one marked the objective) "
         f"({pairs} target (task, seed) pairs per trial; trials spread over the validation ranking; 95 % "
-        f"percentile bootstrap over trials, {RESAMPLES} resamples).\n\n{head}\n\n{trials}\n"
+        f"percentile bootstrap over trials, {RESAMPLES} resamples).\n\n{head}\n\n{together}{trials}\n"
     )
 
 

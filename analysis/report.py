@@ -217,7 +217,14 @@ def _calibration(report: Report, sweeps: Sequence[Sweep], tdir: Path) -> str:
     folders += [s.dir / f for s in sweeps if s.dir is not None for f in _study_result(s).get("searches", {}).values()]
     found = [(f, calibration.read(f)) for f in dict.fromkeys(Path(f).resolve() for f in folders)]
     frames = [
-        df.assign(method=[f"{m} ({f.name})" for m in df["method"]]) if len(found) > 1 else df
+        df.assign(
+            method=[f"{m} ({f.name})" for m in df["method"]],
+            base_method=df["method"],
+            search=f.name,
+            config=[_trial_config(f, t) for t in df["trial_id"]],
+        )
+        if len(found) > 1
+        else df
         for f, df in found
         if df is not None and len(df)
     ]
@@ -227,6 +234,13 @@ def _calibration(report: Report, sweeps: Sequence[Sweep], tdir: Path) -> str:
     text = calibration.write_calibration(rows, tdir)
     report.files += [tdir / f"{calibration.FILE}.md", tdir / f"{calibration.FILE}.csv"]
     return text
+
+
+def _trial_config(sweep: Path, trial_id: str) -> str:
+    """A trial's config (its folder's ``params.json``) as canonical JSON; "" when it is not there."""
+    for path in sorted(sweep.glob(f"*_{trial_id}/params.json")):
+        return json.dumps(json.loads(path.read_text()), sort_keys=True)
+    return ""
 
 
 def _arg_bars_link(report: Report, arg: pd.DataFrame, val: pd.DataFrame, pdir: Path) -> tuple[str, Path] | None:

@@ -2,6 +2,7 @@
 and Spearman's rho with its bootstrap interval."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -100,3 +101,30 @@ def test_rho_of_the_validation_difference_sits_beside_the_objectives():
     assert "| +0.60 [" in text and "] (the objective) |" in text.split("| +0.60 [")[1].split("\n")[0]  # no objective column: arg
     delta = calibration.to_markdown(calibration.table([{**r, "objective": "delta"} for r in rows]))
     assert "| +1.00 [+1.00, +1.00] (the objective) |" in delta and "] (the objective) | +1.00" not in delta
+
+
+def test_a_methods_searches_are_pooled_with_each_configuration_once():
+    """Two searches of one study calibrated 3 trials each; one configuration (lr 0.5) is in both,
+    with the same scores (the same trial): pooled, 5 distinct trials, and rho is scipy's (and the
+    hand-computed one) on those 5.
+    A method searched once gets no pooled row."""
+    from scipy.stats import spearmanr
+
+    def row(search, trial, lr, val, target, method="mtl"):
+        return {"method": f"{method} ({search})", "base_method": method, "search": search, "trial_id": trial,
+                "config": json.dumps({"method": method, method: {"lr": lr}}, sort_keys=True), "val_rank": 1,
+                "val_arg": val, "rescored_arg": math.nan, "target_diff": target, "pairs": 15, "chosen": False,
+                "val_delta": val / 2, "objective": "delta"}
+
+    rows = [row("tpe", "a", 0.5, 0.10, 0.05), row("tpe", "b", 0.3, 0.04, 0.01), row("tpe", "c", 0.1, 0.07, 0.06),
+            row("random", "d", 0.5, 0.10, 0.05), row("random", "e", 0.2, 0.02, -0.02), row("random", "f", 0.4, 0.08, 0.02),
+            row("tpe", "g", 0.5, 0.01, 0.0, method="maml")]
+    p = calibration.pooled(calibration.table(rows))
+    assert list(p["method"]) == ["mtl"] and p.loc[0, "trials"] == 5 and p.loc[0, "searches"] == 2
+    val, target = [0.10, 0.04, 0.07, 0.02, 0.08], [0.05, 0.01, 0.06, -0.02, 0.02]
+    assert p.loc[0, "rho_delta"] == pytest.approx(spearmanr(val, target).statistic)
+    # by hand: ranks 5 2 3 1 4 against 4 2 5 1 3, d^2 = 1 + 0 + 4 + 0 + 1 = 6, 1 - 6 * 6 / (5 * 24) = 0.7
+    assert p.loc[0, "rho_delta"] == pytest.approx(0.7)
+    text = calibration.to_markdown(calibration.table(rows))
+    assert "| mtl | 2 | 5 | +0.70 [" in text and "counts once" in text
+    assert calibration.pooled(calibration.table([r for r in rows if r["search"] == "tpe"])).empty

@@ -251,6 +251,7 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     index = (out / "index.md").read_text()
     assert f"{start} steps (a start) and {end} steps (the end" in index
     assert "## Does the search objective predict the target?" in index
+    assert "Each method's searches together" in index  # TPE's and random's calibrated trials pooled, twins once
     with (out / "tables" / "calibration.csv").open() as f:
         calibrated = list(csv.DictReader(f))
     assert len(calibrated) == 4 * raw["search"]["calibrate"]  # every search arm's calibrated trials
