@@ -421,6 +421,23 @@ def test_resume_accepts_fewer_calibration_seeds_only_before_any_search_started()
     assert study.resume_plan(full, dump({**raw, "seed": 1, "search": cut["search"]}), finished=set()) is None
 
 
+def test_resume_accepts_a_change_of_search_replay_and_a_record_from_before_it():
+    """Replay never changes a score, so ``search.replay`` may change mid-study; a study recorded
+    before the field existed (study v2, 7 Dec 2026) resumes under it; another change is refused."""
+    raw = yaml.safe_load(SMOKE_V2.read_text())
+
+    def dump(r: dict) -> dict:
+        return json.loads(json.dumps(study.config_dict(study.StudyConfig(**r))))
+
+    full = dump(raw)
+    assert full["search"]["replay"] is True
+    old = {**full, "search": {k: v for k, v in full["search"].items() if k != "replay"}}
+    off = dump({**raw, "search": {**raw["search"], "replay": False}})
+    for earlier, now in ((old, full), (full, off), (off, full), (old, off)):
+        assert study.resume_plan(earlier, now, finished=set(), searched=True) == ([], [])
+    assert study.resume_plan(old, dump({**raw, "seed": 1}), finished=set(), searched=True) is None
+
+
 def test_a_resume_records_the_change_it_accepted_and_keeps_the_code_record(tmp_path):
     """A resume that accepted a change (here the calibration's seeds, before any search) rewrites
     the study's record: the next resume, once a search has started, judges against the config

@@ -280,7 +280,8 @@ def resume_plan(
     sweep: its arm is done under the old space). A changed space is a budget decision taken after
     a sweep failed (say, trials that ran out of memory); that method's unfinished sweeps start
     afresh under it, every other job is kept. ``search.calibrate_seeds`` may change while no
-    search sweep has started (``searched`` False): a cut of the calibration's cost."""
+    search sweep has started (``searched`` False): a cut of the calibration's cost.
+    ``search.replay`` may change at any time, and a record from before it existed resumes."""
     if not isinstance(earlier, dict):
         return None
     earlier = relocated(earlier, now)
@@ -292,6 +293,7 @@ def resume_plan(
     calibrate_seeds = now["search"].get("calibrate_seeds")
     if searched and search.get("calibrate_seeds") != calibrate_seeds:
         return None
-    search = {**search, "space": new, "calibrate_seeds": calibrate_seeds}
+    # search.replay never changes a score (a replayed trial reports what it would compute): free
+    search = {**search, "space": new, "calibrate_seeds": calibrate_seeds, "replay": now["search"].get("replay")}
     added = added_arms({**earlier, "search": search}, now, unstarted)
     return None if added is None else (added, respaced)
