@@ -2,7 +2,8 @@
 
 A trial's reports are a deterministic function of its inputs: the shared inputs of its sweep
 (``Shared``: backbone, tasks, validation seeds and tuning, PT's baseline, report interval,
-seed), its config and the code that computes them. Two searches of one study meet the same
+seed), its config, the dtype the backbone resolves to on its node and the code that computes
+them. Two searches of one study meet the same
 trial: both enqueue the paper defaults first, and a random search and TPE's random start-up
 trials seeded alike propose the same first points. On study v2 (7 Dec 2026) the MTL random
 search's first two trials were twins of TPE's and gave identical reports, after 2,950 and

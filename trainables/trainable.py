@@ -77,12 +77,14 @@ class Shared:
     code: str = ""
     replay_from: tuple[str, ...] = ()
 
-    def identity(self, config: Mapping[str, Any]) -> str:
+    def identity(self, config: Mapping[str, Any], dtype: str) -> str:
         """A trial's identity: a digest of everything that decides its reports (these inputs, the
-        trial's config and the code), not of where its sweep or its files are."""
+        trial's config, the code, and ``dtype``, what the backbone's dtype resolves to on the node:
+        ``auto`` is bfloat16 on one CPU and float32 on another), not of where its sweep or its files are."""
         return digest(
             self.code,
             self.backbone,
+            dtype,
             [t.fingerprint for t in self.source_tasks],
             [t.fingerprint for t in self.validation_tasks],
             list(self.validation_seeds),
@@ -110,6 +112,16 @@ def _node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()
+
+
+def _node_dtype(backbone: dict) -> str:
+    """The dtype the backbone's ``dtype`` resolves to on this node (``auto``: bfloat16 where the
+    CPU or GPU computes it natively, else float32)."""
+    from promptinit.backbones import BackboneConfig
+    from promptinit.backbones.backbone import resolve_dtype
+
+    config = BackboneConfig(**backbone)
+    return str(resolve_dtype(config.dtype, config.resolved_device()))
 
 
 def _placement() -> dict[str, Any]:
@@ -153,7 +165,11 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
 
     method_name, settings = trial_settings(config)
     total = int(settings["steps"])
-    state = {"method": method_name, "settings": settings, IDENTITY: shared.identity(config)}
+    state = {
+        "method": method_name,
+        "settings": settings,
+        IDENTITY: shared.identity(config, _node_dtype(shared.backbone)),
+    }
     release_memory()  # what the actor's previous trial freed
     placement = _placement()
     step, carried, load = _start(shared.replay_from, state, total)

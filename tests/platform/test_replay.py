@@ -79,7 +79,7 @@ def fakes(monkeypatch):
     import promptinit.methods as methods
     import promptinit.methods.checkpoint as checkpoint
 
-    seen = types.SimpleNamespace(built=0, loaded=[])
+    seen = types.SimpleNamespace(built=0, loaded=[], dtype="bfloat16")
 
     def build(*a, **kw):
         seen.built += 1
@@ -93,6 +93,7 @@ def fakes(monkeypatch):
         method.prompt = torch.full((2, 4), json.loads((Path(folder) / checkpoint.STATE).read_text())["steps"])
 
     monkeypatch.setattr(trainable, "_node_id", lambda: "node")
+    monkeypatch.setattr(trainable, "_node_dtype", lambda backbone: seen.dtype)
     monkeypatch.setattr(backbones, "Backbone", lambda config: object())
     monkeypatch.setattr(backbones, "BackboneConfig", lambda **kw: kw)
     monkeypatch.setattr(backbones, "save_prompt", lambda prompt, path, meta: Path(path).write_bytes(b"prompt"))
@@ -222,8 +223,16 @@ def test_a_trial_that_differs_in_what_decides_its_reports_is_computed(tmp_path, 
 
 def test_the_identity_is_of_the_inputs_not_of_where_the_sweep_is():
     a, b = _shared(), _shared((Path("/elsewhere"),))
-    assert a.identity(CONFIG) == b.identity(CONFIG) == a.identity(json.loads(json.dumps(CONFIG)))
-    assert a.identity(CONFIG) != a.identity({"method": "mtl", "mtl": {"steps": 6, "lr": 0.5000001}})
+    assert a.identity(CONFIG, "bfloat16") == b.identity(CONFIG, "bfloat16") == a.identity(json.loads(json.dumps(CONFIG)), "bfloat16")
+    assert a.identity(CONFIG, "bfloat16") != a.identity({"method": "mtl", "mtl": {"steps": 6, "lr": 0.5000001}}, "bfloat16")
+    assert a.identity(CONFIG, "bfloat16") != a.identity(CONFIG, "float32")  # `dtype: auto` on another node
+
+
+def test_a_node_that_resolves_the_dtype_otherwise_computes_the_trial(tmp_path, monkeypatch, fakes):
+    _run(monkeypatch, tmp_path / "tpe" / "mtl_a", _shared())
+    fakes.dtype = "float32"
+    again = _run(monkeypatch, tmp_path / "random" / "mtl_b", _shared((tmp_path / "tpe",)))
+    assert fakes.built == 2 and not any(M.REPLAY_OF in x for x in again.lines)
 
 
 def _report(step: int, state: bool, folder: Path | None = Path("c")) -> Report:
@@ -246,7 +255,9 @@ def test_the_original_is_the_sibling_trial_with_the_most_reports(tmp_path, monke
     (tmp_path / "random" / "mtl_b" / "result.json").write_text(
         (tmp_path / "random" / "mtl_b" / "result.json").read_text() + '{"cut sh'  # a trial writing its report
     )
-    found = find_original((str(tmp_path / "tpe"), str(tmp_path / "random"), str(tmp_path / "gone")), _shared().identity(CONFIG))
+    found = find_original(
+        (str(tmp_path / "tpe"), str(tmp_path / "random"), str(tmp_path / "gone")), _shared().identity(CONFIG, "bfloat16")
+    )
     assert found is not None and found.trial == "random/mtl_b" and [r.step for r in found.reports] == [2, 4, 6]
     assert [r.seconds for r in found.reports] == [100.0, 200.0, 300.0] and all(r.has_state for r in found.reports)
     assert find_original((str(tmp_path / "tpe"),), "another identity") is None

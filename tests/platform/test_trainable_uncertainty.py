@@ -68,6 +68,7 @@ def test_the_trainable_reports_val_arg_and_its_standard_error(monkeypatch):
     )
     monkeypatch.setattr(trainable, "tune", fake_tune)
     monkeypatch.setattr(trainable, "_node_id", lambda: "node")
+    monkeypatch.setattr(trainable, "_node_dtype", lambda backbone: "float32")
     monkeypatch.setattr(backbones, "Backbone", lambda config: object())
     monkeypatch.setattr(backbones, "BackboneConfig", lambda **kw: kw)
     monkeypatch.setattr(methods, "build_method", lambda *a, **kw: _Method())
