@@ -14,7 +14,9 @@ those, the code fingerprint included), and a new trial first looks in its siblin
 (``Shared.replay_from``) for a trial with the same identity. When it finds one (the one with
 the most reports), it reports the original's reports in order, each with a copy of the
 original's checkpoint of that report where the original kept one, so its own scheduler (ASHA)
-stops it, or promotes it, where it would have after computing them:
+stops it, or promotes it, where it would have after computing them (each copy names the
+checkpoint it copies, ``COPIED_FROM``, and the jobs that start from a checkpoint key it by that
+name, ``jobs.checkpoint_key``: a study's two searches re-score and calibrate a shared trial once):
 
 - the original ran all its steps: every report is replayed, nothing is computed;
 - it stopped earlier (its own scheduler stopped it): the reports up to its last checkpoint that
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "trial.json"  # step, method, settings, identity and the report, in every checkpoint
 IDENTITY = "identity"  # its field with the trial's identity
+COPIED_FROM = "copied_from"  # its field, in a replayed checkpoint: ``<sweep>/<trial>/<checkpoint>`` it copies
 RESULTS_FILE = "result.json"  # Tune's reports of a trial, one JSON object per line
 
 
@@ -136,6 +139,22 @@ def find_original(folders: tuple[str, ...], identity: str) -> Original | None:
             if reports and (best is None or len(reports) > len(best.reports)):
                 best = Original(f"{folder.name}/{trial_dir.name}", reports)
     return best
+
+
+def copied_from(checkpoint: Path) -> str | None:
+    """The checkpoint a replayed ``checkpoint`` copies (``<sweep>/<trial>/<checkpoint>``, the one
+    that was computed), None for a computed checkpoint or one that is not on disk."""
+    try:
+        value = json.loads((checkpoint / STATE_FILE).read_text()).get(COPIED_FROM)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def copy_of(checkpoint: Path, original: Original) -> str:
+    """What a replay's copy of ``original``'s ``checkpoint`` names as its origin: the computed
+    checkpoint (a copy of a copy names the first)."""
+    return copied_from(checkpoint) or f"{original.trial}/{checkpoint.name}"
 
 
 def replayed(report: Report, original: Original) -> dict[str, Any]:

@@ -37,7 +37,16 @@ from promptinit.errors import PromptinitError
 from promptinit.fingerprints import digest
 from promptinit.spaces.space import trial_settings, trial_sources
 from promptinit.trainables import metrics as M
-from promptinit.trainables.replay import IDENTITY, STATE_FILE, Original, Report, find_original, replayed
+from promptinit.trainables.replay import (
+    COPIED_FROM,
+    IDENTITY,
+    STATE_FILE,
+    Original,
+    Report,
+    copy_of,
+    find_original,
+    replayed,
+)
 from promptinit.trainables.scoring import PROMPT_FILE
 
 # In every report: where this run of the trial is placed, the facts the phases after the search
@@ -275,7 +284,8 @@ def _report_replayed(r: Report, original: Original, state: dict) -> None:
     if r.checkpoint is None:
         tune.report(values)
         return
-    _report(values, {**state, "step": r.step}, partial(shutil.copytree, r.checkpoint, dirs_exist_ok=True))
+    copied = {**state, "step": r.step, COPIED_FROM: copy_of(r.checkpoint, original)}
+    _report(values, copied, partial(shutil.copytree, r.checkpoint, dirs_exist_ok=True))
 
 
 def _restore(method) -> None:

@@ -252,11 +252,15 @@ def checkpoint_key(checkpoint: str | Path) -> str:
     """How a target job's key names the checkpoint it starts from, wherever the run folder lives
     (a fresh machine, another checkout) and however the path is spelt: an upstream run as
     ``upstream/<its folder>`` (the folder's name is the digest of what the run trained, so equal
-    runs have one name), a search trial's checkpoint as ``<sweep>/<trial>/<checkpoint>``."""
+    runs have one name), a search trial's checkpoint as ``<sweep>/<trial>/<checkpoint>``, and a
+    checkpoint a replay copied (``trainables.replay``) as the one it copied, so the jobs that
+    start from it are those of the original, kept once for both searches of a study."""
+    from promptinit.trainables.replay import copied_from
+
     where = Path(checkpoint)
     if where.parent.name == UPSTREAM_DIR:
         return f"{UPSTREAM_DIR}/{where.name}"
-    return "/".join(where.parts[-3:])
+    return copied_from(where) or "/".join(where.parts[-3:])
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 import promptinit.trainables.scoring as scoring
 import promptinit.trainables.trainable as trainable
 from promptinit.analysis.results import _curve_and_summary
+from promptinit.search.phases.jobs import checkpoint_key
 from promptinit.trainables import metrics as M
 from promptinit.trainables.replay import Original, Report, find_original
 
@@ -158,6 +159,12 @@ def test_a_trial_a_sibling_sweep_finished_is_replayed_whole_and_nothing_is_compu
         assert doc["identity"] == first["identity"] and doc["step"] == first["step"]
         assert doc["report"][M.REPLAY_OF] == "tpe/mtl_a"
         assert (tmp_path / "random" / "mtl_b" / name / "prompt.safetensors").read_bytes() == b"prompt"
+    # the jobs that start from a copied checkpoint are the original's (a study's searches share them),
+    # through a replay of the replay too; a computed checkpoint keeps its own name
+    third = _run(monkeypatch, tmp_path / "grid" / "mtl_c", _shared((tmp_path / "random",)))
+    assert [x[M.REPLAY_OF] for x in third.lines] == ["random/mtl_b"] * 3 and fakes.built == 1
+    for folder in ("random/mtl_b", "grid/mtl_c", "tpe/mtl_a"):
+        assert checkpoint_key(tmp_path / folder / "checkpoint_000002") == "tpe/mtl_a/checkpoint_000002"
     # the analysis counts the original's trial-seconds: 300 of them, plus the replay's own
     summary = _curve_and_summary(again.lines, tmp_path / "random" / "mtl_b", "delta")
     assert summary["wall_s"] == 300.0 + 300.0 and [p["time_s"] for p in summary["curve"]] == [200.0, 400.0, 600.0]
@@ -176,6 +183,8 @@ def test_a_trial_stopped_early_is_replayed_up_to_its_last_state_then_trained_on(
     assert [_own(x, timing=False) for x in again.lines] == [_own(x, timing=False) for x in whole.lines]
     assert [M.REPLAY_OF in x for x in again.lines] == [True, False, False]
     assert [x[M.REPLAYED_SECONDS] for x in again.lines] == [100.0] * 3  # carried by the computed reports
+    assert checkpoint_key(tmp_path / "random" / "mtl_b" / "checkpoint_000000") == "tpe/mtl_a/checkpoint_000000"
+    assert checkpoint_key(tmp_path / "random" / "mtl_b" / "checkpoint_000001") == "random/mtl_b/checkpoint_000001"
     # restarted after its second report (a stop, --resume): it goes on from its own checkpoint
     fakes.loaded.clear()
     own = tmp_path / "random" / "mtl_b" / "checkpoint_000001"

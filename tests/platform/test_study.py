@@ -228,7 +228,7 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     assert kept["maml: tuning, start"].done == len(maml_runs) * 4 == kept["maml: tuning, end"].done  # 4 pairs each
     assert kept["fomaml: tuning, start"].done == 2 * 4 and "fomaml: tuning, end" not in kept  # start only
     assert kept["PT: tuning, start"].done == 4 and kept["PT: curves"].done == 2  # PT once for the 5 runners
-    assert kept["mtl searches: calibration"].done == 2 * 2 * 2 and kept["mtl searches: trials"].cpu_s > 0
+    assert kept["mtl searches: trials"].cpu_s > 0
     cfg = load_study_config(config)
     units = study_plan.Units(dict.fromkeys(("mtl", "maml", "fomaml", "reptile", "supmer"), 1.0), 1.0, 10.0)
     text = study_plan.measured_markdown(cfg, study_plan.plan(cfg, units, end), kept, cores=2)
@@ -256,6 +256,10 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
         calibrated = list(csv.DictReader(f))
     assert len(calibrated) == 4 * raw["search"]["calibrate"]  # every search arm's calibrated trials
     assert {r["pairs"] for r in calibrated} == {"2"}  # 2 targets x seed 100 (search.calibrate_seeds)
+    # each calibrated configuration tuned on its 2 pairs once: a trial both MTL searches ran (the
+    # preset, replayed by the random search) is calibrated from the TPE search's kept jobs
+    mtl_configs = {r["config"] for r in calibrated if r["base_method"] == "mtl"}
+    assert "" not in mtl_configs and kept["mtl searches: calibration"].done == 2 * len(mtl_configs)
     with (out / "tables" / "contrasts.csv").open() as f:
         contrasts = {(r["a"], r["b"]) for r in csv.DictReader(f)}
     for steps in (start, end):  # each question asked within each budget
