@@ -36,14 +36,11 @@ are the original's: what the report cost, not what this sweep spent
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from promptinit.trainables import metrics as M
-
-logger = logging.getLogger(__name__)
 
 STATE_FILE = "trial.json"  # step, method, settings, identity and the report, in every checkpoint
 IDENTITY = "identity"  # its field with the trial's identity
@@ -72,7 +69,7 @@ class Report:
 
 @dataclass(frozen=True)
 class Original:
-    """A finished trial of a sibling sweep with this trial's identity: ``trial`` is
+    """A trial of a sibling sweep with this trial's identity (its reports so far): ``trial`` is
     ``<sweep folder>/<trial folder>``."""
 
     trial: str
@@ -104,6 +101,8 @@ def _lines(path: Path) -> list[dict]:
 
 
 def _read_trial(trial_dir: Path, own_keys: set[str]) -> tuple[Report, ...]:
+    """A trial's reports from its ``result.json`` (``own_keys``: what its trainable reported) with
+    the checkpoint of each that is still on disk."""
     from promptinit.methods.checkpoint import STATE
 
     reports = []
