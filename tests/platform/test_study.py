@@ -202,15 +202,17 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     assert len(sweeps) == 4 and not pt, pt
     # the random searches start with the paper defaults, as the TPE searches did: that trial (and
     # any other both proposed) is replayed from the TPE search's reports (trainables/replay.py)
+    twins = set()  # ((random sweep, trial id), (TPE sweep, trial id))
     for method in ("mtl", "maml"):
         first = {(f.parent.name, r["upstream/step"]): r for f in (study / "sweeps" / f"{raw['name']}-{method}-tpe").glob("*/result.json")
                  for r in map(json.loads, f.read_text().splitlines())}
-        replayed = [r for f in (study / "sweeps" / f"{raw['name']}-{method}-random").glob("*/result.json")
+        replayed = [(f.parent, r) for f in (study / "sweeps" / f"{raw['name']}-{method}-random").glob("*/result.json")
                     for r in map(json.loads, f.read_text().splitlines()) if "replay/of" in r]
         assert replayed, method
-        for r in replayed:
+        for folder, r in replayed:
             sweep, trial = r["replay/of"].split("/")
             assert sweep == f"{raw['name']}-{method}-tpe" and r["val/delta"] == first[trial, r["upstream/step"]]["val/delta"]
+            twins.add(((folder.parent.name, folder.name.split("_")[-1]), (sweep, trial.split("_")[-1])))
     assert [len(list((s / "final").glob("validation PT-*.json"))) for s in sweeps].count(0) == 3
     # the measured cost per phase (benchmarks/study_plan.py --measured), by the jobs kept: 2 targets x
     # 2 seeds = 4 pairs, upstream seeds 1 and 2, 2 searches per method with 2 calibrated trials each
@@ -260,6 +262,9 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     # preset, replayed by the random search) is calibrated from the TPE search's kept jobs
     mtl_configs = {r["config"] for r in calibrated if r["base_method"] == "mtl"}
     assert "" not in mtl_configs and kept["mtl searches: calibration"].done == 2 * len(mtl_configs)
+    with (out / "tables" / "trials.csv").open() as f:  # a replay costs what its original did (one report each here)
+        wall = {(r["sweep"], r["trial_id"]): float(r["wall_s"]) for r in csv.DictReader(f)}
+    assert all(wall[copy] >= wall[original] > 0 for copy, original in twins), (twins, wall)
     with (out / "tables" / "contrasts.csv").open() as f:
         contrasts = {(r["a"], r["b"]) for r in csv.DictReader(f)}
     for steps in (start, end):  # each question asked within each budget
