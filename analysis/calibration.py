@@ -118,12 +118,16 @@ def pooled(df: pd.DataFrame) -> pd.DataFrame:
     validation Δ with the target difference (columns as ``summary``'s, with ``searches``).
 
     The same configuration in two searches of one study is the same trial (the same inputs and
-    code: computed twice, or replayed, with the same scores), so it counts once. Needs the columns
-    ``base_method`` (the method), ``search`` (the search's folder) and ``config`` (the trial's
-    settings as canonical JSON; "" where unknown: such a trial counts as distinct)."""
+    code: computed twice, or replayed, with the same scores), so its checkpoint counts once: a
+    row with the configuration and the validation scores of another is that checkpoint again.
+    (The same configuration with other scores is another checkpoint: one search's ASHA stopped
+    the trial at another step.) Needs the columns ``base_method`` (the method), ``search`` (the
+    search's folder) and ``config`` (the trial's settings as canonical JSON; "" where unknown:
+    such a trial counts as distinct)."""
     if df.empty or not {"base_method", "search", "config"} <= set(df.columns):
         return pd.DataFrame()
-    key = df["config"].where(df["config"] != "", df["search"] + "/" + df["trial_id"])
+    scores = df["val_arg"].map(repr) + "/" + df["val_delta"].map(repr) if "val_delta" in df else df["val_arg"].map(repr)
+    key = (df["config"] + "@" + scores).where(df["config"] != "", df["search"] + "/" + df["trial_id"])
     out = []
     for method, g in df.assign(key=key).groupby("base_method", sort=True):
         if g["search"].nunique() < 2:
@@ -168,8 +172,8 @@ def _pooled_markdown(p: pd.DataFrame) -> str:
         ],
     )
     return (
-        "Each method's searches together (their calibrated trials pooled; a configuration two searches "
-        f"both ran is the same trial and counts once):\n\n{table_}"
+        "Each method's searches together (their calibrated trials pooled; a checkpoint both searches "
+        f"scored, the same configuration with the same validation scores, counts once):\n\n{table_}"
     )
 
 

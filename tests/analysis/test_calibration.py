@@ -105,7 +105,7 @@ def test_rho_of_the_validation_difference_sits_beside_the_objectives():
 
 def test_a_methods_searches_are_pooled_with_each_configuration_once():
     """Two searches of one study calibrated 3 trials each; one configuration (lr 0.5) is in both,
-    with the same scores (the same trial): pooled, 5 distinct trials, and rho is scipy's (and the
+    with the same scores (the same checkpoint): pooled, 5 distinct trials, and rho is scipy's (and the
     hand-computed one) on those 5.
     A method searched once gets no pooled row."""
     from scipy.stats import spearmanr
@@ -121,6 +121,9 @@ def test_a_methods_searches_are_pooled_with_each_configuration_once():
             row("tpe", "g", 0.5, 0.01, 0.0, method="maml")]
     p = calibration.pooled(calibration.table(rows))
     assert list(p["method"]) == ["mtl"] and p.loc[0, "trials"] == 5 and p.loc[0, "searches"] == 2
+    # lr 0.3 again in the random search, stopped by its ASHA at another step: another checkpoint, counted
+    other = calibration.pooled(calibration.table([*rows, row("random", "h", 0.3, 0.03, 0.0)]))
+    assert other.loc[0, "trials"] == 6
     val, target = [0.10, 0.04, 0.07, 0.02, 0.08], [0.05, 0.01, 0.06, -0.02, 0.02]
     assert p.loc[0, "rho_delta"] == pytest.approx(spearmanr(val, target).statistic)
     # by hand: ranks 5 2 3 1 4 against 4 2 5 1 3, d^2 = 1 + 0 + 4 + 0 + 1 = 6, 1 - 6 * 6 / (5 * 24) = 0.7
