@@ -167,9 +167,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     Raises:
         FloatingPointError: a metric or the prompt became NaN/inf (the trial is marked FAILED).
     """
-    from promptinit.backbones import Backbone, BackboneConfig
     from promptinit.evaluation import TuneConfig
-    from promptinit.methods import build_method
     from promptinit.trainables.scoring import grad_transform_of, tuned_scores, validation_metrics
 
     method_name, settings = trial_settings(config)
@@ -184,17 +182,7 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
     step, carried, load = _start(shared.replay_from, state, total)
     if step >= total:
         return
-    backbone = Backbone(BackboneConfig(**shared.backbone))
-    method = build_method(
-        method_name,
-        backbone,
-        trial_sources(config, shared.source_tasks),
-        settings,
-        seed=shared.seed,
-        **shared.method_kwargs.get(method_name, {}),
-    )
-    if load is not None:
-        load(method)
+    backbone, method = _build(config, shared, load)
     tuning = TuneConfig(**shared.validation_tuning)
     while step < total and not _stopped(method):
         cpu0 = time.process_time()
@@ -220,6 +208,26 @@ def train_prompt_init(config: dict[str, Any], *, shared: Shared) -> None:
         _check_finite({M.VAL_ARG: report[M.VAL_ARG]}, method.prompt, step)
         release_memory()  # what the validation's batched tuning freed
         _report(report, {**state, "step": step}, partial(_write_method, method, method_name, step))
+
+
+def _build(config: dict[str, Any], shared: Shared, load: Callable[[Any], object] | None) -> tuple[Any, Any]:
+    """The trial's backbone and method, its state loaded by ``load`` (None: a new method)."""
+    from promptinit.backbones import Backbone, BackboneConfig
+    from promptinit.methods import build_method
+
+    method_name, settings = trial_settings(config)
+    backbone = Backbone(BackboneConfig(**shared.backbone))
+    method = build_method(
+        method_name,
+        backbone,
+        trial_sources(config, shared.source_tasks),
+        settings,
+        seed=shared.seed,
+        **shared.method_kwargs.get(method_name, {}),
+    )
+    if load is not None:
+        load(method)
+    return backbone, method
 
 
 def _start(folders: tuple[str, ...], state: dict, total: int) -> tuple[int, float, Callable[[Any], object] | None]:
