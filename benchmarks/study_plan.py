@@ -149,6 +149,27 @@ def _search(cfg, arm, units: Units, pairs: int, problem_s: float) -> list[tuple[
     ]
 
 
+def replay_saving(cfg, units: Units, study: Path | None = None) -> float:
+    """CPU s trial replay (``search.replay``) may save: a later algorithm's search of a method
+    proposes the first search's first ``startup_trials`` points (the paper defaults, then the same
+    seeded random draws; TPE models the results only after them) and replays those trials instead
+    of computing them. At most: a resume re-seeds a sampler (``searcher.make_sampler``), after
+    which the two searches draw different points (cpu-study-v2's MTL random search shared 3 of 4).
+    With ``study`` (a run folder), a search that has trial reports there already is left out: it
+    replayed, or computed, what it shared."""
+    if not cfg.search.replay or len(cfg.study.algorithms) < 2:
+        return 0.0
+    shared = min(cfg.search.startup_trials, cfg.budget.num_samples)
+    saved = 0.0
+    for arm in cfg.arms():
+        if arm.kind != "search" or arm.algorithm == cfg.study.algorithms[0]:
+            continue
+        if study is None or not any((study / "sweeps" / cfg.sweep_folder(arm).name).glob("*/result.json")):
+            trials = sum(s for _, _, s in _search(cfg, arm, units, 0, 0.0)[:2])  # its trials + validation
+            saved += trials * shared / cfg.budget.num_samples
+    return saved
+
+
 def _partition(cfg):
     from promptinit.search.phases.config import load_partition
 
@@ -329,6 +350,14 @@ def main(argv: list[str] | None = None) -> int:
         + f"; validation problem {now.validation_problem:.1f}"
         + (" (measured)" if now.validation_problem != units.validation_problem else "")
     )
+    saving = replay_saving(cfg, now, args.measured) / 3600
+    if saving:
+        print(
+            f"trial replay (search.replay) may save up to {saving:.1f} CPU-hours of that: "
+            f"{min(cfg.search.startup_trials, cfg.budget.num_samples)} trials of each search not started yet that "
+            f"repeats another's start, at its average trial's cost (not subtracted above; a resume before "
+            f"they run shares fewer)"
+        )
     return 0
 
 

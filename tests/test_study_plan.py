@@ -1,5 +1,6 @@
 """``benchmarks/study_plan.py``: a study's planned CPU seconds per arm and phase, against a hand count
 on configs/study/smoke-v2.yaml."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,6 +40,25 @@ def test_plan_of_the_smoke_v2_study_by_hand():
     text = plan.markdown({4: rows, 6: plan.plan(cfg, units, end=6)}, cores=2)
     assert sum(s for _, _, s in plan.plan(cfg, units, end=6)) == 748
     assert "| **total** | | **0.2** | **0.2** |" in text and "| PT | tuning, end | 0.00 | 0.01 |" in text
+
+
+def test_replay_saving_of_the_smoke_v2_study_by_hand(tmp_path):
+    """smoke-v2 searches mtl and maml by TPE, then random; TPE's start-up is 1 trial (the paper
+    defaults), so each random search may replay 1 of its 3 trials: a third of its trials (6 CPU s)
+    and validation (30) = 12 CPU s per method, 24 in all; 12 once the mtl random search has
+    reports in the study folder (it replayed, or computed, what it shared); 0 with replay off."""
+    from promptinit.search.phases.study_config import load_study_config
+
+    cfg = load_study_config(ROOT / "configs" / "study" / "smoke-v2.yaml")
+    units = study_plan.Units({"mtl": 1.0, "maml": 1.0}, run_step=1.0, validation_problem=10.0)
+    assert study_plan.replay_saving(cfg, units) == 24
+    assert study_plan.replay_saving(cfg, units, tmp_path) == 24
+    trial = tmp_path / "sweeps" / f"{cfg.name}-mtl-random" / "mtl_0001"
+    trial.mkdir(parents=True)
+    (trial / "result.json").write_text("")
+    assert study_plan.replay_saving(cfg, units, tmp_path) == 12
+    off = cfg.model_copy(update={"search": cfg.search.model_copy(update={"replay": False})})
+    assert study_plan.replay_saving(off, units) == 0
 
 
 def test_asha_reports():
