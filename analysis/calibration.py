@@ -126,10 +126,8 @@ def pooled(df: pd.DataFrame) -> pd.DataFrame:
     such a trial counts as distinct)."""
     if df.empty or not {"base_method", "search", "config"} <= set(df.columns):
         return pd.DataFrame()
-    scores = df["val_arg"].map(repr) + "/" + df["val_delta"].map(repr) if "val_delta" in df else df["val_arg"].map(repr)
-    key = (df["config"] + "@" + scores).where(df["config"] != "", df["search"] + "/" + df["trial_id"])
     out = []
-    for method, g in df.assign(key=key).groupby("base_method", sort=True):
+    for method, g in df.assign(key=checkpoint_keys(df)).groupby("base_method", sort=True):
         if g["search"].nunique() < 2:
             continue
         g = g.drop_duplicates("key")
@@ -150,6 +148,16 @@ def pooled(df: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(out)
+
+
+def checkpoint_keys(df: pd.DataFrame) -> pd.Series:
+    """Per calibrated trial, its checkpoint's key: the configuration with its validation scores
+    (``pooled``'s rule: two searches' trials with both alike are one checkpoint), or the search and
+    trial id where the configuration is unknown (no ``config`` column, or "")."""
+    if "config" not in df or "search" not in df:
+        return df["trial_id"].astype(str)
+    scores = df["val_arg"].map(repr) + "/" + df["val_delta"].map(repr) if "val_delta" in df else df["val_arg"].map(repr)
+    return (df["config"] + "@" + scores).where(df["config"] != "", df["search"] + "/" + df["trial_id"])
 
 
 def _marked(rho: Rho, objective: str, r: Any) -> str:

@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from promptinit.analysis import noise, plots, tables
+from promptinit.analysis import findings, noise, plots, tables
 from promptinit.analysis.importance import param_importances
 from promptinit.analysis.results import Sweep, arm_methods, curves_frame, is_study, preset_label, study_result
 from promptinit.errors import PromptinitError
@@ -59,6 +59,9 @@ BEST_SO_FAR_CAPTION = (
     "ended); band: ±1.96 SE of the best trial over its validation pairs. A running max of noisy estimates is "
     "biased upward (each sweep's selection.md re-scores its best trials on fresh seeds)."
 )
+
+
+Calibrated = tuple[pd.DataFrame, list[Path]]  # the calibrated trials of every search, and the searches' folders
 
 
 @dataclass
@@ -143,17 +146,41 @@ def _contrasts(
     pdir: Path,
     plot_links: list[tuple[str, Path]],
     delta: float = DELTA,
-) -> str:
-    """A study's arm-against-arm table (``contrasts.{md,csv}``) and its bars; its Markdown ("" without a study)."""
+) -> tuple[str, pd.DataFrame]:
+    """A study's arm-against-arm table (``contrasts.{md,csv}``) and its bars; its Markdown ("" without
+    a study) and the table."""
     pairs = [c for s in sweeps for c in study_contrasts(_study_result(s), methods)]
     if not pairs:
-        return ""
+        return "", pd.DataFrame()
     table = tables.contrasts(targets, pairs, delta)
     text = tables.contrasts_markdown(table, delta)
     report.files += tables.write(table, text, tdir, "contrasts")
     bars = plots.contrast_bars(table, pdir / "contrasts.png")
     if bars:
         plot_links.append(("The study's arms against each other (95 % CI)", bars))
+    return text, table
+
+
+def _findings(
+    report: Report,
+    sweeps: Sequence[Sweep],
+    arg: pd.DataFrame,
+    contrasts: pd.DataFrame,
+    calibrated: Calibrated,
+    tdir: Path,
+) -> str:
+    """A study's verdicts on the papers' findings (``findings.{md,csv}``); its Markdown ("" for plain sweeps)."""
+    if not any(_study_result(s) for s in sweeps):
+        return ""
+    budgets = [b for s in sweeps for b in _study_result(s).get("budgets", []) if b.get("label")]
+    frame, folders = calibrated
+    scores, steps = findings.calibrated_scores(folders)
+    suffixes = [f" · {b['label']}" for b in budgets] or [""]
+    at = next((f" · {b['label']}" for b in budgets if b.get("steps") in steps), suffixes[0])
+    table = findings.findings(arg, contrasts, findings.sensitivity(frame, scores), suffixes, at)
+    text = findings.to_markdown(table, suffixes)
+    if text:
+        report.files += tables.write(table, text, tdir, findings.FILE)
     return text
 
 
@@ -184,8 +211,9 @@ def build(
     plot_links += study_links
     captions = {path.name: CURVES_CAPTION for _, path in study_links}
     methods = _study_arm_methods(sweeps)
-    contrast_text = _contrasts(report, sweeps, targets, methods, tdir, pdir, plot_links, delta)
-    calibration_text = _calibration(report, sweeps, tdir)
+    contrast_text, contrast_table = _contrasts(report, sweeps, targets, methods, tdir, pdir, plot_links, delta)
+    calibration_text, calibrated = _calibration(report, sweeps, tdir)
+    findings_text = _findings(report, sweeps, arg, contrast_table, calibrated, tdir)
     noise_text, noise_files = noise.write_noise(sweeps, tdir)
     report.files += noise_files
     progress_link = _best_so_far_link(progress, sweeps, methods, pdir)
@@ -197,6 +225,7 @@ def build(
         plot_links.append(_similarity_link(report, task_prompts, similarity_rank, tdir, pdir))
     report.files += [p for _, p in plot_links]
     sections = [
+        ("The papers' findings", findings_text, findings.FILE),
         ("The study's arms against each other", contrast_text, "contrasts"),
         ("Does the search objective predict the target?", calibration_text, "calibration"),
         ("The search objective's noise", noise_text, noise.FILE),
@@ -207,9 +236,10 @@ def build(
     return report
 
 
-def _calibration(report: Report, sweeps: Sequence[Sweep], tdir: Path) -> str:
+def _calibration(report: Report, sweeps: Sequence[Sweep], tdir: Path) -> tuple[str, Calibrated]:
     """Every calibrated trial of the sweeps (and of a study's search sweeps), ``calibration.{md,csv}``
-    in the tables folder; its Markdown ("" when no sweep calibrated)."""
+    in the tables folder; its Markdown ("" when no sweep calibrated) and the trials with the
+    folders they came from."""
     from promptinit.analysis import calibration
 
     folders = [s.dir for s in sweeps if s.dir is not None]
@@ -229,11 +259,11 @@ def _calibration(report: Report, sweeps: Sequence[Sweep], tdir: Path) -> str:
         if df is not None and len(df)
     ]
     if not frames:
-        return ""
-    rows = pd.concat(frames, ignore_index=True).drop(columns=["target_rank"]).to_dict("records")
-    text = calibration.write_calibration(rows, tdir)
+        return "", (pd.DataFrame(), [])
+    frame = pd.concat(frames, ignore_index=True)
+    text = calibration.write_calibration(frame.drop(columns=["target_rank"]).to_dict("records"), tdir)
     report.files += [tdir / f"{calibration.FILE}.md", tdir / f"{calibration.FILE}.csv"]
-    return text
+    return text, (frame, [f for f, _ in found])
 
 
 def _trial_config(sweep: Path, trial_id: str) -> str:

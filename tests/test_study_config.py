@@ -354,7 +354,7 @@ def first_table(text: str) -> str:
 @pytest.mark.parametrize("study, names", [
     ("cpu-study", ("arg_table.md", "task_gains.md", "pt_curves.md", "contrasts.md")),
     ("cpu-study-v2", ("arg_table.md", "task_gains.md", "pt_curves.md", "contrasts.md", "objective_noise.md",
-                      "calibration.md")),
+                      "calibration.md", "findings.md")),
 ])
 def test_results_doc_quotes_the_reports_tables_verbatim(study, names):
     """docs/results/<study>.md quotes the tables `promptinit report runs/<study> --out

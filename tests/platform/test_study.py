@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from promptinit.analysis import findings
 from tests.conftest import load_benchmark
 from tests.platform.conftest import (
     ROOT, keep_only_portable_files, kill_ray_under, kill_tree, run_sweep, start_sweep, sweep_env, tail,
@@ -254,6 +255,11 @@ def test_smoke_v2_tunes_every_arm_at_two_budgets_and_reports_calibration_after_a
     assert f"{start} steps (a start) and {end} steps (the end" in index
     assert "## Does the search objective predict the target?" in index
     assert "Each method's searches together" in index  # TPE's and random's calibrated trials pooled, twins once
+    assert "## The papers' findings" in index
+    with (out / "tables" / "findings.csv").open() as f:  # judged at both budgets from the arms' rows
+        judged = {r["finding"]: r for r in csv.DictReader(f)}
+    assert {"MAML beats PT", findings.MTL.finding} <= set(judged)
+    assert all(judged["MAML beats PT"][f"verdict · {n} steps"] in findings.VERDICTS for n in (start, end))
     with (out / "tables" / "calibration.csv").open() as f:
         calibrated = list(csv.DictReader(f))
     assert len(calibrated) == 4 * raw["search"]["calibrate"]  # every search arm's calibrated trials
