@@ -144,9 +144,9 @@ def sensitivity(calibrated: pd.DataFrame, scores: Mapping[str, Mapping[tuple[str
     trials (``base_method`` or ``method``, ``trial_id``, ``target_diff``)."""
     from scipy.stats import friedmanchisquare
 
-    rows = []
     if calibrated.empty:
         return pd.DataFrame()
+    rows = []
     df = calibrated.assign(key=calibration.checkpoint_keys(calibrated))
     method_col = "base_method" if "base_method" in df else "method"
     for method, g in df.groupby(method_col, sort=True):
