@@ -175,8 +175,8 @@ def _findings(
     budgets = [b for s in sweeps for b in _study_result(s).get("budgets", []) if b.get("label")]
     frame, folders = calibrated
     scores, steps = findings.calibrated_scores(folders)
-    suffixes = [f" · {b['label']}" for b in budgets] or [""]
-    at = next((f" · {b['label']}" for b in budgets if b.get("steps") in steps), suffixes[0])
+    suffixes = budget_suffixes(budgets)
+    at = next((budget_suffixes([b])[0] for b in budgets if b.get("steps") in steps), suffixes[0])
     table = findings.findings(arg, contrasts, findings.sensitivity(frame, scores), suffixes, at)
     text = findings.to_markdown(table, suffixes)
     if text:
@@ -467,6 +467,12 @@ def _hours(seconds: float) -> str:
 MTL_PRESET = preset_label("mtl")
 
 
+def budget_suffixes(budgets: Sequence[Mapping]) -> list[str]:
+    """A study's budgets (``study.json``'s ``budgets``) as its row labels' suffixes (``" · 60 steps"``);
+    ``[""]`` for a study or sweep with one budget."""
+    return [f" · {b['label']}" for b in budgets if b.get("label")] or [""]
+
+
 def study_contrasts(result: Mapping, methods: Mapping[str, str]) -> list[tables.Contrast]:
     """The arm-against-arm questions a study's arms answer (``study.json``'s presets and searches;
     ``methods``: each arm label's method, ``results.arm_methods``):
@@ -481,7 +487,7 @@ def study_contrasts(result: Mapping, methods: Mapping[str, str]) -> list[tables.
     between rows of that budget (labels ``<arm> · <n> steps``); a pair with an arm the budget did
     not run is left out by ``tables.contrasts``.
     """
-    suffixes = [f" · {b['label']}" for b in result.get("budgets", []) if b.get("label")] or [""]
+    suffixes = budget_suffixes(result.get("budgets", []))
     return [
         tables.Contrast(c.a + suffix, c.b + suffix, c.question)
         for suffix in suffixes
