@@ -19,6 +19,15 @@ is one batched run (``score_problems``). Then Spearman's rho between the two ARG
 the checkpoints, with a 95 % percentile bootstrap interval over checkpoints
 (``promptinit.analysis.calibration.spearman``), and the CPU seconds of each recipe.
 
+``--calibrated SWEEP ...`` scores a search's calibrated trials instead (those ``calibration.csv``
+lists, each at the checkpoint it was calibrated from: the one whose report holds its validation
+scores): the proxy is then the search's own objective, the scores in that report (the search
+computed them; nothing is recomputed), and only the full recipe runs. A trial of another listed
+sweep with the same method, settings and validation scores is the same checkpoint (a study's two
+searches share their start) and counts once, as ``promptinit report`` pools them. The objective
+whose rho is the verdict is the sweeps' ``search.objective`` (Δ, the score difference to PT, or
+ARG); the other is printed beside it.
+
 Only arms whose downstream start is the prompt alone are scored (default: MTL, MAML, FoMAML,
 Reptile, MetaPT: 15 checkpoints of the CPU study); SUPMER's ψ acts downstream too and is refused.
 PT's baseline comes from the cache where present, as it does in a search (its cost is then not
@@ -35,6 +44,10 @@ Usage:
     python benchmarks/objective_proxy.py --tasks bb_misconceptions bb_anachronisms --resume
     python benchmarks/objective_proxy.py --tasks bb_navigate --arms mtl maml --seeds 100 13 \\
         --proxy steps=10 --full lr=0.5,0.3 steps=30
+    python benchmarks/objective_proxy.py --calibrated runs/cpu-study-v2/sweeps/cpu-study-v2-mtl-{tpe,random} \\
+        --tasks bb_multiemo_reviews_en bb_multiemo_medicine_en bb_movie_recommendation bb_bbq_age_ambig \\
+        bb_bbq_religion_disambig --seeds 100 13 21 --full steps=60 eval_every=20 rows_per_pass=32 \\
+        test_per_seed=true --out runs/cpu-study-v2/objective_proxy        # study v2 (about 4 CPU-hours)
 """
 
 from __future__ import annotations
@@ -72,6 +85,8 @@ RECIPES = ("proxy", "full")
 ADMISSIBLE_RHO = 0.8  # the issue's bar, on rho's point estimate
 MIN_CHECKPOINTS = 12  # ... measured over at least this many checkpoints
 CHECKPOINT = re.compile(r"^(?P<arm>.+)-seed(?P<seed>\d+)-(?P<hash>[0-9a-f]+)$")  # search.phases.upstream's names
+OBJECTIVES = {"arg": "ARG", "delta": "Δ"}  # search.objective: its name in the report
+COLUMNS = ("arg", "arg_se", "delta", "delta_se")  # per recipe, <recipe>_<column> in the CSV (fractions)
 PARTS = "parts"  # <out>/parts/<recipe>-<task>.json
 FILE = "objective_proxy"  # <out>/objective_proxy.{csv,md}
 
@@ -80,10 +95,11 @@ FILE = "objective_proxy"  # <out>/objective_proxy.{csv,md}
 class Checkpoint:
     """One upstream checkpoint folder of a study."""
 
-    name: str  # the folder's name, <arm>-seed<u>-<hash>
+    name: str  # the folder's name, <arm>-seed<u>-<hash>; a calibrated trial's id
     arm: str
     upstream_seed: int
     path: Path
+    proxy: Mapping[str, float] | None = None  # a calibrated trial's search report (val/arg, val/delta, SEs)
 
 
 def find_checkpoints(study: Path, arms: Sequence[str]) -> list[Checkpoint]:
@@ -111,6 +127,60 @@ def find_checkpoints(study: Path, arms: Sequence[str]) -> list[Checkpoint]:
             f"pick --arms among {sorted(seen) or 'none: no <arm>-seed<u>-<hash> folder there'}"
         )
     return sorted(found, key=lambda c: (list(arms).index(c.arm), c.upstream_seed, c.name))
+
+
+def find_calibrated(sweeps: Sequence[Path]) -> tuple[list[Checkpoint], str, list[str]]:
+    """The calibrated trials of ``sweeps`` (a sweep folder's ``calibration.csv``), each at the
+    checkpoint whose report holds its validation scores, a configuration with the same scores in
+    another sweep counted once; with the sweeps' objective and the twins' names (``a = b``).
+
+    Raises:
+        PromptinitError: a sweep without ``calibration.csv``, a trial without such a checkpoint,
+            sweeps of different objectives, or fewer than 3 distinct checkpoints.
+    """
+    from promptinit.analysis import calibration
+    from promptinit.trainables import metrics as M
+
+    found: dict[tuple, Checkpoint] = {}
+    objectives, twins = set(), []
+    for sweep in sweeps:
+        df = calibration.read(sweep)
+        if df is None:
+            raise PromptinitError(
+                f"{sweep}: no calibration.csv; pass sweep folders whose search calibrated trials (search.calibrate: k)"
+            )
+        for row in df.itertuples():
+            objectives.add(str(getattr(row, "objective", "arg")))
+            report, settings, folder = _calibrated_report(sweep, str(row.method), str(row.trial_id), row.val_arg)
+            key = (str(row.method), json.dumps(settings, sort_keys=True), report[M.VAL_ARG], report[M.VAL_DELTA])
+            name = f"{sweep.name}/{row.trial_id}"
+            if key in found:
+                twins.append(f"{name} = {found[key].name}")
+                continue
+            found[key] = Checkpoint(name, str(row.method), 0, folder, _columns(report))
+    if len(objectives) > 1:
+        raise PromptinitError(f"{', '.join(map(str, sweeps))}: searches of different objectives {sorted(objectives)}")
+    if len(found) < 3:
+        raise PromptinitError(
+            f"{', '.join(map(str, sweeps))}: {len(found)} distinct calibrated checkpoint(s), need >= 3"
+        )
+    return list(found.values()), objectives.pop(), twins
+
+
+def _calibrated_report(sweep: Path, method: str, trial_id: str, val_arg: float) -> tuple[dict, dict, Path]:
+    """The report, settings and folder of a calibrated trial's checkpoint: the one whose report's
+    validation ARG is the one ``calibration.csv`` gives (the checkpoint the calibration tuned from)."""
+    from promptinit.trainables import metrics as M
+
+    trial = sweep / f"{method}_{trial_id}"
+    for folder in sorted(trial.glob("checkpoint_*")):
+        record = read_json(folder / "trial.json")
+        if math.isclose(record["report"][M.VAL_ARG], val_arg, rel_tol=1e-12, abs_tol=1e-15):
+            return record["report"], record["settings"], folder
+    raise PromptinitError(
+        f"{trial}: no checkpoint_*/trial.json reports val/arg {val_arg!r} (calibration.csv's trial {trial_id}); "
+        "its calibrated checkpoint is gone (checkpoint.num_to_keep) or this is another sweep's folder"
+    )
 
 
 def load_start(checkpoint: Checkpoint, shape: tuple[int, int]):
@@ -208,26 +278,39 @@ def score_part(backbone: dict, task, tuning: dict, seeds, prompts: Mapping[str, 
     }
 
 
-def objective(parts: Sequence[Mapping], name: str) -> tuple[float, float]:
-    """A checkpoint's ARG over PT and its standard error on the parts' (task, seed) pairs."""
-    from promptinit.trainables.scoring import arg_against, arg_standard_error
+def objective(parts: Sequence[Mapping], name: str) -> dict[str, float]:
+    """A checkpoint's ARG over PT and its score difference Δ to PT (tasks weighed alike), each with
+    its standard error, on the parts' (task, seed) pairs, as a search's report computes them."""
+    from promptinit.trainables.scoring import validation_metrics
 
     scores = {
         (p["key"]["task"], s): v for p in parts for s, v in zip(p["key"]["seeds"], p["scores"][name], strict=True)
     }
     base = {(p["key"]["task"], s): v for p in parts for s, v in zip(p["key"]["seeds"], p["pt"], strict=True)}
-    return arg_against(scores, base).mean, arg_standard_error(scores, base)
+    return _columns(validation_metrics(scores, base))
+
+
+def _columns(report: Mapping[str, float]) -> dict[str, float]:
+    """``COLUMNS`` from a validation report (``trainables.metrics``' names)."""
+    from promptinit.trainables import metrics as M
+
+    names = (M.VAL_ARG, M.VAL_ARG_SE, M.VAL_DELTA, M.VAL_DELTA_SE)
+    return {c: float(report[m]) for c, m in zip(COLUMNS, names, strict=True)}
 
 
 def rows_of(checkpoints: Sequence[Checkpoint], parts: Mapping[str, list[dict]]) -> list[dict]:
-    """The CSV rows: per checkpoint each recipe's ARG, SE and share of its batched runs' CPU seconds."""
+    """The CSV rows: per checkpoint each recipe's ARG and Δ with their SEs and its share of the
+    recipe's batched runs' CPU seconds (a recipe not run here, the search's proxy: its report, no CPU)."""
     rows = []
     for c in checkpoints:
         row: dict[str, Any] = {"checkpoint": c.name, "arm": c.arm, "upstream_seed": c.upstream_seed}
         for r in RECIPES:
-            row[f"{r}_arg"], row[f"{r}_se"] = objective(parts[r], c.name)
+            values = objective(parts[r], c.name) if parts.get(r) else c.proxy
+            if values is None:
+                raise PromptinitError(f"{c.name}: no {r} scores")
+            row.update({f"{r}_{k}": v for k, v in values.items()})
         for r in RECIPES:  # each batched run's CPU seconds shared evenly by its starts (PT + checkpoints)
-            row[f"{r}_cpu_s"] = sum(p["cpu_s"] for p in parts[r]) / (len(checkpoints) + 1)
+            row[f"{r}_cpu_s"] = sum(p["cpu_s"] for p in parts.get(r, [])) / (len(checkpoints) + 1)
         rows.append(row)
     return rows
 
@@ -254,48 +337,77 @@ def verdict(rho: Rho) -> str:
     return f"proxy admissible (rho {rho.rho:+.2f} >= {bar} over {rho.n} >= {MIN_CHECKPOINTS} checkpoints); {lower}"
 
 
-def report(rows: Sequence[dict], parts: Mapping[str, list[dict]], tunings: Mapping[str, dict], header: str) -> str:
-    """The markdown: what was run, rho with its CI, the costs, the verdict and the table."""
+def report(
+    rows: Sequence[dict], parts: Mapping[str, list[dict]], tunings: Mapping[str, Any], header: str, objective: str
+) -> str:
+    """The markdown: what was run, rho of the objective (and of the other measure) with its CI,
+    the costs, the verdict on the objective's rho and the table."""
     import numpy as np
     from scipy.stats import rankdata
 
     from promptinit.analysis.calibration import RESAMPLES, spearman
     from promptinit.analysis.tables import markdown
 
-    rho = spearman([r["proxy_arg"] for r in rows], [r["full_arg"] for r in rows])
-    cpu = {r: sum(p["cpu_s"] for p in parts[r]) for r in RECIPES}
-    ranks = {r: rankdata(-np.array([row[f"{r}_arg"] for row in rows]), method="min").astype(int) for r in RECIPES}
+    rhos = {k: spearman([r[f"proxy_{k}"] for r in rows], [r[f"full_{k}"] for r in rows]) for k in OBJECTIVES}
+    rho = rhos[objective]
+    ranks = {
+        r: rankdata(-np.array([row[f"{r}_{objective}"] for row in rows]), method="min").astype(int) for r in RECIPES
+    }
+    name = OBJECTIVES[objective]
     table = markdown(
-        ["checkpoint", "arm", "upstream seed", "proxy ARG, % (± SE)", "proxy rank", "full ARG, % (± SE)", "full rank"],
+        [
+            "checkpoint",
+            "arm",
+            "upstream seed",
+            "proxy ARG, % (± SE)",
+            "proxy Δ, points (± SE)",
+            f"proxy rank ({name})",
+            "full ARG, % (± SE)",
+            "full Δ, points (± SE)",
+            f"full rank ({name})",
+        ],
         [
             [
                 row["checkpoint"],
                 row["arm"],
                 row["upstream_seed"],
-                f"{100 * row['proxy_arg']:+.1f} (± {100 * row['proxy_se']:.1f})",
-                ranks["proxy"][i],
-                f"{100 * row['full_arg']:+.1f} (± {100 * row['full_se']:.1f})",
-                ranks["full"][i],
+                *(
+                    cell
+                    for r in RECIPES
+                    for cell in (
+                        f"{100 * row[f'{r}_arg']:+.1f} (± {100 * row[f'{r}_arg_se']:.1f})",
+                        f"{100 * row[f'{r}_delta']:+.1f} (± {100 * row[f'{r}_delta_se']:.1f})",
+                        ranks[r][i],
+                    )
+                ),
             ]
             for i, row in enumerate(rows)
         ],
     )
     dropped = f"; {100 * rho.dropped:.0f} % of resamples had a constant column and were dropped" if rho.dropped else ""
+    other = next(k for k in OBJECTIVES if k != objective)
+    cpu = {r: sum(p["cpu_s"] for p in parts.get(r, [])) for r in RECIPES}
+    cost = (
+        f"CPU seconds: proxy {cpu['proxy']:.0f}, full {cpu['full']:.0f}: the full recipe costs "
+        f"{cpu['full'] / cpu['proxy']:.1f}x the proxy (each counts PT's baseline where it was not in the cache)"
+        if cpu["proxy"]
+        else f"CPU seconds: full {cpu['full']:.0f} (the proxy's scores are the search's own, not recomputed here)"
+    )
     return "\n".join(
         [
             "# Search objective: proxy recipe vs full recipe",
             "",
             header,
             "",
-            f"- proxy: {spelled(tunings['proxy'])}",
+            f"- proxy: {tunings['proxy'] if isinstance(tunings['proxy'], str) else spelled(tunings['proxy'])}",
             f"- full: {spelled(tunings['full'])}",
-            "- objective: ARG over each recipe's own PT baseline (vocabulary init), mean over tasks and seeds",
+            f"- objective: {name} over each recipe's own PT baseline (vocabulary init), mean over tasks and seeds"
+            f" ({'the score difference in points, tasks weighed alike' if objective == 'delta' else 'relative gain'})",
             "",
-            f"**Spearman rho (proxy ARG vs full ARG) = {rho.fmt()}** (95 % percentile bootstrap over the "
-            f"{rho.n} checkpoints, {RESAMPLES} resamples{dropped})",
+            f"**Spearman rho (proxy {name} vs full {name}) = {rho.fmt()}** (95 % percentile bootstrap over the "
+            f"{rho.n} checkpoints, {RESAMPLES} resamples{dropped}); of {OBJECTIVES[other]}: {rhos[other].fmt()}",
             "",
-            f"CPU seconds: proxy {cpu['proxy']:.0f}, full {cpu['full']:.0f}: the full recipe costs "
-            f"{cpu['full'] / cpu['proxy']:.1f}x the proxy (each counts PT's baseline where it was not in the cache)",
+            cost,
             "",
             f"Verdict: {verdict(rho)}",
             "",
@@ -320,8 +432,17 @@ def run(args: argparse.Namespace) -> str:
     from promptinit.backbones import Backbone, BackboneConfig
     from promptinit.tasks.catalog import load_task
 
-    tunings = {"proxy": recipe("--proxy", args.proxy, PROXY), "full": recipe("--full", args.full, FULL)}
-    checkpoints = find_checkpoints(args.study, args.arms)
+    tunings: dict[str, Any] = {"proxy": recipe("--proxy", args.proxy, PROXY), "full": recipe("--full", args.full, FULL)}
+    if args.calibrated:
+        checkpoints, objective, twins = find_calibrated(args.calibrated)
+        tunings["proxy"] = "the search's own validation scores (each checkpoint's report; not recomputed)"
+        source = f"the calibrated trials of {', '.join(str(s) for s in args.calibrated)}" + (
+            f" (the same checkpoint twice, counted once: {'; '.join(twins)})" if twins else ""
+        )
+    else:
+        checkpoints, objective = find_checkpoints(args.study, args.arms), args.objective
+        source = f"{args.study / 'upstream'} (arms {', '.join(args.arms)})"
+    computed = [r for r in RECIPES if isinstance(tunings[r], dict)]
     tasks = [load_task(t) for t in args.tasks]
     folder = args.out / PARTS
     if not args.resume and folder.is_dir() and any(folder.glob("*.json")):
@@ -336,14 +457,14 @@ def run(args: argparse.Namespace) -> str:
     bb = Backbone(config)  # loads the model once (cached in-process), before any run's clock starts
     prompts = {c.name: load_start(c, (args.prompt_length, bb.hidden_size)) for c in checkpoints}
     header = (
-        f"{len(checkpoints)} checkpoints of {args.study / 'upstream'} (arms {', '.join(args.arms)}); tasks "
+        f"{len(checkpoints)} checkpoints of {source}; tasks "
         f"{', '.join(args.tasks)}; few-shot seeds {', '.join(map(str, args.seeds))}; {args.model} {bb.config.dtype}, "
         f"L = {args.prompt_length}, inputs <= {args.max_input_tokens} tokens, {args.threads} thread(s)"
     )
     print(f"# {header}", flush=True)
     parts: dict[str, list[dict]] = {r: [] for r in RECIPES}
-    start, todo = time.perf_counter(), len(RECIPES) * len(tasks)
-    for r in RECIPES:
+    start, todo = time.perf_counter(), len(computed) * len(tasks)
+    for r in computed:
         for task in tasks:
             key = part_key(r, task, args.seeds, tunings[r], bb.fingerprint, checkpoints)
             path = folder / f"{r}-{task.name}.json"
@@ -360,7 +481,7 @@ def run(args: argparse.Namespace) -> str:
                 )
             parts[r].append(part)
     rows = rows_of(checkpoints, parts)
-    text = report(rows, parts, tunings, header)
+    text = report(rows, parts, tunings, header, objective)
     write_csv(args.out / f"{FILE}.csv", rows)
     atomic_write(args.out / f"{FILE}.md", text)
     return text
@@ -370,6 +491,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", type=Path, default=STUDY, help="a study run folder with upstream/<arm>-seed<u>-<hash>/")
     p.add_argument("--arms", nargs="+", default=list(ARMS), help="arms whose downstream start is the prompt alone")
+    p.add_argument(
+        "--calibrated",
+        type=Path,
+        nargs="+",
+        metavar="SWEEP",
+        help="score these sweeps' calibrated trials instead of --study's upstream/ (the proxy: their search scores)",
+    )
+    p.add_argument(
+        "--objective", choices=sorted(OBJECTIVES), default="arg", help="the measure the verdict is on (--study)"
+    )
     p.add_argument("--tasks", nargs="+", required=True, help="validation tasks (configs/tasks.yaml names)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="few-shot seeds")
     p.add_argument("--model", default="smollm2-135m")

@@ -4,10 +4,10 @@ on a tiny random model (its rho, its CSV, its resume and its errors)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
+import json
 import math
 import re
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,6 @@ from scipy.stats import spearmanr
 from promptinit.backbones import save_prompt
 from promptinit.trainables import scoring
 from tests.conftest import CAUSAL, fresh_cache, load_benchmark, tiny_backbone
-
 
 objective_proxy = load_benchmark("objective_proxy")
 
@@ -101,7 +100,7 @@ def test_proxy_vs_full_writes_rho_of_its_csv_and_resume_redoes_only_missing_part
         with open(out / "objective_proxy.csv") as f:
             rows = list(csv.DictReader(f))
         assert [(r["arm"], int(r["upstream_seed"])) for r in rows] == CHECKPOINTS  # supmer not asked for
-        numbers = ("proxy_arg", "proxy_se", "full_arg", "full_se", "proxy_cpu_s", "full_cpu_s")
+        numbers = [f"{r}_{k}" for r in ("proxy", "full") for k in ("arg", "arg_se", "delta", "delta_se", "cpu_s")]
         assert all(math.isfinite(float(r[k])) for r in rows for k in numbers)
         assert all(float(r["proxy_cpu_s"]) > 0 and float(r["full_cpu_s"]) > 0 for r in rows)
 
@@ -154,3 +153,68 @@ def test_verdict_admits_only_a_point_estimate_of_at_least_0_8_over_12_checkpoint
     assert objective_proxy.verdict(Rho(0.9, 0.81, 0.97, 11, 0.0)).startswith("proxy not admissible yet")
     assert objective_proxy.verdict(Rho(0.79, 0.5, 0.9, 15, 0.0)).startswith("proxy not admissible (rho +0.79 < 0.8")
     assert objective_proxy.verdict(Rho(math.nan, math.nan, math.nan, 15, 1.0)).startswith("undetermined")
+
+
+def write_sweep(folder: Path, trials: list[tuple[str, dict, torch.Tensor, float]]) -> Path:
+    """A sweep folder as a calibrating search leaves it: ``calibration.csv`` (objective Δ) and each
+    trial's ``<method>_<id>/checkpoint_*`` (prompt, trial.json with its report); the calibrated
+    checkpoint is the second of two, the first reports other scores."""
+    rows = ["method,trial_id,val_rank,val_arg,rescored_arg,target_diff,pairs,chosen,val_delta,objective,target_rank"]
+    for i, (trial, settings, prompt, val) in enumerate(trials):
+        for j, score in enumerate((val - 0.5, val)):
+            ck = folder / f"mtl_{trial}" / f"checkpoint_00000{j}"
+            save_prompt(prompt * (1 + j), ck / scoring.PROMPT_FILE)
+            report = {"val/arg": 2 * score, "val/arg_se": 0.1, "val/delta": score, "val/delta_se": 0.05}
+            (ck / "trial.json").write_text(
+                json.dumps({"step": j, "method": "mtl", "settings": settings, "report": report})
+            )
+        rows.append(f"mtl,{trial},{i + 1},{2 * val!r},,0.01,3,{i == 0},{val!r},delta,{i + 1}")
+    (folder / "calibration.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_calibrated_trials_of_two_searches_are_scored_once_each_against_their_search_scores(tmp_path, capsys):
+    """--calibrated: each calibrated trial at the checkpoint its report matches, a twin in the other
+    search once; the proxy columns are the search's own report (nothing recomputed), only the full
+    recipe runs, and the verdict is on the sweeps' objective (Δ)."""
+    hidden = tiny_backbone(CAUSAL, prompt_length=L).hidden_size
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randn(L, hidden, generator=g) * (0.5 + i) for i in range(4)]
+    a = write_sweep(tmp_path / "tpe", [("aa", {"lr": 0.5}, prompts[0], 0.08), ("bb", {"lr": 0.3}, prompts[1], 0.02)])
+    b = write_sweep(
+        tmp_path / "random",
+        [
+            ("cc", {"lr": 0.5}, prompts[0], 0.08),
+            ("dd", {"lr": 0.2}, prompts[2], 0.05),
+            ("ee", {"lr": 0.4}, prompts[3], -0.01),
+        ],
+    )
+    out = tmp_path / "out"
+    (tmp_path / "cache").mkdir()
+    cli = [*argv(tmp_path / "unused", out), "--calibrated", str(a), str(b)]
+    with fresh_cache(tmp_path / "cache"):
+        assert objective_proxy.main(cli) == 0
+    with open(out / "objective_proxy.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["checkpoint"] for r in rows] == ["tpe/aa", "tpe/bb", "random/dd", "random/ee"]  # cc is aa again
+    assert [float(r["proxy_delta"]) for r in rows] == [0.08, 0.02, 0.05, -0.01]  # the search's reports
+    assert [float(r["proxy_arg"]) for r in rows] == [0.16, 0.04, 0.1, -0.02]
+    assert all(float(r["proxy_cpu_s"]) == 0 and float(r["full_cpu_s"]) > 0 for r in rows)
+    assert sorted(p.name for p in (out / "parts").iterdir()) == [f"full-{TASK}.json"]
+    md = (out / "objective_proxy.md").read_text()
+    shown = float(re.search(r"Spearman rho \(proxy Δ vs full Δ\) = ([+-][0-9.]+) \[", md).group(1))
+    full = [float(r["full_delta"]) for r in rows]
+    assert shown == pytest.approx(spearmanr([0.08, 0.02, 0.05, -0.01], full).statistic, abs=0.005)
+    assert "random/cc = tpe/aa" in md and "not recomputed" in md and "Verdict: proxy not admissible" in md
+
+
+def test_a_calibrated_trial_whose_checkpoint_is_gone_exits_2_naming_its_folder(tmp_path, capsys):
+    hidden = tiny_backbone(CAUSAL, prompt_length=L).hidden_size
+    trials = [(t, {"lr": 0.1 * i}, torch.ones(L, hidden) * i, 0.01 * i) for i, t in enumerate(["aa", "bb", "cc"])]
+    sweep = write_sweep(tmp_path / "tpe", trials)
+    shutil.rmtree(sweep / "mtl_bb" / "checkpoint_000001")  # the calibrated one; checkpoint_000000 reports other scores
+    assert objective_proxy.main([*argv(tmp_path / "unused", tmp_path / "out"), "--calibrated", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert str(sweep / "mtl_bb") in err and "num_to_keep" in err
+    assert objective_proxy.main([*argv(tmp_path / "unused", tmp_path / "out"), "--calibrated", str(tmp_path)]) == 2
+    assert "no calibration.csv" in capsys.readouterr().err
