@@ -46,8 +46,9 @@ Usage:
         --proxy steps=10 --full lr=0.5,0.3 steps=30
     python benchmarks/objective_proxy.py --calibrated runs/cpu-study-v2/sweeps/cpu-study-v2-mtl-{tpe,random} \\
         --tasks bb_multiemo_reviews_en bb_multiemo_medicine_en bb_movie_recommendation bb_bbq_age_ambig \\
-        bb_bbq_religion_disambig --seeds 100 13 21 --full steps=60 eval_every=20 rows_per_pass=32 \\
-        test_per_seed=true --out runs/cpu-study-v2/objective_proxy        # study v2 (about 4 CPU-hours)
+        bb_bbq_religion_disambig --seeds 100 13 21 --full lr=0.3 steps=60 eval_every=20 batch_size=4 \\
+        eval_batch_size=32 test_size=100 rows_per_pass=32 test_per_seed=true \\
+        --out runs/objective-proxy-cpu-study-v2      # study v2: its target recipe at 60 steps (about 4 CPU-hours)
 """
 
 from __future__ import annotations
@@ -499,7 +500,10 @@ def main(argv: list[str] | None = None) -> int:
         help="score these sweeps' calibrated trials instead of --study's upstream/ (the proxy: their search scores)",
     )
     p.add_argument(
-        "--objective", choices=sorted(OBJECTIVES), default="arg", help="the measure the verdict is on (--study)"
+        "--objective",
+        choices=sorted(OBJECTIVES),
+        default="arg",
+        help="the measure the verdict is on, with --study (--calibrated takes the sweeps' search.objective)",
     )
     p.add_argument("--tasks", nargs="+", required=True, help="validation tasks (configs/tasks.yaml names)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="few-shot seeds")
