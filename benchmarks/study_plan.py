@@ -52,7 +52,7 @@ class Units:
 
     upstream_step: dict[str, float]  # per outer step, by method
     run_step: float  # per downstream run-step
-    validation_problem: float  # per validation problem
+    validation_problem: float  # per validation problem at the study's validation recipe
     halving: float = 1.0  # share of run-steps lr halving keeps (1: full selection)
 
 
@@ -69,13 +69,14 @@ def committed_units(study: Path = STUDY) -> tuple[dict[str, float], float]:
     return {m: sum(v) / len(v) for m, v in per_step.items()}, sum(target) / len(target) / TARGET_RUN_STEPS
 
 
-def study_units(folder: Path, base: Units) -> Units:
+def study_units(folder: Path, base: Units, cfg=None) -> Units:
     """``base`` with the unit costs a running study measured so far (v2 layout: one kept file per
     downstream problem): CPU s per outer step of each method with a kept upstream run, per
     downstream run-step over its kept target problems (those that tuned: PT's curve reads cost
     under 1 CPU s), and per validation problem over its searches' kept PT validation problems
-    (PT at the validation recipe, as each trial report's validation is). Methods and units not
-    measured yet keep ``base``'s."""
+    (PT at the validation recipe, as each trial report's validation is; one at another step count,
+    a method's ``study.validation``, counted at the study's validation steps by ``_search``'s
+    rule, with ``cfg``). Methods and units not measured yet keep ``base``'s."""
     upstream, _ = committed_units(folder)
     cpu = steps = 0.0
     for path in glob.glob(str(folder / "final" / "target-*.json")):
@@ -86,8 +87,10 @@ def study_units(folder: Path, base: Units) -> Units:
             cpu += job["cpu_s"]
             steps += tuning["steps"] * (len(lrs) if isinstance(lrs, list) else 1)
     run_step = cpu / steps if steps else base.run_step
+    at = _validation_steps(cfg) if cfg is not None else None
     validation = [
-        read_json(p)["cpu_s"] for p in glob.glob(str(folder / "sweeps" / "*" / "final" / "validation PT-*.json"))
+        job["cpu_s"] * (at or job["key"]["tuning"]["steps"]) / job["key"]["tuning"]["steps"]
+        for job in map(read_json, glob.glob(str(folder / "sweeps" / "*" / "final" / "validation PT-*.json")))
     ]
     problem = sum(validation) / len(validation) if validation else base.validation_problem
     return Units({**base.upstream_step, **upstream}, run_step, problem, base.halving)
@@ -125,17 +128,22 @@ def plan(cfg, units: Units, end: int) -> list[tuple[str, str, float]]:
 
 
 def _search(cfg, arm, units: Units, pairs: int, problem_s: float) -> list[tuple[str, str, float]]:
-    """A search arm's trials (upstream and validation), re-score, calibration and fresh upstream runs."""
-    b, s, v = cfg.budget, cfg.search, cfg.validation
+    """A search arm's trials (upstream and validation, at its method's ``validation_for``), re-score,
+    calibration and fresh upstream runs."""
+    b, s, v = cfg.budget, cfg.search, cfg.validation_for(arm.method)
     steps = max(b.steps)
     reports = asha_reports(b.num_samples, math.ceil(steps / b.steps_per_report), cfg.scheduler.reduction_factor)
     tasks = len(_validation(cfg))
-    per_report = tasks * len(v.seeds) * units.validation_problem
+    # linear in the steps (dev is evaluated every `eval_every` of them too); an upper bound: study
+    # v2's 60-step problems cost 77 CPU s in the objective-proxy run (48 per batched run) against
+    # 37 for its searches' 20-step PT problems (3 per run), 2.1x
+    problem = units.validation_problem * v.tune_config().steps / _validation_steps(cfg)
+    per_report = tasks * len(v.seeds) * problem
     step_s = units.upstream_step[arm.method]
     return [
         (arm.label, f"trials: {b.num_samples} x <= {steps} steps (ASHA)", reports * b.steps_per_report * step_s),
         (arm.label, f"validation: {reports:.0f} reports x {tasks * len(v.seeds)} problems", reports * per_report),
-        (arm.label, "re-score", s.top_k * tasks * len(v.rescore_seeds) * units.validation_problem),
+        (arm.label, "re-score", s.top_k * tasks * len(v.fresh_seeds()) * problem),
         (
             arm.label,
             f"calibration: {s.calibrate} trials x {len(cfg.calibration_seeds())} seeds",
@@ -182,6 +190,11 @@ def _targets(cfg) -> Sequence[str]:
 
 def _validation(cfg) -> Sequence[str]:
     return list(_partition(cfg).validation)
+
+
+def _validation_steps(cfg) -> int:
+    """The downstream steps of the study's validation recipe (``validation.tuning``)."""
+    return cfg.validation.tune_config().steps
 
 
 def markdown(rows_by_end: dict[int, list[tuple[str, str, float]]], cores: int) -> str:
@@ -337,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     ends = [end] if end else args.end_steps[-1:]
     print(f"end budget {ends[0]} steps ({'the study' if end else 'not known yet: the largest of --end-steps'})\n")
     print(measured_markdown(cfg, plan(cfg, units, ends[0]), measured(args.measured, cfg.study.start_steps), args.cores))
-    now = study_units(args.measured, units)
+    now = study_units(args.measured, units, cfg)
     projected = sum(s for _, _, s in plan(cfg, now, ends[0])) / 3600
     print(
         f"\nprojected at the unit costs measured so far in {args.measured}: {projected:.1f} CPU-hours "

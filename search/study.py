@@ -27,8 +27,8 @@ a ``study`` block (``promptinit.search.phases.study_config``). It composes the s
 
 ``--resume`` continues an interrupted study: finished jobs and sweeps are kept, an interrupted
 sweep resumes. The config must be the one the study ran with, except that it may add arms under
-``study.presets`` and change the search space of a method whose sweeps have not finished (those
-sweeps start afresh).
+``study.presets`` and change the search space or ``study.validation`` of a method whose sweeps have
+not finished (those sweeps start afresh).
 """
 
 from __future__ import annotations
@@ -157,8 +157,8 @@ def check_study(where: str, resume: bool) -> tuple[StudyConfig, Any, check.TaskS
             raise PromptinitError(
                 f"{where}: the config differs from the one {cfg.sweep_dir} ran with ({meta}) in "
                 f"{', '.join(changed)}: more than arms under `study.presets` added or changed before any of "
-                "their jobs ran and the search space of a method whose sweeps have not finished; resume with that "
-                "config, or change `name` for a new study"
+                "their jobs ran and the search space or validation of a method whose sweeps have not finished; "
+                "resume with that config, or change `name` for a new study"
             )
         added, respaced = plan
     if any(a.kind == "search" for a in cfg.arms()):
@@ -233,9 +233,9 @@ def prepare_study(where: str, resume: bool) -> Study:
     cfg, partition, tasks, added, respaced = check_study(where, resume)
     cfg.sweep_dir.mkdir(parents=True, exist_ok=True)
     for arm in (a for a in cfg.arms() if a.kind == "search" and a.method in respaced):
-        if cfg.sweep_folder(arm).exists():  # an interrupted sweep cannot go on under another space
+        if cfg.sweep_folder(arm).exists():  # an interrupted sweep cannot go on under another space or validation
             logger.info(
-                "resume: %s's search space changed; its unfinished sweep %s starts afresh",
+                "resume: %s's search space or validation changed; its unfinished sweep %s starts afresh",
                 arm.method,
                 cfg.sweep_folder(arm),
             )

@@ -168,7 +168,8 @@ def write_sweep(folder: Path, trials: list[tuple[str, dict, torch.Tensor, float]
             (ck / "trial.json").write_text(
                 json.dumps({"step": j, "method": "mtl", "settings": settings, "report": report})
             )
-        rows.append(f"mtl,{trial},{i + 1},{2 * val!r},,0.01,3,{i == 0},{val!r},delta,{i + 1}")
+        target = val / 2 + 0.03 * i  # the calibration's target Δ
+        rows.append(f"mtl,{trial},{i + 1},{2 * val!r},,{target!r},3,{i == 0},{val!r},delta,{i + 1}")
     (folder / "calibration.csv").write_text("\n".join(rows) + "\n")
     return folder
 
@@ -206,6 +207,12 @@ def test_calibrated_trials_of_two_searches_are_scored_once_each_against_their_se
     full = [float(r["full_delta"]) for r in rows]
     assert shown == pytest.approx(spearmanr([0.08, 0.02, 0.05, -0.01], full).statistic, abs=0.005)
     assert "random/cc = tpe/aa" in md and "not recomputed" in md and "Verdict: proxy not admissible" in md
+    # each recipe's validation against the calibration's target Δ (aa's, not its twin cc's)
+    targets = [float(r["target_delta"]) for r in rows]
+    assert targets == pytest.approx([0.04, 0.04, 0.055, 0.055])
+    against = re.search(r"with it, proxy ([+-][0-9.]+) \[.*\], full ([+-][0-9.]+) \[", md)
+    assert float(against.group(1)) == pytest.approx(spearmanr([0.08, 0.02, 0.05, -0.01], targets).statistic, abs=0.005)
+    assert float(against.group(2)) == pytest.approx(spearmanr(full, targets).statistic, abs=0.005)
 
 
 def test_a_calibrated_trial_whose_checkpoint_is_gone_exits_2_naming_its_folder(tmp_path, capsys):

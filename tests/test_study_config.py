@@ -67,6 +67,9 @@ def test_v2_meets_the_issue_floors_and_its_smoke_is_it_in_miniature():
     assert all("cut from 500" in cfg.study.presets[name].cut for name in ("reptile", "supmer"))
     assert cfg.budget.num_samples >= 16 and cfg.search.startup_trials * 4 <= cfg.budget.num_samples
     assert cfg.search.calibrate >= 8 and cfg.search.objective == "delta"
+    # MAML's searches validate with the targets' start recipe (the 20-step proxy missed issue 29's bar)
+    maml = cfg.sub_sweep(study.Arm("search", "maml", algorithm="tpe"), cfg.study.start_steps).validation.tuning
+    assert maml == {**cfg.target.tuning, "steps": cfg.study.start_steps}
     assert len(cfg.calibration_seeds()) == 3 and len(smoke.calibration_seeds()) < len(smoke.target.seeds)  # the cut
     assert not {"mtl", "maml"} & set(cfg.study.start_only)
     assert cfg.target.tuning["lr"] == smoke.target.tuning["lr"] == 0.3  # the plan's cut: one lr, every arm
@@ -399,6 +402,46 @@ def test_resume_accepts_a_new_search_space_only_for_a_method_whose_sweeps_have_n
     assert study.resume_plan(full, dump({**cut, "seed": 1}), finished=set()) is None
     assert study.resume_plan(full, full, finished={"mtl", "maml"}) == ([], [])
     assert study.resume_plan(None, full, finished=set()) is None
+
+
+def test_study_validation_changes_one_searched_methods_validation_and_names_a_bad_field(tmp_path, capsys):
+    """``study.validation`` gives a searched method's sweeps another validation recipe (study v2's
+    MAML searches validate with the target's 60 steps: the 20-step proxy's rank agreement with it
+    was +0.76 < 0.8); the other method's sweeps, the rest of the recipe and every other field stay;
+    an unknown method or a field TuneConfig lacks stops the study naming the field."""
+    cfg = study.load_study_config(write(tmp_path, study={"validation": {"maml": {"steps": 6}}}))
+    base = cfg.validation.tuning
+    maml = cfg.sub_sweep(study.Arm("search", "maml", algorithm="tpe"), 2).validation
+    mtl = cfg.sub_sweep(study.Arm("search", "mtl", algorithm="tpe"), 2).validation
+    assert maml.tuning == {**base, "steps": 6} and base["steps"] != 6
+    assert mtl == cfg.validation and maml.seeds == cfg.validation.seeds
+    for bad, says in (
+        ({"supmer": {"steps": 6}}, "field 'study.validation.supmer': not a searched method"),
+        ({"maml": {"stepz": 6}}, "field 'study.validation.maml'"),
+    ):
+        rc = study_cli.main(["--config", str(write(tmp_path, study={"validation": bad}))])
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and err.count("\n") == 1, (rc, err)
+    assert "stepz" in err and not (tmp_path / "runs").exists()
+
+
+def test_resume_accepts_a_new_validation_only_for_a_method_whose_sweeps_have_not_finished():
+    """Study v2 moved its MAML searches to the target's 60-step recipe on 7 Dec, after its MTL
+    searches finished under the 20-step proxy: a record from before ``study.validation`` existed
+    resumes, and the changed method's sweeps start afresh; a finished method's is refused."""
+    raw = yaml.safe_load(SMOKE_V2.read_text())
+
+    def dump(r: dict) -> dict:
+        return json.loads(json.dumps(study.config_dict(study.StudyConfig(**r))))
+
+    full = dump(raw)
+    old = {**full, "study": {k: v for k, v in full["study"].items() if k != "validation"}}
+    moved = dump({**raw, "study": {**raw["study"], "validation": {"maml": {"steps": 6}}}})
+    assert study.resume_plan(old, full, finished={"mtl"}, searched=True) == ([], [])
+    assert study.resume_plan(old, moved, finished={"mtl"}, searched=True) == ([], ["maml"])
+    assert study.resume_plan(moved, moved, finished={"mtl", "maml"}, searched=True) == ([], [])
+    assert study.resume_plan(old, moved, finished={"maml"}, searched=True) is None
+    assert study.resume_plan(old, dump({**raw, "seed": 1, "study": moved["study"]}), finished=set()) is None
 
 
 def test_resume_accepts_fewer_calibration_seeds_only_before_any_search_started():

@@ -42,6 +42,20 @@ def test_plan_of_the_smoke_v2_study_by_hand():
     assert "| **total** | | **0.2** | **0.2** |" in text and "| PT | tuning, end | 0.00 | 0.01 |" in text
 
 
+def test_a_method_validated_longer_costs_its_searches_validation_in_proportion():
+    """smoke-v2 validates for 2 steps; with ``study.validation`` MAML's searches validate for 6:
+    their validation and re-score rows cost 3x MTL's (linear in the steps), the rest the same."""
+    from promptinit.search.phases.study_config import load_study_config
+
+    cfg = load_study_config(ROOT / "configs" / "study" / "smoke-v2.yaml")
+    units = study_plan.Units({"mtl": 1.0, "maml": 1.0}, run_step=1.0, validation_problem=10.0)
+    moved = cfg.model_copy(update={"study": cfg.study.model_copy(update={"validation": {"maml": {"steps": 6}}})})
+    for c, ratio in ((cfg, 1), (moved, 3)):
+        mtl, maml = (study_plan._search(c, a, units, 4, 1.0) for a in cfg.arms() if a.kind == "search"
+                     and a.algorithm == "tpe")
+        assert [m[2] * (ratio if i in (1, 2) else 1) for i, m in enumerate(mtl)] == [m[2] for m in maml]
+
+
 def test_replay_saving_of_the_smoke_v2_study_by_hand(tmp_path):
     """smoke-v2 searches mtl and maml by TPE, then random; TPE's start-up is 1 trial (the paper
     defaults), so each random search may replay 1 of its 3 trials: a third of its trials (6 CPU s)
@@ -93,5 +107,14 @@ def test_study_units_are_what_a_running_study_measured_and_the_base_elsewhere(tm
     sweep = tmp_path / "sweeps" / "s-mtl-tpe" / "final"
     sweep.mkdir(parents=True)
     for name, cpu_s in (("validation PT-1", 35.0), ("validation PT-2", 40.0), ("upstream-x", 9.0)):
-        (sweep / f"{name}.json").write_text(json.dumps({"key": {}, "cpu_s": cpu_s}))
+        (sweep / f"{name}.json").write_text(json.dumps({"key": {"tuning": {"steps": 2}}, "cpu_s": cpu_s}))
     assert study_plan.study_units(tmp_path, base).validation_problem == 37.5
+    # a method validated at another step count (study.validation: maml at 6 steps, smoke-v2's
+    # recipe 2) counts at the study's: 111 CPU s at 6 steps is 37 at 2
+    from promptinit.search.phases.study_config import load_study_config
+
+    cfg = load_study_config(ROOT / "configs" / "study" / "smoke-v2.yaml")
+    maml = tmp_path / "sweeps" / "s-maml-tpe" / "final"
+    maml.mkdir(parents=True)
+    (maml / "validation PT-3.json").write_text(json.dumps({"key": {"tuning": {"steps": 6}}, "cpu_s": 111.0}))
+    assert study_plan.study_units(tmp_path, base, cfg).validation_problem == (35 + 40 + 37) / 3

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from promptinit.errors import PromptinitError
-from promptinit.search.phases.config import Strict, SweepConfig, config_dict, load_sweep_config
+from promptinit.search.phases.config import Strict, SweepConfig, Validation, config_dict, load_sweep_config
 
 STUDY_DIR = Path(__file__).resolve().parents[2] / "configs" / "study"
 
@@ -72,6 +72,13 @@ class StudySection(Strict):
         ["tpe", "random"],
         description="one sweep per searched method and algorithm",  # pydantic copies the default
     )
+    validation: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="searched method -> `validation.tuning` fields its search sweeps validate with instead, "
+        "e.g. {maml: {steps: 60}}: the target's own recipe where a cheaper proxy's rank agreement with it was "
+        "measured below the bar (docs/objective.md); may change on a resume while none of the method's "
+        "sweeps has finished (they start afresh)",
+    )
 
 
 class StudyConfig(SweepConfig):
@@ -105,6 +112,16 @@ class StudyConfig(SweepConfig):
                 f"field 'study.start_steps': {start} must be below target.tuning.steps "
                 f"({self.target.tuning['steps']}, the curves' length and the cap of the other budget)"
             )
+        for method in self.study.validation:
+            if method not in self.methods:
+                raise ValueError(
+                    f"field 'study.validation.{method}': not a searched method; searched: {', '.join(self.methods)}"
+                )
+            try:
+                self.validation_for(method)
+            except ValidationError as err:
+                msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"field 'study.validation.{method}': {msg}") from None
         arms = {*self.study.presets, *(["labels"] if self.study.labels else [])}
         for name in self.study.start_only:
             if start is None:
@@ -123,10 +140,17 @@ class StudyConfig(SweepConfig):
         """A search arm's sweep folder: ``<study>/sweeps/<study>-<method>-<algorithm>``."""
         return self.sweep_dir / SWEEPS / f"{self.name}-{arm.method}-{arm.algorithm}"
 
+    def validation_for(self, method: str) -> Validation:
+        """The validation ``method``'s search sweeps use: ``validation`` with ``study.validation``'s
+        fields for it."""
+        raw = self.validation.model_dump()
+        return Validation.model_validate({**raw, "tuning": {**raw["tuning"], **self.study.validation.get(method, {})}})
+
     def sub_sweep(self, arm: Arm, steps: int) -> SweepConfig:
         """The sweep config of one search arm, downstream tuning for ``steps``."""
         raw = config_dict(self)
         raw.pop("study")
+        raw["validation"] = self.validation_for(arm.method).model_dump(mode="json")
         raw.update(name=self.sweep_folder(arm).name, methods=[arm.method], storage_path=str(self.sweep_dir / SWEEPS))
         raw["search"]["algorithm"] = arm.algorithm
         raw["search"]["space"] = {k: v for k, v in raw["search"]["space"].items() if k == arm.method}
@@ -275,21 +299,28 @@ def resume_plan(
     earlier: dict | None, now: dict, finished: set[str], unstarted: Collection[str] = (), searched: bool = False
 ) -> tuple[list[str], list[str]] | None:
     """What a resumed study takes from a changed config: ``(preset arms added, or changed among
-    ``unstarted``, searched methods whose search space changed)``, or None when the change is
-    anything else, or changes the space of a method in ``finished`` (a method with a finished
-    sweep: its arm is done under the old space). A changed space is a budget decision taken after
-    a sweep failed (say, trials that ran out of memory); that method's unfinished sweeps start
-    afresh under it, every other job is kept. ``search.calibrate_seeds`` may change while no
-    search sweep has started (``searched`` False): a cut of the calibration's cost.
-    ``search.replay`` may change at any time, and a record from before it existed resumes."""
+    ``unstarted``, searched methods whose search space or validation changed)``, or None when the
+    change is anything else, or changes the space or validation of a method in ``finished`` (a
+    method with a finished sweep: its arm is done under the old ones). A changed space is a budget
+    decision taken after a sweep failed (say, trials that ran out of memory); a changed
+    ``study.validation`` one taken after a proxy's rank agreement with the target recipe was
+    measured; that method's unfinished sweeps start afresh under it, every other job is kept.
+    ``search.calibrate_seeds`` may change while no search sweep has started (``searched`` False):
+    a cut of the calibration's cost. ``search.replay`` may change at any time, and a record from
+    before it (or ``study.validation``) existed resumes."""
     if not isinstance(earlier, dict):
         return None
     earlier = relocated(earlier, now)
-    search = earlier.get("search", {})
+    search, section = earlier.get("search", {}), earlier.get("study", {})
     old, new = search.get("space", {}), now["search"]["space"]
-    respaced = sorted(m for m in {*old, *new} if old.get(m) != new.get(m))
+    old_val, new_val = section.get("validation", {}), now["study"].get("validation", {})
+    respaced = sorted(
+        {m for m in {*old, *new} if old.get(m) != new.get(m)}
+        | {m for m in {*old_val, *new_val} if old_val.get(m) != new_val.get(m)}
+    )
     if finished & set(respaced):
         return None
+    earlier = {**earlier, "study": {**section, "validation": new_val}}
     calibrate_seeds = now["search"].get("calibrate_seeds")
     if searched and search.get("calibrate_seeds") != calibrate_seeds:
         return None
