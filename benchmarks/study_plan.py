@@ -44,6 +44,7 @@ from promptinit.errors import read_json
 
 STUDY = Path("runs/cpu-study")
 TARGET_RUN_STEPS = 5 * 4 * 60  # a committed target job: 5 few-shot seeds x 4 lrs x 60 steps
+CACHE_READ_S = 5.0  # a kept problem under this many CPU s read PT's curves' cache; a tuned one costs 15+
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def study_units(folder: Path, base: Units, cfg=None) -> Units:
     downstream problem): CPU s per outer step of each method with a kept upstream run, per
     downstream run-step over its kept target problems (those that tuned: PT's curve reads cost
     under 1 CPU s), and per validation problem over its searches' kept PT validation problems
-    (PT at the validation recipe, as each trial report's validation is; one at another step count,
+    (PT at the validation recipe, as each trial report's validation is; a cache read left out, as
+    for the targets: study v2's PT at 60 steps read its curves' cache; one at another step count,
     a method's ``study.validation``, counted at the study's validation steps by ``_search``'s
     rule, with ``cfg``). Methods and units not measured yet keep ``base``'s."""
     upstream, _ = committed_units(folder)
@@ -83,7 +85,7 @@ def study_units(folder: Path, base: Units, cfg=None) -> Units:
         job = read_json(path)
         tuning = job["key"].get("tuning", {})
         lrs = tuning.get("lr")
-        if job["cpu_s"] > 1 and "steps" in tuning:
+        if job["cpu_s"] > CACHE_READ_S and "steps" in tuning:
             cpu += job["cpu_s"]
             steps += tuning["steps"] * (len(lrs) if isinstance(lrs, list) else 1)
     run_step = cpu / steps if steps else base.run_step
@@ -91,6 +93,7 @@ def study_units(folder: Path, base: Units, cfg=None) -> Units:
     validation = [
         job["cpu_s"] * (at or job["key"]["tuning"]["steps"]) / job["key"]["tuning"]["steps"]
         for job in map(read_json, glob.glob(str(folder / "sweeps" / "*" / "final" / "validation PT-*.json")))
+        if job["cpu_s"] > CACHE_READ_S
     ]
     problem = sum(validation) / len(validation) if validation else base.validation_problem
     return Units({**base.upstream_step, **upstream}, run_step, problem, base.halving)

@@ -117,4 +117,6 @@ def test_study_units_are_what_a_running_study_measured_and_the_base_elsewhere(tm
     maml = tmp_path / "sweeps" / "s-maml-tpe" / "final"
     maml.mkdir(parents=True)
     (maml / "validation PT-3.json").write_text(json.dumps({"key": {"tuning": {"steps": 6}}, "cpu_s": 111.0}))
+    # ... and one that read PT's curves' cache (study v2's MAML searches, 7 Dec: 0.002 CPU s) is left out
+    (maml / "validation PT-4.json").write_text(json.dumps({"key": {"tuning": {"steps": 6}}, "cpu_s": 0.002}))
     assert study_plan.study_units(tmp_path, base, cfg).validation_problem == (35 + 40 + 37) / 3
