@@ -91,7 +91,7 @@ def study_units(folder: Path, base: Units, cfg=None) -> Units:
     run_step = cpu / steps if steps else base.run_step
     at = _validation_steps(cfg) if cfg is not None else None
     validation = [
-        job["cpu_s"] * (at or job["key"]["tuning"]["steps"]) / job["key"]["tuning"]["steps"]
+        job["cpu_s"] * (at / job["key"]["tuning"]["steps"] if at else 1.0)
         for job in map(read_json, glob.glob(str(folder / "sweeps" / "*" / "final" / "validation PT-*.json")))
         if job["cpu_s"] > CACHE_READ_S
     ]

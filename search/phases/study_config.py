@@ -295,6 +295,11 @@ def config_changes(earlier: dict | None, now: dict) -> list[str]:
     return out
 
 
+def _changed(old: dict, new: dict) -> set[str]:
+    """The keys whose values differ between two per-method mappings."""
+    return {k for k in {*old, *new} if old.get(k) != new.get(k)}
+
+
 def resume_plan(
     earlier: dict | None, now: dict, finished: set[str], unstarted: Collection[str] = (), searched: bool = False
 ) -> tuple[list[str], list[str]] | None:
@@ -314,10 +319,7 @@ def resume_plan(
     search, section = earlier.get("search", {}), earlier.get("study", {})
     old, new = search.get("space", {}), now["search"]["space"]
     old_val, new_val = section.get("validation", {}), now["study"].get("validation", {})
-    respaced = sorted(
-        {m for m in {*old, *new} if old.get(m) != new.get(m)}
-        | {m for m in {*old_val, *new_val} if old_val.get(m) != new_val.get(m)}
-    )
+    respaced = sorted(_changed(old, new) | _changed(old_val, new_val))
     if finished & set(respaced):
         return None
     earlier = {**earlier, "study": {**section, "validation": new_val}}
