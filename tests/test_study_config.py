@@ -70,6 +70,7 @@ def test_v2_meets_the_issue_floors_and_its_smoke_is_it_in_miniature():
     # MAML's searches validate with the targets' start recipe (the 20-step proxy missed issue 29's bar)
     maml = cfg.sub_sweep(study.Arm("search", "maml", algorithm="tpe"), cfg.study.start_steps).validation.tuning
     assert maml == {**cfg.target.tuning, "steps": cfg.study.start_steps}
+    assert set(smoke.study.validation) == set(cfg.study.validation)  # the smoke runs it end to end
     assert len(cfg.calibration_seeds()) == 3 and len(smoke.calibration_seeds()) < len(smoke.target.seeds)  # the cut
     assert not {"mtl", "maml"} & set(cfg.study.start_only)
     assert cfg.target.tuning["lr"] == smoke.target.tuning["lr"] == 0.3  # the plan's cut: one lr, every arm
@@ -430,6 +431,7 @@ def test_resume_accepts_a_new_validation_only_for_a_method_whose_sweeps_have_not
     searches finished under the 20-step proxy: a record from before ``study.validation`` existed
     resumes, and the changed method's sweeps start afresh; a finished method's is refused."""
     raw = yaml.safe_load(SMOKE_V2.read_text())
+    raw["study"] = {k: v for k, v in raw["study"].items() if k != "validation"}  # the study as it began
 
     def dump(r: dict) -> dict:
         return json.loads(json.dumps(study.config_dict(study.StudyConfig(**r))))

@@ -21,8 +21,10 @@ def test_plan_of_the_smoke_v2_study_by_hand():
     Presets: upstream 2 x 2 = 4 each; start 4 pairs x 2 seeds x 2 steps = 16 each; end 32 for mtl and
     maml only (fomaml, reptile, supmer are start-only): 52 + 52 + 20 x 3 = 164.
     Each search: trials 3 reports x 2 steps = 6, validation 3 x 10 = 30, re-score 10, calibration
-    2 trials x 2 pairs x 2 steps = 8, choice upstream 4, start 16, end 32: 106, x 4 = 424.
-    Total 24 + 8 + 16 + 8 + 164 + 424 = 644 CPU s; with end 6: + 8 + 2 x 16 + 4 x 16 = 748."""
+    2 trials x 2 pairs x 2 steps = 8, choice upstream 4, start 16, end 32: 106; MAML's searches
+    validate for 4 steps (``study.validation``), so their validation is 60 and re-score 20: 146;
+    2 x 106 + 2 x 146 = 504. Total 24 + 8 + 16 + 8 + 164 + 504 = 724 CPU s; with end 6:
+    + 8 + 2 x 16 + 4 x 16 = 828."""
     plan = study_plan
     from promptinit.search.phases.study_config import load_study_config
 
@@ -30,7 +32,7 @@ def test_plan_of_the_smoke_v2_study_by_hand():
     methods = ("mtl", "maml", "fomaml", "reptile", "supmer")
     units = plan.Units({m: 1.0 for m in methods}, run_step=1.0, validation_problem=10.0)
     rows = plan.plan(cfg, units, end=4)
-    assert sum(s for _, _, s in rows) == 644
+    assert sum(s for _, _, s in rows) == 724
     by = {(arm, phase): s for arm, phase, s in rows}
     assert by[("mtl (TPE + ASHA)", "calibration: 2 trials x 1 seeds")] == 8
     assert ("fomaml (preset)", "tuning, end") not in by and by[("maml (preset)", "tuning, end")] == 32
@@ -38,19 +40,22 @@ def test_plan_of_the_smoke_v2_study_by_hand():
     assert by[("PT", "curves (to the cap)")] == dict(((a, p), s) for a, p, s in halved)[("PT", "curves (to the cap)")]
     assert dict(((a, p), s) for a, p, s in halved)[("PT", "tuning, end")] == 8  # halving: the tuning only
     text = plan.markdown({4: rows, 6: plan.plan(cfg, units, end=6)}, cores=2)
-    assert sum(s for _, _, s in plan.plan(cfg, units, end=6)) == 748
+    assert sum(s for _, _, s in plan.plan(cfg, units, end=6)) == 828
     assert "| **total** | | **0.2** | **0.2** |" in text and "| PT | tuning, end | 0.00 | 0.01 |" in text
 
 
 def test_a_method_validated_longer_costs_its_searches_validation_in_proportion():
-    """smoke-v2 validates for 2 steps; with ``study.validation`` MAML's searches validate for 6:
-    their validation and re-score rows cost 3x MTL's (linear in the steps), the rest the same."""
+    """smoke-v2 validates for 2 steps and its MAML searches for 4 (``study.validation``); without
+    it they cost what MTL's do, moved to 6 steps their validation and re-score rows cost 3x MTL's
+    (linear in the steps), the rest the same."""
     from promptinit.search.phases.study_config import load_study_config
 
     cfg = load_study_config(ROOT / "configs" / "study" / "smoke-v2.yaml")
     units = study_plan.Units({"mtl": 1.0, "maml": 1.0}, run_step=1.0, validation_problem=10.0)
-    moved = cfg.model_copy(update={"study": cfg.study.model_copy(update={"validation": {"maml": {"steps": 6}}})})
-    for c, ratio in ((cfg, 1), (moved, 3)):
+    def validated(maml: dict):
+        return cfg.model_copy(update={"study": cfg.study.model_copy(update={"validation": maml})})
+
+    for c, ratio in ((validated({}), 1), (cfg, 2), (validated({"maml": {"steps": 6}}), 3)):
         mtl, maml = (study_plan._search(c, a, units, 4, 1.0) for a in cfg.arms() if a.kind == "search"
                      and a.algorithm == "tpe")
         assert [m[2] * (ratio if i in (1, 2) else 1) for i, m in enumerate(mtl)] == [m[2] for m in maml]
@@ -59,18 +64,19 @@ def test_a_method_validated_longer_costs_its_searches_validation_in_proportion()
 def test_replay_saving_of_the_smoke_v2_study_by_hand(tmp_path):
     """smoke-v2 searches mtl and maml by TPE, then random; TPE's start-up is 1 trial (the paper
     defaults), so each random search may replay 1 of its 3 trials: a third of its trials (6 CPU s)
-    and validation (30) = 12 CPU s per method, 24 in all; 12 once the mtl random search has
-    reports in the study folder (it replayed, or computed, what it shared); 0 with replay off."""
+    and validation (30 for MTL; 60 for MAML, validated for 4 steps) = 12 CPU s for MTL, 22 for
+    MAML, 34 in all; 22 once the mtl random search has reports in the study folder (it replayed,
+    or computed, what it shared); 0 with replay off."""
     from promptinit.search.phases.study_config import load_study_config
 
     cfg = load_study_config(ROOT / "configs" / "study" / "smoke-v2.yaml")
     units = study_plan.Units({"mtl": 1.0, "maml": 1.0}, run_step=1.0, validation_problem=10.0)
-    assert study_plan.replay_saving(cfg, units) == 24
-    assert study_plan.replay_saving(cfg, units, tmp_path) == 24
+    assert study_plan.replay_saving(cfg, units) == 34
+    assert study_plan.replay_saving(cfg, units, tmp_path) == 34
     trial = tmp_path / "sweeps" / f"{cfg.name}-mtl-random" / "mtl_0001"
     trial.mkdir(parents=True)
     (trial / "result.json").write_text("")
-    assert study_plan.replay_saving(cfg, units, tmp_path) == 12
+    assert study_plan.replay_saving(cfg, units, tmp_path) == 22
     off = cfg.model_copy(update={"search": cfg.search.model_copy(update={"replay": False})})
     assert study_plan.replay_saving(off, units) == 0
 
