@@ -23,7 +23,9 @@ method's upstream runs and tuning (its preset and the searches' choices together
 batched runs), each method's searches (their trials' upstream steps and validation, from Tune's
 reports; re-score; calibration), and SUPMER's / MetaPT's preparation (unplanned), with the number
 of kept problems (or runs, or trial reports) behind each; while it runs, a phase's measured / planned
-is the share spent so far.
+is the share spent so far. The projection beneath prices the whole plan at the units the study
+measured so far: a searched method's trial reports at their measured mean once its searches
+computed some (before that, its validation linearly in its recipe's steps, an upper bound).
 
 Usage:
     python benchmarks/study_plan.py --config configs/study/cpu-v2.yaml --end-steps 120 180 300
@@ -37,7 +39,7 @@ import glob
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from promptinit.errors import read_json
@@ -55,19 +57,26 @@ class Units:
     run_step: float  # per downstream run-step
     validation_problem: float  # per validation problem at the study's validation recipe
     halving: float = 1.0  # share of run-steps lr halving keeps (1: full selection)
+    report_s: dict[str, float] = field(default_factory=dict)  # per computed trial report, by searched method
 
 
 def committed_units(study: Path = STUDY) -> tuple[dict[str, float], float]:
-    """``(CPU s per outer step by method, CPU s per downstream run-step)`` from a study's kept jobs."""
+    """``(CPU s per outer step by method, CPU s per downstream run-step)`` from a finished study's
+    kept jobs (the first study's layout: one target job per 5 seeds x 4 lrs)."""
+    target = [read_json(p)["cpu_s"] for p in glob.glob(str(study / "final" / "target-*.json"))]
+    target = [c for c in target if c > 1]  # PT's target jobs read the curves' cache (0.3 CPU s)
+    return _upstream_units(study), sum(target) / len(target) / TARGET_RUN_STEPS
+
+
+def _upstream_units(study: Path) -> dict[str, float]:
+    """CPU s per outer step by method, the mean over a study's kept upstream runs (ablations left out)."""
     per_step: dict[str, list[float]] = {}
     for path in glob.glob(str(study / "final" / "upstream-*.json")):
         job = read_json(path)
         key = job["key"]
         if key["settings"].get("use_mgr", True) and key["settings"].get("curriculum") != "none":  # not an ablation
             per_step.setdefault(key["method"], []).append(job["cpu_s"] / key["steps"])
-    target = [read_json(p)["cpu_s"] for p in glob.glob(str(study / "final" / "target-*.json"))]
-    target = [c for c in target if c > 1]  # PT's target jobs read the curves' cache (0.3 CPU s)
-    return {m: sum(v) / len(v) for m, v in per_step.items()}, sum(target) / len(target) / TARGET_RUN_STEPS
+    return {m: sum(v) / len(v) for m, v in per_step.items()}
 
 
 def study_units(folder: Path, base: Units, cfg=None) -> Units:
@@ -78,8 +87,10 @@ def study_units(folder: Path, base: Units, cfg=None) -> Units:
     (PT at the validation recipe, as each trial report's validation is; a cache read left out, as
     for the targets: study v2's PT at 60 steps read its curves' cache; one at another step count,
     a method's ``study.validation``, counted at the study's validation steps by ``_search``'s
-    rule, with ``cfg``). Methods and units not measured yet keep ``base``'s."""
-    upstream, _ = committed_units(folder)
+    rule, with ``cfg``), and per trial report of each searched method whose searches computed
+    reports (their steps and validation, Tune's ``time/cpu_s``; replayed reports left out). Methods
+    and units not measured yet keep ``base``'s."""
+    upstream = _upstream_units(folder)
     cpu = steps = 0.0
     for path in glob.glob(str(folder / "final" / "target-*.json")):
         job = read_json(path)
@@ -96,7 +107,12 @@ def study_units(folder: Path, base: Units, cfg=None) -> Units:
         if job["cpu_s"] > CACHE_READ_S
     ]
     problem = sum(validation) / len(validation) if validation else base.validation_problem
-    return Units({**base.upstream_step, **upstream}, run_step, problem, base.halving)
+    reports: dict[str, list[float]] = {}
+    for sweep in glob.glob(str(folder / "sweeps" / "*" / "promptinit-sweep.json")):
+        computed = [r["time/cpu_s"] for r in _reports(Path(sweep).parent) if "replay/of" not in r and r.get("time/cpu_s")]
+        reports.setdefault(read_json(sweep)["config"]["methods"][0], []).extend(computed)
+    report_s = {m: sum(v) / len(v) for m, v in reports.items() if v}
+    return Units({**base.upstream_step, **upstream}, run_step, problem, base.halving, report_s)
 
 
 def asha_reports(trials: int, rungs: int, reduction: float) -> float:
@@ -137,12 +153,14 @@ def _search(cfg, arm, units: Units, pairs: int, problem_s: float) -> list[tuple[
     steps = max(b.steps)
     reports = asha_reports(b.num_samples, math.ceil(steps / b.steps_per_report), cfg.scheduler.reduction_factor)
     tasks = len(_validation(cfg))
-    # linear in the steps (dev is evaluated every `eval_every` of them too); an upper bound: study
-    # v2's 60-step problems cost 77 CPU s in the objective-proxy run (48 per batched run) against
-    # 37 for its searches' 20-step PT problems (3 per run), 2.1x
-    problem = units.validation_problem * v.tune_config().steps / _validation_steps(cfg)
-    per_report = tasks * len(v.seeds) * problem
     step_s = units.upstream_step[arm.method]
+    if arm.method in units.report_s:  # its trials' measured reports, less their outer steps
+        problem = max(0.0, units.report_s[arm.method] - b.steps_per_report * step_s) / (tasks * len(v.seeds))
+    else:  # linear in the steps (dev is evaluated every `eval_every` of them too); an upper bound:
+        # study v2's 60-step problems cost 77 CPU s in the objective-proxy run (48 per batched run)
+        # against 37 for its searches' 20-step PT problems (3 per run), 2.1x
+        problem = units.validation_problem * v.tune_config().steps / _validation_steps(cfg)
+    per_report = tasks * len(v.seeds) * problem
     return [
         (arm.label, f"trials: {b.num_samples} x <= {steps} steps (ASHA)", reports * b.steps_per_report * step_s),
         (arm.label, f"validation: {reports:.0f} reports x {tasks * len(v.seeds)} problems", reports * per_report),
@@ -290,11 +308,18 @@ def _measured_sweep(sweep: Path, method: str, add, budget) -> None:
             add(f"{method} searches: calibration", job["cpu_s"])
         elif kind == "target":
             add(f"{key.get('method') or 'PT'}: tuning, {budget(key)}", job["cpu_s"])
-    for results in sorted(glob.glob(str(sweep / "*" / "result.json"))):
-        for line in Path(results).read_text().splitlines():
-            if line.strip():
-                report = json.loads(line)  # a replayed report (trainables/replay.py) cost this study nothing
-                add(f"{method} searches: trials", 0.0 if "replay/of" in report else report.get("time/cpu_s", 0.0))
+    for report in _reports(sweep):  # a replayed report (trainables/replay.py) cost this study nothing
+        add(f"{method} searches: trials", 0.0 if "replay/of" in report else report.get("time/cpu_s", 0.0))
+
+
+def _reports(sweep: Path) -> list[dict]:
+    """Every trial report of a search sweep (its trials' Tune ``result.json`` lines)."""
+    return [
+        json.loads(line)
+        for results in sorted(glob.glob(str(sweep / "*" / "result.json")))
+        for line in Path(results).read_text().splitlines()
+        if line.strip()
+    ]
 
 
 def measured_markdown(cfg, rows: list[tuple[str, str, float]], kept: dict[str, Measured], cores: int) -> str:
@@ -365,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         + f"; downstream per run-step {now.run_step:.3f}{' (measured)' if now.run_step != units.run_step else ''}"
         + f"; validation problem {now.validation_problem:.1f}"
         + (" (measured)" if now.validation_problem != units.validation_problem else "")
+        + "".join(f"; {m} trial report {v:.0f} (measured)" for m, v in sorted(now.report_s.items()))
     )
     saving = replay_saving(cfg, now, args.measured) / 3600
     if saving:

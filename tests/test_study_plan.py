@@ -126,3 +126,28 @@ def test_study_units_are_what_a_running_study_measured_and_the_base_elsewhere(tm
     # ... and one that read PT's curves' cache (study v2's MAML searches, 7 Dec: 0.002 CPU s) is left out
     (maml / "validation PT-4.json").write_text(json.dumps({"key": {"tuning": {"steps": 6}}, "cpu_s": 0.002}))
     assert study_plan.study_units(tmp_path, base, cfg).validation_problem == (35 + 40 + 37) / 3
+
+
+def test_a_searched_methods_trial_reports_price_its_searches_once_measured(tmp_path):
+    """Study v2's MAML searches validate for 60 steps, priced linearly until a trial reports (an
+    upper bound: its first report cost 1,831 CPU s against about 2,400). Once a method's searches
+    computed reports, the plan prices its trials' reports at their mean ``time/cpu_s`` (replayed
+    reports, which cost nothing, left out): on smoke-v2 (1 validation problem per report, 2 outer
+    steps of 1 CPU s) reports of 100 and 140 CPU s make a validation problem 118 CPU s."""
+    import json
+
+    from promptinit.search.phases.study_config import load_study_config
+
+    cfg = load_study_config(ROOT / "configs" / "study" / "smoke-v2.yaml")
+    sweep = tmp_path / "sweeps" / "s-maml-tpe"
+    (sweep / "maml_1").mkdir(parents=True)
+    (sweep / "promptinit-sweep.json").write_text(json.dumps({"config": {"methods": ["maml"]}}))
+    reports = [{"time/cpu_s": 100.0}, {"time/cpu_s": 140.0}, {"replay/of": "s-maml-random/maml_2"}]
+    (sweep / "maml_1" / "result.json").write_text("\n".join(map(json.dumps, reports)) + "\n")
+    base = study_plan.Units({"mtl": 1.0, "maml": 1.0}, run_step=1.0, validation_problem=10.0)
+    units = study_plan.study_units(tmp_path, base, cfg)
+    assert units.report_s == {"maml": 120.0} and units.validation_problem == 10.0
+    tpe = {a.method: a for a in cfg.arms() if a.kind == "search" and a.algorithm == "tpe"}
+    maml = study_plan._search(cfg, tpe["maml"], units, 4, 1.0)
+    assert [row[2] for row in maml[1:3]] == [3 * 118.0, 118.0]  # 3 reports (no ASHA rung past 1); re-score
+    assert study_plan._search(cfg, tpe["mtl"], units, 4, 1.0) == study_plan._search(cfg, tpe["mtl"], base, 4, 1.0)
