@@ -52,6 +52,7 @@ def test_a_method_validated_longer_costs_its_searches_validation_in_proportion()
 
     cfg = load_study_config(ROOT / "configs" / "study" / "smoke-v2.yaml")
     units = study_plan.Units({"mtl": 1.0, "maml": 1.0}, run_step=1.0, validation_problem=10.0)
+
     def validated(maml: dict):
         return cfg.model_copy(update={"study": cfg.study.model_copy(update={"validation": maml})})
 
